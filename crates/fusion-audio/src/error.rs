@@ -1,0 +1,27 @@
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// Errors of fusion-audio.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// A WAV file that cannot be read: missing, truncated or not a WAV.
+    #[error("cannot read WAV {path}: {source}")]
+    Wav {
+        /// The audio file.
+        path: PathBuf,
+        /// The reader's error.
+        source: hound::Error,
+    },
+    /// A WAV file that is well formed but unusable.
+    #[error("unusable WAV {path}: {reason}")]
+    Unusable {
+        /// The audio file.
+        path: PathBuf,
+        /// Why it cannot be used.
+        reason: String,
+    },
+}
+
+/// Result with fusion-audio's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,19 @@
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// Errors of fusion-data.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// A manifest file that cannot be read at all.
+    #[error("cannot read manifest {path}: {source}")]
+    Io {
+        /// The manifest file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// Result with fusion-data's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,20 @@
+//! # fusion-data
+//!
+//! Dataset manifests: one record per sample with an id, a label and one field per
+//! modality. An absent or empty modality field is a missing modality, not an error; a line
+//! that cannot be parsed is reported with its line number and the rest of the file loads.
+//!
+//! ```no_run
+//! let manifest = fusion_data::Manifest::load_jsonl("data/avmnist/manifest.jsonl")?;
+//! for bad in &manifest.rejected {
+//!     eprintln!("skipped {bad}");
+//! }
+//! println!("{} records", manifest.records.len());
+//! # Ok::<(), fusion_data::Error>(())
+//! ```
+
+mod error;
+mod manifest;
+
+pub use error::{Error, Result};
+pub use manifest::{Manifest, Modality, Record, RejectedLine, Split};

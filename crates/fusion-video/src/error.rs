@@ -1,0 +1,25 @@
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// Errors of fusion-video.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// FFmpeg could not open or read the file.
+    #[error("cannot read video {path}: {source}")]
+    Ffmpeg {
+        /// The media file.
+        path: PathBuf,
+        /// FFmpeg's error.
+        source: ffmpeg_next::Error,
+    },
+    /// The file opened but holds no video stream.
+    #[error("{path} has no video stream")]
+    NoVideoStream {
+        /// The media file.
+        path: PathBuf,
+    },
+}
+
+/// Result with fusion-video's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;

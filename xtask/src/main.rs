@@ -1,0 +1,111 @@
+//! `cargo xtask`: the project's own tasks.
+//!
+//! - `setup`  installs what the build needs (FFmpeg/clang packages, libtorch) and writes
+//!   `.cargo/local.toml` so that plain `cargo build/test/run` work.
+//! - `models` fetches and verifies pretrained weights listed in `models/models.toml`.
+//! - `data`   fetches and verifies datasets (`mnist`, `fsdd`).
+//! - `test`   runs `setup`, `models`, `data`, then the whole test suite.
+//! - `demo`   runs the main job on the built-in dataset.
+
+mod data;
+mod fetch;
+mod models;
+mod paths;
+mod pth;
+mod setup;
+
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [options]
+
+commands:
+  setup [--cuda|--cpu]          install FFmpeg/clang packages and libtorch 2.11.0, write .cargo/local.toml
+  models [NAME...]              fetch, convert and verify pretrained weights (models/models.toml)
+  data NAME... [--mirror DIR]   fetch and verify datasets: mnist, fsdd
+  test [-- CARGO TEST ARGS]     setup + models + data, then the whole test suite
+  demo                          setup, then the main job on the built-in dataset
+
+environment:
+  FUSION_CACHE_DIR     where libtorch, models and data live (default: $XDG_CACHE_HOME/fusion or ~/.cache/fusion)
+  FUSION_LIBTORCH      use this existing libtorch (a folder with lib/ and include/) instead of installing one
+  FUSION_DATA_MIRROR   a local folder holding mnist/ and fsdd/ to copy datasets from";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((command, rest)) = args.split_first() else {
+        println!("{USAGE}");
+        return Ok(());
+    };
+    match command.as_str() {
+        "setup" => setup::run(&setup::Options::parse(rest)?).map(drop),
+        "models" => models::run(rest),
+        "data" => data::run(rest),
+        "test" => test(rest),
+        "demo" => demo(rest),
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown command `{other}`\n\n{USAGE}"),
+    }
+}
+
+/// `cargo xtask test`: everything the suite needs, then the suite.
+fn test(args: &[String]) -> Result<()> {
+    let (ours, cargo_args) = split_at_double_dash(args);
+    setup::run(&setup::Options::parse(ours)?)?;
+    models::run(&[])?;
+    data::run(&["mnist".into(), "fsdd".into()])?;
+    let mut command = cargo();
+    command.args(["test", "--workspace"]).args(cargo_args);
+    run_checked(&mut command)
+}
+
+/// `cargo xtask demo`: the main job, in release mode.
+fn demo(args: &[String]) -> Result<()> {
+    let (ours, fusion_args) = split_at_double_dash(args);
+    setup::run(&setup::Options::parse(ours)?)?;
+    let mut command = cargo();
+    command
+        .args([
+            "run",
+            "--release",
+            "--package",
+            "fusion-cli",
+            "--bin",
+            "fusion",
+            "--",
+            "demo",
+        ])
+        .args(fusion_args);
+    run_checked(&mut command)
+}
+
+fn split_at_double_dash(args: &[String]) -> (&[String], &[String]) {
+    match args.iter().position(|a| a == "--") {
+        Some(i) => (&args[..i], &args[i + 1..]),
+        None => (args, &[]),
+    }
+}
+
+/// A cargo child that reads the configuration `setup` just wrote, not the values this
+/// process inherited from the cargo that started it.
+fn cargo() -> Command {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.current_dir(paths::project_root());
+    for managed in setup::MANAGED_ENV {
+        command.env_remove(managed);
+    }
+    command
+}
+
+fn run_checked(command: &mut Command) -> Result<()> {
+    let status = command.status().with_context(|| format!("cannot start {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed with {status}");
+    }
+    Ok(())
+}
