@@ -308,7 +308,9 @@ fn write_local_config(libtorch: &Libtorch) -> Result<()> {
          FUSION_CACHE_DIR = {cache}\n\
          FUSION_MODELS_DIR = {models}\n\
          FUSION_DATA_DIR = {data}\n\n\
-         # Binaries and test binaries find libtorch without LD_LIBRARY_PATH.\n\
+         # Binaries, test binaries and doctests find libtorch without LD_LIBRARY_PATH.\n\
+         [build]\n\
+         rustdocflags = [\"-C\", {rpath}]\n\n\
          [target.'cfg(target_os = \"linux\")']\n\
          rustflags = [\"-C\", {rpath}]\n",
         libtorch = quote(&libtorch.root),

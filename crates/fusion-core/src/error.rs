@@ -14,6 +14,25 @@ pub enum Error {
         /// Number of CUDA devices libtorch can see.
         visible: usize,
     },
+    /// A model or training configuration that cannot work; names the field.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A file that cannot be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A checkpoint or run folder that does not fit the model.
+    #[error("checkpoint {path}: {reason}")]
+    Checkpoint {
+        /// The checkpoint file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Inputs whose shapes cannot be combined.
     #[error("shape mismatch: {0}")]
     Shape(String),

@@ -1,26 +1,70 @@
 //! # fusion-core
 //!
-//! Multi-modal fusion on libtorch (through [`tch`]): fusion modules, models, training and
-//! evaluation. "Early" fusion combines features (feature level), "late" fusion combines
-//! decisions (decision level), as in the fusion literature.
+//! Multi-modal fusion on libtorch (through [`tch`]). "Early" fusion combines features
+//! (feature level, here after the unimodal encoders), "late" fusion combines decisions
+//! (decision level), and "hybrid" fusion does both, as in the fusion literature.
+//!
+//! A [`FusionModel`] is one [`Encoder`] per modality, a fusion method and a classifier,
+//! built from a serde [`ModelConfig`]. Every input carries a presence mask, so a sample
+//! may lack any modality.
 //!
 //! ```
-//! use fusion_core::{DeviceChoice, tensor_fusion};
-//! use tch::Tensor;
+//! use fusion_core::{FusionConfig, LateCombiner, ModalityConfig, ModalityInput, ModelConfig, FusionModel};
+//! use tch::{Device, Kind, Tensor, nn};
 //!
-//! let device = "cpu".parse::<DeviceChoice>()?.resolve()?;
-//! let text = Tensor::from_slice(&[1.0f32, 2.0]).view([1, 2]).to_device(device);
-//! let audio = Tensor::from_slice(&[3.0f32]).view([1, 1]).to_device(device);
-//! // Outer product of [1, 2, 1] and [3, 1], flattened.
-//! let fused = tensor_fusion(&[&text, &audio])?;
-//! assert_eq!(fused.size(), [1, 6]);
+//! let config = ModelConfig {
+//!     modalities: vec![
+//!         ModalityConfig { name: "image".into(), input_dim: 8, encoder: Default::default() },
+//!         ModalityConfig { name: "audio".into(), input_dim: 4, encoder: Default::default() },
+//!     ],
+//!     num_classes: 3,
+//!     hidden_dim: 16,
+//!     dropout: 0.0,
+//!     fusion: FusionConfig::Late { combiner: LateCombiner::Mean },
+//! };
+//! let vs = nn::VarStore::new(Device::Cpu);
+//! let model = FusionModel::new(&vs.root(), &config)?;
+//! let image = ModalityInput::dense(Tensor::randn([5, 8], (Kind::Float, Device::Cpu)));
+//! // The second and fifth samples have no audio.
+//! let present = Tensor::from_slice(&[true, false, true, true, false]);
+//! let audio = ModalityInput::with_presence(Tensor::randn([5, 4], (Kind::Float, Device::Cpu)), present);
+//! let output = model.forward_t(&[image, audio], false)?;
+//! assert_eq!(output.log_probs.size(), [5, 3]);
 //! # Ok::<(), fusion_core::Error>(())
 //! ```
 
+mod attention;
+mod config;
+mod dataset;
 mod device;
+mod early;
 mod error;
+mod explain;
 mod fusion;
+mod input;
+mod late;
+mod metrics;
+mod model;
+mod train;
 
+pub use config::{
+    ConfidenceMeasure, EarlyMethod, EncoderConfig, FusionConfig, GatingForm, LateCombiner, ModalityConfig,
+    ModelConfig,
+};
+pub use dataset::TensorDataset;
 pub use device::{DeviceChoice, cuda_available, cuda_device_count};
+pub use early::EarlyFusion;
 pub use error::{Error, Result};
+pub use explain::{
+    Complexity, NOISE_LEVELS, NoiseCurve, ShapleyReport, SubsetAccuracy, complexity, missing_modality_accuracy,
+    noise_robustness, shapley_values,
+};
 pub use fusion::tensor_fusion;
+pub use input::{ModalityInput, modality_dropout};
+pub use late::LateFusion;
+pub use metrics::{ECE_BINS, GroupMetrics, Metrics, expected_calibration_error};
+pub use model::{BranchOutput, Encoder, FusionModel, FusionOutput, IdentityEncoder, MlpEncoder};
+pub use train::{
+    EarlyStopping, EpochRecord, Evaluation, Optimizer, OptimizerConfig, Progress, RunFolder, Schedule, StopMetric,
+    TrainConfig, TrainSummary, evaluate, load_weights, save_weights, train,
+};

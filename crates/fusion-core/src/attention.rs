@@ -1,0 +1,109 @@
+//! Cross-modal attention: a small pre-norm transformer over modality tokens.
+
+use tch::{Kind, Tensor, nn, nn::Module};
+
+/// One token per embedding modality and one per real token of a sequence modality, each
+/// projected to `hidden` plus a learned modality-type embedding, after a learned [CLS]
+/// token whose final state is the fused representation. Keys of absent modalities and
+/// of padding are masked out, so they receive no attention.
+#[derive(Debug)]
+pub struct ModalityTransformer {
+    projections: Vec<nn::Linear>,
+    type_embedding: Tensor,
+    cls: Tensor,
+    layers: Vec<Layer>,
+    final_norm: nn::LayerNorm,
+    heads: i64,
+}
+
+#[derive(Debug)]
+struct Layer {
+    norm1: nn::LayerNorm,
+    qkv: nn::Linear,
+    out: nn::Linear,
+    norm2: nn::LayerNorm,
+    ff1: nn::Linear,
+    ff2: nn::Linear,
+}
+
+impl ModalityTransformer {
+    /// `dims` are the modalities' embedding sizes; `heads` divides `hidden`.
+    pub fn new(p: &nn::Path, dims: &[i64], hidden: i64, heads: i64, layers: usize) -> Self {
+        let projections = dims
+            .iter()
+            .enumerate()
+            .map(|(m, &d)| nn::linear(p / format!("proj_{m}"), d, hidden, Default::default()))
+            .collect();
+        let layers = (0..layers)
+            .map(|l| {
+                let q = p / format!("layer_{l}");
+                Layer {
+                    norm1: nn::layer_norm(&q / "norm1", vec![hidden], Default::default()),
+                    qkv: nn::linear(&q / "qkv", hidden, 3 * hidden, Default::default()),
+                    out: nn::linear(&q / "out", hidden, hidden, Default::default()),
+                    norm2: nn::layer_norm(&q / "norm2", vec![hidden], Default::default()),
+                    ff1: nn::linear(&q / "ff1", hidden, 2 * hidden, Default::default()),
+                    ff2: nn::linear(&q / "ff2", 2 * hidden, hidden, Default::default()),
+                }
+            })
+            .collect();
+        Self {
+            projections,
+            type_embedding: p.randn("type_embedding", &[dims.len() as i64, hidden], 0.0, 0.02),
+            cls: p.randn("cls", &[hidden], 0.0, 0.02),
+            layers,
+            final_norm: nn::layer_norm(p / "final_norm", vec![hidden], Default::default()),
+            heads,
+        }
+    }
+
+    /// Returns the [CLS] state `[B, H]` and the attention the [CLS] query of the last layer
+    /// gave each modality `[B, M]` (summed over its tokens, averaged over heads).
+    pub fn forward(&self, sequences: &[(Tensor, Option<Tensor>)], presence: &Tensor) -> (Tensor, Tensor) {
+        let batch = presence.size()[0];
+        let device = presence.device();
+        let mut tokens = vec![self.cls.view([1, 1, -1]).expand([batch, 1, -1], false)];
+        let mut valid = vec![Tensor::ones([batch, 1], (Kind::Bool, device))];
+        let mut spans = Vec::with_capacity(sequences.len());
+        let mut start = 1;
+        for (m, ((features, padding), projection)) in sequences.iter().zip(&self.projections).enumerate() {
+            let seq = if features.dim() == 2 { features.unsqueeze(1) } else { features.shallow_clone() };
+            let length = seq.size()[1];
+            tokens.push(projection.forward(&seq) + self.type_embedding.get(m as i64));
+            let here = presence.select(1, m as i64).gt(0.5).unsqueeze(1);
+            let real = match padding {
+                Some(mask) if features.dim() == 3 => mask.to_kind(Kind::Bool),
+                _ => Tensor::ones([batch, length], (Kind::Bool, device)),
+            };
+            valid.push(real.logical_and(&here));
+            spans.push((start, length));
+            start += length;
+        }
+        let mut h = Tensor::cat(&tokens, 1);
+        let key_valid = Tensor::cat(&valid, 1);
+        let mut cls_attention = Tensor::zeros([batch, start], (Kind::Float, device));
+        for layer in &self.layers {
+            let (attended, probs) = self.attend(layer, &h.apply(&layer.norm1), &key_valid);
+            h = h + attended;
+            h = &h + h.apply(&layer.norm2).apply(&layer.ff1).relu().apply(&layer.ff2);
+            cls_attention = probs.select(2, 0).mean_dim(1, false, Kind::Float);
+        }
+        let per_modality: Vec<Tensor> =
+            spans.iter().map(|&(s, n)| cls_attention.narrow(1, s, n).sum_dim_intlist(1, false, Kind::Float)).collect();
+        (h.select(1, 0).apply(&self.final_norm), Tensor::stack(&per_modality, 1))
+    }
+
+    /// Multi-head self-attention with masked keys; returns the output and the attention
+    /// probabilities `[B, heads, L, L]`.
+    fn attend(&self, layer: &Layer, x: &Tensor, key_valid: &Tensor) -> (Tensor, Tensor) {
+        let (batch, length, hidden) = x.size3().unwrap_or_default();
+        let head_dim = hidden / self.heads;
+        let qkv = layer.qkv.forward(x).view([batch, length, 3, self.heads, head_dim]).permute([2, 0, 3, 1, 4]);
+        let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
+        let scores = q.matmul(&k.transpose(-2, -1)) / (head_dim as f64).sqrt();
+        let blocked = key_valid.logical_not().view([batch, 1, 1, length]);
+        let probs = scores.masked_fill(&blocked, f64::NEG_INFINITY).softmax(-1, Kind::Float);
+        let out = probs.matmul(&v).transpose(1, 2).reshape([batch, length, hidden]);
+        (layer.out.forward(&out), probs)
+    }
+}

@@ -1,0 +1,279 @@
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// How one modality enters the model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModalityConfig {
+    /// Name used in reports and errors (`image`, `audio`…).
+    pub name: String,
+    /// Size of the last dimension of this modality's input features.
+    pub input_dim: i64,
+    /// The encoder that turns features into an embedding.
+    #[serde(default)]
+    pub encoder: EncoderConfig,
+}
+
+/// Built-in encoders over feature vectors. Modality crates bring their own encoders
+/// (CNNs, text transformers) through the [`crate::Encoder`] trait.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EncoderConfig {
+    /// Features are used as they are.
+    Identity,
+    /// Linear layers with ReLU (and dropout) between them; applied per token on sequences.
+    Mlp {
+        /// Output size of each layer; the last is the embedding size.
+        hidden: Vec<i64>,
+    },
+}
+
+impl Default for EncoderConfig {
+    fn default() -> Self {
+        Self::Mlp { hidden: vec![64] }
+    }
+}
+
+/// Early (feature-level) fusion methods.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case")]
+pub enum EarlyMethod {
+    /// Concatenated embeddings.
+    Concat,
+    /// Sum of per-modality projections to `hidden_dim`.
+    Sum,
+    /// Element-wise product of per-modality projections to `hidden_dim`.
+    Product,
+    /// Outer product of every `[x; 1]` (Zadeh et al. 2017).
+    Tensor,
+    /// Low-rank tensor fusion with `rank` modality-specific factors (Liu et al. 2018).
+    LowRank {
+        /// Number of rank-one terms.
+        rank: i64,
+    },
+    /// Multiplicative interactions (Jayakumar et al. 2020): the first modality is
+    /// transformed by weights generated from the others.
+    Gating {
+        /// Whether the generated weights are a full matrix, a vector or a scalar.
+        form: GatingForm,
+    },
+    /// A small transformer over modality tokens; missing modalities and padding are
+    /// masked out of the keys.
+    Attention {
+        /// Attention heads (must divide `hidden_dim`).
+        heads: i64,
+        /// Transformer layers.
+        layers: usize,
+    },
+}
+
+/// Form of the generated weights in [`EarlyMethod::Gating`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GatingForm {
+    /// `W(z) x + b(z)` with a full matrix `W(z)`.
+    Matrix,
+    /// `(W x) ⊙ g(z) + b(z)`: a diagonal matrix.
+    Vector,
+    /// `(W x) · s(z) + b(z)`: one scalar gate.
+    Scalar,
+}
+
+/// Late (decision-level) combination of per-modality predictions. Every combiner
+/// renormalises over the modalities a sample has; a sample with none gets the uniform
+/// distribution.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "combiner", rename_all = "snake_case")]
+pub enum LateCombiner {
+    /// Mean of probabilities.
+    Mean,
+    /// Weighted mean of probabilities with fixed weights (one per branch).
+    Fixed {
+        /// Non-negative weight per branch.
+        weights: Vec<f64>,
+    },
+    /// Weighted mean with weights from each branch's own confidence.
+    Confidence {
+        /// Which confidence measure.
+        measure: ConfidenceMeasure,
+    },
+    /// Weighted mean with trained weights (softmax over present branches).
+    Learned,
+    /// Class-wise maximum of probabilities, renormalised.
+    Max,
+    /// Majority vote of the branches' argmax (ties broken by mean probability).
+    MajorityVote,
+    /// Product of experts: sum of log-probabilities, renormalised.
+    ProductOfExperts,
+    /// A small classifier over the branches' probabilities and presence.
+    Stacking,
+}
+
+/// Confidence of one branch's prediction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfidenceMeasure {
+    /// `1 - H(p) / log C`.
+    Entropy,
+    /// `max_c p_c`.
+    MaxProb,
+}
+
+/// The fusion family and its method.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "family", rename_all = "snake_case")]
+pub enum FusionConfig {
+    /// Early (feature-level) fusion after the unimodal encoders, then one classifier.
+    Early {
+        /// How features are combined.
+        #[serde(flatten)]
+        method: EarlyMethod,
+    },
+    /// Late (decision-level) fusion: one classifier per modality, decisions combined.
+    Late {
+        /// How decisions are combined.
+        #[serde(flatten)]
+        combiner: LateCombiner,
+    },
+    /// An early-fused branch plus per-modality branches, combined at the decision level
+    /// and trained jointly with per-branch losses. Branch order: modalities, then early.
+    Hybrid {
+        /// The early branch's method.
+        early: EarlyMethod,
+        /// How the branches' decisions are combined.
+        combiner: LateCombiner,
+    },
+    /// CentralNet (Vielzeuf et al. 2018): a central branch mixing the unimodal hidden
+    /// layers at every depth with learned weights; unimodal heads add their own losses.
+    CentralNet {
+        /// Hidden layers per branch.
+        depth: usize,
+    },
+}
+
+/// Everything needed to rebuild a model: saved beside every checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// Modalities in input order.
+    pub modalities: Vec<ModalityConfig>,
+    /// Number of classes.
+    pub num_classes: i64,
+    /// Common size for projections, fusion outputs and classifier hidden layers.
+    #[serde(default = "default_hidden_dim")]
+    pub hidden_dim: i64,
+    /// Dropout in encoders and classifiers.
+    #[serde(default)]
+    pub dropout: f64,
+    /// Fusion family and method.
+    pub fusion: FusionConfig,
+}
+
+fn default_hidden_dim() -> i64 {
+    64
+}
+
+/// Largest fused feature count tensor fusion may produce.
+pub const MAX_TENSOR_FUSION_FEATURES: i64 = 1 << 20;
+
+impl ModelConfig {
+    /// Checks values that would otherwise fail deep inside libtorch, naming the field.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field: &str, why: String| Err(Error::Config(format!("{field}: {why}")));
+        if self.modalities.is_empty() {
+            return bad("modalities", "at least one modality is needed".into());
+        }
+        for (i, m) in self.modalities.iter().enumerate() {
+            if m.input_dim < 1 {
+                return bad(&format!("modalities[{i}].input_dim"), format!("{} is not positive", m.input_dim));
+            }
+            if let EncoderConfig::Mlp { hidden } = &m.encoder
+                && (hidden.is_empty() || hidden.iter().any(|&h| h < 1))
+            {
+                return bad(&format!("modalities[{i}].encoder.hidden"), format!("{hidden:?} needs positive sizes"));
+            }
+            if self.modalities[..i].iter().any(|o| o.name == m.name) {
+                return bad(&format!("modalities[{i}].name"), format!("`{}` appears twice", m.name));
+            }
+        }
+        if self.num_classes < 2 {
+            return bad("num_classes", format!("{} (need at least 2)", self.num_classes));
+        }
+        if self.hidden_dim < 1 {
+            return bad("hidden_dim", format!("{} is not positive", self.hidden_dim));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return bad("dropout", format!("{} is outside [0, 1)", self.dropout));
+        }
+        let branches = self.modalities.len() + usize::from(matches!(self.fusion, FusionConfig::Hybrid { .. }));
+        match &self.fusion {
+            FusionConfig::Early { method } => self.validate_early(method, "fusion"),
+            FusionConfig::Late { combiner } => validate_combiner(combiner, branches, "fusion"),
+            FusionConfig::Hybrid { early, combiner } => {
+                self.validate_early(early, "fusion.early")?;
+                validate_combiner(combiner, branches, "fusion.combiner")
+            }
+            FusionConfig::CentralNet { depth } if *depth < 1 => bad("fusion.depth", "must be at least 1".into()),
+            FusionConfig::CentralNet { .. } => Ok(()),
+        }
+    }
+
+    fn validate_early(&self, method: &EarlyMethod, field: &str) -> Result<()> {
+        match method {
+            EarlyMethod::Tensor => {
+                let size = self.embedding_dims().iter().try_fold(1i64, |acc, d| acc.checked_mul(d + 1));
+                match size {
+                    Some(n) if n <= MAX_TENSOR_FUSION_FEATURES => Ok(()),
+                    _ => Err(Error::Config(format!(
+                        "{field}: tensor fusion of {:?} would exceed {MAX_TENSOR_FUSION_FEATURES} features; use low_rank",
+                        self.embedding_dims()
+                    ))),
+                }
+            }
+            EarlyMethod::LowRank { rank } if *rank < 1 => Err(Error::Config(format!("{field}.rank: must be at least 1"))),
+            EarlyMethod::Gating { .. } if self.modalities.len() < 2 => {
+                Err(Error::Config(format!("{field}: gating needs at least two modalities")))
+            }
+            EarlyMethod::Attention { heads, layers } => {
+                if *heads < 1 || self.hidden_dim % heads != 0 {
+                    Err(Error::Config(format!("{field}.heads: {heads} must divide hidden_dim {}", self.hidden_dim)))
+                } else if *layers < 1 {
+                    Err(Error::Config(format!("{field}.layers: must be at least 1")))
+                } else {
+                    Ok(())
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Embedding size of each modality after its encoder.
+    pub fn embedding_dims(&self) -> Vec<i64> {
+        self.modalities
+            .iter()
+            .map(|m| match &m.encoder {
+                EncoderConfig::Identity => m.input_dim,
+                EncoderConfig::Mlp { hidden } => hidden.last().copied().unwrap_or(m.input_dim),
+            })
+            .collect()
+    }
+
+    /// Names of the modalities, in input order.
+    pub fn modality_names(&self) -> Vec<String> {
+        self.modalities.iter().map(|m| m.name.clone()).collect()
+    }
+}
+
+fn validate_combiner(combiner: &LateCombiner, branches: usize, field: &str) -> Result<()> {
+    if let LateCombiner::Fixed { weights } = combiner {
+        if weights.len() != branches {
+            return Err(Error::Config(format!(
+                "{field}.weights: {} weights for {branches} branches",
+                weights.len()
+            )));
+        }
+        if weights.iter().any(|w| !w.is_finite() || *w < 0.0) || weights.iter().all(|w| *w == 0.0) {
+            return Err(Error::Config(format!("{field}.weights: {weights:?} must be non-negative, not all 0")));
+        }
+    }
+    Ok(())
+}

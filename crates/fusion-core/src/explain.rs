@@ -1,0 +1,223 @@
+//! Explanation and robustness: exact per-modality Shapley values, accuracy under missing
+//! modality subsets and under feature noise, and model complexity.
+
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use crate::{FusionModel, ModalityInput, Result, TensorDataset, train::argmax};
+
+/// Per-modality Shapley values of the probability of the predicted class.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShapleyReport {
+    /// Modality names.
+    pub modalities: Vec<String>,
+    /// `values[i][m]`: contribution of modality `m` to sample `i`'s prediction (0 where
+    /// the sample lacks `m`).
+    pub values: Vec<Vec<f64>>,
+    /// Mean contribution of each modality over the samples that have it.
+    pub mean: Vec<f64>,
+    /// Mean absolute contribution over the samples that have it.
+    pub mean_abs: Vec<f64>,
+    /// Probability of the predicted class with no modality (the baseline `v(∅)`).
+    pub baseline: Vec<f64>,
+}
+
+/// Exact Shapley values: the model is evaluated on every subset of modalities (through
+/// the presence masks, 2^M passes), with `v(S)` = probability of the class predicted from
+/// all of the sample's modalities. For each sample only its present modalities play, so
+/// the values sum to `v(present) − v(∅)`.
+pub fn shapley_values(model: &FusionModel, data: &TensorDataset, batch_size: usize) -> Result<ShapleyReport> {
+    let count = model.modality_names().len();
+    let subsets = 1usize << count;
+    let device = model.device();
+    let mut values = Vec::with_capacity(data.len() as usize);
+    let mut baseline = Vec::with_capacity(data.len() as usize);
+    tch::no_grad(|| -> Result<()> {
+        for indices in data.batches(batch_size, None) {
+            let (inputs, _) = data.batch(&indices, device);
+            let present: Vec<Vec<bool>> =
+                inputs.iter().map(|i| Vec::<bool>::try_from(i.present.to_device(tch::Device::Cpu))).collect::<std::result::Result<_, _>>()?;
+            // probs[s][i][c] with only the modalities of subset s.
+            let mut probs: Vec<Vec<Vec<f32>>> = Vec::with_capacity(subsets);
+            for subset in 0..subsets {
+                let masked: Vec<ModalityInput> = inputs
+                    .iter()
+                    .enumerate()
+                    .map(|(m, input)| {
+                        let keep = if subset & (1 << m) != 0 { input.present.shallow_clone() } else { input.present.zeros_like() };
+                        input.with_present(keep)
+                    })
+                    .collect();
+                probs.push(class_probabilities(model, &masked)?);
+            }
+            for i in 0..present.first().map_or(0, Vec::len) {
+                let have: usize = (0..count).filter(|&m| present[m][i]).map(|m| 1 << m).sum();
+                let target = argmax(&probs[have][i]);
+                let value = |s: usize| f64::from(probs[s & have][i][target]);
+                let players = have.count_ones() as usize;
+                let mut phi = vec![0.0; count];
+                for (m, slot) in phi.iter_mut().enumerate().filter(|(m, _)| have & (1 << m) != 0) {
+                    for s in (0..subsets).filter(|s| s & !have == 0 && s & (1 << m) == 0) {
+                        let size = s.count_ones() as usize;
+                        let weight = factorial(size) * factorial(players - size - 1) / factorial(players);
+                        *slot += weight * (value(s | (1 << m)) - value(s));
+                    }
+                }
+                values.push(phi);
+                baseline.push(value(0));
+            }
+        }
+        Ok(())
+    })?;
+    let present_rows = |m: usize| -> Vec<bool> { Vec::<bool>::try_from(&data.present[m]).unwrap_or_default() };
+    let (mut mean, mut mean_abs) = (vec![0.0; count], vec![0.0; count]);
+    for m in 0..count {
+        let rows = present_rows(m);
+        let have: Vec<f64> = values.iter().zip(&rows).filter(|(_, p)| **p).map(|(v, _)| v[m]).collect();
+        let n = have.len().max(1) as f64;
+        mean[m] = have.iter().sum::<f64>() / n;
+        mean_abs[m] = have.iter().map(|v| v.abs()).sum::<f64>() / n;
+    }
+    Ok(ShapleyReport { modalities: model.modality_names().to_vec(), values, mean, mean_abs, baseline })
+}
+
+fn factorial(n: usize) -> f64 {
+    (1..=n).map(|k| k as f64).product()
+}
+
+fn class_probabilities(model: &FusionModel, inputs: &[ModalityInput]) -> Result<Vec<Vec<f32>>> {
+    let classes = model.config().num_classes as usize;
+    let probs = model.forward_t(inputs, false)?.log_probs.exp().to_device(tch::Device::Cpu);
+    Ok(Vec::<f32>::try_from(probs.flatten(0, -1))?.chunks(classes).map(<[f32]>::to_vec).collect())
+}
+
+fn accuracy(model: &FusionModel, data: &TensorDataset, batch_size: usize, edit: &dyn Fn(usize, &ModalityInput) -> ModalityInput) -> Result<f64> {
+    let mut correct = 0i64;
+    tch::no_grad(|| -> Result<()> {
+        for indices in data.batches(batch_size, None) {
+            let (inputs, labels) = data.batch(&indices, model.device());
+            let edited: Vec<ModalityInput> = inputs.iter().enumerate().map(|(m, i)| edit(m, i)).collect();
+            let predicted = model.forward_t(&edited, false)?.log_probs.argmax(-1, false);
+            correct += i64::try_from(predicted.eq_tensor(&labels).sum(Kind::Int64))?;
+        }
+        Ok(())
+    })?;
+    Ok(correct as f64 / data.len().max(1) as f64)
+}
+
+/// Accuracy when only a subset of modalities is available.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubsetAccuracy {
+    /// Modalities kept (the others are marked missing for every sample).
+    pub modalities: Vec<String>,
+    /// Accuracy on the dataset.
+    pub accuracy: f64,
+}
+
+/// Accuracy under every non-empty subset of modalities (the others masked as missing).
+pub fn missing_modality_accuracy(model: &FusionModel, data: &TensorDataset, batch_size: usize) -> Result<Vec<SubsetAccuracy>> {
+    let names = model.modality_names();
+    (1usize..1 << names.len())
+        .map(|subset| {
+            let keep = |m: usize| subset & (1 << m) != 0;
+            let accuracy = accuracy(model, data, batch_size, &|m, input| {
+                input.with_present(if keep(m) { input.present.shallow_clone() } else { input.present.zeros_like() })
+            })?;
+            let modalities = names.iter().enumerate().filter(|(m, _)| keep(*m)).map(|(_, n)| n.clone()).collect();
+            Ok(SubsetAccuracy { modalities, accuracy })
+        })
+        .collect()
+}
+
+/// Accuracy as Gaussian noise grows on one modality's features.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NoiseCurve {
+    /// The noised modality.
+    pub modality: String,
+    /// `(level, accuracy)`: noise standard deviation as a fraction of the features' own.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Noise levels of the robustness curves: 0, 0.1, …, 0.9.
+pub const NOISE_LEVELS: [f64; 10] = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
+
+/// For each modality, accuracy with `level · std(features) · N(0, 1)` added to its
+/// features, at each of `levels`; seeded.
+pub fn noise_robustness(model: &FusionModel, data: &TensorDataset, batch_size: usize, levels: &[f64], seed: i64) -> Result<Vec<NoiseCurve>> {
+    let names = model.modality_names();
+    names
+        .iter()
+        .enumerate()
+        .map(|(target, name)| {
+            let scale = f64::try_from(data.features[target].std(true))?;
+            let points = levels
+                .iter()
+                .map(|&level| {
+                    tch::manual_seed(seed);
+                    let acc = accuracy(model, data, batch_size, &|m, input| {
+                        let mut edited = input.with_present(input.present.shallow_clone());
+                        if m == target && level > 0.0 {
+                            edited.features = &input.features + input.features.randn_like() * (level * scale);
+                        }
+                        edited
+                    })?;
+                    Ok((level, acc))
+                })
+                .collect::<Result<_>>()?;
+            Ok(NoiseCurve { modality: name.clone(), points })
+        })
+        .collect()
+}
+
+/// Size and speed of a model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Complexity {
+    /// Trainable parameters.
+    pub trainable_parameters: i64,
+    /// All parameters.
+    pub parameters: i64,
+    /// Mean seconds of one training step (forward, backward, no update) on a batch.
+    pub train_step_seconds: f64,
+    /// Mean seconds of one inference pass on a batch.
+    pub inference_seconds: f64,
+    /// Peak resident memory of this process so far (bytes; Linux), or on CUDA the
+    /// allocator's peak is not exposed by tch and this stays the CPU figure.
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// Counts parameters and times `repeats` training and inference passes on one batch.
+pub fn complexity(model: &FusionModel, vs: &tch::nn::VarStore, data: &TensorDataset, batch_size: usize, repeats: usize) -> Result<Complexity> {
+    let variables = vs.variables();
+    let parameters = variables.values().map(Tensor::numel).sum::<usize>() as i64;
+    let trainable_parameters = variables.values().filter(|t| t.requires_grad()).map(Tensor::numel).sum::<usize>() as i64;
+    let indices = data.batches(batch_size, None).into_iter().next().unwrap_or_else(|| Tensor::zeros([0], (Kind::Int64, tch::Device::Cpu)));
+    let (inputs, labels) = data.batch(&indices, model.device());
+    let repeats = repeats.max(1);
+    let started = Instant::now();
+    for _ in 0..repeats {
+        model.forward_t(&inputs, true)?.loss(&labels, 1.0).f_backward()?;
+    }
+    let train_step_seconds = started.elapsed().as_secs_f64() / repeats as f64;
+    for var in variables.values() {
+        let mut var = var.shallow_clone();
+        var.zero_grad();
+    }
+    let started = Instant::now();
+    tch::no_grad(|| -> Result<()> {
+        for _ in 0..repeats {
+            model.forward_t(&inputs, false)?;
+        }
+        Ok(())
+    })?;
+    let inference_seconds = started.elapsed().as_secs_f64() / repeats as f64;
+    Ok(Complexity { trainable_parameters, parameters, train_step_seconds, inference_seconds, peak_rss_bytes: peak_rss_bytes() })
+}
+
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

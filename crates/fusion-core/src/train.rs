@@ -1,0 +1,651 @@
+//! Training: optimisers, learning-rate schedules, clipping, early stopping, atomic
+//! safetensors checkpoints, resume, and per-epoch metrics as JSON Lines.
+
+use std::{
+    collections::HashMap,
+    fs,
+    io::Write,
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor, nn::VarStore};
+
+use crate::{
+    Error, FusionModel, ModelConfig, Result, TensorDataset,
+    input::modality_dropout,
+    metrics::{GroupMetrics, Metrics},
+};
+
+/// Optimiser and its hyper-parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum OptimizerConfig {
+    /// Adam with decoupled weight decay (Loshchilov & Hutter 2019).
+    AdamW {
+        /// Learning rate.
+        lr: f64,
+        /// Decoupled weight decay.
+        #[serde(default = "default_weight_decay")]
+        weight_decay: f64,
+        /// First-moment decay.
+        #[serde(default = "default_beta1")]
+        beta1: f64,
+        /// Second-moment decay.
+        #[serde(default = "default_beta2")]
+        beta2: f64,
+        /// Denominator term.
+        #[serde(default = "default_eps")]
+        eps: f64,
+    },
+    /// Stochastic gradient descent with momentum and (L2) weight decay.
+    Sgd {
+        /// Learning rate.
+        lr: f64,
+        /// Momentum (0 for plain SGD).
+        #[serde(default)]
+        momentum: f64,
+        /// L2 weight decay added to the gradient.
+        #[serde(default)]
+        weight_decay: f64,
+    },
+}
+
+fn default_weight_decay() -> f64 {
+    0.01
+}
+fn default_beta1() -> f64 {
+    0.9
+}
+fn default_beta2() -> f64 {
+    0.999
+}
+fn default_eps() -> f64 {
+    1e-8
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        Self::AdamW { lr: 1e-3, weight_decay: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8 }
+    }
+}
+
+impl OptimizerConfig {
+    fn lr(&self) -> f64 {
+        match self {
+            Self::AdamW { lr, .. } | Self::Sgd { lr, .. } => *lr,
+        }
+    }
+}
+
+/// Learning rate over epochs, as a factor of the optimiser's base rate.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Schedule {
+    /// The base rate throughout.
+    #[default]
+    Constant,
+    /// Linear warm-up, then cosine decay to `min_ratio` of the base rate.
+    Cosine {
+        /// Epochs of linear warm-up.
+        #[serde(default)]
+        warmup_epochs: usize,
+        /// Final rate as a fraction of the base rate.
+        #[serde(default)]
+        min_ratio: f64,
+    },
+    /// Multiply by `gamma` every `every` epochs.
+    Step {
+        /// Epochs between decays.
+        every: usize,
+        /// Decay factor.
+        gamma: f64,
+    },
+}
+
+impl Schedule {
+    /// Factor of the base rate at `epoch` (0-based) of `epochs`.
+    pub fn factor(&self, epoch: usize, epochs: usize) -> f64 {
+        match self {
+            Self::Constant => 1.0,
+            Self::Cosine { warmup_epochs, min_ratio } => {
+                if epoch < *warmup_epochs {
+                    (epoch + 1) as f64 / (*warmup_epochs + 1) as f64
+                } else {
+                    let span = epochs.saturating_sub(*warmup_epochs).max(1) as f64;
+                    let progress = (epoch - warmup_epochs) as f64 / span;
+                    min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+                }
+            }
+            Self::Step { every, gamma } => gamma.powi((epoch / (*every).max(1)) as i32),
+        }
+    }
+}
+
+/// Metric watched by early stopping and for keeping the best checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopMetric {
+    /// Validation accuracy (higher is better).
+    Accuracy,
+    /// Validation macro-F1 (higher is better).
+    MacroF1,
+    /// Validation loss (lower is better).
+    Loss,
+}
+
+/// Stop when the metric has not improved for `patience` epochs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EarlyStopping {
+    /// Watched metric.
+    pub metric: StopMetric,
+    /// Epochs without improvement before stopping.
+    pub patience: usize,
+}
+
+/// Everything about a training run except the model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Number of passes over the training set.
+    pub epochs: usize,
+    /// Samples per step.
+    pub batch_size: usize,
+    /// Optimiser.
+    #[serde(default)]
+    pub optimizer: OptimizerConfig,
+    /// Learning-rate schedule.
+    #[serde(default)]
+    pub schedule: Schedule,
+    /// Clip the global gradient norm to this value.
+    #[serde(default)]
+    pub grad_clip: Option<f64>,
+    /// Early stopping on a validation metric (needs a validation set).
+    #[serde(default)]
+    pub early_stopping: Option<EarlyStopping>,
+    /// Seed of initialisation, shuffling, dropout and modality dropout.
+    #[serde(default)]
+    pub seed: u64,
+    /// Probability of hiding each modality of each training sample (at least one stays).
+    #[serde(default)]
+    pub modality_dropout: f64,
+    /// Weight of the per-branch losses (late, hybrid, CentralNet).
+    #[serde(default = "default_branch_weight")]
+    pub branch_loss_weight: f64,
+}
+
+fn default_branch_weight() -> f64 {
+    1.0
+}
+
+impl TrainConfig {
+    fn validate(&self) -> Result<()> {
+        let bad = |field: &str, why: &str| Err(Error::Config(format!("train.{field}: {why}")));
+        if self.epochs == 0 {
+            return bad("epochs", "must be at least 1");
+        }
+        if self.batch_size == 0 {
+            return bad("batch_size", "must be at least 1");
+        }
+        if !(self.optimizer.lr() > 0.0 && self.optimizer.lr().is_finite()) {
+            return bad("optimizer.lr", "must be positive");
+        }
+        if !(0.0..1.0).contains(&self.modality_dropout) {
+            return bad("modality_dropout", "must be in [0, 1)");
+        }
+        if self.grad_clip.is_some_and(|c| c <= 0.0) {
+            return bad("grad_clip", "must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// AdamW or SGD over a var store's trainable variables, with state that checkpoints hold,
+/// so a resumed run continues exactly.
+#[derive(Debug)]
+pub struct Optimizer {
+    config: OptimizerConfig,
+    params: Vec<(String, Tensor)>,
+    first: Vec<Tensor>,
+    second: Vec<Tensor>,
+    steps: i64,
+}
+
+impl Optimizer {
+    /// Tracks every trainable variable of `vs`, in name order.
+    pub fn new(vs: &VarStore, config: &OptimizerConfig) -> Self {
+        let mut params: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        params.sort_by(|a, b| a.0.cmp(&b.0));
+        let zeros = |params: &[(String, Tensor)]| params.iter().map(|(_, t)| t.zeros_like()).collect::<Vec<_>>();
+        Self { config: config.clone(), first: zeros(&params), second: zeros(&params), params, steps: 0 }
+    }
+
+    /// Clears the gradients.
+    pub fn zero_grad(&mut self) {
+        for (_, p) in &mut self.params {
+            p.zero_grad();
+        }
+    }
+
+    /// Scales gradients so their global L2 norm is at most `max_norm`; returns the norm
+    /// before clipping.
+    pub fn clip_grad_norm(&mut self, max_norm: f64) -> f64 {
+        let grads: Vec<Tensor> = self.params.iter().map(|(_, p)| p.grad()).filter(Tensor::defined).collect();
+        let total = grads.iter().map(|g| f64::try_from(g.square().sum(Kind::Double)).unwrap_or(0.0)).sum::<f64>().sqrt();
+        if total > max_norm {
+            let scale = max_norm / (total + 1e-6);
+            tch::no_grad(|| {
+                for mut g in grads {
+                    let _ = g.g_mul_scalar_(scale);
+                }
+            });
+        }
+        total
+    }
+
+    /// One update with learning rate `lr`.
+    pub fn step(&mut self, lr: f64) {
+        self.steps += 1;
+        let t = self.steps as f64;
+        tch::no_grad(|| {
+            for (i, (_, p)) in self.params.iter_mut().enumerate() {
+                let grad = p.grad();
+                if !grad.defined() {
+                    continue;
+                }
+                match self.config {
+                    OptimizerConfig::AdamW { weight_decay, beta1, beta2, eps, .. } => {
+                        let _ = p.g_mul_scalar_(1.0 - lr * weight_decay);
+                        let m = &mut self.first[i];
+                        let _ = m.g_mul_scalar_(beta1).g_add_(&(&grad * (1.0 - beta1)));
+                        let v = &mut self.second[i];
+                        let _ = v.g_mul_scalar_(beta2).g_add_(&(grad.square() * (1.0 - beta2)));
+                        let m_hat = &*m / (1.0 - beta1.powf(t));
+                        let v_hat = &*v / (1.0 - beta2.powf(t));
+                        let _ = p.g_sub_(&(m_hat / (v_hat.sqrt() + eps) * lr));
+                    }
+                    OptimizerConfig::Sgd { momentum, weight_decay, .. } => {
+                        let grad = grad + &*p * weight_decay;
+                        let direction = if momentum > 0.0 {
+                            let buffer = &mut self.first[i];
+                            let _ = buffer.g_mul_scalar_(momentum).g_add_(&grad);
+                            buffer.shallow_clone()
+                        } else {
+                            grad
+                        };
+                        let _ = p.g_sub_(&(direction * lr));
+                    }
+                }
+            }
+        });
+    }
+
+    fn state(&self) -> Vec<(String, Tensor)> {
+        let mut state = vec![("__optimizer__.steps".to_string(), Tensor::from(self.steps))];
+        for (i, (name, _)) in self.params.iter().enumerate() {
+            state.push((format!("__optimizer__.first.{name}"), self.first[i].shallow_clone()));
+            state.push((format!("__optimizer__.second.{name}"), self.second[i].shallow_clone()));
+        }
+        state
+    }
+
+    fn load_state(&mut self, saved: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+        let get = |key: &str| {
+            saved.get(key).ok_or_else(|| Error::Checkpoint { path: path.into(), reason: format!("`{key}` missing") })
+        };
+        self.steps = i64::try_from(get("__optimizer__.steps")?)?;
+        tch::no_grad(|| -> Result<()> {
+            for (i, (name, _)) in self.params.iter().enumerate() {
+                self.first[i].f_copy_(get(&format!("__optimizer__.first.{name}"))?)?;
+                self.second[i].f_copy_(get(&format!("__optimizer__.second.{name}"))?)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Metrics of one epoch, one line of `metrics.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Mean training loss.
+    pub train_loss: f64,
+    /// Validation loss.
+    pub val_loss: Option<f64>,
+    /// Validation accuracy.
+    pub val_accuracy: Option<f64>,
+    /// Validation macro-F1.
+    pub val_macro_f1: Option<f64>,
+    /// Validation expected calibration error.
+    pub val_ece: Option<f64>,
+    /// Wall time of the epoch.
+    pub seconds: f64,
+}
+
+/// What the progress callback hears.
+#[derive(Debug)]
+pub enum Progress<'a> {
+    /// A training step finished.
+    Step {
+        /// 1-based epoch.
+        epoch: usize,
+        /// 1-based step within the epoch.
+        step: usize,
+        /// Steps in the epoch.
+        steps: usize,
+        /// Loss of the step.
+        loss: f64,
+    },
+    /// An epoch finished (checkpoint written).
+    Epoch(&'a EpochRecord),
+}
+
+/// Outcome of [`train`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainSummary {
+    /// Every epoch's record, including those of an earlier, resumed process.
+    pub epochs: Vec<EpochRecord>,
+    /// Epoch whose weights are in `best.safetensors`.
+    pub best_epoch: usize,
+    /// Epoch training resumed from (0 for a fresh run).
+    pub resumed_from: usize,
+    /// Whether early stopping ended the run.
+    pub stopped_early: bool,
+}
+
+/// Files of a run folder.
+#[derive(Debug, Clone)]
+pub struct RunFolder {
+    /// The folder.
+    pub root: PathBuf,
+}
+
+impl RunFolder {
+    /// A run folder at `root` (created on first write).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+    /// `model.json`: the model configuration.
+    pub fn model_config(&self) -> PathBuf {
+        self.root.join("model.json")
+    }
+    /// `train.json`: the training configuration.
+    pub fn train_config(&self) -> PathBuf {
+        self.root.join("train.json")
+    }
+    /// `metrics.jsonl`: one [`EpochRecord`] per line.
+    pub fn metrics(&self) -> PathBuf {
+        self.root.join("metrics.jsonl")
+    }
+    /// Weights, optimiser and trainer state after the last finished epoch.
+    pub fn last_checkpoint(&self) -> PathBuf {
+        self.root.join("checkpoints/last.safetensors")
+    }
+    /// Weights of the best epoch (by the early-stopping metric, else the last).
+    pub fn best_weights(&self) -> PathBuf {
+        self.root.join("checkpoints/best.safetensors")
+    }
+
+    /// Reads the model configuration saved in the folder.
+    pub fn load_model_config(&self) -> Result<ModelConfig> {
+        read_json(&self.model_config())
+    }
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let text = fs::read_to_string(path).map_err(|source| Error::Io { path: path.into(), source })?;
+    serde_json::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so a reader never
+/// sees a half-written file.
+pub(crate) fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(|source| Error::Io { path: parent.into(), source })?;
+    }
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    write(&tmp)?;
+    fs::rename(&tmp, path).map_err(|source| Error::Io { path: path.into(), source })
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| Error::Config(e.to_string()))?;
+    write_atomic(path, |tmp| fs::write(tmp, text).map_err(|source| Error::Io { path: tmp.into(), source }))
+}
+
+/// Saves the model's weights (variable names as keys) as safetensors, atomically.
+pub fn save_weights(vs: &VarStore, path: &Path) -> Result<()> {
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    write_atomic(path, |tmp| Ok(Tensor::write_safetensors(&named, tmp)?))
+}
+
+/// Loads weights saved by [`save_weights`] (or a checkpoint) into `vs`; every variable
+/// must be there with its shape.
+pub fn load_weights(vs: &VarStore, path: &Path) -> Result<HashMap<String, Tensor>> {
+    let saved: HashMap<String, Tensor> = Tensor::read_safetensors(path)?.into_iter().collect();
+    tch::no_grad(|| -> Result<()> {
+        for (name, mut var) in vs.variables() {
+            let checkpoint = |reason: String| Error::Checkpoint { path: path.into(), reason };
+            let value = saved.get(&name).ok_or_else(|| checkpoint(format!("variable `{name}` missing")))?;
+            if value.size() != var.size() {
+                return Err(checkpoint(format!("`{name}` has shape {:?}, model wants {:?}", value.size(), var.size())));
+            }
+            var.f_copy_(value)?;
+        }
+        Ok(())
+    })?;
+    Ok(saved)
+}
+
+/// Trains `model` (whose variables live in `vs`) on `train_set`, evaluating on `val_set`
+/// after each epoch, writing everything to `run`. If `run` holds a checkpoint of the same
+/// configuration, training resumes after its last finished epoch.
+pub fn train(
+    model: &FusionModel,
+    vs: &VarStore,
+    config: &TrainConfig,
+    train_set: &TensorDataset,
+    val_set: Option<&TensorDataset>,
+    run: &RunFolder,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<TrainSummary> {
+    config.validate()?;
+    train_set.check()?;
+    if train_set.is_empty() {
+        return Err(Error::Config("train: the training set is empty".into()));
+    }
+    if config.early_stopping.is_some() && val_set.is_none() {
+        return Err(Error::Config("train.early_stopping: needs a validation set".into()));
+    }
+    prepare_run_folder(run, model.config(), config)?;
+    let device = vs.device();
+    let mut optimizer = Optimizer::new(vs, &config.optimizer);
+    let mut epochs: Vec<EpochRecord> = Vec::new();
+    let mut best: Option<(usize, f64)> = None;
+    let mut resumed_from = 0;
+    if run.last_checkpoint().exists() {
+        let path = run.last_checkpoint();
+        let saved = load_weights(vs, &path)?;
+        optimizer.load_state(&saved, &path)?;
+        let scalar = |key: &str| -> Result<f64> {
+            let value = saved.get(key).ok_or_else(|| Error::Checkpoint { path: path.clone(), reason: format!("`{key}` missing") })?;
+            Ok(f64::try_from(value)?)
+        };
+        resumed_from = scalar("__trainer__.epoch")? as usize;
+        let best_epoch = scalar("__trainer__.best_epoch")? as usize;
+        if best_epoch > 0 {
+            best = Some((best_epoch, scalar("__trainer__.best_score")?));
+        }
+        epochs = read_metrics(&run.metrics(), resumed_from)?;
+    }
+    rewrite_metrics(&run.metrics(), &epochs)?;
+
+    let mut stopped_early = false;
+    for epoch in resumed_from..config.epochs {
+        if let (Some(stop), Some((best_epoch, _))) = (&config.early_stopping, best)
+            && epoch - best_epoch >= stop.patience
+        {
+            stopped_early = true;
+            break;
+        }
+        let started = Instant::now();
+        let lr = config.optimizer.lr() * config.schedule.factor(epoch, config.epochs);
+        // Every epoch's randomness derives from (seed, epoch): a resumed run repeats it.
+        tch::manual_seed(epoch_seed(config.seed, epoch) as i64);
+        let batches = train_set.batches(config.batch_size, Some(epoch_seed(config.seed, epoch)));
+        let steps = batches.len();
+        let mut loss_sum = 0.0;
+        for (step, indices) in batches.iter().enumerate() {
+            let (mut inputs, labels) = train_set.batch(indices, device);
+            if config.modality_dropout > 0.0 {
+                let present: Vec<Tensor> = inputs.iter().map(|i| i.present.shallow_clone()).collect();
+                for (input, kept) in inputs.iter_mut().zip(modality_dropout(&present, config.modality_dropout)) {
+                    input.present = kept;
+                }
+            }
+            optimizer.zero_grad();
+            let loss = model.forward_t(&inputs, true)?.loss(&labels, config.branch_loss_weight);
+            loss.f_backward()?;
+            if let Some(max_norm) = config.grad_clip {
+                optimizer.clip_grad_norm(max_norm);
+            }
+            optimizer.step(lr);
+            let loss = f64::try_from(&loss)?;
+            if !loss.is_finite() {
+                return Err(Error::Config(format!("training diverged: loss {loss} at epoch {}, step {}", epoch + 1, step + 1)));
+            }
+            loss_sum += loss;
+            progress(Progress::Step { epoch: epoch + 1, step: step + 1, steps, loss });
+        }
+        let val = val_set.map(|v| evaluate(model, v, config.batch_size)).transpose()?;
+        let record = EpochRecord {
+            epoch: epoch + 1,
+            lr,
+            train_loss: loss_sum / steps.max(1) as f64,
+            val_loss: val.as_ref().map(|v| v.loss),
+            val_accuracy: val.as_ref().map(|v| v.metrics.accuracy),
+            val_macro_f1: val.as_ref().map(|v| v.metrics.macro_f1),
+            val_ece: val.as_ref().map(|v| v.metrics.ece),
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        let score = match (&config.early_stopping, &val) {
+            (Some(stop), Some(v)) => match stop.metric {
+                StopMetric::Accuracy => v.metrics.accuracy,
+                StopMetric::MacroF1 => v.metrics.macro_f1,
+                StopMetric::Loss => -v.loss,
+            },
+            _ => (epoch + 1) as f64,
+        };
+        if best.is_none_or(|(_, b)| score > b) {
+            best = Some((epoch + 1, score));
+            save_weights(vs, &run.best_weights())?;
+        }
+        append_metrics(&run.metrics(), &record)?;
+        save_checkpoint(vs, &optimizer, run, epoch + 1, best)?;
+        epochs.push(record);
+        if let Some(last) = epochs.last() {
+            progress(Progress::Epoch(last));
+        }
+    }
+    Ok(TrainSummary { epochs, best_epoch: best.map_or(0, |b| b.0), resumed_from, stopped_early })
+}
+
+fn epoch_seed(seed: u64, epoch: usize) -> u64 {
+    seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(epoch as u64) >> 1
+}
+
+fn prepare_run_folder(run: &RunFolder, model: &ModelConfig, train: &TrainConfig) -> Result<()> {
+    if run.model_config().exists() {
+        let saved_model: ModelConfig = read_json(&run.model_config())?;
+        let saved_train: TrainConfig = read_json(&run.train_config())?;
+        let same_run = saved_model == *model && TrainConfig { epochs: train.epochs, ..saved_train } == *train;
+        if !same_run {
+            return Err(Error::Config(format!(
+                "{} holds a run of another configuration; use a new folder",
+                run.root.display()
+            )));
+        }
+    }
+    write_json(&run.model_config(), model)?;
+    write_json(&run.train_config(), train)
+}
+
+fn save_checkpoint(vs: &VarStore, optimizer: &Optimizer, run: &RunFolder, epoch: usize, best: Option<(usize, f64)>) -> Result<()> {
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    named.extend(optimizer.state());
+    let (best_epoch, best_score) = best.unwrap_or((0, 0.0));
+    named.push(("__trainer__.epoch".into(), Tensor::from(epoch as i64)));
+    named.push(("__trainer__.best_epoch".into(), Tensor::from(best_epoch as i64)));
+    named.push(("__trainer__.best_score".into(), Tensor::from(best_score)));
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    write_atomic(&run.last_checkpoint(), |tmp| Ok(Tensor::write_safetensors(&named, tmp)?))
+}
+
+fn read_metrics(path: &Path, keep: usize) -> Result<Vec<EpochRecord>> {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .take(keep)
+        .map(|line| serde_json::from_str(line).map_err(|e| Error::Config(format!("{}: {e}", path.display()))))
+        .collect()
+}
+
+fn rewrite_metrics(path: &Path, records: &[EpochRecord]) -> Result<()> {
+    let text: String = records.iter().filter_map(|r| serde_json::to_string(r).ok()).map(|l| l + "\n").collect();
+    write_atomic(path, |tmp| fs::write(tmp, text).map_err(|source| Error::Io { path: tmp.into(), source }))
+}
+
+fn append_metrics(path: &Path, record: &EpochRecord) -> Result<()> {
+    let io = |source| Error::Io { path: path.into(), source };
+    let mut file = fs::OpenOptions::new().create(true).append(true).open(path).map_err(io)?;
+    let line = serde_json::to_string(record).map_err(|e| Error::Config(e.to_string()))?;
+    writeln!(file, "{line}").map_err(io)
+}
+
+/// Predictions and metrics on a dataset.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    /// Mean negative log-likelihood of the fused prediction.
+    pub loss: f64,
+    /// Accuracy, macro-F1, ECE, confusion matrix.
+    pub metrics: Metrics,
+    /// Per-group metrics when the dataset has groups.
+    pub groups: Option<GroupMetrics>,
+    /// Predicted class of each sample.
+    pub predicted: Vec<usize>,
+    /// True class of each sample.
+    pub labels: Vec<usize>,
+    /// Class probabilities of each sample.
+    pub probabilities: Vec<Vec<f32>>,
+}
+
+/// Runs `model` in evaluation mode over `data`.
+pub fn evaluate(model: &FusionModel, data: &TensorDataset, batch_size: usize) -> Result<Evaluation> {
+    let device = model.device();
+    let classes = model.config().num_classes as usize;
+    let mut loss_sum = 0.0;
+    let mut probabilities = Vec::with_capacity(data.len() as usize);
+    tch::no_grad(|| -> Result<()> {
+        for indices in data.batches(batch_size, None) {
+            let (inputs, labels) = data.batch(&indices, device);
+            let log_probs = model.forward_t(&inputs, false)?.log_probs;
+            loss_sum += f64::try_from(log_probs.nll_loss_nd::<Tensor>(&labels, None, tch::Reduction::Sum, -100))?;
+            let probs = Vec::<f32>::try_from(log_probs.exp().to_device(tch::Device::Cpu).flatten(0, -1))?;
+            probabilities.extend(probs.chunks(classes).map(<[f32]>::to_vec));
+        }
+        Ok(())
+    })?;
+    let labels: Vec<usize> = Vec::<i64>::try_from(&data.labels)?.into_iter().map(|l| l.max(0) as usize).collect();
+    let predicted: Vec<usize> = probabilities.iter().map(|p| argmax(p)).collect();
+    let confidence: Vec<f64> = probabilities.iter().zip(&predicted).map(|(p, &c)| f64::from(p[c])).collect();
+    let metrics = Metrics::compute(&predicted, &labels, &confidence, classes);
+    let groups = data.groups.as_ref().map(|g| GroupMetrics::compute(&predicted, &labels, &confidence, g, classes));
+    Ok(Evaluation { loss: loss_sum / data.len().max(1) as f64, metrics, groups, predicted, labels, probabilities })
+}
+
+pub(crate) fn argmax(values: &[f32]) -> usize {
+    values.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best }).0
+}
