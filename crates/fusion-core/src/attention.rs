@@ -60,20 +60,25 @@ impl ModalityTransformer {
     /// Returns the [CLS] state `[B, H]` and the attention the [CLS] query of the last layer
     /// gave each modality `[B, M]` (summed over its tokens, averaged over heads).
     pub fn forward(&self, sequences: &[(Tensor, Option<Tensor>)], presence: &Tensor) -> (Tensor, Tensor) {
-        let batch = presence.size()[0];
-        let device = presence.device();
-        let mut tokens = vec![self.cls.view([1, 1, -1]).expand([batch, 1, -1], false)];
-        let mut valid = vec![Tensor::ones([batch, 1], (Kind::Bool, device))];
+        // Shapes derive from tensors, not from Rust integers, so a traced (exported) model
+        // accepts any batch size.
+        let column = presence.narrow(1, 0, 1); // [B, 1]
+        let mut tokens = vec![column.unsqueeze(-1).zeros_like() + self.cls.view([1, 1, -1])];
+        let mut valid = vec![column.ones_like().to_kind(Kind::Bool)];
         let mut spans = Vec::with_capacity(sequences.len());
         let mut start = 1;
         for (m, ((features, padding), projection)) in sequences.iter().zip(&self.projections).enumerate() {
-            let seq = if features.dim() == 2 { features.unsqueeze(1) } else { features.shallow_clone() };
+            let seq = if features.dim() == 2 {
+                features.unsqueeze(1)
+            } else {
+                features.shallow_clone()
+            };
             let length = seq.size()[1];
             tokens.push(projection.forward(&seq) + self.type_embedding.get(m as i64));
             let here = presence.select(1, m as i64).gt(0.5).unsqueeze(1);
             let real = match padding {
                 Some(mask) if features.dim() == 3 => mask.to_kind(Kind::Bool),
-                _ => Tensor::ones([batch, length], (Kind::Bool, device)),
+                _ => seq.select(-1, 0).ones_like().to_kind(Kind::Bool),
             };
             valid.push(real.logical_and(&here));
             spans.push((start, length));
@@ -81,29 +86,35 @@ impl ModalityTransformer {
         }
         let mut h = Tensor::cat(&tokens, 1);
         let key_valid = Tensor::cat(&valid, 1);
-        let mut cls_attention = Tensor::zeros([batch, start], (Kind::Float, device));
+        let mut cls_attention = key_valid.zeros_like().to_kind(Kind::Float);
         for layer in &self.layers {
             let (attended, probs) = self.attend(layer, &h.apply(&layer.norm1), &key_valid);
             h = h + attended;
             h = &h + h.apply(&layer.norm2).apply(&layer.ff1).relu().apply(&layer.ff2);
             cls_attention = probs.select(2, 0).mean_dim(1, false, Kind::Float);
         }
-        let per_modality: Vec<Tensor> =
-            spans.iter().map(|&(s, n)| cls_attention.narrow(1, s, n).sum_dim_intlist(1, false, Kind::Float)).collect();
+        let per_modality: Vec<Tensor> = spans
+            .iter()
+            .map(|&(s, n)| cls_attention.narrow(1, s, n).sum_dim_intlist(1, false, Kind::Float))
+            .collect();
         (h.select(1, 0).apply(&self.final_norm), Tensor::stack(&per_modality, 1))
     }
 
     /// Multi-head self-attention with masked keys; returns the output and the attention
     /// probabilities `[B, heads, L, L]`.
     fn attend(&self, layer: &Layer, x: &Tensor, key_valid: &Tensor) -> (Tensor, Tensor) {
-        let (batch, length, hidden) = x.size3().unwrap_or_default();
+        let (_, length, hidden) = x.size3().unwrap_or_default();
         let head_dim = hidden / self.heads;
-        let qkv = layer.qkv.forward(x).view([batch, length, 3, self.heads, head_dim]).permute([2, 0, 3, 1, 4]);
+        let qkv = layer
+            .qkv
+            .forward(x)
+            .view([-1, length, 3, self.heads, head_dim])
+            .permute([2, 0, 3, 1, 4]);
         let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
         let scores = q.matmul(&k.transpose(-2, -1)) / (head_dim as f64).sqrt();
-        let blocked = key_valid.logical_not().view([batch, 1, 1, length]);
+        let blocked = key_valid.logical_not().unsqueeze(1).unsqueeze(1);
         let probs = scores.masked_fill(&blocked, f64::NEG_INFINITY).softmax(-1, Kind::Float);
-        let out = probs.matmul(&v).transpose(1, 2).reshape([batch, length, hidden]);
+        let out = probs.matmul(&v).transpose(1, 2).reshape([-1, length, hidden]);
         (layer.out.forward(&out), probs)
     }
 }

@@ -184,12 +184,18 @@ impl ModelConfig {
         }
         for (i, m) in self.modalities.iter().enumerate() {
             if m.input_dim < 1 {
-                return bad(&format!("modalities[{i}].input_dim"), format!("{} is not positive", m.input_dim));
+                return bad(
+                    &format!("modalities[{i}].input_dim"),
+                    format!("{} is not positive", m.input_dim),
+                );
             }
             if let EncoderConfig::Mlp { hidden } = &m.encoder
                 && (hidden.is_empty() || hidden.iter().any(|&h| h < 1))
             {
-                return bad(&format!("modalities[{i}].encoder.hidden"), format!("{hidden:?} needs positive sizes"));
+                return bad(
+                    &format!("modalities[{i}].encoder.hidden"),
+                    format!("{hidden:?} needs positive sizes"),
+                );
             }
             if self.modalities[..i].iter().any(|o| o.name == m.name) {
                 return bad(&format!("modalities[{i}].name"), format!("`{}` appears twice", m.name));
@@ -220,7 +226,10 @@ impl ModelConfig {
     fn validate_early(&self, method: &EarlyMethod, field: &str) -> Result<()> {
         match method {
             EarlyMethod::Tensor => {
-                let size = self.embedding_dims().iter().try_fold(1i64, |acc, d| acc.checked_mul(d + 1));
+                let size = self
+                    .embedding_dims()
+                    .iter()
+                    .try_fold(1i64, |acc, d| acc.checked_mul(d + 1));
                 match size {
                     Some(n) if n <= MAX_TENSOR_FUSION_FEATURES => Ok(()),
                     _ => Err(Error::Config(format!(
@@ -229,13 +238,18 @@ impl ModelConfig {
                     ))),
                 }
             }
-            EarlyMethod::LowRank { rank } if *rank < 1 => Err(Error::Config(format!("{field}.rank: must be at least 1"))),
+            EarlyMethod::LowRank { rank } if *rank < 1 => {
+                Err(Error::Config(format!("{field}.rank: must be at least 1")))
+            }
             EarlyMethod::Gating { .. } if self.modalities.len() < 2 => {
                 Err(Error::Config(format!("{field}: gating needs at least two modalities")))
             }
             EarlyMethod::Attention { heads, layers } => {
                 if *heads < 1 || self.hidden_dim % heads != 0 {
-                    Err(Error::Config(format!("{field}.heads: {heads} must divide hidden_dim {}", self.hidden_dim)))
+                    Err(Error::Config(format!(
+                        "{field}.heads: {heads} must divide hidden_dim {}",
+                        self.hidden_dim
+                    )))
                 } else if *layers < 1 {
                     Err(Error::Config(format!("{field}.layers: must be at least 1")))
                 } else {
@@ -272,7 +286,9 @@ fn validate_combiner(combiner: &LateCombiner, branches: usize, field: &str) -> R
             )));
         }
         if weights.iter().any(|w| !w.is_finite() || *w < 0.0) || weights.iter().all(|w| *w == 0.0) {
-            return Err(Error::Config(format!("{field}.weights: {weights:?} must be non-negative, not all 0")));
+            return Err(Error::Config(format!(
+                "{field}.weights: {weights:?} must be non-negative, not all 0"
+            )));
         }
     }
     Ok(())

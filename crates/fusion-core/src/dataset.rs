@@ -22,9 +22,18 @@ pub struct TensorDataset {
 impl TensorDataset {
     /// A dataset where every sample has every modality.
     pub fn dense(features: Vec<Tensor>, labels: Tensor) -> Result<Self> {
-        let present = features.iter().map(|f| Tensor::ones([f.size()[0]], (Kind::Bool, f.device()))).collect();
+        let present = features
+            .iter()
+            .map(|f| Tensor::ones([f.size()[0]], (Kind::Bool, f.device())))
+            .collect();
         let padding = features.iter().map(|_| None).collect();
-        let dataset = Self { features, padding, present, labels, groups: None };
+        let dataset = Self {
+            features,
+            padding,
+            present,
+            labels,
+            groups: None,
+        };
         dataset.check()?;
         Ok(dataset)
     }
@@ -32,12 +41,21 @@ impl TensorDataset {
     /// Checks that every tensor agrees on the number of samples.
     pub fn check(&self) -> Result<()> {
         let n = self.len();
-        let bad = self.features.iter().chain(&self.present).chain(self.padding.iter().flatten()).any(|t| t.size()[0] != n);
+        let bad = self
+            .features
+            .iter()
+            .chain(&self.present)
+            .chain(self.padding.iter().flatten())
+            .any(|t| t.size()[0] != n);
         if bad || self.features.len() != self.present.len() || self.features.len() != self.padding.len() {
-            return Err(Error::Shape(format!("dataset tensors disagree on the sample count {n}")));
+            return Err(Error::Shape(format!(
+                "dataset tensors disagree on the sample count {n}"
+            )));
         }
         if self.groups.as_ref().is_some_and(|g| g.len() as i64 != n) {
-            return Err(Error::Shape(format!("{n} samples but a different number of group labels")));
+            return Err(Error::Shape(format!(
+                "{n} samples but a different number of group labels"
+            )));
         }
         Ok(())
     }
@@ -106,7 +124,10 @@ mod tests {
         let features = Tensor::arange(10, (Kind::Float, Device::Cpu)).view([10, 1]);
         let data = TensorDataset::dense(vec![features], Tensor::zeros([10], (Kind::Int64, Device::Cpu)))?;
         let order = |seed| -> Vec<i64> {
-            data.batches(3, seed).iter().flat_map(|b| Vec::<i64>::try_from(b).unwrap_or_default()).collect()
+            data.batches(3, seed)
+                .iter()
+                .flat_map(|b| Vec::<i64>::try_from(b).unwrap_or_default())
+                .collect()
         };
         let shuffled = order(Some(7));
         assert_eq!(shuffled, order(Some(7)), "same seed, same order");

@@ -37,8 +37,10 @@ pub fn shapley_values(model: &FusionModel, data: &TensorDataset, batch_size: usi
     tch::no_grad(|| -> Result<()> {
         for indices in data.batches(batch_size, None) {
             let (inputs, _) = data.batch(&indices, device);
-            let present: Vec<Vec<bool>> =
-                inputs.iter().map(|i| Vec::<bool>::try_from(i.present.to_device(tch::Device::Cpu))).collect::<std::result::Result<_, _>>()?;
+            let present: Vec<Vec<bool>> = inputs
+                .iter()
+                .map(|i| Vec::<bool>::try_from(i.present.to_device(tch::Device::Cpu)))
+                .collect::<std::result::Result<_, _>>()?;
             // probs[s][i][c] with only the modalities of subset s.
             let mut probs: Vec<Vec<Vec<f32>>> = Vec::with_capacity(subsets);
             for subset in 0..subsets {
@@ -46,7 +48,11 @@ pub fn shapley_values(model: &FusionModel, data: &TensorDataset, batch_size: usi
                     .iter()
                     .enumerate()
                     .map(|(m, input)| {
-                        let keep = if subset & (1 << m) != 0 { input.present.shallow_clone() } else { input.present.zeros_like() };
+                        let keep = if subset & (1 << m) != 0 {
+                            input.present.shallow_clone()
+                        } else {
+                            input.present.zeros_like()
+                        };
                         input.with_present(keep)
                     })
                     .collect();
@@ -75,12 +81,23 @@ pub fn shapley_values(model: &FusionModel, data: &TensorDataset, batch_size: usi
     let (mut mean, mut mean_abs) = (vec![0.0; count], vec![0.0; count]);
     for m in 0..count {
         let rows = present_rows(m);
-        let have: Vec<f64> = values.iter().zip(&rows).filter(|(_, p)| **p).map(|(v, _)| v[m]).collect();
+        let have: Vec<f64> = values
+            .iter()
+            .zip(&rows)
+            .filter(|(_, p)| **p)
+            .map(|(v, _)| v[m])
+            .collect();
         let n = have.len().max(1) as f64;
         mean[m] = have.iter().sum::<f64>() / n;
         mean_abs[m] = have.iter().map(|v| v.abs()).sum::<f64>() / n;
     }
-    Ok(ShapleyReport { modalities: model.modality_names().to_vec(), values, mean, mean_abs, baseline })
+    Ok(ShapleyReport {
+        modalities: model.modality_names().to_vec(),
+        values,
+        mean,
+        mean_abs,
+        baseline,
+    })
 }
 
 fn factorial(n: usize) -> f64 {
@@ -89,11 +106,23 @@ fn factorial(n: usize) -> f64 {
 
 fn class_probabilities(model: &FusionModel, inputs: &[ModalityInput]) -> Result<Vec<Vec<f32>>> {
     let classes = model.config().num_classes as usize;
-    let probs = model.forward_t(inputs, false)?.log_probs.exp().to_device(tch::Device::Cpu);
-    Ok(Vec::<f32>::try_from(probs.flatten(0, -1))?.chunks(classes).map(<[f32]>::to_vec).collect())
+    let probs = model
+        .forward_t(inputs, false)?
+        .log_probs
+        .exp()
+        .to_device(tch::Device::Cpu);
+    Ok(Vec::<f32>::try_from(probs.flatten(0, -1))?
+        .chunks(classes)
+        .map(<[f32]>::to_vec)
+        .collect())
 }
 
-fn accuracy(model: &FusionModel, data: &TensorDataset, batch_size: usize, edit: &dyn Fn(usize, &ModalityInput) -> ModalityInput) -> Result<f64> {
+fn accuracy(
+    model: &FusionModel,
+    data: &TensorDataset,
+    batch_size: usize,
+    edit: &dyn Fn(usize, &ModalityInput) -> ModalityInput,
+) -> Result<f64> {
     let mut correct = 0i64;
     tch::no_grad(|| -> Result<()> {
         for indices in data.batches(batch_size, None) {
@@ -117,15 +146,28 @@ pub struct SubsetAccuracy {
 }
 
 /// Accuracy under every non-empty subset of modalities (the others masked as missing).
-pub fn missing_modality_accuracy(model: &FusionModel, data: &TensorDataset, batch_size: usize) -> Result<Vec<SubsetAccuracy>> {
+pub fn missing_modality_accuracy(
+    model: &FusionModel,
+    data: &TensorDataset,
+    batch_size: usize,
+) -> Result<Vec<SubsetAccuracy>> {
     let names = model.modality_names();
     (1usize..1 << names.len())
         .map(|subset| {
             let keep = |m: usize| subset & (1 << m) != 0;
             let accuracy = accuracy(model, data, batch_size, &|m, input| {
-                input.with_present(if keep(m) { input.present.shallow_clone() } else { input.present.zeros_like() })
+                input.with_present(if keep(m) {
+                    input.present.shallow_clone()
+                } else {
+                    input.present.zeros_like()
+                })
             })?;
-            let modalities = names.iter().enumerate().filter(|(m, _)| keep(*m)).map(|(_, n)| n.clone()).collect();
+            let modalities = names
+                .iter()
+                .enumerate()
+                .filter(|(m, _)| keep(*m))
+                .map(|(_, n)| n.clone())
+                .collect();
             Ok(SubsetAccuracy { modalities, accuracy })
         })
         .collect()
@@ -145,7 +187,13 @@ pub const NOISE_LEVELS: [f64; 10] = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8
 
 /// For each modality, accuracy with `level · std(features) · N(0, 1)` added to its
 /// features, at each of `levels`; seeded.
-pub fn noise_robustness(model: &FusionModel, data: &TensorDataset, batch_size: usize, levels: &[f64], seed: i64) -> Result<Vec<NoiseCurve>> {
+pub fn noise_robustness(
+    model: &FusionModel,
+    data: &TensorDataset,
+    batch_size: usize,
+    levels: &[f64],
+    seed: i64,
+) -> Result<Vec<NoiseCurve>> {
     let names = model.modality_names();
     names
         .iter()
@@ -166,7 +214,10 @@ pub fn noise_robustness(model: &FusionModel, data: &TensorDataset, batch_size: u
                     Ok((level, acc))
                 })
                 .collect::<Result<_>>()?;
-            Ok(NoiseCurve { modality: name.clone(), points })
+            Ok(NoiseCurve {
+                modality: name.clone(),
+                points,
+            })
         })
         .collect()
 }
@@ -188,11 +239,25 @@ pub struct Complexity {
 }
 
 /// Counts parameters and times `repeats` training and inference passes on one batch.
-pub fn complexity(model: &FusionModel, vs: &tch::nn::VarStore, data: &TensorDataset, batch_size: usize, repeats: usize) -> Result<Complexity> {
+pub fn complexity(
+    model: &FusionModel,
+    vs: &tch::nn::VarStore,
+    data: &TensorDataset,
+    batch_size: usize,
+    repeats: usize,
+) -> Result<Complexity> {
     let variables = vs.variables();
     let parameters = variables.values().map(Tensor::numel).sum::<usize>() as i64;
-    let trainable_parameters = variables.values().filter(|t| t.requires_grad()).map(Tensor::numel).sum::<usize>() as i64;
-    let indices = data.batches(batch_size, None).into_iter().next().unwrap_or_else(|| Tensor::zeros([0], (Kind::Int64, tch::Device::Cpu)));
+    let trainable_parameters = variables
+        .values()
+        .filter(|t| t.requires_grad())
+        .map(Tensor::numel)
+        .sum::<usize>() as i64;
+    let indices = data
+        .batches(batch_size, None)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| Tensor::zeros([0], (Kind::Int64, tch::Device::Cpu)));
     let (inputs, labels) = data.batch(&indices, model.device());
     let repeats = repeats.max(1);
     let started = Instant::now();
@@ -212,7 +277,13 @@ pub fn complexity(model: &FusionModel, vs: &tch::nn::VarStore, data: &TensorData
         Ok(())
     })?;
     let inference_seconds = started.elapsed().as_secs_f64() / repeats as f64;
-    Ok(Complexity { trainable_parameters, parameters, train_step_seconds, inference_seconds, peak_rss_bytes: peak_rss_bytes() })
+    Ok(Complexity {
+        trainable_parameters,
+        parameters,
+        train_step_seconds,
+        inference_seconds,
+        peak_rss_bytes: peak_rss_bytes(),
+    })
 }
 
 fn peak_rss_bytes() -> Option<u64> {

@@ -35,7 +35,8 @@ fn batch_size(x: &Tensor) -> Result<i64> {
 }
 
 fn with_ones(x: &Tensor) -> Result<Tensor> {
-    let ones = Tensor::ones([x.size()[0], 1], (x.kind(), x.device()));
+    // Derived from `x` so that a traced model keeps a free batch size.
+    let ones = x.narrow(1, 0, 1).ones_like();
     Ok(Tensor::f_cat(&[x, &ones], 1)?)
 }
 

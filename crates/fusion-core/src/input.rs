@@ -22,12 +22,20 @@ impl ModalityInput {
     pub fn dense(features: Tensor) -> Self {
         let batch = features.size()[0];
         let present = Tensor::ones([batch], (Kind::Bool, features.device()));
-        Self { features, padding_mask: None, present }
+        Self {
+            features,
+            padding_mask: None,
+            present,
+        }
     }
 
     /// With an explicit presence mask.
     pub fn with_presence(features: Tensor, present: Tensor) -> Self {
-        Self { features, padding_mask: None, present: present.to_kind(Kind::Bool) }
+        Self {
+            features,
+            padding_mask: None,
+            present: present.to_kind(Kind::Bool),
+        }
     }
 
     /// Batch size.
@@ -56,7 +64,9 @@ impl ModalityInput {
 
 /// Checks that all inputs agree on the batch size and returns it.
 pub(crate) fn common_batch_size(inputs: &[ModalityInput], names: &[String]) -> Result<i64> {
-    let first = inputs.first().ok_or_else(|| Error::Shape("no modality inputs".into()))?;
+    let first = inputs
+        .first()
+        .ok_or_else(|| Error::Shape("no modality inputs".into()))?;
     let batch = first.batch_size();
     for (input, name) in inputs.iter().zip(names) {
         if input.batch_size() != batch || input.present.size() != [batch] {
@@ -114,7 +124,10 @@ pub fn modality_dropout(present: &[Tensor], p: f64) -> Vec<Tensor> {
     let emptied = keep.any_dim(1, true).logical_not();
     let scores = original.to_kind(Kind::Float).rand_like() + original.to_kind(Kind::Float);
     let rescued = scores.argmax(1, true);
-    let rescue = original.zeros_like().scatter_value(1, &rescued, 1).logical_and(&original);
+    let rescue = original
+        .zeros_like()
+        .scatter_value(1, &rescued, 1)
+        .logical_and(&original);
     let kept = keep.logical_or(&rescue.logical_and(&emptied));
     (0..present.len() as i64).map(|m| kept.select(1, m)).collect()
 }
@@ -138,7 +151,10 @@ mod tests {
         let b = Tensor::from_slice(&[true, false, true, true]).repeat([250]);
         let dropped = modality_dropout(&[a.shallow_clone(), b.shallow_clone()], 0.9);
         let any = dropped[0].logical_or(&dropped[1]);
-        assert!(bool::try_from(any.all()).unwrap_or(false), "every sample keeps a modality");
+        assert!(
+            bool::try_from(any.all()).unwrap_or(false),
+            "every sample keeps a modality"
+        );
         // Never invents a modality the sample lacked.
         assert!(!bool::try_from(dropped[0].logical_and(&a.logical_not()).any()).unwrap_or(true));
         assert!(!bool::try_from(dropped[1].logical_and(&b.logical_not()).any()).unwrap_or(true));

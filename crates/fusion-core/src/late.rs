@@ -38,7 +38,12 @@ impl LateFusion {
                 nn::linear(p / "stack_out", hidden, classes, Default::default()),
             )
         });
-        Self { combiner: combiner.clone(), fixed, learned, stacking }
+        Self {
+            combiner: combiner.clone(),
+            fixed,
+            learned,
+            stacking,
+        }
     }
 
     /// Returns log-probabilities `[B, C]` and, for weighted combiners, each branch's
@@ -64,12 +69,18 @@ impl LateFusion {
                 (out, Some(w))
             }
             LateCombiner::Fixed { .. } => {
-                let fixed = self.fixed.as_ref().map_or_else(|| presence.ones_like(), |w| w.unsqueeze(0));
+                let fixed = self
+                    .fixed
+                    .as_ref()
+                    .map_or_else(|| presence.ones_like(), |w| w.unsqueeze(0));
                 let (out, w) = weighted(fixed.expand_as(presence));
                 (out, Some(w))
             }
             LateCombiner::Learned => {
-                let raw = self.learned.as_ref().map_or_else(|| presence.ones_like(), |a| a.exp().unsqueeze(0));
+                let raw = self
+                    .learned
+                    .as_ref()
+                    .map_or_else(|| presence.ones_like(), |a| a.exp().unsqueeze(0));
                 let (out, w) = weighted(raw.expand_as(presence));
                 (out, Some(w))
             }
@@ -93,9 +104,12 @@ impl LateFusion {
                 let scores = votes.sum_dim_intlist(1, false, Kind::Float) + mean_log.exp() * 0.5;
                 (renormalised_log(scores), None)
             }
-            LateCombiner::ProductOfExperts => {
-                ((&log_probs * &present).sum_dim_intlist(1, false, Kind::Float).log_softmax(-1, Kind::Float), None)
-            }
+            LateCombiner::ProductOfExperts => (
+                (&log_probs * &present)
+                    .sum_dim_intlist(1, false, Kind::Float)
+                    .log_softmax(-1, Kind::Float),
+                None,
+            ),
             LateCombiner::Stacking => {
                 let features = Tensor::cat(&[(&probs * &present).flatten(1, 2), presence.shallow_clone()], 1);
                 let out = match &self.stacking {
@@ -121,9 +135,15 @@ mod tests {
     fn all_combiners() -> Vec<LateCombiner> {
         vec![
             C::Mean,
-            C::Fixed { weights: vec![1.0, 3.0, 2.0] },
-            C::Confidence { measure: ConfidenceMeasure::Entropy },
-            C::Confidence { measure: ConfidenceMeasure::MaxProb },
+            C::Fixed {
+                weights: vec![1.0, 3.0, 2.0],
+            },
+            C::Confidence {
+                measure: ConfidenceMeasure::Entropy,
+            },
+            C::Confidence {
+                measure: ConfidenceMeasure::MaxProb,
+            },
             C::Learned,
             C::Max,
             C::MajorityVote,
@@ -149,7 +169,10 @@ mod tests {
         let b = Tensor::from_slice(&[1.5f32.ln(), 0.0]).view([1, 2]);
         let (out, weights) = late.combine(&[a, b], &Tensor::ones([1, 2], (Kind::Float, Device::Cpu)));
         let probs = values(&out.exp());
-        assert!((probs[0] - 0.4).abs() < 1e-6 && (probs[1] - 0.6).abs() < 1e-6, "{probs:?}");
+        assert!(
+            (probs[0] - 0.4).abs() < 1e-6 && (probs[1] - 0.6).abs() < 1e-6,
+            "{probs:?}"
+        );
         assert_eq!(weights.map(|w| values(&w)), Some(vec![0.5, 0.5]));
     }
 
@@ -162,11 +185,17 @@ mod tests {
         let c = Tensor::from_slice(&[0.0f32, 2.0]).view([1, 2]);
         let logits = [a.shallow_clone(), b.shallow_clone(), c.shallow_clone()];
         // Sum of log-softmaxes renormalised = softmax of the summed logits: [0.5, 3].
-        let poe = LateFusion::new(&vs.root(), &C::ProductOfExperts, 3, 2, 4).combine(&logits, &ones).0;
-        let expected = Tensor::from_slice(&[0.5f32, 3.0]).view([1, 2]).log_softmax(-1, Kind::Float);
+        let poe = LateFusion::new(&vs.root(), &C::ProductOfExperts, 3, 2, 4)
+            .combine(&logits, &ones)
+            .0;
+        let expected = Tensor::from_slice(&[0.5f32, 3.0])
+            .view([1, 2])
+            .log_softmax(-1, Kind::Float);
         assert!(close(&poe, &expected));
         // Two of three branches say class 1.
-        let vote = LateFusion::new(&vs.root(), &C::MajorityVote, 3, 2, 4).combine(&logits, &ones).0;
+        let vote = LateFusion::new(&vs.root(), &C::MajorityVote, 3, 2, 4)
+            .combine(&logits, &ones)
+            .0;
         assert_eq!(i64::try_from(vote.argmax(-1, false)).unwrap_or(-1), 1);
     }
 
@@ -176,13 +205,18 @@ mod tests {
         for combiner in all_combiners() {
             let vs = VarStore::new(Device::Cpu);
             let late = LateFusion::new(&vs.root(), &combiner, 3, 4, 8);
-            let logits: Vec<Tensor> = (0..3).map(|_| Tensor::randn([5, 4], (Kind::Float, Device::Cpu))).collect();
+            let logits: Vec<Tensor> = (0..3)
+                .map(|_| Tensor::randn([5, 4], (Kind::Float, Device::Cpu)))
+                .collect();
             let presence = Tensor::from_slice(&[1.0f32, 1.0, 0.0]).view([1, 3]).repeat([5, 1]);
             let (base, _) = late.combine(&logits, &presence);
             let mut changed: Vec<Tensor> = logits.iter().map(Tensor::shallow_clone).collect();
             changed[2] = Tensor::randn([5, 4], (Kind::Float, Device::Cpu)) * 10.0;
             let (other, _) = late.combine(&changed, &presence);
-            assert!(close(&base, &other), "{combiner:?}: an absent branch changed the output");
+            assert!(
+                close(&base, &other),
+                "{combiner:?}: an absent branch changed the output"
+            );
             let sums = values(&base.exp().sum_dim_intlist(-1, false, Kind::Float));
             assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-4), "{combiner:?}: {sums:?}");
 
@@ -196,13 +230,25 @@ mod tests {
     fn renormalises_over_present_branches() {
         let vs = VarStore::new(Device::Cpu);
         tch::manual_seed(2);
-        let logits: Vec<Tensor> = (0..3).map(|_| Tensor::randn([4, 3], (Kind::Float, Device::Cpu))).collect();
-        let fixed = C::Fixed { weights: vec![1.0, 3.0, 2.0] };
+        let logits: Vec<Tensor> = (0..3)
+            .map(|_| Tensor::randn([4, 3], (Kind::Float, Device::Cpu)))
+            .collect();
+        let fixed = C::Fixed {
+            weights: vec![1.0, 3.0, 2.0],
+        };
         let three = LateFusion::new(&vs.root(), &fixed, 3, 3, 4);
         let presence = Tensor::from_slice(&[1.0f32, 1.0, 0.0]).view([1, 3]).repeat([4, 1]);
         let (with_absent, weights) = three.combine(&logits, &presence);
         // Same as two branches weighted 1:3.
-        let two = LateFusion::new(&vs.root(), &C::Fixed { weights: vec![1.0, 3.0] }, 2, 3, 4);
+        let two = LateFusion::new(
+            &vs.root(),
+            &C::Fixed {
+                weights: vec![1.0, 3.0],
+            },
+            2,
+            3,
+            4,
+        );
         let (only_two, _) = two.combine(&logits[..2], &presence.narrow(1, 0, 2));
         assert!(close(&with_absent, &only_two));
         assert_eq!(weights.map(|w| values(&w.get(0))), Some(vec![0.25, 0.75, 0.0]));

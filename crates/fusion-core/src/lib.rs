@@ -9,9 +9,14 @@
 //! may lack any modality.
 //!
 //! ```
-//! use fusion_core::{FusionConfig, LateCombiner, ModalityConfig, ModalityInput, ModelConfig, FusionModel};
+//! use fusion_core::{
+//!     FusionConfig, FusionModel, LateCombiner, ModalityConfig, ModalityInput, ModelConfig, RunFolder,
+//!     TensorDataset, TrainConfig, evaluate, train,
+//! };
 //! use tch::{Device, Kind, Tensor, nn};
 //!
+//! // Two modalities (8 and 4 features), 3 classes, decisions combined by the mean of
+//! // probabilities over the modalities each sample has.
 //! let config = ModelConfig {
 //!     modalities: vec![
 //!         ModalityConfig { name: "image".into(), input_dim: 8, encoder: Default::default() },
@@ -22,10 +27,24 @@
 //!     dropout: 0.0,
 //!     fusion: FusionConfig::Late { combiner: LateCombiner::Mean },
 //! };
+//! tch::manual_seed(0);
 //! let vs = nn::VarStore::new(Device::Cpu);
 //! let model = FusionModel::new(&vs.root(), &config)?;
+//!
+//! // A toy task: the class shifts the image features; audio is noise.
+//! let labels = Tensor::randint(3, [300], (Kind::Int64, Device::Cpu));
+//! let image = Tensor::randn([300, 8], (Kind::Float, Device::Cpu)) + labels.unsqueeze(1).to_kind(Kind::Float) * 2.0;
+//! let audio = Tensor::randn([300, 4], (Kind::Float, Device::Cpu));
+//! let data = TensorDataset::dense(vec![image, audio], labels)?;
+//!
+//! let run = tempfile::tempdir().map_err(|e| fusion_core::Error::Io { path: "tmp".into(), source: e })?;
+//! let training = TrainConfig { epochs: 5, ..TrainConfig::new(32) };
+//! let summary = train(&model, &vs, &training, &data, None, &RunFolder::new(run.path()), &mut |_| {})?;
+//! assert_eq!(summary.epochs.len(), 5);
+//! assert!(evaluate(&model, &data, 100)?.metrics.accuracy > 0.8);
+//!
+//! // A sample may lack a modality: here the second and fifth have no audio.
 //! let image = ModalityInput::dense(Tensor::randn([5, 8], (Kind::Float, Device::Cpu)));
-//! // The second and fifth samples have no audio.
 //! let present = Tensor::from_slice(&[true, false, true, true, false]);
 //! let audio = ModalityInput::with_presence(Tensor::randn([5, 4], (Kind::Float, Device::Cpu)), present);
 //! let output = model.forward_t(&[image, audio], false)?;
@@ -40,6 +59,7 @@ mod device;
 mod early;
 mod error;
 mod explain;
+mod export;
 mod fusion;
 mod input;
 mod late;
@@ -48,8 +68,7 @@ mod model;
 mod train;
 
 pub use config::{
-    ConfidenceMeasure, EarlyMethod, EncoderConfig, FusionConfig, GatingForm, LateCombiner, ModalityConfig,
-    ModelConfig,
+    ConfidenceMeasure, EarlyMethod, EncoderConfig, FusionConfig, GatingForm, LateCombiner, ModalityConfig, ModelConfig,
 };
 pub use dataset::TensorDataset;
 pub use device::{DeviceChoice, cuda_available, cuda_device_count};
@@ -59,6 +78,7 @@ pub use explain::{
     Complexity, NOISE_LEVELS, NoiseCurve, ShapleyReport, SubsetAccuracy, complexity, missing_modality_accuracy,
     noise_robustness, shapley_values,
 };
+pub use export::{ExportSignature, ExportedInput, export_torchscript, signature_path};
 pub use fusion::tensor_fusion;
 pub use input::{ModalityInput, modality_dropout};
 pub use late::LateFusion;

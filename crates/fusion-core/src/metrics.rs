@@ -46,8 +46,18 @@ impl Metrics {
             classes_seen += 1;
             f1_sum += 2.0 * true_positive / (actual + predicted_c) as f64;
         }
-        let macro_f1 = if classes_seen == 0 { 0.0 } else { f1_sum / classes_seen as f64 };
-        Self { count, accuracy, macro_f1, ece: expected_calibration_error(predicted, labels, confidence), confusion }
+        let macro_f1 = if classes_seen == 0 {
+            0.0
+        } else {
+            f1_sum / classes_seen as f64
+        };
+        Self {
+            count,
+            accuracy,
+            macro_f1,
+            ece: expected_calibration_error(predicted, labels, confidence),
+            confusion,
+        }
     }
 }
 
@@ -99,7 +109,10 @@ impl GroupMetrics {
             .map(|(g, idx)| {
                 let pick = |v: &[usize]| idx.iter().map(|&i| v[i]).collect::<Vec<_>>();
                 let conf: Vec<f64> = idx.iter().map(|&i| confidence[i]).collect();
-                (g.to_string(), Metrics::compute(&pick(predicted), &pick(labels), &conf, num_classes))
+                (
+                    g.to_string(),
+                    Metrics::compute(&pick(predicted), &pick(labels), &conf, num_classes),
+                )
             })
             .collect();
         let spread = |f: fn(&Metrics) -> f64| {
@@ -110,7 +123,11 @@ impl GroupMetrics {
         };
         let accuracy_gap = spread(|m| m.accuracy);
         let macro_f1_gap = spread(|m| m.macro_f1);
-        Self { groups, accuracy_gap, macro_f1_gap }
+        Self {
+            groups,
+            accuracy_gap,
+            macro_f1_gap,
+        }
     }
 }
 

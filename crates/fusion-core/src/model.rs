@@ -62,7 +62,9 @@ impl Encoder for MlpEncoder {
     }
 
     fn encode(&self, features: &Tensor, train: bool) -> Tensor {
-        self.layers.iter().fold(features.shallow_clone(), |x, layer| layer.forward(&x).relu().dropout(self.dropout, train))
+        self.layers.iter().fold(features.shallow_clone(), |x, layer| {
+            layer.forward(&x).relu().dropout(self.dropout, train)
+        })
     }
 }
 
@@ -84,7 +86,8 @@ impl Classifier {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        self.out.forward(&self.hidden.forward(x).relu().dropout(self.dropout, train))
+        self.out
+            .forward(&self.hidden.forward(x).relu().dropout(self.dropout, train))
     }
 }
 
@@ -138,9 +141,20 @@ impl FusionOutput {
 
 #[derive(Debug)]
 enum Head {
-    Early { fusion: EarlyFusion, classifier: Classifier },
-    Late { heads: Vec<Classifier>, late: LateFusion },
-    Hybrid { fusion: EarlyFusion, classifier: Classifier, heads: Vec<Classifier>, late: LateFusion },
+    Early {
+        fusion: EarlyFusion,
+        classifier: Classifier,
+    },
+    Late {
+        heads: Vec<Classifier>,
+        late: LateFusion,
+    },
+    Hybrid {
+        fusion: EarlyFusion,
+        classifier: Classifier,
+        heads: Vec<Classifier>,
+        late: LateFusion,
+    },
     CentralNet(CentralNet),
 }
 
@@ -165,9 +179,12 @@ impl FusionModel {
             .map(|m| -> Box<dyn Encoder> {
                 match &m.encoder {
                     EncoderConfig::Identity => Box::new(IdentityEncoder { dim: m.input_dim }),
-                    EncoderConfig::Mlp { hidden } => {
-                        Box::new(MlpEncoder::new(&(p / "encoder" / &m.name), m.input_dim, hidden, config.dropout))
-                    }
+                    EncoderConfig::Mlp { hidden } => Box::new(MlpEncoder::new(
+                        &(p / "encoder" / &m.name),
+                        m.input_dim,
+                        hidden,
+                        config.dropout,
+                    )),
                 }
             })
             .collect();
@@ -210,7 +227,10 @@ impl FusionModel {
                 heads: branches(p),
                 late: LateFusion::new(&(p / "late"), combiner, count, classes, hidden),
             },
-            FusionConfig::Hybrid { early: method, combiner } => {
+            FusionConfig::Hybrid {
+                early: method,
+                combiner,
+            } => {
                 let (fusion, classifier) = early(method);
                 Head::Hybrid {
                     fusion,
@@ -219,11 +239,22 @@ impl FusionModel {
                     late: LateFusion::new(&(p / "late"), combiner, count + 1, classes, hidden),
                 }
             }
-            FusionConfig::CentralNet { depth } => {
-                Head::CentralNet(CentralNet::new(&(p / "centralnet"), &dims, hidden, classes, *depth, dropout))
-            }
+            FusionConfig::CentralNet { depth } => Head::CentralNet(CentralNet::new(
+                &(p / "centralnet"),
+                &dims,
+                hidden,
+                classes,
+                *depth,
+                dropout,
+            )),
         };
-        Ok(Self { config: config.clone(), device: p.device(), names: config.modality_names(), encoders, head })
+        Ok(Self {
+            config: config.clone(),
+            device: p.device(),
+            names: config.modality_names(),
+            encoders,
+            head,
+        })
     }
 
     /// The configuration the model was built from.
@@ -266,7 +297,10 @@ impl FusionModel {
             .iter()
             .zip(&self.encoders)
             .map(|(input, encoder)| {
-                (encoder.encode(&input.features, train), input.padding_mask.as_ref().map(Tensor::shallow_clone))
+                (
+                    encoder.encode(&input.features, train),
+                    input.padding_mask.as_ref().map(Tensor::shallow_clone),
+                )
             })
             .collect();
         let pooled: Vec<Tensor> = sequences.iter().map(|(x, mask)| pool(x, mask.as_ref())).collect();
@@ -283,27 +317,50 @@ impl FusionModel {
                 })
                 .collect();
             if let Some((name, logits, present)) = extra {
-                out.push(BranchOutput { name: name.to_string(), logits, present });
+                out.push(BranchOutput {
+                    name: name.to_string(),
+                    logits,
+                    present,
+                });
             }
             out
         };
         let combine = |late: &LateFusion, branches: Vec<BranchOutput>| -> FusionOutput {
             let logits: Vec<Tensor> = branches.iter().map(|b| b.logits.shallow_clone()).collect();
-            let present = Tensor::stack(&branches.iter().map(|b| b.present.shallow_clone()).collect::<Vec<_>>(), 1);
+            let present = Tensor::stack(
+                &branches.iter().map(|b| b.present.shallow_clone()).collect::<Vec<_>>(),
+                1,
+            );
             let (log_probs, modality_weights) = late.combine(&logits, &present);
-            FusionOutput { log_probs, branches, modality_weights }
+            FusionOutput {
+                log_probs,
+                branches,
+                modality_weights,
+            }
         };
         Ok(match &self.head {
             Head::Early { fusion, classifier } => {
                 let (fused, modality_weights) = fusion.forward(&pooled, &sequences, &presence);
                 let log_probs = classifier.forward_t(&fused, train).log_softmax(-1, Kind::Float);
-                FusionOutput { log_probs, branches: Vec::new(), modality_weights }
+                FusionOutput {
+                    log_probs,
+                    branches: Vec::new(),
+                    modality_weights,
+                }
             }
             Head::Late { heads, late } => combine(late, branch(heads, None)),
-            Head::Hybrid { fusion, classifier, heads, late } => {
+            Head::Hybrid {
+                fusion,
+                classifier,
+                heads,
+                late,
+            } => {
                 let (fused, _) = fusion.forward(&pooled, &sequences, &presence);
                 let any = presence.amax(1, false);
-                combine(late, branch(heads, Some(("early", classifier.forward_t(&fused, train), any))))
+                combine(
+                    late,
+                    branch(heads, Some(("early", classifier.forward_t(&fused, train), any))),
+                )
             }
             Head::CentralNet(net) => net.forward(&pooled, &presence, &self.names, train),
         })
@@ -333,13 +390,19 @@ impl CentralNet {
                 (0..depth)
                     .map(|l| {
                         let input = if l == 0 { d } else { hidden };
-                        nn::linear(p / format!("branch_{m}") / format!("layer_{l}"), input, hidden, Default::default())
+                        nn::linear(
+                            p / format!("branch_{m}") / format!("layer_{l}"),
+                            input,
+                            hidden,
+                            Default::default(),
+                        )
                     })
                     .collect()
             })
             .collect();
-        let central_layers =
-            (0..depth).map(|l| nn::linear(p / "central" / format!("layer_{l}"), hidden, hidden, Default::default())).collect();
+        let central_layers = (0..depth)
+            .map(|l| nn::linear(p / "central" / format!("layer_{l}"), hidden, hidden, Default::default()))
+            .collect();
         Self {
             branch_layers,
             central_layers,
@@ -360,7 +423,11 @@ impl CentralNet {
             let mut mix: Option<Tensor> = None;
             for (m, state) in states.iter_mut().enumerate() {
                 let here = presence.select(1, m as i64).unsqueeze(1);
-                *state = self.branch_layers[m][l].forward(state).relu().dropout(self.dropout, train) * &here;
+                *state = self.branch_layers[m][l]
+                    .forward(state)
+                    .relu()
+                    .dropout(self.dropout, train)
+                    * &here;
                 let term = &*state * self.modality_alpha.get(l as i64).get(m as i64);
                 mix = Some(match mix {
                     Some(total) => total + term,
@@ -384,7 +451,14 @@ impl CentralNet {
                 present: presence.select(1, m as i64),
             })
             .collect();
-        let log_probs = self.central_head.forward(&central.unwrap_or_default()).log_softmax(-1, Kind::Float);
-        FusionOutput { log_probs, branches, modality_weights: None }
+        let log_probs = self
+            .central_head
+            .forward(&central.unwrap_or_default())
+            .log_softmax(-1, Kind::Float);
+        FusionOutput {
+            log_probs,
+            branches,
+            modality_weights: None,
+        }
     }
 }

@@ -67,7 +67,13 @@ fn default_eps() -> f64 {
 
 impl Default for OptimizerConfig {
     fn default() -> Self {
-        Self::AdamW { lr: 1e-3, weight_decay: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8 }
+        Self::AdamW {
+            lr: 1e-3,
+            weight_decay: 0.01,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
     }
 }
 
@@ -109,7 +115,10 @@ impl Schedule {
     pub fn factor(&self, epoch: usize, epochs: usize) -> f64 {
         match self {
             Self::Constant => 1.0,
-            Self::Cosine { warmup_epochs, min_ratio } => {
+            Self::Cosine {
+                warmup_epochs,
+                min_ratio,
+            } => {
                 if epoch < *warmup_epochs {
                     (epoch + 1) as f64 / (*warmup_epochs + 1) as f64
                 } else {
@@ -179,6 +188,22 @@ fn default_branch_weight() -> f64 {
 }
 
 impl TrainConfig {
+    /// One epoch of `batch_size` with the defaults: AdamW (lr 1e-3), constant rate, no
+    /// clipping, no early stopping, seed 0, no modality dropout, branch losses weighted 1.
+    pub fn new(batch_size: usize) -> Self {
+        Self {
+            epochs: 1,
+            batch_size,
+            optimizer: OptimizerConfig::default(),
+            schedule: Schedule::default(),
+            grad_clip: None,
+            early_stopping: None,
+            seed: 0,
+            modality_dropout: 0.0,
+            branch_loss_weight: default_branch_weight(),
+        }
+    }
+
     fn validate(&self) -> Result<()> {
         let bad = |field: &str, why: &str| Err(Error::Config(format!("train.{field}: {why}")));
         if self.epochs == 0 {
@@ -217,7 +242,13 @@ impl Optimizer {
         let mut params: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
         params.sort_by(|a, b| a.0.cmp(&b.0));
         let zeros = |params: &[(String, Tensor)]| params.iter().map(|(_, t)| t.zeros_like()).collect::<Vec<_>>();
-        Self { config: config.clone(), first: zeros(&params), second: zeros(&params), params, steps: 0 }
+        Self {
+            config: config.clone(),
+            first: zeros(&params),
+            second: zeros(&params),
+            params,
+            steps: 0,
+        }
     }
 
     /// Clears the gradients.
@@ -230,8 +261,17 @@ impl Optimizer {
     /// Scales gradients so their global L2 norm is at most `max_norm`; returns the norm
     /// before clipping.
     pub fn clip_grad_norm(&mut self, max_norm: f64) -> f64 {
-        let grads: Vec<Tensor> = self.params.iter().map(|(_, p)| p.grad()).filter(Tensor::defined).collect();
-        let total = grads.iter().map(|g| f64::try_from(g.square().sum(Kind::Double)).unwrap_or(0.0)).sum::<f64>().sqrt();
+        let grads: Vec<Tensor> = self
+            .params
+            .iter()
+            .map(|(_, p)| p.grad())
+            .filter(Tensor::defined)
+            .collect();
+        let total = grads
+            .iter()
+            .map(|g| f64::try_from(g.square().sum(Kind::Double)).unwrap_or(0.0))
+            .sum::<f64>()
+            .sqrt();
         if total > max_norm {
             let scale = max_norm / (total + 1e-6);
             tch::no_grad(|| {
@@ -254,7 +294,13 @@ impl Optimizer {
                     continue;
                 }
                 match self.config {
-                    OptimizerConfig::AdamW { weight_decay, beta1, beta2, eps, .. } => {
+                    OptimizerConfig::AdamW {
+                        weight_decay,
+                        beta1,
+                        beta2,
+                        eps,
+                        ..
+                    } => {
                         let _ = p.g_mul_scalar_(1.0 - lr * weight_decay);
                         let m = &mut self.first[i];
                         let _ = m.g_mul_scalar_(beta1).g_add_(&(&grad * (1.0 - beta1)));
@@ -264,7 +310,9 @@ impl Optimizer {
                         let v_hat = &*v / (1.0 - beta2.powf(t));
                         let _ = p.g_sub_(&(m_hat / (v_hat.sqrt() + eps) * lr));
                     }
-                    OptimizerConfig::Sgd { momentum, weight_decay, .. } => {
+                    OptimizerConfig::Sgd {
+                        momentum, weight_decay, ..
+                    } => {
                         let grad = grad + &*p * weight_decay;
                         let direction = if momentum > 0.0 {
                             let buffer = &mut self.first[i];
@@ -291,7 +339,10 @@ impl Optimizer {
 
     fn load_state(&mut self, saved: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
         let get = |key: &str| {
-            saved.get(key).ok_or_else(|| Error::Checkpoint { path: path.into(), reason: format!("`{key}` missing") })
+            saved.get(key).ok_or_else(|| Error::Checkpoint {
+                path: path.into(),
+                reason: format!("`{key}` missing"),
+            })
         };
         self.steps = i64::try_from(get("__optimizer__.steps")?)?;
         tch::no_grad(|| -> Result<()> {
@@ -393,10 +444,24 @@ impl RunFolder {
     pub fn load_model_config(&self) -> Result<ModelConfig> {
         read_json(&self.model_config())
     }
+
+    /// Rebuilds the model from the folder alone (`model.json` and the best weights) on
+    /// `device`. Models with encoders from other crates are rebuilt with
+    /// [`FusionModel::with_encoders`] and [`load_weights`] instead.
+    pub fn load_model(&self, device: tch::Device) -> Result<(FusionModel, VarStore)> {
+        let config = self.load_model_config()?;
+        let vs = VarStore::new(device);
+        let model = FusionModel::new(&vs.root(), &config)?;
+        load_weights(&vs, &self.best_weights())?;
+        Ok((model, vs))
+    }
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
-    let text = fs::read_to_string(path).map_err(|source| Error::Io { path: path.into(), source })?;
+    let text = fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.into(),
+        source,
+    })?;
     serde_json::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
 }
 
@@ -404,16 +469,27 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
 /// sees a half-written file.
 pub(crate) fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).map_err(|source| Error::Io { path: parent.into(), source })?;
+        fs::create_dir_all(parent).map_err(|source| Error::Io {
+            path: parent.into(),
+            source,
+        })?;
     }
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     write(&tmp)?;
-    fs::rename(&tmp, path).map_err(|source| Error::Io { path: path.into(), source })
+    fs::rename(&tmp, path).map_err(|source| Error::Io {
+        path: path.into(),
+        source,
+    })
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(|e| Error::Config(e.to_string()))?;
-    write_atomic(path, |tmp| fs::write(tmp, text).map_err(|source| Error::Io { path: tmp.into(), source }))
+    write_atomic(path, |tmp| {
+        fs::write(tmp, text).map_err(|source| Error::Io {
+            path: tmp.into(),
+            source,
+        })
+    })
 }
 
 /// Saves the model's weights (variable names as keys) as safetensors, atomically.
@@ -426,13 +502,28 @@ pub fn save_weights(vs: &VarStore, path: &Path) -> Result<()> {
 /// Loads weights saved by [`save_weights`] (or a checkpoint) into `vs`; every variable
 /// must be there with its shape.
 pub fn load_weights(vs: &VarStore, path: &Path) -> Result<HashMap<String, Tensor>> {
-    let saved: HashMap<String, Tensor> = Tensor::read_safetensors(path)?.into_iter().collect();
+    let saved: HashMap<String, Tensor> = Tensor::read_safetensors(path)
+        .map_err(|e| Error::Checkpoint {
+            path: path.into(),
+            reason: e.to_string(),
+        })?
+        .into_iter()
+        .collect();
     tch::no_grad(|| -> Result<()> {
         for (name, mut var) in vs.variables() {
-            let checkpoint = |reason: String| Error::Checkpoint { path: path.into(), reason };
-            let value = saved.get(&name).ok_or_else(|| checkpoint(format!("variable `{name}` missing")))?;
+            let checkpoint = |reason: String| Error::Checkpoint {
+                path: path.into(),
+                reason,
+            };
+            let value = saved
+                .get(&name)
+                .ok_or_else(|| checkpoint(format!("variable `{name}` missing")))?;
             if value.size() != var.size() {
-                return Err(checkpoint(format!("`{name}` has shape {:?}, model wants {:?}", value.size(), var.size())));
+                return Err(checkpoint(format!(
+                    "`{name}` has shape {:?}, model wants {:?}",
+                    value.size(),
+                    var.size()
+                )));
             }
             var.f_copy_(value)?;
         }
@@ -444,6 +535,11 @@ pub fn load_weights(vs: &VarStore, path: &Path) -> Result<HashMap<String, Tensor
 /// Trains `model` (whose variables live in `vs`) on `train_set`, evaluating on `val_set`
 /// after each epoch, writing everything to `run`. If `run` holds a checkpoint of the same
 /// configuration, training resumes after its last finished epoch.
+///
+/// Runs are deterministic on CPU for a given seed, thread count and libtorch: each epoch
+/// reseeds libtorch's generator from `(seed, epoch)`, so a resumed run repeats the
+/// uninterrupted one exactly. That generator is global to the process: other threads
+/// drawing from it during training break the repeatability (not the training).
 pub fn train(
     model: &FusionModel,
     vs: &VarStore,
@@ -472,7 +568,10 @@ pub fn train(
         let saved = load_weights(vs, &path)?;
         optimizer.load_state(&saved, &path)?;
         let scalar = |key: &str| -> Result<f64> {
-            let value = saved.get(key).ok_or_else(|| Error::Checkpoint { path: path.clone(), reason: format!("`{key}` missing") })?;
+            let value = saved.get(key).ok_or_else(|| Error::Checkpoint {
+                path: path.clone(),
+                reason: format!("`{key}` missing"),
+            })?;
             Ok(f64::try_from(value)?)
         };
         resumed_from = scalar("__trainer__.epoch")? as usize;
@@ -503,7 +602,10 @@ pub fn train(
             let (mut inputs, labels) = train_set.batch(indices, device);
             if config.modality_dropout > 0.0 {
                 let present: Vec<Tensor> = inputs.iter().map(|i| i.present.shallow_clone()).collect();
-                for (input, kept) in inputs.iter_mut().zip(modality_dropout(&present, config.modality_dropout)) {
+                for (input, kept) in inputs
+                    .iter_mut()
+                    .zip(modality_dropout(&present, config.modality_dropout))
+                {
                     input.present = kept;
                 }
             }
@@ -516,10 +618,19 @@ pub fn train(
             optimizer.step(lr);
             let loss = f64::try_from(&loss)?;
             if !loss.is_finite() {
-                return Err(Error::Config(format!("training diverged: loss {loss} at epoch {}, step {}", epoch + 1, step + 1)));
+                return Err(Error::Config(format!(
+                    "training diverged: loss {loss} at epoch {}, step {}",
+                    epoch + 1,
+                    step + 1
+                )));
             }
             loss_sum += loss;
-            progress(Progress::Step { epoch: epoch + 1, step: step + 1, steps, loss });
+            progress(Progress::Step {
+                epoch: epoch + 1,
+                step: step + 1,
+                steps,
+                loss,
+            });
         }
         let val = val_set.map(|v| evaluate(model, v, config.batch_size)).transpose()?;
         let record = EpochRecord {
@@ -551,7 +662,12 @@ pub fn train(
             progress(Progress::Epoch(last));
         }
     }
-    Ok(TrainSummary { epochs, best_epoch: best.map_or(0, |b| b.0), resumed_from, stopped_early })
+    Ok(TrainSummary {
+        epochs,
+        best_epoch: best.map_or(0, |b| b.0),
+        resumed_from,
+        stopped_early,
+    })
 }
 
 fn epoch_seed(seed: u64, epoch: usize) -> u64 {
@@ -562,7 +678,11 @@ fn prepare_run_folder(run: &RunFolder, model: &ModelConfig, train: &TrainConfig)
     if run.model_config().exists() {
         let saved_model: ModelConfig = read_json(&run.model_config())?;
         let saved_train: TrainConfig = read_json(&run.train_config())?;
-        let same_run = saved_model == *model && TrainConfig { epochs: train.epochs, ..saved_train } == *train;
+        let same_run = saved_model == *model
+            && TrainConfig {
+                epochs: train.epochs,
+                ..saved_train
+            } == *train;
         if !same_run {
             return Err(Error::Config(format!(
                 "{} holds a run of another configuration; use a new folder",
@@ -574,7 +694,13 @@ fn prepare_run_folder(run: &RunFolder, model: &ModelConfig, train: &TrainConfig)
     write_json(&run.train_config(), train)
 }
 
-fn save_checkpoint(vs: &VarStore, optimizer: &Optimizer, run: &RunFolder, epoch: usize, best: Option<(usize, f64)>) -> Result<()> {
+fn save_checkpoint(
+    vs: &VarStore,
+    optimizer: &Optimizer,
+    run: &RunFolder,
+    epoch: usize,
+    best: Option<(usize, f64)>,
+) -> Result<()> {
     let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     named.extend(optimizer.state());
     let (best_epoch, best_score) = best.unwrap_or((0, 0.0));
@@ -582,7 +708,9 @@ fn save_checkpoint(vs: &VarStore, optimizer: &Optimizer, run: &RunFolder, epoch:
     named.push(("__trainer__.best_epoch".into(), Tensor::from(best_epoch as i64)));
     named.push(("__trainer__.best_score".into(), Tensor::from(best_score)));
     named.sort_by(|a, b| a.0.cmp(&b.0));
-    write_atomic(&run.last_checkpoint(), |tmp| Ok(Tensor::write_safetensors(&named, tmp)?))
+    write_atomic(&run.last_checkpoint(), |tmp| {
+        Ok(Tensor::write_safetensors(&named, tmp)?)
+    })
 }
 
 fn read_metrics(path: &Path, keep: usize) -> Result<Vec<EpochRecord>> {
@@ -594,13 +722,29 @@ fn read_metrics(path: &Path, keep: usize) -> Result<Vec<EpochRecord>> {
 }
 
 fn rewrite_metrics(path: &Path, records: &[EpochRecord]) -> Result<()> {
-    let text: String = records.iter().filter_map(|r| serde_json::to_string(r).ok()).map(|l| l + "\n").collect();
-    write_atomic(path, |tmp| fs::write(tmp, text).map_err(|source| Error::Io { path: tmp.into(), source }))
+    let text: String = records
+        .iter()
+        .filter_map(|r| serde_json::to_string(r).ok())
+        .map(|l| l + "\n")
+        .collect();
+    write_atomic(path, |tmp| {
+        fs::write(tmp, text).map_err(|source| Error::Io {
+            path: tmp.into(),
+            source,
+        })
+    })
 }
 
 fn append_metrics(path: &Path, record: &EpochRecord) -> Result<()> {
-    let io = |source| Error::Io { path: path.into(), source };
-    let mut file = fs::OpenOptions::new().create(true).append(true).open(path).map_err(io)?;
+    let io = |source| Error::Io {
+        path: path.into(),
+        source,
+    };
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io)?;
     let line = serde_json::to_string(record).map_err(|e| Error::Config(e.to_string()))?;
     writeln!(file, "{line}").map_err(io)
 }
@@ -638,14 +782,38 @@ pub fn evaluate(model: &FusionModel, data: &TensorDataset, batch_size: usize) ->
         }
         Ok(())
     })?;
-    let labels: Vec<usize> = Vec::<i64>::try_from(&data.labels)?.into_iter().map(|l| l.max(0) as usize).collect();
+    let labels: Vec<usize> = Vec::<i64>::try_from(&data.labels)?
+        .into_iter()
+        .map(|l| l.max(0) as usize)
+        .collect();
     let predicted: Vec<usize> = probabilities.iter().map(|p| argmax(p)).collect();
-    let confidence: Vec<f64> = probabilities.iter().zip(&predicted).map(|(p, &c)| f64::from(p[c])).collect();
+    let confidence: Vec<f64> = probabilities
+        .iter()
+        .zip(&predicted)
+        .map(|(p, &c)| f64::from(p[c]))
+        .collect();
     let metrics = Metrics::compute(&predicted, &labels, &confidence, classes);
-    let groups = data.groups.as_ref().map(|g| GroupMetrics::compute(&predicted, &labels, &confidence, g, classes));
-    Ok(Evaluation { loss: loss_sum / data.len().max(1) as f64, metrics, groups, predicted, labels, probabilities })
+    let groups = data
+        .groups
+        .as_ref()
+        .map(|g| GroupMetrics::compute(&predicted, &labels, &confidence, g, classes));
+    Ok(Evaluation {
+        loss: loss_sum / data.len().max(1) as f64,
+        metrics,
+        groups,
+        predicted,
+        labels,
+        probabilities,
+    })
 }
 
 pub(crate) fn argmax(values: &[f32]) -> usize {
-    values.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best }).0
+    values
+        .iter()
+        .enumerate()
+        .fold(
+            (0, f32::NEG_INFINITY),
+            |best, (i, &v)| if v > best.1 { (i, v) } else { best },
+        )
+        .0
 }

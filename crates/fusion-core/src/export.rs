@@ -1,0 +1,132 @@
+//! Export of a trained model to TorchScript, for `torch.jit.load` in Python or
+//! `tch::CModule` in Rust.
+
+use std::{cell::RefCell, path::Path};
+
+use serde::{Deserialize, Serialize};
+use tch::{CModule, Tensor, nn::VarStore};
+
+use crate::{Error, FusionModel, ModalityInput, Result, train::write_atomic};
+
+/// One positional input of an exported module.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportedInput {
+    /// `<modality>.features`, `<modality>.present` or `<modality>.padding_mask`.
+    pub name: String,
+    /// Shape of the tracing example; the batch dimension (first) is free.
+    pub shape: Vec<i64>,
+    /// `float32` or `bool`.
+    pub dtype: String,
+}
+
+/// How to call an exported module: positional inputs in this order, one output,
+/// the log-probabilities `[B, C]`. Saved beside the module as `<file>.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportSignature {
+    /// Inputs in call order.
+    pub inputs: Vec<ExportedInput>,
+    /// Output names (`log_probs`).
+    pub outputs: Vec<String>,
+    /// Class count.
+    pub num_classes: i64,
+}
+
+/// Traces `model` (whose variables live in `vs`) in evaluation mode on `example` and saves the TorchScript module at
+/// `path` (written atomically) with its [`ExportSignature`] at `path` + `.json`.
+///
+/// Each modality contributes `features` and `present`, then `padding_mask` when the
+/// example has one. Tracing records the example's structure: a modality that had a padding
+/// mask must be given one; sequence lengths and the batch size may change.
+pub fn export_torchscript(
+    model: &FusionModel,
+    vs: &VarStore,
+    example: &[ModalityInput],
+    path: &Path,
+) -> Result<ExportSignature> {
+    // Run once untraced for a typed error on bad shapes (tracing would bury it).
+    tch::no_grad(|| model.forward_t(example, false))?;
+    let names = model.modality_names();
+    let mut flat = Vec::new();
+    let mut inputs = Vec::new();
+    let mut has_mask = Vec::new();
+    for (input, name) in example.iter().zip(names) {
+        let mut push = |suffix: &str, t: &Tensor| {
+            inputs.push(ExportedInput {
+                name: format!("{name}.{suffix}"),
+                shape: t.size(),
+                dtype: if t.kind() == tch::Kind::Bool { "bool" } else { "float32" }.into(),
+            });
+            flat.push(t.shallow_clone());
+        };
+        push("features", &input.features);
+        push("present", &input.present);
+        if let Some(mask) = &input.padding_mask {
+            push("padding_mask", mask);
+        }
+        has_mask.push(input.padding_mask.is_some());
+    }
+    // The tracer stores parameters as constants, which it refuses while they require
+    // gradients: switch that off for the trace and restore it after.
+    let trainable: Vec<Tensor> = vs.trainable_variables();
+    for var in &trainable {
+        let _ = var.set_requires_grad(false);
+    }
+    let failure = RefCell::new(None);
+    let traced = tch::no_grad(|| {
+        CModule::create_by_tracing("FusionModel", "forward", &flat, &mut |tensors: &[Tensor]| {
+            let mut rest = tensors.iter();
+            let mut next = || rest.next().map(Tensor::shallow_clone).unwrap_or_default();
+            let rebuilt: Vec<ModalityInput> = has_mask
+                .iter()
+                .map(|&mask| {
+                    let features = next();
+                    let present = next();
+                    ModalityInput {
+                        features,
+                        present,
+                        padding_mask: mask.then(&mut next),
+                    }
+                })
+                .collect();
+            match model.forward_t(&rebuilt, false) {
+                Ok(output) => vec![output.log_probs],
+                Err(e) => {
+                    *failure.borrow_mut() = Some(e);
+                    Vec::new()
+                }
+            }
+        })
+    });
+    // Saved before gradients come back: the module holds the parameters themselves as
+    // constants, and a constant that requires gradients cannot be loaded again.
+    let saved = match (traced, failure.into_inner()) {
+        (_, Some(e)) => Err(e),
+        (Err(e), None) => Err(e.into()),
+        (Ok(module), None) => write_atomic(path, |tmp| Ok(module.save(tmp)?)),
+    };
+    for var in &trainable {
+        let _ = var.set_requires_grad(true);
+    }
+    saved?;
+    let signature = ExportSignature {
+        inputs,
+        outputs: vec!["log_probs".into()],
+        num_classes: model.config().num_classes,
+    };
+    let json = serde_json::to_string_pretty(&signature).map_err(|e| Error::Config(e.to_string()))?;
+    let sidecar = signature_path(path);
+    write_atomic(&sidecar, |tmp| {
+        std::fs::write(tmp, json).map_err(|source| Error::Io {
+            path: tmp.into(),
+            source,
+        })
+    })?;
+    Ok(signature)
+}
+
+/// Where [`export_torchscript`] writes the signature of the module at `path`.
+pub fn signature_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".json");
+    name.into()
+}

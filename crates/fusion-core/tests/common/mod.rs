@@ -1,0 +1,186 @@
+//! Shared fixtures of the integration tests: configurations of every method and a
+//! synthetic task on which no single modality suffices.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use fusion_core::{
+    ConfidenceMeasure, EarlyMethod, EncoderConfig, FusionConfig, GatingForm, LateCombiner, ModalityConfig, ModelConfig,
+    OptimizerConfig, TensorDataset, TrainConfig,
+};
+use tch::{Device, Kind, Tensor};
+
+pub fn modality(name: &str, input_dim: i64, embedding: i64) -> ModalityConfig {
+    ModalityConfig {
+        name: name.into(),
+        input_dim,
+        encoder: EncoderConfig::Mlp {
+            hidden: vec![embedding],
+        },
+    }
+}
+
+/// Every early method.
+pub fn early_methods() -> Vec<EarlyMethod> {
+    vec![
+        EarlyMethod::Concat,
+        EarlyMethod::Sum,
+        EarlyMethod::Product,
+        EarlyMethod::Tensor,
+        EarlyMethod::LowRank { rank: 3 },
+        EarlyMethod::Gating {
+            form: GatingForm::Matrix,
+        },
+        EarlyMethod::Gating {
+            form: GatingForm::Vector,
+        },
+        EarlyMethod::Gating {
+            form: GatingForm::Scalar,
+        },
+        EarlyMethod::Attention { heads: 2, layers: 2 },
+    ]
+}
+
+/// Every late combiner, for `branches` branches.
+pub fn late_combiners(branches: usize) -> Vec<LateCombiner> {
+    vec![
+        LateCombiner::Mean,
+        LateCombiner::Fixed {
+            weights: (1..=branches).map(|w| w as f64).collect(),
+        },
+        LateCombiner::Confidence {
+            measure: ConfidenceMeasure::Entropy,
+        },
+        LateCombiner::Confidence {
+            measure: ConfidenceMeasure::MaxProb,
+        },
+        LateCombiner::Learned,
+        LateCombiner::Max,
+        LateCombiner::MajorityVote,
+        LateCombiner::ProductOfExperts,
+        LateCombiner::Stacking,
+    ]
+}
+
+/// Every method of every family, for three modalities.
+pub fn all_fusions() -> Vec<FusionConfig> {
+    let mut all: Vec<FusionConfig> = early_methods()
+        .into_iter()
+        .map(|method| FusionConfig::Early { method })
+        .collect();
+    all.extend(
+        late_combiners(3)
+            .into_iter()
+            .map(|combiner| FusionConfig::Late { combiner }),
+    );
+    all.push(FusionConfig::Hybrid {
+        early: EarlyMethod::Concat,
+        combiner: LateCombiner::Learned,
+    });
+    all.push(FusionConfig::Hybrid {
+        early: EarlyMethod::Attention { heads: 2, layers: 1 },
+        combiner: LateCombiner::Stacking,
+    });
+    all.push(FusionConfig::Hybrid {
+        early: EarlyMethod::LowRank { rank: 2 },
+        combiner: LateCombiner::Mean,
+    });
+    all.push(FusionConfig::CentralNet { depth: 2 });
+    all
+}
+
+/// Two embeddings (`a`: 5, `b`: 4 features) and a sequence (`c`: 3 tokens of 6).
+pub fn three_modality_config(fusion: FusionConfig) -> ModelConfig {
+    ModelConfig {
+        modalities: vec![modality("a", 5, 6), modality("b", 4, 5), modality("c", 6, 4)],
+        num_classes: 3,
+        hidden_dim: 8,
+        dropout: 0.0,
+        fusion,
+    }
+}
+
+pub fn bools(values: &[u8]) -> Tensor {
+    Tensor::from_slice(&values.iter().map(|&v| v != 0).collect::<Vec<_>>())
+}
+
+/// A batch of 8 for [`three_modality_config`], every modality missing somewhere, every
+/// sample with at least one, and padded tokens in `c`.
+pub fn three_modality_batch() -> (Vec<fusion_core::ModalityInput>, Tensor) {
+    tch::manual_seed(11);
+    let f = (Kind::Float, Device::Cpu);
+    let a = Tensor::randn([8, 5], f);
+    let b = Tensor::randn([8, 4], f);
+    let c = Tensor::randn([8, 3, 6], f);
+    let mut c_input = fusion_core::ModalityInput::with_presence(c, bools(&[0, 1, 1, 1, 1, 1, 0, 1]));
+    c_input.padding_mask =
+        Some(bools(&[1, 1, 0, 1, 0, 0, 1, 1, 1, 1, 1, 0, 1, 0, 0, 1, 1, 1, 1, 1, 1, 1, 0, 0]).view([8, 3]));
+    let inputs = vec![
+        fusion_core::ModalityInput::with_presence(a, bools(&[1, 1, 0, 1, 1, 0, 1, 1])),
+        fusion_core::ModalityInput::with_presence(b, bools(&[1, 0, 1, 1, 0, 1, 1, 1])),
+        c_input,
+    ];
+    (inputs, Tensor::from_slice(&[0i64, 1, 2, 0, 1, 2, 0, 1]))
+}
+
+pub const CLASSES: i64 = 4;
+pub const DIM: i64 = 8;
+
+/// `n` samples of 4 classes and two modalities of 8 features. For each sample a coin
+/// picks the modality that carries the label (class prototype `3·e_y` plus noise); the
+/// other holds pure noise. Each modality alone is thus informative for half of the samples
+/// (best single-modality accuracy ≈ 0.5 + 0.5/4 = 0.625), together for all of them.
+pub fn complementary_task(n: i64, seed: i64) -> TensorDataset {
+    tch::manual_seed(seed);
+    let f = (Kind::Float, Device::Cpu);
+    let labels = Tensor::randint(CLASSES, [n], (Kind::Int64, Device::Cpu));
+    let carrier = Tensor::randint(2, [n], (Kind::Int64, Device::Cpu));
+    let prototypes = Tensor::eye_m(CLASSES, DIM, f) * 3.0;
+    let features = |m: i64| {
+        let signal = prototypes.index_select(0, &labels) + Tensor::randn([n, DIM], f) * 0.5;
+        let noise = Tensor::randn([n, DIM], f);
+        signal.where_self(&carrier.eq(m).unsqueeze(1), &noise)
+    };
+    let (a, b) = (features(0), features(1));
+    TensorDataset::dense(vec![a, b], labels).unwrap()
+}
+
+/// The same task keeping one modality.
+pub fn only(data: &TensorDataset, m: usize) -> TensorDataset {
+    TensorDataset::dense(vec![data.features[m].shallow_clone()], data.labels.shallow_clone()).unwrap()
+}
+
+pub fn task_config(names: &[&str], fusion: FusionConfig) -> ModelConfig {
+    ModelConfig {
+        modalities: names.iter().map(|n| modality(n, DIM, 16)).collect(),
+        num_classes: CLASSES,
+        hidden_dim: 16,
+        dropout: 0.0,
+        fusion,
+    }
+}
+
+pub fn task_training(epochs: usize, seed: u64) -> TrainConfig {
+    TrainConfig {
+        epochs,
+        batch_size: 64,
+        optimizer: OptimizerConfig::AdamW {
+            lr: 5e-3,
+            weight_decay: 0.0,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        },
+        schedule: Default::default(),
+        grad_clip: Some(5.0),
+        early_stopping: None,
+        seed,
+        modality_dropout: 0.0,
+        branch_loss_weight: 0.5,
+    }
+}
+
+/// libtorch's random generator is global to the process: tests that seed it and expect
+/// repeatable numbers hold this lock so that parallel tests do not draw from it meanwhile.
+pub fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

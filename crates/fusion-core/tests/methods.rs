@@ -1,0 +1,198 @@
+//! Every fusion method: output shapes, gradients reaching every parameter, and the
+//! semantics of missing modalities and padding.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use fusion_core::{EarlyMethod, Error, FusionConfig, FusionModel, LateCombiner, ModalityInput, Optimizer};
+use tch::{Device, Kind, Tensor, nn::VarStore};
+
+fn perturbed_where_absent(inputs: &[ModalityInput]) -> Vec<ModalityInput> {
+    inputs
+        .iter()
+        .map(|input| {
+            let noise = input.features.randn_like() * 100.0;
+            let mut keep = input.present.shallow_clone();
+            for _ in 1..input.features.dim() {
+                keep = keep.unsqueeze(-1);
+            }
+            // Padded tokens are as irrelevant as absent samples.
+            if let Some(mask) = &input.padding_mask {
+                keep = keep.logical_and(&mask.unsqueeze(-1));
+            }
+            let mut edited = input.with_present(input.present.shallow_clone());
+            edited.features = input.features.where_self(&keep, &(&input.features + noise));
+            edited
+        })
+        .collect()
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    f64::try_from((a - b).abs().max()).unwrap()
+}
+
+#[test]
+fn every_parameter_of_every_method_gets_a_gradient_and_moves() {
+    let (inputs, labels) = three_modality_batch();
+    for fusion in all_fusions() {
+        tch::manual_seed(3);
+        let vs = VarStore::new(Device::Cpu);
+        let model = FusionModel::new(&vs.root(), &three_modality_config(fusion.clone())).unwrap();
+        let output = model.forward_t(&inputs, true).unwrap();
+        assert_eq!(output.log_probs.size(), [8, 3], "{fusion:?}");
+        let before: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(n, t)| (n, t.copy())).collect();
+        let mut optimizer = Optimizer::new(&vs, &Default::default());
+        optimizer.zero_grad();
+        output.loss(&labels, 1.0).backward();
+        for (name, var) in vs.variables() {
+            let grad = var.grad();
+            assert!(grad.defined(), "{fusion:?}: `{name}` has no gradient");
+            let size = f64::try_from(grad.abs().sum(Kind::Double)).unwrap();
+            assert!(size > 0.0, "{fusion:?}: `{name}` has a zero gradient");
+        }
+        optimizer.step(1e-2);
+        let variables = vs.variables();
+        for (name, old) in before {
+            assert!(
+                max_abs_diff(&variables[&name], &old) > 0.0,
+                "{fusion:?}: `{name}` did not move"
+            );
+        }
+    }
+}
+
+#[test]
+fn absent_modalities_and_padding_change_nothing() {
+    let (inputs, _) = three_modality_batch();
+    let edited = perturbed_where_absent(&inputs);
+    for fusion in all_fusions() {
+        tch::manual_seed(4);
+        let vs = VarStore::new(Device::Cpu);
+        let model = FusionModel::new(&vs.root(), &three_modality_config(fusion.clone())).unwrap();
+        let base = model.forward_t(&inputs, false).unwrap().log_probs;
+        let other = model.forward_t(&edited, false).unwrap().log_probs;
+        assert!(
+            max_abs_diff(&base, &other) < 1e-5,
+            "{fusion:?}: absent features leaked into the output"
+        );
+        let sums = base.exp().sum_dim_intlist(-1, false, Kind::Float);
+        assert!(
+            max_abs_diff(&sums, &sums.ones_like()) < 1e-5,
+            "{fusion:?}: not a distribution"
+        );
+    }
+}
+
+#[test]
+fn present_features_do_change_the_output() {
+    let (inputs, _) = three_modality_batch();
+    for fusion in all_fusions() {
+        tch::manual_seed(5);
+        let vs = VarStore::new(Device::Cpu);
+        let model = FusionModel::new(&vs.root(), &three_modality_config(fusion.clone())).unwrap();
+        let base = model.forward_t(&inputs, false).unwrap().log_probs;
+        let mut edited: Vec<ModalityInput> = inputs
+            .iter()
+            .map(|i| i.with_present(i.present.shallow_clone()))
+            .collect();
+        edited[0].features = &inputs[0].features + inputs[0].features.randn_like() * 5.0;
+        let other = model.forward_t(&edited, false).unwrap().log_probs;
+        // Sample 0 has modality `a`.
+        assert!(
+            max_abs_diff(&base.get(0), &other.get(0)) > 1e-6,
+            "{fusion:?}: modality `a` is ignored"
+        );
+    }
+}
+
+#[test]
+fn late_and_attention_weights_cover_present_modalities_only() {
+    let (inputs, _) = three_modality_batch();
+    let present = Tensor::stack(
+        &inputs
+            .iter()
+            .map(|i| i.present.to_kind(Kind::Float))
+            .collect::<Vec<_>>(),
+        1,
+    );
+    let cases = [
+        FusionConfig::Late {
+            combiner: LateCombiner::Learned,
+        },
+        FusionConfig::Late {
+            combiner: LateCombiner::Mean,
+        },
+        FusionConfig::Early {
+            method: EarlyMethod::Attention { heads: 2, layers: 1 },
+        },
+    ];
+    for fusion in cases {
+        let vs = VarStore::new(Device::Cpu);
+        let model = FusionModel::new(&vs.root(), &three_modality_config(fusion.clone())).unwrap();
+        let weights = model.forward_t(&inputs, false).unwrap().modality_weights.unwrap();
+        assert_eq!(weights.size(), [8, 3]);
+        let absent = present.ones_like() - &present;
+        let on_absent = f64::try_from((&weights * absent).abs().max()).unwrap();
+        assert!(on_absent < 1e-7, "{fusion:?}: weight on an absent modality");
+        // Attention also gives some to [CLS]; late weights sum to 1.
+        let sums = Vec::<f32>::try_from(weights.sum_dim_intlist(1, false, Kind::Float)).unwrap();
+        assert!(sums.iter().all(|&s| s > 0.0 && s <= 1.0 + 1e-5), "{fusion:?}: {sums:?}");
+    }
+}
+
+#[test]
+fn bad_configs_and_inputs_are_typed_errors_naming_the_field() {
+    let vs = VarStore::new(Device::Cpu);
+    let mut config = three_modality_config(FusionConfig::Early {
+        method: EarlyMethod::Attention { heads: 3, layers: 1 },
+    });
+    let message = FusionModel::new(&vs.root(), &config).unwrap_err().to_string();
+    assert!(message.contains("fusion.heads"), "{message}");
+
+    config.fusion = FusionConfig::Late {
+        combiner: LateCombiner::Fixed {
+            weights: vec![1.0, 2.0],
+        },
+    };
+    let message = FusionModel::new(&vs.root(), &config).unwrap_err().to_string();
+    assert!(
+        message.contains("fusion.weights") && message.contains("3 branches"),
+        "{message}"
+    );
+
+    config.fusion = FusionConfig::Early {
+        method: EarlyMethod::Tensor,
+    };
+    config.modalities = (0..3).map(|m| modality(&format!("m{m}"), 4, 200)).collect();
+    let message = FusionModel::new(&vs.root(), &config).unwrap_err().to_string();
+    assert!(
+        message.contains("low_rank"),
+        "tensor fusion of 201³ features must be refused: {message}"
+    );
+
+    config.modalities[1].name = "m0".into();
+    let message = FusionModel::new(&vs.root(), &config).unwrap_err().to_string();
+    assert!(message.contains("modalities[1].name"), "{message}");
+
+    let json =
+        r#"{"modalities":[{"name":"a","input_dim":4}],"num_classes":2,"fusion":{"family":"early","method":"fancy"}}"#;
+    let message = serde_json::from_str::<fusion_core::ModelConfig>(json)
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("fancy"), "{message}");
+
+    let model = FusionModel::new(
+        &vs.root(),
+        &three_modality_config(FusionConfig::Late {
+            combiner: LateCombiner::Mean,
+        }),
+    )
+    .unwrap();
+    let (mut inputs, _) = three_modality_batch();
+    inputs[1].features = Tensor::zeros([8, 7], (Kind::Float, Device::Cpu));
+    let error = model.forward_t(&inputs, false).unwrap_err();
+    assert!(matches!(&error, Error::Shape(m) if m.contains("`b`")), "{error}");
+    inputs.pop();
+    assert!(matches!(model.forward_t(&inputs, false), Err(Error::Shape(_))));
+}
