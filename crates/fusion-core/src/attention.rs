@@ -89,7 +89,8 @@ impl ModalityTransformer {
         let mut cls_attention = key_valid.zeros_like().to_kind(Kind::Float);
         for layer in &self.layers {
             let (attended, probs) = self.attend(layer, &h.apply(&layer.norm1), &key_valid);
-            h = h + attended;
+            // Out of place (not `+=`): autograd keeps `h` for the layer norm's backward.
+            h = h.g_add(&attended);
             h = &h + h.apply(&layer.norm2).apply(&layer.ff1).relu().apply(&layer.ff2);
             cls_attention = probs.select(2, 0).mean_dim(1, false, Kind::Float);
         }

@@ -436,7 +436,7 @@ impl CentralNet {
             }
             let mut mix = mix.unwrap_or_default();
             if let (Some(previous), Some(alpha)) = (&central, &self.central_alpha) {
-                mix = mix + previous * alpha.get(l as i64 - 1);
+                mix = mix.g_add(&(previous * alpha.get(l as i64 - 1)));
             }
             central = Some(central_layer.forward(&mix).relu().dropout(self.dropout, train));
         }

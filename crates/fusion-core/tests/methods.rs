@@ -196,3 +196,41 @@ fn bad_configs_and_inputs_are_typed_errors_naming_the_field() {
     inputs.pop();
     assert!(matches!(model.forward_t(&inputs, false), Err(Error::Shape(_))));
 }
+
+#[test]
+fn complexity_counts_parameters_by_hand_and_times_steps() {
+    let config = fusion_core::ModelConfig {
+        modalities: vec![
+            fusion_core::ModalityConfig {
+                name: "a".into(),
+                input_dim: 5,
+                encoder: fusion_core::EncoderConfig::Identity,
+            },
+            fusion_core::ModalityConfig {
+                name: "b".into(),
+                input_dim: 3,
+                encoder: fusion_core::EncoderConfig::Identity,
+            },
+        ],
+        num_classes: 2,
+        hidden_dim: 4,
+        dropout: 0.0,
+        fusion: FusionConfig::Late {
+            combiner: LateCombiner::Learned,
+        },
+    };
+    let vs = VarStore::new(Device::Cpu);
+    let model = FusionModel::new(&vs.root(), &config).unwrap();
+    let f = (Kind::Float, Device::Cpu);
+    let data = fusion_core::TensorDataset::dense(
+        vec![Tensor::randn([6, 5], f), Tensor::randn([6, 3], f)],
+        Tensor::from_slice(&[0i64, 1, 0, 1, 1, 0]),
+    )
+    .unwrap();
+    let report = fusion_core::complexity(&model, &vs, &data, 4, 2).unwrap();
+    // Heads: (5·4 + 4) + (4·2 + 2) and (3·4 + 4) + (4·2 + 2); two learned branch weights.
+    assert_eq!(report.parameters, 34 + 26 + 2);
+    assert_eq!(report.trainable_parameters, report.parameters);
+    assert!(report.train_step_seconds > 0.0 && report.inference_seconds > 0.0);
+    assert!(report.peak_rss_bytes.is_some_and(|b| b > 1 << 20));
+}

@@ -365,11 +365,8 @@ fn shapley_values_match_their_definition() {
             f64::try_from(probs.get(i as i64).get(target)).unwrap()
         };
         let expected = shapley_by_permutations(&value, &have);
-        for m in 0..3 {
-            assert!(
-                (report.values[i][m] - expected[m]).abs() < 1e-5,
-                "sample {i}, modality {m}"
-            );
+        for (m, (got, want)) in report.values[i].iter().zip(&expected).enumerate() {
+            assert!((got - want).abs() < 1e-5, "sample {i}, modality {m}");
         }
         // Efficiency: contributions add up to v(present) − v(∅).
         let all: usize = have.iter().map(|m| 1 << m).sum();
