@@ -60,7 +60,10 @@ fn test(args: &[String]) -> Result<()> {
     models::run(&[])?;
     data::run(&["mnist".into(), "fsdd".into()])?;
     let mut command = cargo();
-    command.args(["test", "--workspace"]).args(cargo_args);
+    // Tests that need the fetched models or data skip when run by plain `cargo test`
+    // without them; here they are present, so a skip would hide a failure.
+    command.env("FUSION_REQUIRE_ASSETS", "1");
+    command.args(["test", "--workspace", "--all-features"]).args(cargo_args);
     run_checked(&mut command)
 }
 

@@ -7,7 +7,8 @@ use crate::{Error, Result};
 pub struct ModalityConfig {
     /// Name used in reports and errors (`image`, `audio`…).
     pub name: String,
-    /// Size of the last dimension of this modality's input features.
+    /// Size of the last dimension of this modality's input features (for the built-in
+    /// encoders; an encoder given to [`crate::FusionModel::with_encoders`] checks its own input).
     pub input_dim: i64,
     /// The encoder that turns features into an embedding.
     #[serde(default)]

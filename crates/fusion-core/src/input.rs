@@ -4,8 +4,9 @@ use crate::{Error, Result};
 
 /// One modality of a batch as fusion sees it.
 ///
-/// `features` is an embedding `[B, D]` or a sequence `[B, T, D]`; a sequence may carry a
-/// `padding_mask` `[B, T]` (true for real tokens). `present` `[B]` (bool) says which
+/// `features` is an embedding `[B, D]` or a sequence `[B, T, D]` (or whatever its encoder
+/// takes, e.g. token ids `[B, T]`); a sequence may carry a `padding_mask` `[B, T]` (true for
+/// real tokens). `present` `[B]` (bool) says which
 /// samples have this modality at all: a missing modality is a normal case, not an error.
 #[derive(Debug)]
 pub struct ModalityInput {
@@ -78,7 +79,8 @@ pub(crate) fn common_batch_size(inputs: &[ModalityInput], names: &[String]) -> R
         }
         if let Some(mask) = &input.padding_mask {
             let features = input.features.size();
-            if features.len() != 3 || mask.size() != features[..2] {
+            // Masks the first two dimensions: tokens of a sequence, or token ids [B, T].
+            if features.len() < 2 || mask.size() != features[..2] {
                 return Err(Error::Shape(format!(
                     "modality `{name}`: padding mask {:?} does not fit features {features:?}",
                     mask.size()

@@ -65,6 +65,7 @@ mod input;
 mod late;
 mod metrics;
 mod model;
+pub mod synthetic;
 mod train;
 
 pub use config::{

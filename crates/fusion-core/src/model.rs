@@ -11,13 +11,31 @@ use crate::{
     late::LateFusion,
 };
 
-/// Turns one modality's features into an embedding `[B, D]` or a sequence `[B, T, D]`.
-/// Modality crates implement it for their encoders (CNNs, text transformers).
+/// Turns one modality's input into an embedding `[B, D]` or a sequence `[B, T, D]`.
+/// Modality crates implement it for their encoders (CNNs, text transformers); the input
+/// may be anything batch-first (token ids, images, spectrograms).
 pub trait Encoder: std::fmt::Debug {
     /// Size of the last dimension of the output.
     fn output_dim(&self) -> i64;
-    /// Encodes `features`; `train` enables dropout and other training-only behaviour.
-    fn encode(&self, features: &Tensor, train: bool) -> Tensor;
+    /// Checks a batch's features before encoding; the error says what was expected.
+    fn check_input(&self, features: &Tensor) -> std::result::Result<(), String>;
+    /// Encodes `input` (its padding mask, when there is one, marks real tokens); `train`
+    /// enables dropout and other training-only behaviour. A sequence output keeps the
+    /// input's token positions, so the input's padding mask still applies to it.
+    fn encode(&self, input: &ModalityInput, train: bool) -> Tensor;
+}
+
+/// Accepts float features `[B, input_dim]` or `[B, T, input_dim]`.
+fn check_feature_vectors(features: &Tensor, input_dim: i64) -> std::result::Result<(), String> {
+    let size = features.size();
+    if (2..=3).contains(&size.len()) && size.last() == Some(&input_dim) && features.is_floating_point() {
+        Ok(())
+    } else {
+        Err(format!(
+            "expected float [B, {input_dim}] or [B, T, {input_dim}] features, got {:?} {size:?}",
+            features.kind()
+        ))
+    }
 }
 
 /// Passes features through unchanged.
@@ -26,13 +44,24 @@ pub struct IdentityEncoder {
     dim: i64,
 }
 
+impl IdentityEncoder {
+    /// Features of `dim` values.
+    pub fn new(dim: i64) -> Self {
+        Self { dim }
+    }
+}
+
 impl Encoder for IdentityEncoder {
     fn output_dim(&self) -> i64 {
         self.dim
     }
 
-    fn encode(&self, features: &Tensor, _train: bool) -> Tensor {
-        features.shallow_clone()
+    fn check_input(&self, features: &Tensor) -> std::result::Result<(), String> {
+        check_feature_vectors(features, self.dim)
+    }
+
+    fn encode(&self, input: &ModalityInput, _train: bool) -> Tensor {
+        input.features.shallow_clone()
     }
 }
 
@@ -40,6 +69,7 @@ impl Encoder for IdentityEncoder {
 #[derive(Debug)]
 pub struct MlpEncoder {
     layers: Vec<nn::Linear>,
+    input_dim: i64,
     dropout: f64,
 }
 
@@ -52,7 +82,11 @@ impl MlpEncoder {
             layers.push(nn::linear(p / format!("layer_{i}"), previous, size, Default::default()));
             previous = size;
         }
-        Self { layers, dropout }
+        Self {
+            layers,
+            input_dim,
+            dropout,
+        }
     }
 }
 
@@ -61,10 +95,15 @@ impl Encoder for MlpEncoder {
         self.layers.last().map_or(0, |l| l.ws.size()[0])
     }
 
-    fn encode(&self, features: &Tensor, train: bool) -> Tensor {
-        self.layers.iter().fold(features.shallow_clone(), |x, layer| {
-            layer.forward(&x).relu().dropout(self.dropout, train)
-        })
+    fn check_input(&self, features: &Tensor) -> std::result::Result<(), String> {
+        check_feature_vectors(features, self.input_dim)
+    }
+
+    fn encode(&self, input: &ModalityInput, train: bool) -> Tensor {
+        let start = input.features.shallow_clone();
+        self.layers
+            .iter()
+            .fold(start, |x, layer| layer.forward(&x).relu().dropout(self.dropout, train))
     }
 }
 
@@ -178,7 +217,7 @@ impl FusionModel {
             .iter()
             .map(|m| -> Box<dyn Encoder> {
                 match &m.encoder {
-                    EncoderConfig::Identity => Box::new(IdentityEncoder { dim: m.input_dim }),
+                    EncoderConfig::Identity => Box::new(IdentityEncoder::new(m.input_dim)),
                     EncoderConfig::Mlp { hidden } => Box::new(MlpEncoder::new(
                         &(p / "encoder" / &m.name),
                         m.input_dim,
@@ -283,14 +322,10 @@ impl FusionModel {
             )));
         }
         common_batch_size(inputs, &self.names)?;
-        for ((input, spec), name) in inputs.iter().zip(&self.config.modalities).zip(&self.names) {
-            let size = input.features.size();
-            if !(2..=3).contains(&size.len()) || size.last() != Some(&spec.input_dim) {
-                return Err(Error::Shape(format!(
-                    "modality `{name}`: expected [B, {d}] or [B, T, {d}] features, got {size:?}",
-                    d = spec.input_dim
-                )));
-            }
+        for ((input, encoder), name) in inputs.iter().zip(&self.encoders).zip(&self.names) {
+            encoder
+                .check_input(&input.features)
+                .map_err(|why| Error::Shape(format!("modality `{name}`: {why}")))?;
         }
         let presence = presence_matrix(inputs);
         let sequences: Vec<(Tensor, Option<Tensor>)> = inputs
@@ -298,7 +333,7 @@ impl FusionModel {
             .zip(&self.encoders)
             .map(|(input, encoder)| {
                 (
-                    encoder.encode(&input.features, train),
+                    encoder.encode(input, train),
                     input.padding_mask.as_ref().map(Tensor::shallow_clone),
                 )
             })

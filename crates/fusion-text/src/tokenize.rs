@@ -6,8 +6,32 @@ use crate::{Error, Result};
 
 /// A HuggingFace tokenizer set up for dynamic batches: truncation at `max_len` and padding
 /// to the longest sequence in each batch (not to a fixed length stored in the file).
+/// Large batches are encoded in parallel.
 pub struct TextTokenizer {
     inner: Tokenizer,
+    max_len: usize,
+}
+
+impl std::fmt::Debug for TextTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextTokenizer")
+            .field("vocab_size", &self.inner.get_vocab_size(true))
+            .field("max_len", &self.max_len)
+            .finish()
+    }
+}
+
+/// Reads a UTF-8 text file; invalid UTF-8 is an error naming the file, not a lossy read.
+pub fn read_text(path: impl AsRef<Path>) -> Result<String> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|e| Error::Text {
+        path: path.into(),
+        reason: e.to_string(),
+    })?;
+    String::from_utf8(bytes).map_err(|e| Error::Text {
+        path: path.into(),
+        reason: format!("not UTF-8 (invalid byte at offset {})", e.utf8_error().valid_up_to()),
+    })
 }
 
 /// Token ids, attention mask and type ids of a batch, row-major `[batch_size, seq_len]`.
@@ -53,7 +77,18 @@ impl TextTokenizer {
                 ..TruncationParams::default()
             }))
             .map_err(|e| fail(e.to_string()))?;
-        Ok(Self { inner })
+        Ok(Self { inner, max_len })
+    }
+
+    /// Longest encoding in tokens (special tokens included).
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// Encodes the contents of UTF-8 text files, like [`TextTokenizer::encode_batch`].
+    pub fn encode_files<P: AsRef<Path>>(&self, paths: &[P]) -> Result<TokenBatch> {
+        let texts = paths.iter().map(read_text).collect::<Result<Vec<_>>>()?;
+        self.encode_batch(&texts)
     }
 
     /// Encodes texts (with special tokens), padded to the longest one of the batch.
@@ -78,6 +113,16 @@ impl TextTokenizer {
             batch.type_ids.extend(widen(encoding.get_type_ids()));
         }
         Ok(batch)
+    }
+}
+
+#[cfg(feature = "torch")]
+impl TokenBatch {
+    /// `(ids, attention_mask, type_ids)` as int64 tensors `[batch_size, seq_len]`.
+    pub fn to_tensors(&self, device: tch::Device) -> (tch::Tensor, tch::Tensor, tch::Tensor) {
+        let shape = [self.batch_size as i64, self.seq_len as i64];
+        let tensor = |values: &[i64]| tch::Tensor::from_slice(values).view(shape).to_device(device);
+        (tensor(&self.ids), tensor(&self.attention_mask), tensor(&self.type_ids))
     }
 }
 

@@ -124,23 +124,10 @@ pub fn three_modality_batch() -> (Vec<fusion_core::ModalityInput>, Tensor) {
 pub const CLASSES: i64 = 4;
 pub const DIM: i64 = 8;
 
-/// `n` samples of 4 classes and two modalities of 8 features. For each sample a coin
-/// picks the modality that carries the label (class prototype `3·e_y` plus noise); the
-/// other holds pure noise. Each modality alone is thus informative for half of the samples
-/// (best single-modality accuracy ≈ 0.5 + 0.5/4 = 0.625), together for all of them.
+/// Two modalities of 8 features, 4 classes: each modality alone is informative for half
+/// of the samples (best single-modality accuracy ≈ 0.625), together for all of them.
 pub fn complementary_task(n: i64, seed: i64) -> TensorDataset {
-    tch::manual_seed(seed);
-    let f = (Kind::Float, Device::Cpu);
-    let labels = Tensor::randint(CLASSES, [n], (Kind::Int64, Device::Cpu));
-    let carrier = Tensor::randint(2, [n], (Kind::Int64, Device::Cpu));
-    let prototypes = Tensor::eye_m(CLASSES, DIM, f) * 3.0;
-    let features = |m: i64| {
-        let signal = prototypes.index_select(0, &labels) + Tensor::randn([n, DIM], f) * 0.5;
-        let noise = Tensor::randn([n, DIM], f);
-        signal.where_self(&carrier.eq(m).unsqueeze(1), &noise)
-    };
-    let (a, b) = (features(0), features(1));
-    TensorDataset::dense(vec![a, b], labels).unwrap()
+    fusion_core::synthetic::complementary_task(n, CLASSES, DIM, seed).unwrap()
 }
 
 /// The same task keeping one modality.

@@ -1,0 +1,352 @@
+//! A BERT-family encoder on libtorch: HuggingFace `config.json` + `model.safetensors`,
+//! checkpoint keys equal to the struct tree (`embeddings.word_embeddings.weight`,
+//! `encoder.layer.0.attention.self.query.weight`, …).
+
+use std::{collections::HashMap, path::Path};
+
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor, nn, nn::Module};
+
+use crate::{Error, Result};
+
+/// The fields of a HuggingFace BERT `config.json` the encoder uses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BertConfig {
+    /// Token vocabulary size.
+    pub vocab_size: i64,
+    /// Width of every token state.
+    pub hidden_size: i64,
+    /// Transformer layers.
+    pub num_hidden_layers: i64,
+    /// Attention heads per layer (divides `hidden_size`).
+    pub num_attention_heads: i64,
+    /// Width of the feed-forward layer.
+    pub intermediate_size: i64,
+    /// Feed-forward activation: `gelu` (exact), `gelu_new`/`gelu_pytorch_tanh` (tanh
+    /// approximation) or `relu`.
+    #[serde(default = "default_activation")]
+    pub hidden_act: String,
+    /// Longest input in tokens.
+    pub max_position_embeddings: i64,
+    /// Number of token types (segments).
+    #[serde(default = "default_type_vocab")]
+    pub type_vocab_size: i64,
+    /// Epsilon of every layer norm.
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    /// Dropout on embeddings and layer outputs while training.
+    #[serde(default = "default_dropout")]
+    pub hidden_dropout_prob: f64,
+    /// Dropout on attention probabilities while training.
+    #[serde(default = "default_dropout")]
+    pub attention_probs_dropout_prob: f64,
+    /// Only `absolute` is supported.
+    #[serde(default = "default_position_type")]
+    pub position_embedding_type: String,
+}
+
+fn default_activation() -> String {
+    "gelu".into()
+}
+fn default_type_vocab() -> i64 {
+    2
+}
+fn default_eps() -> f64 {
+    1e-12
+}
+fn default_dropout() -> f64 {
+    0.1
+}
+fn default_position_type() -> String {
+    "absolute".into()
+}
+
+impl BertConfig {
+    /// Reads and checks a `config.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let fail = |reason: String| Error::Config {
+            path: path.into(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+        let config: Self = serde_json::from_str(&text).map_err(|e| fail(e.to_string()))?;
+        config.validate().map_err(fail)?;
+        Ok(config)
+    }
+
+    /// A small encoder for training from scratch: 2 layers of width 128, 4 heads.
+    pub fn small(vocab_size: i64) -> Self {
+        Self {
+            vocab_size,
+            hidden_size: 128,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            intermediate_size: 256,
+            hidden_act: default_activation(),
+            max_position_embeddings: 512,
+            type_vocab_size: 2,
+            layer_norm_eps: 1e-12,
+            hidden_dropout_prob: 0.1,
+            attention_probs_dropout_prob: 0.1,
+            position_embedding_type: default_position_type(),
+        }
+    }
+
+    /// Says what cannot work, naming the field.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let positive = [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("intermediate_size", self.intermediate_size),
+            ("max_position_embeddings", self.max_position_embeddings),
+            ("type_vocab_size", self.type_vocab_size),
+        ];
+        if let Some((field, value)) = positive.iter().find(|(_, v)| *v < 1) {
+            return Err(format!("{field} = {value} must be positive"));
+        }
+        if self.hidden_size % self.num_attention_heads != 0 {
+            return Err(format!(
+                "num_attention_heads = {} does not divide hidden_size = {}",
+                self.num_attention_heads, self.hidden_size
+            ));
+        }
+        if !matches!(
+            self.hidden_act.as_str(),
+            "gelu" | "gelu_new" | "gelu_pytorch_tanh" | "relu"
+        ) {
+            return Err(format!(
+                "hidden_act `{}` is not supported (gelu, gelu_new, relu)",
+                self.hidden_act
+            ));
+        }
+        if self.position_embedding_type != "absolute" {
+            return Err(format!(
+                "position_embedding_type `{}` is not supported (absolute)",
+                self.position_embedding_type
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Parameters created under a path, by their checkpoint key relative to it.
+#[derive(Debug, Default)]
+struct Parameters(Vec<(String, Tensor)>);
+
+impl Parameters {
+    fn path<'a>(p: &nn::Path<'a>, key: &str) -> nn::Path<'a> {
+        let mut parts = key.split('.');
+        let first = parts.next().unwrap_or_default();
+        parts.fold(p / first, |path, part| &path / part)
+    }
+
+    fn linear(&mut self, p: &nn::Path, key: &str, input: i64, output: i64) -> nn::Linear {
+        let linear = nn::linear(Self::path(p, key), input, output, Default::default());
+        self.0.push((format!("{key}.weight"), linear.ws.shallow_clone()));
+        if let Some(bias) = &linear.bs {
+            self.0.push((format!("{key}.bias"), bias.shallow_clone()));
+        }
+        linear
+    }
+
+    fn layer_norm(&mut self, p: &nn::Path, key: &str, size: i64, eps: f64) -> nn::LayerNorm {
+        let config = nn::LayerNormConfig {
+            eps,
+            ..Default::default()
+        };
+        let norm = nn::layer_norm(Self::path(p, key), vec![size], config);
+        if let (Some(weight), Some(bias)) = (&norm.ws, &norm.bs) {
+            self.0.push((format!("{key}.weight"), weight.shallow_clone()));
+            self.0.push((format!("{key}.bias"), bias.shallow_clone()));
+        }
+        norm
+    }
+
+    fn embedding(&mut self, p: &nn::Path, key: &str, count: i64, size: i64) -> nn::Embedding {
+        let config = nn::EmbeddingConfig {
+            ws_init: nn::Init::Randn { mean: 0.0, stdev: 0.02 },
+            ..Default::default()
+        };
+        let embedding = nn::embedding(Self::path(p, key), count, size, config);
+        self.0.push((format!("{key}.weight"), embedding.ws.shallow_clone()));
+        embedding
+    }
+}
+
+#[derive(Debug)]
+struct Layer {
+    query: nn::Linear,
+    key: nn::Linear,
+    value: nn::Linear,
+    attention_out: nn::Linear,
+    attention_norm: nn::LayerNorm,
+    intermediate: nn::Linear,
+    output: nn::Linear,
+    output_norm: nn::LayerNorm,
+}
+
+/// A BERT encoder: token ids `[B, T]` → token states `[B, T, hidden]`.
+#[derive(Debug)]
+pub struct Bert {
+    config: BertConfig,
+    word: nn::Embedding,
+    position: nn::Embedding,
+    token_type: nn::Embedding,
+    embedding_norm: nn::LayerNorm,
+    layers: Vec<Layer>,
+    parameters: Parameters,
+}
+
+impl Bert {
+    /// A randomly initialised encoder with parameters under `p` (keys as in HuggingFace
+    /// checkpoints).
+    pub fn new(p: &nn::Path, config: &BertConfig) -> Result<Self> {
+        config.validate().map_err(Error::InvalidSetting)?;
+        let mut params = Parameters::default();
+        let (hidden, eps) = (config.hidden_size, config.layer_norm_eps);
+        let word = params.embedding(p, "embeddings.word_embeddings", config.vocab_size, hidden);
+        let position = params.embedding(
+            p,
+            "embeddings.position_embeddings",
+            config.max_position_embeddings,
+            hidden,
+        );
+        let token_type = params.embedding(p, "embeddings.token_type_embeddings", config.type_vocab_size, hidden);
+        let embedding_norm = params.layer_norm(p, "embeddings.LayerNorm", hidden, eps);
+        let layers = (0..config.num_hidden_layers)
+            .map(|l| {
+                let key = |rest: &str| format!("encoder.layer.{l}.{rest}");
+                Layer {
+                    query: params.linear(p, &key("attention.self.query"), hidden, hidden),
+                    key: params.linear(p, &key("attention.self.key"), hidden, hidden),
+                    value: params.linear(p, &key("attention.self.value"), hidden, hidden),
+                    attention_out: params.linear(p, &key("attention.output.dense"), hidden, hidden),
+                    attention_norm: params.layer_norm(p, &key("attention.output.LayerNorm"), hidden, eps),
+                    intermediate: params.linear(p, &key("intermediate.dense"), hidden, config.intermediate_size),
+                    output: params.linear(p, &key("output.dense"), config.intermediate_size, hidden),
+                    output_norm: params.layer_norm(p, &key("output.LayerNorm"), hidden, eps),
+                }
+            })
+            .collect();
+        Ok(Self {
+            config: config.clone(),
+            word,
+            position,
+            token_type,
+            embedding_norm,
+            layers,
+            parameters: params,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &BertConfig {
+        &self.config
+    }
+
+    /// Every parameter with its checkpoint key.
+    pub fn named_parameters(&self) -> &[(String, Tensor)] {
+        &self.parameters.0
+    }
+
+    /// Copies weights from a safetensors file whose keys are this encoder's (a `bert.`
+    /// prefix, as in task checkpoints, is accepted). Every parameter must be there with its
+    /// shape; extra entries (a pooler, position ids) are ignored.
+    pub fn load_safetensors(&self, path: &Path) -> Result<()> {
+        let fail = |reason: String| Error::Weights {
+            path: path.into(),
+            reason,
+        };
+        let saved: HashMap<String, Tensor> = Tensor::read_safetensors(path)
+            .map_err(|e| fail(e.to_string()))?
+            .into_iter()
+            .collect();
+        let device = self.word.ws.device();
+        tch::no_grad(|| {
+            for (key, parameter) in &self.parameters.0 {
+                let value = saved
+                    .get(key)
+                    .or_else(|| saved.get(&format!("bert.{key}")))
+                    .ok_or_else(|| fail(format!("`{key}` is missing")))?;
+                if value.size() != parameter.size() {
+                    return Err(fail(format!(
+                        "`{key}` has shape {:?}, the configuration needs {:?}",
+                        value.size(),
+                        parameter.size()
+                    )));
+                }
+                let mut target = parameter.shallow_clone();
+                target.f_copy_(&value.to_kind(parameter.kind()).to_device(device))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Switches gradients of every parameter on or off (a frozen encoder is a fixed
+    /// feature extractor; optimisers skip it).
+    pub fn set_trainable(&self, trainable: bool) {
+        for (_, parameter) in &self.parameters.0 {
+            let _ = parameter.set_requires_grad(trainable);
+        }
+    }
+
+    /// Whether the parameters receive gradients.
+    pub fn is_trainable(&self) -> bool {
+        self.parameters.0.first().is_some_and(|(_, p)| p.requires_grad())
+    }
+
+    /// Token states `[B, T, hidden]` of `ids` `[B, T]` (int64) with `attention_mask`
+    /// `[B, T]` (1 for real tokens) and optional `type_ids`.
+    pub fn forward_t(&self, ids: &Tensor, attention_mask: &Tensor, type_ids: Option<&Tensor>, train: bool) -> Tensor {
+        let length = ids.size().get(1).copied().unwrap_or(0);
+        let positions = Tensor::arange(length, (Kind::Int64, ids.device())).unsqueeze(0);
+        let types = type_ids.map_or_else(|| ids.zeros_like(), Tensor::shallow_clone);
+        let embeddings = self.word.forward(ids) + self.position.forward(&positions) + self.token_type.forward(&types);
+        let mut h = embeddings
+            .apply(&self.embedding_norm)
+            .dropout(self.config.hidden_dropout_prob, train);
+        // Additive mask as in HuggingFace: the most negative float where there is padding.
+        let blocked = attention_mask.to_kind(Kind::Float).ones_like() - attention_mask.to_kind(Kind::Float);
+        let additive = (blocked * f64::from(f32::MIN)).unsqueeze(1).unsqueeze(1);
+        for layer in &self.layers {
+            h = self.layer_forward(layer, &h, &additive, train);
+        }
+        h
+    }
+
+    fn layer_forward(&self, layer: &Layer, h: &Tensor, additive_mask: &Tensor, train: bool) -> Tensor {
+        let (_, length, hidden) = h.size3().unwrap_or_default();
+        let heads = self.config.num_attention_heads;
+        let head_dim = hidden / heads;
+        let split = |x: Tensor| x.view([-1, length, heads, head_dim]).transpose(1, 2);
+        let (q, k, v) = (
+            split(layer.query.forward(h)),
+            split(layer.key.forward(h)),
+            split(layer.value.forward(h)),
+        );
+        let scores = q.matmul(&k.transpose(-1, -2)) / (head_dim as f64).sqrt() + additive_mask;
+        let probs = scores
+            .softmax(-1, Kind::Float)
+            .dropout(self.config.attention_probs_dropout_prob, train);
+        let context = probs.matmul(&v).transpose(1, 2).reshape([-1, length, hidden]);
+        let dropout = self.config.hidden_dropout_prob;
+        let attended = (layer.attention_out.forward(&context).dropout(dropout, train) + h).apply(&layer.attention_norm);
+        let inner = self.activation(&layer.intermediate.forward(&attended));
+        (layer.output.forward(&inner).dropout(dropout, train) + attended).apply(&layer.output_norm)
+    }
+
+    fn activation(&self, x: &Tensor) -> Tensor {
+        match self.config.hidden_act.as_str() {
+            "relu" => x.relu(),
+            "gelu_new" | "gelu_pytorch_tanh" => x.gelu("tanh"),
+            _ => x.gelu("none"),
+        }
+    }
+}
+
+/// Longest input a configuration allows, in tokens.
+pub(crate) fn default_max_tokens(config: &BertConfig) -> usize {
+    config.max_position_embeddings.max(1) as usize
+}
