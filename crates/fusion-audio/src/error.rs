@@ -21,6 +21,9 @@ pub enum Error {
         /// Why it cannot be used.
         reason: String,
     },
+    /// A parameter that cannot work (an FFT size of 0, fmin above fmax…).
+    #[error("invalid setting: {0}")]
+    InvalidSetting(String),
 }
 
 /// Result with fusion-audio's [`Error`].

@@ -326,11 +326,25 @@ impl Bert {
             split(layer.key.forward(h)),
             split(layer.value.forward(h)),
         );
-        let scores = q.matmul(&k.transpose(-1, -2)) / (head_dim as f64).sqrt() + additive_mask;
-        let probs = scores
-            .softmax(-1, Kind::Float)
-            .dropout(self.config.attention_probs_dropout_prob, train);
-        let context = probs.matmul(&v).transpose(1, 2).reshape([-1, length, hidden]);
+        // libtorch's fused attention (HuggingFace's default "sdpa" path): the same
+        // softmax(q kᵀ / √d + mask) v, faster and lighter on memory.
+        let attention_dropout = if train {
+            self.config.attention_probs_dropout_prob
+        } else {
+            0.0
+        };
+        let context = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            Some(additive_mask),
+            attention_dropout,
+            false,
+            None,
+            false,
+        )
+        .transpose(1, 2)
+        .reshape([-1, length, hidden]);
         let dropout = self.config.hidden_dropout_prob;
         let attended = (layer.attention_out.forward(&context).dropout(dropout, train) + h).apply(&layer.attention_norm);
         let inner = self.activation(&layer.intermediate.forward(&attended));
