@@ -93,7 +93,10 @@ impl MelConfig {
             return bad("sample_rate must be positive".into());
         }
         if self.n_fft < 2 || self.hop_length == 0 || self.n_mels == 0 {
-            return bad(format!("n_fft {} (≥ 2), hop_length {} and n_mels {} (≥ 1)", self.n_fft, self.hop_length, self.n_mels));
+            return bad(format!(
+                "n_fft {} (≥ 2), hop_length {} and n_mels {} (≥ 1)",
+                self.n_fft, self.hop_length, self.n_mels
+            ));
         }
         if self.win_length == 0 || self.win_length > self.n_fft {
             return bad(format!("win_length {} must be in 1..={}", self.win_length, self.n_fft));
@@ -170,8 +173,9 @@ pub fn mel_filterbank(
     let nyquist = f64::from(sample_rate) / 2.0;
     let fft_freqs: Vec<f64> = (0..bins).map(|k| nyquist * k as f64 / (bins - 1) as f64).collect();
     let (low, high) = (hz_to_mel(fmin, scale), hz_to_mel(fmax, scale));
-    let edges: Vec<f64> =
-        (0..n_mels + 2).map(|i| mel_to_hz(low + (high - low) * i as f64 / (n_mels + 1) as f64, scale)).collect();
+    let edges: Vec<f64> = (0..n_mels + 2)
+        .map(|i| mel_to_hz(low + (high - low) * i as f64 / (n_mels + 1) as f64, scale))
+        .collect();
     let mut weights = vec![0.0; n_mels * bins];
     for m in 0..n_mels {
         let (left, center, right) = (edges[m], edges[m + 1], edges[m + 2]);
@@ -225,7 +229,11 @@ pub enum DbReference {
 
 impl Default for DbConfig {
     fn default() -> Self {
-        Self { reference: DbReference::Value(1.0), amin: 1e-10, top_db: Some(80.0) }
+        Self {
+            reference: DbReference::Value(1.0),
+            amin: 1e-10,
+            top_db: Some(80.0),
+        }
     }
 }
 
@@ -234,17 +242,28 @@ impl MelExtractor {
     pub fn new(config: MelConfig) -> Result<Self> {
         config.validate()?;
         let fmax = config.fmax.unwrap_or(f64::from(config.sample_rate) / 2.0);
-        let filters =
-            mel_filterbank(config.sample_rate, config.n_fft, config.n_mels, config.fmin, fmax, config.scale, config.norm);
+        let filters = mel_filterbank(
+            config.sample_rate,
+            config.n_fft,
+            config.n_mels,
+            config.fmin,
+            fmax,
+            config.scale,
+            config.norm,
+        );
         // Periodic Hann of win_length, centred in n_fft (scipy's get_window + pad_center).
         let mut window = vec![0.0; config.n_fft];
         let offset = (config.n_fft - config.win_length) / 2;
         for i in 0..config.win_length {
-            window[offset + i] =
-                0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / config.win_length as f64).cos();
+            window[offset + i] = 0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / config.win_length as f64).cos();
         }
         let fft = RealFftPlanner::<f64>::new().plan_fft_forward(config.n_fft);
-        Ok(Self { config, window, filters, fft })
+        Ok(Self {
+            config,
+            window,
+            filters,
+            fft,
+        })
     }
 
     /// The configuration.
@@ -256,7 +275,9 @@ impl MelExtractor {
     pub fn spectrogram(&self, samples: &[f32]) -> Result<Spectrogram> {
         let c = &self.config;
         if samples.is_empty() {
-            return Err(Error::InvalidSetting("cannot compute a spectrogram of 0 samples".into()));
+            return Err(Error::InvalidSetting(
+                "cannot compute a spectrogram of 0 samples".into(),
+            ));
         }
         let pad = if c.center { c.n_fft / 2 } else { 0 };
         let signal: Vec<f64> = samples.iter().map(|&s| f64::from(s)).collect();
@@ -302,11 +323,19 @@ impl MelExtractor {
             let _ = self.fft.process_with_scratch(&mut input, &mut output, &mut scratch);
             for (k, value) in output.iter().enumerate() {
                 let magnitude_squared = value.norm_sqr();
-                let scaled = if c.power == 2.0 { magnitude_squared } else { magnitude_squared.powf(c.power / 2.0) };
+                let scaled = if c.power == 2.0 {
+                    magnitude_squared
+                } else {
+                    magnitude_squared.powf(c.power / 2.0)
+                };
                 data[k * frames + t] = scaled as f32;
             }
         }
-        Ok(Spectrogram { rows: bins, frames, data })
+        Ok(Spectrogram {
+            rows: bins,
+            frames,
+            data,
+        })
     }
 
     /// Mel spectrogram `[n_mels, frames]` (`librosa.feature.melspectrogram`).
@@ -324,7 +353,11 @@ impl MelExtractor {
                 data[m * frames + t] = filter.iter().zip(&column).map(|(w, s)| w * s).sum::<f64>() as f32;
             }
         }
-        Ok(Spectrogram { rows: mels, frames, data })
+        Ok(Spectrogram {
+            rows: mels,
+            frames,
+            data,
+        })
     }
 
     /// Log-mel in dB: `power_to_db(mel_spectrogram(samples))`.
@@ -343,7 +376,11 @@ impl MelExtractor {
         let frames = log_mel.frames;
         let basis: Vec<f64> = (0..n_mfcc)
             .flat_map(|k| {
-                let scale = if k == 0 { (1.0 / mels as f64).sqrt() } else { (2.0 / mels as f64).sqrt() };
+                let scale = if k == 0 {
+                    (1.0 / mels as f64).sqrt()
+                } else {
+                    (2.0 / mels as f64).sqrt()
+                };
                 (0..mels).map(move |n| {
                     scale * (std::f64::consts::PI * k as f64 * (2 * n + 1) as f64 / (2 * mels) as f64).cos()
                 })
@@ -353,11 +390,19 @@ impl MelExtractor {
         for t in 0..frames {
             for k in 0..n_mfcc {
                 let row = &basis[k * mels..(k + 1) * mels];
-                let value: f64 = row.iter().enumerate().map(|(n, b)| b * f64::from(log_mel.data[n * frames + t])).sum();
+                let value: f64 = row
+                    .iter()
+                    .enumerate()
+                    .map(|(n, b)| b * f64::from(log_mel.data[n * frames + t]))
+                    .sum();
                 data[k * frames + t] = value as f32;
             }
         }
-        Ok(Spectrogram { rows: n_mfcc, frames, data })
+        Ok(Spectrogram {
+            rows: n_mfcc,
+            frames,
+            data,
+        })
     }
 }
 
@@ -370,14 +415,22 @@ pub fn power_to_db(spectrogram: &Spectrogram, db: &DbConfig) -> Spectrogram {
         DbReference::Max => spectrogram.data.iter().fold(0f64, |m, &v| m.max(f64::from(v).abs())),
     };
     let offset = 10.0 * amin.max(reference).log10();
-    let mut values: Vec<f64> = spectrogram.data.iter().map(|&v| 10.0 * amin.max(f64::from(v)).log10() - offset).collect();
+    let mut values: Vec<f64> = spectrogram
+        .data
+        .iter()
+        .map(|&v| 10.0 * amin.max(f64::from(v)).log10() - offset)
+        .collect();
     if let Some(top_db) = db.top_db {
         let peak = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         for v in &mut values {
             *v = v.max(peak - top_db);
         }
     }
-    Spectrogram { rows: spectrogram.rows, frames: spectrogram.frames, data: values.into_iter().map(|v| v as f32).collect() }
+    Spectrogram {
+        rows: spectrogram.rows,
+        frames: spectrogram.frames,
+        data: values.into_iter().map(|v| v as f32).collect(),
+    }
 }
 
 /// A fixed `rows × width` image of a spectrogram (MultiBench's AV-MNIST feeds audio as a
@@ -391,7 +444,11 @@ pub fn fixed_width(spectrogram: &Spectrogram, width: usize) -> Spectrogram {
         let source = &spectrogram.data[r * spectrogram.frames..r * spectrogram.frames + keep];
         data[r * width..r * width + keep].copy_from_slice(source);
     }
-    Spectrogram { rows: spectrogram.rows, frames: width, data }
+    Spectrogram {
+        rows: spectrogram.rows,
+        frames: width,
+        data,
+    }
 }
 
 /// Pads with zeros or trims the end so the clip lasts exactly `seconds`.
@@ -400,4 +457,178 @@ pub fn fit_duration(samples: &[f32], sample_rate: u32, seconds: f64) -> Vec<f32>
     let mut out: Vec<f32> = samples.iter().copied().take(target).collect();
     out.resize(target, 0.0);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mel_scales_by_hand() {
+        // Slaney: linear at 200/3 Hz per mel below 1 kHz (15 mel), logarithmic above.
+        assert!((hz_to_mel(1000.0, MelScale::Slaney) - 15.0).abs() < 1e-12);
+        assert!((hz_to_mel(500.0, MelScale::Slaney) - 7.5).abs() < 1e-12);
+        assert!(
+            (hz_to_mel(6400.0, MelScale::Slaney) - 42.0).abs() < 1e-9,
+            "15 + 27 mel per factor 6.4"
+        );
+        assert!((hz_to_mel(700.0, MelScale::Htk) - 2595.0 * 2f64.log10()).abs() < 1e-9);
+        for scale in [MelScale::Slaney, MelScale::Htk] {
+            for hz in [0.0, 123.0, 999.0, 1000.0, 4321.0] {
+                assert!((mel_to_hz(hz_to_mel(hz, scale), scale) - hz).abs() < 1e-9);
+            }
+        }
+    }
+
+    #[test]
+    fn one_htk_filter_by_hand() {
+        // 8 kHz, n_fft 8: bins at 0, 1, 2, 3, 4 kHz; one filter from 0 to 4 kHz peaking at
+        // the mel midpoint.
+        let weights = mel_filterbank(8000, 8, 1, 0.0, 4000.0, MelScale::Htk, MelNorm::None);
+        let center = 700.0 * (10f64.powf(2595.0 * (1.0 + 4000.0 / 700.0f64).log10() / 2.0 / 2595.0) - 1.0);
+        let expected = [
+            0.0,
+            1000.0 / center,
+            2000.0 / (4000.0 - center),
+            1000.0 / (4000.0 - center),
+            0.0,
+        ];
+        for (w, e) in weights.iter().zip(expected) {
+            assert!((w - e).abs() < 1e-12, "{weights:?} vs {expected:?}");
+        }
+        let slaney = mel_filterbank(8000, 8, 1, 0.0, 4000.0, MelScale::Htk, MelNorm::Slaney);
+        assert!(
+            (slaney[1] - expected[1] * 2.0 / 4000.0).abs() < 1e-15,
+            "divided by half the width"
+        );
+    }
+
+    #[test]
+    fn stft_of_a_constant_by_hand() -> Result<()> {
+        // No centring, n_fft 8, hop 4: a periodic Hann window sums to 4, so DC power is 16.
+        let config = MelConfig {
+            n_fft: 8,
+            win_length: 8,
+            hop_length: 4,
+            n_mels: 2,
+            center: false,
+            ..MelConfig::new(8000)
+        };
+        let spectrum = MelExtractor::new(config)?.spectrogram(&[1.0; 16])?;
+        assert_eq!((spectrum.rows, spectrum.frames), (5, 3));
+        for t in 0..3 {
+            assert!((spectrum.get(0, t) - 16.0).abs() < 1e-9);
+            assert!(
+                (spectrum.get(1, t) - 4.0).abs() < 1e-9,
+                "the window leaks (N/4)² into bin 1"
+            );
+            assert!(spectrum.get(2, t).abs() < 1e-9);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn reflect_padding_mirrors_without_the_edge() -> Result<()> {
+        let base = MelConfig {
+            n_fft: 4,
+            win_length: 4,
+            hop_length: 2,
+            n_mels: 1,
+            ..MelConfig::new(8000)
+        };
+        let reflect = MelExtractor::new(MelConfig {
+            pad_mode: PadMode::Reflect,
+            ..base.clone()
+        })?;
+        let constant = MelExtractor::new(base)?;
+        // [1, 2, 3, 4, 5] reflected by 2: [3, 2 | 1 2 3 4 5 | 4, 3]; frame 0 = [3, 2, 1, 2].
+        let by_hand = {
+            let manual = MelConfig {
+                n_fft: 4,
+                win_length: 4,
+                hop_length: 2,
+                n_mels: 1,
+                center: false,
+                ..MelConfig::new(8000)
+            };
+            MelExtractor::new(manual)?.spectrogram(&[3.0, 2.0, 1.0, 2.0])?
+        };
+        let padded = reflect.spectrogram(&[1.0, 2.0, 3.0, 4.0, 5.0])?;
+        for k in 0..3 {
+            assert!((padded.get(k, 0) - by_hand.get(k, 0)).abs() < 1e-5);
+        }
+        assert_ne!(padded, constant.spectrogram(&[1.0, 2.0, 3.0, 4.0, 5.0])?);
+        assert!(reflect.spectrogram(&[1.0, 2.0]).is_err(), "too short to reflect");
+        Ok(())
+    }
+
+    #[test]
+    fn impossible_settings_and_inputs_are_errors() {
+        let base = MelConfig::new(8000);
+        for bad in [
+            MelConfig {
+                n_fft: 0,
+                ..base.clone()
+            },
+            MelConfig {
+                hop_length: 0,
+                ..base.clone()
+            },
+            MelConfig {
+                win_length: 4096,
+                ..base.clone()
+            },
+            MelConfig {
+                fmin: 3000.0,
+                fmax: Some(2000.0),
+                ..base.clone()
+            },
+            MelConfig {
+                fmax: Some(5000.0),
+                ..base.clone()
+            },
+            MelConfig {
+                sample_rate: 0,
+                ..base.clone()
+            },
+        ] {
+            assert!(matches!(MelExtractor::new(bad), Err(Error::InvalidSetting(_))));
+        }
+        let extractor = MelExtractor::new(base).ok();
+        assert!(extractor.as_ref().is_some_and(|e| e.spectrogram(&[]).is_err()));
+        assert!(
+            extractor
+                .as_ref()
+                .is_some_and(|e| e.mfcc(&[0.1; 4000], 129, &DbConfig::default()).is_err())
+        );
+    }
+
+    #[test]
+    fn db_conversion_and_fixed_shapes() {
+        let spectrogram = Spectrogram {
+            rows: 1,
+            frames: 4,
+            data: vec![1.0, 0.1, 1e-12, 100.0],
+        };
+        let db = power_to_db(&spectrogram, &DbConfig::default());
+        assert_eq!(
+            db.data,
+            [0.0, -10.0, -60.0, 20.0],
+            "1e-12 floors at -100 dB, then top_db clips to 20 - 80"
+        );
+        let relative = power_to_db(
+            &spectrogram,
+            &DbConfig {
+                reference: DbReference::Max,
+                top_db: None,
+                ..Default::default()
+            },
+        );
+        assert_eq!(relative.data, [-20.0, -30.0, -120.0, 0.0]);
+        let wide = fixed_width(&db, 6);
+        assert_eq!(wide.data, [0.0, -10.0, -60.0, 20.0, -60.0, -60.0]);
+        assert_eq!(fixed_width(&db, 2).data, [0.0, -10.0]);
+        assert_eq!(fit_duration(&[1.0, 2.0, 3.0], 2, 2.5), [1.0, 2.0, 3.0, 0.0, 0.0]);
+        assert_eq!(fit_duration(&[1.0, 2.0, 3.0], 2, 0.5), [1.0]);
+    }
 }

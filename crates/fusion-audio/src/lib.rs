@@ -10,7 +10,14 @@
 //! ```
 
 mod error;
+mod features;
+mod resample;
 mod wav;
 
 pub use error::{Error, Result};
-pub use wav::{MonoClip, read_wav_mono};
+pub use features::{
+    DbConfig, DbReference, MelConfig, MelExtractor, MelNorm, MelScale, PadMode, Spectrogram, fit_duration, fixed_width,
+    mel_filterbank, power_to_db,
+};
+pub use resample::resample;
+pub use wav::{Clip, MonoClip, read_wav, read_wav_mono};

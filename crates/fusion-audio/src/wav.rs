@@ -13,48 +13,98 @@ pub struct MonoClip {
     pub samples: Vec<f32>,
 }
 
-/// Reads a WAV file and averages its channels into one.
-pub fn read_wav_mono(path: impl AsRef<Path>) -> Result<MonoClip> {
+/// Audio in `[-1, 1]` with its channels kept, interleaved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Clip {
+    /// Samples per second.
+    pub sample_rate: u32,
+    /// Channel count (at least 1).
+    pub channels: u16,
+    /// `frames · channels` samples, frame by frame.
+    pub interleaved: Vec<f32>,
+}
+
+impl Clip {
+    /// Number of frames (samples per channel).
+    pub fn frames(&self) -> usize {
+        self.interleaved.len() / usize::from(self.channels.max(1))
+    }
+
+    /// One channel's samples; `None` past the last channel.
+    pub fn channel(&self, index: u16) -> Option<Vec<f32>> {
+        (index < self.channels).then(|| {
+            self.interleaved
+                .iter()
+                .skip(usize::from(index))
+                .step_by(usize::from(self.channels))
+                .copied()
+                .collect()
+        })
+    }
+
+    /// The channels averaged into one.
+    pub fn to_mono(&self) -> MonoClip {
+        let channels = usize::from(self.channels.max(1));
+        let samples = self
+            .interleaved
+            .chunks_exact(channels)
+            .map(|frame| frame.iter().sum::<f32>() / channels as f32)
+            .collect();
+        MonoClip {
+            sample_rate: self.sample_rate,
+            samples,
+        }
+    }
+}
+
+/// Reads a WAV file (8/16/24/32-bit integer or 32-bit float PCM, any channel count),
+/// keeping its channels.
+pub fn read_wav(path: impl AsRef<Path>) -> Result<Clip> {
     let path = path.as_ref();
     let wav_error = |source: hound::Error| Error::Wav {
         path: path.to_path_buf(),
         source,
     };
-    let unusable = |reason: &str| Error::Unusable {
+    let unusable = |reason: String| Error::Unusable {
         path: path.to_path_buf(),
-        reason: reason.to_string(),
+        reason,
     };
     let mut reader = WavReader::open(path).map_err(wav_error)?;
     let spec = reader.spec();
     if spec.channels == 0 {
-        return Err(unusable("0 channels"));
+        return Err(unusable("0 channels".into()));
     }
-    let interleaved: Vec<f32> = match spec.sample_format {
-        SampleFormat::Float => reader
+    if spec.sample_rate == 0 {
+        return Err(unusable("a sample rate of 0 Hz".into()));
+    }
+    let interleaved: Vec<f32> = match (spec.sample_format, spec.bits_per_sample) {
+        (SampleFormat::Float, 32) => reader
             .samples::<f32>()
             .collect::<std::result::Result<_, _>>()
             .map_err(wav_error)?,
-        SampleFormat::Int => {
-            let scale = 1.0 / (1u64 << (spec.bits_per_sample - 1)) as f32;
+        (SampleFormat::Int, bits @ 1..=32) => {
+            let scale = 1.0 / (1u64 << (bits - 1)) as f32;
             reader
                 .samples::<i32>()
                 .map(|s| s.map(|v| v as f32 * scale))
                 .collect::<std::result::Result<_, _>>()
                 .map_err(wav_error)?
         }
+        (format, bits) => return Err(unusable(format!("unsupported sample format: {bits}-bit {format:?}"))),
     };
     if interleaved.is_empty() {
-        return Err(unusable("no samples"));
+        return Err(unusable("no samples".into()));
     }
-    let channels = usize::from(spec.channels);
-    let samples = interleaved
-        .chunks_exact(channels)
-        .map(|frame| frame.iter().sum::<f32>() / channels as f32)
-        .collect();
-    Ok(MonoClip {
+    Ok(Clip {
         sample_rate: spec.sample_rate,
-        samples,
+        channels: spec.channels,
+        interleaved,
     })
+}
+
+/// Reads a WAV file and averages its channels into one.
+pub fn read_wav_mono(path: impl AsRef<Path>) -> Result<MonoClip> {
+    Ok(read_wav(path)?.to_mono())
 }
 
 #[cfg(test)]
@@ -86,6 +136,74 @@ mod tests {
         assert_eq!(clip.sample_rate, 8000);
         assert_eq!(clip.samples, [0.25, -1.0, 0.5]);
         Ok(())
+    }
+
+    #[test]
+    fn every_bit_depth_and_float_scale_to_unit_range_and_channels_are_kept() -> Result<()> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (bits, full_scale) in [(8u16, 128i32), (24, 1 << 23), (32, i32::MAX)] {
+            let path = dir.path().join(format!("int{bits}.wav"));
+            write_wav(&path, 1, bits, &[full_scale / 2, -full_scale]);
+            let clip = read_wav_mono(&path)?;
+            assert!(
+                (clip.samples[0] - 0.5).abs() < 1e-6 && clip.samples[1] == -1.0,
+                "{bits}-bit: {:?}",
+                clip.samples
+            );
+        }
+        let path = dir.path().join("float.wav");
+        let spec = WavSpec {
+            channels: 3,
+            sample_rate: 16000,
+            bits_per_sample: 32,
+            sample_format: SampleFormat::Float,
+        };
+        let mut writer = WavWriter::create(&path, spec).expect("create wav");
+        for v in [0.1f32, 0.2, 0.3, -0.5, 0.0, 0.5] {
+            writer.write_sample(v).expect("write sample");
+        }
+        writer.finalize().expect("finalize wav");
+        let clip = read_wav(&path)?;
+        assert_eq!((clip.channels, clip.frames(), clip.sample_rate), (3, 2, 16000));
+        assert_eq!(clip.channel(1), Some(vec![0.2, 0.0]));
+        assert_eq!(clip.channel(3), None);
+        assert!((clip.to_mono().samples[0] - 0.2).abs() < 1e-7);
+        Ok(())
+    }
+
+    /// A 44-byte WAV header with the given format tag, channels and bits, then `data`.
+    fn raw_wav(format_tag: u16, channels: u16, bits: u16, data: &[u8]) -> Vec<u8> {
+        let mut bytes = b"RIFF".to_vec();
+        bytes.extend((36 + data.len() as u32).to_le_bytes());
+        bytes.extend(b"WAVEfmt ");
+        bytes.extend(16u32.to_le_bytes());
+        bytes.extend(format_tag.to_le_bytes());
+        bytes.extend(channels.to_le_bytes());
+        bytes.extend(8000u32.to_le_bytes());
+        let block = channels.max(1) * bits.div_ceil(8);
+        bytes.extend((8000 * u32::from(block)).to_le_bytes());
+        bytes.extend(block.to_le_bytes());
+        bytes.extend(bits.to_le_bytes());
+        bytes.extend(b"data");
+        bytes.extend((data.len() as u32).to_le_bytes());
+        bytes.extend(data);
+        bytes
+    }
+
+    #[test]
+    fn zero_channels_and_unsupported_formats_name_the_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cases = [
+            ("zero_channels.wav", raw_wav(1, 0, 16, &[0; 8])),
+            ("alaw.wav", raw_wav(6, 1, 8, &[0; 8])),
+            ("float64.wav", raw_wav(3, 1, 64, &[0; 16])),
+        ];
+        for (name, bytes) in cases {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).expect("write");
+            let error = read_wav(&path).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(error.contains(name), "{name}: {error}");
+        }
     }
 
     #[test]
