@@ -46,8 +46,8 @@ pub struct MelConfig {
     pub n_fft: usize,
     /// Samples between frames (512).
     pub hop_length: usize,
-    /// Window length, at most `n_fft`, centred in it (2048).
-    pub win_length: usize,
+    /// Window length, at most `n_fft`, centred in it (`None`: `n_fft`).
+    pub win_length: Option<usize>,
     /// Mel bands (128).
     pub n_mels: usize,
     /// Lowest filter edge in Hz (0).
@@ -73,7 +73,7 @@ impl MelConfig {
             sample_rate,
             n_fft: 2048,
             hop_length: 512,
-            win_length: 2048,
+            win_length: None,
             n_mels: 128,
             fmin: 0.0,
             fmax: None,
@@ -98,8 +98,10 @@ impl MelConfig {
                 self.n_fft, self.hop_length, self.n_mels
             ));
         }
-        if self.win_length == 0 || self.win_length > self.n_fft {
-            return bad(format!("win_length {} must be in 1..={}", self.win_length, self.n_fft));
+        if let Some(win) = self.win_length
+            && (win == 0 || win > self.n_fft)
+        {
+            return bad(format!("win_length {win} must be in 1..={}", self.n_fft));
         }
         if !(0.0..fmax).contains(&self.fmin) || fmax > nyquist {
             return bad(format!("need 0 ≤ fmin ({}) < fmax ({fmax}) ≤ {nyquist}", self.fmin));
@@ -198,6 +200,8 @@ pub struct MelExtractor {
     config: MelConfig,
     window: Vec<f64>,
     filters: Vec<f64>,
+    /// Per filter, the range of bins where its weight is not zero.
+    spans: Vec<std::ops::Range<usize>>,
     fft: Arc<dyn RealToComplex<f64>>,
 }
 
@@ -253,15 +257,26 @@ impl MelExtractor {
         );
         // Periodic Hann of win_length, centred in n_fft (scipy's get_window + pad_center).
         let mut window = vec![0.0; config.n_fft];
-        let offset = (config.n_fft - config.win_length) / 2;
-        for i in 0..config.win_length {
-            window[offset + i] = 0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / config.win_length as f64).cos();
+        let win_length = config.win_length.unwrap_or(config.n_fft);
+        let offset = (config.n_fft - win_length) / 2;
+        for i in 0..win_length {
+            window[offset + i] = 0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / win_length as f64).cos();
         }
         let fft = RealFftPlanner::<f64>::new().plan_fft_forward(config.n_fft);
+        let bins = config.n_fft / 2 + 1;
+        let spans = filters
+            .chunks(bins)
+            .map(|row| {
+                let start = row.iter().position(|&w| w != 0.0).unwrap_or(0);
+                let end = row.iter().rposition(|&w| w != 0.0).map_or(start, |last| last + 1);
+                start..end
+            })
+            .collect();
         Ok(Self {
             config,
             window,
             filters,
+            spans,
             fft,
         })
     }
@@ -348,9 +363,11 @@ impl MelExtractor {
             for (k, slot) in column.iter_mut().enumerate() {
                 *slot = f64::from(spectrum.data[k * frames + t]);
             }
-            for m in 0..mels {
-                let filter = &self.filters[m * bins..(m + 1) * bins];
-                data[m * frames + t] = filter.iter().zip(&column).map(|(w, s)| w * s).sum::<f64>() as f32;
+            for (m, span) in self.spans.iter().enumerate() {
+                // Only the bins under the triangle: the rest of the row is zero.
+                let filter = &self.filters[m * bins + span.start..m * bins + span.end];
+                let value: f64 = filter.iter().zip(&column[span.clone()]).map(|(w, s)| w * s).sum();
+                data[m * frames + t] = value as f32;
             }
         }
         Ok(Spectrogram {
@@ -403,6 +420,31 @@ impl MelExtractor {
             frames,
             data,
         })
+    }
+}
+
+impl MelExtractor {
+    /// Log-mel of every WAV file (mixed to mono; resampled when its rate differs from the
+    /// configuration's), computed in parallel; each file's own result, so one bad file
+    /// does not stop the others.
+    pub fn log_mel_files<P: AsRef<std::path::Path> + Sync>(
+        &self,
+        paths: &[P],
+        db: &DbConfig,
+    ) -> Vec<Result<Spectrogram>> {
+        use rayon::prelude::*;
+        paths
+            .par_iter()
+            .map(|path| {
+                let clip = crate::read_wav_mono(path)?;
+                let samples = if clip.sample_rate == self.config.sample_rate {
+                    clip.samples
+                } else {
+                    crate::resample(&clip.samples, clip.sample_rate, self.config.sample_rate)?
+                };
+                self.log_mel(&samples, db)
+            })
+            .collect()
     }
 }
 
@@ -508,7 +550,6 @@ mod tests {
         // No centring, n_fft 8, hop 4: a periodic Hann window sums to 4, so DC power is 16.
         let config = MelConfig {
             n_fft: 8,
-            win_length: 8,
             hop_length: 4,
             n_mels: 2,
             center: false,
@@ -531,7 +572,6 @@ mod tests {
     fn reflect_padding_mirrors_without_the_edge() -> Result<()> {
         let base = MelConfig {
             n_fft: 4,
-            win_length: 4,
             hop_length: 2,
             n_mels: 1,
             ..MelConfig::new(8000)
@@ -545,7 +585,6 @@ mod tests {
         let by_hand = {
             let manual = MelConfig {
                 n_fft: 4,
-                win_length: 4,
                 hop_length: 2,
                 n_mels: 1,
                 center: false,
@@ -575,7 +614,7 @@ mod tests {
                 ..base.clone()
             },
             MelConfig {
-                win_length: 4096,
+                win_length: Some(4096),
                 ..base.clone()
             },
             MelConfig {

@@ -64,7 +64,6 @@ fn config(sample_rate: u32, c: &Value) -> MelConfig {
     let n_fft = c["n_fft"].as_u64().unwrap() as usize;
     MelConfig {
         n_fft,
-        win_length: n_fft,
         hop_length: c["hop_length"].as_u64().unwrap() as usize,
         n_mels: c["n_mels"].as_u64().unwrap() as usize,
         fmax: c["fmax"].as_f64(),

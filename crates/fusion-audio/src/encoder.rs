@@ -1,0 +1,172 @@
+//! Audio encoders on libtorch (feature `torch`): a 2-D CNN over log-mel images and a GRU
+//! over frames. Both take `[B, T, n_mels]` (frames first, so a padding mask `[B, T]` marks
+//! real frames) and implement fusion-core's [`Encoder`].
+
+use fusion_core::{Encoder, ModalityInput};
+use tch::{Device, Kind, Tensor, nn, nn::Module};
+
+use crate::Spectrogram;
+
+/// Stacks spectrograms `[rows, frames]` into `[B, T_max, rows]` (frames first) with a
+/// padding mask `[B, T_max]`; shorter ones are padded with their own minimum.
+pub fn batch_spectrograms(spectrograms: &[Spectrogram], device: Device) -> (Tensor, Tensor) {
+    let rows = spectrograms.first().map_or(0, |s| s.rows);
+    let longest = spectrograms.iter().map(|s| s.frames).max().unwrap_or(0);
+    let mut values = Vec::with_capacity(spectrograms.len() * longest * rows);
+    let mut mask = Vec::with_capacity(spectrograms.len() * longest);
+    for s in spectrograms {
+        let floor = s.data.iter().copied().fold(f32::INFINITY, f32::min);
+        for t in 0..longest {
+            mask.push(t < s.frames);
+            values.extend((0..rows).map(|r| {
+                if t < s.frames && r < s.rows {
+                    s.data[r * s.frames + t]
+                } else {
+                    floor
+                }
+            }));
+        }
+    }
+    let b = spectrograms.len() as i64;
+    let features = Tensor::from_slice(&values)
+        .view([b, longest as i64, rows as i64])
+        .to_device(device);
+    let mask = Tensor::from_slice(&mask).view([b, longest as i64]).to_device(device);
+    (features, mask)
+}
+
+fn check_frames(features: &Tensor, n_mels: i64) -> Result<(), String> {
+    let size = features.size();
+    if size.len() == 3 && size[2] == n_mels && features.is_floating_point() {
+        Ok(())
+    } else {
+        Err(format!(
+            "expected float log-mel [B, T, {n_mels}] (frames first), got {:?} {size:?}",
+            features.kind()
+        ))
+    }
+}
+
+/// Mean over the frames the mask keeps (`[B, T, D]` → `[B, D]`).
+fn masked_mean(x: &Tensor, mask: Option<&Tensor>) -> Tensor {
+    match mask {
+        None => x.mean_dim(1, false, Kind::Float),
+        Some(mask) => {
+            let weights = mask.to_kind(Kind::Float).unsqueeze(-1);
+            (x * &weights).sum_dim_intlist(1, false, Kind::Float)
+                / weights.sum_dim_intlist(1, false, Kind::Float).clamp_min(1.0)
+        }
+    }
+}
+
+/// A 2-D CNN over the log-mel image: blocks of 3×3 convolution, batch norm, ReLU and 2×2
+/// max pooling (channels doubling from `base_channels`), a global average over what is
+/// left of time and frequency, and a linear layer to `output_dim`.
+#[derive(Debug)]
+pub struct AudioCnn {
+    blocks: Vec<(nn::Conv2D, nn::BatchNorm)>,
+    projection: nn::Linear,
+    n_mels: i64,
+    output_dim: i64,
+}
+
+impl AudioCnn {
+    /// `blocks` convolution blocks over `[T, n_mels]` images, parameters under `p`.
+    pub fn new(p: &nn::Path, n_mels: i64, base_channels: i64, blocks: usize, output_dim: i64) -> Self {
+        let conv = nn::ConvConfig {
+            padding: 1,
+            ..Default::default()
+        };
+        let mut channels = 1;
+        let blocks = (0..blocks)
+            .map(|i| {
+                let out = base_channels << i;
+                let block = (
+                    nn::conv2d(p / format!("conv_{i}"), channels, out, 3, conv),
+                    nn::batch_norm2d(p / format!("norm_{i}"), out, Default::default()),
+                );
+                channels = out;
+                block
+            })
+            .collect();
+        Self {
+            blocks,
+            projection: nn::linear(p / "projection", channels, output_dim, Default::default()),
+            n_mels,
+            output_dim,
+        }
+    }
+}
+
+impl Encoder for AudioCnn {
+    fn output_dim(&self) -> i64 {
+        self.output_dim
+    }
+
+    fn check_input(&self, features: &Tensor) -> Result<(), String> {
+        check_frames(features, self.n_mels)?;
+        let frames = features.size()[1];
+        let shrink = 1i64 << self.blocks.len();
+        if frames < shrink || self.n_mels < shrink {
+            return Err(format!(
+                "{frames} frames × {} mels is too small for {} pooling blocks",
+                self.n_mels,
+                self.blocks.len()
+            ));
+        }
+        Ok(())
+    }
+
+    fn encode(&self, input: &ModalityInput, train: bool) -> Tensor {
+        let mut x = input.features.unsqueeze(1); // [B, 1, T, mels]
+        for (conv, norm) in &self.blocks {
+            x = conv.forward(&x).apply_t(norm, train).relu().max_pool2d_default(2);
+        }
+        self.projection
+            .forward(&x.mean_dim([2, 3].as_slice(), false, Kind::Float))
+    }
+}
+
+/// A GRU over frames (mel bands as features), its outputs averaged over real frames and
+/// projected to `output_dim`.
+#[derive(Debug)]
+pub struct AudioGru {
+    gru: nn::GRU,
+    projection: nn::Linear,
+    n_mels: i64,
+    output_dim: i64,
+}
+
+impl AudioGru {
+    /// A `layers`-layer GRU of width `hidden`, parameters under `p`.
+    pub fn new(p: &nn::Path, n_mels: i64, hidden: i64, layers: i64, output_dim: i64) -> Self {
+        let config = nn::RNNConfig {
+            num_layers: layers,
+            batch_first: true,
+            ..Default::default()
+        };
+        Self {
+            gru: nn::gru(p / "gru", n_mels, hidden, config),
+            projection: nn::linear(p / "projection", hidden, output_dim, Default::default()),
+            n_mels,
+            output_dim,
+        }
+    }
+}
+
+impl Encoder for AudioGru {
+    fn output_dim(&self) -> i64 {
+        self.output_dim
+    }
+
+    fn check_input(&self, features: &Tensor) -> Result<(), String> {
+        check_frames(features, self.n_mels)
+    }
+
+    fn encode(&self, input: &ModalityInput, _train: bool) -> Tensor {
+        use tch::nn::RNN;
+        let (outputs, _) = self.gru.seq(&input.features);
+        self.projection
+            .forward(&masked_mean(&outputs, input.padding_mask.as_ref()))
+    }
+}
