@@ -131,9 +131,15 @@ fn tone(class: usize, seed: u64) -> Vec<f32> {
         state ^= state << 17;
         (state >> 11) as f32 / (1u64 << 53) as f32
     };
-    let (frequency, level, phase) = ([440.0, 1760.0][class], 0.1 + 0.4 * uniform(), std::f32::consts::TAU * uniform());
+    let (frequency, level, phase) = (
+        [440.0, 1760.0][class],
+        0.1 + 0.4 * uniform(),
+        std::f32::consts::TAU * uniform(),
+    );
     (0..4000)
-        .map(|n| level * (std::f32::consts::TAU * frequency * n as f32 / 8000.0 + phase).sin() + 0.1 * (uniform() - 0.5))
+        .map(|n| {
+            level * (std::f32::consts::TAU * frequency * n as f32 / 8000.0 + phase).sin() + 0.1 * (uniform() - 0.5)
+        })
         .collect()
 }
 
