@@ -23,6 +23,29 @@ pub enum Error {
         /// Number of standard deviations given.
         stds: usize,
     },
+    /// A decoded size over the pixel budget (a decompression bomb, or a huge scan).
+    #[error("image {path} is {width}×{height} pixels, over the budget of {budget} pixels")]
+    TooLarge {
+        /// The image file.
+        path: PathBuf,
+        /// Its width.
+        width: u32,
+        /// Its height.
+        height: u32,
+        /// The budget in pixels.
+        budget: u64,
+    },
+    /// A pipeline step that cannot apply to this file (a crop larger than the image…).
+    #[error("cannot transform image {path}: {reason}")]
+    Transform {
+        /// The image file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A setting that cannot work.
+    #[error("invalid setting: {0}")]
+    InvalidSetting(String),
 }
 
 /// Result with fusion-image's [`Error`].

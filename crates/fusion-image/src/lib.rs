@@ -1,18 +1,25 @@
 //! # fusion-image
 //!
-//! Turns image files into model inputs: decode (PNG, JPEG, WebP, BMP, GIF, TIFF), convert
-//! to grey or RGB, and normalise to a channels-first `f32` array. Needs no libtorch.
+//! Turns image files into model inputs, without libtorch: decode (PNG, JPEG, WebP, BMP,
+//! GIF, TIFF) with EXIF orientation applied and a pixel budget against decompression bombs,
+//! convert to grey or RGB (as PIL does), resize with antialiasing (bilinear or bicubic,
+//! matching torchvision/PIL within one level), crop, flip, and normalise to a
+//! channels-first `f32` array; batches decode in parallel.
 //!
 //! ```no_run
-//! use fusion_image::{Channels, load_normalized};
+//! use fusion_image::{Channels, Pipeline, load_normalized};
 //!
-//! let chw = load_normalized("digit.png", Channels::Grey, &[0.1307], &[0.3081])?;
-//! assert_eq!(chw.shape[0], 1);
+//! let digit = load_normalized("digit.png", Channels::Grey, &[0.1307], &[0.3081])?;
+//! assert_eq!(digit.shape[0], 1);
+//! let photo = Pipeline::imagenet(256, 224).load("photo.jpg")?;
+//! assert_eq!(photo.shape, [3, 224, 224]);
 //! # Ok::<(), fusion_image::Error>(())
 //! ```
 
 mod error;
+mod pipeline;
 mod preprocess;
 
 pub use error::{Error, Result};
+pub use pipeline::{Crop, DEFAULT_PIXEL_BUDGET, Filter, Pipeline, Resize, decode};
 pub use preprocess::{Channels, ChwImage, load_normalized, normalize};

@@ -22,47 +22,28 @@ pub struct ChwImage {
     pub data: Vec<f32>,
 }
 
-/// Decodes an image file, converts it to `channels` and normalises it with
-/// `(x / 255 - mean[c]) / std[c]` per channel.
+/// Decodes an image file (EXIF orientation applied, [`crate::DEFAULT_PIXEL_BUDGET`]
+/// enforced), converts it to `channels` and normalises it with `(x / 255 - mean[c]) / std[c]`
+/// per channel, at its own size.
 pub fn load_normalized(path: impl AsRef<Path>, channels: Channels, mean: &[f32], std: &[f32]) -> Result<ChwImage> {
     let path = path.as_ref();
-    let decoded = image::open(path).map_err(|source| Error::Decode {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let decoded = crate::decode(path, crate::DEFAULT_PIXEL_BUDGET)?;
     normalize(&decoded, channels, mean, std)
 }
 
 /// Converts a decoded image to normalised CHW `f32` (see [`load_normalized`]).
 pub fn normalize(image: &DynamicImage, channels: Channels, mean: &[f32], std: &[f32]) -> Result<ChwImage> {
-    let (width, height, interleaved, count) = match channels {
-        Channels::Grey => {
-            let grey = image.to_luma8();
-            (grey.width(), grey.height(), grey.into_raw(), 1)
-        }
-        Channels::Rgb => {
-            let rgb = image.to_rgb8();
-            (rgb.width(), rgb.height(), rgb.into_raw(), 3)
-        }
+    let pipeline = crate::Pipeline {
+        channels,
+        resize: crate::Resize::None,
+        filter: crate::Filter::Bilinear,
+        crop: crate::Crop::None,
+        flip_probability: 0.0,
+        mean: mean.to_vec(),
+        std: std.to_vec(),
+        pixel_budget: crate::DEFAULT_PIXEL_BUDGET,
     };
-    if mean.len() != count || std.len() != count {
-        return Err(Error::Normalization {
-            channels: count,
-            means: mean.len(),
-            stds: std.len(),
-        });
-    }
-    let plane = width as usize * height as usize;
-    let mut data = vec![0.0f32; plane * count];
-    for (pixel, values) in interleaved.chunks_exact(count).enumerate() {
-        for (c, &value) in values.iter().enumerate() {
-            data[c * plane + pixel] = (f32::from(value) / 255.0 - mean[c]) / std[c];
-        }
-    }
-    Ok(ChwImage {
-        shape: [count, height as usize, width as usize],
-        data,
-    })
+    pipeline.apply(image, 0)
 }
 
 #[cfg(test)]
