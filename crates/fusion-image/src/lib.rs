@@ -4,7 +4,8 @@
 //! GIF, TIFF) with EXIF orientation applied and a pixel budget against decompression bombs,
 //! convert to grey or RGB (as PIL does), resize with antialiasing (bilinear or bicubic,
 //! matching torchvision/PIL within one level), crop, flip, and normalise to a
-//! channels-first `f32` array; batches decode in parallel.
+//! channels-first `f32` array; batches decode in parallel. With the `torch` feature: LeNet
+//! and ResNet-18 encoders.
 //!
 //! ```no_run
 //! use fusion_image::{Channels, Pipeline, load_normalized};
@@ -16,10 +17,14 @@
 //! # Ok::<(), fusion_image::Error>(())
 //! ```
 
+#[cfg(feature = "torch")]
+mod encoder;
 mod error;
 mod pipeline;
 mod preprocess;
 
+#[cfg(feature = "torch")]
+pub use encoder::{LeNet, ResNet18, batch_images};
 pub use error::{Error, Result};
 pub use pipeline::{Crop, DEFAULT_PIXEL_BUDGET, Filter, Pipeline, Resize, decode};
 pub use preprocess::{Channels, ChwImage, load_normalized, normalize};

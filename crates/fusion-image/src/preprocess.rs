@@ -2,7 +2,7 @@ use std::path::Path;
 
 use image::DynamicImage;
 
-use crate::{Error, Result};
+use crate::Result;
 
 /// Channel layout a model expects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +51,7 @@ mod tests {
     use image::{Rgb, RgbImage};
 
     use super::*;
+    use crate::Error;
 
     #[test]
     fn rgb_png_round_trips_to_normalised_chw() -> Result<()> {
