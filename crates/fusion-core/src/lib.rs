@@ -65,6 +65,7 @@ mod input;
 mod late;
 mod metrics;
 mod model;
+mod params;
 pub mod synthetic;
 mod train;
 
@@ -85,6 +86,7 @@ pub use input::{ModalityInput, modality_dropout};
 pub use late::LateFusion;
 pub use metrics::{ECE_BINS, GroupMetrics, Metrics, expected_calibration_error};
 pub use model::{BranchOutput, Encoder, FusionModel, FusionOutput, IdentityEncoder, MlpEncoder};
+pub use params::ParameterSet;
 pub use train::{
     EarlyStopping, EpochRecord, Evaluation, Optimizer, OptimizerConfig, Progress, RunFolder, Schedule, StopMetric,
     TrainConfig, TrainSummary, evaluate, load_weights, save_weights, train,

@@ -43,6 +43,14 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// Weights that are missing, unreadable or do not fit the network.
+    #[error("weights {path}: {reason}")]
+    Weights {
+        /// The weights file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A setting that cannot work.
     #[error("invalid setting: {0}")]
     InvalidSetting(String),

@@ -5,7 +5,7 @@
 //! convert to grey or RGB (as PIL does), resize with antialiasing (bilinear or bicubic,
 //! matching torchvision/PIL within one level), crop, flip, and normalise to a
 //! channels-first `f32` array; batches decode in parallel. With the `torch` feature: LeNet
-//! and ResNet-18 encoders.
+//! and ResNet-18 encoders, and pretrained EfficientNet-Lite0.
 //!
 //! ```no_run
 //! use fusion_image::{Channels, Pipeline, load_normalized};
@@ -18,11 +18,15 @@
 //! ```
 
 #[cfg(feature = "torch")]
+mod efficientnet;
+#[cfg(feature = "torch")]
 mod encoder;
 mod error;
 mod pipeline;
 mod preprocess;
 
+#[cfg(feature = "torch")]
+pub use efficientnet::EfficientNetLite0;
 #[cfg(feature = "torch")]
 pub use encoder::{LeNet, ResNet18, batch_images};
 pub use error::{Error, Result};

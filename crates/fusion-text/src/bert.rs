@@ -2,10 +2,12 @@
 //! checkpoint keys equal to the struct tree (`embeddings.word_embeddings.weight`,
 //! `encoder.layer.0.attention.self.query.weight`, …).
 
-use std::{collections::HashMap, path::Path};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor, nn, nn::Module};
+
+use fusion_core::ParameterSet;
 
 use crate::{Error, Result};
 
@@ -131,50 +133,6 @@ impl BertConfig {
     }
 }
 
-/// Parameters created under a path, by their checkpoint key relative to it.
-#[derive(Debug, Default)]
-struct Parameters(Vec<(String, Tensor)>);
-
-impl Parameters {
-    fn path<'a>(p: &nn::Path<'a>, key: &str) -> nn::Path<'a> {
-        let mut parts = key.split('.');
-        let first = parts.next().unwrap_or_default();
-        parts.fold(p / first, |path, part| &path / part)
-    }
-
-    fn linear(&mut self, p: &nn::Path, key: &str, input: i64, output: i64) -> nn::Linear {
-        let linear = nn::linear(Self::path(p, key), input, output, Default::default());
-        self.0.push((format!("{key}.weight"), linear.ws.shallow_clone()));
-        if let Some(bias) = &linear.bs {
-            self.0.push((format!("{key}.bias"), bias.shallow_clone()));
-        }
-        linear
-    }
-
-    fn layer_norm(&mut self, p: &nn::Path, key: &str, size: i64, eps: f64) -> nn::LayerNorm {
-        let config = nn::LayerNormConfig {
-            eps,
-            ..Default::default()
-        };
-        let norm = nn::layer_norm(Self::path(p, key), vec![size], config);
-        if let (Some(weight), Some(bias)) = (&norm.ws, &norm.bs) {
-            self.0.push((format!("{key}.weight"), weight.shallow_clone()));
-            self.0.push((format!("{key}.bias"), bias.shallow_clone()));
-        }
-        norm
-    }
-
-    fn embedding(&mut self, p: &nn::Path, key: &str, count: i64, size: i64) -> nn::Embedding {
-        let config = nn::EmbeddingConfig {
-            ws_init: nn::Init::Randn { mean: 0.0, stdev: 0.02 },
-            ..Default::default()
-        };
-        let embedding = nn::embedding(Self::path(p, key), count, size, config);
-        self.0.push((format!("{key}.weight"), embedding.ws.shallow_clone()));
-        embedding
-    }
-}
-
 #[derive(Debug)]
 struct Layer {
     query: nn::Linear,
@@ -196,7 +154,7 @@ pub struct Bert {
     token_type: nn::Embedding,
     embedding_norm: nn::LayerNorm,
     layers: Vec<Layer>,
-    parameters: Parameters,
+    parameters: ParameterSet,
 }
 
 impl Bert {
@@ -204,7 +162,7 @@ impl Bert {
     /// checkpoints).
     pub fn new(p: &nn::Path, config: &BertConfig) -> Result<Self> {
         config.validate().map_err(Error::InvalidSetting)?;
-        let mut params = Parameters::default();
+        let mut params = ParameterSet::default();
         let (hidden, eps) = (config.hidden_size, config.layer_norm_eps);
         let word = params.embedding(p, "embeddings.word_embeddings", config.vocab_size, hidden);
         let position = params.embedding(
@@ -248,53 +206,30 @@ impl Bert {
 
     /// Every parameter with its checkpoint key.
     pub fn named_parameters(&self) -> &[(String, Tensor)] {
-        &self.parameters.0
+        self.parameters.entries()
     }
 
     /// Copies weights from a safetensors file whose keys are this encoder's (a `bert.`
     /// prefix, as in task checkpoints, is accepted). Every parameter must be there with its
     /// shape; extra entries (a pooler, position ids) are ignored.
     pub fn load_safetensors(&self, path: &Path) -> Result<()> {
-        let fail = |reason: String| Error::Weights {
-            path: path.into(),
-            reason,
-        };
-        let saved: HashMap<String, Tensor> = Tensor::read_safetensors(path)
-            .map_err(|e| fail(e.to_string()))?
-            .into_iter()
-            .collect();
-        let device = self.word.ws.device();
-        tch::no_grad(|| {
-            for (key, parameter) in &self.parameters.0 {
-                let value = saved
-                    .get(key)
-                    .or_else(|| saved.get(&format!("bert.{key}")))
-                    .ok_or_else(|| fail(format!("`{key}` is missing")))?;
-                if value.size() != parameter.size() {
-                    return Err(fail(format!(
-                        "`{key}` has shape {:?}, the configuration needs {:?}",
-                        value.size(),
-                        parameter.size()
-                    )));
-                }
-                let mut target = parameter.shallow_clone();
-                target.f_copy_(&value.to_kind(parameter.kind()).to_device(device))?;
-            }
-            Ok(())
-        })
+        self.parameters
+            .load_safetensors(path, &["bert."])
+            .map_err(|reason| Error::Weights {
+                path: path.into(),
+                reason,
+            })
     }
 
     /// Switches gradients of every parameter on or off (a frozen encoder is a fixed
     /// feature extractor; optimisers skip it).
     pub fn set_trainable(&self, trainable: bool) {
-        for (_, parameter) in &self.parameters.0 {
-            let _ = parameter.set_requires_grad(trainable);
-        }
+        self.parameters.set_trainable(trainable);
     }
 
     /// Whether the parameters receive gradients.
     pub fn is_trainable(&self) -> bool {
-        self.parameters.0.first().is_some_and(|(_, p)| p.requires_grad())
+        self.parameters.is_trainable()
     }
 
     /// Token states `[B, T, hidden]` of `ids` `[B, T]` (int64) with `attention_mask`

@@ -1,0 +1,142 @@
+//! Layers created under a path and remembered by their checkpoint key, so pretrained
+//! weights (HuggingFace, efficientnet_pytorch…) load by name into a model that lives
+//! inside a larger var store.
+
+use std::{collections::HashMap, path::Path};
+
+use tch::{Tensor, nn};
+
+/// The tensors of a pretrained module, by checkpoint key relative to the module's path.
+#[derive(Debug, Default)]
+pub struct ParameterSet {
+    entries: Vec<(String, Tensor)>,
+}
+
+fn sub_path<'a>(p: &nn::Path<'a>, key: &str) -> nn::Path<'a> {
+    let mut parts = key.split('.');
+    let first = parts.next().unwrap_or_default();
+    parts.fold(p / first, |path, part| &path / part)
+}
+
+impl ParameterSet {
+    /// A linear layer at `key` (`key.weight`, `key.bias`).
+    pub fn linear(&mut self, p: &nn::Path, key: &str, input: i64, output: i64) -> nn::Linear {
+        let linear = nn::linear(sub_path(p, key), input, output, Default::default());
+        self.entries.push((format!("{key}.weight"), linear.ws.shallow_clone()));
+        if let Some(bias) = &linear.bs {
+            self.entries.push((format!("{key}.bias"), bias.shallow_clone()));
+        }
+        linear
+    }
+
+    /// A 2-D convolution at `key`.
+    pub fn conv2d(
+        &mut self,
+        p: &nn::Path,
+        key: &str,
+        input: i64,
+        output: i64,
+        kernel: i64,
+        config: nn::ConvConfig,
+    ) -> nn::Conv2D {
+        let conv = nn::conv2d(sub_path(p, key), input, output, kernel, config);
+        self.entries.push((format!("{key}.weight"), conv.ws.shallow_clone()));
+        if let Some(bias) = &conv.bs {
+            self.entries.push((format!("{key}.bias"), bias.shallow_clone()));
+        }
+        conv
+    }
+
+    /// A layer norm over the last `size` values at `key`.
+    pub fn layer_norm(&mut self, p: &nn::Path, key: &str, size: i64, eps: f64) -> nn::LayerNorm {
+        let norm = nn::layer_norm(
+            sub_path(p, key),
+            vec![size],
+            nn::LayerNormConfig {
+                eps,
+                ..Default::default()
+            },
+        );
+        if let (Some(weight), Some(bias)) = (&norm.ws, &norm.bs) {
+            self.entries.push((format!("{key}.weight"), weight.shallow_clone()));
+            self.entries.push((format!("{key}.bias"), bias.shallow_clone()));
+        }
+        norm
+    }
+
+    /// A 2-D batch norm at `key`, running statistics included (they load too).
+    pub fn batch_norm2d(&mut self, p: &nn::Path, key: &str, size: i64, config: nn::BatchNormConfig) -> nn::BatchNorm {
+        let norm = nn::batch_norm2d(sub_path(p, key), size, config);
+        if let (Some(weight), Some(bias)) = (&norm.ws, &norm.bs) {
+            self.entries.push((format!("{key}.weight"), weight.shallow_clone()));
+            self.entries.push((format!("{key}.bias"), bias.shallow_clone()));
+        }
+        self.entries
+            .push((format!("{key}.running_mean"), norm.running_mean.shallow_clone()));
+        self.entries
+            .push((format!("{key}.running_var"), norm.running_var.shallow_clone()));
+        norm
+    }
+
+    /// An embedding table at `key`, initialised N(0, 0.02²) as BERT does.
+    pub fn embedding(&mut self, p: &nn::Path, key: &str, count: i64, size: i64) -> nn::Embedding {
+        let config = nn::EmbeddingConfig {
+            ws_init: nn::Init::Randn { mean: 0.0, stdev: 0.02 },
+            ..Default::default()
+        };
+        let embedding = nn::embedding(sub_path(p, key), count, size, config);
+        self.entries
+            .push((format!("{key}.weight"), embedding.ws.shallow_clone()));
+        embedding
+    }
+
+    /// Every tensor with its key.
+    pub fn entries(&self) -> &[(String, Tensor)] {
+        &self.entries
+    }
+
+    /// Copies values from a safetensors file: each key as it is or behind one of
+    /// `prefixes` (e.g. `bert.`). Every tensor must be there with its shape; extra entries
+    /// are ignored. The error says which key and why.
+    pub fn load_safetensors(&self, path: &Path, prefixes: &[&str]) -> Result<(), String> {
+        let saved: HashMap<String, Tensor> = Tensor::read_safetensors(path)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .collect();
+        tch::no_grad(|| {
+            for (key, tensor) in &self.entries {
+                let value = std::iter::once(String::new())
+                    .chain(prefixes.iter().map(|p| p.to_string()))
+                    .find_map(|prefix| saved.get(&format!("{prefix}{key}")))
+                    .ok_or_else(|| format!("`{key}` is missing"))?;
+                if value.size() != tensor.size() {
+                    return Err(format!(
+                        "`{key}` has shape {:?}, the configuration needs {:?}",
+                        value.size(),
+                        tensor.size()
+                    ));
+                }
+                let mut target = tensor.shallow_clone();
+                target
+                    .f_copy_(&value.to_kind(tensor.kind()).to_device(tensor.device()))
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Switches gradients of every trainable tensor on or off (batch-norm statistics are
+    /// never trained): frozen, the module is a fixed feature extractor and optimisers skip it.
+    pub fn set_trainable(&self, trainable: bool) {
+        for (key, tensor) in &self.entries {
+            if !key.ends_with(".running_mean") && !key.ends_with(".running_var") {
+                let _ = tensor.set_requires_grad(trainable);
+            }
+        }
+    }
+
+    /// Whether the first tensor receives gradients.
+    pub fn is_trainable(&self) -> bool {
+        self.entries.first().is_some_and(|(_, t)| t.requires_grad())
+    }
+}
