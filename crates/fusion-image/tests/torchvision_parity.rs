@@ -246,3 +246,33 @@ fn crops_flips_and_batches() {
     assert!(results[0].is_ok() && results[2].is_ok());
     assert!(matches!(&results[1], Err(Error::Decode { path, .. }) if *path == corrupt));
 }
+
+#[test]
+fn gif_and_tiff_decode_to_the_same_pixels() {
+    let dir = tempfile::tempdir().unwrap();
+    // Four flat colours: exact in TIFF and in GIF's palette.
+    let colours = [[255u8, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 255]];
+    let picture = image::RgbImage::from_fn(8, 6, |x, y| image::Rgb(colours[((x / 4) + 2 * (y / 3)) as usize]));
+    let base = Pipeline {
+        resize: Resize::None,
+        crop: Crop::None,
+        mean: vec![0.0; 3],
+        std: vec![1.0; 3],
+        ..Pipeline::imagenet(0, 0)
+    };
+    for name in ["picture.gif", "picture.tiff"] {
+        let path = dir.path().join(name);
+        picture.save(&path).unwrap();
+        let loaded = base.load(&path).unwrap();
+        assert_eq!(loaded.shape, [3, 6, 8], "{name}");
+        for (i, pixel) in picture.pixels().enumerate() {
+            for c in 0..3 {
+                assert_eq!(
+                    loaded.data[c * 48 + i],
+                    f32::from(pixel.0[c]) / 255.0,
+                    "{name} pixel {i}"
+                );
+            }
+        }
+    }
+}
