@@ -19,6 +19,9 @@ pub enum Error {
         /// The media file.
         path: PathBuf,
     },
+    /// A sampling or output setting that cannot work.
+    #[error("invalid setting: {0}")]
+    InvalidSetting(String),
 }
 
 /// Result with fusion-video's [`Error`].

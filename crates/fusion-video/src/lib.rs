@@ -10,8 +10,10 @@
 //! # Ok::<(), fusion_video::Error>(())
 //! ```
 
+mod decode;
 mod error;
 mod probe;
 
+pub use decode::{Fit, FrameSize, Frames, Sampling, SoundTrack, read_frames, read_sound_track};
 pub use error::{Error, Result};
 pub use probe::{VideoInfo, probe};

@@ -28,7 +28,7 @@ impl VideoInfo {
     }
 }
 
-fn init_ffmpeg() {
+pub(crate) fn init_ffmpeg() {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
         // Registration cannot fail on FFmpeg >= 4; quiet logs keep batch jobs readable.

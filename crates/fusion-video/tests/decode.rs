@@ -1,0 +1,220 @@
+//! Frame sampling, pixel values and sound tracks against the ffmpeg CLI's own output
+//! (fixtures/video, made by fixtures/make_video_fixtures.sh), and bad input.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+
+use fusion_video::{Error, Fit, FrameSize, Sampling, read_frames, read_sound_track};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/video")
+        .join(name)
+}
+
+fn rounded(timestamps: &[f64]) -> Vec<f64> {
+    timestamps.iter().map(|t| (t * 1000.0).round() / 1000.0).collect()
+}
+
+#[test]
+fn each_sampling_mode_gives_the_expected_frames_and_times() {
+    let clip = fixture("testsrc_h264_aac.mp4"); // 1 s, 10 fps
+    let all = read_frames(&clip, Sampling::All, None).unwrap();
+    assert_eq!(
+        rounded(&all.timestamps),
+        [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    );
+    assert_eq!((all.width, all.height, all.rgb.len()), (64, 48, 10 * 64 * 48 * 3));
+    assert_eq!(all.corrupt_packets, 0);
+
+    let five = read_frames(&clip, Sampling::Fps(5.0), None).unwrap();
+    assert_eq!(rounded(&five.timestamps), [0.0, 0.2, 0.4, 0.6, 0.8]);
+    let every_frame = read_frames(&clip, Sampling::Fps(25.0), None).unwrap();
+    assert_eq!(every_frame.len(), 10, "a rate above the clip's keeps every frame once");
+
+    // Centres of 4 segments: 0.125, 0.375, 0.625, 0.875 → the first frame at or after each.
+    let uniform = read_frames(&clip, Sampling::Uniform(4), None).unwrap();
+    assert_eq!(rounded(&uniform.timestamps), [0.2, 0.4, 0.7, 0.9]);
+    let window = read_frames(
+        &clip,
+        Sampling::Window {
+            start: 0.2,
+            end: 0.6,
+            count: 2,
+        },
+        None,
+    )
+    .unwrap();
+    assert_eq!(rounded(&window.timestamps), [0.3, 0.5]);
+    // The same frames as in the full decode.
+    let frame = |f: &fusion_video::Frames, i: usize| f.rgb[i * 64 * 48 * 3..(i + 1) * 64 * 48 * 3].to_vec();
+    assert_eq!(frame(&window, 0), frame(&all, 3));
+    assert_eq!(frame(&uniform, 2), frame(&all, 7));
+}
+
+#[test]
+fn sparse_sampling_seeks_instead_of_decoding_everything() {
+    let clip = fixture("testsrc_10s_gop10.mp4"); // 100 frames, a keyframe every second
+    let all = read_frames(&clip, Sampling::All, None).unwrap();
+    assert_eq!(all.len(), 100);
+    let sparse = read_frames(&clip, Sampling::Uniform(3), None).unwrap();
+    assert_eq!(rounded(&sparse.timestamps), [1.7, 5.0, 8.4]);
+    assert!(
+        sparse.decoded_frames <= 3 * 10,
+        "decoded {} frames for 3",
+        sparse.decoded_frames
+    );
+    for (k, t) in sparse.timestamps.iter().enumerate() {
+        let i = (t * 10.0).round() as usize;
+        let size = 64 * 48 * 3;
+        assert_eq!(
+            sparse.rgb[k * size..(k + 1) * size],
+            all.rgb[i * size..(i + 1) * size],
+            "frame at {t}"
+        );
+    }
+}
+
+#[test]
+fn pixels_match_the_ffmpeg_cli() {
+    let frames = read_frames(fixture("testsrc_h264_aac.mp4"), Sampling::All, None).unwrap();
+    let reference = std::fs::read(fixture("testsrc_h264_aac.frame5.rgb24")).unwrap();
+    let size = 64 * 48 * 3;
+    let ours = &frames.rgb[5 * size..6 * size];
+    let worst = ours.iter().zip(&reference).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+    let identical = ours.iter().zip(&reference).filter(|(a, b)| a == b).count();
+    eprintln!("frame 5: worst {worst} levels, {identical} of {size} values identical");
+    assert!(worst <= 2, "worst difference {worst}");
+}
+
+#[test]
+fn fits_pad_crop_and_stretch() {
+    let clip = fixture("testsrc_h264_aac.mp4");
+    let padded = read_frames(
+        &clip,
+        Sampling::Uniform(1),
+        Some(FrameSize {
+            width: 64,
+            height: 64,
+            fit: Fit::Pad,
+        }),
+    )
+    .unwrap();
+    // 64×48 fits 64×64 unscaled: 8 black rows above and below.
+    let row = |y: usize| &padded.rgb[y * 64 * 3..(y + 1) * 64 * 3];
+    assert!(
+        row(0)
+            .iter()
+            .chain(row(7))
+            .chain(row(56))
+            .chain(row(63))
+            .all(|&v| v == 0)
+    );
+    assert!(row(8).iter().any(|&v| v > 0) && row(55).iter().any(|&v| v > 0));
+    let cropped = read_frames(
+        &clip,
+        Sampling::Uniform(1),
+        Some(FrameSize {
+            width: 32,
+            height: 32,
+            fit: Fit::Crop,
+        }),
+    )
+    .unwrap();
+    assert_eq!(
+        (cropped.width, cropped.height, cropped.rgb.len()),
+        (32, 32, 32 * 32 * 3)
+    );
+    assert!(cropped.rgb.chunks(3).all(|p| p.iter().any(|&v| v > 0)) || cropped.rgb.iter().any(|&v| v > 0));
+    let stretched = read_frames(
+        &clip,
+        Sampling::All,
+        Some(FrameSize {
+            width: 16,
+            height: 16,
+            fit: Fit::Stretch,
+        }),
+    )
+    .unwrap();
+    assert_eq!(stretched.rgb.len(), 10 * 16 * 16 * 3);
+    let chw = stretched.to_chw([0.5; 3], [0.5; 3]);
+    assert_eq!(chw.len(), 10 * 3 * 16 * 16);
+    assert!(chw.iter().all(|v| (-1.0..=1.0).contains(v)));
+}
+
+#[test]
+fn sound_track_matches_the_ffmpeg_cli() {
+    let track = read_sound_track(fixture("testsrc_h264_aac.mp4"), 16000)
+        .unwrap()
+        .unwrap();
+    let bytes = std::fs::read(fixture("testsrc_h264_aac.audio16k.f32le")).unwrap();
+    let reference: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    assert_eq!(track.samples.len(), reference.len(), "sample count");
+    let worst = track
+        .samples
+        .iter()
+        .zip(&reference)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    eprintln!("sound track: {} samples, worst difference {worst:.2e}", reference.len());
+    assert!(worst < 1e-4, "{worst}");
+}
+
+#[test]
+fn silent_audio_only_and_other_codecs() {
+    assert_eq!(
+        read_sound_track(fixture("testsrc_vp9_silent.webm"), 16000).unwrap(),
+        None,
+        "no sound is a missing modality"
+    );
+    let opus = read_sound_track(fixture("testsrc_vp9_opus.webm"), 16000)
+        .unwrap()
+        .unwrap();
+    assert!((15000..17000).contains(&opus.samples.len()), "{}", opus.samples.len());
+    let vp9 = read_frames(fixture("testsrc_vp9_opus.webm"), Sampling::All, None).unwrap();
+    assert_eq!(vp9.len(), 10);
+    let only_sound = fixture("sine_only.ogg");
+    assert!(
+        matches!(read_frames(&only_sound, Sampling::All, None), Err(Error::NoVideoStream { path }) if path == only_sound)
+    );
+    let sound = read_sound_track(&only_sound, 8000).unwrap().unwrap();
+    assert!((7500..8500).contains(&sound.samples.len()));
+    // lavfi's sine has amplitude 1/8: RMS 0.125 / √2 ≈ 0.088 (Opus keeps it within a few %).
+    let rms = (sound.samples.iter().map(|s| s * s).sum::<f32>() / sound.samples.len() as f32).sqrt();
+    assert!((rms - 0.0884).abs() < 0.005, "{rms}");
+}
+
+#[test]
+fn truncated_and_garbage_files_end_with_an_error_or_fewer_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["testsrc_h264_aac.mp4", "testsrc_vp9_opus.webm", "testsrc_10s_gop10.mp4"] {
+        let bytes = std::fs::read(fixture(name)).unwrap();
+        let truncated = dir.path().join(format!("truncated_{name}"));
+        std::fs::write(&truncated, &bytes[..bytes.len() * 2 / 3]).unwrap();
+        match read_frames(&truncated, Sampling::All, None) {
+            Ok(frames) => assert!(frames.len() < read_frames(fixture(name), Sampling::All, None).unwrap().len()),
+            Err(error) => assert!(error.to_string().contains("truncated_"), "{error}"),
+        }
+        let garbage = dir.path().join(format!("garbage_{name}"));
+        let mut noise = bytes.clone();
+        for (i, b) in noise.iter_mut().enumerate().skip(600) {
+            *b = b.wrapping_mul(31).wrapping_add(i as u8);
+        }
+        std::fs::write(&garbage, noise).unwrap();
+        // Must end (no endless loop); either an error naming the file or what could be read.
+        if let Err(error) = read_frames(&garbage, Sampling::All, None) {
+            assert!(error.to_string().contains("garbage_"), "{error}");
+        }
+        let _ = read_sound_track(&garbage, 16000);
+    }
+    let empty = dir.path().join("empty.mp4");
+    std::fs::write(&empty, b"").unwrap();
+    assert!(matches!(read_frames(&empty, Sampling::All, None), Err(Error::Ffmpeg { path, .. }) if path == empty));
+    assert!(matches!(
+        read_frames(fixture("testsrc_h264_aac.mp4"), Sampling::Fps(0.0), None),
+        Err(Error::InvalidSetting(_))
+    ));
+}
