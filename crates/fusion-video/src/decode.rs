@@ -115,6 +115,8 @@ struct VideoReader {
     corrupt: usize,
     decoded: usize,
     eof: bool,
+    /// A second demuxer for finding where seeks land (sparse sampling only).
+    probe: Option<format::context::Input>,
     scaler: Option<(scaling::Context, (format::Pixel, u32, u32))>,
 }
 
@@ -166,6 +168,7 @@ impl VideoReader {
             corrupt: 0,
             decoded: 0,
             eof: false,
+            probe: None,
             scaler: None,
         })
     }
@@ -223,6 +226,35 @@ impl VideoReader {
         self.decoder.flush();
         self.eof = false;
         Ok(())
+    }
+
+    /// Where a seek to `target` would land (the time of the keyframe before it), found
+    /// with a second demuxer so the decoder keeps its place. `None` when unknown.
+    fn landing(&mut self, target: f64) -> Result<Option<f64>> {
+        if self.probe.is_none() {
+            self.probe = Some(format::input(&self.path).map_err(|e| self.error(e))?);
+        }
+        let Some(probe) = self.probe.as_mut() else {
+            return Ok(None);
+        };
+        let ts = ((target + self.start).max(0.0) * f64::from(ffmpeg_next::ffi::AV_TIME_BASE)) as i64;
+        if probe.seek(ts, ..ts).is_err() {
+            return Ok(None);
+        }
+        let mut packet = Packet::empty();
+        for _ in 0..MAX_CONSECUTIVE_ERRORS {
+            match packet.read(probe) {
+                Ok(()) if packet.stream() == self.stream => {
+                    return Ok(packet
+                        .pts()
+                        .or(packet.dts())
+                        .map(|t| seconds(t, self.time_base) - self.start));
+                }
+                Ok(()) => {}
+                Err(_) => return Ok(None),
+            }
+        }
+        Ok(None)
     }
 
     /// Converts `frame` to RGB24 at `size` and appends it to `out`.
@@ -360,7 +392,12 @@ pub fn read_frames(path: impl AsRef<Path>, sampling: Sampling, size: Option<Fram
             let mut position = f64::NEG_INFINITY; // time of the last decoded frame
             let mut held: Option<f64> = None; // a decoded frame not yet used
             for target in targets {
-                if held.is_none_or(|t| t < target) && target - position > SEEK_GAP {
+                // Seek only when it lands past what was decoded: with long keyframe
+                // intervals, decoding forward is cheaper than starting the GOP again.
+                if held.is_none_or(|t| t < target)
+                    && target - position > SEEK_GAP
+                    && reader.landing(target)?.is_none_or(|landing| landing > position)
+                {
                     reader.seek(target)?;
                     held = None;
                 }
