@@ -19,6 +19,11 @@ pub struct VideoInfo {
     pub video_codec: String,
     /// Audio codec name, `None` for a silent clip.
     pub audio_codec: Option<String>,
+    /// Frames in the video stream: the container's count when it has one, else duration ×
+    /// frame rate, rounded.
+    pub frame_count_estimate: u64,
+    /// Every stream, as `kind:codec` (`video:h264`, `audio:aac`, `subtitle:mov_text`…).
+    pub streams: Vec<String>,
 }
 
 impl VideoInfo {
@@ -66,7 +71,28 @@ pub fn probe(path: impl AsRef<Path>) -> Result<VideoInfo> {
     } else {
         0.0
     };
+    let frame_count_estimate = if video.frames() > 0 {
+        video.frames() as u64
+    } else {
+        (duration_s * fps).round().max(0.0) as u64
+    };
+    let streams = input
+        .streams()
+        .map(|stream| {
+            let kind = match stream.parameters().medium() {
+                media::Type::Video => "video",
+                media::Type::Audio => "audio",
+                media::Type::Subtitle => "subtitle",
+                media::Type::Data => "data",
+                media::Type::Attachment => "attachment",
+                media::Type::Unknown => "unknown",
+            };
+            format!("{kind}:{}", stream.parameters().id().name())
+        })
+        .collect();
     Ok(VideoInfo {
+        frame_count_estimate,
+        streams,
         duration_s,
         fps,
         width: decoder.width(),
@@ -96,6 +122,8 @@ mod tests {
         assert!((info.duration_s - 1.0).abs() < 0.1, "duration {}", info.duration_s);
         assert_eq!(info.video_codec, "h264");
         assert_eq!(info.audio_codec.as_deref(), Some("aac"));
+        assert_eq!(info.frame_count_estimate, 10);
+        assert_eq!(info.streams, ["video:h264", "audio:aac"]);
         Ok(())
     }
 
@@ -104,6 +132,8 @@ mod tests {
         let info = probe(fixture("testsrc_vp9_silent.webm"))?;
         assert_eq!(info.video_codec, "vp9");
         assert!(!info.has_audio());
+        assert_eq!(info.streams, ["video:vp9"]);
+        assert_eq!(info.frame_count_estimate, 10, "WebM has no frame count: duration × fps");
         Ok(())
     }
 
