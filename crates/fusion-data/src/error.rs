@@ -13,6 +13,14 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A CSV manifest whose header cannot be read.
+    #[error("cannot read CSV manifest {path}: {reason}")]
+    Csv {
+        /// The manifest file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 /// Result with fusion-data's [`Error`].

@@ -1,8 +1,10 @@
 //! # fusion-data
 //!
-//! Dataset manifests: one record per sample with an id, a label and one field per
-//! modality. An absent or empty modality field is a missing modality, not an error; a line
-//! that cannot be parsed is reported with its line number and the rest of the file loads.
+//! Dataset manifests (JSON Lines or CSV): one record per sample with an id, a label and one
+//! field per modality. An absent or empty modality field is a missing modality, not an
+//! error; a line that cannot be parsed is reported with its line number and the rest of
+//! the file loads. `validate` checks every record's files in parallel (exists, decodes,
+//! within limits) and lists the bad ones with their reasons.
 //!
 //! ```no_run
 //! let manifest = fusion_data::Manifest::load_jsonl("data/avmnist/manifest.jsonl")?;
@@ -15,6 +17,8 @@
 
 mod error;
 mod manifest;
+mod validate;
 
 pub use error::{Error, Result};
 pub use manifest::{Manifest, Modality, Record, RejectedLine, Split};
+pub use validate::{Limits, Problem, ValidationReport, validate};

@@ -112,7 +112,124 @@ pub struct Manifest {
     pub rejected: Vec<RejectedLine>,
 }
 
+/// A CSV row: every column optional text, an empty cell meaning "absent".
+#[derive(Debug, Deserialize)]
+struct CsvRow {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    label: String,
+    #[serde(default)]
+    split: String,
+    #[serde(default)]
+    group: String,
+    #[serde(default)]
+    text: String,
+    #[serde(default)]
+    text_path: String,
+    #[serde(default)]
+    image: String,
+    #[serde(default)]
+    audio: String,
+    #[serde(default)]
+    video: String,
+}
+
+impl CsvRow {
+    fn into_record(self) -> std::result::Result<Record, String> {
+        let some = |s: String| (!s.is_empty()).then_some(s);
+        if self.id.is_empty() {
+            return Err("missing field `id`".into());
+        }
+        if self.label.is_empty() {
+            return Err("missing field `label`".into());
+        }
+        let split = match self.split.as_str() {
+            "" => None,
+            "train" => Some(Split::Train),
+            "val" => Some(Split::Val),
+            "test" => Some(Split::Test),
+            other => return Err(format!("unknown split `{other}`, expected `train`, `val` or `test`")),
+        };
+        Ok(Record {
+            id: self.id,
+            label: self.label,
+            split,
+            group: some(self.group),
+            text: some(self.text),
+            text_path: some(self.text_path).map(PathBuf::from),
+            image: some(self.image).map(PathBuf::from),
+            audio: some(self.audio).map(PathBuf::from),
+            video: some(self.video).map(PathBuf::from),
+        })
+    }
+}
+
 impl Manifest {
+    /// Reads a manifest by its extension: `.csv` (a header row naming the columns) or JSON
+    /// Lines (anything else).
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
+            Self::load_csv(path)
+        } else {
+            Self::load_jsonl(path)
+        }
+    }
+
+    /// Reads a CSV manifest: columns `id`, `label`, and any of `split`, `group`, `text`,
+    /// `text_path`, `image`, `audio`, `video` (others are ignored); an empty cell is an
+    /// absent value. Bad rows are rejected with their line number.
+    pub fn load_csv(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let io = |source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(io)?;
+        let mut reader = csv::ReaderBuilder::new()
+            .trim(csv::Trim::All)
+            .flexible(true)
+            .from_reader(file);
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut manifest = Self {
+            path: path.to_path_buf(),
+            ..Self::default()
+        };
+        let mut seen = std::collections::HashSet::new();
+        let headers = reader
+            .headers()
+            .map_err(|e| Error::Csv {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?
+            .clone();
+        for row in reader.records() {
+            let (line, parsed) = match row {
+                Err(e) => (e.position().map_or(0, |p| p.line() as usize), Err(e.to_string())),
+                Ok(row) => {
+                    let line = row.position().map_or(0, |p| p.line() as usize);
+                    let parsed = row.deserialize::<CsvRow>(Some(&headers)).map_err(|e| e.to_string());
+                    (line, parsed.and_then(CsvRow::into_record))
+                }
+            };
+            match parsed {
+                Err(reason) => manifest.rejected.push(RejectedLine { line, reason }),
+                Ok(record) if !seen.insert(record.id.clone()) => {
+                    manifest.rejected.push(RejectedLine {
+                        line,
+                        reason: format!("duplicate id `{}`", record.id),
+                    });
+                }
+                Ok(mut record) => {
+                    record.resolve_paths(base);
+                    manifest.records.push(record);
+                }
+            }
+        }
+        Ok(manifest)
+    }
+
     /// Reads a JSON Lines manifest (one JSON object per line; blank lines are skipped).
     pub fn load_jsonl(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
@@ -186,6 +303,35 @@ mod tests {
         assert!(manifest.rejected[0].reason.contains("holdout"));
         assert!(manifest.rejected[1].reason.contains("duplicate id `a`"));
         assert!(manifest.rejected[2].reason.contains("id"));
+        Ok(())
+    }
+
+    #[test]
+    fn csv_manifest_with_empty_cells_and_bad_rows() -> Result<()> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("manifest.csv");
+        let rows = [
+            "id,label,split,image,audio,text,notes",
+            "a,7,train,img/a.png,,,first",
+            "b,3,,,snd/b.wav,\"three, with a comma\",",
+            "c,1,holdout,,,,",
+            ",2,test,x.png,,,",
+            "a,7,val,,,,",
+            "d,,test,,,,",
+        ];
+        std::fs::write(&path, rows.join("\n")).expect("write manifest");
+        let manifest = Manifest::load(&path)?;
+        let ids: Vec<_> = manifest.records.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"]);
+        let (a, b) = (&manifest.records[0], &manifest.records[1]);
+        assert_eq!(a.image.as_deref(), Some(dir.path().join("img/a.png").as_path()));
+        assert!(a.has(Modality::Image) && !a.has(Modality::Audio) && !a.has(Modality::Text));
+        assert_eq!((b.split, b.text.as_deref()), (None, Some("three, with a comma")));
+        assert_eq!(b.audio.as_deref(), Some(dir.path().join("snd/b.wav").as_path()));
+        let rejected: Vec<_> = manifest.rejected.iter().map(|r| (r.line, r.reason.clone())).collect();
+        assert_eq!(rejected.iter().map(|r| r.0).collect::<Vec<_>>(), [4, 5, 6, 7]);
+        assert!(rejected[0].1.contains("holdout") && rejected[1].1.contains("`id`"));
+        assert!(rejected[2].1.contains("duplicate id `a`") && rejected[3].1.contains("`label`"));
         Ok(())
     }
 
