@@ -23,6 +23,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check every record of a manifest (JSONL or CSV): files exist, decode, within limits.
+    /// Bad records are listed with the reason; the exit status is 0 unless the manifest
+    /// itself cannot be read.
+    Validate {
+        /// The manifest.
+        manifest: std::path::PathBuf,
+        /// Also write the full report here (JSON).
+        #[arg(long)]
+        report: Option<std::path::PathBuf>,
+        /// Largest decoded image, in pixels.
+        #[arg(long, default_value_t = fusion_data::Limits::default().image_pixels)]
+        max_image_pixels: u64,
+        /// Print the report as JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the main job on the built-in dataset (for now: a fusion smoke run on the device).
     Demo,
 }
@@ -31,8 +47,52 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Info { json } => info(cli.device, json),
+        Command::Validate {
+            manifest,
+            report,
+            max_image_pixels,
+            json,
+        } => validate(&manifest, report.as_deref(), max_image_pixels, json),
         Command::Demo => demo(cli.device),
     }
+}
+
+fn validate(
+    path: &std::path::Path,
+    report_path: Option<&std::path::Path>,
+    max_image_pixels: u64,
+    json: bool,
+) -> Result<()> {
+    let manifest = fusion_data::Manifest::load(path)?;
+    let limits = fusion_data::Limits {
+        image_pixels: max_image_pixels,
+        ..Default::default()
+    };
+    let report = fusion_data::validate(&manifest, &limits);
+    if let Some(out) = report_path {
+        report
+            .write_json(out)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
+    }
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    for line in &report.rejected_lines {
+        println!("rejected {}: {line}", path.display());
+    }
+    for problem in &report.problems {
+        let modality = problem.modality.as_deref().unwrap_or("record");
+        println!("bad {} ({modality}): {}", problem.id, problem.reason);
+    }
+    println!(
+        "{} records checked: {} valid, {} with problems, {} unreadable lines",
+        report.checked,
+        report.valid.len(),
+        report.checked - report.valid.len(),
+        report.rejected_lines.len()
+    );
+    Ok(())
 }
 
 fn info(choice: DeviceChoice, json: bool) -> Result<()> {

@@ -27,3 +27,48 @@ fn unknown_device_is_rejected_with_its_name() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unknown device `tpu`"), "{stderr}");
 }
+
+#[test]
+fn validate_reports_bad_records_and_succeeds() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
+    let manifest = dir.path().join("m.jsonl");
+    let good = fixtures.join("image/mnist_digit_28x28.png");
+    let lines = [
+        format!(r#"{{"id": "good", "label": "7", "image": "{}"}}"#, good.display()),
+        r#"{"id": "missing", "label": "1", "image": "absent.png"}"#.to_string(),
+        "not json".to_string(),
+    ];
+    std::fs::write(&manifest, lines.join("\n")).expect("write");
+    let report = dir.path().join("report.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_fusion"))
+        .args([
+            "validate",
+            manifest.to_str().expect("utf-8"),
+            "--report",
+            report.to_str().expect("utf-8"),
+        ])
+        .output()
+        .expect("run fusion");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("bad missing (image)") && stdout.contains("absent.png"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("2 records checked: 1 valid, 1 with problems, 1 unreadable lines"),
+        "{stdout}"
+    );
+    assert!(std::fs::read_to_string(report).expect("report").contains("\"valid\""));
+    let missing = Command::new(env!("CARGO_BIN_EXE_fusion"))
+        .args(["validate", "/nonexistent.csv"])
+        .output()
+        .expect("run");
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent.csv"));
+}
