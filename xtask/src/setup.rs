@@ -298,28 +298,7 @@ fn torch_version_ok(venv: &Path) -> bool {
 
 /// Writes `.cargo/local.toml`, read by the committed `.cargo/config.toml`.
 fn write_local_config(libtorch: &Libtorch) -> Result<()> {
-    let lib = libtorch.root.join("lib");
-    let quote = |p: &Path| toml::Value::String(p.to_string_lossy().into_owned()).to_string();
-    let content = format!(
-        "# Written by `cargo xtask setup` for this machine. Not committed; rerun setup to change it.\n\
-         [env]\n\
-         LIBTORCH = {libtorch}\n\
-         FUSION_TORCH_CUDA = \"{cuda}\"\n\
-         FUSION_CACHE_DIR = {cache}\n\
-         FUSION_MODELS_DIR = {models}\n\
-         FUSION_DATA_DIR = {data}\n\n\
-         # Binaries, test binaries and doctests find libtorch without LD_LIBRARY_PATH.\n\
-         [build]\n\
-         rustdocflags = [\"-C\", {rpath}]\n\n\
-         [target.'cfg(target_os = \"linux\")']\n\
-         rustflags = [\"-C\", {rpath}]\n",
-        libtorch = quote(&libtorch.root),
-        cuda = u8::from(libtorch.cuda),
-        cache = quote(&paths::cache_dir()),
-        models = quote(&paths::models_dir()),
-        data = quote(&paths::data_dir()),
-        rpath = quote(Path::new(&format!("link-arg=-Wl,-rpath,{}", lib.display()))),
-    );
+    let content = local_config(libtorch);
     let path = paths::project_root().join(".cargo/local.toml");
     if fs::read_to_string(&path).ok().as_deref() != Some(content.as_str()) {
         fs::write(&path, &content).with_context(|| format!("cannot write {}", path.display()))?;
@@ -331,4 +310,88 @@ fn write_local_config(libtorch: &Libtorch) -> Result<()> {
         if libtorch.cuda { "on" } else { "off" }
     );
     Ok(())
+}
+
+/// The text of `.cargo/local.toml` for `libtorch`.
+fn local_config(libtorch: &Libtorch) -> String {
+    let lib = libtorch.root.join("lib");
+    let quote = |p: &Path| toml::Value::String(p.to_string_lossy().into_owned()).to_string();
+    let mut link_flags = vec![format!("link-arg=-Wl,-rpath,{}", lib.display())];
+    if libtorch.cuda {
+        // Nothing in Rust references a symbol of libtorch_cuda.so, so `--as-needed` would
+        // drop it and libtorch would never register its CUDA backend: keep it explicitly.
+        link_flags.push(format!(
+            "link-arg=-Wl,--no-as-needed,-L{},-ltorch_cuda,--as-needed",
+            lib.display()
+        ));
+    }
+    let flags = link_flags
+        .iter()
+        .map(|flag| format!("\"-C\", {}", quote(Path::new(flag))))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "# Written by `cargo xtask setup` for this machine. Not committed; rerun setup to change it.\n\
+         [env]\n\
+         LIBTORCH = {libtorch}\n\
+         FUSION_TORCH_CUDA = \"{cuda}\"\n\
+         FUSION_CACHE_DIR = {cache}\n\
+         FUSION_MODELS_DIR = {models}\n\
+         FUSION_DATA_DIR = {data}\n\n\
+         # Binaries, test binaries and doctests find libtorch without LD_LIBRARY_PATH\n\
+         # (and, with CUDA, keep libtorch_cuda.so linked).\n\
+         [build]\n\
+         rustdocflags = [{flags}]\n\n\
+         [target.'cfg(target_os = \"linux\")']\n\
+         rustflags = [{flags}]\n",
+        libtorch = quote(&libtorch.root),
+        cuda = u8::from(libtorch.cuda),
+        cache = quote(&paths::cache_dir()),
+        models = quote(&paths::models_dir()),
+        data = quote(&paths::data_dir()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rustflags(text: &str) -> Vec<String> {
+        let parsed: toml::Table = toml::from_str(text).expect("valid TOML");
+        let target = &parsed["target"]["cfg(target_os = \"linux\")"]["rustflags"];
+        let flags: Vec<String> = target
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|v| v.as_str().unwrap_or("").to_string())
+            .collect();
+        let doc: Vec<String> = parsed["build"]["rustdocflags"]
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|v| v.as_str().unwrap_or("").to_string())
+            .collect();
+        assert_eq!(flags, doc, "doctests link like every other binary");
+        flags
+    }
+
+    #[test]
+    fn local_config_sets_rpath_and_keeps_libtorch_cuda_only_with_cuda() {
+        let root = PathBuf::from("/opt/torch dir");
+        let cpu = rustflags(&local_config(&Libtorch {
+            root: root.clone(),
+            cuda: false,
+        }));
+        assert_eq!(cpu, ["-C", "link-arg=-Wl,-rpath,/opt/torch dir/lib"]);
+        let cuda = rustflags(&local_config(&Libtorch { root, cuda: true }));
+        assert_eq!(
+            cuda,
+            [
+                "-C",
+                "link-arg=-Wl,-rpath,/opt/torch dir/lib",
+                "-C",
+                "link-arg=-Wl,--no-as-needed,-L/opt/torch dir/lib,-ltorch_cuda,--as-needed"
+            ]
+        );
+    }
 }
