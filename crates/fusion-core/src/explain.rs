@@ -199,7 +199,14 @@ pub fn noise_robustness(
         .iter()
         .enumerate()
         .map(|(target, name)| {
-            let scale = f64::try_from(data.features[target].std(true))?;
+            let features = &data.features[target];
+            if !features.is_floating_point() {
+                return Err(crate::Error::Config(format!(
+                    "noise robustness: modality `{name}` has {:?} features (token ids?); Gaussian noise needs floats",
+                    features.kind()
+                )));
+            }
+            let scale = f64::try_from(features.f_std(true)?)?;
             let points = levels
                 .iter()
                 .map(|&level| {

@@ -234,3 +234,27 @@ fn complexity_counts_parameters_by_hand_and_times_steps() {
     assert!(report.train_step_seconds > 0.0 && report.inference_seconds > 0.0);
     assert!(report.peak_rss_bytes.is_some_and(|b| b > 1 << 20));
 }
+
+#[test]
+fn noise_robustness_refuses_integer_features() {
+    let vs = VarStore::new(Device::Cpu);
+    let model = FusionModel::new(
+        &vs.root(),
+        &three_modality_config(FusionConfig::Late {
+            combiner: LateCombiner::Mean,
+        }),
+    )
+    .unwrap();
+    let ids = Tensor::zeros([4, 5], (Kind::Int64, Device::Cpu));
+    let f = (Kind::Float, Device::Cpu);
+    let data = fusion_core::TensorDataset::dense(
+        vec![ids, Tensor::zeros([4, 4], f), Tensor::zeros([4, 3, 6], f)],
+        Tensor::zeros([4], (Kind::Int64, Device::Cpu)),
+    )
+    .unwrap();
+    let error = fusion_core::noise_robustness(&model, &data, 2, &[0.0, 0.5], 0).unwrap_err();
+    assert!(
+        matches!(&error, Error::Config(m) if m.contains("`a`") && m.contains("Int64")),
+        "{error}"
+    );
+}
