@@ -39,8 +39,43 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Build datasets.
+    #[command(subcommand)]
+    Data(DataCommand),
     /// Run the main job on the built-in dataset (for now: a fusion smoke run on the device).
     Demo,
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// AV-MNIST: MNIST images paired with FSDD recordings of the same digit (see
+    /// fusion_data::build_avmnist for the protocol).
+    Avmnist {
+        /// Folder with MNIST's four `*-ubyte.gz` files (`cargo xtask data mnist`).
+        #[arg(long)]
+        mnist: std::path::PathBuf,
+        /// FSDD's `recordings` folder (`cargo xtask data fsdd`).
+        #[arg(long)]
+        fsdd: std::path::PathBuf,
+        /// Output folder (images, audio, manifest.jsonl).
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Seed of the shuffles and pairings.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Training samples.
+        #[arg(long, default_value_t = 55_000)]
+        train: usize,
+        /// Validation samples.
+        #[arg(long, default_value_t = 5_000)]
+        val: usize,
+        /// Test samples.
+        #[arg(long, default_value_t = 10_000)]
+        test: usize,
+        /// Hold these speakers out for test (comma-separated); default: FSDD's split.
+        #[arg(long, value_delimiter = ',')]
+        test_speakers: Option<Vec<String>>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -53,6 +88,36 @@ fn main() -> Result<()> {
             max_image_pixels,
             json,
         } => validate(&manifest, report.as_deref(), max_image_pixels, json),
+        Command::Data(DataCommand::Avmnist {
+            mnist,
+            fsdd,
+            out,
+            seed,
+            train,
+            val,
+            test,
+            test_speakers,
+        }) => {
+            let options = fusion_data::AvMnistOptions {
+                seed,
+                train,
+                val,
+                test,
+                test_speakers,
+            };
+            let summary = fusion_data::build_avmnist(&mnist, &fsdd, &out, &options)?;
+            println!(
+                "AV-MNIST: {} train, {} val, {} test samples; {} training and {} test recordings; {}",
+                summary.counts[0],
+                summary.counts[1],
+                summary.counts[2],
+                summary.recordings[0],
+                summary.recordings[1],
+                summary.manifest.display()
+            );
+            println!("manifest sha256 {}", summary.manifest_sha256);
+            Ok(())
+        }
         Command::Demo => demo(cli.device),
     }
 }

@@ -21,6 +21,14 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// Source data for a dataset builder that is missing or malformed.
+    #[error("dataset source {path}: {reason}")]
+    Dataset {
+        /// The file or folder.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// Result with fusion-data's [`Error`].

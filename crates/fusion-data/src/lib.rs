@@ -15,10 +15,12 @@
 //! # Ok::<(), fusion_data::Error>(())
 //! ```
 
+mod avmnist;
 mod error;
 mod manifest;
 mod validate;
 
+pub use avmnist::{AvMnistOptions, AvMnistSummary, build_avmnist};
 pub use error::{Error, Result};
 pub use manifest::{Manifest, Modality, Record, RejectedLine, Split};
 pub use validate::{Limits, Problem, ValidationReport, validate};

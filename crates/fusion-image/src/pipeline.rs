@@ -185,13 +185,13 @@ impl Pipeline {
                     let offset = |outer: u32, inner: u32| (f64::from(outer - inner) / 2.0).round_ties_even() as u32;
                     (offset(out_w, width), offset(out_h, height), width, height)
                 } else {
-                    let left = (rng.next() % u64::from(out_w - width + 1)) as u32;
-                    let top = (rng.next() % u64::from(out_h - height + 1)) as u32;
+                    let left = (rng.next_u64() % u64::from(out_w - width + 1)) as u32;
+                    let top = (rng.next_u64() % u64::from(out_h - height + 1)) as u32;
                     (left, top, width, height)
                 }
             }
         };
-        let flip = self.flip_probability > 0.0 && (rng.next() as f64 / u64::MAX as f64) < self.flip_probability;
+        let flip = self.flip_probability > 0.0 && (rng.next_u64() as f64 / u64::MAX as f64) < self.flip_probability;
         let plane = crop_w as usize * crop_h as usize;
         let mut data = vec![0f32; plane * count];
         let scale: Vec<f32> = self.std.iter().map(|s| 1.0 / (255.0 * s)).collect();
@@ -293,16 +293,24 @@ fn resize(
     pass(wide, (out_w, height), (out_w, out_h))
 }
 
-/// Small, well-mixed generator for the random steps (Steele et al. 2014).
-struct SplitMix64(u64);
+/// Small, well-mixed seeded generator (SplitMix64, Steele et al. 2014) for the random
+/// steps here and for other seeded choices (dataset builders).
+#[derive(Debug, Clone)]
+pub struct SplitMix64(pub u64);
 
 impl SplitMix64 {
-    fn next(&mut self) -> u64 {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (`n` > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
     }
 }
 
