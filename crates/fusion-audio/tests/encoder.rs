@@ -5,7 +5,7 @@
 use fusion_audio::{AudioCnn, AudioGru, DbConfig, MelConfig, MelExtractor, Spectrogram, batch_spectrograms};
 use fusion_core::{
     EarlyMethod, Encoder, EncoderConfig, FusionConfig, FusionModel, ModalityConfig, ModalityInput, ModelConfig,
-    Optimizer, RunFolder, TensorDataset, TrainConfig, evaluate, train,
+    Optimizer, RunFolder, TensorDataset, TrainConfig, evaluate, parameters_without_gradient, train,
 };
 use tch::{Device, Kind, Tensor, nn::VarStore};
 
@@ -81,13 +81,7 @@ fn every_trainable_parameter_gets_a_gradient() {
             .unwrap()
             .loss(&Tensor::from_slice(&[0i64, 1, 1, 0]), 1.0)
             .backward();
-        for (name, var) in vs.variables().into_iter().filter(|(_, v)| v.requires_grad()) {
-            let grad = var.grad();
-            assert!(
-                grad.defined() && f64::try_from(grad.abs().sum(Kind::Double)).unwrap() > 0.0,
-                "`{name}` (gru: {use_gru})"
-            );
-        }
+        assert_eq!(parameters_without_gradient(&vs), Vec::<String>::new(), "gru: {use_gru}");
     }
 }
 
@@ -175,13 +169,7 @@ fn cnn_learns_to_tell_tones_apart_from_log_mel() {
     let dir = tempfile::tempdir().unwrap();
     let training = TrainConfig {
         epochs: 20,
-        optimizer: fusion_core::OptimizerConfig::AdamW {
-            lr: 3e-3,
-            weight_decay: 0.0,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-        },
+        optimizer: fusion_core::OptimizerConfig::adam(3e-3),
         ..TrainConfig::new(16)
     };
     train(

@@ -152,13 +152,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     }
     let training = TrainConfig {
         epochs: options.epochs,
-        optimizer: OptimizerConfig::AdamW {
-            lr: 5e-3,
-            weight_decay: 0.0,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-        },
+        optimizer: OptimizerConfig::adam(5e-3),
         branch_loss_weight: 0.5,
         seed: 7,
         ..TrainConfig::new(64)

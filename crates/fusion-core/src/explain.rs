@@ -47,14 +47,7 @@ pub fn shapley_values(model: &FusionModel, data: &TensorDataset, batch_size: usi
                 let masked: Vec<ModalityInput> = inputs
                     .iter()
                     .enumerate()
-                    .map(|(m, input)| {
-                        let keep = if subset & (1 << m) != 0 {
-                            input.present.shallow_clone()
-                        } else {
-                            input.present.zeros_like()
-                        };
-                        input.with_present(keep)
-                    })
+                    .map(|(m, input)| input.hidden_unless(subset & (1 << m) != 0))
                     .collect();
                 probs.push(class_probabilities(model, &masked)?);
             }
@@ -155,13 +148,7 @@ pub fn missing_modality_accuracy(
     (1usize..1 << names.len())
         .map(|subset| {
             let keep = |m: usize| subset & (1 << m) != 0;
-            let accuracy = accuracy(model, data, batch_size, &|m, input| {
-                input.with_present(if keep(m) {
-                    input.present.shallow_clone()
-                } else {
-                    input.present.zeros_like()
-                })
-            })?;
+            let accuracy = accuracy(model, data, batch_size, &|m, input| input.hidden_unless(keep(m)))?;
             let modalities = names
                 .iter()
                 .enumerate()

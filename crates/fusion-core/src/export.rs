@@ -45,25 +45,25 @@ pub fn export_torchscript(
 ) -> Result<ExportSignature> {
     // Run once untraced for a typed error on bad shapes (tracing would bury it).
     tch::no_grad(|| model.forward_t(example, false))?;
-    let names = model.modality_names();
-    let mut flat = Vec::new();
+    let flat = export_arguments(example);
+    let has_mask: Vec<bool> = example.iter().map(|input| input.padding_mask.is_some()).collect();
+    // Names and shapes in the order of `export_arguments`.
     let mut inputs = Vec::new();
-    let mut has_mask = Vec::new();
-    for (input, name) in example.iter().zip(names) {
-        let mut push = |suffix: &str, t: &Tensor| {
-            inputs.push(ExportedInput {
-                name: format!("{name}.{suffix}"),
-                shape: t.size(),
-                dtype: if t.kind() == tch::Kind::Bool { "bool" } else { "float32" }.into(),
-            });
-            flat.push(t.shallow_clone());
-        };
-        push("features", &input.features);
-        push("present", &input.present);
-        if let Some(mask) = &input.padding_mask {
-            push("padding_mask", mask);
+    for (input, name) in example.iter().zip(model.modality_names()) {
+        let parts = [
+            ("features", Some(&input.features)),
+            ("present", Some(&input.present)),
+            ("padding_mask", input.padding_mask.as_ref()),
+        ];
+        for (suffix, tensor) in parts {
+            if let Some(t) = tensor {
+                inputs.push(ExportedInput {
+                    name: format!("{name}.{suffix}"),
+                    shape: t.size(),
+                    dtype: if t.kind() == tch::Kind::Bool { "bool" } else { "float32" }.into(),
+                });
+            }
         }
-        has_mask.push(input.padding_mask.is_some());
     }
     // The tracer stores parameters as constants, which it refuses while they require
     // gradients: switch that off for the trace and restore it after.
@@ -122,6 +122,20 @@ pub fn export_torchscript(
         })
     })?;
     Ok(signature)
+}
+
+/// The positional arguments of an exported module for `inputs`: per modality its features,
+/// its presence mask, then its padding mask when it has one (see [`ExportSignature`]).
+pub fn export_arguments(inputs: &[ModalityInput]) -> Vec<Tensor> {
+    inputs
+        .iter()
+        .flat_map(|input| {
+            [Some(&input.features), Some(&input.present), input.padding_mask.as_ref()]
+                .into_iter()
+                .flatten()
+        })
+        .map(Tensor::shallow_clone)
+        .collect()
 }
 
 /// Where [`export_torchscript`] writes the signature of the module at `path`.

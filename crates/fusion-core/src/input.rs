@@ -53,6 +53,16 @@ impl ModalityInput {
         }
     }
 
+    /// A shallow copy that keeps this modality when `keep`, and otherwise marks it missing
+    /// for every sample (how explanation and robustness evaluate modality subsets).
+    pub fn hidden_unless(&self, keep: bool) -> Self {
+        self.with_present(if keep {
+            self.present.shallow_clone()
+        } else {
+            self.present.zeros_like()
+        })
+    }
+
     /// Moves every tensor to `device`.
     pub fn to_device(&self, device: Device) -> Self {
         Self {

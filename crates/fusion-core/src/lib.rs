@@ -80,7 +80,7 @@ pub use explain::{
     Complexity, NOISE_LEVELS, NoiseCurve, ShapleyReport, SubsetAccuracy, complexity, missing_modality_accuracy,
     noise_robustness, shapley_values,
 };
-pub use export::{ExportSignature, ExportedInput, export_torchscript, signature_path};
+pub use export::{ExportSignature, ExportedInput, export_arguments, export_torchscript, signature_path};
 pub use fusion::tensor_fusion;
 pub use input::{ModalityInput, modality_dropout};
 pub use late::LateFusion;
@@ -89,5 +89,5 @@ pub use model::{BranchOutput, Encoder, FusionModel, FusionOutput, IdentityEncode
 pub use params::ParameterSet;
 pub use train::{
     EarlyStopping, EpochRecord, Evaluation, Optimizer, OptimizerConfig, Progress, RunFolder, Schedule, StopMetric,
-    TrainConfig, TrainSummary, evaluate, load_weights, save_weights, train,
+    TrainConfig, TrainSummary, evaluate, has_gradient, load_weights, parameters_without_gradient, save_weights, train,
 };

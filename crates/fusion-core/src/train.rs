@@ -78,6 +78,18 @@ impl Default for OptimizerConfig {
 }
 
 impl OptimizerConfig {
+    /// AdamW at learning rate `lr` without weight decay (that is, Adam), other settings at
+    /// their defaults.
+    pub fn adam(lr: f64) -> Self {
+        Self::AdamW {
+            lr,
+            weight_decay: 0.0,
+            beta1: default_beta1(),
+            beta2: default_beta2(),
+            eps: default_eps(),
+        }
+    }
+
     fn lr(&self) -> f64 {
         match self {
             Self::AdamW { lr, .. } | Self::Sgd { lr, .. } => *lr,
@@ -223,6 +235,31 @@ impl TrainConfig {
         }
         Ok(())
     }
+}
+
+/// Whether `tensor` received a gradient with a non-zero entry in the last backward pass.
+pub fn has_gradient(tensor: &Tensor) -> bool {
+    let grad = tensor.grad();
+    grad.defined()
+        && grad
+            .f_abs()
+            .and_then(|a| a.f_sum(Kind::Double))
+            .ok()
+            .and_then(|s| f64::try_from(s).ok())
+            .is_some_and(|s| s > 0.0)
+}
+
+/// Names of the trainable variables of `vs` that received no gradient (or an all-zero one)
+/// in the last backward pass, sorted: the parts of a model that would not learn.
+pub fn parameters_without_gradient(vs: &VarStore) -> Vec<String> {
+    let mut names: Vec<String> = vs
+        .variables()
+        .into_iter()
+        .filter(|(_, v)| v.requires_grad() && !has_gradient(v))
+        .map(|(name, _)| name)
+        .collect();
+    names.sort();
+    names
 }
 
 /// AdamW or SGD over a var store's trainable variables, with state that checkpoints hold,

@@ -352,14 +352,7 @@ fn shapley_values_match_their_definition() {
             let masked: Vec<ModalityInput> = inputs
                 .iter()
                 .enumerate()
-                .map(|(m, input)| {
-                    let keep = if subset & (1 << m) != 0 {
-                        input.present.shallow_clone()
-                    } else {
-                        input.present.zeros_like()
-                    };
-                    input.with_present(keep)
-                })
+                .map(|(m, input)| input.hidden_unless(subset & (1 << m) != 0))
                 .collect();
             let probs = model.forward_t(&masked, false).unwrap().log_probs.exp();
             f64::try_from(probs.get(i as i64).get(target)).unwrap()
@@ -502,34 +495,13 @@ fn torchscript_export_runs_with_the_same_outputs() {
             })
             .collect();
         let expected = model.forward_t(&smaller, false).unwrap().log_probs;
-        let flat: Vec<Tensor> = smaller
-            .iter()
-            .flat_map(|i| {
-                [
-                    Some(i.features.shallow_clone()),
-                    Some(i.present.shallow_clone()),
-                    i.padding_mask.as_ref().map(Tensor::shallow_clone),
-                ]
-            })
-            .flatten()
-            .collect();
-        let traced = module.forward_ts(&flat).unwrap();
+        let traced = module.forward_ts(&fusion_core::export_arguments(&smaller)).unwrap();
         assert!(f64::try_from((&traced - &expected).abs().max()).unwrap() < 1e-5);
 
         match python_with_torch() {
             Err(why) => eprintln!("skipping the Python half of the TorchScript test: {why}"),
             Ok(python) => {
-                let flat_full: Vec<Tensor> = inputs
-                    .iter()
-                    .flat_map(|i| {
-                        [
-                            Some(i.features.shallow_clone()),
-                            Some(i.present.shallow_clone()),
-                            i.padding_mask.as_ref().map(Tensor::shallow_clone),
-                        ]
-                    })
-                    .flatten()
-                    .collect();
+                let flat_full = fusion_core::export_arguments(&inputs);
                 let expected = model.forward_t(&inputs, false).unwrap().log_probs;
                 let tensors: Vec<(String, Tensor)> = flat_full
                     .iter()

@@ -149,13 +149,7 @@ pub fn task_training(epochs: usize, seed: u64) -> TrainConfig {
     TrainConfig {
         epochs,
         batch_size: 64,
-        optimizer: OptimizerConfig::AdamW {
-            lr: 5e-3,
-            weight_decay: 0.0,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-        },
+        optimizer: OptimizerConfig::adam(5e-3),
         schedule: Default::default(),
         grad_clip: Some(5.0),
         early_stopping: None,
