@@ -61,6 +61,24 @@ impl Clip {
 /// keeping its channels.
 pub fn read_wav(path: impl AsRef<Path>) -> Result<Clip> {
     let path = path.as_ref();
+    let reader = WavReader::open(path).map_err(|source| Error::Wav {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    read_samples(reader, path)
+}
+
+/// Reads a WAV file already in memory; `path` names it in errors.
+pub fn read_wav_bytes(bytes: &[u8], path: impl AsRef<Path>) -> Result<Clip> {
+    let path = path.as_ref();
+    let reader = WavReader::new(std::io::Cursor::new(bytes)).map_err(|source| Error::Wav {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    read_samples(reader, path)
+}
+
+fn read_samples<R: std::io::Read>(mut reader: WavReader<R>, path: &Path) -> Result<Clip> {
     let wav_error = |source: hound::Error| Error::Wav {
         path: path.to_path_buf(),
         source,
@@ -69,7 +87,6 @@ pub fn read_wav(path: impl AsRef<Path>) -> Result<Clip> {
         path: path.to_path_buf(),
         reason,
     };
-    let mut reader = WavReader::open(path).map_err(wav_error)?;
     let spec = reader.spec();
     if spec.channels == 0 {
         return Err(unusable("0 channels".into()));

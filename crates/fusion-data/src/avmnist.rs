@@ -35,6 +35,12 @@ pub struct AvMnistOptions {
     pub test: usize,
     /// Speakers whose recordings are only used for test; `None` uses FSDD's split.
     pub test_speakers: Option<Vec<String>>,
+    /// MultiBench's image degradation: keep the fewest principal components (fitted on
+    /// training images) that hold this fraction of the variance (MultiBench: 0.25).
+    pub pca_energy: Option<f64>,
+    /// White noise mixed into every recording at an SNR drawn uniformly from this range
+    /// (dB, seeded); each sample then gets its own WAV and its SNR band as its `group`.
+    pub noise_snr_db: Option<(f64, f64)>,
 }
 
 impl Default for AvMnistOptions {
@@ -45,9 +51,16 @@ impl Default for AvMnistOptions {
             val: 5_000,
             test: 10_000,
             test_speakers: None,
+            pca_energy: None,
+            noise_snr_db: None,
         }
     }
 }
+
+/// Training images used to fit the PCA (more add little to 784-dimensional components).
+const PCA_FIT_IMAGES: usize = 5_000;
+/// Most components the PCA degradation may keep.
+const PCA_MAX_COMPONENTS: usize = 64;
 
 /// What was built.
 #[derive(Debug, Clone, PartialEq)]
@@ -106,6 +119,10 @@ fn read_idx(path: &Path, magic: u32, dims: usize) -> Result<Idx> {
     })
 }
 
+fn pixels_of(images: &Idx, index: usize) -> &[u8] {
+    &images.data[index * images.item_size..(index + 1) * images.item_size]
+}
+
 /// One FSDD recording: speaker, index, file.
 type Recording = (String, u32, PathBuf);
 
@@ -142,6 +159,30 @@ fn fsdd_recordings(dir: &Path) -> Result<BTreeMap<u8, Vec<Recording>>> {
         )));
     }
     Ok(by_digit)
+}
+
+/// Writes `source` with white noise at `snr_db` as 16-bit PCM at its own rate.
+fn write_noisy(source: &Path, target: &Path, snr_db: f64, rng: &mut SplitMix64) -> Result<()> {
+    let fail = |path: &Path, reason: String| Error::Dataset {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let clip = fusion_audio::read_wav_mono(source).map_err(|e| fail(source, e.to_string()))?;
+    let noisy = crate::degrade::add_noise(&clip.samples, snr_db, rng);
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: clip.sample_rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let written = (|| {
+        let mut writer = hound::WavWriter::create(target, spec)?;
+        for sample in noisy {
+            writer.write_sample((sample * 32768.0).round().clamp(-32768.0, 32767.0) as i16)?;
+        }
+        writer.finalize()
+    })();
+    written.map_err(|e| fail(target, e.to_string()))
 }
 
 /// Builds AV-MNIST from the MNIST IDX files (`*-idx?-ubyte.gz`) in `mnist` and the FSDD
@@ -187,6 +228,25 @@ pub fn build_avmnist(mnist: &Path, fsdd: &Path, out: &Path, options: &AvMnistOpt
         )
         .chain((0..options.test).map(|i| ("test", &test_images, &test_labels, i)))
         .collect();
+    let pca = match options.pca_energy {
+        None => None,
+        Some(fraction) if !(fraction > 0.0 && fraction <= 1.0) => {
+            return Err(bad(format!("pca_energy {fraction} is outside (0, 1]")));
+        }
+        Some(fraction) => {
+            let rows: Vec<Vec<f64>> = order[..options.train.min(PCA_FIT_IMAGES)]
+                .iter()
+                .map(|&i| pixels_of(&train_images, i).iter().map(|&p| f64::from(p)).collect())
+                .collect();
+            let pca = crate::degrade::Pca::fit(&rows, PCA_MAX_COMPONENTS, options.seed);
+            let keep = pca.components_for(fraction).ok_or_else(|| {
+                bad(format!(
+                    "pca_energy {fraction} needs more than {PCA_MAX_COMPONENTS} components"
+                ))
+            })?;
+            Some((pca, keep))
+        }
+    };
     let io = |path: &Path, e: std::io::Error| Error::Dataset {
         path: path.to_path_buf(),
         reason: e.to_string(),
@@ -213,26 +273,47 @@ pub fn build_avmnist(mnist: &Path, fsdd: &Path, out: &Path, options: &AvMnistOpt
             });
         }
         let (_, _, source) = pool[rng.below(pool.len())];
-        let audio_name = source.file_name().map(PathBuf::from).unwrap_or_default();
-        if used[usize::from(test)].insert(source.clone()) {
-            let target = out.join("audio").join(&audio_name);
-            std::fs::copy(source, &target).map_err(|e| io(source, e))?;
-        }
         let id = format!("{split}_{n:05}");
+        let mut group = None;
+        let audio_name = match options.noise_snr_db {
+            None => {
+                let name = source.file_name().map(PathBuf::from).unwrap_or_default();
+                if used[usize::from(test)].insert(source.clone()) {
+                    std::fs::copy(source, out.join("audio").join(&name)).map_err(|e| io(source, e))?;
+                }
+                name
+            }
+            Some((low, high)) => {
+                used[usize::from(test)].insert(source.clone());
+                let snr = low + (high - low) * (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+                let band = (snr / 5.0).floor() * 5.0;
+                group = Some(format!("snr {band:+} to {:+} dB", band + 5.0));
+                let name = PathBuf::from(format!("{id}.wav"));
+                write_noisy(source, &out.join("audio").join(&name), snr, &mut rng)?;
+                name
+            }
+        };
         let image_path = out.join("images").join(split).join(format!("{id}.png"));
-        let pixels = images.data[index * images.item_size..(index + 1) * images.item_size].to_vec();
+        let mut pixels = pixels_of(images, index).to_vec();
+        if let Some((pca, keep)) = &pca {
+            let row: Vec<f64> = pixels.iter().map(|&p| f64::from(p)).collect();
+            pixels = pca.reconstruct(&row, *keep).iter().map(|v| v.round().clamp(0.0, 255.0) as u8).collect();
+        }
         let picture = image::GrayImage::from_raw(28, 28, pixels).ok_or_else(|| bad("image size".into()))?;
         picture.save(&image_path).map_err(|e| Error::Dataset {
             path: image_path.clone(),
             reason: e.to_string(),
         })?;
-        let line = serde_json::json!({
+        let mut line = serde_json::json!({
             "id": id,
             "label": digit.to_string(),
             "split": split,
             "image": format!("images/{split}/{id}.png"),
             "audio": format!("audio/{}", audio_name.display()),
         });
+        if let Some(group) = group {
+            line["group"] = group.into();
+        }
         manifest.push_str(&line.to_string());
         manifest.push('\n');
         counts[["train", "val", "test"].iter().position(|s| *s == split).unwrap_or(0)] += 1;

@@ -29,6 +29,17 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A feature cache shard that cannot be read or written.
+    #[error("feature cache {path}: {reason}")]
+    Cache {
+        /// The shard or folder.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A configuration value that cannot work, with the field named.
+    #[error("bad configuration: {0}")]
+    Config(String),
 }
 
 /// Result with fusion-data's [`Error`].

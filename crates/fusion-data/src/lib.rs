@@ -16,11 +16,17 @@
 //! ```
 
 mod avmnist;
+mod degrade;
 mod error;
+mod features;
 mod manifest;
 mod validate;
 
 pub use avmnist::{AvMnistOptions, AvMnistSummary, build_avmnist};
+pub use degrade::{Pca, add_noise};
 pub use error::{Error, Result};
+pub use features::{
+    Extraction, FeatureCache, FeatureConfig, FeatureSpec, MAX_FEATURE_DIM, Shard, extract,
+};
 pub use manifest::{Manifest, Modality, Record, RejectedLine, Split};
 pub use validate::{Limits, Problem, ValidationReport, validate};

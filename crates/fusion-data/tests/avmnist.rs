@@ -60,6 +60,8 @@ fn options() -> AvMnistOptions {
         val: 5,
         test: 10,
         test_speakers: None,
+        pca_energy: None,
+        noise_snr_db: None,
     }
 }
 
@@ -139,4 +141,84 @@ fn missing_or_malformed_sources_are_named() {
     std::fs::remove_file(&labels).unwrap();
     let error = build_avmnist(&mnist, &fsdd, &dir.path().join("z"), &options()).unwrap_err();
     assert!(error.to_string().contains("t10k-labels-idx1-ubyte.gz"), "{error}");
+}
+
+#[test]
+fn pca_degradation_keeps_the_leading_components_and_noise_has_the_asked_snr() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mnist, fsdd) = sources(dir.path());
+    // Left half of image i varies a lot across images, the right half less: the first
+    // principal component is mostly the left half.
+    let left = |i: u32| ((i * 7) % 30 * 8) as u8;
+    let right = |i: u32| (i % 3 * 40) as u8;
+    let images: Vec<u8> = (0..30u32)
+        .flat_map(|i| (0..28 * 28).map(move |p| if p % 28 < 14 { left(i) } else { right(i) }))
+        .collect();
+    write_idx(&mnist.join("train-images-idx3-ubyte.gz"), 2051, &[30, 28, 28], &images);
+    let halves = |options: &AvMnistOptions, out: &str| -> Vec<(u32, u8, u8)> {
+        let summary = build_avmnist(&mnist, &fsdd, &dir.path().join(out), options).unwrap();
+        Manifest::load(&summary.manifest)
+            .unwrap()
+            .records
+            .iter()
+            .filter(|r| r.split != Some(Split::Test))
+            .map(|r| {
+                let picture = image::open(r.image.as_ref().unwrap()).unwrap().to_luma8();
+                (r.label.parse().unwrap(), picture.get_pixel(3, 3).0[0], picture.get_pixel(20, 3).0[0])
+            })
+            .collect()
+    };
+    // Keeping (nearly) all the energy gives the images back; the data has rank 2.
+    for (label, l, r) in halves(&AvMnistOptions { pca_energy: Some(0.999), ..options() }, "all") {
+        let originals: Vec<u32> = (0..30).filter(|i| i % 10 == label).collect();
+        assert!(
+            originals.iter().any(|&i| l.abs_diff(left(i)) <= 1 && r.abs_diff(right(i)) <= 1),
+            "digit {label}: ({l}, {r}) is not an original"
+        );
+    }
+    // One component: the right half loses most of its variation, the left keeps it.
+    let spread = |values: Vec<u8>| f64::from(values.iter().max().unwrap() - values.iter().min().unwrap());
+    let one = halves(&AvMnistOptions { pca_energy: Some(0.3), ..options() }, "one");
+    assert!(spread(one.iter().map(|h| h.1).collect()) > 150.0);
+    assert!(spread(one.iter().map(|h| h.2).collect()) < 40.0, "{one:?}");
+    let tone: Vec<i16> = (0..800).map(|t| ((t as f32 * 0.3).sin() * 6000.0) as i16).collect();
+    for entry in std::fs::read_dir(&fsdd).unwrap() {
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 8000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut writer = hound::WavWriter::create(entry.unwrap().path(), spec).unwrap();
+        tone.iter().for_each(|s| writer.write_sample(*s).unwrap());
+        writer.finalize().unwrap();
+    }
+    let degraded = AvMnistOptions {
+        noise_snr_db: Some((10.0, 10.0)),
+        ..options()
+    };
+    let summary = build_avmnist(&mnist, &fsdd, &dir.path().join("out"), &degraded).unwrap();
+    let manifest = Manifest::load(&summary.manifest).unwrap();
+    let clean: Vec<f64> = tone.iter().map(|s| f64::from(*s) / 32768.0).collect();
+    let mut files = std::collections::BTreeSet::new();
+    for record in &manifest.records {
+        let audio = record.audio.as_ref().unwrap();
+        assert!(files.insert(audio.clone()), "every sample has its own noisy recording");
+        assert_eq!(record.group.as_deref(), Some("snr +10 to +15 dB"));
+        let noisy: Vec<f64> = hound::WavReader::open(audio)
+            .unwrap()
+            .samples::<i16>()
+            .map(|s| f64::from(s.unwrap()) / 32768.0)
+            .collect();
+        let signal = clean.iter().map(|v| v * v).sum::<f64>();
+        let noise = noisy.iter().zip(&clean).map(|(a, b)| (a - b).powi(2)).sum::<f64>();
+        let snr = 10.0 * (signal / noise).log10();
+        assert!((snr - 10.0).abs() < 1.0, "{} at {snr:.2} dB", audio.display());
+    }
+    let again = build_avmnist(&mnist, &fsdd, &dir.path().join("again"), &degraded).unwrap();
+    assert_eq!(again.manifest_sha256, summary.manifest_sha256);
+    let bytes = |root: &str| std::fs::read(dir.path().join(root).join("audio/train_00000.wav")).unwrap();
+    assert_eq!(bytes("out"), bytes("again"), "noise is seeded");
+    let bad = AvMnistOptions { pca_energy: Some(1.5), ..options() };
+    assert!(build_avmnist(&mnist, &fsdd, &dir.path().join("bad"), &bad).is_err());
 }
