@@ -1,9 +1,17 @@
 //! The `fusion` command-line program.
 
+mod commands;
+mod plots;
+mod report;
+mod run;
+
+use std::path::{Path, PathBuf};
+
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use fusion_core::{DeviceChoice, cuda_available, cuda_device_count, tensor_fusion};
-use tch::{Kind, Tensor};
+use commands::Ui;
+use fusion_core::{DeviceChoice, cuda_available, cuda_device_count};
+use fusion_data::{Shard, Split};
 
 #[derive(Parser)]
 #[command(name = "fusion", version, about = "Multi-modal fusion: train, evaluate, explain")]
@@ -11,6 +19,12 @@ struct Cli {
     /// Where to run: cpu, cuda, cuda:N or auto.
     #[arg(long, global = true, default_value = "auto")]
     device: DeviceChoice,
+    /// Print nothing but errors (no progress bars).
+    #[arg(long, global = true)]
+    quiet: bool,
+    /// Print the result as one JSON value (no text, no progress bars).
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -18,11 +32,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Show the libtorch runtime this binary uses and whether CUDA is usable.
-    Info {
-        /// Print one JSON object instead of text.
-        #[arg(long)]
-        json: bool,
-    },
+    Info,
     /// Check every record of a manifest (JSONL or CSV): files exist, decode, within limits.
     /// Bad records are listed with the reason; the exit status is 0 unless the manifest
     /// itself cannot be read.
@@ -35,15 +45,109 @@ enum Command {
         /// Largest decoded image, in pixels.
         #[arg(long, default_value_t = fusion_data::Limits::default().image_pixels)]
         max_image_pixels: u64,
-        /// Print the report as JSON instead of text.
+    },
+    /// Extract a configuration's features into the feature cache (all records, or one
+    /// shard of them so that several processes or machines share the work).
+    Extract {
+        /// Run configuration (JSON).
         #[arg(long)]
-        json: bool,
+        config: PathBuf,
+        /// Only records whose index modulo n is i.
+        #[arg(long)]
+        shard: Option<Shard>,
+    },
+    /// Train the configuration's fusion model into a run folder (resumes when the folder
+    /// holds a checkpoint of the same configuration), then evaluate it on test.
+    Train {
+        /// Run configuration (JSON).
+        #[arg(long)]
+        config: PathBuf,
+        /// Run folder.
+        #[arg(long)]
+        run: PathBuf,
+        /// Override the configuration's epoch count (e.g. to continue a finished run).
+        #[arg(long)]
+        epochs: Option<usize>,
+    },
+    /// Evaluate a trained run on a split of its manifest (or of another manifest).
+    Eval(RunArgs),
+    /// Predict every usable record of a manifest: JSON lines with probabilities; records
+    /// that cannot be read are written as `{"id", "error"}` lines.
+    Predict {
+        /// Run folder.
+        #[arg(long)]
+        run: PathBuf,
+        /// Manifest (default: the run's).
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+        /// Output file (default: RUN/predictions.jsonl).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Per-modality Shapley values of a trained run, with a plot.
+    Explain(RunArgs),
+    /// Accuracy of a trained run with modalities missing and under growing noise, with plots.
+    Robustness(RunArgs),
+    /// Export a trained run as TorchScript.
+    Export {
+        /// Run folder.
+        #[arg(long)]
+        run: PathBuf,
+        /// Output file (default: RUN/model.pt).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Train several fusion methods (the configuration's `compare` list, or a default set)
+    /// and each modality alone with the same features and seed; one table and one plot.
+    Compare {
+        /// Run configuration (JSON).
+        #[arg(long)]
+        config: PathBuf,
+        /// Output folder (one run folder per method, report.md).
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Build datasets.
     #[command(subcommand)]
     Data(DataCommand),
-    /// Run the main job on the built-in dataset (for now: a fusion smoke run on the device).
-    Demo,
+    /// The main job on the built-in dataset: early, late and hybrid fusion against the
+    /// unimodal baselines on the committed AV-MNIST sample, then explanations and
+    /// robustness of the best method.
+    Demo {
+        /// The demo dataset folder (holds config.json and manifest.jsonl).
+        #[arg(long, default_value_os_t = default_demo_data())]
+        data: PathBuf,
+        /// Output folder.
+        #[arg(long, default_value = "runs/demo")]
+        out: PathBuf,
+    },
+}
+
+/// Arguments of the commands that read a trained run.
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Run folder.
+    #[arg(long)]
+    run: PathBuf,
+    /// Manifest (default: the run's).
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+    /// Split to use.
+    #[arg(long, default_value = "test", value_parser = parse_split)]
+    split: Split,
+}
+
+fn parse_split(text: &str) -> std::result::Result<Split, String> {
+    match text {
+        "train" => Ok(Split::Train),
+        "val" => Ok(Split::Val),
+        "test" => Ok(Split::Test),
+        other => Err(format!("unknown split `{other}` (train, val or test)")),
+    }
+}
+
+fn default_demo_data() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/demo")
 }
 
 #[derive(Subcommand)]
@@ -75,19 +179,50 @@ enum DataCommand {
         /// Hold these speakers out for test (comma-separated); default: FSDD's split.
         #[arg(long, value_delimiter = ',')]
         test_speakers: Option<Vec<String>>,
+        /// MultiBench's image degradation: keep this fraction of the variance (0.25).
+        #[arg(long)]
+        pca_energy: Option<f64>,
+        /// Mix white noise into the audio at an SNR drawn from LOW,HIGH dB.
+        #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+        noise_snr_db: Option<Vec<f64>>,
     },
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    let ui = Ui {
+        quiet: cli.quiet,
+        json: cli.json,
+    };
+    let device = || cli.device.resolve();
     match cli.command {
-        Command::Info { json } => info(cli.device, json),
+        Command::Info => info(cli.device, cli.json),
         Command::Validate {
             manifest,
             report,
             max_image_pixels,
-            json,
-        } => validate(&manifest, report.as_deref(), max_image_pixels, json),
+        } => validate(&manifest, report.as_deref(), max_image_pixels, ui),
+        Command::Extract { config, shard } => {
+            let config = run::RunConfig::load(&config)?;
+            config.validate()?;
+            let loaded = commands::load_data(&config, None, shard, ui)?;
+            ui.result(&serde_json::json!({
+                "usable": loaded.extraction.records.len(),
+                "cached": loaded.extraction.cached,
+                "computed": loaded.extraction.computed,
+                "skipped": loaded.extraction.problems,
+                "cache": config.cache_folder(),
+            }))
+        }
+        Command::Train { config, run, epochs } => commands::train(&config, &run, epochs, ui, device()?),
+        Command::Eval(a) => commands::eval(&a.run, a.manifest.as_deref(), a.split, ui, device()?),
+        Command::Predict { run, manifest, out } => {
+            commands::predict(&run, manifest.as_deref(), out.as_deref(), ui, device()?)
+        }
+        Command::Explain(a) => commands::explain(&a.run, a.manifest.as_deref(), a.split, ui, device()?),
+        Command::Robustness(a) => commands::robustness(&a.run, a.manifest.as_deref(), a.split, ui, device()?),
+        Command::Export { run, out } => commands::export(&run, out.as_deref(), ui, device()?),
+        Command::Compare { config, out } => commands::compare(&config, &out, ui, device()?).map(|_| ()),
         Command::Data(DataCommand::Avmnist {
             mnist,
             fsdd,
@@ -97,16 +232,25 @@ fn main() -> Result<()> {
             val,
             test,
             test_speakers,
+            pca_energy,
+            noise_snr_db,
         }) => {
+            let noise_snr_db = match noise_snr_db.as_deref() {
+                None => None,
+                Some(&[low, high]) if low <= high => Some((low, high)),
+                Some(other) => anyhow::bail!("--noise-snr-db: need LOW,HIGH with LOW ≤ HIGH, got {other:?}"),
+            };
             let options = fusion_data::AvMnistOptions {
                 seed,
                 train,
                 val,
                 test,
                 test_speakers,
+                pca_energy,
+                noise_snr_db,
             };
             let summary = fusion_data::build_avmnist(&mnist, &fsdd, &out, &options)?;
-            println!(
+            ui.say(format!(
                 "AV-MNIST: {} train, {} val, {} test samples; {} training and {} test recordings; {}",
                 summary.counts[0],
                 summary.counts[1],
@@ -114,20 +258,20 @@ fn main() -> Result<()> {
                 summary.recordings[0],
                 summary.recordings[1],
                 summary.manifest.display()
-            );
-            println!("manifest sha256 {}", summary.manifest_sha256);
-            Ok(())
+            ));
+            ui.say(format!("manifest sha256 {}", summary.manifest_sha256));
+            ui.result(&serde_json::json!({
+                "manifest": summary.manifest,
+                "counts": summary.counts,
+                "recordings": summary.recordings,
+                "manifest_sha256": summary.manifest_sha256,
+            }))
         }
-        Command::Demo => demo(cli.device),
+        Command::Demo { data, out } => demo(&data, &out, ui, device()?),
     }
 }
 
-fn validate(
-    path: &std::path::Path,
-    report_path: Option<&std::path::Path>,
-    max_image_pixels: u64,
-    json: bool,
-) -> Result<()> {
+fn validate(path: &Path, report_path: Option<&Path>, max_image_pixels: u64, ui: Ui) -> Result<()> {
     let manifest = fusion_data::Manifest::load(path)?;
     let limits = fusion_data::Limits {
         image_pixels: max_image_pixels,
@@ -139,25 +283,21 @@ fn validate(
             .write_json(out)
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
     }
-    if json {
-        println!("{}", serde_json::to_string(&report)?);
-        return Ok(());
-    }
     for line in &report.rejected_lines {
-        println!("rejected {}: {line}", path.display());
+        ui.say(format!("rejected {}: {line}", path.display()));
     }
     for problem in &report.problems {
         let modality = problem.modality.as_deref().unwrap_or("record");
-        println!("bad {} ({modality}): {}", problem.id, problem.reason);
+        ui.say(format!("bad {} ({modality}): {}", problem.id, problem.reason));
     }
-    println!(
+    ui.say(format!(
         "{} records checked: {} valid, {} with problems, {} unreadable lines",
         report.checked,
         report.valid.len(),
         report.checked - report.valid.len(),
         report.rejected_lines.len()
-    );
-    Ok(())
+    ));
+    ui.result(&report)
 }
 
 fn info(choice: DeviceChoice, json: bool) -> Result<()> {
@@ -179,16 +319,28 @@ fn info(choice: DeviceChoice, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn demo(choice: DeviceChoice) -> Result<()> {
-    let device = choice.resolve()?;
-    tch::manual_seed(0);
-    let image = Tensor::randn([8, 16], (Kind::Float, device));
-    let audio = Tensor::randn([8, 4], (Kind::Float, device));
-    let fused = tensor_fusion(&[&image, &audio])?;
-    println!(
-        "tensor fusion of image [8, 16] and audio [8, 4] on {device:?}: {:?}",
-        fused.size()
-    );
-    println!("The full demo (AV-MNIST: early, late and hybrid fusion vs unimodal baselines) is not built yet.");
+/// The main job: compare fusion methods on the built-in dataset, then explain and stress
+/// the best fused model.
+fn demo(data: &Path, out: &Path, ui: Ui, device: tch::Device) -> Result<()> {
+    let config = data.join("config.json");
+    if !config.exists() {
+        anyhow::bail!(
+            "{} not found: pass --data with the demo dataset folder (fixtures/demo in the repository)",
+            config.display()
+        );
+    }
+    let started = std::time::Instant::now();
+    let rows = commands::compare(&config, out, ui, device)?;
+    let fused = rows
+        .iter()
+        .filter(|r| !r.name.ends_with(" only"))
+        .max_by(|a, b| a.accuracy.total_cmp(&b.accuracy));
+    if let Some(best) = fused {
+        ui.say(format!("\nbest fusion method: {} ({:.4}); explaining it", best.name, best.accuracy));
+        commands::explain(&best.run, None, Split::Test, ui, device)?;
+        commands::robustness(&best.run, None, Split::Test, ui, device)?;
+        ui.say(format!("its report: {}", best.run.join("report.md").display()));
+    }
+    ui.say(format!("demo finished in {:.0} s", started.elapsed().as_secs_f64()));
     Ok(())
 }

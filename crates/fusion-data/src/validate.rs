@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{Manifest, Modality, Record};
 
@@ -34,7 +34,7 @@ impl Default for Limits {
 }
 
 /// One problem with one record.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Problem {
     /// The record's id.
     pub id: String,

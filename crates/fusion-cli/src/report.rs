@@ -1,0 +1,159 @@
+//! `report.md`: one page tying a run's configuration, curves, metrics, explanations and
+//! robustness together, rebuilt from the run folder's files after every command.
+
+use std::fmt::Write as _;
+
+use anyhow::{Context, Result};
+use fusion_core::EpochRecord;
+
+use crate::{
+    commands::{CompareRow, EvalRecord, ExplainRecord, Loaded, RobustnessRecord, Run},
+    run::RunConfig,
+};
+
+fn image(out: &mut String, run: &Run, stem: &str, alt: &str) {
+    if run.file(&format!("plots/{stem}.png")).exists() {
+        let _ = writeln!(out, "\n![{alt}](plots/{stem}.png) ([SVG](plots/{stem}.svg))\n");
+    }
+}
+
+fn optional<T: for<'de> serde::Deserialize<'de>>(run: &Run, name: &str) -> Option<T> {
+    run.file(name).exists().then(|| run.read_json(name).ok()).flatten()
+}
+
+fn epochs(run: &Run) -> Vec<EpochRecord> {
+    std::fs::read_to_string(run.folder.metrics())
+        .map(|text| text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+        .unwrap_or_default()
+}
+
+/// Writes the run's `report.md` from what its folder holds.
+pub fn write(run: &Run) -> Result<()> {
+    let config: RunConfig = run.config()?;
+    let mut out = format!("# Run report: {}\n\n", run.root().display());
+    let _ = writeln!(out, "Manifest: `{}`\n", config.manifest.display());
+    out += "## Model\n\n| modality | features | size | encoder |\n|---|---|---|---|\n";
+    for m in &config.modalities {
+        let _ = writeln!(
+            out,
+            "| {} | `{}` | {} | `{}` |",
+            m.name,
+            serde_json::to_string(&m.features)?,
+            m.features.dim(),
+            serde_json::to_string(&m.encoder)?
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nFusion: `{}`; hidden size {}, dropout {}.\n\nTraining: `{}`\n",
+        serde_json::to_string(&config.fusion)?,
+        config.hidden_dim,
+        config.dropout,
+        serde_json::to_string(&config.train)?
+    );
+    let records = epochs(run);
+    if !records.is_empty() {
+        out += "## Training\n\n| epoch | lr | train loss | val loss | val accuracy | seconds |\n|---|---|---|---|---|---|\n";
+        let cell = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.4}"));
+        for e in &records {
+            let _ = writeln!(
+                out,
+                "| {} | {:.2e} | {:.4} | {} | {} | {:.2} |",
+                e.epoch,
+                e.lr,
+                e.train_loss,
+                cell(e.val_loss),
+                cell(e.val_accuracy),
+                e.seconds
+            );
+        }
+        image(&mut out, run, "training", "training curves");
+    }
+    if let Some(eval) = optional::<EvalRecord>(run, "eval.json") {
+        let _ = writeln!(
+            out,
+            "## Evaluation on {}\n\nAccuracy **{:.4}**, ECE {:.4}, loss {:.4}, {} samples.\n",
+            eval.split, eval.metrics.accuracy, eval.metrics.ece, eval.loss, eval.metrics.count
+        );
+        if let Some(groups) = &eval.groups {
+            out += "| group | samples | accuracy |\n|---|---|---|\n";
+            for (name, m) in &groups.groups {
+                let _ = writeln!(out, "| {name} | {} | {:.4} |", m.count, m.accuracy);
+            }
+            let _ = writeln!(out, "\nLargest accuracy gap between groups: {:.4}.\n", groups.accuracy_gap);
+        }
+        image(&mut out, run, "confusion", "confusion matrix");
+        if !eval.skipped.is_empty() {
+            let _ = writeln!(out, "{} records were left out of this evaluation:\n", eval.skipped.len());
+            for p in eval.skipped.iter().take(20) {
+                let _ = writeln!(out, "- `{}` ({}): {}", p.id, p.modality.as_deref().unwrap_or("record"), p.reason);
+            }
+            out += "\n";
+        }
+    }
+    if let Some(explain) = optional::<ExplainRecord>(run, "explain.json") {
+        let s = &explain.shapley;
+        let _ = writeln!(
+            out,
+            "## Modality contributions ({})\n\nExact Shapley values of the true class's probability (absent modalities as the baseline).\n\n| modality | mean | mean abs |\n|---|---|---|",
+            explain.split
+        );
+        for (m, name) in s.modalities.iter().enumerate() {
+            let _ = writeln!(out, "| {name} | {:+.4} | {:.4} |", s.mean[m], s.mean_abs[m]);
+        }
+        image(&mut out, run, "contributions", "modality contributions");
+    }
+    if let Some(robust) = optional::<RobustnessRecord>(run, "robustness.json") {
+        let _ = writeln!(out, "## Robustness ({})\n\n| modalities present | accuracy |\n|---|---|", robust.split);
+        for s in &robust.subsets {
+            let _ = writeln!(out, "| {} | {:.4} |", s.modalities.join(" + "), s.accuracy);
+        }
+        image(&mut out, run, "missing_modalities", "accuracy with missing modalities");
+        image(&mut out, run, "noise", "accuracy under noise");
+    }
+    if run.file("model.pt").exists() {
+        out += "## Export\n\nTorchScript: `model.pt`, inputs in `model.pt.json`.\n";
+    }
+    let path = run.file("report.md");
+    std::fs::write(&path, out).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The comparison as a Markdown table.
+pub fn compare_table(rows: &[CompareRow]) -> String {
+    let mut out = "| method | accuracy | ECE | parameters | train s |\n|---|---|---|---|---|\n".to_string();
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {:.4} | {:.4} | {} | {:.1} |",
+            r.name, r.accuracy, r.ece, r.parameters, r.seconds
+        );
+    }
+    out
+}
+
+/// The comparison folder's `report.md`.
+pub fn write_compare(run: &Run, config: &RunConfig, rows: &[CompareRow], loaded: &Loaded) -> Result<()> {
+    let mut out = format!(
+        "# Fusion comparison: {}\n\nManifest `{}`: {} usable records, {} left out. Same features, encoders and seed ({}) for every method; accuracy of the best epoch's weights on the test split (val when there is none).\n\n",
+        run.root().display(),
+        loaded.manifest.path.display(),
+        loaded.extraction.records.len(),
+        loaded.extraction.problems.len() + loaded.manifest.rejected.len(),
+        config.train.seed
+    );
+    out += &compare_table(rows);
+    image(&mut out, run, "compare", "accuracy by method");
+    out += "\nRuns (each with its own report):\n\n";
+    for r in rows {
+        let name = r.run.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let _ = writeln!(out, "- {}: [{name}/report.md]({name}/report.md)", r.name);
+    }
+    if !loaded.extraction.problems.is_empty() {
+        out += "\nRecords left out:\n\n";
+        for p in &loaded.extraction.problems {
+            let _ = writeln!(out, "- `{}` ({}): {}", p.id, p.modality.as_deref().unwrap_or("record"), p.reason);
+        }
+    }
+    let path = run.file("report.md");
+    std::fs::write(&path, out).with_context(|| format!("cannot write {}", path.display()))
+}

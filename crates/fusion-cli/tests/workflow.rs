@@ -1,0 +1,253 @@
+//! The whole CLI on a small generated image + audio dataset with bad records and missing
+//! modalities: train → resume → eval → predict → explain → robustness → export, compare,
+//! and configuration errors that name the field.
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+fn fusion(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fusion"))
+        .args(args)
+        .env("FUSION_TEST", "1")
+        .output()
+        .unwrap()
+}
+
+fn ok(args: &[&str]) -> Output {
+    let out = fusion(args);
+    assert!(
+        out.status.success(),
+        "fusion {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Three classes. Class c: an 8×8 image bright in band c (plus noise), a tone at
+/// 400·(c+1) Hz. Every 7th record has no audio, every 11th no image; two records have a
+/// corrupt image and a missing recording.
+fn dataset(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir.join("files")).unwrap();
+    let mut state = 12345u64;
+    let mut noise = move || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 33) as f32 / (1u64 << 31) as f32
+    };
+    let mut lines = Vec::new();
+    for i in 0..90usize {
+        let class = i % 3;
+        let split = match i % 10 {
+            0..=6 => "train",
+            7 => "val",
+            _ => "test",
+        };
+        let pixels: Vec<u8> = (0..64)
+            .map(|p| {
+                let band = (p / 8) * 3 / 8;
+                let base = if band == class { 200.0 } else { 30.0 };
+                (base + 50.0 * noise()) as u8
+            })
+            .collect();
+        let image = format!("files/{i}.png");
+        image::GrayImage::from_raw(8, 8, pixels).unwrap().save(dir.join(&image)).unwrap();
+        let audio = format!("files/{i}.wav");
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 8000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut writer = hound::WavWriter::create(dir.join(&audio), spec).unwrap();
+        let hz = 400.0 * (class + 1) as f32;
+        for t in 0..2400 {
+            let value = (2.0 * std::f32::consts::PI * hz * t as f32 / 8000.0).sin() * 0.5 + 0.2 * (noise() - 0.5);
+            writer.write_sample((value * 20000.0) as i16).unwrap();
+        }
+        writer.finalize().unwrap();
+        let mut record = serde_json::json!({"id": format!("r{i}"), "label": format!("c{class}"), "split": split});
+        if i % 7 != 3 {
+            record["audio"] = audio.into();
+        }
+        if i % 11 != 4 {
+            record["image"] = image.into();
+        }
+        lines.push(record.to_string());
+    }
+    std::fs::write(dir.join("files/corrupt.png"), b"\x89PNG\r\n\x1a\nbroken").unwrap();
+    lines.push(r#"{"id": "corrupt", "label": "c0", "split": "train", "image": "files/corrupt.png"}"#.into());
+    lines.push(r#"{"id": "lost", "label": "c1", "split": "test", "audio": "files/lost.wav"}"#.into());
+    lines.push("{ not json".into());
+    let manifest = dir.join("manifest.jsonl");
+    std::fs::write(&manifest, lines.join("\n")).unwrap();
+    manifest
+}
+
+fn config(dir: &Path, fusion: &str, extra: &str) -> PathBuf {
+    let text = format!(
+        r#"{{
+  "manifest": "manifest.jsonl",
+  "cache": "cache",
+  "modalities": [
+    {{"name": "image", "features": {{"kind": "pixels", "size": 8}}, "encoder": {{"kind": "mlp", "hidden": [32]}}}},
+    {{"name": "audio", "features": {{"kind": "log_mel", "sample_rate": 8000, "n_mels": 16, "frames": 8}}, "encoder": {{"kind": "mlp", "hidden": [32]}}}}
+  ],
+  "hidden_dim": 32,
+  "fusion": {fusion},
+  "train": {{"epochs": 3, "batch_size": 16, "optimizer": {{"kind": "adam_w", "lr": 0.01}}, "seed": 1}}{extra}
+}}"#
+    );
+    let path = dir.join(format!("config{}.json", text.len()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn train_resume_eval_predict_explain_robustness_export() {
+    let dir = tempfile::tempdir().unwrap();
+    dataset(dir.path());
+    let config = config(dir.path(), r#"{"family": "hybrid", "early": {"method": "concat"}, "combiner": {"combiner": "mean"}}"#, "");
+    let run = dir.path().join("run");
+    let (c, r) = (config.to_str().unwrap(), run.to_str().unwrap());
+
+    let first = ok(&["train", "--config", c, "--run", r, "--device", "cpu"]);
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert!(stderr.contains("skipped record corrupt (image)"), "{stderr}");
+    assert!(stderr.contains("skipped record lost (audio)") && stderr.contains("lost.wav"), "{stderr}");
+    assert!(stderr.contains("line 93"), "the unreadable line is named: {stderr}");
+    assert!(stdout.contains("93 records: 90 usable, 3 skipped"), "{stdout}");
+    for file in ["run.json", "classes.json", "model.json", "metrics.jsonl", "best.safetensors", "eval.json", "report.md"] {
+        assert!(run.join(file).exists(), "{file} missing");
+    }
+    for plot in ["training", "confusion"] {
+        for ext in ["png", "svg"] {
+            let path = run.join(format!("plots/{plot}.{ext}"));
+            assert!(std::fs::metadata(&path).unwrap().len() > 1000, "{}", path.display());
+        }
+    }
+    assert_eq!(std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().count(), 3);
+
+    // A second run of the same configuration reads every feature from the cache, and with
+    // more epochs continues the first instead of starting over.
+    let resumed = json(&ok(&["train", "--config", c, "--run", r, "--epochs", "5", "--json", "--device", "cpu"]));
+    assert_eq!(resumed["resumed_from"], 3);
+    assert_eq!(resumed["epochs"].as_array().unwrap().len(), 5);
+    assert_eq!(resumed["skipped"].as_array().unwrap().len(), 2);
+    let extract = json(&ok(&["extract", "--config", c, "--json"]));
+    assert_eq!(extract["computed"], 0, "{extract}");
+    assert!(extract["cached"].as_u64().unwrap() > 150);
+
+    let eval = json(&ok(&["eval", "--run", r, "--json", "--device", "cpu"]));
+    assert_eq!(eval["split"], "test");
+    assert_eq!(eval["metrics"]["count"], 18);
+    let accuracy = eval["metrics"]["accuracy"].as_f64().unwrap();
+    assert!(accuracy > 0.9, "an easy task: {accuracy}");
+    assert_eq!(eval["classes"], serde_json::json!(["c0", "c1", "c2"]));
+
+    let predictions = dir.path().join("predictions.jsonl");
+    ok(&["predict", "--run", r, "--out", predictions.to_str().unwrap(), "--quiet", "--device", "cpu"]);
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&predictions)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 92, "90 predictions and 2 error lines");
+    let errors: Vec<&str> = lines.iter().filter(|l| l.get("error").is_some()).map(|l| l["id"].as_str().unwrap()).collect();
+    assert_eq!(errors, ["corrupt", "lost"]);
+    for line in lines.iter().filter(|l| l.get("prediction").is_some()) {
+        let total: f64 = line["probabilities"].as_object().unwrap().values().map(|p| p.as_f64().unwrap()).sum();
+        assert!((total - 1.0).abs() < 1e-4, "{line}");
+    }
+    let r3 = lines.iter().find(|l| l["id"] == "r3").unwrap();
+    assert_eq!(r3["missing"], serde_json::json!(["audio"]));
+    let right = lines.iter().filter(|l| l.get("prediction").is_some() && l["prediction"] == l["label"]).count();
+    assert!(right > 80, "{right} of 90 right");
+
+    let explain = json(&ok(&["explain", "--run", r, "--json", "--device", "cpu"]));
+    assert_eq!(explain["shapley"]["modalities"], serde_json::json!(["image", "audio"]));
+    assert!(explain["shapley"]["mean_abs"].as_array().unwrap().iter().all(|v| v.as_f64().unwrap() > 0.0));
+    let robust = json(&ok(&["robustness", "--run", r, "--json", "--device", "cpu"]));
+    assert_eq!(robust["subsets"].as_array().unwrap().len(), 3);
+    assert_eq!(robust["noise"].as_array().unwrap().len(), 2);
+    let exported = json(&ok(&["export", "--run", r, "--json", "--device", "cpu"]));
+    assert!(run.join("model.pt").exists());
+    assert_eq!(exported["signature"]["inputs"].as_array().unwrap().len(), 4);
+    for plot in ["contributions", "missing_modalities", "noise"] {
+        assert!(run.join(format!("plots/{plot}.png")).exists(), "{plot}");
+    }
+    let report = std::fs::read_to_string(run.join("report.md")).unwrap();
+    for section in ["## Training", "## Evaluation on test", "## Modality contributions", "## Robustness", "## Export"] {
+        assert!(report.contains(section), "{section} missing from report.md");
+    }
+}
+
+#[test]
+fn compare_trains_every_method_and_the_unimodal_baselines() {
+    let dir = tempfile::tempdir().unwrap();
+    dataset(dir.path());
+    let methods = r#",
+  "compare": [
+    {"name": "early: concat", "fusion": {"family": "early", "method": "concat"}},
+    {"name": "late: mean", "fusion": {"family": "late", "combiner": "mean"}}
+  ]"#;
+    let config = config(dir.path(), r#"{"family": "late", "combiner": "mean"}"#, methods);
+    let out = dir.path().join("compare");
+    let result = ok(&["compare", "--config", config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--device", "cpu"]);
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    for row in ["| image only |", "| audio only |", "| early: concat |", "| late: mean |"] {
+        assert!(stdout.contains(row), "{row} missing:\n{stdout}");
+    }
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
+    assert_eq!(rows.len(), 4);
+    assert!(out.join("plots/compare.png").exists() && out.join("report.md").exists());
+    // The unimodal runs only see records with their modality: 90 minus those without it.
+    let image_eval: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("00_image_only/eval.json")).unwrap()).unwrap();
+    let test_without_image = (0..90).filter(|i| i % 10 >= 8 && i % 11 == 4).count();
+    assert_eq!(image_eval["metrics"]["count"], 18 - test_without_image);
+}
+
+#[test]
+fn bad_configurations_name_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    dataset(dir.path());
+    let run = dir.path().join("run");
+    let cases = [
+        (config(dir.path(), r#"{"family": "early", "method": "magic"}"#, ""), "fusion"),
+        (config(dir.path(), r#"{"family": "early", "method": "attention", "heads": 5, "layers": 1}"#, ""), "fusion.heads"),
+    ];
+    for (config, field) in cases {
+        let out = fusion(&["train", "--config", config.to_str().unwrap(), "--run", run.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(stderr.contains(field), "{field}: {stderr}");
+    }
+    let text = std::fs::read_to_string(config(dir.path(), r#"{"family": "late", "combiner": "mean"}"#, "")).unwrap();
+    let misspelt = dir.path().join("misspelt.json");
+    std::fs::write(&misspelt, text.replace(r#""hidden_dim""#, r#""hiden_dim""#)).unwrap();
+    let out = fusion(&["train", "--config", misspelt.to_str().unwrap(), "--run", run.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `hiden_dim`"));
+    let video = dir.path().join("video.json");
+    let video_modality = r#"{"kind": "mlp", "hidden": [32]}},
+    {"name": "video", "features": {"kind": "video_frames", "frames": 2, "size": 4}}
+  ],"#;
+    let with_video = text.replace("{\"kind\": \"mlp\", \"hidden\": [32]}}\n  ],", video_modality);
+    assert_ne!(with_video, text);
+    std::fs::write(&video, with_video).unwrap();
+    let out = fusion(&["train", "--config", video.to_str().unwrap(), "--run", run.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("modalities[2].name") && stderr.contains("video"), "{stderr}");
+    let wrong_name = dir.path().join("wrong.json");
+    std::fs::write(&wrong_name, text.replace(r#""name": "audio""#, r#""name": "sound""#)).unwrap();
+    let out = fusion(&["train", "--config", wrong_name.to_str().unwrap(), "--run", run.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("modalities[1].name"));
+    assert!(!run.join("model.json").exists(), "nothing trained on a bad configuration");
+}
