@@ -100,10 +100,11 @@ pub fn load_data(config: &RunConfig, manifest: Option<&Path>, shard: Option<Shar
         ui.warn(format!("skipped record {}", describe(problem)));
     }
     ui.say(format!(
-        "{} records: {} usable, {} skipped; features {} from cache, {} computed",
+        "{} records: {} usable, {} skipped, {} unreadable manifest lines; features {} from cache, {} computed",
         total,
         extraction.records.len(),
-        extraction.problems.len() + manifest.rejected.len(),
+        extraction.problems.len(),
+        manifest.rejected.len(),
         extraction.cached,
         extraction.computed
     ));

@@ -107,14 +107,15 @@ pub fn bars(stem: &Path, title: &str, y_label: &str, labels: &[String], values: 
     let high = values.iter().copied().fold(0.0, f64::max);
     let pad = ((high - low) * 0.12).max(1e-3);
     let n = labels.len() as i32;
-    let width = (160 + 120 * n as u32).clamp(500, 1800);
+    // Segmented ranges include their end: 0..n-1 holds n segments.
+    let width = (160 + 150 * n as u32).clamp(500, 2000);
     render!(stem, (width, 500), |area| {
         let mut chart = ChartBuilder::on(&area)
             .caption(title, ("sans-serif", 24))
             .margin(15)
             .x_label_area_size(40)
             .y_label_area_size(60)
-            .build_cartesian_2d((0..n).into_segmented(), (low - if low < 0.0 { pad } else { 0.0 })..(high + pad))
+            .build_cartesian_2d((0..n - 1).into_segmented(), (low - if low < 0.0 { pad } else { 0.0 })..(high + pad))
             .map_err(plot_error)?;
         chart
             .configure_mesh()
@@ -175,7 +176,7 @@ pub fn confusion(stem: &Path, title: &str, classes: &[String], matrix: &[Vec<usi
             .margin(15)
             .x_label_area_size(45)
             .y_label_area_size(60)
-            .build_cartesian_2d((0..n).into_segmented(), (0..n).into_segmented())
+            .build_cartesian_2d((0..n - 1).into_segmented(), (0..n - 1).into_segmented())
             .map_err(plot_error)?;
         chart
             .configure_mesh()

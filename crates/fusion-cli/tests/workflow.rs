@@ -123,8 +123,8 @@ fn train_resume_eval_predict_explain_robustness_export() {
     assert!(stderr.contains("skipped record corrupt (image)"), "{stderr}");
     assert!(stderr.contains("skipped record lost (audio)") && stderr.contains("lost.wav"), "{stderr}");
     assert!(stderr.contains("line 93"), "the unreadable line is named: {stderr}");
-    assert!(stdout.contains("93 records: 90 usable, 3 skipped"), "{stdout}");
-    for file in ["run.json", "classes.json", "model.json", "metrics.jsonl", "best.safetensors", "eval.json", "report.md"] {
+    assert!(stdout.contains("92 records: 90 usable, 2 skipped, 1 unreadable manifest lines"), "{stdout}");
+    for file in ["run.json", "classes.json", "normalization.json", "model.json", "metrics.jsonl", "checkpoints/best.safetensors", "eval.json", "report.md"] {
         assert!(run.join(file).exists(), "{file} missing");
     }
     for plot in ["training", "confusion"] {
@@ -250,4 +250,27 @@ fn bad_configurations_name_the_field() {
     let out = fusion(&["train", "--config", wrong_name.to_str().unwrap(), "--run", run.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("modalities[1].name"));
     assert!(!run.join("model.json").exists(), "nothing trained on a bad configuration");
+}
+
+#[test]
+fn demo_fusion_beats_each_modality_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo");
+    let result = Command::new(env!("CARGO_BIN_EXE_fusion"))
+        .args(["demo", "--out", out.to_str().unwrap(), "--device", "cpu", "--quiet"])
+        .env("XDG_CACHE_HOME", dir.path().join("cache"))
+        .output()
+        .unwrap();
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
+    let accuracy = |name: &str| rows.iter().find(|r| r["name"] == name).unwrap()["accuracy"].as_f64().unwrap();
+    let best_alone = accuracy("image only").max(accuracy("audio only"));
+    for fused in ["early: concat", "hybrid: concat + learned"] {
+        assert!(accuracy(fused) > best_alone + 0.03, "{fused} {} vs {best_alone}", accuracy(fused));
+    }
+    let skipped: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(out.join("skipped.json")).unwrap()).unwrap();
+    let ids: Vec<&str> = skipped.iter().map(|p| p["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["broken_image", "lost_audio"]);
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("| hybrid: concat + learned |"));
 }
