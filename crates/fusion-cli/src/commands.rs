@@ -31,6 +31,10 @@ pub struct Ui {
     pub quiet: bool,
     /// One JSON value on stdout, no text, no bars.
     pub json: bool,
+    /// Print skipped records and bad lines (off when a command repeats a load).
+    pub warnings: bool,
+    /// Print a line per training epoch.
+    pub epochs: bool,
 }
 
 impl Ui {
@@ -43,7 +47,7 @@ impl Ui {
 
     /// A warning on stderr (not in quiet mode).
     pub fn warn(&self, text: impl std::fmt::Display) {
-        if !self.quiet {
+        if !self.quiet && self.warnings {
             eprintln!("{text}");
         }
     }
@@ -271,13 +275,14 @@ pub fn train_one(
                 bar.set_position(((epoch - 1) * steps + step) as u64);
                 bar.set_message(format!("epoch {epoch} loss {loss:.3}"));
             }
-            Progress::Epoch(record) => {
+            Progress::Epoch(record) if ui.epochs => {
                 let val = record
                     .val_accuracy
                     .map(|a| format!(", val accuracy {a:.4}"))
                     .unwrap_or_default();
                 bar.println(format!("epoch {:>3}: train loss {:.4}{val}", record.epoch, record.train_loss));
             }
+            Progress::Epoch(_) => {}
         },
     )?;
     bar.finish_and_clear();
@@ -662,6 +667,7 @@ pub fn compare(config_path: &Path, out: &Path, ui: Ui, device: Device) -> Result
         plan.push((method.name, config.clone(), method.fusion, loaded.extraction.clone()));
     }
     let mut rows = Vec::new();
+    let quiet_epochs = Ui { epochs: false, ..ui };
     for (i, (name, run_config, fusion, extraction)) in plan.iter().enumerate() {
         ui.say(format!("[{}/{}] {name}", i + 1, plan.len()));
         let slug: String = name
@@ -669,7 +675,7 @@ pub fn compare(config_path: &Path, out: &Path, ui: Ui, device: Device) -> Result
             .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
             .collect();
         let run = Run::new(out.join(format!("{i:02}_{}", slug.trim_matches('_'))));
-        let trained = train_one(run_config, fusion, extraction, &run, ui, device)?;
+        let trained = train_one(run_config, fusion, extraction, &run, quiet_epochs, device)?;
         report::write(&run)?;
         let eval = trained
             .eval

@@ -193,6 +193,8 @@ fn main() -> Result<()> {
     let ui = Ui {
         quiet: cli.quiet,
         json: cli.json,
+        warnings: true,
+        epochs: true,
     };
     let device = || cli.device.resolve();
     match cli.command {
@@ -337,8 +339,10 @@ fn demo(data: &Path, out: &Path, ui: Ui, device: tch::Device) -> Result<()> {
         .max_by(|a, b| a.accuracy.total_cmp(&b.accuracy));
     if let Some(best) = fused {
         ui.say(format!("\nbest fusion method: {} ({:.4}); explaining it", best.name, best.accuracy));
-        commands::explain(&best.run, None, Split::Test, ui, device)?;
-        commands::robustness(&best.run, None, Split::Test, ui, device)?;
+        // The same records again: their problems were listed above.
+        let again = Ui { warnings: false, ..ui };
+        commands::explain(&best.run, None, Split::Test, again, device)?;
+        commands::robustness(&best.run, None, Split::Test, again, device)?;
         ui.say(format!("its report: {}", best.run.join("report.md").display()));
     }
     ui.say(format!("demo finished in {:.0} s", started.elapsed().as_secs_f64()));
