@@ -157,13 +157,19 @@ impl Run {
     pub fn write_json(&self, name: &str, value: &impl Serialize) -> Result<()> {
         let path = self.file(name);
         std::fs::create_dir_all(self.root()).with_context(|| format!("cannot create {}", self.root().display()))?;
-        std::fs::write(&path, serde_json::to_string_pretty(value)?).with_context(|| format!("cannot write {}", path.display()))
+        std::fs::write(&path, serde_json::to_string_pretty(value)?)
+            .with_context(|| format!("cannot write {}", path.display()))
     }
     /// Reads a JSON file of the run.
     pub fn read_json<T: for<'de> Deserialize<'de>>(&self, name: &str) -> Result<T> {
         let path = self.file(name);
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {} (is {} a run folder?)", path.display(), self.root().display()))?;
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "cannot read {} (is {} a run folder?)",
+                path.display(),
+                self.root().display()
+            )
+        })?;
         serde_json::from_str(&text).with_context(|| format!("{} is damaged", path.display()))
     }
     /// The run's configuration.
@@ -234,10 +240,19 @@ pub fn train_one(
     let train_indices = extraction.split_indices(Split::Train);
     let classes = classes_of(train_indices.iter().map(|&i| extraction.records[i].label.as_str()));
     if classes.len() < 2 {
-        bail!("the training records have {} distinct label(s); need at least 2", classes.len());
+        bail!(
+            "the training records have {} distinct label(s); need at least 2",
+            classes.len()
+        );
     }
     let dims = config.dims();
-    let mut train_data = dataset(extraction, &extraction.split_indices(Split::Train), &classes, &dims, device)?;
+    let mut train_data = dataset(
+        extraction,
+        &extraction.split_indices(Split::Train),
+        &classes,
+        &dims,
+        device,
+    )?;
     let normalization = Normalization::fit(&train_data.data)?;
     normalization.apply(&mut train_data.data)?;
     let split = |s| -> Result<SplitData> {
@@ -271,7 +286,12 @@ pub fn train_one(
         val_data,
         &run.folder,
         &mut |progress| match progress {
-            Progress::Step { epoch, step, steps, loss } => {
+            Progress::Step {
+                epoch,
+                step,
+                steps,
+                loss,
+            } => {
                 bar.set_position(((epoch - 1) * steps + step) as u64);
                 bar.set_message(format!("epoch {epoch} loss {loss:.3}"));
             }
@@ -280,7 +300,10 @@ pub fn train_one(
                     .val_accuracy
                     .map(|a| format!(", val accuracy {a:.4}"))
                     .unwrap_or_default();
-                bar.println(format!("epoch {:>3}: train loss {:.4}{val}", record.epoch, record.train_loss));
+                bar.println(format!(
+                    "epoch {:>3}: train loss {:.4}{val}",
+                    record.epoch, record.train_loss
+                ));
             }
             Progress::Epoch(_) => {}
         },
@@ -360,7 +383,10 @@ fn say_eval(ui: Ui, eval: &EvalRecord) {
     ));
     if let Some(groups) = &eval.groups {
         for (name, metrics) in &groups.groups {
-            ui.say(format!("  group {name}: accuracy {:.4} ({} samples)", metrics.accuracy, metrics.count));
+            ui.say(format!(
+                "  group {name}: accuracy {:.4} ({} samples)",
+                metrics.accuracy, metrics.count
+            ));
         }
     }
 }
@@ -401,13 +427,23 @@ pub fn train(config_path: &Path, run_dir: &Path, epochs: Option<usize>, ui: Ui, 
 }
 
 /// The run's data for `split` from `manifest` (default: the run's).
-fn run_split(run: &Run, manifest: Option<&Path>, split: Split, ui: Ui, device: Device) -> Result<(SplitData, Vec<String>, Loaded)> {
+fn run_split(
+    run: &Run,
+    manifest: Option<&Path>,
+    split: Split,
+    ui: Ui,
+    device: Device,
+) -> Result<(SplitData, Vec<String>, Loaded)> {
     let config = run.config()?;
     let classes = run.classes()?;
     let loaded = load_data(&config, manifest, None, ui)?;
     let indices = loaded.extraction.split_indices(split);
     if indices.is_empty() {
-        bail!("{}: no usable `{}` records", loaded.manifest.path.display(), split_name(split));
+        bail!(
+            "{}: no usable `{}` records",
+            loaded.manifest.path.display(),
+            split_name(split)
+        );
     }
     let mut data = dataset(&loaded.extraction, &indices, &classes, &config.dims(), device)?;
     run.normalization()?.apply(&mut data.data)?;
@@ -473,7 +509,11 @@ pub fn predict(run_dir: &Path, manifest: Option<&Path>, out: Option<&Path>, ui: 
             id: &record.id,
             prediction: &classes[predicted],
             confidence: probabilities[predicted],
-            probabilities: classes.iter().map(String::as_str).zip(probabilities.iter().copied()).collect(),
+            probabilities: classes
+                .iter()
+                .map(String::as_str)
+                .zip(probabilities.iter().copied())
+                .collect(),
             label: &record.label,
             missing,
         };
@@ -554,11 +594,21 @@ pub fn robustness(run_dir: &Path, manifest: Option<&Path>, split: Split, ui: Ui,
     let subsets = missing_modality_accuracy(&model, &data.data, EVAL_BATCH)?;
     let noise = noise_robustness(&model, &data.data, EVAL_BATCH, &NOISE_LEVELS, 0)?;
     for subset in &subsets {
-        ui.say(format!("with {}: accuracy {:.4}", subset.modalities.join(" + "), subset.accuracy));
+        ui.say(format!(
+            "with {}: accuracy {:.4}",
+            subset.modalities.join(" + "),
+            subset.accuracy
+        ));
     }
     let labels: Vec<String> = subsets.iter().map(|s| s.modalities.join("+")).collect();
     let values: Vec<f64> = subsets.iter().map(|s| s.accuracy).collect();
-    plots::bars(&run.plot("missing_modalities")?, "Accuracy with only these modalities", "accuracy", &labels, &values)?;
+    plots::bars(
+        &run.plot("missing_modalities")?,
+        "Accuracy with only these modalities",
+        "accuracy",
+        &labels,
+        &values,
+    )?;
     let series: Vec<(String, Vec<(f64, f64)>)> = noise.iter().map(|c| (c.modality.clone(), c.points.clone())).collect();
     plots::lines(
         &run.plot("noise")?,
@@ -593,7 +643,12 @@ pub fn export(run_dir: &Path, out: Option<&Path>, ui: Ui, device: Device) -> Res
         "exported {} ({} inputs: {})",
         out.display(),
         signature.inputs.len(),
-        signature.inputs.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
+        signature
+            .inputs
+            .iter()
+            .map(|i| i.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     ));
     report::write(&run)?;
     ui.result(&serde_json::json!({"model": out, "signature": signature}))
@@ -661,7 +716,12 @@ pub fn compare(config_path: &Path, out: &Path, ui: Ui, device: Device) -> Result
             has[k - 1]
         });
         extraction.features[0].retain(Option::is_some);
-        plan.push((format!("{} only", spec.name), alone.clone(), alone.fusion.clone(), extraction));
+        plan.push((
+            format!("{} only", spec.name),
+            alone.clone(),
+            alone.fusion.clone(),
+            extraction,
+        ));
     }
     for method in methods {
         plan.push((method.name, config.clone(), method.fusion, loaded.extraction.clone()));
@@ -672,14 +732,23 @@ pub fn compare(config_path: &Path, out: &Path, ui: Ui, device: Device) -> Result
         ui.say(format!("[{}/{}] {name}", i + 1, plan.len()));
         let slug: String = name
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
             .collect();
         let run = Run::new(out.join(format!("{i:02}_{}", slug.trim_matches('_'))));
         let trained = train_one(run_config, fusion, extraction, &run, quiet_epochs, device)?;
         report::write(&run)?;
-        let eval = trained
-            .eval
-            .ok_or_else(|| anyhow!("{}: no test or val records to compare on", loaded.manifest.path.display()))?;
+        let eval = trained.eval.ok_or_else(|| {
+            anyhow!(
+                "{}: no test or val records to compare on",
+                loaded.manifest.path.display()
+            )
+        })?;
         rows.push(CompareRow {
             name: name.clone(),
             run: run.root().to_path_buf(),

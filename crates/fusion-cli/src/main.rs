@@ -338,7 +338,10 @@ fn demo(data: &Path, out: &Path, ui: Ui, device: tch::Device) -> Result<()> {
         .filter(|r| !r.name.ends_with(" only"))
         .max_by(|a, b| a.accuracy.total_cmp(&b.accuracy));
     if let Some(best) = fused {
-        ui.say(format!("\nbest fusion method: {} ({:.4}); explaining it", best.name, best.accuracy));
+        ui.say(format!(
+            "\nbest fusion method: {} ({:.4}); explaining it",
+            best.name, best.accuracy
+        ));
         // The same records again: their problems were listed above.
         let again = Ui { warnings: false, ..ui };
         commands::explain(&best.run, None, Split::Test, again, device)?;

@@ -46,7 +46,13 @@ fn plot_error<E: std::fmt::Debug>(e: E) -> anyhow::Error {
 }
 
 /// Lines `(x, y)` per named series.
-pub fn lines(stem: &Path, title: &str, x_label: &str, y_label: &str, series: &[(String, Vec<(f64, f64)>)]) -> Result<Vec<PathBuf>> {
+pub fn lines(
+    stem: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> Result<Vec<PathBuf>> {
     let points = series.iter().flat_map(|(_, p)| p.iter());
     let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
     for &(x, y) in points {
@@ -101,7 +107,12 @@ pub fn lines(stem: &Path, title: &str, x_label: &str, y_label: &str, series: &[(
 /// One labelled bar per value (negative values go below the axis).
 pub fn bars(stem: &Path, title: &str, y_label: &str, labels: &[String], values: &[f64]) -> Result<Vec<PathBuf>> {
     if labels.is_empty() || labels.len() != values.len() {
-        return Err(anyhow!("{}: {} labels for {} values", stem.display(), labels.len(), values.len()));
+        return Err(anyhow!(
+            "{}: {} labels for {} values",
+            stem.display(),
+            labels.len(),
+            values.len()
+        ));
     }
     let low = values.iter().copied().fold(0.0, f64::min);
     let high = values.iter().copied().fold(0.0, f64::max);
@@ -115,7 +126,10 @@ pub fn bars(stem: &Path, title: &str, y_label: &str, labels: &[String], values: 
             .margin(15)
             .x_label_area_size(40)
             .y_label_area_size(60)
-            .build_cartesian_2d((0..n - 1).into_segmented(), (low - if low < 0.0 { pad } else { 0.0 })..(high + pad))
+            .build_cartesian_2d(
+                (0..n - 1).into_segmented(),
+                (low - if low < 0.0 { pad } else { 0.0 })..(high + pad),
+            )
             .map_err(plot_error)?;
         chart
             .configure_mesh()
@@ -160,7 +174,11 @@ pub fn bars(stem: &Path, title: &str, y_label: &str, labels: &[String], values: 
 pub fn confusion(stem: &Path, title: &str, classes: &[String], matrix: &[Vec<usize>]) -> Result<Vec<PathBuf>> {
     let n = classes.len() as i32;
     if n == 0 || matrix.len() != classes.len() {
-        return Err(anyhow!("{}: confusion matrix of {} rows for {n} classes", stem.display(), matrix.len()));
+        return Err(anyhow!(
+            "{}: confusion matrix of {} rows for {n} classes",
+            stem.display(),
+            matrix.len()
+        ));
     }
     let side = (140 + 48 * n as u32).clamp(400, 1400);
     let name = |v: &SegmentValue<i32>, flip: bool| match v {
@@ -201,7 +219,10 @@ pub fn confusion(stem: &Path, title: &str, classes: &[String], matrix: &[Vec<usi
                 let c = c as i32;
                 chart
                     .draw_series([Rectangle::new(
-                        [(SegmentValue::Exact(c), SegmentValue::Exact(y)), (SegmentValue::Exact(c + 1), SegmentValue::Exact(y + 1))],
+                        [
+                            (SegmentValue::Exact(c), SegmentValue::Exact(y)),
+                            (SegmentValue::Exact(c + 1), SegmentValue::Exact(y + 1)),
+                        ],
                         shade.filled(),
                     )])
                     .map_err(plot_error)?;

@@ -80,13 +80,27 @@ pub fn write(run: &Run) -> Result<()> {
             for (name, m) in &groups.groups {
                 let _ = writeln!(out, "| {name} | {} | {:.4} |", m.count, m.accuracy);
             }
-            let _ = writeln!(out, "\nLargest accuracy gap between groups: {:.4}.\n", groups.accuracy_gap);
+            let _ = writeln!(
+                out,
+                "\nLargest accuracy gap between groups: {:.4}.\n",
+                groups.accuracy_gap
+            );
         }
         image(&mut out, run, "confusion", "confusion matrix");
         if !eval.skipped.is_empty() {
-            let _ = writeln!(out, "{} records were left out of this evaluation:\n", eval.skipped.len());
+            let _ = writeln!(
+                out,
+                "{} records were left out of this evaluation:\n",
+                eval.skipped.len()
+            );
             for p in eval.skipped.iter().take(20) {
-                let _ = writeln!(out, "- `{}` ({}): {}", p.id, p.modality.as_deref().unwrap_or("record"), p.reason);
+                let _ = writeln!(
+                    out,
+                    "- `{}` ({}): {}",
+                    p.id,
+                    p.modality.as_deref().unwrap_or("record"),
+                    p.reason
+                );
             }
             out += "\n";
         }
@@ -104,7 +118,11 @@ pub fn write(run: &Run) -> Result<()> {
         image(&mut out, run, "contributions", "modality contributions");
     }
     if let Some(robust) = optional::<RobustnessRecord>(run, "robustness.json") {
-        let _ = writeln!(out, "## Robustness ({})\n\n| modalities present | accuracy |\n|---|---|", robust.split);
+        let _ = writeln!(
+            out,
+            "## Robustness ({})\n\n| modalities present | accuracy |\n|---|---|",
+            robust.split
+        );
         for s in &robust.subsets {
             let _ = writeln!(out, "| {} | {:.4} |", s.modalities.join(" + "), s.accuracy);
         }
@@ -145,13 +163,23 @@ pub fn write_compare(run: &Run, config: &RunConfig, rows: &[CompareRow], loaded:
     image(&mut out, run, "compare", "accuracy by method");
     out += "\nRuns (each with its own report):\n\n";
     for r in rows {
-        let name = r.run.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let name = r
+            .run
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
         let _ = writeln!(out, "- {}: [{name}/report.md]({name}/report.md)", r.name);
     }
     if !loaded.extraction.problems.is_empty() {
         out += "\nRecords left out:\n\n";
         for p in &loaded.extraction.problems {
-            let _ = writeln!(out, "- `{}` ({}): {}", p.id, p.modality.as_deref().unwrap_or("record"), p.reason);
+            let _ = writeln!(
+                out,
+                "- `{}` ({}): {}",
+                p.id,
+                p.modality.as_deref().unwrap_or("record"),
+                p.reason
+            );
         }
     }
     let path = run.file("report.md");

@@ -122,8 +122,15 @@ impl RunConfig {
                 );
             }
         }
-        if !manifest.records.iter().any(|r| r.split.unwrap_or(Split::Train) == Split::Train) {
-            bail!("{}: no training records (split `train` or none)", manifest.path.display());
+        if !manifest
+            .records
+            .iter()
+            .any(|r| r.split.unwrap_or(Split::Train) == Split::Train)
+        {
+            bail!(
+                "{}: no training records (split `train` or none)",
+                manifest.path.display()
+            );
         }
         Ok(())
     }
@@ -274,10 +281,12 @@ pub fn dataset(
         features,
         present,
         labels: Tensor::from_slice(&labels).to_kind(Kind::Int64).to_device(device),
-        groups: groups
-            .iter()
-            .any(Option::is_some)
-            .then(|| groups.into_iter().map(|g| g.unwrap_or_else(|| "(none)".into())).collect()),
+        groups: groups.iter().any(Option::is_some).then(|| {
+            groups
+                .into_iter()
+                .map(|g| g.unwrap_or_else(|| "(none)".into()))
+                .collect()
+        }),
     };
     data.check()?;
     Ok(SplitData {
@@ -305,7 +314,9 @@ impl Normalization {
         let mut mean = Vec::new();
         let mut std = Vec::new();
         for (features, present) in data.features.iter().zip(&data.present) {
-            let rows = features.index_select(0, &present.nonzero().squeeze_dim(1)).to_kind(Kind::Float);
+            let rows = features
+                .index_select(0, &present.nonzero().squeeze_dim(1))
+                .to_kind(Kind::Float);
             if rows.size()[0] == 0 {
                 let dim = features.size()[1];
                 mean.push(vec![0.0; dim as usize]);
@@ -323,7 +334,11 @@ impl Normalization {
     /// Standardises `data` in place.
     pub fn apply(&self, data: &mut TensorDataset) -> Result<()> {
         if self.mean.len() != data.features.len() {
-            bail!("normalization.json has {} modalities, the data {}", self.mean.len(), data.features.len());
+            bail!(
+                "normalization.json has {} modalities, the data {}",
+                self.mean.len(),
+                data.features.len()
+            );
         }
         for (m, features) in data.features.iter_mut().enumerate() {
             let device = features.device();

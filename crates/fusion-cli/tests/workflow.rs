@@ -38,7 +38,9 @@ fn dataset(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(dir.join("files")).unwrap();
     let mut state = 12345u64;
     let mut noise = move || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (state >> 33) as f32 / (1u64 << 31) as f32
     };
     let mut lines = Vec::new();
@@ -57,7 +59,10 @@ fn dataset(dir: &Path) -> PathBuf {
             })
             .collect();
         let image = format!("files/{i}.png");
-        image::GrayImage::from_raw(8, 8, pixels).unwrap().save(dir.join(&image)).unwrap();
+        image::GrayImage::from_raw(8, 8, pixels)
+            .unwrap()
+            .save(dir.join(&image))
+            .unwrap();
         let audio = format!("files/{i}.wav");
         let spec = hound::WavSpec {
             channels: 1,
@@ -113,7 +118,11 @@ fn config(dir: &Path, fusion: &str, extra: &str) -> PathBuf {
 fn train_resume_eval_predict_explain_robustness_export() {
     let dir = tempfile::tempdir().unwrap();
     dataset(dir.path());
-    let config = config(dir.path(), r#"{"family": "hybrid", "early": {"method": "concat"}, "combiner": {"combiner": "mean"}}"#, "");
+    let config = config(
+        dir.path(),
+        r#"{"family": "hybrid", "early": {"method": "concat"}, "combiner": {"combiner": "mean"}}"#,
+        "",
+    );
     let run = dir.path().join("run");
     let (c, r) = (config.to_str().unwrap(), run.to_str().unwrap());
 
@@ -121,10 +130,25 @@ fn train_resume_eval_predict_explain_robustness_export() {
     let stderr = String::from_utf8_lossy(&first.stderr);
     let stdout = String::from_utf8_lossy(&first.stdout);
     assert!(stderr.contains("skipped record corrupt (image)"), "{stderr}");
-    assert!(stderr.contains("skipped record lost (audio)") && stderr.contains("lost.wav"), "{stderr}");
+    assert!(
+        stderr.contains("skipped record lost (audio)") && stderr.contains("lost.wav"),
+        "{stderr}"
+    );
     assert!(stderr.contains("line 93"), "the unreadable line is named: {stderr}");
-    assert!(stdout.contains("92 records: 90 usable, 2 skipped, 1 unreadable manifest lines"), "{stdout}");
-    for file in ["run.json", "classes.json", "normalization.json", "model.json", "metrics.jsonl", "checkpoints/best.safetensors", "eval.json", "report.md"] {
+    assert!(
+        stdout.contains("92 records: 90 usable, 2 skipped, 1 unreadable manifest lines"),
+        "{stdout}"
+    );
+    for file in [
+        "run.json",
+        "classes.json",
+        "normalization.json",
+        "model.json",
+        "metrics.jsonl",
+        "checkpoints/best.safetensors",
+        "eval.json",
+        "report.md",
+    ] {
         assert!(run.join(file).exists(), "{file} missing");
     }
     for plot in ["training", "confusion"] {
@@ -133,11 +157,19 @@ fn train_resume_eval_predict_explain_robustness_export() {
             assert!(std::fs::metadata(&path).unwrap().len() > 1000, "{}", path.display());
         }
     }
-    assert_eq!(std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().count(), 3);
+    assert_eq!(
+        std::fs::read_to_string(run.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        3
+    );
 
     // A second run of the same configuration reads every feature from the cache, and with
     // more epochs continues the first instead of starting over.
-    let resumed = json(&ok(&["train", "--config", c, "--run", r, "--epochs", "5", "--json", "--device", "cpu"]));
+    let resumed = json(&ok(&[
+        "train", "--config", c, "--run", r, "--epochs", "5", "--json", "--device", "cpu",
+    ]));
     assert_eq!(resumed["resumed_from"], 3);
     assert_eq!(resumed["epochs"].as_array().unwrap().len(), 5);
     assert_eq!(resumed["skipped"].as_array().unwrap().len(), 2);
@@ -153,27 +185,54 @@ fn train_resume_eval_predict_explain_robustness_export() {
     assert_eq!(eval["classes"], serde_json::json!(["c0", "c1", "c2"]));
 
     let predictions = dir.path().join("predictions.jsonl");
-    ok(&["predict", "--run", r, "--out", predictions.to_str().unwrap(), "--quiet", "--device", "cpu"]);
+    ok(&[
+        "predict",
+        "--run",
+        r,
+        "--out",
+        predictions.to_str().unwrap(),
+        "--quiet",
+        "--device",
+        "cpu",
+    ]);
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&predictions)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len(), 92, "90 predictions and 2 error lines");
-    let errors: Vec<&str> = lines.iter().filter(|l| l.get("error").is_some()).map(|l| l["id"].as_str().unwrap()).collect();
+    let errors: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.get("error").is_some())
+        .map(|l| l["id"].as_str().unwrap())
+        .collect();
     assert_eq!(errors, ["corrupt", "lost"]);
     for line in lines.iter().filter(|l| l.get("prediction").is_some()) {
-        let total: f64 = line["probabilities"].as_object().unwrap().values().map(|p| p.as_f64().unwrap()).sum();
+        let total: f64 = line["probabilities"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|p| p.as_f64().unwrap())
+            .sum();
         assert!((total - 1.0).abs() < 1e-4, "{line}");
     }
     let r3 = lines.iter().find(|l| l["id"] == "r3").unwrap();
     assert_eq!(r3["missing"], serde_json::json!(["audio"]));
-    let right = lines.iter().filter(|l| l.get("prediction").is_some() && l["prediction"] == l["label"]).count();
+    let right = lines
+        .iter()
+        .filter(|l| l.get("prediction").is_some() && l["prediction"] == l["label"])
+        .count();
     assert!(right > 80, "{right} of 90 right");
 
     let explain = json(&ok(&["explain", "--run", r, "--json", "--device", "cpu"]));
     assert_eq!(explain["shapley"]["modalities"], serde_json::json!(["image", "audio"]));
-    assert!(explain["shapley"]["mean_abs"].as_array().unwrap().iter().all(|v| v.as_f64().unwrap() > 0.0));
+    assert!(
+        explain["shapley"]["mean_abs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v.as_f64().unwrap() > 0.0)
+    );
     let robust = json(&ok(&["robustness", "--run", r, "--json", "--device", "cpu"]));
     assert_eq!(robust["subsets"].as_array().unwrap().len(), 3);
     assert_eq!(robust["noise"].as_array().unwrap().len(), 2);
@@ -184,7 +243,13 @@ fn train_resume_eval_predict_explain_robustness_export() {
         assert!(run.join(format!("plots/{plot}.png")).exists(), "{plot}");
     }
     let report = std::fs::read_to_string(run.join("report.md")).unwrap();
-    for section in ["## Training", "## Evaluation on test", "## Modality contributions", "## Robustness", "## Export"] {
+    for section in [
+        "## Training",
+        "## Evaluation on test",
+        "## Modality contributions",
+        "## Robustness",
+        "## Export",
+    ] {
         assert!(report.contains(section), "{section} missing from report.md");
     }
 }
@@ -200,12 +265,26 @@ fn compare_trains_every_method_and_the_unimodal_baselines() {
   ]"#;
     let config = config(dir.path(), r#"{"family": "late", "combiner": "mean"}"#, methods);
     let out = dir.path().join("compare");
-    let result = ok(&["compare", "--config", config.to_str().unwrap(), "--out", out.to_str().unwrap(), "--device", "cpu"]);
+    let result = ok(&[
+        "compare",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
     let stdout = String::from_utf8_lossy(&result.stdout);
-    for row in ["| image only |", "| audio only |", "| early: concat |", "| late: mean |"] {
+    for row in [
+        "| image only |",
+        "| audio only |",
+        "| early: concat |",
+        "| late: mean |",
+    ] {
         assert!(stdout.contains(row), "{row} missing:\n{stdout}");
     }
-    let rows: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
     assert_eq!(rows.len(), 4);
     assert!(out.join("plots/compare.png").exists() && out.join("report.md").exists());
     // The unimodal runs only see records with their modality: 90 minus those without it.
@@ -221,11 +300,27 @@ fn bad_configurations_name_the_field() {
     dataset(dir.path());
     let run = dir.path().join("run");
     let cases = [
-        (config(dir.path(), r#"{"family": "early", "method": "magic"}"#, ""), "fusion"),
-        (config(dir.path(), r#"{"family": "early", "method": "attention", "heads": 5, "layers": 1}"#, ""), "fusion.heads"),
+        (
+            config(dir.path(), r#"{"family": "early", "method": "magic"}"#, ""),
+            "fusion",
+        ),
+        (
+            config(
+                dir.path(),
+                r#"{"family": "early", "method": "attention", "heads": 5, "layers": 1}"#,
+                "",
+            ),
+            "fusion.heads",
+        ),
     ];
     for (config, field) in cases {
-        let out = fusion(&["train", "--config", config.to_str().unwrap(), "--run", run.to_str().unwrap()]);
+        let out = fusion(&[
+            "train",
+            "--config",
+            config.to_str().unwrap(),
+            "--run",
+            run.to_str().unwrap(),
+        ]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success());
         assert!(stderr.contains(field), "{field}: {stderr}");
@@ -233,7 +328,13 @@ fn bad_configurations_name_the_field() {
     let text = std::fs::read_to_string(config(dir.path(), r#"{"family": "late", "combiner": "mean"}"#, "")).unwrap();
     let misspelt = dir.path().join("misspelt.json");
     std::fs::write(&misspelt, text.replace(r#""hidden_dim""#, r#""hiden_dim""#)).unwrap();
-    let out = fusion(&["train", "--config", misspelt.to_str().unwrap(), "--run", run.to_str().unwrap()]);
+    let out = fusion(&[
+        "train",
+        "--config",
+        misspelt.to_str().unwrap(),
+        "--run",
+        run.to_str().unwrap(),
+    ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `hiden_dim`"));
     let video = dir.path().join("video.json");
     let video_modality = r#"{"kind": "mlp", "hidden": [32]}},
@@ -242,14 +343,32 @@ fn bad_configurations_name_the_field() {
     let with_video = text.replace("{\"kind\": \"mlp\", \"hidden\": [32]}}\n  ],", video_modality);
     assert_ne!(with_video, text);
     std::fs::write(&video, with_video).unwrap();
-    let out = fusion(&["train", "--config", video.to_str().unwrap(), "--run", run.to_str().unwrap()]);
+    let out = fusion(&[
+        "train",
+        "--config",
+        video.to_str().unwrap(),
+        "--run",
+        run.to_str().unwrap(),
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("modalities[2].name") && stderr.contains("video"), "{stderr}");
+    assert!(
+        stderr.contains("modalities[2].name") && stderr.contains("video"),
+        "{stderr}"
+    );
     let wrong_name = dir.path().join("wrong.json");
     std::fs::write(&wrong_name, text.replace(r#""name": "audio""#, r#""name": "sound""#)).unwrap();
-    let out = fusion(&["train", "--config", wrong_name.to_str().unwrap(), "--run", run.to_str().unwrap()]);
+    let out = fusion(&[
+        "train",
+        "--config",
+        wrong_name.to_str().unwrap(),
+        "--run",
+        run.to_str().unwrap(),
+    ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("modalities[1].name"));
-    assert!(!run.join("model.json").exists(), "nothing trained on a bad configuration");
+    assert!(
+        !run.join("model.json").exists(),
+        "nothing trained on a bad configuration"
+    );
 }
 
 #[test]
@@ -262,13 +381,23 @@ fn demo_fusion_beats_each_modality_alone() {
         .output()
         .unwrap();
     assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
-    let rows: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
-    let accuracy = |name: &str| rows.iter().find(|r| r["name"] == name).unwrap()["accuracy"].as_f64().unwrap();
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
+    let accuracy = |name: &str| {
+        rows.iter().find(|r| r["name"] == name).unwrap()["accuracy"]
+            .as_f64()
+            .unwrap()
+    };
     let best_alone = accuracy("image only").max(accuracy("audio only"));
     for fused in ["early: concat", "hybrid: concat + learned"] {
-        assert!(accuracy(fused) > best_alone + 0.03, "{fused} {} vs {best_alone}", accuracy(fused));
+        assert!(
+            accuracy(fused) > best_alone + 0.03,
+            "{fused} {} vs {best_alone}",
+            accuracy(fused)
+        );
     }
-    let skipped: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(out.join("skipped.json")).unwrap()).unwrap();
+    let skipped: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(out.join("skipped.json")).unwrap()).unwrap();
     let ids: Vec<&str> = skipped.iter().map(|p| p["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["broken_image", "lost_audio"]);
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();

@@ -297,7 +297,11 @@ pub fn build_avmnist(mnist: &Path, fsdd: &Path, out: &Path, options: &AvMnistOpt
         let mut pixels = pixels_of(images, index).to_vec();
         if let Some((pca, keep)) = &pca {
             let row: Vec<f64> = pixels.iter().map(|&p| f64::from(p)).collect();
-            pixels = pca.reconstruct(&row, *keep).iter().map(|v| v.round().clamp(0.0, 255.0) as u8).collect();
+            pixels = pca
+                .reconstruct(&row, *keep)
+                .iter()
+                .map(|v| v.round().clamp(0.0, 255.0) as u8)
+                .collect();
         }
         let picture = image::GrayImage::from_raw(28, 28, pixels).ok_or_else(|| bad("image size".into()))?;
         picture.save(&image_path).map_err(|e| Error::Dataset {

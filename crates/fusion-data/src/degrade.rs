@@ -61,7 +61,11 @@ impl Pca {
         let block = max_components.min(dim);
         let mut rng = SplitMix64(seed);
         let mut basis: Vec<Vec<f64>> = (0..block)
-            .map(|_| (0..dim).map(|_| rng.next_u64() as f64 / u64::MAX as f64 - 0.5).collect())
+            .map(|_| {
+                (0..dim)
+                    .map(|_| rng.next_u64() as f64 / u64::MAX as f64 - 0.5)
+                    .collect()
+            })
             .collect();
         orthonormalise(&mut basis);
         for _ in 0..40 {
@@ -159,7 +163,10 @@ fn orthonormalise(vectors: &mut [Vec<f64>]) {
 fn jacobi_eigen(a: &mut [f64], n: usize) -> (Vec<f64>, Vec<f64>) {
     let mut v: Vec<f64> = (0..n * n).map(|i| f64::from(u8::from(i / n == i % n))).collect();
     for _ in 0..100 {
-        let off: f64 = (0..n).flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j))).map(|(i, j)| a[i * n + j].powi(2)).sum();
+        let off: f64 = (0..n)
+            .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
+            .map(|(i, j)| a[i * n + j].powi(2))
+            .sum();
         if off < 1e-22 {
             break;
         }
@@ -232,7 +239,11 @@ mod tests {
             })
             .collect();
         let pca = Pca::fit(&rows, 3, 0);
-        assert!((pca.variances[0] / pca.total_variance - 0.9).abs() < 0.02, "{:?}", pca.variances);
+        assert!(
+            (pca.variances[0] / pca.total_variance - 0.9).abs() < 0.02,
+            "{:?}",
+            pca.variances
+        );
         assert!((pca.components[0][0].abs() - std::f64::consts::FRAC_1_SQRT_2).abs() < 0.01);
         assert!(pca.variances[2].abs() < 1e-9);
         assert_eq!(pca.components_for(0.5), Some(1));

@@ -108,7 +108,10 @@ impl FeatureConfig {
         let bad = |name: &str, why: String| Err(Error::Config(format!("{field}.{name}: {why}")));
         let dim = self.dim();
         if dim == 0 || dim > MAX_FEATURE_DIM {
-            return bad("kind", format!("{dim} features per sample; allowed 1..={MAX_FEATURE_DIM}"));
+            return bad(
+                "kind",
+                format!("{dim} features per sample; allowed 1..={MAX_FEATURE_DIM}"),
+            );
         }
         if let Self::LogMel {
             sample_rate,
@@ -159,7 +162,11 @@ impl FeatureConfig {
                     pixel_budget: fusion_image::DEFAULT_PIXEL_BUDGET,
                 };
                 if u64::from(decoded.width()) * u64::from(decoded.height()) > pipeline.pixel_budget {
-                    return Err(format!("{}×{} pixels is over the budget", decoded.width(), decoded.height()));
+                    return Err(format!(
+                        "{}×{} pixels is over the budget",
+                        decoded.width(),
+                        decoded.height()
+                    ));
                 }
                 Ok(pipeline.apply(&decoded, 0).map_err(|e| e.to_string())?.data)
             }
@@ -170,7 +177,9 @@ impl FeatureConfig {
                 n_fft,
                 hop_length,
             } => {
-                let clip = fusion_audio::read_wav_bytes(bytes, path).map_err(|e| e.to_string())?.to_mono();
+                let clip = fusion_audio::read_wav_bytes(bytes, path)
+                    .map_err(|e| e.to_string())?
+                    .to_mono();
                 let samples = if clip.sample_rate == *sample_rate {
                     clip.samples
                 } else {
@@ -192,7 +201,11 @@ impl FeatureConfig {
                 let log_mel = extractor.log_mel(&samples, &db).map_err(|e| e.to_string())?;
                 let peak = log_mel.data.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 let fixed = fusion_audio::fixed_width(&log_mel, *frames);
-                Ok(fixed.data.iter().map(|v| ((v - peak + 80.0) / 80.0).clamp(0.0, 1.0)).collect())
+                Ok(fixed
+                    .data
+                    .iter()
+                    .map(|v| ((v - peak + 80.0) / 80.0).clamp(0.0, 1.0))
+                    .collect())
             }
             Self::HashedWords { dim } => {
                 let text = std::str::from_utf8(bytes).map_err(|e| format!("text is not UTF-8: {e}"))?;
@@ -204,8 +217,9 @@ impl FeatureConfig {
                     height: *size,
                     fit: fusion_video::Fit::Stretch,
                 };
-                let decoded = fusion_video::read_frames(path, fusion_video::Sampling::Uniform(*frames), Some(frame_size))
-                    .map_err(|e| e.to_string())?;
+                let decoded =
+                    fusion_video::read_frames(path, fusion_video::Sampling::Uniform(*frames), Some(frame_size))
+                        .map_err(|e| e.to_string())?;
                 if decoded.timestamps.is_empty() {
                     return Err("no frame could be decoded".into());
                 }
@@ -237,8 +251,9 @@ fn hashed_words(text: &str, dim: usize) -> std::result::Result<Vec<f32>, String>
         return Err("the text has no words".into());
     }
     let fnv = |s: &str| {
-        s.bytes()
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+        s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        })
     };
     let mut out = vec![0f32; dim];
     for word in &words {
@@ -279,9 +294,17 @@ impl std::str::FromStr for Shard {
 
     /// Parses `i/n`.
     fn from_str(text: &str) -> std::result::Result<Self, String> {
-        let (i, n) = text.split_once('/').ok_or_else(|| format!("shard `{text}` is not i/n"))?;
-        let index = i.trim().parse().map_err(|_| format!("shard index `{i}` is not a number"))?;
-        let count = n.trim().parse().map_err(|_| format!("shard count `{n}` is not a number"))?;
+        let (i, n) = text
+            .split_once('/')
+            .ok_or_else(|| format!("shard `{text}` is not i/n"))?;
+        let index = i
+            .trim()
+            .parse()
+            .map_err(|_| format!("shard index `{i}` is not a number"))?;
+        let count = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("shard count `{n}` is not a number"))?;
         if count == 0 || index >= count {
             return Err(format!("shard {index}/{count}: need 0 ≤ i < n"));
         }
@@ -317,13 +340,19 @@ impl Extraction {
     }
 }
 
+/// A source's bytes and the path that names it, or the path and why it cannot be read.
+type Source = std::result::Result<(Vec<u8>, PathBuf), (PathBuf, String)>;
+
 /// Where a record's modality comes from: its bytes (file content or inline text) and the
-/// path that names it.
-fn source(record: &Record, modality: Modality) -> Option<std::result::Result<(Vec<u8>, PathBuf), (PathBuf, String)>> {
+/// path that names it; `None` when the record lacks the modality.
+fn source(record: &Record, modality: Modality) -> Option<Source> {
     let path = match modality {
         Modality::Text => {
             if let Some(text) = &record.text {
-                return Some(Ok((text.as_bytes().to_vec(), PathBuf::from(format!("{}:text", record.id)))));
+                return Some(Ok((
+                    text.as_bytes().to_vec(),
+                    PathBuf::from(format!("{}:text", record.id)),
+                )));
             }
             record.text_path.as_ref()?
         }
@@ -377,7 +406,11 @@ impl FeatureCache {
             let tensors = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| broken(format!("{e:?}")))?;
             for (key, view) in tensors.tensors() {
                 if view.dtype() != safetensors::Dtype::F32 || view.shape() != [dim] {
-                    return Err(broken(format!("{key}: {:?} {:?}, expected F32 [{dim}]", view.dtype(), view.shape())));
+                    return Err(broken(format!(
+                        "{key}: {:?} {:?}, expected F32 [{dim}]",
+                        view.dtype(),
+                        view.shape()
+                    )));
                 }
                 let values = view
                     .data()
@@ -425,7 +458,11 @@ impl FeatureCache {
         let keys: String = vectors.keys().map(String::as_str).collect();
         let name = format!("{}.safetensors", &hex(&Sha256::digest(keys.as_bytes()))[..24]);
         let target = folder.join(name);
-        let partial = folder.join(format!(".{}.{}.partial", std::process::id(), target.display().to_string().len()));
+        let partial = folder.join(format!(
+            ".{}.{}.partial",
+            std::process::id(),
+            target.display().to_string().len()
+        ));
         safetensors::serialize_to_file(views, &None, &partial).map_err(|e| Error::Cache {
             path: partial.clone(),
             reason: format!("{e:?}"),
@@ -556,8 +593,11 @@ mod tests {
 
     #[test]
     fn sizes_are_checked_naming_the_field() {
-        let huge = FeatureConfig::Pixels { size: 100_000, grey: true };
-        let error = huge.validate("modalities[0].features").unwrap_err().to_string();
+        let huge = FeatureConfig::Pixels {
+            size: 100_000,
+            grey: true,
+        };
+        let error = huge.validate("modalities[0].features").expect_err("too large").to_string();
         assert!(error.contains("modalities[0].features"), "{error}");
         let bad_rate = FeatureConfig::LogMel {
             sample_rate: 0,

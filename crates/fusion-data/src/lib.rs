@@ -25,8 +25,6 @@ mod validate;
 pub use avmnist::{AvMnistOptions, AvMnistSummary, build_avmnist};
 pub use degrade::{Pca, add_noise};
 pub use error::{Error, Result};
-pub use features::{
-    Extraction, FeatureCache, FeatureConfig, FeatureSpec, MAX_FEATURE_DIM, Shard, extract,
-};
+pub use features::{Extraction, FeatureCache, FeatureConfig, FeatureSpec, MAX_FEATURE_DIM, Shard, extract};
 pub use manifest::{Manifest, Modality, Record, RejectedLine, Split};
 pub use validate::{Limits, Problem, ValidationReport, validate};

@@ -164,21 +164,39 @@ fn pca_degradation_keeps_the_leading_components_and_noise_has_the_asked_snr() {
             .filter(|r| r.split != Some(Split::Test))
             .map(|r| {
                 let picture = image::open(r.image.as_ref().unwrap()).unwrap().to_luma8();
-                (r.label.parse().unwrap(), picture.get_pixel(3, 3).0[0], picture.get_pixel(20, 3).0[0])
+                (
+                    r.label.parse().unwrap(),
+                    picture.get_pixel(3, 3).0[0],
+                    picture.get_pixel(20, 3).0[0],
+                )
             })
             .collect()
     };
     // Keeping (nearly) all the energy gives the images back; the data has rank 2.
-    for (label, l, r) in halves(&AvMnistOptions { pca_energy: Some(0.999), ..options() }, "all") {
+    for (label, l, r) in halves(
+        &AvMnistOptions {
+            pca_energy: Some(0.999),
+            ..options()
+        },
+        "all",
+    ) {
         let originals: Vec<u32> = (0..30).filter(|i| i % 10 == label).collect();
         assert!(
-            originals.iter().any(|&i| l.abs_diff(left(i)) <= 1 && r.abs_diff(right(i)) <= 1),
+            originals
+                .iter()
+                .any(|&i| l.abs_diff(left(i)) <= 1 && r.abs_diff(right(i)) <= 1),
             "digit {label}: ({l}, {r}) is not an original"
         );
     }
     // One component: the right half loses most of its variation, the left keeps it.
     let spread = |values: Vec<u8>| f64::from(values.iter().max().unwrap() - values.iter().min().unwrap());
-    let one = halves(&AvMnistOptions { pca_energy: Some(0.3), ..options() }, "one");
+    let one = halves(
+        &AvMnistOptions {
+            pca_energy: Some(0.3),
+            ..options()
+        },
+        "one",
+    );
     assert!(spread(one.iter().map(|h| h.1).collect()) > 150.0);
     assert!(spread(one.iter().map(|h| h.2).collect()) < 40.0, "{one:?}");
     let tone: Vec<i16> = (0..800).map(|t| ((t as f32 * 0.3).sin() * 6000.0) as i16).collect();
@@ -219,6 +237,9 @@ fn pca_degradation_keeps_the_leading_components_and_noise_has_the_asked_snr() {
     assert_eq!(again.manifest_sha256, summary.manifest_sha256);
     let bytes = |root: &str| std::fs::read(dir.path().join(root).join("audio/train_00000.wav")).unwrap();
     assert_eq!(bytes("out"), bytes("again"), "noise is seeded");
-    let bad = AvMnistOptions { pca_energy: Some(1.5), ..options() };
+    let bad = AvMnistOptions {
+        pca_energy: Some(1.5),
+        ..options()
+    };
     assert!(build_avmnist(&mnist, &fsdd, &dir.path().join("bad"), &bad).is_err());
 }

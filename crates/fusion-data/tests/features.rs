@@ -41,7 +41,10 @@ fn specs() -> Vec<FeatureSpec> {
 fn manifest(dir: &Path) -> PathBuf {
     let f = |p: &str| fixtures().join(p).display().to_string();
     // A 2×2 grey image with known values.
-    image::GrayImage::from_raw(2, 2, vec![0, 51, 102, 255]).unwrap().save(dir.join("square.png")).unwrap();
+    image::GrayImage::from_raw(2, 2, vec![0, 51, 102, 255])
+        .unwrap()
+        .save(dir.join("square.png"))
+        .unwrap();
     std::fs::write(dir.join("corrupt.png"), b"\x89PNG\r\n\x1a\nnope").unwrap();
     let rows = [
         "id,label,split,image,audio,video,text".to_string(),
@@ -73,9 +76,14 @@ fn features_have_the_configured_values_and_bad_records_are_listed() {
         .iter()
         .map(|p| (p.id.as_str(), p.modality.as_deref().unwrap()))
         .collect();
-    assert_eq!(problems, [("corrupt", "image"), ("missing", "image"), ("empty_text", "text")]);
+    assert_eq!(
+        problems,
+        [("corrupt", "image"), ("missing", "image"), ("empty_text", "text")]
+    );
     assert!(extraction.problems[1].path.as_ref().unwrap().ends_with("gone.png"));
-    let [image, audio, text, video] = &extraction.features[..] else { panic!() };
+    let [image, audio, text, video] = &extraction.features[..] else {
+        panic!()
+    };
     let pixels = image[0].as_ref().unwrap();
     for (got, want) in pixels.iter().zip([0.0, 0.2, 0.4, 1.0]) {
         assert!((got - want).abs() < 1e-6, "pixels / 255 at their own size: {pixels:?}");
@@ -84,11 +92,19 @@ fn features_have_the_configured_values_and_bad_records_are_listed() {
     let mel = audio[0].as_ref().unwrap();
     assert_eq!(mel.len(), 8 * 5);
     assert!(mel.iter().all(|v| (0.0..=1.0).contains(v)));
-    assert_eq!(mel.iter().copied().fold(0.0, f32::max), 1.0, "the clip's peak maps to 1");
+    assert_eq!(
+        mel.iter().copied().fold(0.0, f32::max),
+        1.0,
+        "the clip's peak maps to 1"
+    );
     assert_ne!(audio[0], audio[2]);
     let words = text[0].as_ref().unwrap();
     assert!((words.iter().map(|v| v * v).sum::<f32>() - 1.0).abs() < 1e-6);
-    assert_eq!(words.iter().filter(|v| **v > 0.0).count(), 5, "3 words and 2 bigrams in distinct buckets");
+    assert_eq!(
+        words.iter().filter(|v| **v > 0.0).count(),
+        5,
+        "3 words and 2 bigrams in distinct buckets"
+    );
     let frames = video[0].as_ref().unwrap();
     assert_eq!(frames.len(), 2 * 16);
     assert_eq!(extraction.split_indices(fusion_data::Split::Test), [2]);
@@ -102,9 +118,23 @@ fn the_cache_is_reused_across_runs_renames_and_shards() {
     let fresh = extract(&manifest, &specs(), None, None, &|_| {}).unwrap();
     // Two shards fill the cache between them (as two processes or machines would): records
     // 0, 2, 4 then 1, 3, 5. The square image of record 1 was stored by the first shard.
-    let first = extract(&manifest, &specs(), Some(&cache), Some(Shard { index: 0, count: 2 }), &|_| {}).unwrap();
+    let first = extract(
+        &manifest,
+        &specs(),
+        Some(&cache),
+        Some(Shard { index: 0, count: 2 }),
+        &|_| {},
+    )
+    .unwrap();
     assert_eq!((first.cached, first.computed), (0, 5));
-    let second = extract(&manifest, &specs(), Some(&cache), Some(Shard { index: 1, count: 2 }), &|_| {}).unwrap();
+    let second = extract(
+        &manifest,
+        &specs(),
+        Some(&cache),
+        Some(Shard { index: 1, count: 2 }),
+        &|_| {},
+    )
+    .unwrap();
     assert_eq!((second.cached, second.computed), (1, 0));
     let done = std::sync::atomic::AtomicUsize::new(0);
     let cached = extract(&manifest, &specs(), Some(&cache), None, &|n| {
@@ -117,12 +147,17 @@ fn the_cache_is_reused_across_runs_renames_and_shards() {
 
     // Content-addressed: a renamed copy hits, an edited file misses.
     std::fs::rename(dir.path().join("square.png"), dir.path().join("renamed.png")).unwrap();
-    let csv = std::fs::read_to_string(dir.path().join("manifest.csv")).unwrap().replace("square.png", "renamed.png");
+    let csv = std::fs::read_to_string(dir.path().join("manifest.csv"))
+        .unwrap()
+        .replace("square.png", "renamed.png");
     std::fs::write(dir.path().join("manifest.csv"), csv).unwrap();
     let renamed = Manifest::load(dir.path().join("manifest.csv")).unwrap();
     let again = extract(&renamed, &specs(), Some(&cache), None, &|_| {}).unwrap();
     assert_eq!((again.cached, again.computed), (6, 0));
-    image::GrayImage::from_raw(2, 2, vec![9, 9, 9, 9]).unwrap().save(dir.path().join("renamed.png")).unwrap();
+    image::GrayImage::from_raw(2, 2, vec![9, 9, 9, 9])
+        .unwrap()
+        .save(dir.path().join("renamed.png"))
+        .unwrap();
     let edited = extract(&renamed, &specs(), Some(&cache), None, &|_| {}).unwrap();
     assert_eq!((edited.cached, edited.computed), (4, 2));
 
@@ -142,6 +177,8 @@ fn the_cache_is_reused_across_runs_renames_and_shards() {
         .find(|p| p.extension().is_some_and(|e| e == "safetensors"))
         .unwrap();
     std::fs::write(&shard, b"garbage").unwrap();
-    let error = extract(&renamed, &specs(), Some(&cache), None, &|_| {}).unwrap_err().to_string();
+    let error = extract(&renamed, &specs(), Some(&cache), None, &|_| {})
+        .unwrap_err()
+        .to_string();
     assert!(error.contains(&shard.display().to_string()), "{error}");
 }
