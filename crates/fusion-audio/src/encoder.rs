@@ -91,7 +91,7 @@ impl AudioCnn {
             .collect();
         Self {
             blocks,
-            projection: nn::linear(p / "projection", channels, output_dim, Default::default()),
+            projection: fusion_core::linear(p / "projection", channels, output_dim),
             n_mels,
             output_dim,
         }
@@ -147,7 +147,7 @@ impl AudioGru {
         };
         Self {
             gru: nn::gru(p / "gru", n_mels, hidden, config),
-            projection: nn::linear(p / "projection", hidden, output_dim, Default::default()),
+            projection: fusion_core::linear(p / "projection", hidden, output_dim),
             n_mels,
             output_dim,
         }

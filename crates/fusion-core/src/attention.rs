@@ -32,18 +32,18 @@ impl ModalityTransformer {
         let projections = dims
             .iter()
             .enumerate()
-            .map(|(m, &d)| nn::linear(p / format!("proj_{m}"), d, hidden, Default::default()))
+            .map(|(m, &d)| crate::linear(p / format!("proj_{m}"), d, hidden))
             .collect();
         let layers = (0..layers)
             .map(|l| {
                 let q = p / format!("layer_{l}");
                 Layer {
                     norm1: nn::layer_norm(&q / "norm1", vec![hidden], Default::default()),
-                    qkv: nn::linear(&q / "qkv", hidden, 3 * hidden, Default::default()),
-                    out: nn::linear(&q / "out", hidden, hidden, Default::default()),
+                    qkv: crate::linear(&q / "qkv", hidden, 3 * hidden),
+                    out: crate::linear(&q / "out", hidden, hidden),
                     norm2: nn::layer_norm(&q / "norm2", vec![hidden], Default::default()),
-                    ff1: nn::linear(&q / "ff1", hidden, 2 * hidden, Default::default()),
-                    ff2: nn::linear(&q / "ff2", 2 * hidden, hidden, Default::default()),
+                    ff1: crate::linear(&q / "ff1", hidden, 2 * hidden),
+                    ff2: crate::linear(&q / "ff2", 2 * hidden, hidden),
                 }
             })
             .collect();

@@ -59,7 +59,7 @@ impl EarlyFusion {
         let projections = |name: &str| -> Vec<nn::Linear> {
             dims.iter()
                 .enumerate()
-                .map(|(m, &d)| nn::linear(p / format!("{name}_{m}"), d, hidden, Default::default()))
+                .map(|(m, &d)| crate::linear(p / format!("{name}_{m}"), d, hidden))
                 .collect()
         };
         let (kind, fused_dim) = match method {
@@ -101,9 +101,9 @@ impl EarlyFusion {
                 };
                 let kind = Op::Gating {
                     form: *form,
-                    x_proj: nn::linear(p / "x_proj", x_dim, hidden, Default::default()),
-                    generator: nn::linear(p / "generator", z_dim, generated, Default::default()),
-                    shift: nn::linear(p / "shift", z_dim, hidden, Default::default()),
+                    x_proj: crate::linear(p / "x_proj", x_dim, hidden),
+                    generator: crate::linear(p / "generator", z_dim, generated),
+                    shift: crate::linear(p / "shift", z_dim, hidden),
                     x_dim,
                     hidden,
                 };

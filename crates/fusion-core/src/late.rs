@@ -34,8 +34,8 @@ impl LateFusion {
         let stacking = matches!(combiner, LateCombiner::Stacking).then(|| {
             let inputs = branches * (classes + 1);
             (
-                nn::linear(p / "stack_hidden", inputs, hidden, Default::default()),
-                nn::linear(p / "stack_out", hidden, classes, Default::default()),
+                crate::linear(p / "stack_hidden", inputs, hidden),
+                crate::linear(p / "stack_out", hidden, classes),
             )
         });
         Self {

@@ -38,9 +38,9 @@
 //! let data = TensorDataset::dense(vec![image, audio], labels)?;
 //!
 //! let run = tempfile::tempdir().map_err(|e| fusion_core::Error::Io { path: "tmp".into(), source: e })?;
-//! let training = TrainConfig { epochs: 5, ..TrainConfig::new(32) };
+//! let training = TrainConfig { epochs: 20, ..TrainConfig::new(32) };
 //! let summary = train(&model, &vs, &training, &data, None, &RunFolder::new(run.path()), &mut |_| {})?;
-//! assert_eq!(summary.epochs.len(), 5);
+//! assert_eq!(summary.epochs.len(), 20);
 //! assert!(evaluate(&model, &data, 100)?.metrics.accuracy > 0.8);
 //!
 //! // A sample may lack a modality: here the second and fifth have no audio.
@@ -85,7 +85,7 @@ pub use fusion::tensor_fusion;
 pub use input::{ModalityInput, modality_dropout};
 pub use late::LateFusion;
 pub use metrics::{ECE_BINS, GroupMetrics, Metrics, expected_calibration_error};
-pub use model::{BranchOutput, Encoder, FusionModel, FusionOutput, IdentityEncoder, MlpEncoder};
+pub use model::{BranchOutput, Encoder, FusionModel, FusionOutput, IdentityEncoder, MlpEncoder, linear};
 pub use params::ParameterSet;
 pub use train::{
     EarlyStopping, EpochRecord, Evaluation, Optimizer, OptimizerConfig, Progress, RunFolder, Schedule, StopMetric,

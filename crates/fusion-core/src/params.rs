@@ -21,7 +21,7 @@ fn sub_path<'a>(p: &nn::Path<'a>, key: &str) -> nn::Path<'a> {
 impl ParameterSet {
     /// A linear layer at `key` (`key.weight`, `key.bias`).
     pub fn linear(&mut self, p: &nn::Path, key: &str, input: i64, output: i64) -> nn::Linear {
-        let linear = nn::linear(sub_path(p, key), input, output, Default::default());
+        let linear = crate::linear(sub_path(p, key), input, output);
         self.entries.push((format!("{key}.weight"), linear.ws.shallow_clone()));
         if let Some(bias) = &linear.bs {
             self.entries.push((format!("{key}.bias"), bias.shallow_clone()));

@@ -707,8 +707,11 @@ pub fn train(
     })
 }
 
+/// A well-mixed seed per `(seed, epoch)`, below 2^63 so that it is a valid libtorch seed.
+/// (Shifting an unmixed `seed·φ + epoch` gave epochs 2k and 2k+1 the same shuffle and
+/// dropout masks.)
 fn epoch_seed(seed: u64, epoch: usize) -> u64 {
-    seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(epoch as u64) >> 1
+    crate::dataset::SplitMix64(seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)).next() >> 1
 }
 
 fn prepare_run_folder(run: &RunFolder, model: &ModelConfig, train: &TrainConfig) -> Result<()> {
@@ -853,4 +856,16 @@ pub(crate) fn argmax(values: &[f32]) -> usize {
             |best, (i, &v)| if v > best.1 { (i, v) } else { best },
         )
         .0
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_epoch_gets_its_own_seed() {
+        for seed in [0, 1, 42] {
+            let seeds: std::collections::BTreeSet<u64> = (0..1000).map(|e| super::epoch_seed(seed, e)).collect();
+            assert_eq!(seeds.len(), 1000, "epochs share a shuffle");
+            assert!(seeds.iter().all(|s| *s < 1 << 63), "not a valid libtorch seed");
+        }
+    }
 }

@@ -60,9 +60,9 @@ impl LeNet {
         Self {
             conv1: nn::conv2d(p / "conv1", channels, 6, 5, padded),
             conv2: nn::conv2d(p / "conv2", 6, 16, 5, Default::default()),
-            fc1: nn::linear(p / "fc1", 16 * 5 * 5, 120, Default::default()),
-            fc2: nn::linear(p / "fc2", 120, 84, Default::default()),
-            out: nn::linear(p / "out", 84, output_dim, Default::default()),
+            fc1: fusion_core::linear(p / "fc1", 16 * 5 * 5, 120),
+            fc2: fusion_core::linear(p / "fc2", 120, 84),
+            out: fusion_core::linear(p / "out", 84, output_dim),
             channels,
             output_dim,
         }
@@ -188,7 +188,7 @@ impl ResNet18 {
             stem: nn::conv2d(p / "conv1", channels, width, kernel, stem_config),
             stem_norm: nn::batch_norm2d(p / "bn1", width, Default::default()),
             stages,
-            projection: nn::linear(p / "projection", input, output_dim, Default::default()),
+            projection: fusion_core::linear(p / "projection", input, output_dim),
             small_inputs,
             channels,
             output_dim,

@@ -32,7 +32,7 @@ impl VideoEncoder {
     pub fn new(p: &nn::Path, frames: Box<dyn Encoder>, pooling: TemporalPooling) -> Self {
         let dim = frames.output_dim();
         let attention =
-            (pooling == TemporalPooling::Attention).then(|| nn::linear(p / "attention", dim, 1, Default::default()));
+            (pooling == TemporalPooling::Attention).then(|| fusion_core::linear(p / "attention", dim, 1));
         let conv_config = nn::ConvConfig {
             padding: 1,
             ..Default::default()
