@@ -13,12 +13,20 @@ FUSION=$ROOT/target/release/fusion
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 export OMP_NUM_THREADS=2 RAYON_NUM_THREADS=2
+# The demo configuration without its video modality (the peer has image + audio), with
+# early concat fusion and one seed per file.
 for seed in 0 1 2 3 4; do
-    sed -e "s#\"manifest.jsonl\"#\"$ROOT/fixtures/demo/manifest.jsonl\"#" \
-        -e 's#"fusion": { "family": "late", "combiner": "learned" }#"fusion": { "family": "early", "method": "concat" }#' \
-        -e "s#\"seed\": 0#\"seed\": $seed#" \
-        -e "s#\"manifest\": #\"cache\": \"$WORK/cache\", \"manifest\": #" \
-        "$ROOT/fixtures/demo/config.json" > "$WORK/config$seed.json"
+    "$PYTHON" - "$ROOT" "$WORK" "$seed" <<'PY'
+import json, sys
+root, work, seed = sys.argv[1:]
+config = json.load(open(f"{root}/fixtures/demo/config.json"))
+config["manifest"] = f"{root}/fixtures/demo/manifest.jsonl"
+config["cache"] = f"{work}/cache"
+config["modalities"] = [m for m in config["modalities"] if m["name"] != "video"]
+config["fusion"] = {"family": "early", "method": "concat"}
+config["train"]["seed"] = int(seed)
+json.dump(config, open(f"{work}/config{seed}.json", "w"))
+PY
 done
 echo "== fusion extract, cold cache (900 images + 826 recordings)"
 start=$(date +%s.%N)

@@ -74,7 +74,9 @@ impl RunConfig {
             let field = e.path().to_string();
             anyhow!("config {}: field `{field}`: {}", path.display(), e.inner())
         })?;
-        let base = path.parent().unwrap_or(Path::new("."));
+        let parent = path.parent().unwrap_or(Path::new("."));
+        // Resolved so that reports and errors show plain paths, not `a/../b`.
+        let base = parent.canonicalize().unwrap_or_else(|_| parent.to_path_buf());
         config.manifest = absolute(&base.join(&config.manifest));
         config.cache = config.cache.as_ref().map(|c| absolute(&base.join(c)));
         Ok(config)

@@ -399,7 +399,7 @@ fn demo_fusion_beats_each_modality_alone() {
     let skipped: Vec<serde_json::Value> =
         serde_json::from_str(&std::fs::read_to_string(out.join("skipped.json")).unwrap()).unwrap();
     let ids: Vec<&str> = skipped.iter().map(|p| p["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["broken_image", "lost_audio"]);
+    assert_eq!(ids, ["broken_image", "lost_audio", "truncated_video"]);
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(report.contains("| hybrid: concat + learned |"));
 }

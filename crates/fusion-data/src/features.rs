@@ -597,7 +597,10 @@ mod tests {
             size: 100_000,
             grey: true,
         };
-        let error = huge.validate("modalities[0].features").expect_err("too large").to_string();
+        let error = huge
+            .validate("modalities[0].features")
+            .expect_err("too large")
+            .to_string();
         assert!(error.contains("modalities[0].features"), "{error}");
         let bad_rate = FeatureConfig::LogMel {
             sample_rate: 0,

@@ -260,6 +260,10 @@ impl VideoReader {
     /// Converts `frame` to RGB24 at `size` and appends it to `out`.
     fn convert(&mut self, frame: &frame::Video, size: FrameSize, out: &mut Vec<u8>) -> Result<()> {
         let (src_w, src_h) = (frame.width(), frame.height());
+        // swscale aborts the process on an empty frame; this must be an error instead.
+        if frame.format() == format::Pixel::None || src_w == 0 || src_h == 0 {
+            return Err(self.error(ffmpeg_next::Error::InvalidData));
+        }
         let (inner_w, inner_h) = match size.fit {
             Fit::Stretch => (size.width, size.height),
             Fit::Pad | Fit::Crop => {
@@ -348,6 +352,7 @@ pub fn read_frames(path: impl AsRef<Path>, sampling: Sampling, size: Option<Fram
         decoded_frames: 0,
     };
     let mut frame = frame::Video::empty();
+    let mut scratch = frame::Video::empty();
     let targets: Option<Vec<f64>> = match sampling {
         Sampling::All | Sampling::Fps(_) => None,
         Sampling::Uniform(count) => Some(
@@ -408,8 +413,11 @@ pub fn read_frames(path: impl AsRef<Path>, sampling: Sampling, size: Option<Fram
                     {
                         break;
                     }
-                    match reader.next_frame(&mut frame)? {
+                    // Decode into a scratch frame: at the end of the stream FFmpeg empties
+                    // the frame it was given, and the held one is still needed.
+                    match reader.next_frame(&mut scratch)? {
                         Some(t) => {
+                            std::mem::swap(&mut frame, &mut scratch);
                             position = t;
                             held = Some(t);
                         }

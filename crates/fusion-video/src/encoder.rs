@@ -31,8 +31,7 @@ impl VideoEncoder {
     /// Wraps `frames`; the pooling's own parameters live under `p`.
     pub fn new(p: &nn::Path, frames: Box<dyn Encoder>, pooling: TemporalPooling) -> Self {
         let dim = frames.output_dim();
-        let attention =
-            (pooling == TemporalPooling::Attention).then(|| fusion_core::linear(p / "attention", dim, 1));
+        let attention = (pooling == TemporalPooling::Attention).then(|| fusion_core::linear(p / "attention", dim, 1));
         let conv_config = nn::ConvConfig {
             padding: 1,
             ..Default::default()

@@ -36,9 +36,12 @@ impl VideoInfo {
 pub(crate) fn init_ffmpeg() {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
-        // Registration cannot fail on FFmpeg >= 4; quiet logs keep batch jobs readable.
+        // Registration cannot fail on FFmpeg >= 4. FFmpeg's own log stays quiet: every
+        // failure reaches the caller as a typed error naming the file, and a batch job over
+        // thousands of files should not print demuxer chatter (raise the level with
+        // `ffmpeg_next::util::log::set_level` to debug a file).
         let _ = ffmpeg_next::init();
-        ffmpeg_next::util::log::set_level(ffmpeg_next::util::log::Level::Error);
+        ffmpeg_next::util::log::set_level(ffmpeg_next::util::log::Level::Fatal);
     });
 }
 

@@ -218,3 +218,20 @@ fn truncated_and_garbage_files_end_with_an_error_or_fewer_frames() {
         Err(Error::InvalidSetting(_))
     ));
 }
+
+#[test]
+fn uniform_targets_past_the_last_frame_reuse_it() {
+    // Two video frames (0.007 s, 0.207 s) in a 0.61 s file (the sound track is longer):
+    // the second target, 0.45 s, is past the last frame. FFmpeg empties the frame it is
+    // given at the end of the stream; handing that to swscale aborted the process.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/demo/video/train_00000.webm");
+    let size = FrameSize {
+        width: 8,
+        height: 8,
+        fit: Fit::Stretch,
+    };
+    let frames = read_frames(&path, Sampling::Uniform(2), Some(size)).unwrap();
+    assert_eq!(rounded(&frames.timestamps), [0.2, 0.2]);
+    assert_eq!(frames.rgb.len(), 2 * 8 * 8 * 3);
+    assert_eq!(frames.rgb[..192], frames.rgb[192..], "the last frame, twice");
+}
