@@ -115,7 +115,8 @@ pub fn load_data(config: &RunConfig, manifest: Option<&Path>, shard: Option<Shar
     Ok(Loaded { manifest, extraction })
 }
 
-fn describe(problem: &Problem) -> String {
+/// `id (modality) path: reason`.
+pub fn describe(problem: &Problem) -> String {
     let mut text = problem.id.clone();
     if let Some(modality) = &problem.modality {
         text += &format!(" ({modality})");

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use fusion_core::EpochRecord;
 
 use crate::{
-    commands::{CompareRow, EvalRecord, ExplainRecord, Loaded, RobustnessRecord, Run},
+    commands::{CompareRow, EvalRecord, ExplainRecord, Loaded, RobustnessRecord, Run, describe},
     run::RunConfig,
 };
 
@@ -94,13 +94,7 @@ pub fn write(run: &Run) -> Result<()> {
                 eval.skipped.len()
             );
             for p in eval.skipped.iter().take(20) {
-                let _ = writeln!(
-                    out,
-                    "- `{}` ({}): {}",
-                    p.id,
-                    p.modality.as_deref().unwrap_or("record"),
-                    p.reason
-                );
+                let _ = writeln!(out, "- {}", describe(p));
             }
             out += "\n";
         }
@@ -173,13 +167,7 @@ pub fn write_compare(run: &Run, config: &RunConfig, rows: &[CompareRow], loaded:
     if !loaded.extraction.problems.is_empty() {
         out += "\nRecords left out:\n\n";
         for p in &loaded.extraction.problems {
-            let _ = writeln!(
-                out,
-                "- `{}` ({}): {}",
-                p.id,
-                p.modality.as_deref().unwrap_or("record"),
-                p.reason
-            );
+            let _ = writeln!(out, "- {}", describe(p));
         }
     }
     let path = run.file("report.md");

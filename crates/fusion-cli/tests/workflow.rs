@@ -299,10 +299,24 @@ fn bad_configurations_name_the_field() {
     let dir = tempfile::tempdir().unwrap();
     dataset(dir.path());
     let run = dir.path().join("run");
+    let write = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let good = std::fs::read_to_string(config(dir.path(), r#"{"family": "late", "combiner": "mean"}"#, "")).unwrap();
+    let last_modality = "{\"kind\": \"mlp\", \"hidden\": [32]}}\n  ],";
+    let with_video = good.replace(
+        last_modality,
+        r#"{"kind": "mlp", "hidden": [32]}},
+    {"name": "video", "features": {"kind": "video_frames", "frames": 2, "size": 4}}
+  ],"#,
+    );
+    assert_ne!(with_video, good);
     let cases = [
         (
             config(dir.path(), r#"{"family": "early", "method": "magic"}"#, ""),
-            "fusion",
+            vec!["field `fusion`", "magic"],
         ),
         (
             config(
@@ -310,10 +324,22 @@ fn bad_configurations_name_the_field() {
                 r#"{"family": "early", "method": "attention", "heads": 5, "layers": 1}"#,
                 "",
             ),
-            "fusion.heads",
+            vec!["fusion.heads"],
+        ),
+        (
+            write("misspelt.json", good.replace(r#""hidden_dim""#, r#""hiden_dim""#)),
+            vec!["unknown field `hiden_dim`"],
+        ),
+        (
+            write("video.json", with_video),
+            vec!["modalities[2].name", "no record", "video"],
+        ),
+        (
+            write("wrong.json", good.replace(r#""name": "audio""#, r#""name": "sound""#)),
+            vec!["modalities[1].name", "sound"],
         ),
     ];
-    for (config, field) in cases {
+    for (config, expected) in cases {
         let out = fusion(&[
             "train",
             "--config",
@@ -322,49 +348,11 @@ fn bad_configurations_name_the_field() {
             run.to_str().unwrap(),
         ]);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success());
-        assert!(stderr.contains(field), "{field}: {stderr}");
+        assert!(!out.status.success(), "{}", config.display());
+        for text in expected {
+            assert!(stderr.contains(text), "{}: `{text}` not in {stderr}", config.display());
+        }
     }
-    let text = std::fs::read_to_string(config(dir.path(), r#"{"family": "late", "combiner": "mean"}"#, "")).unwrap();
-    let misspelt = dir.path().join("misspelt.json");
-    std::fs::write(&misspelt, text.replace(r#""hidden_dim""#, r#""hiden_dim""#)).unwrap();
-    let out = fusion(&[
-        "train",
-        "--config",
-        misspelt.to_str().unwrap(),
-        "--run",
-        run.to_str().unwrap(),
-    ]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `hiden_dim`"));
-    let video = dir.path().join("video.json");
-    let video_modality = r#"{"kind": "mlp", "hidden": [32]}},
-    {"name": "video", "features": {"kind": "video_frames", "frames": 2, "size": 4}}
-  ],"#;
-    let with_video = text.replace("{\"kind\": \"mlp\", \"hidden\": [32]}}\n  ],", video_modality);
-    assert_ne!(with_video, text);
-    std::fs::write(&video, with_video).unwrap();
-    let out = fusion(&[
-        "train",
-        "--config",
-        video.to_str().unwrap(),
-        "--run",
-        run.to_str().unwrap(),
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("modalities[2].name") && stderr.contains("video"),
-        "{stderr}"
-    );
-    let wrong_name = dir.path().join("wrong.json");
-    std::fs::write(&wrong_name, text.replace(r#""name": "audio""#, r#""name": "sound""#)).unwrap();
-    let out = fusion(&[
-        "train",
-        "--config",
-        wrong_name.to_str().unwrap(),
-        "--run",
-        run.to_str().unwrap(),
-    ]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("modalities[1].name"));
     assert!(
         !run.join("model.json").exists(),
         "nothing trained on a bad configuration"

@@ -118,24 +118,13 @@ fn the_cache_is_reused_across_runs_renames_and_shards() {
     let fresh = extract(&manifest, &specs(), None, None, &|_| {}).unwrap();
     // Two shards fill the cache between them (as two processes or machines would): records
     // 0, 2, 4 then 1, 3, 5. The square image of record 1 was stored by the first shard.
-    let first = extract(
-        &manifest,
-        &specs(),
-        Some(&cache),
-        Some(Shard { index: 0, count: 2 }),
-        &|_| {},
-    )
-    .unwrap();
-    assert_eq!((first.cached, first.computed), (0, 5));
-    let second = extract(
-        &manifest,
-        &specs(),
-        Some(&cache),
-        Some(Shard { index: 1, count: 2 }),
-        &|_| {},
-    )
-    .unwrap();
-    assert_eq!((second.cached, second.computed), (1, 0));
+    let shard = |index| {
+        let part = Shard { index, count: 2 };
+        let extraction = extract(&manifest, &specs(), Some(&cache), Some(part), &|_| {}).unwrap();
+        (extraction.cached, extraction.computed)
+    };
+    assert_eq!(shard(0), (0, 5));
+    assert_eq!(shard(1), (1, 0));
     let done = std::sync::atomic::AtomicUsize::new(0);
     let cached = extract(&manifest, &specs(), Some(&cache), None, &|n| {
         done.fetch_max(n, std::sync::atomic::Ordering::Relaxed);
