@@ -301,10 +301,13 @@ pub fn train_one(
                     .val_accuracy
                     .map(|a| format!(", val accuracy {a:.4}"))
                     .unwrap_or_default();
-                bar.println(format!(
-                    "epoch {:>3}: train loss {:.4}{val}",
-                    record.epoch, record.train_loss
-                ));
+                let line = format!("epoch {:>3}: train loss {:.4}{val}", record.epoch, record.train_loss);
+                // A hidden bar (no terminal) drops its println: print the line plainly.
+                if bar.is_hidden() {
+                    ui.say(line);
+                } else {
+                    bar.println(line);
+                }
             }
             Progress::Epoch(_) => {}
         },

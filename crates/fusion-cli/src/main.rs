@@ -332,22 +332,47 @@ fn demo(data: &Path, out: &Path, ui: Ui, device: tch::Device) -> Result<()> {
         );
     }
     let started = std::time::Instant::now();
-    let rows = commands::compare(&config, out, ui, device)?;
+    // In JSON mode the steps stay silent and one combined value is printed at the end.
+    let step = if ui.json {
+        Ui {
+            quiet: true,
+            json: false,
+            ..ui
+        }
+    } else {
+        ui
+    };
+    let rows = commands::compare(&config, out, step, device)?;
     let fused = rows
         .iter()
         .filter(|r| !r.name.ends_with(" only"))
         .max_by(|a, b| a.accuracy.total_cmp(&b.accuracy));
     if let Some(best) = fused {
-        ui.say(format!(
+        step.say(format!(
             "\nbest fusion method: {} ({:.4}); explaining it",
             best.name, best.accuracy
         ));
         // The same records again: their problems were listed above.
-        let again = Ui { warnings: false, ..ui };
+        let again = Ui {
+            warnings: false,
+            ..step
+        };
         commands::explain(&best.run, None, Split::Test, again, device)?;
         commands::robustness(&best.run, None, Split::Test, again, device)?;
-        ui.say(format!("its report: {}", best.run.join("report.md").display()));
+        step.say(format!("its report: {}", best.run.join("report.md").display()));
     }
-    ui.say(format!("demo finished in {:.0} s", started.elapsed().as_secs_f64()));
-    Ok(())
+    let seconds = started.elapsed().as_secs_f64();
+    step.say(format!("demo finished in {seconds:.0} s"));
+    let read = |name: &str| -> Option<serde_json::Value> {
+        let path = fused?.run.join(name);
+        serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+    };
+    ui.result(&serde_json::json!({
+        "compare": rows,
+        "best": fused.map(|r| &r.name),
+        "explain": read("explain.json"),
+        "robustness": read("robustness.json"),
+        "report": out.join("report.md"),
+        "seconds": seconds,
+    }))
 }

@@ -364,13 +364,20 @@ fn demo_fusion_beats_each_modality_alone() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("demo");
     let result = Command::new(env!("CARGO_BIN_EXE_fusion"))
-        .args(["demo", "--out", out.to_str().unwrap(), "--device", "cpu", "--quiet"])
+        .args(["demo", "--out", out.to_str().unwrap(), "--device", "cpu", "--json"])
         .env("XDG_CACHE_HOME", dir.path().join("cache"))
         .output()
         .unwrap();
     assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
-    let rows: Vec<serde_json::Value> =
-        serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
+    // --json: one value on stdout with the table, the best method and its explanations.
+    let summary = json(&result);
+    let rows = summary["compare"].as_array().unwrap();
+    assert_eq!(rows.len(), 8, "3 modalities alone and 5 methods");
+    assert_eq!(
+        summary["explain"]["shapley"]["modalities"],
+        serde_json::json!(["image", "audio", "video"])
+    );
+    assert_eq!(summary["robustness"]["subsets"].as_array().unwrap().len(), 7);
     let accuracy = |name: &str| {
         rows.iter().find(|r| r["name"] == name).unwrap()["accuracy"]
             .as_f64()
