@@ -94,7 +94,8 @@ pub fn load_data(config: &RunConfig, manifest: Option<&Path>, shard: Option<Shar
         ui.warn(format!("skipped {}: {line}", path.display()));
     }
     let cache = config.cache_folder().map(FeatureCache::new);
-    let total = shard.map_or(manifest.records.len(), |s| manifest.records.len().div_ceil(s.count));
+    let records = manifest.records.len();
+    let total = shard.map_or(records, |s| records.saturating_sub(s.index).div_ceil(s.count));
     let bar = ui.bar(total as u64, "features");
     let extraction = fusion_data::extract(&manifest, &config.feature_specs(), cache.as_ref(), shard, &|n| {
         bar.set_position(n as u64)
@@ -102,6 +103,9 @@ pub fn load_data(config: &RunConfig, manifest: Option<&Path>, shard: Option<Shar
     bar.finish_and_clear();
     for problem in &extraction.problems {
         ui.warn(format!("skipped record {}", describe(problem)));
+    }
+    for error in &extraction.cache_errors {
+        ui.warn(format!("warning: features not cached: {error}"));
     }
     ui.say(format!(
         "{} records: {} usable, {} skipped, {} unreadable manifest lines; features {} from cache, {} computed",
@@ -230,10 +234,15 @@ fn split_name(split: Split) -> &'static str {
 
 /// Trains `fusion` on the extraction's train split into `run`, evaluating on val each
 /// epoch, then evaluates the best weights on test (or val when there is no test split).
+/// `columns` picks the extraction's feature columns, in the configuration's modality order.
+/// A folder that already holds a run continues it when the configuration is the same
+/// (epochs aside), with the classes and standardisation it started with; anything else is
+/// refused before a file is touched.
 pub fn train_one(
     config: &RunConfig,
     fusion: &FusionConfig,
     extraction: &Extraction,
+    columns: &[(usize, usize)],
     run: &Run,
     ui: Ui,
     device: Device,
@@ -246,27 +255,48 @@ pub fn train_one(
             classes.len()
         );
     }
-    let dims = config.dims();
-    let mut train_data = dataset(
-        extraction,
-        &extraction.split_indices(Split::Train),
-        &classes,
-        &dims,
-        device,
-    )?;
-    let normalization = Normalization::fit(&train_data.data)?;
+    let run_config = RunConfig {
+        fusion: fusion.clone(),
+        ..config.clone()
+    };
+    let saved = if run.folder.model_config().exists() {
+        let saved = run.config()?;
+        if !saved.same_run(&run_config) {
+            bail!(
+                "{} holds a run of another configuration; use a new folder (or the same configuration to resume)",
+                run.root().display()
+            );
+        }
+        let saved_classes = run.classes()?;
+        if saved_classes != classes {
+            bail!(
+                "{}: the training labels changed since this run started ({saved_classes:?}, now {classes:?}); use a new folder",
+                run.root().display()
+            );
+        }
+        Some(run.normalization()?)
+    } else {
+        None
+    };
+    // A training sample with none of the model's modalities teaches it nothing.
+    let trainable: Vec<usize> = train_indices
+        .iter()
+        .copied()
+        .filter(|&i| columns.iter().any(|&(c, _)| extraction.features[c][i].is_some()))
+        .collect();
+    let mut train_data = dataset(extraction, &trainable, &classes, columns, device)?;
+    let normalization = match saved {
+        Some(saved) => saved,
+        None => Normalization::fit(&train_data.data)?,
+    };
     normalization.apply(&mut train_data.data)?;
     let split = |s| -> Result<SplitData> {
-        let mut data = dataset(extraction, &extraction.split_indices(s), &classes, &dims, device)?;
+        let mut data = dataset(extraction, &extraction.split_indices(s), &classes, columns, device)?;
         normalization.apply(&mut data.data)?;
         Ok(data)
     };
     let val = split(Split::Val)?;
     let val_data = (!val.records.is_empty()).then_some(&val.data);
-    let run_config = RunConfig {
-        fusion: fusion.clone(),
-        ..config.clone()
-    };
     let model_config = run_config.model_config(classes.len() as i64, fusion);
     model_config.validate()?;
     run.write_json("run.json", &run_config)?;
@@ -406,7 +436,15 @@ pub fn train(config_path: &Path, run_dir: &Path, epochs: Option<usize>, ui: Ui, 
     config.check_manifest(&loaded.manifest)?;
     let run = Run::new(run_dir);
     let fusion = config.fusion.clone();
-    let trained = train_one(&config, &fusion, &loaded.extraction, &run, ui, device)?;
+    let trained = train_one(
+        &config,
+        &fusion,
+        &loaded.extraction,
+        &config.columns(),
+        &run,
+        ui,
+        device,
+    )?;
     run.write_json("skipped.json", &loaded.extraction.problems)?;
     let best = trained.summary.best_epoch;
     ui.say(format!(
@@ -451,7 +489,7 @@ fn run_split(
             split_name(split)
         );
     }
-    let mut data = dataset(&loaded.extraction, &indices, &classes, &config.dims(), device)?;
+    let mut data = dataset(&loaded.extraction, &indices, &classes, &config.columns(), device)?;
     run.normalization()?.apply(&mut data.data)?;
     for problem in &data.problems {
         ui.warn(format!("skipped record {}", describe(problem)));
@@ -491,10 +529,11 @@ pub fn predict(run_dir: &Path, manifest: Option<&Path>, out: Option<&Path>, ui: 
     let extraction = &loaded.extraction;
     let (model, _vs) = run.model(device)?;
     let all: Vec<usize> = (0..extraction.records.len()).collect();
-    // Labels are not needed to predict: unknown ones are kept with a placeholder index.
+    // Labels are not used to predict (manifests need one; any placeholder does): unknown
+    // ones are kept with a placeholder index.
     let mut known = classes.clone();
     known.extend(extraction.records.iter().map(|r| r.label.clone()));
-    let data = dataset(extraction, &all, &known, &config.dims(), device)?;
+    let data = dataset(extraction, &all, &known, &config.columns(), device)?;
     let mut inputs = data.data;
     run.normalization()?.apply(&mut inputs)?;
     inputs.labels = inputs.labels.clamp_max(classes.len() as i64 - 1);
@@ -667,6 +706,10 @@ pub struct CompareRow {
     pub name: String,
     /// Run folder.
     pub run: PathBuf,
+    /// Split evaluated (test, or val when there is none).
+    pub split: String,
+    /// Samples evaluated.
+    pub samples: usize,
     /// Test (or val) accuracy of the best weights.
     pub accuracy: f64,
     /// Expected calibration error.
@@ -709,32 +752,24 @@ pub fn compare(config_path: &Path, out: &Path, ui: Ui, device: Device) -> Result
     } else {
         config.compare.clone()
     };
-    let mut plan: Vec<(String, RunConfig, FusionConfig, Extraction)> = Vec::new();
+    // Each modality alone (its own column of the one extraction), then the methods. Every
+    // row is tested on the same records: where a unimodal model's modality is absent it has
+    // nothing to go on and outputs the uniform distribution.
+    let all_columns = config.columns();
+    // Row name, configuration, method, feature columns.
+    type Row = (String, RunConfig, FusionConfig, Vec<(usize, usize)>);
+    let mut plan: Vec<Row> = Vec::new();
     for (m, spec) in config.modalities.iter().enumerate() {
         let alone = config.only(m);
-        let mut extraction = loaded.extraction.clone();
-        extraction.features = vec![extraction.features[m].clone()];
-        // A unimodal model sees only records that have its modality.
-        let has: Vec<bool> = extraction.features[0].iter().map(Option::is_some).collect();
-        let mut k = 0;
-        extraction.records.retain(|_| {
-            k += 1;
-            has[k - 1]
-        });
-        extraction.features[0].retain(Option::is_some);
-        plan.push((
-            format!("{} only", spec.name),
-            alone.clone(),
-            alone.fusion.clone(),
-            extraction,
-        ));
+        let fusion = alone.fusion.clone();
+        plan.push((format!("{} only", spec.name), alone, fusion, vec![all_columns[m]]));
     }
     for method in methods {
-        plan.push((method.name, config.clone(), method.fusion, loaded.extraction.clone()));
+        plan.push((method.name, config.clone(), method.fusion, all_columns.clone()));
     }
     let mut rows = Vec::new();
     let quiet_epochs = Ui { epochs: false, ..ui };
-    for (i, (name, run_config, fusion, extraction)) in plan.iter().enumerate() {
+    for (i, (name, run_config, fusion, columns)) in plan.iter().enumerate() {
         ui.say(format!("[{}/{}] {name}", i + 1, plan.len()));
         let slug: String = name
             .chars()
@@ -747,7 +782,15 @@ pub fn compare(config_path: &Path, out: &Path, ui: Ui, device: Device) -> Result
             })
             .collect();
         let run = Run::new(out.join(format!("{i:02}_{}", slug.trim_matches('_'))));
-        let trained = train_one(run_config, fusion, extraction, &run, quiet_epochs, device)?;
+        let trained = train_one(
+            run_config,
+            fusion,
+            &loaded.extraction,
+            columns,
+            &run,
+            quiet_epochs,
+            device,
+        )?;
         report::write(&run)?;
         let eval = trained.eval.ok_or_else(|| {
             anyhow!(
@@ -758,6 +801,8 @@ pub fn compare(config_path: &Path, out: &Path, ui: Ui, device: Device) -> Result
         rows.push(CompareRow {
             name: name.clone(),
             run: run.root().to_path_buf(),
+            split: eval.split.clone(),
+            samples: eval.metrics.count,
             accuracy: eval.metrics.accuracy,
             ece: eval.metrics.ece,
             parameters: trained.parameters,
@@ -767,9 +812,10 @@ pub fn compare(config_path: &Path, out: &Path, ui: Ui, device: Device) -> Result
     let compare = Run::new(out);
     compare.write_json("compare.json", &rows)?;
     compare.write_json("skipped.json", &loaded.extraction.problems)?;
+    let split = rows.first().map_or("test", |r| r.split.as_str());
     plots::bars(
         &compare.plot("compare")?,
-        "Test accuracy by fusion method",
+        &format!("Accuracy on {split} by fusion method"),
         "accuracy",
         &rows.iter().map(|r| r.name.clone()).collect::<Vec<_>>(),
         &rows.iter().map(|r| r.accuracy).collect::<Vec<_>>(),

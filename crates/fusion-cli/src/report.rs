@@ -132,12 +132,13 @@ pub fn write(run: &Run) -> Result<()> {
 
 /// The comparison as a Markdown table.
 pub fn compare_table(rows: &[CompareRow]) -> String {
-    let mut out = "| method | accuracy | ECE | parameters | train s |\n|---|---|---|---|---|\n".to_string();
+    let mut out =
+        "| method | samples | accuracy | ECE | parameters | train s |\n|---|---|---|---|---|---|\n".to_string();
     for r in rows {
         let _ = writeln!(
             out,
-            "| {} | {:.4} | {:.4} | {} | {:.1} |",
-            r.name, r.accuracy, r.ece, r.parameters, r.seconds
+            "| {} | {} | {:.4} | {:.4} | {} | {:.1} |",
+            r.name, r.samples, r.accuracy, r.ece, r.parameters, r.seconds
         );
     }
     out
@@ -146,7 +147,7 @@ pub fn compare_table(rows: &[CompareRow]) -> String {
 /// The comparison folder's `report.md`.
 pub fn write_compare(run: &Run, config: &RunConfig, rows: &[CompareRow], loaded: &Loaded) -> Result<()> {
     let mut out = format!(
-        "# Fusion comparison: {}\n\nManifest `{}`: {} usable records, {} left out. Same features, encoders and seed ({}) for every method; accuracy of the best epoch's weights on the test split (val when there is none).\n\n",
+        "# Fusion comparison: {}\n\nManifest `{}`: {} usable records, {} left out. Same features, encoders and seed ({}) for every method, and the same test records (val when there is no test split) for every row: where a single-modality model's modality is absent it outputs the uniform distribution. Accuracy of the best epoch's weights.\n\n",
         run.root().display(),
         loaded.manifest.path.display(),
         loaded.extraction.records.len(),

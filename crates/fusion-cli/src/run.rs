@@ -137,9 +137,25 @@ impl RunConfig {
         Ok(())
     }
 
-    /// Feature vector length of each modality.
-    pub fn dims(&self) -> Vec<usize> {
-        self.modalities.iter().map(|m| m.features.dim()).collect()
+    /// `(feature column, feature length)` of each modality, for an extraction made with
+    /// [`Self::feature_specs`].
+    pub fn columns(&self) -> Vec<(usize, usize)> {
+        self.modalities.iter().map(|m| m.features.dim()).enumerate().collect()
+    }
+
+    /// Whether `other` continues this run: the same data, features, model and training,
+    /// the epoch count aside (the cache folder and the compare list do not matter).
+    pub fn same_run(&self, other: &Self) -> bool {
+        let comparable = |c: &Self| Self {
+            cache: None,
+            compare: Vec::new(),
+            train: TrainConfig {
+                epochs: 0,
+                ..c.train.clone()
+            },
+            ..c.clone()
+        };
+        comparable(self) == comparable(other)
     }
 
     /// The feature extraction asked for.
@@ -208,15 +224,35 @@ pub fn modality_name(modality: Modality) -> &'static str {
     }
 }
 
-/// Class names in index order: numeric labels sorted by value, others alphabetically.
+/// Class names in index order: numeric labels first, by value, then the others
+/// alphabetically (one consistent order, whatever the mix).
 pub fn classes_of<'a>(labels: impl Iterator<Item = &'a str>) -> Vec<String> {
-    let mut classes: Vec<String> = labels.map(str::to_string).collect();
-    classes.sort_by(|a, b| match (a.parse::<f64>(), b.parse::<f64>()) {
-        (Ok(x), Ok(y)) => x.total_cmp(&y),
-        _ => a.cmp(b),
+    let unique: std::collections::BTreeSet<&str> = labels.collect();
+    let mut classes: Vec<String> = unique.into_iter().map(str::to_string).collect();
+    classes.sort_by(|a, b| {
+        let key = |s: &str| s.parse::<f64>().ok().filter(|v| v.is_finite());
+        match (key(a), key(b)) {
+            (Some(x), Some(y)) => x.total_cmp(&y).then_with(|| a.cmp(b)),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => a.cmp(b),
+        }
     });
-    classes.dedup();
     classes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::classes_of;
+
+    #[test]
+    fn classes_sort_numbers_by_value_then_words() {
+        let labels = ["10", "2", "1a", "cat", "2", "-1", "NaN", "b"];
+        assert_eq!(
+            classes_of(labels.into_iter()),
+            ["-1", "2", "10", "1a", "NaN", "b", "cat"]
+        );
+    }
 }
 
 /// The kept records of `indices` as a dataset on `device`; records whose label is not a
@@ -235,7 +271,7 @@ pub fn dataset(
     extraction: &Extraction,
     indices: &[usize],
     classes: &[String],
-    dims: &[usize],
+    columns: &[(usize, usize)],
     device: Device,
 ) -> Result<SplitData> {
     let mut kept = Vec::new();
@@ -259,7 +295,8 @@ pub fn dataset(
     let n = kept.len() as i64;
     let mut features = Vec::new();
     let mut present = Vec::new();
-    for (per_record, &dim) in extraction.features.iter().zip(dims) {
+    for &(column, dim) in columns {
+        let per_record = &extraction.features[column];
         let mut values = Vec::with_capacity(kept.len() * dim);
         let mut here = Vec::with_capacity(kept.len());
         for &i in &kept {

@@ -32,8 +32,8 @@ fn json(out: &Output) -> serde_json::Value {
 }
 
 /// Three classes. Class c: an 8×8 image bright in band c (plus noise), a tone at
-/// 400·(c+1) Hz. Every 7th record has no audio, every 11th no image; two records have a
-/// corrupt image and a missing recording.
+/// 400·(c+1) Hz. Every 7th record has no audio, every 11th no image (r59 neither); two
+/// records have a corrupt image and a missing recording.
 fn dataset(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(dir.join("files")).unwrap();
     let mut state = 12345u64;
@@ -118,13 +118,13 @@ fn config(dir: &Path, fusion: &str, extra: &str) -> PathBuf {
 fn train_resume_eval_predict_explain_robustness_export() {
     let dir = tempfile::tempdir().unwrap();
     dataset(dir.path());
-    let config = config(
+    let hybrid = config(
         dir.path(),
         r#"{"family": "hybrid", "early": {"method": "concat"}, "combiner": {"combiner": "mean"}}"#,
         "",
     );
     let run = dir.path().join("run");
-    let (c, r) = (config.to_str().unwrap(), run.to_str().unwrap());
+    let (c, r) = (hybrid.to_str().unwrap(), run.to_str().unwrap());
 
     let first = ok(&["train", "--config", c, "--run", r, "--device", "cpu"]);
     let stderr = String::from_utf8_lossy(&first.stderr);
@@ -136,7 +136,7 @@ fn train_resume_eval_predict_explain_robustness_export() {
     );
     assert!(stderr.contains("line 93"), "the unreadable line is named: {stderr}");
     assert!(
-        stdout.contains("92 records: 90 usable, 2 skipped, 1 unreadable manifest lines"),
+        stdout.contains("92 records: 89 usable, 3 skipped, 1 unreadable manifest lines"),
         "{stdout}"
     );
     for file in [
@@ -172,14 +172,25 @@ fn train_resume_eval_predict_explain_robustness_export() {
     ]));
     assert_eq!(resumed["resumed_from"], 3);
     assert_eq!(resumed["epochs"].as_array().unwrap().len(), 5);
-    assert_eq!(resumed["skipped"].as_array().unwrap().len(), 2);
+    assert_eq!(resumed["skipped"].as_array().unwrap().len(), 3);
+    // Another configuration in the same folder is refused before anything is written.
+    let before = std::fs::read_to_string(run.join("run.json")).unwrap();
+    let other = config(dir.path(), r#"{"family": "late", "combiner": "mean"}"#, "");
+    let refused = fusion(&["train", "--config", other.to_str().unwrap(), "--run", r]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("holds a run of another configuration"));
+    assert_eq!(
+        std::fs::read_to_string(run.join("run.json")).unwrap(),
+        before,
+        "the run is untouched"
+    );
     let extract = json(&ok(&["extract", "--config", c, "--json"]));
     assert_eq!(extract["computed"], 0, "{extract}");
     assert!(extract["cached"].as_u64().unwrap() > 150);
 
     let eval = json(&ok(&["eval", "--run", r, "--json", "--device", "cpu"]));
     assert_eq!(eval["split"], "test");
-    assert_eq!(eval["metrics"]["count"], 18);
+    assert_eq!(eval["metrics"]["count"], 17);
     let accuracy = eval["metrics"]["accuracy"].as_f64().unwrap();
     assert!(accuracy > 0.9, "an easy task: {accuracy}");
     assert_eq!(eval["classes"], serde_json::json!(["c0", "c1", "c2"]));
@@ -200,13 +211,13 @@ fn train_resume_eval_predict_explain_robustness_export() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 92, "90 predictions and 2 error lines");
+    assert_eq!(lines.len(), 92, "89 predictions and 3 error lines");
     let errors: Vec<&str> = lines
         .iter()
         .filter(|l| l.get("error").is_some())
         .map(|l| l["id"].as_str().unwrap())
         .collect();
-    assert_eq!(errors, ["corrupt", "lost"]);
+    assert_eq!(errors, ["r59", "corrupt", "lost"]);
     for line in lines.iter().filter(|l| l.get("prediction").is_some()) {
         let total: f64 = line["probabilities"]
             .as_object()
@@ -287,11 +298,14 @@ fn compare_trains_every_method_and_the_unimodal_baselines() {
         serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
     assert_eq!(rows.len(), 4);
     assert!(out.join("plots/compare.png").exists() && out.join("report.md").exists());
-    // The unimodal runs only see records with their modality: 90 minus those without it.
+    // Every row is tested on the same 17 records (r59 has neither modality), also those
+    // without the row's modality.
+    for row in &rows {
+        assert_eq!(row["samples"], 17, "{row}");
+    }
     let image_eval: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("00_image_only/eval.json")).unwrap()).unwrap();
-    let test_without_image = (0..90).filter(|i| i % 10 >= 8 && i % 11 == 4).count();
-    assert_eq!(image_eval["metrics"]["count"], 18 - test_without_image);
+    assert_eq!(image_eval["metrics"]["count"], 17);
 }
 
 #[test]

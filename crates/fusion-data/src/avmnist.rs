@@ -208,6 +208,13 @@ pub fn build_avmnist(mnist: &Path, fsdd: &Path, out: &Path, options: &AvMnistOpt
             options.train, options.val, train_images.items, options.test, test_images.items
         )));
     }
+    if let Some((low, high)) = options.noise_snr_db
+        && !(low.is_finite() && high.is_finite() && low <= high)
+    {
+        return Err(Error::Config(format!(
+            "noise_snr_db: ({low}, {high}) must be finite with low ≤ high"
+        )));
+    }
     let recordings = fsdd_recordings(fsdd)?;
     let is_test = |speaker: &str, index: u32| match &options.test_speakers {
         Some(speakers) => speakers.iter().any(|s| s == speaker),
@@ -285,11 +292,14 @@ pub fn build_avmnist(mnist: &Path, fsdd: &Path, out: &Path, options: &AvMnistOpt
             }
             Some((low, high)) => {
                 used[usize::from(test)].insert(source.clone());
-                let snr = low + (high - low) * (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+                // A generator per sample, apart from the pairing's: the same seed pairs the
+                // same images and recordings with and without noise.
+                let mut noise = SplitMix64(options.seed ^ (n as u64 + 1).wrapping_mul(0xd1b5_4a32_d192_ed03));
+                let snr = low + (high - low) * (noise.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
                 let band = (snr / 5.0).floor() * 5.0;
                 group = Some(format!("snr {band:+} to {:+} dB", band + 5.0));
                 let name = PathBuf::from(format!("{id}.wav"));
-                write_noisy(source, &out.join("audio").join(&name), snr, &mut rng)?;
+                write_noisy(source, &out.join("audio").join(&name), snr, &mut noise)?;
                 name
             }
         };

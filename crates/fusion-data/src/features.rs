@@ -35,8 +35,8 @@ pub enum FeatureConfig {
         grey: bool,
     },
     /// A log-mel spectrogram of the mono signal at `sample_rate`: `n_mels × frames`
-    /// (longer clips cut, shorter ones padded with silence), in dB relative to the clip's
-    /// peak with an 80 dB floor, mapped to `[0, 1]`, flattened band by band.
+    /// (longer clips cut, shorter ones padded with the clip's quietest value), in dB relative
+    /// to the clip's peak with an 80 dB floor, mapped to `[0, 1]`, flattened band by band.
     LogMel {
         /// Rate the audio is resampled to.
         sample_rate: u32,
@@ -76,6 +76,11 @@ fn default_n_fft() -> usize {
 fn default_hop() -> usize {
     128
 }
+
+/// Version of the feature computations, part of every cache key: bump it whenever
+/// [`FeatureConfig::compute`] (or a fixed setting it uses) changes, so that old vectors are
+/// not reused.
+pub const FEATURE_VERSION: u32 = 1;
 
 /// Largest feature vector a configuration may ask for (a typo like `size: 28000` would
 /// otherwise allocate gigabytes per sample).
@@ -126,15 +131,18 @@ impl FeatureConfig {
             mel.hop_length = *hop_length;
             mel.n_mels = *n_mels;
             if let Err(e) = fusion_audio::MelExtractor::new(mel) {
-                return bad("sample_rate", e.to_string());
+                return bad("sample_rate/n_fft/hop_length/n_mels", e.to_string());
             }
         }
         Ok(())
     }
 
-    /// Hex SHA-256 of the configuration: the cache folder's name.
+    /// Hex SHA-256 of the configuration and [`FEATURE_VERSION`]: the cache folder's name.
     pub fn hash(&self) -> String {
-        hex(&Sha256::digest(serde_json::to_vec(self).unwrap_or_default()))
+        let mut hasher = Sha256::new();
+        hasher.update(FEATURE_VERSION.to_le_bytes());
+        hasher.update(serde_json::to_vec(self).unwrap_or_default());
+        hex(&hasher.finalize())
     }
 
     /// Features of one source: `bytes` is the file's content (or the inline text) and
@@ -142,7 +150,8 @@ impl FeatureConfig {
     pub fn compute(&self, bytes: &[u8], path: &Path) -> std::result::Result<Vec<f32>, String> {
         match self {
             Self::Pixels { size, grey } => {
-                let decoded = image::load_from_memory(bytes).map_err(|e| format!("cannot decode image: {e}"))?;
+                let decoded = fusion_image::decode_bytes(bytes, path, fusion_image::DEFAULT_PIXEL_BUDGET)
+                    .map_err(|e| e.to_string())?;
                 let channels = if *grey { 1 } else { 3 };
                 let pipeline = fusion_image::Pipeline {
                     channels: if *grey {
@@ -161,13 +170,6 @@ impl FeatureConfig {
                     std: vec![1.0; channels],
                     pixel_budget: fusion_image::DEFAULT_PIXEL_BUDGET,
                 };
-                if u64::from(decoded.width()) * u64::from(decoded.height()) > pipeline.pixel_budget {
-                    return Err(format!(
-                        "{}×{} pixels is over the budget",
-                        decoded.width(),
-                        decoded.height()
-                    ));
-                }
                 Ok(pipeline.apply(&decoded, 0).map_err(|e| e.to_string())?.data)
             }
             Self::LogMel {
@@ -326,6 +328,9 @@ pub struct Extraction {
     pub cached: usize,
     /// Feature vectors computed (and written to the cache).
     pub computed: usize,
+    /// Cache writes that failed (the features are still returned: the cache is only a
+    /// speed-up).
+    pub cache_errors: Vec<String>,
 }
 
 impl Extraction {
@@ -346,6 +351,9 @@ type Source = std::result::Result<(Vec<u8>, PathBuf), (PathBuf, String)>;
 /// Where a record's modality comes from: its bytes (file content or inline text) and the
 /// path that names it; `None` when the record lacks the modality.
 fn source(record: &Record, modality: Modality) -> Option<Source> {
+    if !record.has(modality) {
+        return None;
+    }
     let path = match modality {
         Modality::Text => {
             if let Some(text) = &record.text {
@@ -437,7 +445,7 @@ impl FeatureCache {
         let description = folder.join("config.json");
         if !description.exists() {
             let text = serde_json::to_string_pretty(config).unwrap_or_default();
-            std::fs::write(&description, text).map_err(|e| io(&description, e))?;
+            write_atomic(&description, text.as_bytes()).map_err(|e| io(&description, e))?;
         }
         let bytes: Vec<(String, Vec<u8>)> = vectors
             .iter()
@@ -458,17 +466,23 @@ impl FeatureCache {
         let keys: String = vectors.keys().map(String::as_str).collect();
         let name = format!("{}.safetensors", &hex(&Sha256::digest(keys.as_bytes()))[..24]);
         let target = folder.join(name);
-        let partial = folder.join(format!(
-            ".{}.{}.partial",
-            std::process::id(),
-            target.display().to_string().len()
-        ));
-        safetensors::serialize_to_file(views, &None, &partial).map_err(|e| Error::Cache {
-            path: partial.clone(),
+        let data = safetensors::serialize(views, &None).map_err(|e| Error::Cache {
+            path: target.clone(),
             reason: format!("{e:?}"),
         })?;
-        std::fs::rename(&partial, &target).map_err(|e| io(&target, e))
+        write_atomic(&target, &data).map_err(|e| io(&target, e))
     }
+}
+
+/// Writes through a uniquely named temporary file in the same folder (so writers on
+/// several machines sharing the folder never collide), synced, then renamed into place.
+fn write_atomic(target: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let folder = target.parent().unwrap_or(Path::new("."));
+    let mut file = tempfile::NamedTempFile::new_in(folder)?;
+    file.write_all(data)?;
+    file.as_file().sync_all()?;
+    file.persist(target).map(drop).map_err(|e| e.error)
 }
 
 /// Extracts `specs` for the records of `manifest` in `shard` (all when `None`), reading
@@ -536,11 +550,21 @@ pub fn extract(
         problems: Vec::new(),
         cached: 0,
         computed: 0,
+        cache_errors: Vec::new(),
     };
     let mut fresh: Vec<BTreeMap<String, Vec<f32>>> = vec![BTreeMap::new(); specs.len()];
     for (record, outcome) in records.into_iter().zip(outcomes) {
         match outcome {
             Err(problem) => extraction.problems.push(problem),
+            Ok(values) if values.iter().all(Option::is_none) => extraction.problems.push(Problem {
+                id: record.id.clone(),
+                modality: None,
+                path: None,
+                reason: format!(
+                    "has none of the configured modalities ({})",
+                    specs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            }),
             Ok(values) => {
                 extraction.records.push(record.clone());
                 for (m, value) in values.into_iter().enumerate() {
@@ -559,7 +583,9 @@ pub fn extract(
     }
     if let Some(cache) = cache {
         for (spec, vectors) in specs.iter().zip(&fresh) {
-            cache.store(&spec.config, vectors)?;
+            if let Err(e) = cache.store(&spec.config, vectors) {
+                extraction.cache_errors.push(e.to_string());
+            }
         }
     }
     Ok(extraction)

@@ -199,16 +199,28 @@ fn pca_degradation_keeps_the_leading_components_and_noise_has_the_asked_snr() {
     );
     assert!(spread(one.iter().map(|h| h.1).collect()) > 150.0);
     assert!(spread(one.iter().map(|h| h.2).collect()) < 40.0, "{one:?}");
-    let tone: Vec<i16> = (0..800).map(|t| ((t as f32 * 0.3).sin() * 6000.0) as i16).collect();
-    for entry in std::fs::read_dir(&fsdd).unwrap() {
+    // Every recording a tone of its own frequency, so a pairing can be recognised.
+    let read = |path: &Path| -> Vec<f64> {
+        hound::WavReader::open(path)
+            .unwrap()
+            .samples::<i16>()
+            .map(|s| f64::from(s.unwrap()) / 32768.0)
+            .collect()
+    };
+    let mut sources: Vec<_> = std::fs::read_dir(&fsdd).unwrap().map(|e| e.unwrap().path()).collect();
+    sources.sort();
+    for (k, path) in sources.iter().enumerate() {
         let spec = hound::WavSpec {
             channels: 1,
             sample_rate: 8000,
             bits_per_sample: 16,
             sample_format: hound::SampleFormat::Int,
         };
-        let mut writer = hound::WavWriter::create(entry.unwrap().path(), spec).unwrap();
-        tone.iter().for_each(|s| writer.write_sample(*s).unwrap());
+        let mut writer = hound::WavWriter::create(path, spec).unwrap();
+        for t in 0..800 {
+            let value = (t as f32 * (0.05 + 0.01 * k as f32)).sin() * 6000.0;
+            writer.write_sample(value as i16).unwrap();
+        }
         writer.finalize().unwrap();
     }
     let degraded = AvMnistOptions {
@@ -217,17 +229,16 @@ fn pca_degradation_keeps_the_leading_components_and_noise_has_the_asked_snr() {
     };
     let summary = build_avmnist(&mnist, &fsdd, &dir.path().join("out"), &degraded).unwrap();
     let manifest = Manifest::load(&summary.manifest).unwrap();
-    let clean: Vec<f64> = tone.iter().map(|s| f64::from(*s) / 32768.0).collect();
+    // The clean build with the same seed pairs the same recordings: each noisy file is its
+    // clean counterpart plus noise at 10 dB.
+    let clean_build = build_avmnist(&mnist, &fsdd, &dir.path().join("clean"), &options()).unwrap();
+    let clean_records = Manifest::load(&clean_build.manifest).unwrap().records;
     let mut files = std::collections::BTreeSet::new();
-    for record in &manifest.records {
+    for (record, clean_record) in manifest.records.iter().zip(&clean_records) {
         let audio = record.audio.as_ref().unwrap();
         assert!(files.insert(audio.clone()), "every sample has its own noisy recording");
         assert_eq!(record.group.as_deref(), Some("snr +10 to +15 dB"));
-        let noisy: Vec<f64> = hound::WavReader::open(audio)
-            .unwrap()
-            .samples::<i16>()
-            .map(|s| f64::from(s.unwrap()) / 32768.0)
-            .collect();
+        let (noisy, clean) = (read(audio), read(clean_record.audio.as_ref().unwrap()));
         let signal = clean.iter().map(|v| v * v).sum::<f64>();
         let noise = noisy.iter().zip(&clean).map(|(a, b)| (a - b).powi(2)).sum::<f64>();
         let snr = 10.0 * (signal / noise).log10();
@@ -237,9 +248,23 @@ fn pca_degradation_keeps_the_leading_components_and_noise_has_the_asked_snr() {
     assert_eq!(again.manifest_sha256, summary.manifest_sha256);
     let bytes = |root: &str| std::fs::read(dir.path().join(root).join("audio/train_00000.wav")).unwrap();
     assert_eq!(bytes("out"), bytes("again"), "noise is seeded");
-    let bad = AvMnistOptions {
-        pca_energy: Some(1.5),
-        ..options()
-    };
-    assert!(build_avmnist(&mnist, &fsdd, &dir.path().join("bad"), &bad).is_err());
+    for bad in [
+        AvMnistOptions {
+            pca_energy: Some(1.5),
+            ..options()
+        },
+        AvMnistOptions {
+            noise_snr_db: Some((f64::NEG_INFINITY, 5.0)),
+            ..options()
+        },
+        AvMnistOptions {
+            noise_snr_db: Some((5.0, 0.0)),
+            ..options()
+        },
+    ] {
+        assert!(
+            build_avmnist(&mnist, &fsdd, &dir.path().join("bad"), &bad).is_err(),
+            "{bad:?}"
+        );
+    }
 }

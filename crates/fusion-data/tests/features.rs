@@ -58,6 +58,7 @@ fn manifest(dir: &Path) -> PathBuf {
         "corrupt,0,train,corrupt.png,,,words".to_string(),
         "missing,1,val,gone.png,,,".to_string(),
         "empty_text,1,val,,,,  ...  ".to_string(),
+        "nothing,0,test,,,,".to_string(),
     ];
     let path = dir.join("manifest.csv");
     std::fs::write(&path, rows.join("\n")).unwrap();
@@ -74,11 +75,21 @@ fn features_have_the_configured_values_and_bad_records_are_listed() {
     let problems: Vec<(&str, &str)> = extraction
         .problems
         .iter()
-        .map(|p| (p.id.as_str(), p.modality.as_deref().unwrap()))
+        .map(|p| (p.id.as_str(), p.modality.as_deref().unwrap_or("record")))
         .collect();
     assert_eq!(
         problems,
-        [("corrupt", "image"), ("missing", "image"), ("empty_text", "text")]
+        [
+            ("corrupt", "image"),
+            ("missing", "image"),
+            ("empty_text", "text"),
+            ("nothing", "record")
+        ]
+    );
+    assert!(
+        extraction.problems[3]
+            .reason
+            .contains("none of the configured modalities")
     );
     assert!(extraction.problems[1].path.as_ref().unwrap().ends_with("gone.png"));
     let [image, audio, text, video] = &extraction.features[..] else {
@@ -170,4 +181,22 @@ fn the_cache_is_reused_across_runs_renames_and_shards() {
         .unwrap_err()
         .to_string();
     assert!(error.contains(&shard.display().to_string()), "{error}");
+}
+
+#[test]
+fn a_cache_that_cannot_be_written_costs_speed_not_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = Manifest::load(manifest(dir.path())).unwrap();
+    // The cache root is a file: nothing can be stored under it.
+    std::fs::write(dir.path().join("blocked"), b"").unwrap();
+    let cache = FeatureCache::new(dir.path().join("blocked"));
+    let extraction = extract(&manifest, &specs(), Some(&cache), None, &|_| {}).unwrap();
+    assert_eq!(extraction.records.len(), 3);
+    assert_eq!(
+        extraction.cache_errors.len(),
+        specs().len(),
+        "{:?}",
+        extraction.cache_errors
+    );
+    assert!(extraction.cache_errors[0].contains("blocked"));
 }

@@ -30,5 +30,5 @@ pub use efficientnet::EfficientNetLite0;
 #[cfg(feature = "torch")]
 pub use encoder::{LeNet, ResNet18, batch_images};
 pub use error::{Error, Result};
-pub use pipeline::{Crop, DEFAULT_PIXEL_BUDGET, Filter, Pipeline, Resize, SplitMix64, decode};
+pub use pipeline::{Crop, DEFAULT_PIXEL_BUDGET, Filter, Pipeline, Resize, SplitMix64, decode, decode_bytes};
 pub use preprocess::{Channels, ChwImage, load_normalized, normalize};

@@ -216,12 +216,34 @@ impl Pipeline {
 /// Decodes `path` with EXIF orientation applied, refusing images over `pixel_budget`
 /// pixels before their pixels are allocated.
 pub fn decode(path: &Path, pixel_budget: u64) -> Result<DynamicImage> {
+    let io = |e: std::io::Error| Error::Decode {
+        path: path.to_path_buf(),
+        source: image::ImageError::IoError(e),
+    };
+    let reader = ImageReader::open(path).map_err(io)?.with_guessed_format().map_err(io)?;
+    decode_from(reader, path, pixel_budget)
+}
+
+/// [`decode`] for a file already in memory; `path` names it in errors.
+pub fn decode_bytes(bytes: &[u8], path: &Path, pixel_budget: u64) -> Result<DynamicImage> {
+    let reader = ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| Error::Decode {
+            path: path.to_path_buf(),
+            source: image::ImageError::IoError(e),
+        })?;
+    decode_from(reader, path, pixel_budget)
+}
+
+fn decode_from<R: std::io::BufRead + std::io::Seek>(
+    mut reader: ImageReader<R>,
+    path: &Path,
+    pixel_budget: u64,
+) -> Result<DynamicImage> {
     let decode_error = |source: image::ImageError| Error::Decode {
         path: path.to_path_buf(),
         source,
     };
-    let io = |e: std::io::Error| decode_error(image::ImageError::IoError(e));
-    let mut reader = ImageReader::open(path).map_err(io)?.with_guessed_format().map_err(io)?;
     let mut limits = Limits::default();
     // Room for the decoded pixels at 16 bits × 4 channels, plus the decoder's own buffers.
     limits.max_alloc = Some(pixel_budget.saturating_mul(8).saturating_add(64 << 20));
