@@ -28,7 +28,7 @@ config["train"]["seed"] = int(seed)
 json.dump(config, open(f"{work}/config{seed}.json", "w"))
 PY
 done
-echo "== fusion extract, cold cache (900 images + 826 recordings)"
+echo "== fusion extract, cold cache (the demo's images and recordings)"
 start=$(date +%s.%N)
 "$FUSION" extract --config "$WORK/config0.json" --quiet
 end=$(date +%s.%N)
