@@ -124,7 +124,7 @@ pub fn write(run: &Run) -> Result<()> {
         image(&mut out, run, "noise", "accuracy under noise");
     }
     if run.file("model.pt").exists() {
-        out += "## Export\n\nTorchScript: `model.pt`, inputs in `model.pt.json`.\n";
+        out += "## Export\n\nTorchScript: `model.pt`, inputs in `model.pt.json`; it expects features standardised with `normalization.json` (minus the mean, divided by the scale).\n";
     }
     let path = run.file("report.md");
     std::fs::write(&path, out).with_context(|| format!("cannot write {}", path.display()))

@@ -185,6 +185,9 @@ fn train_resume_eval_predict_explain_robustness_export() {
         "the run is untouched"
     );
     let extract = json(&ok(&["extract", "--config", c, "--json"]));
+    let bad_shard = fusion(&["extract", "--config", c, "--shard", "2/2"]);
+    assert!(!bad_shard.status.success());
+    assert!(String::from_utf8_lossy(&bad_shard.stderr).contains("need 0 ≤ i < n"));
     assert_eq!(extract["computed"], 0, "{extract}");
     assert!(extract["cached"].as_u64().unwrap() > 150);
 
@@ -254,6 +257,10 @@ fn train_resume_eval_predict_explain_robustness_export() {
         assert!(run.join(format!("plots/{plot}.png")).exists(), "{plot}");
     }
     let report = std::fs::read_to_string(run.join("report.md")).unwrap();
+    assert!(
+        report.contains("normalization.json"),
+        "the export note says how inputs are scaled"
+    );
     for section in [
         "## Training",
         "## Evaluation on test",
