@@ -31,8 +31,6 @@ pub struct Ui {
     pub quiet: bool,
     /// One JSON value on stdout, no text, no bars.
     pub json: bool,
-    /// Print skipped records and bad lines (off when a command repeats a load).
-    pub warnings: bool,
     /// Print a line per training epoch.
     pub epochs: bool,
 }
@@ -47,7 +45,7 @@ impl Ui {
 
     /// A warning on stderr (not in quiet mode).
     pub fn warn(&self, text: impl std::fmt::Display) {
-        if !self.quiet && self.warnings {
+        if !self.quiet {
             eprintln!("{text}");
         }
     }
@@ -479,8 +477,22 @@ fn run_split(
     device: Device,
 ) -> Result<(SplitData, Vec<String>, Loaded)> {
     let config = run.config()?;
-    let classes = run.classes()?;
     let loaded = load_data(&config, manifest, None, ui)?;
+    let (data, classes) = split_data(run, &config, &loaded, split, ui, device)?;
+    Ok((data, classes, loaded))
+}
+
+/// The run's standardised dataset for `split` of data loaded with the run's configuration
+/// `config`, and the run's classes.
+pub fn split_data(
+    run: &Run,
+    config: &RunConfig,
+    loaded: &Loaded,
+    split: Split,
+    ui: Ui,
+    device: Device,
+) -> Result<(SplitData, Vec<String>)> {
+    let classes = run.classes()?;
     let indices = loaded.extraction.split_indices(split);
     if indices.is_empty() {
         bail!(
@@ -494,7 +506,7 @@ fn run_split(
     for problem in &data.problems {
         ui.warn(format!("skipped record {}", describe(problem)));
     }
-    Ok((data, classes, loaded))
+    Ok((data, classes))
 }
 
 /// `fusion eval`.
@@ -596,6 +608,11 @@ pub struct ExplainRecord {
 pub fn explain(run_dir: &Path, manifest: Option<&Path>, split: Split, ui: Ui, device: Device) -> Result<()> {
     let run = Run::new(run_dir);
     let (data, _, _) = run_split(&run, manifest, split, ui, device)?;
+    explain_on(&run, &data, split, ui, device)
+}
+
+/// [`explain`] on data already loaded (see [`split_data`]).
+pub fn explain_on(run: &Run, data: &SplitData, split: Split, ui: Ui, device: Device) -> Result<()> {
     let (model, _vs) = run.model(device)?;
     let shapley = shapley_values(&model, &data.data, EVAL_BATCH)?;
     for (m, name) in shapley.modalities.iter().enumerate() {
@@ -616,7 +633,7 @@ pub fn explain(run_dir: &Path, manifest: Option<&Path>, split: Split, ui: Ui, de
         shapley,
     };
     run.write_json("explain.json", &record)?;
-    report::write(&run)?;
+    report::write(run)?;
     ui.result(&record)
 }
 
@@ -635,6 +652,11 @@ pub struct RobustnessRecord {
 pub fn robustness(run_dir: &Path, manifest: Option<&Path>, split: Split, ui: Ui, device: Device) -> Result<()> {
     let run = Run::new(run_dir);
     let (data, _, _) = run_split(&run, manifest, split, ui, device)?;
+    robustness_on(&run, &data, split, ui, device)
+}
+
+/// [`robustness`] on data already loaded (see [`split_data`]).
+pub fn robustness_on(run: &Run, data: &SplitData, split: Split, ui: Ui, device: Device) -> Result<()> {
     let (model, _vs) = run.model(device)?;
     let subsets = missing_modality_accuracy(&model, &data.data, EVAL_BATCH)?;
     let noise = noise_robustness(&model, &data.data, EVAL_BATCH, &NOISE_LEVELS, 0)?;
@@ -668,7 +690,7 @@ pub fn robustness(run_dir: &Path, manifest: Option<&Path>, split: Split, ui: Ui,
         noise,
     };
     run.write_json("robustness.json", &record)?;
-    report::write(&run)?;
+    report::write(run)?;
     ui.result(&record)
 }
 
@@ -742,7 +764,8 @@ pub fn default_methods() -> Vec<crate::run::NamedFusion> {
 
 /// `fusion compare`: every method of the configuration (same encoders, features and seed)
 /// and each modality alone, one table and one plot.
-pub fn compare(config_path: &Path, out: &Path, ui: Ui, device: Device) -> Result<Vec<CompareRow>> {
+/// Returns the rows and the data loaded for them.
+pub fn compare(config_path: &Path, out: &Path, ui: Ui, device: Device) -> Result<(Vec<CompareRow>, Loaded)> {
     let config = RunConfig::load(config_path)?;
     config.validate()?;
     let loaded = load_data(&config, None, None, ui)?;
@@ -825,5 +848,5 @@ pub fn compare(config_path: &Path, out: &Path, ui: Ui, device: Device) -> Result
     ui.say(format!("\n{table}"));
     ui.say(format!("report: {}", compare.file("report.md").display()));
     ui.result(&rows)?;
-    Ok(rows)
+    Ok((rows, loaded))
 }

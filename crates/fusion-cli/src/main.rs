@@ -154,38 +154,62 @@ fn default_demo_data() -> PathBuf {
 enum DataCommand {
     /// AV-MNIST: MNIST images paired with FSDD recordings of the same digit (see
     /// fusion_data::build_avmnist for the protocol).
-    Avmnist {
-        /// Folder with MNIST's four `*-ubyte.gz` files (`cargo xtask data mnist`).
-        #[arg(long)]
-        mnist: std::path::PathBuf,
-        /// FSDD's `recordings` folder (`cargo xtask data fsdd`).
-        #[arg(long)]
-        fsdd: std::path::PathBuf,
-        /// Output folder (images, audio, manifest.jsonl).
-        #[arg(long)]
-        out: std::path::PathBuf,
-        /// Seed of the shuffles and pairings.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Training samples.
-        #[arg(long, default_value_t = 55_000)]
-        train: usize,
-        /// Validation samples.
-        #[arg(long, default_value_t = 5_000)]
-        val: usize,
-        /// Test samples.
-        #[arg(long, default_value_t = 10_000)]
-        test: usize,
-        /// Hold these speakers out for test (comma-separated); default: FSDD's split.
-        #[arg(long, value_delimiter = ',')]
-        test_speakers: Option<Vec<String>>,
-        /// MultiBench's image degradation: keep this fraction of the variance (0.25).
-        #[arg(long)]
-        pca_energy: Option<f64>,
-        /// Mix white noise into the audio at an SNR drawn from LOW,HIGH dB.
-        #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
-        noise_snr_db: Option<Vec<f64>>,
-    },
+    Avmnist(AvmnistArgs),
+}
+
+/// `fusion data avmnist`.
+#[derive(clap::Args)]
+struct AvmnistArgs {
+    /// Folder with MNIST's four `*-ubyte.gz` files (`cargo xtask data mnist`).
+    #[arg(long)]
+    mnist: PathBuf,
+    /// FSDD's `recordings` folder (`cargo xtask data fsdd`).
+    #[arg(long)]
+    fsdd: PathBuf,
+    /// Output folder (images, audio, manifest.jsonl).
+    #[arg(long)]
+    out: PathBuf,
+    /// Seed of the shuffles and pairings.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Training samples.
+    #[arg(long, default_value_t = 55_000)]
+    train: usize,
+    /// Validation samples.
+    #[arg(long, default_value_t = 5_000)]
+    val: usize,
+    /// Test samples.
+    #[arg(long, default_value_t = 10_000)]
+    test: usize,
+    /// Hold these speakers out for test (comma-separated); default: FSDD's split.
+    #[arg(long, value_delimiter = ',')]
+    test_speakers: Option<Vec<String>>,
+    /// MultiBench's image degradation: keep this fraction of the variance (0.25).
+    #[arg(long)]
+    pca_energy: Option<f64>,
+    /// Mix white noise into the audio at an SNR drawn from LOW,HIGH dB.
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+    noise_snr_db: Option<Vec<f64>>,
+}
+
+impl AvmnistArgs {
+    /// The builder's options; the builder itself checks the values.
+    fn options(&self) -> Result<fusion_data::AvMnistOptions> {
+        let noise_snr_db = match self.noise_snr_db.as_deref() {
+            None => None,
+            Some(&[low, high]) => Some((low, high)),
+            Some(other) => anyhow::bail!("--noise-snr-db: need LOW,HIGH, got {other:?}"),
+        };
+        Ok(fusion_data::AvMnistOptions {
+            seed: self.seed,
+            train: self.train,
+            val: self.val,
+            test: self.test,
+            test_speakers: self.test_speakers.clone(),
+            pca_energy: self.pca_energy,
+            noise_snr_db,
+        })
+    }
 }
 
 fn main() -> Result<()> {
@@ -193,7 +217,6 @@ fn main() -> Result<()> {
     let ui = Ui {
         quiet: cli.quiet,
         json: cli.json,
-        warnings: true,
         epochs: true,
     };
     let device = || cli.device.resolve();
@@ -224,34 +247,9 @@ fn main() -> Result<()> {
         Command::Explain(a) => commands::explain(&a.run, a.manifest.as_deref(), a.split, ui, device()?),
         Command::Robustness(a) => commands::robustness(&a.run, a.manifest.as_deref(), a.split, ui, device()?),
         Command::Export { run, out } => commands::export(&run, out.as_deref(), ui, device()?),
-        Command::Compare { config, out } => commands::compare(&config, &out, ui, device()?).map(|_| ()),
-        Command::Data(DataCommand::Avmnist {
-            mnist,
-            fsdd,
-            out,
-            seed,
-            train,
-            val,
-            test,
-            test_speakers,
-            pca_energy,
-            noise_snr_db,
-        }) => {
-            let noise_snr_db = match noise_snr_db.as_deref() {
-                None => None,
-                Some(&[low, high]) if low <= high => Some((low, high)),
-                Some(other) => anyhow::bail!("--noise-snr-db: need LOW,HIGH with LOW ≤ HIGH, got {other:?}"),
-            };
-            let options = fusion_data::AvMnistOptions {
-                seed,
-                train,
-                val,
-                test,
-                test_speakers,
-                pca_energy,
-                noise_snr_db,
-            };
-            let summary = fusion_data::build_avmnist(&mnist, &fsdd, &out, &options)?;
+        Command::Compare { config, out } => commands::compare(&config, &out, ui, device()?).map(drop),
+        Command::Data(DataCommand::Avmnist(args)) => {
+            let summary = fusion_data::build_avmnist(&args.mnist, &args.fsdd, &args.out, &args.options()?)?;
             ui.say(format!(
                 "AV-MNIST: {} train, {} val, {} test samples; {} training and {} test recordings; {}",
                 summary.counts[0],
@@ -342,7 +340,7 @@ fn demo(data: &Path, out: &Path, ui: Ui, device: tch::Device) -> Result<()> {
     } else {
         ui
     };
-    let rows = commands::compare(&config, out, step, device)?;
+    let (rows, loaded) = commands::compare(&config, out, step, device)?;
     let fused = rows
         .iter()
         .filter(|r| !r.name.ends_with(" only"))
@@ -352,13 +350,11 @@ fn demo(data: &Path, out: &Path, ui: Ui, device: tch::Device) -> Result<()> {
             "\nbest fusion method: {} ({:.4}); explaining it",
             best.name, best.accuracy
         ));
-        // The same records again: their problems were listed above.
-        let again = Ui {
-            warnings: false,
-            ..step
-        };
-        commands::explain(&best.run, None, Split::Test, again, device)?;
-        commands::robustness(&best.run, None, Split::Test, again, device)?;
+        // The best run reads the same features as the comparison: no second extraction.
+        let run = commands::Run::new(&best.run);
+        let (data, _) = commands::split_data(&run, &run.config()?, &loaded, Split::Test, step, device)?;
+        commands::explain_on(&run, &data, Split::Test, step, device)?;
+        commands::robustness_on(&run, &data, Split::Test, step, device)?;
         step.say(format!("its report: {}", best.run.join("report.md").display()));
     }
     let seconds = started.elapsed().as_secs_f64();

@@ -295,7 +295,7 @@ pub fn build_avmnist(mnist: &Path, fsdd: &Path, out: &Path, options: &AvMnistOpt
                 // A generator per sample, apart from the pairing's: the same seed pairs the
                 // same images and recordings with and without noise.
                 let mut noise = SplitMix64(options.seed ^ (n as u64 + 1).wrapping_mul(0xd1b5_4a32_d192_ed03));
-                let snr = low + (high - low) * (noise.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+                let snr = low + (high - low) * noise.next_f64();
                 let band = (snr / 5.0).floor() * 5.0;
                 group = Some(format!("snr {band:+} to {:+} dB", band + 5.0));
                 let name = PathBuf::from(format!("{id}.wav"));
@@ -334,10 +334,7 @@ pub fn build_avmnist(mnist: &Path, fsdd: &Path, out: &Path, options: &AvMnistOpt
     }
     let manifest_path = out.join("manifest.jsonl");
     std::fs::write(&manifest_path, &manifest).map_err(|e| io(&manifest_path, e))?;
-    let manifest_sha256 = Sha256::digest(manifest.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let manifest_sha256 = crate::features::hex(&Sha256::digest(manifest.as_bytes()));
     Ok(AvMnistSummary {
         manifest: manifest_path,
         counts,

@@ -206,12 +206,11 @@ fn jacobi_eigen(a: &mut [f64], n: usize) -> (Vec<f64>, Vec<f64>) {
 pub fn add_noise(samples: &[f32], snr_db: f64, rng: &mut SplitMix64) -> Vec<f32> {
     let power = samples.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>() / samples.len().max(1) as f64;
     let sigma = (power / 10f64.powf(snr_db / 10.0)).sqrt();
-    let mut uniform = || (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
     samples
         .iter()
         .map(|s| {
             // Box–Muller.
-            let (u, v) = (uniform().max(f64::MIN_POSITIVE), uniform());
+            let (u, v) = (rng.next_f64().max(f64::MIN_POSITIVE), rng.next_f64());
             let gaussian = (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos();
             (f64::from(*s) + sigma * gaussian) as f32
         })
@@ -227,8 +226,7 @@ mod tests {
         // Points along (1, 1, 0)/√2 with variance 9, along (1, -1, 0)/√2 with variance 1.
         let mut rng = SplitMix64(1);
         let mut gaussian = || {
-            let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-            let v = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+            let (u, v) = (rng.next_f64(), rng.next_f64());
             (-2.0 * u.max(1e-300).ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
         };
         let rows: Vec<Vec<f64>> = (0..4000)

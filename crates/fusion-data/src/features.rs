@@ -269,7 +269,8 @@ fn hashed_words(text: &str, dim: usize) -> std::result::Result<Vec<f32>, String>
     Ok(out)
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hexadecimal of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
