@@ -127,6 +127,16 @@ impl Encoder for AudioCnn {
     }
 }
 
+/// The outputs `[B, T, hidden]` of a batch-first `gru` of `layers` layers over `input`
+/// `[B, T, D]`, from a zero state shaped by tensor operations (tch's default state takes
+/// the batch size as a Rust number, which a traced export would keep).
+pub fn gru_outputs(gru: &nn::GRU, input: &Tensor, layers: i64, hidden: i64) -> Tensor {
+    use tch::nn::RNN;
+    let zero = input.narrow(1, 0, 1).narrow(2, 0, 1).transpose(0, 1).zeros_like(); // [1, B, 1]
+    let state = nn::GRUState(zero.repeat([layers, 1, hidden]));
+    gru.seq_init(input, &state).0
+}
+
 /// A GRU over frames (mel bands as features), its outputs averaged over real frames and
 /// projected to `output_dim`.
 #[derive(Debug)]
@@ -134,6 +144,8 @@ pub struct AudioGru {
     gru: nn::GRU,
     projection: nn::Linear,
     n_mels: i64,
+    layers: i64,
+    hidden: i64,
     output_dim: i64,
 }
 
@@ -149,6 +161,8 @@ impl AudioGru {
             gru: nn::gru(p / "gru", n_mels, hidden, config),
             projection: fusion_core::linear(p / "projection", hidden, output_dim),
             n_mels,
+            layers,
+            hidden,
             output_dim,
         }
     }
@@ -164,8 +178,7 @@ impl Encoder for AudioGru {
     }
 
     fn encode(&self, input: &ModalityInput, _train: bool) -> Tensor {
-        use tch::nn::RNN;
-        let (outputs, _) = self.gru.seq(&input.features);
+        let outputs = gru_outputs(&self.gru, &input.features, self.layers, self.hidden);
         self.projection
             .forward(&masked_mean(&outputs, input.padding_mask.as_ref()))
     }

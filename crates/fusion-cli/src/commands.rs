@@ -2,24 +2,22 @@
 
 use std::{
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{Context, Result, anyhow, bail};
 use fusion_core::{
-    FusionConfig, FusionModel, GroupMetrics, Metrics, ModalityInput, NOISE_LEVELS, NoiseCurve, Progress, RunFolder,
-    ShapleyReport, SubsetAccuracy, TrainSummary, evaluate, export_torchscript, missing_modality_accuracy,
-    noise_robustness, shapley_values,
+    FusionConfig, GroupMetrics, Metrics, ModalityInput, NOISE_LEVELS, NoiseCurve, Progress, ShapleyReport,
+    SubsetAccuracy, TrainSummary, evaluate, export_torchscript, missing_modality_accuracy, noise_robustness,
+    shapley_values,
 };
-use fusion_data::{Extraction, FeatureCache, Manifest, Problem, Shard, Split};
+use fusion_data::{Extraction, FeatureCache, FeatureSpec, Manifest, Problem, Shard, Split};
+use fusion_run::{NamedFusion, Run, RunConfig, SplitData, held_out_split, split_dataset};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
-use tch::{Device, Kind, Tensor};
+use tch::Device;
 
-use crate::{
-    plots, report,
-    run::{Normalization, RunConfig, SplitData, classes_of, dataset},
-};
+use crate::{plots, report};
 
 /// Batch size of evaluation passes.
 const EVAL_BATCH: usize = 256;
@@ -79,6 +77,8 @@ impl Ui {
 pub struct Loaded {
     /// The manifest read.
     pub manifest: Manifest,
+    /// The features extracted, one column each.
+    pub specs: Vec<FeatureSpec>,
     /// Features of the good records.
     pub extraction: Extraction,
 }
@@ -95,7 +95,8 @@ pub fn load_data(config: &RunConfig, manifest: Option<&Path>, shard: Option<Shar
     let records = manifest.records.len();
     let total = shard.map_or(records, |s| records.saturating_sub(s.index).div_ceil(s.count));
     let bar = ui.bar(total as u64, "features");
-    let extraction = fusion_data::extract(&manifest, &config.feature_specs(), cache.as_ref(), shard, &|n| {
+    let specs = config.feature_specs();
+    let extraction = fusion_data::extract(&manifest, &specs, cache.as_ref(), shard, &|n| {
         bar.set_position(n as u64)
     })?;
     bar.finish_and_clear();
@@ -114,83 +115,23 @@ pub fn load_data(config: &RunConfig, manifest: Option<&Path>, shard: Option<Shar
         extraction.cached,
         extraction.computed
     ));
-    Ok(Loaded { manifest, extraction })
+    Ok(Loaded {
+        manifest,
+        specs,
+        extraction,
+    })
 }
 
 /// `id (modality) path: reason`.
 pub fn describe(problem: &Problem) -> String {
-    let mut text = problem.id.clone();
-    if let Some(modality) = &problem.modality {
-        text += &format!(" ({modality})");
-    }
-    if let Some(path) = &problem.path {
-        text += &format!(" {}", path.display());
-    }
-    format!("{text}: {}", problem.reason)
+    fusion_run::describe(problem)
 }
 
-/// Files a CLI run folder holds beside fusion-core's checkpoints.
-pub struct Run {
-    /// fusion-core's files (model.json, checkpoints, metrics.jsonl).
-    pub folder: RunFolder,
-}
-
-impl Run {
-    /// The run at `root`.
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self {
-            folder: RunFolder::new(root),
-        }
-    }
-    /// The folder.
-    pub fn root(&self) -> &Path {
-        &self.folder.root
-    }
-    /// A file of the run.
-    pub fn file(&self, name: &str) -> PathBuf {
-        self.folder.root.join(name)
-    }
-    /// Where the stem of a plot goes (`.png` and `.svg` are added).
-    pub fn plot(&self, name: &str) -> Result<PathBuf> {
-        let dir = self.file("plots");
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        Ok(dir.join(name))
-    }
-    /// Writes a JSON file of the run.
-    pub fn write_json(&self, name: &str, value: &impl Serialize) -> Result<()> {
-        let path = self.file(name);
-        std::fs::create_dir_all(self.root()).with_context(|| format!("cannot create {}", self.root().display()))?;
-        std::fs::write(&path, serde_json::to_string_pretty(value)?)
-            .with_context(|| format!("cannot write {}", path.display()))
-    }
-    /// Reads a JSON file of the run.
-    pub fn read_json<T: for<'de> Deserialize<'de>>(&self, name: &str) -> Result<T> {
-        let path = self.file(name);
-        let text = std::fs::read_to_string(&path).with_context(|| {
-            format!(
-                "cannot read {} (is {} a run folder?)",
-                path.display(),
-                self.root().display()
-            )
-        })?;
-        serde_json::from_str(&text).with_context(|| format!("{} is damaged", path.display()))
-    }
-    /// The run's configuration.
-    pub fn config(&self) -> Result<RunConfig> {
-        self.read_json("run.json")
-    }
-    /// The class names in index order.
-    pub fn classes(&self) -> Result<Vec<String>> {
-        self.read_json("classes.json")
-    }
-    /// The input standardisation fitted at training time.
-    pub fn normalization(&self) -> Result<Normalization> {
-        self.read_json("normalization.json")
-    }
-    /// The trained model (best weights) on `device`.
-    pub fn model(&self, device: Device) -> Result<(FusionModel, tch::nn::VarStore)> {
-        Ok(self.folder.load_model(device)?)
-    }
+/// Where the stem of a plot of `run` goes (`.png` and `.svg` are added).
+pub fn plot_path(run: &Run, name: &str) -> Result<PathBuf> {
+    let dir = run.file("plots");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir.join(name))
 }
 
 /// An evaluation as stored in `eval.json`.
@@ -230,91 +171,16 @@ fn split_name(split: Split) -> &'static str {
     }
 }
 
-/// Trains `fusion` on the extraction's train split into `run`, evaluating on val each
-/// epoch, then evaluates the best weights on test (or val when there is no test split).
-/// `columns` picks the extraction's feature columns, in the configuration's modality order.
-/// A folder that already holds a run continues it when the configuration is the same
-/// (epochs aside), with the classes and standardisation it started with; anything else is
-/// refused before a file is touched.
-pub fn train_one(
-    config: &RunConfig,
-    fusion: &FusionConfig,
-    extraction: &Extraction,
-    columns: &[(usize, usize)],
-    run: &Run,
-    ui: Ui,
-    device: Device,
-) -> Result<Trained> {
-    let train_indices = extraction.split_indices(Split::Train);
-    let classes = classes_of(train_indices.iter().map(|&i| extraction.records[i].label.as_str()));
-    if classes.len() < 2 {
-        bail!(
-            "the training records have {} distinct label(s); need at least 2",
-            classes.len()
-        );
-    }
-    let run_config = RunConfig {
-        fusion: fusion.clone(),
-        ..config.clone()
-    };
-    let saved = if run.folder.model_config().exists() {
-        let saved = run.config()?;
-        if !saved.same_run(&run_config) {
-            bail!(
-                "{} holds a run of another configuration; use a new folder (or the same configuration to resume)",
-                run.root().display()
-            );
-        }
-        let saved_classes = run.classes()?;
-        if saved_classes != classes {
-            bail!(
-                "{}: the training labels changed since this run started ({saved_classes:?}, now {classes:?}); use a new folder",
-                run.root().display()
-            );
-        }
-        Some(run.normalization()?)
-    } else {
-        None
-    };
-    // A training sample with none of the model's modalities teaches it nothing.
-    let trainable: Vec<usize> = train_indices
-        .iter()
-        .copied()
-        .filter(|&i| columns.iter().any(|&(c, _)| extraction.features[c][i].is_some()))
-        .collect();
-    let mut train_data = dataset(extraction, &trainable, &classes, columns, device)?;
-    let normalization = match saved {
-        Some(saved) => saved,
-        None => Normalization::fit(&train_data.data)?,
-    };
-    normalization.apply(&mut train_data.data)?;
-    let split = |s| -> Result<SplitData> {
-        let mut data = dataset(extraction, &extraction.split_indices(s), &classes, columns, device)?;
-        normalization.apply(&mut data.data)?;
-        Ok(data)
-    };
-    let val = split(Split::Val)?;
-    let val_data = (!val.records.is_empty()).then_some(&val.data);
-    let model_config = run_config.model_config(classes.len() as i64, fusion);
-    model_config.validate()?;
-    run.write_json("run.json", &run_config)?;
-    run.write_json("classes.json", &classes)?;
-    run.write_json("normalization.json", &normalization)?;
-    tch::manual_seed(config.train.seed as i64);
-    let vs = tch::nn::VarStore::new(device);
-    let model = FusionModel::new(&vs.root(), &model_config)?;
-    let parameters: i64 = vs.trainable_variables().iter().map(Tensor::numel).sum::<usize>() as i64;
-    let steps_per_epoch = train_data.records.len().div_ceil(config.train.batch_size.max(1));
+/// Trains `config` on the loaded data into `run` (see [`fusion_run::train`]) with a
+/// progress bar, plots the curves, then evaluates the best weights on test (or val when
+/// there is no test split).
+pub fn train_one(config: &RunConfig, loaded: &Loaded, run: &Run, ui: Ui, device: Device) -> Result<Trained> {
+    let extraction = &loaded.extraction;
+    let train_records = extraction.split_indices(Split::Train).len();
+    let steps_per_epoch = train_records.div_ceil(config.train.batch_size.max(1));
     let bar = ui.bar((config.train.epochs * steps_per_epoch) as u64, "training");
-    let started = Instant::now();
-    let summary = fusion_core::train(
-        &model,
-        &vs,
-        &config.train,
-        &train_data.data,
-        val_data,
-        &run.folder,
-        &mut |progress| match progress {
+    let trained = fusion_run::train(config, extraction, &loaded.specs, run, device, &mut |progress| {
+        match progress {
             Progress::Step {
                 epoch,
                 step,
@@ -338,30 +204,25 @@ pub fn train_one(
                 }
             }
             Progress::Epoch(_) => {}
-        },
-    )?;
+        }
+    })?;
     bar.finish_and_clear();
-    let seconds = started.elapsed().as_secs_f64();
-    if summary.resumed_from > 0 {
-        ui.say(format!("resumed from epoch {}", summary.resumed_from));
+    if trained.summary.resumed_from > 0 {
+        ui.say(format!("resumed from epoch {}", trained.summary.resumed_from));
     }
-    plot_training(run, &summary)?;
-    let target = if extraction.split_indices(Split::Test).is_empty() {
-        Split::Val
-    } else {
-        Split::Test
-    };
+    plot_training(run, &trained.summary)?;
+    let target = held_out_split(extraction);
     let eval = if extraction.split_indices(target).is_empty() {
         None
     } else {
-        let data = split(target)?;
-        Some(evaluate_into(run, &data, &classes, split_name(target), device)?)
+        let data = split_dataset(config, extraction, &loaded.specs, target, &trained.classes, device)?;
+        Some(evaluate_into(run, &data, &trained.classes, split_name(target), device)?)
     };
     Ok(Trained {
-        summary,
+        summary: trained.summary,
         eval,
-        seconds,
-        parameters,
+        seconds: trained.seconds,
+        parameters: trained.parameters,
     })
 }
 
@@ -382,7 +243,13 @@ fn plot_training(run: &Run, summary: &TrainSummary) -> Result<()> {
         curves.push(val_loss);
         curves.push(series("val accuracy", &|e| e.val_accuracy));
     }
-    plots::lines(&run.plot("training")?, "Training", "epoch", "loss / accuracy", &curves)?;
+    plots::lines(
+        &plot_path(run, "training")?,
+        "Training",
+        "epoch",
+        "loss / accuracy",
+        &curves,
+    )?;
     Ok(())
 }
 
@@ -400,7 +267,7 @@ fn evaluate_into(run: &Run, data: &SplitData, classes: &[String], split: &str, d
     };
     run.write_json("eval.json", &record)?;
     plots::confusion(
-        &run.plot("confusion")?,
+        &plot_path(run, "confusion")?,
         &format!("Confusion on {split} (accuracy {:.4})", record.metrics.accuracy),
         classes,
         &record.metrics.confusion,
@@ -433,16 +300,7 @@ pub fn train(config_path: &Path, run_dir: &Path, epochs: Option<usize>, ui: Ui, 
     let loaded = load_data(&config, None, None, ui)?;
     config.check_manifest(&loaded.manifest)?;
     let run = Run::new(run_dir);
-    let fusion = config.fusion.clone();
-    let trained = train_one(
-        &config,
-        &fusion,
-        &loaded.extraction,
-        &config.columns(),
-        &run,
-        ui,
-        device,
-    )?;
+    let trained = train_one(&config, &loaded, &run, ui, device)?;
     run.write_json("skipped.json", &loaded.extraction.problems)?;
     let best = trained.summary.best_epoch;
     ui.say(format!(
@@ -501,8 +359,7 @@ pub fn split_data(
             split_name(split)
         );
     }
-    let mut data = dataset(&loaded.extraction, &indices, &classes, &config.columns(), device)?;
-    run.normalization()?.apply(&mut data.data)?;
+    let data = split_dataset(config, &loaded.extraction, &loaded.specs, split, &classes, device)?;
     for problem in &data.problems {
         ui.warn(format!("skipped record {}", describe(problem)));
     }
@@ -545,9 +402,15 @@ pub fn predict(run_dir: &Path, manifest: Option<&Path>, out: Option<&Path>, ui: 
     // ones are kept with a placeholder index.
     let mut known = classes.clone();
     known.extend(extraction.records.iter().map(|r| r.label.clone()));
-    let data = dataset(extraction, &all, &known, &config.columns(), device)?;
+    let data = fusion_run::dataset(
+        extraction,
+        &all,
+        &known,
+        &config.modalities,
+        &config.columns(&loaded.specs),
+        device,
+    )?;
     let mut inputs = data.data;
-    run.normalization()?.apply(&mut inputs)?;
     inputs.labels = inputs.labels.clamp_max(classes.len() as i64 - 1);
     let evaluation = evaluate(&model, &inputs, EVAL_BATCH)?;
     let mut lines = Vec::new();
@@ -559,7 +422,7 @@ pub fn predict(run_dir: &Path, manifest: Option<&Path>, out: Option<&Path>, ui: 
             .modalities
             .iter()
             .enumerate()
-            .filter(|(m, _)| extraction.features[*m][i].is_none())
+            .filter(|(m, _)| extraction.features[config.columns(&loaded.specs)[*m]][i].is_none())
             .map(|(_, spec)| spec.name.as_str())
             .collect();
         let line = Prediction {
@@ -622,7 +485,7 @@ pub fn explain_on(run: &Run, data: &SplitData, split: Split, ui: Ui, device: Dev
         ));
     }
     plots::bars(
-        &run.plot("contributions")?,
+        &plot_path(run, "contributions")?,
         "Modality contributions (mean |Shapley value| of the true class's probability)",
         "mean |Shapley value|",
         &shapley.modalities,
@@ -670,7 +533,7 @@ pub fn robustness_on(run: &Run, data: &SplitData, split: Split, ui: Ui, device: 
     let labels: Vec<String> = subsets.iter().map(|s| s.modalities.join("+")).collect();
     let values: Vec<f64> = subsets.iter().map(|s| s.accuracy).collect();
     plots::bars(
-        &run.plot("missing_modalities")?,
+        &plot_path(run, "missing_modalities")?,
         "Accuracy with only these modalities",
         "accuracy",
         &labels,
@@ -678,7 +541,7 @@ pub fn robustness_on(run: &Run, data: &SplitData, split: Split, ui: Ui, device: 
     )?;
     let series: Vec<(String, Vec<(f64, f64)>)> = noise.iter().map(|c| (c.modality.clone(), c.points.clone())).collect();
     plots::lines(
-        &run.plot("noise")?,
+        &plot_path(run, "noise")?,
         "Accuracy as noise grows on one modality",
         "noise std / feature std",
         "accuracy",
@@ -699,11 +562,7 @@ pub fn export(run_dir: &Path, out: Option<&Path>, ui: Ui, device: Device) -> Res
     let run = Run::new(run_dir);
     let config = run.config()?;
     let (model, vs) = run.model(device)?;
-    let example: Vec<ModalityInput> = config
-        .modalities
-        .iter()
-        .map(|m| ModalityInput::dense(Tensor::zeros([2, m.features.dim() as i64], (Kind::Float, device))))
-        .collect();
+    let example: Vec<ModalityInput> = fusion_run::example_inputs(&config, device);
     let out = out.map_or_else(|| run.file("model.pt"), Path::to_path_buf);
     let signature = export_torchscript(&model, &vs, &example, &out)?;
     ui.say(format!(
@@ -743,12 +602,13 @@ pub struct CompareRow {
 }
 
 /// The methods compared when the configuration names none.
-pub fn default_methods() -> Vec<crate::run::NamedFusion> {
-    let parse = |name: &str, json: &str| crate::run::NamedFusion {
+pub fn default_methods() -> Vec<NamedFusion> {
+    let parse = |name: &str, json: &str| NamedFusion {
         name: name.into(),
         fusion: serde_json::from_str(json).unwrap_or(FusionConfig::Late {
             combiner: fusion_core::LateCombiner::Mean,
         }),
+        modalities: Vec::new(),
     };
     vec![
         parse("early: concat", r#"{"family": "early", "method": "concat"}"#),
@@ -775,24 +635,19 @@ pub fn compare(config_path: &Path, out: &Path, ui: Ui, device: Device) -> Result
     } else {
         config.compare.clone()
     };
-    // Each modality alone (its own column of the one extraction), then the methods. Every
-    // row is tested on the same records: where a unimodal model's modality is absent it has
+    // Each modality alone, then the methods, all from the one extraction. Every row is
+    // tested on the same records: where a unimodal model's modality is absent it has
     // nothing to go on and outputs the uniform distribution.
-    let all_columns = config.columns();
-    // Row name, configuration, method, feature columns.
-    type Row = (String, RunConfig, FusionConfig, Vec<(usize, usize)>);
-    let mut plan: Vec<Row> = Vec::new();
+    let mut plan: Vec<(String, RunConfig)> = Vec::new();
     for (m, spec) in config.modalities.iter().enumerate() {
-        let alone = config.only(m);
-        let fusion = alone.fusion.clone();
-        plan.push((format!("{} only", spec.name), alone, fusion, vec![all_columns[m]]));
+        plan.push((format!("{} only", spec.name), config.only(m)));
     }
-    for method in methods {
-        plan.push((method.name, config.clone(), method.fusion, all_columns.clone()));
+    for method in &methods {
+        plan.push((method.name.clone(), config.for_row(method)));
     }
     let mut rows = Vec::new();
     let quiet_epochs = Ui { epochs: false, ..ui };
-    for (i, (name, run_config, fusion, columns)) in plan.iter().enumerate() {
+    for (i, (name, run_config)) in plan.iter().enumerate() {
         ui.say(format!("[{}/{}] {name}", i + 1, plan.len()));
         let slug: String = name
             .chars()
@@ -805,15 +660,7 @@ pub fn compare(config_path: &Path, out: &Path, ui: Ui, device: Device) -> Result
             })
             .collect();
         let run = Run::new(out.join(format!("{i:02}_{}", slug.trim_matches('_'))));
-        let trained = train_one(
-            run_config,
-            fusion,
-            &loaded.extraction,
-            columns,
-            &run,
-            quiet_epochs,
-            device,
-        )?;
+        let trained = train_one(run_config, &loaded, &run, quiet_epochs, device)?;
         report::write(&run)?;
         let eval = trained.eval.ok_or_else(|| {
             anyhow!(
@@ -837,7 +684,7 @@ pub fn compare(config_path: &Path, out: &Path, ui: Ui, device: Device) -> Result
     compare.write_json("skipped.json", &loaded.extraction.problems)?;
     let split = rows.first().map_or("test", |r| r.split.as_str());
     plots::bars(
-        &compare.plot("compare")?,
+        &plot_path(&compare, "compare")?,
         &format!("Accuracy on {split} by fusion method"),
         "accuracy",
         &rows.iter().map(|r| r.name.clone()).collect::<Vec<_>>(),

@@ -3,7 +3,6 @@
 mod commands;
 mod plots;
 mod report;
-mod run;
 
 use std::path::{Path, PathBuf};
 
@@ -228,7 +227,7 @@ fn main() -> Result<()> {
             max_image_pixels,
         } => validate(&manifest, report.as_deref(), max_image_pixels, ui),
         Command::Extract { config, shard } => {
-            let config = run::RunConfig::load(&config)?;
+            let config = fusion_run::RunConfig::load(&config)?;
             config.validate()?;
             let loaded = commands::load_data(&config, None, shard, ui)?;
             ui.result(&serde_json::json!({
@@ -351,7 +350,7 @@ fn demo(data: &Path, out: &Path, ui: Ui, device: tch::Device) -> Result<()> {
             best.name, best.accuracy
         ));
         // The best run reads the same features as the comparison: no second extraction.
-        let run = commands::Run::new(&best.run);
+        let run = fusion_run::Run::new(&best.run);
         let (data, _) = commands::split_data(&run, &run.config()?, &loaded, Split::Test, step, device)?;
         commands::explain_on(&run, &data, Split::Test, step, device)?;
         commands::robustness_on(&run, &data, Split::Test, step, device)?;

@@ -6,10 +6,9 @@ use std::fmt::Write as _;
 use anyhow::{Context, Result};
 use fusion_core::EpochRecord;
 
-use crate::{
-    commands::{CompareRow, EvalRecord, ExplainRecord, Loaded, RobustnessRecord, Run, describe},
-    run::RunConfig,
-};
+use fusion_run::{Run, RunConfig};
+
+use crate::commands::{CompareRow, EvalRecord, ExplainRecord, Loaded, RobustnessRecord, describe};
 
 fn image(out: &mut String, run: &Run, stem: &str, alt: &str) {
     if run.file(&format!("plots/{stem}.png")).exists() {
@@ -124,7 +123,7 @@ pub fn write(run: &Run) -> Result<()> {
         image(&mut out, run, "noise", "accuracy under noise");
     }
     if run.file("model.pt").exists() {
-        out += "## Export\n\nTorchScript: `model.pt`, inputs in `model.pt.json`; it expects features standardised with `normalization.json` (minus the mean, divided by the scale).\n";
+        out += "## Export\n\nTorchScript: `model.pt`, inputs in `model.pt.json`; it takes raw features (the standardisation fitted in training is part of the model).\n";
     }
     let path = run.file("report.md");
     std::fs::write(&path, out).with_context(|| format!("cannot write {}", path.display()))

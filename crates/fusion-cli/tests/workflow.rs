@@ -142,7 +142,6 @@ fn train_resume_eval_predict_explain_robustness_export() {
     for file in [
         "run.json",
         "classes.json",
-        "normalization.json",
         "model.json",
         "metrics.jsonl",
         "checkpoints/best.safetensors",
@@ -258,7 +257,7 @@ fn train_resume_eval_predict_explain_robustness_export() {
     }
     let report = std::fs::read_to_string(run.join("report.md")).unwrap();
     assert!(
-        report.contains("normalization.json"),
+        report.contains("takes raw features"),
         "the export note says how inputs are scaled"
     );
     for section in [

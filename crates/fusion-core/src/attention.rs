@@ -104,18 +104,25 @@ impl ModalityTransformer {
     /// Multi-head self-attention with masked keys; returns the output and the attention
     /// probabilities `[B, heads, L, L]`.
     fn attend(&self, layer: &Layer, x: &Tensor, key_valid: &Tensor) -> (Tensor, Tensor) {
-        let (_, length, hidden) = x.size3().unwrap_or_default();
-        let head_dim = hidden / self.heads;
-        let qkv = layer
-            .qkv
-            .forward(x)
-            .view([-1, length, 3, self.heads, head_dim])
-            .permute([2, 0, 3, 1, 4]);
-        let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
-        let scores = q.matmul(&k.transpose(-2, -1)) / (head_dim as f64).sqrt();
-        let blocked = key_valid.logical_not().unsqueeze(1).unsqueeze(1);
-        let probs = scores.masked_fill(&blocked, f64::NEG_INFINITY).softmax(-1, Kind::Float);
-        let out = probs.matmul(&v).transpose(1, 2).reshape([-1, length, hidden]);
+        let qkv = layer.qkv.forward(x).chunk(3, -1);
+        let (out, probs) = masked_attention(&qkv[0], &qkv[1], &qkv[2], key_valid, self.heads);
         (layer.out.forward(&out), probs)
     }
+}
+
+/// Multi-head scaled dot-product attention: `q` is `[B, Lq, H]`, `k` and `v` are
+/// `[B, Lk, H]`, and keys where `key_valid` `[B, Lk]` is false get no attention (a row
+/// without any valid key would get NaN). Returns the heads' outputs merged back to
+/// `[B, Lq, H]`, before any output projection, and the probabilities `[B, heads, Lq, Lk]`.
+pub(crate) fn masked_attention(q: &Tensor, k: &Tensor, v: &Tensor, key_valid: &Tensor, heads: i64) -> (Tensor, Tensor) {
+    let head_dim = q.size().last().copied().unwrap_or(heads) / heads;
+    // Only the feature axis is split and merged, so neither the batch size nor the
+    // sequence lengths are baked into a trace.
+    let split = |x: &Tensor| x.unflatten(-1, [heads, head_dim]).transpose(1, 2);
+    let (q, k, v) = (split(q), split(k), split(v));
+    let scores = q.matmul(&k.transpose(-2, -1)) / (head_dim as f64).sqrt();
+    let blocked = key_valid.logical_not().unsqueeze(1).unsqueeze(1);
+    let probs = scores.masked_fill(&blocked, f64::NEG_INFINITY).softmax(-1, Kind::Float);
+    let out = probs.matmul(&v).transpose(1, 2).flatten(-2, -1);
+    (out, probs)
 }

@@ -15,8 +15,8 @@ pub struct ModalityConfig {
     pub encoder: EncoderConfig,
 }
 
-/// Built-in encoders over feature vectors. Modality crates bring their own encoders
-/// (CNNs, text transformers) through the [`crate::Encoder`] trait.
+/// Built-in encoders over feature vectors, or an encoder built elsewhere. Modality crates
+/// bring their own encoders (CNNs, text transformers) through the [`crate::Encoder`] trait.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum EncoderConfig {
@@ -26,6 +26,16 @@ pub enum EncoderConfig {
     Mlp {
         /// Output size of each layer; the last is the embedding size.
         hidden: Vec<i64>,
+    },
+    /// An encoder built by another crate and handed to
+    /// [`crate::FusionModel::with_encoders`]; `description` is that crate's own
+    /// configuration of it (so a saved `model.json` says what was trained), and
+    /// [`crate::FusionModel::new`] refuses it.
+    Custom {
+        /// The building crate's configuration of the encoder.
+        description: serde_json::Value,
+        /// Size of the last dimension of its output.
+        output_dim: i64,
     },
 }
 
@@ -64,6 +74,22 @@ pub enum EarlyMethod {
         /// Attention heads (must divide `hidden_dim`).
         heads: i64,
         /// Transformer layers.
+        layers: usize,
+    },
+    /// Pairwise cross-modal attention (MulT, Tsai et al. 2019): for every ordered pair
+    /// (target, source) of modalities, `layers` pre-norm cross-attention blocks in which the
+    /// target's tokens query the source's tokens (source padding and absent sources masked
+    /// out of the keys). Each block: layer norms on the query and on the key/value input,
+    /// multi-head attention and a residual, then a layer norm, a feed-forward layer
+    /// (`2 * hidden_dim`, ReLU) and a residual. Modalities are first projected to
+    /// `hidden_dim` plus a learned modality-type embedding. Per target, its pairs' outputs
+    /// are concatenated, projected to `hidden_dim` and mean-pooled over its real tokens (an
+    /// absent target gives zeros); the fused features are all targets' side by side
+    /// (`M * hidden_dim`). Gives no modality weights. Needs at least two modalities.
+    CrossModal {
+        /// Attention heads (must divide `hidden_dim`).
+        heads: i64,
+        /// Cross-attention blocks per pair of modalities.
         layers: usize,
     },
 }
@@ -198,6 +224,14 @@ impl ModelConfig {
                     format!("{hidden:?} needs positive sizes"),
                 );
             }
+            if let EncoderConfig::Custom { output_dim, .. } = &m.encoder
+                && *output_dim < 1
+            {
+                return bad(
+                    &format!("modalities[{i}].encoder.output_dim"),
+                    format!("{output_dim} is not positive"),
+                );
+            }
             if self.modalities[..i].iter().any(|o| o.name == m.name) {
                 return bad(&format!("modalities[{i}].name"), format!("`{}` appears twice", m.name));
             }
@@ -245,7 +279,10 @@ impl ModelConfig {
             EarlyMethod::Gating { .. } if self.modalities.len() < 2 => {
                 Err(Error::Config(format!("{field}: gating needs at least two modalities")))
             }
-            EarlyMethod::Attention { heads, layers } => {
+            EarlyMethod::CrossModal { .. } if self.modalities.len() < 2 => Err(Error::Config(format!(
+                "{field}: cross-modal attention needs at least two modalities"
+            ))),
+            EarlyMethod::Attention { heads, layers } | EarlyMethod::CrossModal { heads, layers } => {
                 if *heads < 1 || self.hidden_dim % heads != 0 {
                     Err(Error::Config(format!(
                         "{field}.heads: {heads} must divide hidden_dim {}",
@@ -268,6 +305,7 @@ impl ModelConfig {
             .map(|m| match &m.encoder {
                 EncoderConfig::Identity => m.input_dim,
                 EncoderConfig::Mlp { hidden } => hidden.last().copied().unwrap_or(m.input_dim),
+                EncoderConfig::Custom { output_dim, .. } => *output_dim,
             })
             .collect()
     }

@@ -70,17 +70,30 @@ impl TensorDataset {
         self.len() == 0
     }
 
-    /// The samples at `indices` (int64 `[b]`), moved to `device`.
+    /// The samples at `indices` (int64 `[b]`), moved to `device`. A padded modality is cut
+    /// to the longest sequence of the batch, so short batches do not carry the dataset's
+    /// longest padding.
     pub fn batch(&self, indices: &Tensor, device: Device) -> (Vec<ModalityInput>, Tensor) {
         let inputs = self
             .features
             .iter()
             .zip(&self.padding)
             .zip(&self.present)
-            .map(|((features, padding), present)| ModalityInput {
-                features: features.index_select(0, indices).to_device(device),
-                padding_mask: padding.as_ref().map(|p| p.index_select(0, indices).to_device(device)),
-                present: present.index_select(0, indices).to_device(device),
+            .map(|((features, padding), present)| {
+                let mut features = features.index_select(0, indices);
+                let padding = padding.as_ref().map(|p| {
+                    let mask = p.index_select(0, indices);
+                    let longest = i64::try_from(mask.sum_dim_intlist(1, false, Kind::Int64).max()).unwrap_or(0);
+                    // Positions past the longest real sequence are padding in every row.
+                    let keep = longest.max(1).min(mask.size()[1]);
+                    features = features.narrow(1, 0, keep).contiguous();
+                    mask.narrow(1, 0, keep).contiguous().to_device(device)
+                });
+                ModalityInput {
+                    features: features.to_device(device),
+                    padding_mask: padding,
+                    present: present.index_select(0, indices).to_device(device),
+                }
             })
             .collect();
         (inputs, self.labels.index_select(0, indices).to_device(device))
@@ -136,6 +149,29 @@ mod tests {
         sorted.sort_unstable();
         assert_eq!(sorted, (0..10).collect::<Vec<_>>());
         assert_eq!(data.batches(3, None).len(), 4);
+        Ok(())
+    }
+
+    #[test]
+    fn padded_batches_are_cut_to_their_longest_sequence() -> Result<()> {
+        let features = Tensor::arange(12, (Kind::Int64, Device::Cpu)).view([3, 4]);
+        // Real lengths 1, 2 and 4; padding at the end of each row.
+        let mask = Tensor::from_slice(&[
+            true, false, false, false, true, true, false, false, true, true, true, true,
+        ])
+        .view([3, 4]);
+        let mut data = TensorDataset::dense(vec![features], Tensor::zeros([3], (Kind::Int64, Device::Cpu)))?;
+        data.padding[0] = Some(mask);
+        let (inputs, _) = data.batch(&Tensor::from_slice(&[1i64, 0]), Device::Cpu);
+        assert_eq!(inputs[0].features.size(), [2, 2]);
+        assert_eq!(Vec::<i64>::try_from(inputs[0].features.view([-1]))?, [4, 5, 0, 1]);
+        let mask = inputs[0].padding_mask.as_ref().map(|m| m.view([-1]));
+        assert_eq!(
+            mask.map(Vec::<bool>::try_from).transpose()?,
+            Some(vec![true, true, true, false])
+        );
+        let (inputs, _) = data.batch(&Tensor::from_slice(&[2i64]), Device::Cpu);
+        assert_eq!(inputs[0].features.size(), [1, 4]);
         Ok(())
     }
 

@@ -5,6 +5,7 @@ use tch::{Tensor, nn, nn::Module};
 use crate::{
     attention::ModalityTransformer,
     config::{EarlyMethod, GatingForm},
+    cross_modal::CrossModalTransformer,
     fusion::tensor_fusion,
 };
 
@@ -13,7 +14,7 @@ use crate::{
 /// Missing modalities: each modality has a learned placeholder embedding that replaces
 /// its features where the sample lacks it, and the presence mask `[B, M]` is appended to
 /// the fused features so the classifier knows which modalities were there. The attention
-/// method instead masks absent modalities out of the keys.
+/// methods instead mask absent modalities out of the keys.
 #[derive(Debug)]
 pub struct EarlyFusion {
     placeholders: Vec<Tensor>,
@@ -41,14 +42,16 @@ enum Op {
         hidden: i64,
     },
     Attention(ModalityTransformer),
+    CrossModal(CrossModalTransformer),
 }
 
 impl EarlyFusion {
     /// Parameters live under `p`; `dims` are the embedding sizes, `hidden` the common size.
     pub fn new(p: &nn::Path, method: &EarlyMethod, dims: &[i64], hidden: i64) -> Self {
         let count = dims.len() as i64;
-        // Attention masks absent modalities out of its keys and needs no placeholder.
-        let placeholders = if matches!(method, EarlyMethod::Attention { .. }) {
+        // The attention methods mask absent modalities out of their keys and need no
+        // placeholder.
+        let placeholders = if matches!(method, EarlyMethod::Attention { .. } | EarlyMethod::CrossModal { .. }) {
             Vec::new()
         } else {
             dims.iter()
@@ -119,6 +122,16 @@ impl EarlyFusion {
                 )),
                 hidden,
             ),
+            EarlyMethod::CrossModal { heads, layers } => (
+                Op::CrossModal(CrossModalTransformer::new(
+                    &(p / "cross_modal"),
+                    dims,
+                    hidden,
+                    *heads,
+                    *layers,
+                )),
+                count * hidden,
+            ),
         };
         Self {
             placeholders,
@@ -134,14 +147,15 @@ impl EarlyFusion {
 
     /// `embeddings[m]` is `[B, D_m]` (pooled) and `sequences[m]` the same modality before
     /// pooling with its padding mask; `presence` is `[B, M]` floats. Returns the fused
-    /// features and, for attention, the weight each modality received `[B, M]`.
+    /// features and, for attention (not cross-modal attention), the weight each modality
+    /// received `[B, M]`.
     pub fn forward(
         &self,
         embeddings: &[Tensor],
         sequences: &[(Tensor, Option<Tensor>)],
         presence: &Tensor,
     ) -> (Tensor, Option<Tensor>) {
-        // Empty for attention, which has no placeholders and does not use it.
+        // Empty for the attention methods, which have no placeholders and do not use it.
         let filled: Vec<Tensor> = embeddings
             .iter()
             .zip(&self.placeholders)
@@ -216,6 +230,7 @@ impl EarlyFusion {
                 weights = Some(modality_weights);
                 cls
             }
+            Op::CrossModal(transformer) => transformer.forward(sequences, presence),
         };
         (Tensor::cat(&[fused, presence.shallow_clone()], 1), weights)
     }

@@ -15,7 +15,7 @@ pub struct ExportedInput {
     pub name: String,
     /// Shape of the tracing example; the batch dimension (first) is free.
     pub shape: Vec<i64>,
-    /// `float32` or `bool`.
+    /// `float32`, `int64` (token ids) or `bool`.
     pub dtype: String,
 }
 
@@ -60,14 +60,19 @@ pub fn export_torchscript(
                 inputs.push(ExportedInput {
                     name: format!("{name}.{suffix}"),
                     shape: t.size(),
-                    dtype: if t.kind() == tch::Kind::Bool { "bool" } else { "float32" }.into(),
+                    dtype: dtype_name(t.kind()).into(),
                 });
             }
         }
     }
     // The tracer stores parameters as constants, which it refuses while they require
-    // gradients: switch that off for the trace and restore it after.
-    let trainable: Vec<Tensor> = vs.trainable_variables();
+    // gradients: switch that off for the trace and restore it after (frozen variables
+    // stay frozen).
+    let trainable: Vec<Tensor> = vs
+        .trainable_variables()
+        .into_iter()
+        .filter(Tensor::requires_grad)
+        .collect();
     for var in &trainable {
         let _ = var.set_requires_grad(false);
     }
@@ -143,4 +148,15 @@ pub fn signature_path(path: &Path) -> std::path::PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(".json");
     name.into()
+}
+
+/// The PyTorch name of a tensor kind in a signature.
+fn dtype_name(kind: tch::Kind) -> &'static str {
+    match kind {
+        tch::Kind::Bool => "bool",
+        tch::Kind::Int64 => "int64",
+        tch::Kind::Uint8 => "uint8",
+        tch::Kind::Double => "float64",
+        _ => "float32",
+    }
 }

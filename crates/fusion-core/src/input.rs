@@ -44,6 +44,16 @@ impl ModalityInput {
         self.features.size()[0]
     }
 
+    /// The same presence and padding with other features (what a wrapping encoder hands
+    /// the encoder it wraps).
+    pub fn with_features(&self, features: Tensor) -> Self {
+        Self {
+            features,
+            padding_mask: self.padding_mask.as_ref().map(Tensor::shallow_clone),
+            present: self.present.shallow_clone(),
+        }
+    }
+
     /// A shallow copy with another presence mask (used to evaluate modality subsets).
     pub fn with_present(&self, present: Tensor) -> Self {
         Self {

@@ -54,6 +54,7 @@
 
 mod attention;
 mod config;
+mod cross_modal;
 mod dataset;
 mod device;
 mod early;
@@ -88,6 +89,7 @@ pub use metrics::{ECE_BINS, GroupMetrics, Metrics, expected_calibration_error};
 pub use model::{BranchOutput, Encoder, FusionModel, FusionOutput, IdentityEncoder, MlpEncoder, linear};
 pub use params::ParameterSet;
 pub use train::{
-    EarlyStopping, EpochRecord, Evaluation, Optimizer, OptimizerConfig, Progress, RunFolder, Schedule, StopMetric,
-    TrainConfig, TrainSummary, evaluate, has_gradient, load_weights, parameters_without_gradient, save_weights, train,
+    EarlyStopping, EpochRecord, Evaluation, Optimizer, OptimizerConfig, ParamGroup, Progress, RunFolder, Schedule,
+    StopMetric, TrainConfig, TrainSummary, evaluate, has_gradient, load_weights, parameters_without_gradient,
+    save_weights, train,
 };

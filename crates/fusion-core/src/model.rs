@@ -215,8 +215,9 @@ impl FusionModel {
         let encoders = config
             .modalities
             .iter()
-            .map(|m| -> Box<dyn Encoder> {
-                match &m.encoder {
+            .enumerate()
+            .map(|(i, m)| -> Result<Box<dyn Encoder>> {
+                Ok(match &m.encoder {
                     EncoderConfig::Identity => Box::new(IdentityEncoder::new(m.input_dim)),
                     EncoderConfig::Mlp { hidden } => Box::new(MlpEncoder::new(
                         &(p / "encoder" / &m.name),
@@ -224,14 +225,21 @@ impl FusionModel {
                         hidden,
                         config.dropout,
                     )),
-                }
+                    EncoderConfig::Custom { .. } => {
+                        return Err(Error::Config(format!(
+                            "modalities[{i}].encoder: a `custom` encoder is built by the crate that describes it \
+                             (fusion-run loads such runs), then given to FusionModel::with_encoders"
+                        )));
+                    }
+                })
             })
-            .collect();
+            .collect::<Result<Vec<_>>>()?;
         Self::with_encoders(p, config, encoders)
     }
 
     /// Builds the model with encoders supplied by the caller (e.g. a CNN from
-    /// fusion-image); `config.modalities[m].encoder` is then ignored.
+    /// fusion-image); a `custom` encoder in `config` must agree with its output size, the
+    /// built-in kinds there are not checked.
     pub fn with_encoders(p: &nn::Path, config: &ModelConfig, encoders: Vec<Box<dyn Encoder>>) -> Result<Self> {
         config.validate()?;
         if encoders.len() != config.modalities.len() {
@@ -242,6 +250,15 @@ impl FusionModel {
             )));
         }
         let dims: Vec<i64> = encoders.iter().map(|e| e.output_dim()).collect();
+        for (i, (m, &dim)) in config.modalities.iter().zip(&dims).enumerate() {
+            if let EncoderConfig::Custom { output_dim, .. } = &m.encoder
+                && *output_dim != dim
+            {
+                return Err(Error::Config(format!(
+                    "modalities[{i}].encoder.output_dim: {output_dim}, but the encoder given yields {dim}"
+                )));
+            }
+        }
         let (hidden, classes, dropout) = (config.hidden_dim, config.num_classes, config.dropout);
         let branches = |p: &nn::Path| -> Vec<Classifier> {
             config

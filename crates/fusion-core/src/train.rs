@@ -193,6 +193,20 @@ pub struct TrainConfig {
     /// Weight of the per-branch losses (late, hybrid, CentralNet).
     #[serde(default = "default_branch_weight")]
     pub branch_loss_weight: f64,
+    /// Learning rates of their own for the variables under some paths (a pretrained
+    /// encoder fine-tuned slower than the fusion head); the schedule scales them alike.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub param_groups: Vec<ParamGroup>,
+}
+
+/// Variables whose name starts with `prefix` train at learning rate `lr`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParamGroup {
+    /// Variable-name prefix, e.g. `encoder.image.` (the longest matching prefix wins).
+    pub prefix: String,
+    /// Base learning rate of the group.
+    pub lr: f64,
 }
 
 fn default_branch_weight() -> f64 {
@@ -213,6 +227,7 @@ impl TrainConfig {
             seed: 0,
             modality_dropout: 0.0,
             branch_loss_weight: default_branch_weight(),
+            param_groups: Vec::new(),
         }
     }
 
@@ -232,6 +247,14 @@ impl TrainConfig {
         }
         if self.grad_clip.is_some_and(|c| c <= 0.0) {
             return bad("grad_clip", "must be positive");
+        }
+        for (i, group) in self.param_groups.iter().enumerate() {
+            if !(group.lr > 0.0 && group.lr.is_finite()) {
+                return bad(&format!("param_groups[{i}].lr"), "must be positive");
+            }
+            if group.prefix.is_empty() {
+                return bad(&format!("param_groups[{i}].prefix"), "must not be empty");
+            }
         }
         Ok(())
     }
@@ -268,21 +291,40 @@ pub fn parameters_without_gradient(vs: &VarStore) -> Vec<String> {
 pub struct Optimizer {
     config: OptimizerConfig,
     params: Vec<(String, Tensor)>,
+    /// Per parameter: its learning rate as a multiple of the base rate.
+    lr_scale: Vec<f64>,
     first: Vec<Tensor>,
     second: Vec<Tensor>,
     steps: i64,
 }
 
 impl Optimizer {
-    /// Tracks every trainable variable of `vs`, in name order.
+    /// Tracks every variable of `vs` that requires a gradient (frozen ones are left out),
+    /// in name order.
     pub fn new(vs: &VarStore, config: &OptimizerConfig) -> Self {
+        Self::with_groups(vs, config, &[])
+    }
+
+    /// As [`Optimizer::new`], with the learning rates of `groups`.
+    pub fn with_groups(vs: &VarStore, config: &OptimizerConfig, groups: &[ParamGroup]) -> Self {
         let mut params: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
         params.sort_by(|a, b| a.0.cmp(&b.0));
+        let lr_scale = params
+            .iter()
+            .map(|(name, _)| {
+                groups
+                    .iter()
+                    .filter(|g| name.starts_with(&g.prefix))
+                    .max_by_key(|g| g.prefix.len())
+                    .map_or(1.0, |g| g.lr / config.lr())
+            })
+            .collect();
         let zeros = |params: &[(String, Tensor)]| params.iter().map(|(_, t)| t.zeros_like()).collect::<Vec<_>>();
         Self {
             config: config.clone(),
             first: zeros(&params),
             second: zeros(&params),
+            lr_scale,
             params,
             steps: 0,
         }
@@ -330,6 +372,7 @@ impl Optimizer {
                 if !grad.defined() {
                     continue;
                 }
+                let lr = lr * self.lr_scale[i];
                 match self.config {
                     OptimizerConfig::AdamW {
                         weight_decay,
@@ -596,7 +639,7 @@ pub fn train(
     }
     prepare_run_folder(run, model.config(), config)?;
     let device = vs.device();
-    let mut optimizer = Optimizer::new(vs, &config.optimizer);
+    let mut optimizer = Optimizer::with_groups(vs, &config.optimizer, &config.param_groups);
     let mut epochs: Vec<EpochRecord> = Vec::new();
     let mut best: Option<(usize, f64)> = None;
     let mut resumed_from = 0;

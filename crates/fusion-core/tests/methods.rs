@@ -140,6 +140,122 @@ fn late_and_attention_weights_cover_present_modalities_only() {
     }
 }
 
+/// For [`three_modality_config`]: sequences `a` (4 tokens) and `b` (3 tokens) with padding
+/// and an embedding `c`; sample 1 lacks `b`, and sample 3 has only `a`.
+fn padded_sequence_batch() -> (Vec<ModalityInput>, Tensor) {
+    let f = (Kind::Float, Device::Cpu);
+    let mut a = ModalityInput::dense(Tensor::randn([4, 4, 5], f));
+    a.padding_mask = Some(bools(&[1, 1, 1, 0, 1, 1, 0, 0, 1, 0, 0, 0, 1, 1, 1, 1]).view([4, 4]));
+    let mut b = ModalityInput::with_presence(Tensor::randn([4, 3, 4], f), bools(&[1, 0, 1, 0]));
+    b.padding_mask = Some(bools(&[1, 0, 0, 1, 1, 1, 1, 1, 0, 1, 1, 1]).view([4, 3]));
+    let c = ModalityInput::with_presence(Tensor::randn([4, 6], f), bools(&[1, 1, 1, 0]));
+    (vec![a, b, c], Tensor::from_slice(&[0i64, 1, 2, 1]))
+}
+
+/// `inputs` with large noise added to modality `m`'s features where `edit` (`[B]` or
+/// `[B, T]`) holds.
+fn edited(inputs: &[ModalityInput], m: usize, edit: &Tensor) -> Vec<ModalityInput> {
+    inputs
+        .iter()
+        .enumerate()
+        .map(|(i, input)| {
+            let mut copy = input.with_present(input.present.shallow_clone());
+            if i == m {
+                let mut at = edit.shallow_clone();
+                while at.dim() < input.features.dim() {
+                    at = at.unsqueeze(-1);
+                }
+                let noisy = &input.features + input.features.randn_like() * 100.0;
+                copy.features = input.features.where_self(&at.logical_not(), &noisy);
+            }
+            copy
+        })
+        .collect()
+}
+
+#[test]
+fn cross_modal_attention_ignores_padding_and_absent_modalities_and_trains_every_parameter() {
+    tch::manual_seed(6);
+    let (inputs, labels) = padded_sequence_batch();
+    let vs = VarStore::new(Device::Cpu);
+    let config = three_modality_config(FusionConfig::Early {
+        method: EarlyMethod::CrossModal { heads: 2, layers: 2 },
+    });
+    let model = FusionModel::new(&vs.root(), &config).unwrap();
+    let output = model.forward_t(&inputs, false).unwrap();
+    assert!(output.modality_weights.is_none());
+    let base = output.log_probs;
+    assert_eq!(base.size(), [4, 3]);
+    let finite = |t: &Tensor| bool::try_from(t.isfinite().all()).unwrap();
+    // Sample 3 has no source for any pair: still finite.
+    assert!(finite(&base), "{base}");
+
+    // (a) Padded tokens, whether queried (target) or attended to (source).
+    for (m, input) in inputs.iter().enumerate().take(2) {
+        let padded = input.padding_mask.as_ref().unwrap().logical_not();
+        let other = model.forward_t(&edited(&inputs, m, &padded), false).unwrap().log_probs;
+        assert!(max_abs_diff(&base, &other) < 1e-6, "padding of modality {m} leaked");
+    }
+    // (b) Absent modalities (`b` in samples 1 and 3, `c` in sample 3).
+    for (m, input) in inputs.iter().enumerate().skip(1) {
+        let other = model
+            .forward_t(&edited(&inputs, m, &input.present.logical_not()), false)
+            .unwrap()
+            .log_probs;
+        assert!(finite(&other));
+        assert!(max_abs_diff(&base, &other) < 1e-6, "absent modality {m} leaked");
+    }
+    // Real tokens of every modality do count (sample 0 has all three).
+    for (m, input) in inputs.iter().enumerate() {
+        let real = match &input.padding_mask {
+            Some(mask) => mask.logical_and(&input.present.unsqueeze(1)),
+            None => input.present.shallow_clone(),
+        };
+        let other = model.forward_t(&edited(&inputs, m, &real), false).unwrap().log_probs;
+        assert!(
+            max_abs_diff(&base.get(0), &other.get(0)) > 1e-6,
+            "modality {m} is ignored"
+        );
+    }
+
+    // (c) Gradients reach every parameter, each of the six pairs included.
+    model.forward_t(&inputs, true).unwrap().loss(&labels, 1.0).backward();
+    assert_eq!(parameters_without_gradient(&vs), Vec::<String>::new());
+    let cross: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .filter(|(name, _)| name.contains("cross_modal"))
+        .collect();
+    // Projections and type embedding, 6 pairs × (2 blocks × 18 + final norm), 3 merges.
+    assert_eq!(cross.len(), 3 * 2 + 1 + 6 * (2 * 18 + 2) + 3 * 2);
+    for (name, tensor) in &cross {
+        assert!(fusion_core::has_gradient(tensor), "`{name}` got no gradient");
+    }
+}
+
+#[test]
+fn cross_modal_attention_configs_are_validated() {
+    let vs = VarStore::new(Device::Cpu);
+    let cross = |heads, layers| FusionConfig::Early {
+        method: EarlyMethod::CrossModal { heads, layers },
+    };
+    let message = FusionModel::new(&vs.root(), &three_modality_config(cross(3, 1)))
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("fusion.heads") && message.contains("3"), "{message}");
+    let message = FusionModel::new(&vs.root(), &three_modality_config(cross(2, 0)))
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains("fusion.layers"), "{message}");
+    let mut config = three_modality_config(cross(2, 1));
+    config.modalities.truncate(1);
+    let message = FusionModel::new(&vs.root(), &config).unwrap_err().to_string();
+    assert!(message.contains("two modalities"), "{message}");
+
+    let json = r#"{"family":"early","method":"cross_modal","heads":2,"layers":1}"#;
+    assert_eq!(serde_json::from_str::<FusionConfig>(json).unwrap(), cross(2, 1));
+}
+
 #[test]
 fn bad_configs_and_inputs_are_typed_errors_naming_the_field() {
     let vs = VarStore::new(Device::Cpu);

@@ -460,6 +460,9 @@ fn torchscript_export_runs_with_the_same_outputs() {
         FusionConfig::Early {
             method: EarlyMethod::Attention { heads: 2, layers: 1 },
         },
+        FusionConfig::Early {
+            method: EarlyMethod::CrossModal { heads: 2, layers: 1 },
+        },
     ]
     .into_iter()
     .enumerate()

@@ -21,12 +21,13 @@ use sha2::{Digest, Sha256};
 
 use crate::{Error, Manifest, Modality, Problem, Record, Result, Split};
 
-/// How one modality's files become a feature vector.
+/// How one modality's files become model inputs. Every kind has a shape ([`Self::shape`]);
+/// the values are stored flat in that shape's row-major order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum FeatureConfig {
     /// An image resized (antialiased bilinear) to `size × size`, grey or RGB, values in
-    /// `[0, 1]`, flattened channels-first.
+    /// `[0, 1]`: a flat vector `[C·size·size]` (channels first) for MLP encoders.
     Pixels {
         /// Output side in pixels.
         size: u32,
@@ -34,38 +35,86 @@ pub enum FeatureConfig {
         #[serde(default = "yes")]
         grey: bool,
     },
-    /// A log-mel spectrogram of the mono signal at `sample_rate`: `n_mels × frames`
-    /// (longer clips cut, shorter ones padded with the clip's quietest value), in dB relative
-    /// to the clip's peak with an 80 dB floor, mapped to `[0, 1]`, flattened band by band.
-    LogMel {
-        /// Rate the audio is resampled to.
-        sample_rate: u32,
-        /// Mel bands.
-        n_mels: usize,
-        /// Frames kept.
-        frames: usize,
-        /// FFT size.
-        #[serde(default = "default_n_fft")]
-        n_fft: usize,
-        /// Hop between frames, in samples.
-        #[serde(default = "default_hop")]
-        hop_length: usize,
+    /// An image resized (antialiased bilinear) to `size × size` as `[C, size, size]`, for
+    /// CNN encoders: values in `[0, 1]`, or ImageNet-normalised for pretrained networks.
+    Image {
+        /// Output side in pixels.
+        size: u32,
+        /// One luminance channel instead of RGB.
+        #[serde(default)]
+        grey: bool,
+        /// Per-channel normalisation after scaling to `[0, 1]`.
+        #[serde(default)]
+        normalize: ImageNormalization,
     },
+    /// A log-mel spectrogram of the mono signal at `sample_rate`, `[frames, n_mels]` (time
+    /// first, as the audio encoders read it; longer clips cut, shorter ones padded with the
+    /// clip's quietest value), in dB relative to the clip's peak with an 80 dB floor, mapped
+    /// to `[0, 1]`. With `n_mels = frames = 112` it is MultiBench's spectrogram picture.
+    LogMel(LogMelConfig),
+    /// The same log-mel picture of a video file's own sound track (read from the
+    /// record's `video` field; a clip without sound is a missing modality).
+    SoundTrack(LogMelConfig),
     /// Hashed bag of lower-cased words and word bigrams (FNV-1a into `dim` buckets),
     /// L2-normalised.
     HashedWords {
         /// Buckets.
         dim: usize,
     },
-    /// `frames` frames spread uniformly over a video, grey, `size × size`, values in
-    /// `[0, 1]`, flattened frame by frame.
+    /// Token ids `[T]` (at most `max_len`, special tokens included) from a
+    /// `tokenizer.json`; batches pad them and carry a padding mask. Stored as `f32` (exact
+    /// for ids below 2^24) and handed to encoders as int64.
+    Tokens {
+        /// The `tokenizer.json` (relative to the run configuration).
+        tokenizer: PathBuf,
+        /// Longest encoding kept.
+        #[serde(default = "default_max_tokens")]
+        max_len: usize,
+    },
+    /// `frames` frames spread uniformly over a video, `size × size`, values in `[0, 1]`,
+    /// `[frames, C, size, size]` (grey: one channel).
     VideoFrames {
         /// Frames kept.
         frames: usize,
         /// Output side in pixels.
         size: u32,
+        /// One luminance channel instead of RGB.
+        #[serde(default = "yes")]
+        grey: bool,
     },
 }
+
+/// Settings of a log-mel spectrogram.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogMelConfig {
+    /// Rate the audio is resampled to.
+    pub sample_rate: u32,
+    /// Mel bands.
+    pub n_mels: usize,
+    /// Frames kept.
+    pub frames: usize,
+    /// FFT size.
+    #[serde(default = "default_n_fft")]
+    pub n_fft: usize,
+    /// Hop between frames, in samples.
+    #[serde(default = "default_hop")]
+    pub hop_length: usize,
+}
+
+/// Per-channel normalisation of [`FeatureConfig::Image`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageNormalization {
+    /// Values in `[0, 1]`.
+    #[default]
+    None,
+    /// ImageNet mean and standard deviation (what pretrained ImageNet networks expect).
+    Imagenet,
+}
+
+const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
 fn yes() -> bool {
     true
@@ -76,144 +125,214 @@ fn default_n_fft() -> usize {
 fn default_hop() -> usize {
     128
 }
+fn default_max_tokens() -> usize {
+    128
+}
 
 /// Version of the feature computations, part of every cache key: bump it whenever
 /// [`FeatureConfig::compute`] (or a fixed setting it uses) changes, so that old vectors are
-/// not reused.
-pub const FEATURE_VERSION: u32 = 1;
+/// not reused. 2: log-mel stored time first.
+pub const FEATURE_VERSION: u32 = 2;
 
 /// Largest feature vector a configuration may ask for (a typo like `size: 28000` would
 /// otherwise allocate gigabytes per sample).
 pub const MAX_FEATURE_DIM: usize = 1 << 22;
 
+/// Largest token id stored exactly as `f32`.
+const MAX_TOKEN_ID: u32 = 1 << 24;
+
+/// What a feature computation needs beyond the configuration, loaded once per extraction.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    tokenizer: Option<fusion_text::TextTokenizer>,
+}
+
 impl FeatureConfig {
-    /// Length of the feature vector.
-    pub fn dim(&self) -> usize {
-        let side = |s: u32| (s as usize).saturating_mul(s as usize);
+    /// Shape of one sample's features; for [`Self::Tokens`] the longest (sequences are
+    /// shorter when the text is).
+    pub fn shape(&self) -> Vec<usize> {
+        let side = *match self {
+            Self::Pixels { size, .. } | Self::Image { size, .. } | Self::VideoFrames { size, .. } => size,
+            _ => &0,
+        } as usize;
+        let channels = |grey: bool| if grey { 1 } else { 3 };
         match self {
-            Self::Pixels { size, grey } => side(*size).saturating_mul(if *grey { 1 } else { 3 }),
-            Self::LogMel { n_mels, frames, .. } => n_mels.saturating_mul(*frames),
-            Self::HashedWords { dim } => *dim,
-            Self::VideoFrames { frames, size } => frames.saturating_mul(side(*size)),
+            Self::Pixels { grey, .. } => vec![side.saturating_mul(side).saturating_mul(channels(*grey))],
+            Self::Image { grey, .. } => vec![channels(*grey), side, side],
+            Self::LogMel(mel) | Self::SoundTrack(mel) => vec![mel.frames, mel.n_mels],
+            Self::HashedWords { dim } => vec![*dim],
+            Self::Tokens { max_len, .. } => vec![*max_len],
+            Self::VideoFrames { frames, grey, .. } => vec![*frames, channels(*grey), side, side],
         }
     }
 
-    /// The modality these features are made from.
+    /// Whether samples differ in length along the first axis (padded per batch).
+    pub fn variable_length(&self) -> bool {
+        matches!(self, Self::Tokens { .. })
+    }
+
+    /// Whether the values are integer ids (handed to encoders as int64).
+    pub fn integer(&self) -> bool {
+        matches!(self, Self::Tokens { .. })
+    }
+
+    /// Number of values per sample (the most, for variable lengths).
+    pub fn dim(&self) -> usize {
+        self.shape().iter().fold(1usize, |a, &d| a.saturating_mul(d))
+    }
+
+    /// The manifest field these features are made from.
     pub fn modality(&self) -> Modality {
         match self {
-            Self::Pixels { .. } => Modality::Image,
-            Self::LogMel { .. } => Modality::Audio,
-            Self::HashedWords { .. } => Modality::Text,
-            Self::VideoFrames { .. } => Modality::Video,
+            Self::Pixels { .. } | Self::Image { .. } => Modality::Image,
+            Self::LogMel(_) => Modality::Audio,
+            Self::HashedWords { .. } | Self::Tokens { .. } => Modality::Text,
+            Self::VideoFrames { .. } | Self::SoundTrack(_) => Modality::Video,
         }
+    }
+
+    /// The modality name a run gives these features: the manifest field, or `sound_track`
+    /// for the sound of the video field.
+    pub fn default_name(&self) -> &'static str {
+        match self {
+            Self::SoundTrack(_) => "sound_track",
+            other => other.modality().name(),
+        }
+    }
+
+    /// The configuration's name as written (`pixels`, `log_mel`…).
+    pub fn kind_name(&self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_string))
+            .unwrap_or_default()
     }
 
     /// Checks sizes, naming the offending field under `field`.
     pub fn validate(&self, field: &str) -> Result<()> {
         let bad = |name: &str, why: String| Err(Error::Config(format!("{field}.{name}: {why}")));
         let dim = self.dim();
-        if dim == 0 || dim > MAX_FEATURE_DIM {
+        if self.shape().contains(&0) || dim > MAX_FEATURE_DIM {
             return bad(
                 "kind",
-                format!("{dim} features per sample; allowed 1..={MAX_FEATURE_DIM}"),
+                format!(
+                    "shape {:?} per sample; each size ≥ 1, at most {MAX_FEATURE_DIM} values",
+                    self.shape()
+                ),
             );
         }
-        if let Self::LogMel {
-            sample_rate,
-            n_fft,
-            hop_length,
-            n_mels,
-            ..
-        } = self
+        if let Self::LogMel(mel) | Self::SoundTrack(mel) = self
+            && let Err(e) = mel.extractor()
         {
-            let mut mel = fusion_audio::MelConfig::new(*sample_rate);
-            mel.n_fft = *n_fft;
-            mel.hop_length = *hop_length;
-            mel.n_mels = *n_mels;
-            if let Err(e) = fusion_audio::MelExtractor::new(mel) {
-                return bad("sample_rate/n_fft/hop_length/n_mels", e.to_string());
-            }
+            return bad("sample_rate/n_fft/hop_length/n_mels", e.to_string());
+        }
+        if let Self::Tokens { tokenizer, .. } = self
+            && !tokenizer.is_file()
+        {
+            return bad("tokenizer", format!("{} is not a file", tokenizer.display()));
         }
         Ok(())
     }
 
-    /// Hex SHA-256 of the configuration and [`FEATURE_VERSION`]: the cache folder's name.
+    /// Hex SHA-256 of the configuration, [`FEATURE_VERSION`] and, for tokens, the
+    /// tokenizer file's bytes: the cache folder's name.
     pub fn hash(&self) -> String {
         let mut hasher = Sha256::new();
         hasher.update(FEATURE_VERSION.to_le_bytes());
-        hasher.update(serde_json::to_vec(self).unwrap_or_default());
+        let mut described = self.clone();
+        if let Self::Tokens { tokenizer, max_len } = self {
+            // The file's content, not where it lies, decides the ids.
+            hasher.update(std::fs::read(tokenizer).unwrap_or_default());
+            described = Self::Tokens {
+                tokenizer: PathBuf::new(),
+                max_len: *max_len,
+            };
+        }
+        hasher.update(serde_json::to_vec(&described).unwrap_or_default());
         hex(&hasher.finalize())
     }
 
+    /// Loads what computing these features needs (a tokenizer), once.
+    pub fn prepare(&self) -> Result<Prepared> {
+        Ok(match self {
+            Self::Tokens { tokenizer, max_len } => Prepared {
+                tokenizer: Some(
+                    fusion_text::TextTokenizer::from_file(tokenizer, *max_len)
+                        .map_err(|e| Error::Config(format!("tokenizer {}: {e}", tokenizer.display())))?,
+                ),
+            },
+            _ => Prepared::default(),
+        })
+    }
+
     /// Features of one source: `bytes` is the file's content (or the inline text) and
-    /// `path` names it in errors (and is where video is decoded from).
+    /// `path` names it in errors (and is where video is decoded from). Loads a tokenizer
+    /// per call: extraction uses [`Self::compute_prepared`].
     pub fn compute(&self, bytes: &[u8], path: &Path) -> std::result::Result<Vec<f32>, String> {
+        let prepared = self.prepare().map_err(|e| e.to_string())?;
+        self.compute_prepared(&prepared, bytes, path)?
+            .ok_or_else(|| "the video has no sound track".into())
+    }
+
+    /// [`Self::compute`] with what [`Self::prepare`] loaded; `None` when the source lacks
+    /// what these features read (a video without sound): a missing modality.
+    pub fn compute_prepared(
+        &self,
+        prepared: &Prepared,
+        bytes: &[u8],
+        path: &Path,
+    ) -> std::result::Result<Option<Vec<f32>>, String> {
+        if let Self::SoundTrack(mel) = self {
+            return match fusion_video::read_sound_track(path, mel.sample_rate) {
+                Ok(Some(track)) => mel.compute(&track.samples).map(Some),
+                Ok(None) => Ok(None),
+                Err(e) => Err(e.to_string()),
+            };
+        }
+        self.compute_present(prepared, bytes, path).map(Some)
+    }
+
+    fn compute_present(&self, prepared: &Prepared, bytes: &[u8], path: &Path) -> std::result::Result<Vec<f32>, String> {
         match self {
-            Self::Pixels { size, grey } => {
-                let decoded = fusion_image::decode_bytes(bytes, path, fusion_image::DEFAULT_PIXEL_BUDGET)
-                    .map_err(|e| e.to_string())?;
-                let channels = if *grey { 1 } else { 3 };
-                let pipeline = fusion_image::Pipeline {
-                    channels: if *grey {
-                        fusion_image::Channels::Grey
-                    } else {
-                        fusion_image::Channels::Rgb
-                    },
-                    resize: fusion_image::Resize::Exact {
-                        width: *size,
-                        height: *size,
-                    },
-                    filter: fusion_image::Filter::Bilinear,
-                    crop: fusion_image::Crop::None,
-                    flip_probability: 0.0,
-                    mean: vec![0.0; channels],
-                    std: vec![1.0; channels],
-                    pixel_budget: fusion_image::DEFAULT_PIXEL_BUDGET,
-                };
-                Ok(pipeline.apply(&decoded, 0).map_err(|e| e.to_string())?.data)
-            }
-            Self::LogMel {
-                sample_rate,
-                n_mels,
-                frames,
-                n_fft,
-                hop_length,
-            } => {
+            Self::Pixels { size, grey } => image_values(bytes, path, *size, *grey, ImageNormalization::None),
+            Self::Image { size, grey, normalize } => image_values(bytes, path, *size, *grey, *normalize),
+            Self::LogMel(mel) => {
                 let clip = fusion_audio::read_wav_bytes(bytes, path)
                     .map_err(|e| e.to_string())?
                     .to_mono();
-                let samples = if clip.sample_rate == *sample_rate {
+                let samples = if clip.sample_rate == mel.sample_rate {
                     clip.samples
                 } else {
-                    fusion_audio::resample(&clip.samples, clip.sample_rate, *sample_rate).map_err(|e| e.to_string())?
+                    fusion_audio::resample(&clip.samples, clip.sample_rate, mel.sample_rate)
+                        .map_err(|e| e.to_string())?
                 };
-                if samples.is_empty() {
-                    return Err("the recording has no samples".into());
-                }
-                let mut mel = fusion_audio::MelConfig::new(*sample_rate);
-                mel.n_fft = *n_fft;
-                mel.hop_length = *hop_length;
-                mel.n_mels = *n_mels;
-                let extractor = fusion_audio::MelExtractor::new(mel).map_err(|e| e.to_string())?;
-                let db = fusion_audio::DbConfig {
-                    reference: fusion_audio::DbReference::Max,
-                    amin: 1e-10,
-                    top_db: Some(80.0),
-                };
-                let log_mel = extractor.log_mel(&samples, &db).map_err(|e| e.to_string())?;
-                let peak = log_mel.data.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let fixed = fusion_audio::fixed_width(&log_mel, *frames);
-                Ok(fixed
-                    .data
-                    .iter()
-                    .map(|v| ((v - peak + 80.0) / 80.0).clamp(0.0, 1.0))
-                    .collect())
+                mel.compute(&samples)
             }
+            Self::SoundTrack(_) => Err("a sound track is read by compute_prepared".into()),
             Self::HashedWords { dim } => {
                 let text = std::str::from_utf8(bytes).map_err(|e| format!("text is not UTF-8: {e}"))?;
                 hashed_words(text, *dim)
             }
-            Self::VideoFrames { frames, size } => {
+            Self::Tokens { .. } => {
+                let text = std::str::from_utf8(bytes).map_err(|e| format!("text is not UTF-8: {e}"))?;
+                let tokenizer = prepared.tokenizer.as_ref().ok_or("no tokenizer loaded")?;
+                let batch = tokenizer.encode_batch(&[text]).map_err(|e| e.to_string())?;
+                if batch.ids.is_empty() {
+                    return Err("the text gives no tokens".into());
+                }
+                batch
+                    .ids
+                    .iter()
+                    .map(|&id| {
+                        u32::try_from(id)
+                            .ok()
+                            .filter(|&id| id < MAX_TOKEN_ID)
+                            .map(|id| id as f32)
+                            .ok_or_else(|| format!("token id {id} is outside 0..2^24"))
+                    })
+                    .collect()
+            }
+            Self::VideoFrames { frames, size, grey } => {
                 let frame_size = fusion_video::FrameSize {
                     width: *size,
                     height: *size,
@@ -226,21 +345,99 @@ impl FeatureConfig {
                     return Err("no frame could be decoded".into());
                 }
                 // Grey as PIL's L; a short clip repeats its last frame.
-                let plane = (*size as usize) * (*size as usize);
-                let grey: Vec<f32> = decoded
-                    .rgb
-                    .chunks_exact(3)
-                    .map(|p| (f32::from(p[0]) * 299.0 + f32::from(p[1]) * 587.0 + f32::from(p[2]) * 114.0) / 255_000.0)
-                    .collect();
-                let mut out = Vec::with_capacity(frames * plane);
+                let values: Vec<f32> = if *grey {
+                    decoded
+                        .rgb
+                        .chunks_exact(3)
+                        .map(|p| {
+                            (f32::from(p[0]) * 299.0 + f32::from(p[1]) * 587.0 + f32::from(p[2]) * 114.0) / 255_000.0
+                        })
+                        .collect()
+                } else {
+                    decoded.to_chw([0.0; 3], [1.0; 3])
+                };
+                let per_frame = values.len() / decoded.timestamps.len();
+                let mut out = Vec::with_capacity(frames * per_frame);
                 for t in 0..*frames {
                     let source = t.min(decoded.timestamps.len() - 1);
-                    out.extend_from_slice(&grey[source * plane..(source + 1) * plane]);
+                    out.extend_from_slice(&values[source * per_frame..(source + 1) * per_frame]);
                 }
                 Ok(out)
             }
         }
     }
+}
+
+impl LogMelConfig {
+    fn extractor(&self) -> std::result::Result<fusion_audio::MelExtractor, fusion_audio::Error> {
+        let mut mel = fusion_audio::MelConfig::new(self.sample_rate);
+        mel.n_fft = self.n_fft;
+        mel.hop_length = self.hop_length;
+        mel.n_mels = self.n_mels;
+        fusion_audio::MelExtractor::new(mel)
+    }
+
+    /// `[frames, n_mels]`, time first, of a mono signal at `sample_rate`.
+    fn compute(&self, samples: &[f32]) -> std::result::Result<Vec<f32>, String> {
+        if samples.is_empty() {
+            return Err("the recording has no samples".into());
+        }
+        let extractor = self.extractor().map_err(|e| e.to_string())?;
+        let db = fusion_audio::DbConfig {
+            reference: fusion_audio::DbReference::Max,
+            amin: 1e-10,
+            top_db: Some(80.0),
+        };
+        let log_mel = extractor.log_mel(samples, &db).map_err(|e| e.to_string())?;
+        let peak = log_mel.data.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let fixed = fusion_audio::fixed_width(&log_mel, self.frames);
+        // The spectrogram is bands first: transpose to frames first.
+        let mut out = Vec::with_capacity(fixed.rows * fixed.frames);
+        for t in 0..fixed.frames {
+            for r in 0..fixed.rows {
+                out.push(((fixed.data[r * fixed.frames + t] - peak + 80.0) / 80.0).clamp(0.0, 1.0));
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn image_values(
+    bytes: &[u8],
+    path: &Path,
+    size: u32,
+    grey: bool,
+    normalize: ImageNormalization,
+) -> std::result::Result<Vec<f32>, String> {
+    let decoded =
+        fusion_image::decode_bytes(bytes, path, fusion_image::DEFAULT_PIXEL_BUDGET).map_err(|e| e.to_string())?;
+    let channels = if grey { 1 } else { 3 };
+    let (mean, std) = match normalize {
+        ImageNormalization::None => (vec![0.0; channels], vec![1.0; channels]),
+        ImageNormalization::Imagenet if grey => {
+            let luminance = |v: [f32; 3]| v[0] * 0.299 + v[1] * 0.587 + v[2] * 0.114;
+            (vec![luminance(IMAGENET_MEAN)], vec![luminance(IMAGENET_STD)])
+        }
+        ImageNormalization::Imagenet => (IMAGENET_MEAN.to_vec(), IMAGENET_STD.to_vec()),
+    };
+    let pipeline = fusion_image::Pipeline {
+        channels: if grey {
+            fusion_image::Channels::Grey
+        } else {
+            fusion_image::Channels::Rgb
+        },
+        resize: fusion_image::Resize::Exact {
+            width: size,
+            height: size,
+        },
+        filter: fusion_image::Filter::Bilinear,
+        crop: fusion_image::Crop::None,
+        flip_probability: 0.0,
+        mean,
+        std,
+        pixel_budget: fusion_image::DEFAULT_PIXEL_BUDGET,
+    };
+    Ok(pipeline.apply(&decoded, 0).map_err(|e| e.to_string())?.data)
 }
 
 fn hashed_words(text: &str, dim: usize) -> std::result::Result<Vec<f32>, String> {
@@ -323,6 +520,8 @@ pub struct Extraction {
     /// Per modality (in the order asked), per kept record: the features, `None` where the
     /// record has no such modality.
     pub features: Vec<Vec<Option<Vec<f32>>>>,
+    /// Per modality, per kept record: the SHA-256 of the source's bytes (the cache key).
+    pub keys: Vec<Vec<Option<String>>>,
     /// Records left out, with the reason (file missing, undecodable…).
     pub problems: Vec<Problem>,
     /// Feature vectors read from the cache.
@@ -376,6 +575,9 @@ fn source(record: &Record, modality: Modality) -> Option<Source> {
     )
 }
 
+/// An array's shape and its values in row-major order.
+pub type ShapedArray = (Vec<usize>, Vec<f32>);
+
 /// A content-addressed store of feature vectors (see the module documentation).
 #[derive(Debug, Clone)]
 pub struct FeatureCache {
@@ -390,18 +592,42 @@ impl FeatureCache {
 
     /// The folder of one feature configuration.
     pub fn folder(&self, config: &FeatureConfig) -> PathBuf {
-        self.root.join(&config.hash()[..16])
+        self.named_folder(&config.hash()[..16])
+    }
+
+    /// The folder of any other content-keyed arrays (e.g. a frozen encoder's outputs).
+    pub fn named_folder(&self, name: &str) -> PathBuf {
+        self.root.join(name)
     }
 
     /// Every vector stored for `config`, by content hash. Unreadable shards are reported in
     /// the error, not skipped silently: a damaged cache should be deleted, not trusted.
     pub fn load(&self, config: &FeatureConfig) -> Result<HashMap<String, Vec<f32>>> {
-        let folder = self.folder(config);
+        let shape = config.shape();
+        let fits = |stored: &[usize]| {
+            if config.variable_length() {
+                stored.len() == 1 && (1..=shape[0]).contains(&stored[0])
+            } else {
+                stored == shape
+            }
+        };
+        let found = self.load_named(&config.hash()[..16], &fits, &format!("{shape:?}"))?;
+        Ok(found.into_iter().map(|(key, (_, values))| (key, values)).collect())
+    }
+
+    /// Every array stored in the folder `name`, by key, with its shape; each shape must
+    /// pass `fits` (described by `expected` in the error).
+    pub fn load_named(
+        &self,
+        name: &str,
+        fits: &dyn Fn(&[usize]) -> bool,
+        expected: &str,
+    ) -> Result<HashMap<String, ShapedArray>> {
+        let folder = self.named_folder(name);
         let mut found = HashMap::new();
         let Ok(entries) = std::fs::read_dir(&folder) else {
             return Ok(found);
         };
-        let dim = config.dim();
         for entry in entries.flatten() {
             let path = entry.path();
             if path.extension().is_none_or(|e| e != "safetensors") {
@@ -414,9 +640,9 @@ impl FeatureCache {
             let bytes = std::fs::read(&path).map_err(|e| broken(e.to_string()))?;
             let tensors = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| broken(format!("{e:?}")))?;
             for (key, view) in tensors.tensors() {
-                if view.dtype() != safetensors::Dtype::F32 || view.shape() != [dim] {
+                if view.dtype() != safetensors::Dtype::F32 || !fits(view.shape()) {
                     return Err(broken(format!(
-                        "{key}: {:?} {:?}, expected F32 [{dim}]",
+                        "{key}: {:?} {:?}, expected F32 {expected}",
                         view.dtype(),
                         view.shape()
                     )));
@@ -426,7 +652,7 @@ impl FeatureCache {
                     .chunks_exact(4)
                     .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                     .collect();
-                found.insert(key, values);
+                found.insert(key, (view.shape().to_vec(), values));
             }
         }
         Ok(found)
@@ -434,29 +660,58 @@ impl FeatureCache {
 
     /// Stores `vectors` (content hash → features) as one new shard.
     pub fn store(&self, config: &FeatureConfig, vectors: &BTreeMap<String, Vec<f32>>) -> Result<()> {
-        if vectors.is_empty() {
+        let shape = config.shape();
+        let shaped = vectors
+            .iter()
+            .map(|(key, v)| {
+                let shape = if config.variable_length() {
+                    vec![v.len()]
+                } else {
+                    shape.clone()
+                };
+                (key.clone(), (shape, v.clone()))
+            })
+            .collect();
+        let description = serde_json::to_value(config).unwrap_or_default();
+        self.store_named(&config.hash()[..16], &shaped, &description)
+    }
+
+    /// Stores `arrays` (key → shape and values) as one new shard of the folder `name`,
+    /// with `description` saved once as its `config.json`.
+    pub fn store_named(
+        &self,
+        name: &str,
+        arrays: &BTreeMap<String, ShapedArray>,
+        description: &serde_json::Value,
+    ) -> Result<()> {
+        if arrays.is_empty() {
             return Ok(());
         }
-        let folder = self.folder(config);
+        let folder = self.named_folder(name);
         let io = |path: &Path, e: std::io::Error| Error::Cache {
             path: path.to_path_buf(),
             reason: e.to_string(),
         };
         std::fs::create_dir_all(&folder).map_err(|e| io(&folder, e))?;
-        let description = folder.join("config.json");
-        if !description.exists() {
-            let text = serde_json::to_string_pretty(config).unwrap_or_default();
-            write_atomic(&description, text.as_bytes()).map_err(|e| io(&description, e))?;
+        let config_file = folder.join("config.json");
+        if !config_file.exists() {
+            let text = serde_json::to_string_pretty(description).unwrap_or_default();
+            write_atomic(&config_file, text.as_bytes()).map_err(|e| io(&config_file, e))?;
         }
-        let bytes: Vec<(String, Vec<u8>)> = vectors
+        let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = arrays
             .iter()
-            .map(|(key, v)| (key.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect()))
+            .map(|(key, (shape, v))| {
+                (
+                    key.clone(),
+                    shape.clone(),
+                    v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                )
+            })
             .collect();
-        let dim = [config.dim()];
         let views = bytes
             .iter()
-            .map(|(key, data)| {
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, dim.to_vec(), data)
+            .map(|(key, shape, data)| {
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
                     .map(|view| (key.clone(), view))
             })
             .collect::<std::result::Result<Vec<_>, _>>()
@@ -464,9 +719,9 @@ impl FeatureCache {
                 path: folder.clone(),
                 reason: format!("{e:?}"),
             })?;
-        let keys: String = vectors.keys().map(String::as_str).collect();
-        let name = format!("{}.safetensors", &hex(&Sha256::digest(keys.as_bytes()))[..24]);
-        let target = folder.join(name);
+        let keys: String = arrays.keys().map(String::as_str).collect();
+        let shard = format!("{}.safetensors", &hex(&Sha256::digest(keys.as_bytes()))[..24]);
+        let target = folder.join(shard);
         let data = safetensors::serialize(views, &None).map_err(|e| Error::Cache {
             path: target.clone(),
             reason: format!("{e:?}"),
@@ -500,6 +755,7 @@ pub fn extract(
     for (i, spec) in specs.iter().enumerate() {
         spec.config.validate(&format!("modalities[{i}].features"))?;
     }
+    let prepared: Vec<Prepared> = specs.iter().map(|s| s.config.prepare()).collect::<Result<_>>()?;
     let stored: Vec<HashMap<String, Vec<f32>>> = match cache {
         Some(cache) => specs.iter().map(|s| cache.load(&s.config)).collect::<Result<_>>()?,
         None => specs.iter().map(|_| HashMap::new()).collect(),
@@ -519,7 +775,8 @@ pub fn extract(
             let outcome = specs
                 .iter()
                 .zip(&stored)
-                .map(|(spec, stored)| {
+                .zip(&prepared)
+                .map(|((spec, stored), prepared)| {
                     let problem = |path: Option<PathBuf>, reason: String| Problem {
                         id: record.id.clone(),
                         modality: Some(spec.name.clone()),
@@ -536,9 +793,9 @@ pub fn extract(
                     }
                     let values = spec
                         .config
-                        .compute(&bytes, &path)
+                        .compute_prepared(prepared, &bytes, &path)
                         .map_err(|reason| problem(Some(path.clone()), reason))?;
-                    Ok(Some((key, values, false)))
+                    Ok(values.map(|values| (key, values, false)))
                 })
                 .collect();
             progress(done.fetch_add(1, Ordering::Relaxed) + 1);
@@ -548,6 +805,7 @@ pub fn extract(
     let mut extraction = Extraction {
         records: Vec::new(),
         features: vec![Vec::new(); specs.len()],
+        keys: vec![Vec::new(); specs.len()],
         problems: Vec::new(),
         cached: 0,
         computed: 0,
@@ -569,6 +827,7 @@ pub fn extract(
             Ok(values) => {
                 extraction.records.push(record.clone());
                 for (m, value) in values.into_iter().enumerate() {
+                    extraction.keys[m].push(value.as_ref().map(|(key, _, _)| key.clone()));
                     extraction.features[m].push(value.map(|(key, values, cached)| {
                         if cached {
                             extraction.cached += 1;
@@ -629,13 +888,13 @@ mod tests {
             .expect_err("too large")
             .to_string();
         assert!(error.contains("modalities[0].features"), "{error}");
-        let bad_rate = FeatureConfig::LogMel {
+        let bad_rate = FeatureConfig::LogMel(LogMelConfig {
             sample_rate: 0,
             n_mels: 8,
             frames: 4,
             n_fft: 64,
             hop_length: 32,
-        };
+        });
         assert!(bad_rate.validate("f").is_err());
     }
 }

@@ -25,6 +25,9 @@ mod validate;
 pub use avmnist::{AvMnistOptions, AvMnistSummary, build_avmnist};
 pub use degrade::{Pca, add_noise};
 pub use error::{Error, Result};
-pub use features::{Extraction, FeatureCache, FeatureConfig, FeatureSpec, MAX_FEATURE_DIM, Shard, extract};
+pub use features::{
+    Extraction, FEATURE_VERSION, FeatureCache, FeatureConfig, FeatureSpec, ImageNormalization, LogMelConfig,
+    MAX_FEATURE_DIM, Prepared, Shard, extract,
+};
 pub use manifest::{Manifest, Modality, Record, RejectedLine, Split};
 pub use validate::{Limits, Problem, ValidationReport, validate};

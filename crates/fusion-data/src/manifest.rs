@@ -32,8 +32,20 @@ pub enum Modality {
     Video,
 }
 
+impl Modality {
+    /// The manifest field: `text`, `image`, `audio` or `video`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Image => "image",
+            Self::Audio => "audio",
+            Self::Video => "video",
+        }
+    }
+}
+
 /// One sample of a manifest. Paths are resolved against the manifest's folder.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 pub struct Record {
     /// Unique sample id.
     pub id: String,

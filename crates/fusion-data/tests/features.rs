@@ -4,7 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use fusion_data::{FeatureCache, FeatureConfig, FeatureSpec, Manifest, Shard, extract};
+use fusion_data::{
+    FeatureCache, FeatureConfig, FeatureSpec, ImageNormalization, LogMelConfig, Manifest, Shard, extract,
+};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
@@ -18,13 +20,13 @@ fn specs() -> Vec<FeatureSpec> {
         },
         FeatureSpec {
             name: "audio".into(),
-            config: FeatureConfig::LogMel {
+            config: FeatureConfig::LogMel(LogMelConfig {
                 sample_rate: 8000,
                 n_mels: 8,
                 frames: 5,
                 n_fft: 256,
                 hop_length: 128,
-            },
+            }),
         },
         FeatureSpec {
             name: "text".into(),
@@ -32,7 +34,11 @@ fn specs() -> Vec<FeatureSpec> {
         },
         FeatureSpec {
             name: "video".into(),
-            config: FeatureConfig::VideoFrames { frames: 2, size: 4 },
+            config: FeatureConfig::VideoFrames {
+                frames: 2,
+                size: 4,
+                grey: true,
+            },
         },
     ]
 }
@@ -199,4 +205,143 @@ fn a_cache_that_cannot_be_written_costs_speed_not_the_run() {
         extraction.cache_errors
     );
     assert!(extraction.cache_errors[0].contains("blocked"));
+}
+
+fn tiny_tokenizer() -> PathBuf {
+    fixtures().join("text/tiny_tokenizer.json")
+}
+
+#[test]
+fn shaped_features_keep_their_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    // A 2×2 RGB image: red, green / blue, white.
+    image::RgbImage::from_raw(2, 2, vec![255, 0, 0, 0, 255, 0, 0, 0, 255, 255, 255, 255])
+        .unwrap()
+        .save(dir.path().join("rgb.png"))
+        .unwrap();
+    let bytes = std::fs::read(dir.path().join("rgb.png")).unwrap();
+    let image = FeatureConfig::Image {
+        size: 2,
+        grey: false,
+        normalize: ImageNormalization::None,
+    };
+    assert_eq!(image.shape(), [3, 2, 2]);
+    let chw = image.compute(&bytes, &dir.path().join("rgb.png")).unwrap();
+    // Channels first: the red plane, then green, then blue.
+    assert_eq!(chw, [1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0]);
+    let imagenet = FeatureConfig::Image {
+        size: 2,
+        grey: false,
+        normalize: ImageNormalization::Imagenet,
+    };
+    let normalised = imagenet.compute(&bytes, Path::new("rgb.png")).unwrap();
+    assert!((normalised[0] - (1.0 - 0.485) / 0.229).abs() < 1e-5, "{normalised:?}");
+    assert!((normalised[1] - (0.0 - 0.485) / 0.229).abs() < 1e-5);
+
+    // Log-mel frames first: row t holds the n_mels bands of frame t.
+    let wav = fixtures().join("audio/chirp_100_3000hz.wav");
+    let mel = LogMelConfig {
+        sample_rate: 8000,
+        n_mels: 8,
+        frames: 6,
+        n_fft: 256,
+        hop_length: 128,
+    };
+    let time_first = FeatureConfig::LogMel(mel.clone())
+        .compute(&std::fs::read(&wav).unwrap(), &wav)
+        .unwrap();
+    assert_eq!(FeatureConfig::LogMel(mel).shape(), [6, 8]);
+    let clip = fusion_audio::read_wav(&wav).unwrap().to_mono();
+    let samples = fusion_audio::resample(&clip.samples, clip.sample_rate, 8000).unwrap();
+    let mut config = fusion_audio::MelConfig::new(8000);
+    config.n_fft = 256;
+    config.hop_length = 128;
+    config.n_mels = 8;
+    let db = fusion_audio::DbConfig {
+        reference: fusion_audio::DbReference::Max,
+        amin: 1e-10,
+        top_db: Some(80.0),
+    };
+    let bands_first = fusion_audio::MelExtractor::new(config)
+        .unwrap()
+        .log_mel(&samples, &db)
+        .unwrap();
+    let peak = bands_first.data.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    for (t, r) in [(0, 0), (0, 7), (5, 3), (2, 6)] {
+        let want = ((bands_first.data[r * bands_first.frames + t] - peak + 80.0) / 80.0).clamp(0.0, 1.0);
+        assert!((time_first[t * 8 + r] - want).abs() < 1e-6, "frame {t} band {r}");
+    }
+
+    // Video frames [T, C, H, W]: RGB keeps three planes per frame.
+    let video = fixtures().join("video/testsrc_h264_aac.mp4");
+    let rgb_frames = FeatureConfig::VideoFrames {
+        frames: 3,
+        size: 8,
+        grey: false,
+    };
+    assert_eq!(rgb_frames.shape(), [3, 3, 8, 8]);
+    let values = rgb_frames.compute(&std::fs::read(&video).unwrap(), &video).unwrap();
+    assert_eq!(values.len(), 3 * 3 * 64);
+
+    // The sound track of a video, time first, like a recording's log-mel.
+    let sound = FeatureConfig::SoundTrack(LogMelConfig {
+        sample_rate: 16000,
+        n_mels: 16,
+        frames: 10,
+        n_fft: 512,
+        hop_length: 256,
+    });
+    let track = sound.compute(&[], &video).unwrap();
+    assert_eq!(track.len(), 160);
+    assert!(track.iter().all(|v| (0.0..=1.0).contains(v)));
+    let silent = fixtures().join("video/testsrc_vp9_silent.webm");
+    assert_eq!(
+        sound.compute_prepared(&sound.prepare().unwrap(), &[], &silent).unwrap(),
+        None,
+        "a clip without sound lacks the modality"
+    );
+}
+
+#[test]
+fn tokens_are_ids_of_varying_length_and_cached_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = [
+        r#"{"id": "short", "label": "a", "text": "red"}"#,
+        r#"{"id": "long", "label": "b", "text": "a red square, a RED square"}"#,
+        r#"{"id": "unknown", "label": "a", "text": "green"}"#,
+    ];
+    std::fs::write(dir.path().join("m.jsonl"), rows.join("\n")).unwrap();
+    let manifest = Manifest::load(dir.path().join("m.jsonl")).unwrap();
+    let config = FeatureConfig::Tokens {
+        tokenizer: tiny_tokenizer(),
+        max_len: 5,
+    };
+    assert!(config.variable_length() && config.integer());
+    let specs = [FeatureSpec {
+        name: "text".into(),
+        config: config.clone(),
+    }];
+    let cache = FeatureCache::new(dir.path().join("cache"));
+    let first = extract(&manifest, &specs, Some(&cache), None, &|_| {}).unwrap();
+    let ids: Vec<Vec<f32>> = first.features[0].iter().map(|v| v.clone().unwrap()).collect();
+    // Vocabulary: [UNK] 0, [PAD] 1, red 2, square 3, a 4; lower-cased, punctuation split,
+    // cut to max_len.
+    assert_eq!(ids, [vec![2.0], vec![4.0, 2.0, 3.0, 5.0, 4.0], vec![0.0]]);
+    let again = extract(&manifest, &specs, Some(&cache), None, &|_| {}).unwrap();
+    assert_eq!((again.cached, again.computed), (3, 0));
+    assert_eq!(again.features, first.features);
+    // The tokenizer's content is part of the key: a copy elsewhere hits the same cache.
+    let copy = dir.path().join("copy.json");
+    std::fs::copy(tiny_tokenizer(), &copy).unwrap();
+    let moved = FeatureConfig::Tokens {
+        tokenizer: copy,
+        max_len: 5,
+    };
+    assert_eq!(moved.hash(), config.hash());
+    let missing = FeatureConfig::Tokens {
+        tokenizer: dir.path().join("none.json"),
+        max_len: 5,
+    };
+    let error = missing.validate("modalities[0].features").unwrap_err().to_string();
+    assert!(error.contains("modalities[0].features.tokenizer"), "{error}");
 }

@@ -235,8 +235,9 @@ impl Bert {
     /// Token states `[B, T, hidden]` of `ids` `[B, T]` (int64) with `attention_mask`
     /// `[B, T]` (1 for real tokens) and optional `type_ids`.
     pub fn forward_t(&self, ids: &Tensor, attention_mask: &Tensor, type_ids: Option<&Tensor>, train: bool) -> Tensor {
-        let length = ids.size().get(1).copied().unwrap_or(0);
-        let positions = Tensor::arange(length, (Kind::Int64, ids.device())).unsqueeze(0);
+        // Positions from tensor operations, not a Rust length, so a traced (exported)
+        // encoder takes any sequence length.
+        let positions = ids.ones_like().cumsum(1, Kind::Int64) - 1;
         let types = type_ids.map_or_else(|| ids.zeros_like(), Tensor::shallow_clone);
         let embeddings = self.word.forward(ids) + self.position.forward(&positions) + self.token_type.forward(&types);
         let mut h = embeddings
@@ -252,10 +253,10 @@ impl Bert {
     }
 
     fn layer_forward(&self, layer: &Layer, h: &Tensor, additive_mask: &Tensor, train: bool) -> Tensor {
-        let (_, length, hidden) = h.size3().unwrap_or_default();
+        let hidden = self.config.hidden_size;
         let heads = self.config.num_attention_heads;
         let head_dim = hidden / heads;
-        let split = |x: Tensor| x.view([-1, length, heads, head_dim]).transpose(1, 2);
+        let split = |x: Tensor| x.unflatten(-1, [heads, head_dim]).transpose(1, 2);
         let (q, k, v) = (
             split(layer.query.forward(h)),
             split(layer.key.forward(h)),
@@ -279,7 +280,7 @@ impl Bert {
             false,
         )
         .transpose(1, 2)
-        .reshape([-1, length, hidden]);
+        .flatten(2, 3);
         let dropout = self.config.hidden_dropout_prob;
         let attended = (layer.attention_out.forward(&context).dropout(dropout, train) + h).apply(&layer.attention_norm);
         let inner = self.activation(&layer.intermediate.forward(&attended));

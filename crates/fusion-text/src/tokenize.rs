@@ -61,6 +61,16 @@ impl TextTokenizer {
             return Err(Error::InvalidSetting("max_len must be at least 1".into()));
         }
         let mut inner = Tokenizer::from_file(path).map_err(|e| fail(e.to_string()))?;
+        // tokenizers subtracts the special tokens from the limit unchecked (and panics).
+        let special = inner
+            .get_post_processor()
+            .map_or(0, |p| tokenizers::PostProcessor::added_tokens(p, false));
+        if max_len <= special {
+            return Err(Error::InvalidSetting(format!(
+                "max_len {max_len} leaves no room beside the {special} special tokens of {}",
+                path.display()
+            )));
+        }
         let pad_id = inner.get_padding().map_or(0, |p| p.pad_id);
         let pad_token = inner
             .get_padding()
@@ -78,6 +88,11 @@ impl TextTokenizer {
             }))
             .map_err(|e| fail(e.to_string()))?;
         Ok(Self { inner, max_len })
+    }
+
+    /// Number of ids the tokenizer can produce (added tokens included).
+    pub fn vocabulary_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
     }
 
     /// Longest encoding in tokens (special tokens included).

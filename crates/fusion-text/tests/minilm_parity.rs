@@ -119,3 +119,17 @@ fn padding_in_a_batch_changes_no_embedding() {
     assert_eq!(model.encode(&Vec::<&str>::new(), 4).unwrap().size(), [0, 384]);
     assert!(model.encode(&texts, 0).is_err());
 }
+
+/// A limit that leaves no room beside [CLS] and [SEP] is a typed error (tokenizers itself
+/// would panic on it), and the smallest useful one keeps one word.
+#[test]
+fn token_limit_below_the_special_tokens_is_an_error() {
+    let Some(dir) = model_dir() else { return };
+    let tokenizer = dir.join("tokenizer.json");
+    let error = fusion_text::TextTokenizer::from_file(&tokenizer, 2)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("2 special tokens"), "{error}");
+    let smallest = fusion_text::TextTokenizer::from_file(&tokenizer, 3).unwrap();
+    assert_eq!(smallest.encode_batch(&["hello world"]).unwrap().seq_len, 3);
+}

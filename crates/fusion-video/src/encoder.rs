@@ -75,9 +75,12 @@ impl Encoder for VideoEncoder {
 
     fn encode(&self, input: &ModalityInput, train: bool) -> Tensor {
         let size = input.features.size();
-        let (batch, time) = (size[0], size[1]);
+        let time = size[1];
         let frames = ModalityInput::dense(input.features.flatten(0, 1));
-        let features = self.frames.encode(&frames, train).view([batch, time, -1]);
+        let features = self
+            .frames
+            .encode(&frames, train)
+            .view([-1, time, self.frames.output_dim()]);
         let valid = match &input.padding_mask {
             Some(mask) => mask.to_kind(Kind::Bool),
             None => features.select(-1, 0).ones_like().to_kind(Kind::Bool),

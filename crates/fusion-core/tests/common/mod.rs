@@ -36,6 +36,7 @@ pub fn early_methods() -> Vec<EarlyMethod> {
             form: GatingForm::Scalar,
         },
         EarlyMethod::Attention { heads: 2, layers: 2 },
+        EarlyMethod::CrossModal { heads: 2, layers: 2 },
     ]
 }
 
@@ -156,6 +157,7 @@ pub fn task_training(epochs: usize, seed: u64) -> TrainConfig {
         seed,
         modality_dropout: 0.0,
         branch_loss_weight: 0.5,
+        param_groups: Vec::new(),
     }
 }
 

@@ -1,0 +1,325 @@
+//! The run configuration: data, per-modality features and encoders, fusion, training.
+
+use std::path::{Path, PathBuf};
+
+use fusion_core::{EncoderConfig, FusionConfig, ModalityConfig, ModelConfig, ParamGroup, TrainConfig};
+use fusion_data::{FeatureConfig, FeatureSpec, Manifest, Split};
+use serde::{Deserialize, Serialize};
+
+use crate::{EncoderSpec, Error, Result};
+
+/// One modality of a run: where its features come from and how they are encoded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModalitySpec {
+    /// The modality's name: the manifest field read (`image`, `audio`, `text`, `video`),
+    /// or `sound_track` for a video's sound.
+    pub name: String,
+    /// How files become model inputs.
+    pub features: FeatureConfig,
+    /// The encoder of those inputs.
+    #[serde(default)]
+    pub encoder: EncoderSpec,
+}
+
+/// A fusion method to train in `compare`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedFusion {
+    /// Row name in the table.
+    pub name: String,
+    /// The method.
+    pub fusion: FusionConfig,
+    /// Encoders of this row, by modality name, replacing the run's (e.g. CNNs beside MLPs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub modalities: Vec<ModalitySpec>,
+}
+
+/// Everything a training run needs; saved as `run.json` in the run folder with its paths
+/// made absolute.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// The dataset manifest (relative to the configuration file).
+    pub manifest: PathBuf,
+    /// Feature cache folder (relative to the configuration file); default: the user's
+    /// cache folder (`$XDG_CACHE_HOME/fusion/features` or `~/.cache/fusion/features`).
+    #[serde(default)]
+    pub cache: Option<PathBuf>,
+    /// Modalities in model input order.
+    pub modalities: Vec<ModalitySpec>,
+    /// Common hidden size of the fusion model (and default encoder output size).
+    #[serde(default = "default_hidden")]
+    pub hidden_dim: i64,
+    /// Dropout in encoders and classifiers.
+    #[serde(default)]
+    pub dropout: f64,
+    /// The fusion method of `train`.
+    pub fusion: FusionConfig,
+    /// Training settings.
+    pub train: TrainConfig,
+    /// Methods trained side by side by `compare` (each with the same seed); unimodal
+    /// baselines are always added.
+    #[serde(default)]
+    pub compare: Vec<NamedFusion>,
+}
+
+fn default_hidden() -> i64 {
+    64
+}
+
+/// Largest `hidden_dim` accepted (a typo like `1e9` would otherwise fail inside libtorch).
+pub const MAX_HIDDEN_DIM: i64 = 1 << 16;
+
+impl RunConfig {
+    /// Reads a JSON configuration; errors name the file and the field (`fusion.method`…).
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.into(),
+            source,
+        })?;
+        let mut deserializer = serde_json::Deserializer::from_str(&text);
+        let mut config: Self = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+            let field = e.path().to_string();
+            Error::Config(format!("config {}: field `{field}`: {}", path.display(), e.inner()))
+        })?;
+        let parent = path.parent().unwrap_or(Path::new("."));
+        // Resolved so that reports and errors show plain paths, not `a/../b`.
+        let base = parent.canonicalize().unwrap_or_else(|_| parent.to_path_buf());
+        config.resolve_paths(&base);
+        Ok(config)
+    }
+
+    /// Makes every relative path absolute against `base`.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        self.manifest = absolute(&base.join(&self.manifest));
+        self.cache = self.cache.as_ref().map(|c| absolute(&base.join(c)));
+        let modalities = self
+            .modalities
+            .iter_mut()
+            .chain(self.compare.iter_mut().flat_map(|c| c.modalities.iter_mut()));
+        for m in modalities {
+            if let FeatureConfig::Tokens { tokenizer, .. } = &mut m.features {
+                *tokenizer = absolute(&base.join(&*tokenizer));
+            }
+            m.encoder.resolve_paths(base);
+        }
+    }
+
+    /// Checks what serde cannot: modality names, feature sizes, encoders against their
+    /// features, hidden sizes; errors name the field.
+    pub fn validate(&self) -> Result<()> {
+        let config = |e: Error| Error::Config(format!("config: {e}"));
+        if self.modalities.is_empty() {
+            return Err(Error::Config(
+                "config: field `modalities`: at least one modality is needed".into(),
+            ));
+        }
+        if !(1..=MAX_HIDDEN_DIM).contains(&self.hidden_dim) {
+            return Err(Error::Config(format!(
+                "config: field `hidden_dim`: {} is outside 1..={MAX_HIDDEN_DIM}",
+                self.hidden_dim
+            )));
+        }
+        check_modalities(&self.modalities, "modalities").map_err(config)?;
+        for (i, named) in self.compare.iter().enumerate() {
+            let row = self.for_row(named);
+            let field = format!("compare[{i}].modalities");
+            check_modalities(&row.modalities, &field).map_err(config)?;
+            if row
+                .modalities
+                .iter()
+                .map(|m| &m.name)
+                .ne(self.modalities.iter().map(|m| &m.name))
+            {
+                return Err(Error::Config(format!(
+                    "config: field `{field}`: a row may change encoders, not the modalities ({})",
+                    self.names().join(", ")
+                )));
+            }
+        }
+        self.model_config(&["a".into(), "b".into()], &self.fusion)?
+            .validate()
+            .map_err(|e| config(e.into()))
+    }
+
+    /// Checks the configuration against a manifest: every modality is in some record and
+    /// there is something to train on.
+    pub fn check_manifest(&self, manifest: &Manifest) -> Result<()> {
+        for (i, m) in self.modalities.iter().enumerate() {
+            let modality = m.features.modality();
+            if !manifest.records.iter().any(|r| r.has(modality)) {
+                return Err(Error::Config(format!(
+                    "config: field `modalities[{i}].name`: no record of {} has `{}`",
+                    manifest.path.display(),
+                    modality.name()
+                )));
+            }
+        }
+        if !manifest
+            .records
+            .iter()
+            .any(|r| r.split.unwrap_or(Split::Train) == Split::Train)
+        {
+            return Err(Error::Config(format!(
+                "{}: no training records (split `train` or none)",
+                manifest.path.display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Modality names in input order.
+    pub fn names(&self) -> Vec<String> {
+        self.modalities.iter().map(|m| m.name.clone()).collect()
+    }
+
+    /// Whether `other` continues this run: the same data, features, model and training,
+    /// the epoch count aside (the cache folder and the compare list do not matter).
+    pub fn same_run(&self, other: &Self) -> bool {
+        let comparable = |c: &Self| Self {
+            cache: None,
+            compare: Vec::new(),
+            train: TrainConfig {
+                epochs: 0,
+                ..c.train.clone()
+            },
+            ..c.clone()
+        };
+        comparable(self) == comparable(other)
+    }
+
+    /// The feature extraction asked for (the compare rows' features too, once each).
+    pub fn feature_specs(&self) -> Vec<FeatureSpec> {
+        let mut specs: Vec<FeatureSpec> = Vec::new();
+        let all = self
+            .modalities
+            .iter()
+            .chain(self.compare.iter().flat_map(|c| c.modalities.iter()));
+        for m in all {
+            if !specs.iter().any(|s| s.name == m.name && s.config == m.features) {
+                specs.push(FeatureSpec {
+                    name: m.name.clone(),
+                    config: m.features.clone(),
+                });
+            }
+        }
+        specs
+    }
+
+    /// For each modality, the column of [`Self::feature_specs`] holding its features.
+    pub fn columns(&self, specs: &[FeatureSpec]) -> Vec<usize> {
+        self.modalities
+            .iter()
+            .map(|m| {
+                specs
+                    .iter()
+                    .position(|s| s.name == m.name && s.config == m.features)
+                    .unwrap_or(0)
+            })
+            .collect()
+    }
+
+    /// The fusion-core model configuration for `classes` and `fusion`: each encoder is
+    /// described in full (features and encoder), so `model.json` says what was trained.
+    pub fn model_config(&self, classes: &[String], fusion: &FusionConfig) -> Result<ModelConfig> {
+        let modalities = self
+            .modalities
+            .iter()
+            .map(|m| {
+                Ok(ModalityConfig {
+                    name: m.name.clone(),
+                    input_dim: m.features.dim() as i64,
+                    encoder: EncoderConfig::Custom {
+                        description: serde_json::json!({"features": m.features, "encoder": m.encoder}),
+                        output_dim: m.encoder.output_dim(&m.features, self.hidden_dim)?,
+                    },
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(ModelConfig {
+            modalities,
+            num_classes: classes.len() as i64,
+            hidden_dim: self.hidden_dim,
+            dropout: self.dropout,
+            fusion: fusion.clone(),
+        })
+    }
+
+    /// The training settings with the learning rates of fine-tuned pretrained encoders.
+    pub fn train_config(&self) -> TrainConfig {
+        let mut train = self.train.clone();
+        for m in &self.modalities {
+            if let Some(lr) = m.encoder.learning_rate() {
+                train.param_groups.push(ParamGroup {
+                    prefix: format!("encoder.{}.", m.name),
+                    lr,
+                });
+            }
+        }
+        train
+    }
+
+    /// The run of one compare row: its fusion, and its encoders where it names them.
+    pub fn for_row(&self, row: &NamedFusion) -> Self {
+        let modalities = if row.modalities.is_empty() {
+            self.modalities.clone()
+        } else {
+            row.modalities.clone()
+        };
+        Self {
+            modalities,
+            fusion: row.fusion.clone(),
+            compare: Vec::new(),
+            ..self.clone()
+        }
+    }
+
+    /// The same run with only modality `index` (a unimodal baseline).
+    pub fn only(&self, index: usize) -> Self {
+        Self {
+            modalities: vec![self.modalities[index].clone()],
+            fusion: FusionConfig::Late {
+                combiner: fusion_core::LateCombiner::Mean,
+            },
+            compare: Vec::new(),
+            ..self.clone()
+        }
+    }
+
+    /// The feature cache to use.
+    pub fn cache_folder(&self) -> Option<PathBuf> {
+        self.cache.clone().or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+                .map(|c| c.join("fusion").join("features"))
+        })
+    }
+}
+
+fn check_modalities(modalities: &[ModalitySpec], field: &str) -> Result<()> {
+    for (i, m) in modalities.iter().enumerate() {
+        let wanted = m.features.default_name();
+        if m.name != wanted {
+            return Err(Error::Config(format!(
+                "field `{field}[{i}].name`: `{}` but features of kind {} are named `{wanted}`",
+                m.name,
+                m.features.kind_name()
+            )));
+        }
+        if modalities[..i].iter().any(|o| o.name == m.name) {
+            return Err(Error::Config(format!(
+                "field `{field}[{i}].name`: `{}` appears twice",
+                m.name
+            )));
+        }
+        m.features.validate(&format!("{field}[{i}].features"))?;
+        m.encoder.check(&m.features, &format!("{field}[{i}].encoder"))?;
+    }
+    Ok(())
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}

@@ -1,0 +1,195 @@
+//! Datasets of a run: extracted features laid out for their encoders, with presence and
+//! padding masks, class indices and groups.
+
+use fusion_core::TensorDataset;
+use fusion_data::{Extraction, Problem};
+use tch::{Device, Kind, Tensor};
+
+use crate::{Layout, ModalitySpec, Result};
+
+/// Class names in index order: numeric labels first, by value, then the others
+/// alphabetically (one consistent order, whatever the mix).
+pub fn classes_of<'a>(labels: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let unique: std::collections::BTreeSet<&str> = labels.collect();
+    let mut classes: Vec<String> = unique.into_iter().map(str::to_string).collect();
+    classes.sort_by(|a, b| {
+        let key = |s: &str| s.parse::<f64>().ok().filter(|v| v.is_finite());
+        match (key(a), key(b)) {
+            (Some(x), Some(y)) => x.total_cmp(&y).then_with(|| a.cmp(b)),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => a.cmp(b),
+        }
+    });
+    classes
+}
+
+/// The kept records of a split as a dataset; records whose label is not a known class are
+/// left out and reported.
+#[derive(Debug)]
+pub struct SplitData {
+    /// Features, presence, labels and groups.
+    pub data: TensorDataset,
+    /// Index into the extraction of each sample.
+    pub records: Vec<usize>,
+    /// Records left out (unknown label).
+    pub problems: Vec<Problem>,
+}
+
+/// One modality's features of `records` as `[N, ...]` (flat or shaped for its encoder;
+/// int64 for token ids, padded to the longest with a padding mask) and presence `[N]`.
+pub fn modality_tensor(
+    extraction: &Extraction,
+    column: usize,
+    spec: &ModalitySpec,
+    records: &[usize],
+) -> (Tensor, Option<Tensor>, Tensor) {
+    let per_record = &extraction.features[column];
+    let n = records.len() as i64;
+    let here: Vec<bool> = records.iter().map(|&i| per_record[i].is_some()).collect();
+    let present = Tensor::from_slice(&here);
+    if spec.features.variable_length() {
+        let longest = records
+            .iter()
+            .filter_map(|&i| per_record[i].as_ref().map(Vec::len))
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let mut ids = vec![0i64; records.len() * longest];
+        let mut mask = vec![false; records.len() * longest];
+        for (row, &i) in records.iter().enumerate() {
+            // An absent text is one padding token that nothing attends to but itself.
+            let values = per_record[i].as_deref().unwrap_or(&[]);
+            for (t, &v) in values.iter().enumerate() {
+                ids[row * longest + t] = v as i64;
+                mask[row * longest + t] = true;
+            }
+            if values.is_empty() {
+                mask[row * longest] = true;
+            }
+        }
+        let shape = [n, longest as i64];
+        return (
+            Tensor::from_slice(&ids).view(shape),
+            Some(Tensor::from_slice(&mask).view(shape)),
+            present,
+        );
+    }
+    let dim = spec.features.dim();
+    let mut values = Vec::with_capacity(records.len() * dim);
+    for &i in records {
+        match &per_record[i] {
+            Some(v) => values.extend_from_slice(v),
+            None => values.extend(std::iter::repeat_n(0f32, dim)),
+        }
+    }
+    let mut shape = vec![n];
+    match spec.encoder.layout() {
+        Layout::Flat => shape.push(dim as i64),
+        Layout::Shaped => shape.extend(spec.features.shape().iter().map(|&s| s as i64)),
+    }
+    (Tensor::from_slice(&values).view(shape.as_slice()), None, present)
+}
+
+/// Builds the dataset of the extraction's records at `indices` for `modalities`, whose
+/// features are in the extraction's `columns`.
+pub fn dataset(
+    extraction: &Extraction,
+    indices: &[usize],
+    classes: &[String],
+    modalities: &[ModalitySpec],
+    columns: &[usize],
+    device: Device,
+) -> Result<SplitData> {
+    let mut kept = Vec::new();
+    let mut labels = Vec::new();
+    let mut problems = Vec::new();
+    for &i in indices {
+        let record = &extraction.records[i];
+        match classes.iter().position(|c| *c == record.label) {
+            Some(label) => {
+                kept.push(i);
+                labels.push(label as i64);
+            }
+            None => problems.push(Problem {
+                id: record.id.clone(),
+                modality: None,
+                path: None,
+                reason: format!("label `{}` is not one of the model's classes", record.label),
+            }),
+        }
+    }
+    let mut features = Vec::new();
+    let mut padding = Vec::new();
+    let mut present = Vec::new();
+    for (spec, &column) in modalities.iter().zip(columns) {
+        let (values, mask, here) = modality_tensor(extraction, column, spec, &kept);
+        features.push(values.to_device(device));
+        padding.push(mask.map(|m| m.to_device(device)));
+        present.push(here.to_device(device));
+    }
+    let groups: Vec<Option<String>> = kept.iter().map(|&i| extraction.records[i].group.clone()).collect();
+    let data = TensorDataset {
+        features,
+        padding,
+        present,
+        labels: Tensor::from_slice(&labels).to_kind(Kind::Int64).to_device(device),
+        groups: groups.iter().any(Option::is_some).then(|| {
+            groups
+                .into_iter()
+                .map(|g| g.unwrap_or_else(|| "(none)".into()))
+                .collect()
+        }),
+    };
+    data.check()?;
+    Ok(SplitData {
+        data,
+        records: kept,
+        problems,
+    })
+}
+
+/// Standardisation statistics of each modality fitted on the present samples of `data`:
+/// per-value mean and one standard deviation of the centred values (one scale per
+/// modality, so values constant in training cannot blow up at test time). `None` for
+/// modalities that are not standardised (token ids, pretrained encoders' inputs).
+pub fn fit_standardization(data: &TensorDataset, modalities: &[ModalitySpec]) -> Result<Vec<Option<(Tensor, f64)>>> {
+    let mut fitted = Vec::new();
+    for ((features, present), spec) in data.features.iter().zip(&data.present).zip(modalities) {
+        if !standardized(spec) {
+            fitted.push(None);
+            continue;
+        }
+        let rows = features
+            .index_select(0, &present.nonzero().squeeze_dim(1))
+            .to_kind(Kind::Float)
+            .to_device(Device::Cpu);
+        if rows.size()[0] == 0 {
+            fitted.push(Some((features.get(0).zeros_like().to_device(Device::Cpu), 1.0)));
+            continue;
+        }
+        let mean = rows.mean_dim(0, false, Kind::Float);
+        let std = f64::try_from((&rows - &mean).square().mean(Kind::Float).sqrt())?;
+        fitted.push(Some((mean, if std > 1e-6 { std } else { 1.0 })));
+    }
+    Ok(fitted)
+}
+
+/// Whether a modality's inputs are standardised inside the model.
+pub(crate) fn standardized(spec: &ModalitySpec) -> bool {
+    !spec.features.integer() && !spec.encoder.pretrained()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::classes_of;
+
+    #[test]
+    fn classes_sort_numbers_by_value_then_words() {
+        let labels = ["10", "2", "1a", "cat", "2", "-1", "NaN", "b"];
+        assert_eq!(
+            classes_of(labels.into_iter()),
+            ["-1", "2", "10", "1a", "NaN", "b", "cat"]
+        );
+    }
+}

@@ -1,0 +1,50 @@
+//! # fusion-run
+//!
+//! The steps from a run configuration to a trained, evaluated model, as a library:
+//! above fusion-core (fusion methods, training) and the modality crates (features and
+//! encoders), which know nothing of each other.
+//!
+//! - [`RunConfig`]: the manifest, per modality its features (fusion-data's
+//!   [`fusion_data::FeatureConfig`]: flat vectors, images `[C, H, W]`, log-mel `[T, n_mels]`,
+//!   token ids, video frames `[T, C, H, W]`, a video's sound track) and its
+//!   [`EncoderSpec`] (MLP, LeNet, ResNet-18, pretrained EfficientNet-Lite0, audio CNN/GRU,
+//!   pretrained BERT/MiniLM, a small transformer, per-frame video encoders), the fusion
+//!   method and training settings; every encoder is checked against its features.
+//! - [`build_model`]: the model of a configuration; inputs are standardised inside the
+//!   model (statistics stored as variables), so checkpoints and exported modules take raw
+//!   features.
+//! - [`train`]: features → datasets → training into a [`Run`] folder, resumable.
+//! - [`Predictor`]: a run folder loaded back, predicting new records from their raw files.
+//!
+//! Predicting one new record with a trained run:
+//!
+//! ```no_run
+//! use fusion_data::Record;
+//!
+//! let predictor = fusion_run::Predictor::load("runs/demo/hybrid", tch::Device::Cpu)?;
+//! let record = Record {
+//!     id: "new".into(),
+//!     image: Some("digit.png".into()),
+//!     audio: Some("digit.wav".into()),
+//!     ..Record::default()
+//! };
+//! let prediction = &predictor.predict(&[record])?[0];
+//! println!("{} ({:?} missing)", prediction.class, prediction.missing);
+//! # Ok::<(), fusion_run::Error>(())
+//! ```
+
+mod config;
+mod data;
+mod encoder;
+mod error;
+mod frozen;
+mod run;
+
+pub use config::{MAX_HIDDEN_DIM, ModalitySpec, NamedFusion, RunConfig};
+pub use data::{SplitData, classes_of, dataset, fit_standardization, modality_tensor};
+pub use encoder::{EncoderSpec, Layout, TextPooling, VideoPooling, models_dir};
+pub use error::{Error, Result};
+pub use frozen::FrozenCounts;
+pub use run::{
+    Prediction, Predictor, Run, Trained, build_model, describe, example_inputs, held_out_split, split_dataset, train,
+};

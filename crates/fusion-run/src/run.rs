@@ -1,0 +1,415 @@
+//! A run folder, the model built from a configuration, training a configuration on
+//! extracted features, and predicting new records from their raw files.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use fusion_core::{Encoder, FusionConfig, FusionModel, Progress, RunFolder, TrainSummary};
+use fusion_data::{Extraction, FeatureSpec, Manifest, Problem, Record, Split};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Tensor, nn};
+
+use crate::{
+    Error, Layout, Result, RunConfig,
+    data::{SplitData, classes_of, dataset, fit_standardization, standardized},
+    encoder::Standardized,
+    frozen::{FrozenCounts, encode_frozen},
+};
+
+/// Builds the model of `config` for `classes` with `fusion`, its variables in `vs`
+/// (`encoder.<modality>`, `input.<modality>` for the standardisation, then fusion-core's
+/// names). `fitted` sets the standardisation (training); without it the checkpoint loaded
+/// next provides it.
+pub fn build_model(
+    vs: &nn::VarStore,
+    config: &RunConfig,
+    classes: &[String],
+    fusion: &FusionConfig,
+    fitted: Option<&[Option<(Tensor, f64)>]>,
+) -> Result<FusionModel> {
+    let root = vs.root();
+    let mut encoders: Vec<Box<dyn Encoder>> = Vec::new();
+    for (m, spec) in config.modalities.iter().enumerate() {
+        let encoder = spec.encoder.build(
+            &(&root / "encoder" / spec.name.as_str()),
+            &spec.features,
+            config.hidden_dim,
+            config.dropout,
+        )?;
+        encoders.push(if standardized(spec) {
+            let shape: Vec<i64> = match spec.encoder.layout() {
+                Layout::Flat => vec![spec.features.dim() as i64],
+                Layout::Shaped => spec.features.shape().iter().map(|&s| s as i64).collect(),
+            };
+            let fit = fitted.and_then(|f| f.get(m)).and_then(Option::as_ref);
+            Box::new(Standardized::new(
+                &(&root / "input" / spec.name.as_str()),
+                encoder,
+                &shape,
+                fit,
+            ))
+        } else {
+            encoder
+        });
+    }
+    let model_config = config.model_config(classes, fusion)?;
+    Ok(FusionModel::with_encoders(&root, &model_config, encoders)?)
+}
+
+/// The files of a run folder: fusion-core's (`model.json`, `train.json`, checkpoints,
+/// `metrics.jsonl`) and `run.json` (the run configuration) and `classes.json`.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// fusion-core's files.
+    pub folder: RunFolder,
+}
+
+impl Run {
+    /// The run at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self {
+            folder: RunFolder::new(root),
+        }
+    }
+    /// The folder.
+    pub fn root(&self) -> &Path {
+        &self.folder.root
+    }
+    /// A file of the run.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.folder.root.join(name)
+    }
+    /// Writes a JSON file of the run atomically (a temporary file renamed into place).
+    pub fn write_json(&self, name: &str, value: &impl Serialize) -> Result<()> {
+        let path = self.file(name);
+        let io = |path: &Path, source| Error::Io {
+            path: path.into(),
+            source,
+        };
+        std::fs::create_dir_all(self.root()).map_err(|e| io(self.root(), e))?;
+        let text = serde_json::to_string_pretty(value).map_err(|e| Error::Config(e.to_string()))?;
+        let mut file = tempfile::NamedTempFile::new_in(self.root()).map_err(|e| io(self.root(), e))?;
+        std::io::Write::write_all(&mut file, text.as_bytes()).map_err(|e| io(&path, e))?;
+        file.as_file().sync_all().map_err(|e| io(&path, e))?;
+        file.persist(&path).map_err(|e| io(&path, e.error))?;
+        Ok(())
+    }
+    /// Reads a JSON file of the run.
+    pub fn read_json<T: for<'de> Deserialize<'de>>(&self, name: &str) -> Result<T> {
+        let path = self.file(name);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            Error::Config(format!(
+                "cannot read {} (is {} a run folder?): {e}",
+                path.display(),
+                self.root().display()
+            ))
+        })?;
+        serde_json::from_str(&text).map_err(|e| Error::Config(format!("{} is damaged: {e}", path.display())))
+    }
+    /// The run's configuration.
+    pub fn config(&self) -> Result<RunConfig> {
+        self.read_json("run.json")
+    }
+    /// The class names in index order.
+    pub fn classes(&self) -> Result<Vec<String>> {
+        self.read_json("classes.json")
+    }
+    /// The trained model (best weights) on `device`, rebuilt from `run.json`.
+    pub fn model(&self, device: Device) -> Result<(FusionModel, nn::VarStore)> {
+        let config = self.config()?;
+        let classes = self.classes()?;
+        let vs = nn::VarStore::new(device);
+        let model = build_model(&vs, &config, &classes, &config.fusion, None)?;
+        fusion_core::load_weights(&vs, &self.folder.best_weights())?;
+        Ok((model, vs))
+    }
+}
+
+/// What [`train`] did, and the trained model (last epoch's weights).
+pub struct Trained {
+    /// Epoch records.
+    pub summary: TrainSummary,
+    /// Wall time of training.
+    pub seconds: f64,
+    /// Trainable parameters.
+    pub parameters: i64,
+    /// Class names in index order.
+    pub classes: Vec<String>,
+    /// Frozen-encoder outputs read from the cache and computed, for train and val.
+    pub frozen: FrozenCounts,
+    /// The model after the last epoch.
+    pub model: FusionModel,
+    /// Its variables.
+    pub vs: nn::VarStore,
+}
+
+/// The split evaluated after training: test, or validation when there is no test split.
+pub fn held_out_split(extraction: &Extraction) -> Split {
+    if extraction.split_indices(Split::Test).is_empty() {
+        Split::Val
+    } else {
+        Split::Test
+    }
+}
+
+/// The run's dataset for `split` of `extraction` (made with `specs`); frozen encoders'
+/// outputs come from the cache (see [`FrozenCounts`]).
+pub fn split_dataset(
+    config: &RunConfig,
+    extraction: &Extraction,
+    specs: &[FeatureSpec],
+    split: Split,
+    classes: &[String],
+    device: Device,
+) -> Result<SplitData> {
+    let mut data = dataset(
+        extraction,
+        &extraction.split_indices(split),
+        classes,
+        &config.modalities,
+        &config.columns(specs),
+        device,
+    )?;
+    encode_frozen(config, extraction, specs, &mut data, device)?;
+    Ok(data)
+}
+
+/// Trains `config` on the extraction's train split into `run`, evaluating on val each
+/// epoch. A folder that already holds a run continues it when the configuration is the
+/// same (epochs aside) and the classes too; anything else is refused before a file is
+/// touched.
+pub fn train(
+    config: &RunConfig,
+    extraction: &Extraction,
+    specs: &[FeatureSpec],
+    run: &Run,
+    device: Device,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<Trained> {
+    config.validate()?;
+    let train_indices = extraction.split_indices(Split::Train);
+    let classes = classes_of(train_indices.iter().map(|&i| extraction.records[i].label.as_str()));
+    if classes.len() < 2 {
+        return Err(Error::Config(format!(
+            "the training records have {} distinct label(s); need at least 2",
+            classes.len()
+        )));
+    }
+    let resuming = run.folder.model_config().exists();
+    if resuming {
+        let saved = run.config()?;
+        if !saved.same_run(config) {
+            return Err(Error::Config(format!(
+                "{} holds a run of another configuration; use a new folder (or the same configuration to resume)",
+                run.root().display()
+            )));
+        }
+        let saved_classes = run.classes()?;
+        if saved_classes != classes {
+            return Err(Error::Config(format!(
+                "{}: the training labels changed since this run started ({saved_classes:?}, now {classes:?}); use a new folder",
+                run.root().display()
+            )));
+        }
+    }
+    let columns = config.columns(specs);
+    // A training sample with none of the model's modalities teaches it nothing.
+    let trainable: Vec<usize> = train_indices
+        .iter()
+        .copied()
+        .filter(|&i| columns.iter().any(|&c| extraction.features[c][i].is_some()))
+        .collect();
+    let mut train_data = dataset(extraction, &trainable, &classes, &config.modalities, &columns, device)?;
+    let mut frozen = encode_frozen(config, extraction, specs, &mut train_data, device)?;
+    let mut val = dataset(
+        extraction,
+        &extraction.split_indices(Split::Val),
+        &classes,
+        &config.modalities,
+        &columns,
+        device,
+    )?;
+    let counts = encode_frozen(config, extraction, specs, &mut val, device)?;
+    frozen.cached += counts.cached;
+    frozen.computed += counts.computed;
+    let fitted = fit_standardization(&train_data.data, &config.modalities)?;
+    tch::manual_seed(config.train.seed as i64);
+    let vs = nn::VarStore::new(device);
+    let model = build_model(&vs, config, &classes, &config.fusion, Some(&fitted))?;
+    if !resuming {
+        run.write_json("run.json", config)?;
+        run.write_json("classes.json", &classes)?;
+    }
+    let parameters = vs
+        .trainable_variables()
+        .iter()
+        .filter(|t| t.requires_grad())
+        .map(Tensor::numel)
+        .sum::<usize>() as i64;
+    let started = Instant::now();
+    let summary = fusion_core::train(
+        &model,
+        &vs,
+        &config.train_config(),
+        &train_data.data,
+        (!val.records.is_empty()).then_some(&val.data),
+        &run.folder,
+        progress,
+    )?;
+    Ok(Trained {
+        summary,
+        seconds: started.elapsed().as_secs_f64(),
+        parameters,
+        classes,
+        frozen,
+        model,
+        vs,
+    })
+}
+
+/// A trained run loaded for prediction: its configuration, classes and model.
+#[derive(Debug)]
+pub struct Predictor {
+    config: RunConfig,
+    classes: Vec<String>,
+    model: FusionModel,
+    _vs: nn::VarStore,
+}
+
+/// One record's prediction.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Prediction {
+    /// The most probable class.
+    pub class: String,
+    /// Probability of each class, in the run's class order.
+    pub probabilities: Vec<(String, f64)>,
+    /// Modalities the record lacks (the model predicted without them).
+    pub missing: Vec<String>,
+}
+
+impl Predictor {
+    /// Loads the run folder `run` on `device`.
+    pub fn load(run: impl AsRef<Path>, device: Device) -> Result<Self> {
+        let run = Run::new(run.as_ref());
+        let (model, vs) = run.model(device)?;
+        Ok(Self {
+            config: run.config()?,
+            classes: run.classes()?,
+            model,
+            _vs: vs,
+        })
+    }
+
+    /// The class names in index order.
+    pub fn classes(&self) -> &[String] {
+        &self.classes
+    }
+
+    /// The model.
+    pub fn model(&self) -> &FusionModel {
+        &self.model
+    }
+
+    /// Predicts `records` from their raw files (features computed as in training, without
+    /// the cache). A record whose file cannot be read or decoded is an error naming it.
+    pub fn predict(&self, records: &[Record]) -> Result<Vec<Prediction>> {
+        let manifest = Manifest {
+            path: PathBuf::from("(records)"),
+            records: records.to_vec(),
+            rejected: Vec::new(),
+        };
+        let specs: Vec<FeatureSpec> = self
+            .config
+            .modalities
+            .iter()
+            .map(|m| FeatureSpec {
+                name: m.name.clone(),
+                config: m.features.clone(),
+            })
+            .collect();
+        let extraction = fusion_data::extract(&manifest, &specs, None, None, &|_| {})?;
+        if let Some(problem) = extraction.problems.first() {
+            return Err(Error::Record(describe(problem)));
+        }
+        let columns: Vec<usize> = (0..specs.len()).collect();
+        let mut inputs = Vec::new();
+        for (spec, &column) in self.config.modalities.iter().zip(&columns) {
+            let all: Vec<usize> = (0..extraction.records.len()).collect();
+            let (features, padding, present) = crate::data::modality_tensor(&extraction, column, spec, &all);
+            let device = self.model.device();
+            inputs.push(fusion_core::ModalityInput {
+                features: features.to_device(device),
+                padding_mask: padding.map(|p| p.to_device(device)),
+                present: present.to_device(device),
+            });
+        }
+        let output = tch::no_grad(|| self.model.forward_t(&inputs, false))?;
+        let probabilities = output.log_probs.exp().to_device(Device::Cpu);
+        let rows: Vec<Vec<f64>> = Vec::<Vec<f64>>::try_from(probabilities.to_kind(tch::Kind::Double))?;
+        Ok(rows
+            .into_iter()
+            .zip(&extraction.records)
+            .map(|(row, record)| {
+                let best = row
+                    .iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .map_or(0, |(i, _)| i);
+                Prediction {
+                    class: self.classes[best].clone(),
+                    probabilities: self.classes.iter().cloned().zip(row).collect(),
+                    missing: self
+                        .config
+                        .modalities
+                        .iter()
+                        .filter(|m| !record.has(m.features.modality()))
+                        .map(|m| m.name.clone())
+                        .collect(),
+                }
+            })
+            .collect())
+    }
+}
+
+/// `id (modality) path: reason`.
+pub fn describe(problem: &Problem) -> String {
+    let mut text = problem.id.clone();
+    if let Some(modality) = &problem.modality {
+        text += &format!(" ({modality})");
+    }
+    if let Some(path) = &problem.path {
+        text += &format!(" {}", path.display());
+    }
+    format!("{text}: {}", problem.reason)
+}
+
+/// A batch of two all-zero samples with the inputs `config`'s model takes (features as
+/// its encoders read them, int64 token ids with a padding mask), e.g. to trace an export.
+pub fn example_inputs(config: &RunConfig, device: Device) -> Vec<fusion_core::ModalityInput> {
+    config
+        .modalities
+        .iter()
+        .map(|m| {
+            let present = Tensor::ones([2], (tch::Kind::Bool, device));
+            if m.features.integer() {
+                let ids = Tensor::zeros([2, 4], (tch::Kind::Int64, device));
+                return fusion_core::ModalityInput {
+                    padding_mask: Some(ids.ones_like().to_kind(tch::Kind::Bool)),
+                    features: ids,
+                    present,
+                };
+            }
+            let mut shape = vec![2i64];
+            match m.encoder.layout() {
+                Layout::Flat => shape.push(m.features.dim() as i64),
+                Layout::Shaped => shape.extend(m.features.shape().iter().map(|&s| s as i64)),
+            }
+            fusion_core::ModalityInput::with_presence(
+                Tensor::zeros(shape.as_slice(), (tch::Kind::Float, device)),
+                present,
+            )
+        })
+        .collect()
+}

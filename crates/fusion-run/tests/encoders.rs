@@ -1,0 +1,416 @@
+//! Every encoder kind from a run configuration, end to end on a slice of the demo data
+//! (images, recordings, video clips with sound, and generated texts): trains, reloads from
+//! its folder to the same outputs, predicts raw records to the same probabilities, and
+//! exports TorchScript that computes them too.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+
+use fusion_core::{FusionModel, ModalityInput, TensorDataset, export_arguments, export_torchscript};
+use fusion_data::{FeatureCache, Manifest, Record, Split};
+use fusion_run::{Predictor, Run, RunConfig};
+use tch::{Device, Kind, Tensor};
+
+const WORDS: [&str; 10] = [
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+];
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+}
+
+/// The first `per_split` train and test records of the demo, with absolute paths and a
+/// text naming the digit (every 4th text names another digit: text alone is not enough).
+fn manifest(dir: &Path, per_split: usize) -> PathBuf {
+    let demo = fixtures().join("demo");
+    let text = std::fs::read_to_string(demo.join("manifest.jsonl")).unwrap();
+    let mut lines = Vec::new();
+    for split in ["train", "test"] {
+        let taken = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|r| r["split"] == split && r["id"].as_str().unwrap().starts_with(split))
+            .filter(|r| ["image", "audio", "video"].iter().all(|f| r.get(*f).is_some()))
+            .take(per_split);
+        for (i, mut record) in taken.enumerate() {
+            for field in ["image", "audio", "video"] {
+                record[field] = demo.join(record[field].as_str().unwrap()).display().to_string().into();
+            }
+            let digit: usize = record["label"].as_str().unwrap().parse().unwrap();
+            let said = if i % 4 == 3 { (digit + 3) % 10 } else { digit };
+            record["text"] = format!("the {}", WORDS[said]).into();
+            lines.push(record.to_string());
+        }
+    }
+    let path = dir.join("manifest.jsonl");
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    path
+}
+
+fn config(dir: &Path, modalities: &str, fusion: &str, epochs: usize) -> RunConfig {
+    let tokenizer = fixtures().join("text/tiny_tokenizer.json");
+    let text = format!(
+        r#"{{
+  "manifest": "manifest.jsonl",
+  "cache": "cache",
+  "modalities": [{modalities}],
+  "hidden_dim": 16,
+  "fusion": {fusion},
+  "train": {{"epochs": {epochs}, "batch_size": 16, "optimizer": {{"kind": "adam_w", "lr": 0.003}}, "seed": 3}}
+}}"#
+    )
+    .replace("TOKENIZER", &tokenizer.display().to_string());
+    let path = dir.join("config.json");
+    std::fs::write(&path, text).unwrap();
+    RunConfig::load(&path).unwrap()
+}
+
+fn log_probs(model: &FusionModel, data: &TensorDataset) -> Tensor {
+    let all = Tensor::arange(data.len(), (Kind::Int64, Device::Cpu));
+    let (inputs, _) = data.batch(&all, Device::Cpu);
+    tch::no_grad(|| model.forward_t(&inputs, false)).unwrap().log_probs
+}
+
+fn max_difference(a: &Tensor, b: &Tensor) -> f64 {
+    f64::try_from((a - b).abs().max()).unwrap()
+}
+
+/// Trains `config`, then checks reload, prediction from raw files and export; returns the
+/// test accuracy and the training outcome.
+fn end_to_end(dir: &Path, config: &RunConfig) -> f64 {
+    train_and_check(dir, config, "run").0
+}
+
+fn train_and_check(dir: &Path, config: &RunConfig, run_name: &str) -> (f64, fusion_run::Trained) {
+    config.validate().unwrap();
+    let manifest = Manifest::load(&config.manifest).unwrap();
+    let specs = config.feature_specs();
+    let cache = FeatureCache::new(config.cache_folder().unwrap());
+    let extraction = fusion_data::extract(&manifest, &specs, Some(&cache), None, &|_| {}).unwrap();
+    assert!(extraction.problems.is_empty(), "{:?}", extraction.problems);
+    let run = Run::new(dir.join(run_name));
+    let trained = fusion_run::train(config, &extraction, &specs, &run, Device::Cpu, &mut |_| {}).unwrap();
+    let test =
+        fusion_run::split_dataset(config, &extraction, &specs, Split::Test, &trained.classes, Device::Cpu).unwrap();
+    let trained_out = log_probs(&trained.model, &test.data);
+    // Raw inputs (frozen encoders run their backbone) give what cached outputs give.
+    let raw = fusion_run::dataset(
+        &extraction,
+        &extraction.split_indices(Split::Test),
+        &trained.classes,
+        &config.modalities,
+        &config.columns(&specs),
+        Device::Cpu,
+    )
+    .unwrap();
+    assert!(max_difference(&trained_out, &log_probs(&trained.model, &raw.data)) < 1e-5);
+
+    // The model rebuilt from the folder alone is the trained one.
+    let (reloaded, vs) = run.model(Device::Cpu).unwrap();
+    let reloaded_out = log_probs(&reloaded, &test.data);
+    assert!(max_difference(&trained_out, &reloaded_out) < 1e-6);
+    let model_json = std::fs::read_to_string(run.folder.model_config()).unwrap();
+    for m in &config.modalities {
+        assert!(
+            model_json.contains(&format!("\"kind\": \"{}\"", m.encoder.kind_name())),
+            "model.json describes the {} encoder",
+            m.name
+        );
+    }
+
+    // Raw files through the predictor give the same probabilities.
+    let records: Vec<Record> = test.records.iter().map(|&i| extraction.records[i].clone()).collect();
+    let predictions = Predictor::load(run.root(), Device::Cpu)
+        .unwrap()
+        .predict(&records)
+        .unwrap();
+    let predicted: Vec<f64> = predictions
+        .iter()
+        .flat_map(|p| p.probabilities.iter().map(|(_, v)| *v))
+        .collect();
+    let expected = Vec::<f64>::try_from(trained_out.exp().to_kind(Kind::Double).view([-1])).unwrap();
+    let worst = predicted
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(worst < 1e-5, "predictor differs by {worst}");
+
+    // TorchScript traced on a two-sample example computes the same on the whole test set.
+    let path = dir.join("model.pt");
+    let signature =
+        export_torchscript(&reloaded, &vs, &fusion_run::example_inputs(config, Device::Cpu), &path).unwrap();
+    for (m, spec) in config.modalities.iter().enumerate() {
+        let dtype = &signature
+            .inputs
+            .iter()
+            .find(|i| i.name == format!("{}.features", spec.name))
+            .unwrap()
+            .dtype;
+        let want = if spec.features.integer() { "int64" } else { "float32" };
+        assert_eq!(dtype, want, "modality {m}");
+    }
+    let module = tch::CModule::load(&path).unwrap();
+    let all = Tensor::arange(test.data.len(), (Kind::Int64, Device::Cpu));
+    let (inputs, labels): (Vec<ModalityInput>, Tensor) = raw.data.batch(&all, Device::Cpu);
+    let exported = tch::no_grad(|| module.forward_ts(&export_arguments(&inputs))).unwrap();
+    assert!(max_difference(&trained_out, &exported) < 1e-4);
+    let accuracy = f64::try_from(
+        trained_out
+            .argmax(-1, false)
+            .eq_tensor(&labels)
+            .to_kind(Kind::Double)
+            .mean(Kind::Double),
+    )
+    .unwrap();
+    (accuracy, trained)
+}
+
+const IMAGE_LENET: &str =
+    r#"{"name": "image", "features": {"kind": "image", "size": 28, "grey": true}, "encoder": {"kind": "lenet"}}"#;
+const AUDIO_CNN: &str = r#"{"name": "audio", "features": {"kind": "log_mel", "sample_rate": 8000, "n_mels": 32, "frames": 32}, "encoder": {"kind": "audio_cnn", "base_channels": 8}}"#;
+
+#[test]
+fn cnn_encoders_over_images_and_log_mels() {
+    let dir = tempfile::tempdir().unwrap();
+    manifest(dir.path(), 48);
+    let config = config(
+        dir.path(),
+        &format!("{IMAGE_LENET}, {AUDIO_CNN}"),
+        r#"{"family": "early", "method": "concat"}"#,
+        6,
+    );
+    let accuracy = end_to_end(dir.path(), &config);
+    assert!(
+        accuracy > 0.2,
+        "LeNet + audio CNN learn something in 6 epochs: {accuracy}"
+    );
+}
+
+#[test]
+fn resnet_and_spectrogram_lenet_and_gru() {
+    let dir = tempfile::tempdir().unwrap();
+    manifest(dir.path(), 24);
+    let modalities = [
+        r#"{"name": "image", "features": {"kind": "image", "size": 28, "grey": true}, "encoder": {"kind": "resnet18", "width": 4}}"#,
+        r#"{"name": "audio", "features": {"kind": "log_mel", "sample_rate": 8000, "n_mels": 28, "frames": 28}, "encoder": {"kind": "lenet"}}"#,
+    ];
+    let cnn = config(
+        dir.path(),
+        &modalities.join(", "),
+        r#"{"family": "late", "combiner": "learned"}"#,
+        2,
+    );
+    end_to_end(dir.path(), &cnn);
+    let gru = [
+        r#"{"name": "audio", "features": {"kind": "log_mel", "sample_rate": 8000, "n_mels": 16, "frames": 20}, "encoder": {"kind": "audio_gru", "hidden": 16}}"#,
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    manifest(dir.path(), 24);
+    let gru = config(
+        dir.path(),
+        &gru.join(", "),
+        r#"{"family": "early", "method": "concat"}"#,
+        2,
+    );
+    end_to_end(dir.path(), &gru);
+}
+
+/// Sequences reach the fusion: token states of a small transformer, GRU frame states and
+/// per-frame video features, fused by cross-modal attention with their padding masks.
+#[test]
+fn sequences_fused_by_attention() {
+    let dir = tempfile::tempdir().unwrap();
+    manifest(dir.path(), 24);
+    let modalities = [
+        r#"{"name": "text", "features": {"kind": "tokens", "tokenizer": "TOKENIZER", "max_len": 8}, "encoder": {"kind": "transformer", "width": 16, "layers": 1, "heads": 2, "pooling": "sequence"}}"#,
+        r#"{"name": "audio", "features": {"kind": "log_mel", "sample_rate": 8000, "n_mels": 16, "frames": 12}, "encoder": {"kind": "audio_gru", "hidden": 16, "sequence": true}}"#,
+        r#"{"name": "video", "features": {"kind": "video_frames", "frames": 2, "size": 28}, "encoder": {"kind": "video", "frame": {"kind": "lenet"}, "pooling": "sequence"}}"#,
+    ];
+    let config = config(
+        dir.path(),
+        &modalities.join(", "),
+        r#"{"family": "early", "method": "attention", "heads": 2, "layers": 1}"#,
+        2,
+    );
+    end_to_end(dir.path(), &config);
+}
+
+#[test]
+fn video_encoder_pooling_and_sound_track() {
+    let dir = tempfile::tempdir().unwrap();
+    manifest(dir.path(), 24);
+    let modalities = [
+        r#"{"name": "video", "features": {"kind": "video_frames", "frames": 2, "size": 28}, "encoder": {"kind": "video", "frame": {"kind": "lenet"}, "pooling": "attention"}}"#,
+        r#"{"name": "sound_track", "features": {"kind": "sound_track", "sample_rate": 8000, "n_mels": 16, "frames": 16}, "encoder": {"kind": "audio_cnn", "base_channels": 4, "blocks": 2}}"#,
+    ];
+    let config = config(
+        dir.path(),
+        &modalities.join(", "),
+        r#"{"family": "hybrid", "early": {"method": "concat"}, "combiner": {"combiner": "mean"}}"#,
+        2,
+    );
+    end_to_end(dir.path(), &config);
+}
+
+/// Encoders are checked against their features, naming the field.
+#[test]
+fn mismatched_encoders_name_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    manifest(dir.path(), 4);
+    let cases = [
+        (
+            r#"{"name": "audio", "features": {"kind": "log_mel", "sample_rate": 8000, "n_mels": 8, "frames": 8}, "encoder": {"kind": "efficientnet_lite0"}}"#,
+            "modalities[0].encoder: `efficientnet_lite0` reads RGB images",
+        ),
+        (
+            r#"{"name": "image", "features": {"kind": "pixels", "size": 28}, "encoder": {"kind": "lenet"}}"#,
+            "modalities[0].encoder: `lenet` reads images",
+        ),
+        (
+            r#"{"name": "text", "features": {"kind": "tokens", "tokenizer": "TOKENIZER"}, "encoder": {"kind": "mlp", "hidden": [8]}}"#,
+            "token ids need `bert` or `transformer`",
+        ),
+        (
+            r#"{"name": "audio", "features": {"kind": "log_mel", "sample_rate": 8000, "n_mels": 8, "frames": 8}, "encoder": {"kind": "audio_cnn", "blocks": 4}}"#,
+            "modalities[0].encoder.blocks",
+        ),
+        (
+            r#"{"name": "video", "features": {"kind": "video_frames", "frames": 2, "size": 28}, "encoder": {"kind": "video", "frame": {"kind": "audio_gru"}}}"#,
+            "modalities[0].encoder.frame",
+        ),
+        (
+            r#"{"name": "text", "features": {"kind": "tokens", "tokenizer": "TOKENIZER"}, "encoder": {"kind": "transformer", "width": 10, "heads": 3}}"#,
+            "modalities[0].encoder.heads",
+        ),
+    ];
+    for (modality, expected) in cases {
+        let config = config(dir.path(), modality, r#"{"family": "late", "combiner": "mean"}"#, 1);
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains(expected), "`{expected}` not in {error}");
+    }
+    let path = dir.path().join("typo.json");
+    std::fs::write(
+        &path,
+        r#"{"manifest": "m.jsonl", "modalities": [{"name": "image", "features": {"kind": "image", "size": 28}, "encoder": {"kind": "lenet", "outptu_dim": 4}}], "fusion": {"family": "late", "combiner": "mean"}, "train": {"epochs": 1, "batch_size": 4}}"#,
+    )
+    .unwrap();
+    let error = RunConfig::load(&path).unwrap_err().to_string();
+    assert!(
+        error.contains("modalities[0].encoder") && error.contains("outptu_dim"),
+        "{error}"
+    );
+}
+
+/// The fetched models folder, or `None` (skipping) when `cargo xtask models` has not run;
+/// `cargo xtask test` requires it.
+fn models() -> Option<PathBuf> {
+    match fusion_run::models_dir().filter(|d| d.join("efficientnet-lite0/model.safetensors").exists()) {
+        Some(dir) => Some(dir),
+        None if std::env::var_os("FUSION_REQUIRE_ASSETS").is_some() => {
+            panic!("pretrained models missing: run `cargo xtask models`")
+        }
+        None => {
+            eprintln!("skipping: pretrained models not fetched (`cargo xtask models`)");
+            None
+        }
+    }
+}
+
+fn variable(trained: &fusion_run::Trained, name: &str) -> Tensor {
+    trained.vs.variables().remove(name).unwrap()
+}
+
+/// A frozen pretrained encoder keeps its weights and runs once per file: a second run
+/// reads every output from the cache; fine-tuned, its weights move.
+#[test]
+fn frozen_efficientnet_runs_once_per_file_and_fine_tuned_moves() {
+    let Some(models) = models() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    manifest(dir.path(), 16);
+    let efficientnet = |encoder: &str| {
+        format!(
+            r#"{{"name": "image", "features": {{"kind": "image", "size": 32, "normalize": "imagenet"}}, "encoder": {encoder}}}, {AUDIO_CNN}"#
+        )
+    };
+    let frozen = config(
+        dir.path(),
+        &efficientnet(r#"{"kind": "efficientnet_lite0"}"#),
+        r#"{"family": "early", "method": "concat"}"#,
+        2,
+    );
+    let (_, first) = train_and_check(dir.path(), &frozen, "frozen");
+    // 16 train and 16 test images: every train file once (test ones at evaluation).
+    assert_eq!((first.frozen.computed, first.frozen.cached), (16, 0));
+    let (_, second) = train_and_check(dir.path(), &frozen, "frozen_again");
+    assert_eq!(
+        (second.frozen.computed, second.frozen.cached),
+        (0, 16),
+        "no backbone pass"
+    );
+    let pretrained: std::collections::HashMap<String, Tensor> =
+        Tensor::read_safetensors(models.join("efficientnet-lite0/model.safetensors"))
+            .unwrap()
+            .into_iter()
+            .collect();
+    let stem = "encoder.image._conv_stem.weight";
+    assert_eq!(
+        max_difference(&variable(&first, stem), &pretrained["_conv_stem.weight"]),
+        0.0
+    );
+    // The frozen backbone is not counted as trained.
+    assert!(first.parameters < 100_000, "{}", first.parameters);
+
+    let tuned = config(
+        dir.path(),
+        &efficientnet(r#"{"kind": "efficientnet_lite0", "frozen": false, "lr": 0.0001}"#),
+        r#"{"family": "early", "method": "concat"}"#,
+        1,
+    );
+    let (_, tuned) = train_and_check(dir.path(), &tuned, "tuned");
+    assert_eq!(tuned.frozen, fusion_run::FrozenCounts::default());
+    assert!(max_difference(&variable(&tuned, stem), &pretrained["_conv_stem.weight"]) > 0.0);
+    assert!(tuned.parameters > 3_000_000, "{}", tuned.parameters);
+}
+
+/// all-MiniLM-L6-v2 over token ids: frozen (outputs cached) and fine-tuned (weights move).
+#[test]
+fn minilm_frozen_and_fine_tuned() {
+    let Some(models) = models() else { return };
+    let tokenizer = models.join("all-MiniLM-L6-v2/tokenizer.json");
+    let dir = tempfile::tempdir().unwrap();
+    manifest(dir.path(), 16);
+    let text = |encoder: &str| {
+        format!(
+            r#"{{"name": "text", "features": {{"kind": "tokens", "tokenizer": "{}", "max_len": 16}}, "encoder": {encoder}}}, {IMAGE_LENET}"#,
+            tokenizer.display()
+        )
+    };
+    let frozen = config(
+        dir.path(),
+        &text(r#"{"kind": "bert", "model": "all-MiniLM-L6-v2"}"#),
+        r#"{"family": "late", "combiner": "mean"}"#,
+        2,
+    );
+    let (_, first) = train_and_check(dir.path(), &frozen, "frozen");
+    assert!(
+        first.frozen.computed > 0 && first.frozen.cached == 0,
+        "{:?}",
+        first.frozen
+    );
+    let (_, again) = train_and_check(dir.path(), &frozen, "again");
+    assert_eq!(again.frozen.computed, 0);
+    let word = "encoder.text.embeddings.word_embeddings.weight";
+    let before = variable(&first, word);
+    let tuned = config(
+        dir.path(),
+        &text(r#"{"kind": "bert", "model": "all-MiniLM-L6-v2", "frozen": false, "lr": 0.0001, "pooling": "sequence"}"#),
+        r#"{"family": "early", "method": "cross_modal", "heads": 2, "layers": 1}"#,
+        1,
+    );
+    let (_, tuned) = train_and_check(dir.path(), &tuned, "tuned");
+    assert!(
+        max_difference(&variable(&tuned, word), &before) > 0.0,
+        "fine-tuning moves MiniLM"
+    );
+}
