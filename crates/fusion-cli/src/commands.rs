@@ -207,6 +207,9 @@ pub fn train_one(config: &RunConfig, loaded: &Loaded, run: &Run, ui: Ui, device:
         }
     })?;
     bar.finish_and_clear();
+    for problem in &trained.skipped {
+        ui.warn(format!("skipped training record {}", describe(problem)));
+    }
     if trained.summary.resumed_from > 0 {
         ui.say(format!("resumed from epoch {}", trained.summary.resumed_from));
     }
@@ -363,6 +366,13 @@ pub fn split_data(
     for problem in &data.problems {
         ui.warn(format!("skipped record {}", describe(problem)));
     }
+    if data.records.is_empty() {
+        bail!(
+            "{}: no `{}` record has one of the run's labels",
+            loaded.manifest.path.display(),
+            split_name(split)
+        );
+    }
     Ok((data, classes))
 }
 
@@ -385,6 +395,7 @@ struct Prediction<'a> {
     prediction: &'a str,
     confidence: f32,
     probabilities: std::collections::BTreeMap<&'a str, f32>,
+    #[serde(skip_serializing_if = "str::is_empty")]
     label: &'a str,
     missing: Vec<&'a str>,
 }
@@ -398,7 +409,7 @@ pub fn predict(run_dir: &Path, manifest: Option<&Path>, out: Option<&Path>, ui: 
     let extraction = &loaded.extraction;
     let (model, _vs) = run.model(device)?;
     let all: Vec<usize> = (0..extraction.records.len()).collect();
-    // Labels are not used to predict (manifests need one; any placeholder does): unknown
+    // Labels are not used to predict (a manifest may have none): unknown or missing
     // ones are kept with a placeholder index.
     let mut known = classes.clone();
     known.extend(extraction.records.iter().map(|r| r.label.clone()));

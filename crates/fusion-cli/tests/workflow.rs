@@ -237,6 +237,44 @@ fn train_resume_eval_predict_explain_robustness_export() {
         .count();
     assert!(right > 80, "{right} of 90 right");
 
+    // A manifest without labels predicts the same; eval refuses it, naming the reason.
+    let unlabelled = dir.path().join("unlabelled.jsonl");
+    let text = std::fs::read_to_string(dir.path().join("manifest.jsonl")).unwrap();
+    let stripped: Vec<String> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|mut record| {
+            record.as_object_mut().unwrap().remove("label");
+            record.to_string()
+        })
+        .collect();
+    std::fs::write(&unlabelled, stripped.join("\n")).unwrap();
+    let unlabelled_out = dir.path().join("unlabelled_predictions.jsonl");
+    let u = unlabelled.to_str().unwrap();
+    ok(&[
+        "predict",
+        "--run",
+        r,
+        "--manifest",
+        u,
+        "--out",
+        unlabelled_out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let again: Vec<serde_json::Value> = std::fs::read_to_string(&unlabelled_out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(again.len(), lines.len());
+    for (with, without) in lines.iter().zip(&again) {
+        assert_eq!(with["prediction"], without["prediction"]);
+        assert!(without.get("label").is_none());
+    }
+    let refused = fusion(&["eval", "--run", r, "--manifest", u]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("has no label"));
+
     let explain = json(&ok(&["explain", "--run", r, "--json", "--device", "cpu"]));
     assert_eq!(explain["shapley"]["modalities"], serde_json::json!(["image", "audio"]));
     assert!(
@@ -392,7 +430,7 @@ fn demo_fusion_beats_each_modality_alone() {
     // --json: one value on stdout with the table, the best method and its explanations.
     let summary = json(&result);
     let rows = summary["compare"].as_array().unwrap();
-    assert_eq!(rows.len(), 8, "3 modalities alone and 5 methods");
+    assert_eq!(rows.len(), 10, "3 modalities alone, 5 methods on MLPs, 2 on LeNets");
     assert_eq!(
         summary["explain"]["shapley"]["modalities"],
         serde_json::json!(["image", "audio", "video"])
@@ -404,7 +442,12 @@ fn demo_fusion_beats_each_modality_alone() {
             .unwrap()
     };
     let best_alone = accuracy("image only").max(accuracy("audio only"));
-    for fused in ["early: concat", "hybrid: concat + learned"] {
+    for fused in [
+        "early: concat",
+        "hybrid: concat + learned",
+        "LeNet early: concat",
+        "LeNet hybrid: concat + learned",
+    ] {
         assert!(
             accuracy(fused) > best_alone + 0.03,
             "{fused} {} vs {best_alone}",

@@ -49,7 +49,9 @@ impl Modality {
 pub struct Record {
     /// Unique sample id.
     pub id: String,
-    /// Class label.
+    /// Class label; empty when the record has none (enough to predict, validate or
+    /// extract; training and evaluation leave such records out and say so).
+    #[serde(default)]
     pub label: String,
     /// Split, when the manifest assigns one.
     #[serde(default)]
@@ -152,9 +154,6 @@ impl CsvRow {
         let some = |s: String| (!s.is_empty()).then_some(s);
         if self.id.is_empty() {
             return Err("missing field `id`".into());
-        }
-        if self.label.is_empty() {
-            return Err("missing field `label`".into());
         }
         let split = match self.split.as_str() {
             "" => None,
@@ -334,16 +333,17 @@ mod tests {
         std::fs::write(&path, rows.join("\n")).expect("write manifest");
         let manifest = Manifest::load(&path)?;
         let ids: Vec<_> = manifest.records.iter().map(|r| r.id.as_str()).collect();
-        assert_eq!(ids, ["a", "b"]);
+        assert_eq!(ids, ["a", "b", "d"], "a record without a label is kept (to predict)");
+        assert_eq!(manifest.records[2].label, "");
         let (a, b) = (&manifest.records[0], &manifest.records[1]);
         assert_eq!(a.image.as_deref(), Some(dir.path().join("img/a.png").as_path()));
         assert!(a.has(Modality::Image) && !a.has(Modality::Audio) && !a.has(Modality::Text));
         assert_eq!((b.split, b.text.as_deref()), (None, Some("three, with a comma")));
         assert_eq!(b.audio.as_deref(), Some(dir.path().join("snd/b.wav").as_path()));
         let rejected: Vec<_> = manifest.rejected.iter().map(|r| (r.line, r.reason.clone())).collect();
-        assert_eq!(rejected.iter().map(|r| r.0).collect::<Vec<_>>(), [4, 5, 6, 7]);
+        assert_eq!(rejected.iter().map(|r| r.0).collect::<Vec<_>>(), [4, 5, 6]);
         assert!(rejected[0].1.contains("holdout") && rejected[1].1.contains("`id`"));
-        assert!(rejected[2].1.contains("duplicate id `a`") && rejected[3].1.contains("`label`"));
+        assert!(rejected[2].1.contains("duplicate id `a`"));
         Ok(())
     }
 

@@ -35,7 +35,7 @@ fn bad_records_are_reported_and_good_ones_kept() {
         format!("no_video_stream,3,test,,,{},,", f("video/sine_only.ogg")),
         format!("too_big,4,test,{},,,,", f("image/bunny_480x270.jpg")),
         "nothing,4,test,,,,,".to_string(),
-        "broken,,train,,,,,".to_string(),
+        ",5,train,,,,,".to_string(),
     ];
     let path = dir.path().join("manifest.csv");
     std::fs::write(&path, rows.join("\n")).unwrap();
@@ -75,7 +75,7 @@ fn bad_records_are_reported_and_good_ones_kept() {
         }
     }
     assert!(report.problems[6].reason.contains("over the budget"));
-    assert_eq!(report.rejected_lines.len(), 1, "the row without a label");
+    assert_eq!(report.rejected_lines.len(), 1, "the row without an id");
     let out = dir.path().join("report.json");
     report.write_json(&out).unwrap();
     let back: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap();

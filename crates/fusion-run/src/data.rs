@@ -8,9 +8,10 @@ use tch::{Device, Kind, Tensor};
 use crate::{Layout, ModalitySpec, Result};
 
 /// Class names in index order: numeric labels first, by value, then the others
-/// alphabetically (one consistent order, whatever the mix).
+/// alphabetically (one consistent order, whatever the mix); empty labels (records without
+/// one) are not a class.
 pub fn classes_of<'a>(labels: impl Iterator<Item = &'a str>) -> Vec<String> {
-    let unique: std::collections::BTreeSet<&str> = labels.collect();
+    let unique: std::collections::BTreeSet<&str> = labels.filter(|l| !l.is_empty()).collect();
     let mut classes: Vec<String> = unique.into_iter().map(str::to_string).collect();
     classes.sort_by(|a, b| {
         let key = |s: &str| s.parse::<f64>().ok().filter(|v| v.is_finite());
@@ -115,7 +116,11 @@ pub fn dataset(
                 id: record.id.clone(),
                 modality: None,
                 path: None,
-                reason: format!("label `{}` is not one of the model's classes", record.label),
+                reason: if record.label.is_empty() {
+                    "has no label".into()
+                } else {
+                    format!("label `{}` is not one of the model's classes", record.label)
+                },
             }),
         }
     }
@@ -186,7 +191,7 @@ mod tests {
 
     #[test]
     fn classes_sort_numbers_by_value_then_words() {
-        let labels = ["10", "2", "1a", "cat", "2", "-1", "NaN", "b"];
+        let labels = ["10", "2", "1a", "cat", "2", "-1", "NaN", "b", ""];
         assert_eq!(
             classes_of(labels.into_iter()),
             ["-1", "2", "10", "1a", "NaN", "b", "cat"]

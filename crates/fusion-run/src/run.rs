@@ -137,6 +137,8 @@ pub struct Trained {
     pub parameters: i64,
     /// Class names in index order.
     pub classes: Vec<String>,
+    /// Train and val records left out (no label, or one not among the training classes).
+    pub skipped: Vec<Problem>,
     /// Frozen-encoder outputs read from the cache and computed, for train and val.
     pub frozen: FrozenCounts,
     /// The model after the last epoch.
@@ -263,6 +265,7 @@ pub fn train(
         seconds: started.elapsed().as_secs_f64(),
         parameters,
         classes,
+        skipped: [train_data.problems, val.problems].concat(),
         frozen,
         model,
         vs,
