@@ -64,7 +64,30 @@ fn test(args: &[String]) -> Result<()> {
     // without them; here they are present, so a skip would hide a failure.
     command.env("FUSION_REQUIRE_ASSETS", "1");
     command.args(["test", "--workspace", "--all-features"]).args(cargo_args);
-    run_checked(&mut command)
+    run_checked(&mut command)?;
+    manifests_stand_alone()
+}
+
+/// Reading and validating manifests needs no FFmpeg, libtorch or tokenizers: fusion-data
+/// without its modality features depends on none of them, and builds.
+fn manifests_stand_alone() -> Result<()> {
+    let base = ["-p", "fusion-data", "--no-default-features"];
+    let tree = cargo()
+        .args(["tree", "-e", "normal", "--prefix", "none"])
+        .args(base)
+        .output()?;
+    let listed = String::from_utf8_lossy(&tree.stdout);
+    if !tree.status.success() {
+        bail!("cargo tree failed: {}", String::from_utf8_lossy(&tree.stderr));
+    }
+    for heavy in ["ffmpeg-sys-next", "torch-sys", "tokenizers"] {
+        if listed.lines().any(|l| l.starts_with(&format!("{heavy} "))) {
+            bail!("fusion-data without features depends on {heavy}");
+        }
+    }
+    run_checked(cargo().arg("check").args(base))?;
+    println!("fusion-data without modality features: no FFmpeg, libtorch or tokenizers, and it builds");
+    Ok(())
 }
 
 /// `cargo xtask demo`: the main job, in release mode.

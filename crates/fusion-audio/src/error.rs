@@ -26,5 +26,5 @@ pub enum Error {
     InvalidSetting(String),
 }
 
-/// Result with fusion-audio's [`Error`].
+/// Result with fusion-audio's [`enum@Error`].
 pub type Result<T> = std::result::Result<T, Error>;

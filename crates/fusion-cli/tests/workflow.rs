@@ -461,3 +461,47 @@ fn demo_fusion_beats_each_modality_alone() {
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(report.contains("| hybrid: concat + learned |"));
 }
+
+/// Deep encoders through the program: a CNN over images and a GRU's frame states fused by
+/// pairwise cross-modal attention train, evaluate, predict and export.
+#[test]
+fn deep_encoders_and_sequence_fusion_through_the_program() {
+    let dir = tempfile::tempdir().unwrap();
+    dataset(dir.path());
+    let text = r#"{
+  "manifest": "manifest.jsonl",
+  "cache": "cache",
+  "modalities": [
+    {"name": "image", "features": {"kind": "image", "size": 8, "grey": true}, "encoder": {"kind": "resnet18", "width": 4}},
+    {"name": "audio", "features": {"kind": "log_mel", "sample_rate": 8000, "n_mels": 16, "frames": 8}, "encoder": {"kind": "audio_gru", "hidden": 16, "sequence": true}}
+  ],
+  "hidden_dim": 16,
+  "fusion": {"family": "early", "method": "cross_modal", "heads": 2, "layers": 1},
+  "train": {"epochs": 4, "batch_size": 16, "optimizer": {"kind": "adam_w", "lr": 0.01}, "seed": 1}
+}"#;
+    let config = dir.path().join("deep.json");
+    std::fs::write(&config, text).unwrap();
+    let run = dir.path().join("deep_run");
+    let (c, r) = (config.to_str().unwrap(), run.to_str().unwrap());
+    let trained = json(&ok(&["train", "--config", c, "--run", r, "--json", "--device", "cpu"]));
+    assert_eq!(trained["epochs"].as_array().unwrap().len(), 4);
+    let model = std::fs::read_to_string(run.join("model.json")).unwrap();
+    assert!(model.contains("resnet18") && model.contains("audio_gru"), "{model}");
+    let eval = json(&ok(&["eval", "--run", r, "--json", "--device", "cpu"]));
+    assert_eq!(eval["metrics"]["count"], 17);
+    let predictions = dir.path().join("deep.jsonl");
+    ok(&["predict", "--run", r, "--out", predictions.to_str().unwrap(), "--quiet"]);
+    assert_eq!(std::fs::read_to_string(&predictions).unwrap().lines().count(), 92);
+    let exported = json(&ok(&["export", "--run", r, "--json", "--device", "cpu"]));
+    let inputs = exported["signature"]["inputs"].as_array().unwrap();
+    assert_eq!(
+        inputs[0]["shape"],
+        serde_json::json!([2, 1, 8, 8]),
+        "images [B, C, H, W]"
+    );
+    assert_eq!(
+        inputs[2]["shape"],
+        serde_json::json!([2, 8, 16]),
+        "log-mel [B, frames, mels]"
+    );
+}

@@ -41,5 +41,5 @@ pub enum Error {
     Torch(#[from] tch::TchError),
 }
 
-/// Result with fusion-core's [`Error`].
+/// Result with fusion-core's [`enum@Error`].
 pub type Result<T> = std::result::Result<T, Error>;

@@ -42,5 +42,5 @@ pub enum Error {
     Config(String),
 }
 
-/// Result with fusion-data's [`Error`].
+/// Result with fusion-data's [`enum@Error`].
 pub type Result<T> = std::result::Result<T, Error>;

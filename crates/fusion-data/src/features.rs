@@ -113,7 +113,9 @@ pub enum ImageNormalization {
     Imagenet,
 }
 
+#[cfg(feature = "image")]
 const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+#[cfg(feature = "image")]
 const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
 fn yes() -> bool {
@@ -139,11 +141,13 @@ pub const FEATURE_VERSION: u32 = 2;
 pub const MAX_FEATURE_DIM: usize = 1 << 22;
 
 /// Largest token id stored exactly as `f32`.
+#[cfg(feature = "text")]
 const MAX_TOKEN_ID: u32 = 1 << 24;
 
 /// What a feature computation needs beyond the configuration, loaded once per extraction.
 #[derive(Debug, Default)]
 pub struct Prepared {
+    #[cfg(feature = "text")]
     tokenizer: Option<fusion_text::TextTokenizer>,
 }
 
@@ -221,6 +225,7 @@ impl FeatureConfig {
                 ),
             );
         }
+        #[cfg(feature = "audio")]
         if let Self::LogMel(mel) | Self::SoundTrack(mel) = self
             && let Err(e) = mel.extractor()
         {
@@ -254,15 +259,18 @@ impl FeatureConfig {
 
     /// Loads what computing these features needs (a tokenizer), once.
     pub fn prepare(&self) -> Result<Prepared> {
-        Ok(match self {
-            Self::Tokens { tokenizer, max_len } => Prepared {
+        match self {
+            #[cfg(feature = "text")]
+            Self::Tokens { tokenizer, max_len } => Ok(Prepared {
                 tokenizer: Some(
                     fusion_text::TextTokenizer::from_file(tokenizer, *max_len)
                         .map_err(|e| Error::Config(format!("tokenizer {}: {e}", tokenizer.display())))?,
                 ),
-            },
-            _ => Prepared::default(),
-        })
+            }),
+            #[cfg(not(feature = "text"))]
+            Self::Tokens { .. } => Err(Error::Config(missing_feature("text"))),
+            _ => Ok(Prepared::default()),
+        }
     }
 
     /// Features of one source: `bytes` is the file's content (or the inline text) and
@@ -283,11 +291,7 @@ impl FeatureConfig {
         path: &Path,
     ) -> std::result::Result<Option<Vec<f32>>, String> {
         if let Self::SoundTrack(mel) = self {
-            return match fusion_video::read_sound_track(path, mel.sample_rate) {
-                Ok(Some(track)) => mel.compute(&track.samples).map(Some),
-                Ok(None) => Ok(None),
-                Err(e) => Err(e.to_string()),
-            };
+            return sound_track_of(mel, path);
         }
         self.compute_present(prepared, bytes, path).map(Some)
     }
@@ -296,78 +300,119 @@ impl FeatureConfig {
         match self {
             Self::Pixels { size, grey } => image_values(bytes, path, *size, *grey, ImageNormalization::None),
             Self::Image { size, grey, normalize } => image_values(bytes, path, *size, *grey, *normalize),
-            Self::LogMel(mel) => {
-                let clip = fusion_audio::read_wav_bytes(bytes, path)
-                    .map_err(|e| e.to_string())?
-                    .to_mono();
-                let samples = if clip.sample_rate == mel.sample_rate {
-                    clip.samples
-                } else {
-                    fusion_audio::resample(&clip.samples, clip.sample_rate, mel.sample_rate)
-                        .map_err(|e| e.to_string())?
-                };
-                mel.compute(&samples)
-            }
+            Self::LogMel(mel) => log_mel_of(mel, bytes, path),
             Self::SoundTrack(_) => Err("a sound track is read by compute_prepared".into()),
             Self::HashedWords { dim } => {
                 let text = std::str::from_utf8(bytes).map_err(|e| format!("text is not UTF-8: {e}"))?;
                 hashed_words(text, *dim)
             }
-            Self::Tokens { .. } => {
-                let text = std::str::from_utf8(bytes).map_err(|e| format!("text is not UTF-8: {e}"))?;
-                let tokenizer = prepared.tokenizer.as_ref().ok_or("no tokenizer loaded")?;
-                let batch = tokenizer.encode_batch(&[text]).map_err(|e| e.to_string())?;
-                if batch.ids.is_empty() {
-                    return Err("the text gives no tokens".into());
-                }
-                batch
-                    .ids
-                    .iter()
-                    .map(|&id| {
-                        u32::try_from(id)
-                            .ok()
-                            .filter(|&id| id < MAX_TOKEN_ID)
-                            .map(|id| id as f32)
-                            .ok_or_else(|| format!("token id {id} is outside 0..2^24"))
-                    })
-                    .collect()
-            }
-            Self::VideoFrames { frames, size, grey } => {
-                let frame_size = fusion_video::FrameSize {
-                    width: *size,
-                    height: *size,
-                    fit: fusion_video::Fit::Stretch,
-                };
-                let decoded =
-                    fusion_video::read_frames(path, fusion_video::Sampling::Uniform(*frames), Some(frame_size))
-                        .map_err(|e| e.to_string())?;
-                if decoded.timestamps.is_empty() {
-                    return Err("no frame could be decoded".into());
-                }
-                // Grey as PIL's L; a short clip repeats its last frame.
-                let values: Vec<f32> = if *grey {
-                    decoded
-                        .rgb
-                        .chunks_exact(3)
-                        .map(|p| {
-                            (f32::from(p[0]) * 299.0 + f32::from(p[1]) * 587.0 + f32::from(p[2]) * 114.0) / 255_000.0
-                        })
-                        .collect()
-                } else {
-                    decoded.to_chw([0.0; 3], [1.0; 3])
-                };
-                let per_frame = values.len() / decoded.timestamps.len();
-                let mut out = Vec::with_capacity(frames * per_frame);
-                for t in 0..*frames {
-                    let source = t.min(decoded.timestamps.len() - 1);
-                    out.extend_from_slice(&values[source * per_frame..(source + 1) * per_frame]);
-                }
-                Ok(out)
-            }
+            Self::Tokens { .. } => tokens_of(prepared, bytes),
+            Self::VideoFrames { frames, size, grey } => frames_of(*frames, *size, *grey, path),
         }
     }
 }
 
+/// Why a kind of features cannot be computed by this build.
+#[allow(dead_code)]
+fn missing_feature(feature: &str) -> String {
+    format!("fusion-data was built without the `{feature}` feature")
+}
+
+#[cfg(feature = "audio")]
+fn log_mel_of(mel: &LogMelConfig, bytes: &[u8], path: &Path) -> std::result::Result<Vec<f32>, String> {
+    let clip = fusion_audio::read_wav_bytes(bytes, path)
+        .map_err(|e| e.to_string())?
+        .to_mono();
+    let samples = if clip.sample_rate == mel.sample_rate {
+        clip.samples
+    } else {
+        fusion_audio::resample(&clip.samples, clip.sample_rate, mel.sample_rate).map_err(|e| e.to_string())?
+    };
+    mel.compute(&samples)
+}
+
+#[cfg(not(feature = "audio"))]
+fn log_mel_of(_: &LogMelConfig, _: &[u8], _: &Path) -> std::result::Result<Vec<f32>, String> {
+    Err(missing_feature("audio"))
+}
+
+#[cfg(all(feature = "audio", feature = "video"))]
+fn sound_track_of(mel: &LogMelConfig, path: &Path) -> std::result::Result<Option<Vec<f32>>, String> {
+    match fusion_video::read_sound_track(path, mel.sample_rate) {
+        Ok(Some(track)) => mel.compute(&track.samples).map(Some),
+        Ok(None) => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(not(all(feature = "audio", feature = "video")))]
+fn sound_track_of(_: &LogMelConfig, _: &Path) -> std::result::Result<Option<Vec<f32>>, String> {
+    Err(missing_feature("audio` and `video"))
+}
+
+#[cfg(feature = "text")]
+fn tokens_of(prepared: &Prepared, bytes: &[u8]) -> std::result::Result<Vec<f32>, String> {
+    let text = std::str::from_utf8(bytes).map_err(|e| format!("text is not UTF-8: {e}"))?;
+    let tokenizer = prepared.tokenizer.as_ref().ok_or("no tokenizer loaded")?;
+    let batch = tokenizer.encode_batch(&[text]).map_err(|e| e.to_string())?;
+    if batch.ids.is_empty() {
+        return Err("the text gives no tokens".into());
+    }
+    batch
+        .ids
+        .iter()
+        .map(|&id| {
+            u32::try_from(id)
+                .ok()
+                .filter(|&id| id < MAX_TOKEN_ID)
+                .map(|id| id as f32)
+                .ok_or_else(|| format!("token id {id} is outside 0..2^24"))
+        })
+        .collect()
+}
+
+#[cfg(not(feature = "text"))]
+fn tokens_of(_: &Prepared, _: &[u8]) -> std::result::Result<Vec<f32>, String> {
+    Err(missing_feature("text"))
+}
+
+#[cfg(feature = "video")]
+fn frames_of(frames: usize, size: u32, grey: bool, path: &Path) -> std::result::Result<Vec<f32>, String> {
+    let frame_size = fusion_video::FrameSize {
+        width: size,
+        height: size,
+        fit: fusion_video::Fit::Stretch,
+    };
+    let decoded = fusion_video::read_frames(path, fusion_video::Sampling::Uniform(frames), Some(frame_size))
+        .map_err(|e| e.to_string())?;
+    if decoded.timestamps.is_empty() {
+        return Err("no frame could be decoded".into());
+    }
+    // Grey as PIL's L; a short clip repeats its last frame.
+    let values: Vec<f32> = if grey {
+        decoded
+            .rgb
+            .chunks_exact(3)
+            .map(|p| (f32::from(p[0]) * 299.0 + f32::from(p[1]) * 587.0 + f32::from(p[2]) * 114.0) / 255_000.0)
+            .collect()
+    } else {
+        decoded.to_chw([0.0; 3], [1.0; 3])
+    };
+    let per_frame = values.len() / decoded.timestamps.len();
+    let mut out = Vec::with_capacity(frames * per_frame);
+    for t in 0..frames {
+        let source = t.min(decoded.timestamps.len() - 1);
+        out.extend_from_slice(&values[source * per_frame..(source + 1) * per_frame]);
+    }
+    Ok(out)
+}
+
+#[cfg(not(feature = "video"))]
+fn frames_of(_: usize, _: u32, _: bool, _: &Path) -> std::result::Result<Vec<f32>, String> {
+    Err(missing_feature("video"))
+}
+
+#[cfg(feature = "audio")]
 impl LogMelConfig {
     fn extractor(&self) -> std::result::Result<fusion_audio::MelExtractor, fusion_audio::Error> {
         let mut mel = fusion_audio::MelConfig::new(self.sample_rate);
@@ -402,6 +447,12 @@ impl LogMelConfig {
     }
 }
 
+#[cfg(not(feature = "image"))]
+fn image_values(_: &[u8], _: &Path, _: u32, _: bool, _: ImageNormalization) -> std::result::Result<Vec<f32>, String> {
+    Err(missing_feature("image"))
+}
+
+#[cfg(feature = "image")]
 fn image_values(
     bytes: &[u8],
     path: &Path,

@@ -15,14 +15,18 @@
 //! # Ok::<(), fusion_data::Error>(())
 //! ```
 
+#[cfg(feature = "avmnist")]
 mod avmnist;
+#[cfg(feature = "avmnist")]
 mod degrade;
 mod error;
 mod features;
 mod manifest;
 mod validate;
 
+#[cfg(feature = "avmnist")]
 pub use avmnist::{AvMnistOptions, AvMnistSummary, build_avmnist};
+#[cfg(feature = "avmnist")]
 pub use degrade::{Pca, add_noise};
 pub use error::{Error, Result};
 pub use features::{
@@ -30,4 +34,4 @@ pub use features::{
     MAX_FEATURE_DIM, Prepared, Shard, extract,
 };
 pub use manifest::{Manifest, Modality, Record, RejectedLine, Split};
-pub use validate::{Limits, Problem, ValidationReport, validate};
+pub use validate::{DEFAULT_PIXEL_BUDGET, Limits, Problem, ValidationReport, validate};

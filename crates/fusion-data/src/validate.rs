@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Manifest, Modality, Record};
 
+/// Largest decoded image accepted by default, in pixels (fusion-image's budget).
+pub const DEFAULT_PIXEL_BUDGET: u64 = 64 * 1024 * 1024;
+
 /// Limits a record's files must respect.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
@@ -25,7 +28,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            image_pixels: fusion_image::DEFAULT_PIXEL_BUDGET,
+            image_pixels: DEFAULT_PIXEL_BUDGET,
             audio_seconds: 3600.0,
             video_seconds: 3600.0,
             text_bytes: 16 << 20,
@@ -84,47 +87,107 @@ fn check(record: &Record, modality: Modality, limits: &Limits) -> Option<(Option
         Modality::Audio => record.audio.clone(),
         Modality::Video => record.video.clone(),
     }?;
-    // Errors from the modality crates name the file already; our own reasons get it here.
-    let failed = |error: String| Some((Some(path.clone()), error));
-    let fail = |reason: String| Some((Some(path.clone()), format!("{}: {reason}", path.display())));
-    match modality {
+    let problem = match modality {
         Modality::Text => match std::fs::metadata(&path) {
-            Ok(meta) if meta.len() > limits.text_bytes => {
-                fail(format!("{} bytes, over {}", meta.len(), limits.text_bytes))
-            }
-            _ => match fusion_text::read_text(&path) {
-                Ok(text) if text.trim().is_empty() => fail("empty text".into()),
-                Ok(_) => None,
-                Err(e) => failed(e.to_string()),
-            },
+            Ok(meta) if meta.len() > limits.text_bytes => Some(Failure::Own(format!(
+                "{} bytes, over {}",
+                meta.len(),
+                limits.text_bytes
+            ))),
+            _ => check_text(&path),
         },
-        Modality::Image => fusion_image::decode(&path, limits.image_pixels)
-            .err()
-            .and_then(|e| failed(e.to_string())),
-        Modality::Audio => match fusion_audio::read_wav(&path) {
-            Ok(clip) => {
-                let seconds = clip.frames() as f64 / f64::from(clip.sample_rate);
-                if seconds > limits.audio_seconds {
-                    fail(format!("{seconds:.1} s, over {} s", limits.audio_seconds))
-                } else {
-                    None
-                }
-            }
-            Err(e) => failed(e.to_string()),
-        },
-        Modality::Video => match fusion_video::probe(&path) {
-            Ok(info) if info.duration_s > limits.video_seconds => {
-                fail(format!("{:.1} s, over {} s", info.duration_s, limits.video_seconds))
-            }
-            // Opening is not decoding: one frame proves the stream decodes.
-            Ok(_) => match fusion_video::read_frames(&path, fusion_video::Sampling::Uniform(1), None) {
-                Ok(frames) if frames.is_empty() => fail("no frame decodes".into()),
-                Ok(_) => None,
-                Err(e) => failed(e.to_string()),
-            },
-            Err(e) => failed(e.to_string()),
-        },
+        Modality::Image => check_image(&path, limits),
+        Modality::Audio => check_audio(&path, limits),
+        Modality::Video => check_video(&path, limits),
+    };
+    problem.map(|failure| match failure {
+        Failure::Named(error) => (Some(path.clone()), error),
+        Failure::Own(reason) => (Some(path.clone()), format!("{}: {reason}", path.display())),
+    })
+}
+
+/// Why a file failed: a modality crate's error (which names the file already), or a
+/// reason of ours (the file's name is added).
+#[cfg_attr(
+    not(any(feature = "text", feature = "image", feature = "audio", feature = "video")),
+    allow(dead_code)
+)]
+enum Failure {
+    Named(String),
+    Own(String),
+}
+
+/// A modality that a build without its feature cannot decode.
+#[allow(dead_code)]
+fn without(feature: &str) -> Option<Failure> {
+    Some(Failure::Own(format!(
+        "fusion-data was built without the `{feature}` feature: cannot decode it"
+    )))
+}
+
+#[cfg(feature = "text")]
+fn check_text(path: &Path) -> Option<Failure> {
+    match fusion_text::read_text(path) {
+        Ok(text) if text.trim().is_empty() => Some(Failure::Own("empty text".into())),
+        Ok(_) => None,
+        Err(e) => Some(Failure::Named(e.to_string())),
     }
+}
+
+#[cfg(not(feature = "text"))]
+fn check_text(_: &Path) -> Option<Failure> {
+    without("text")
+}
+
+#[cfg(feature = "image")]
+fn check_image(path: &Path, limits: &Limits) -> Option<Failure> {
+    fusion_image::decode(path, limits.image_pixels)
+        .err()
+        .map(|e| Failure::Named(e.to_string()))
+}
+
+#[cfg(not(feature = "image"))]
+fn check_image(_: &Path, _: &Limits) -> Option<Failure> {
+    without("image")
+}
+
+#[cfg(feature = "audio")]
+fn check_audio(path: &Path, limits: &Limits) -> Option<Failure> {
+    match fusion_audio::read_wav(path) {
+        Ok(clip) => {
+            let seconds = clip.frames() as f64 / f64::from(clip.sample_rate);
+            (seconds > limits.audio_seconds)
+                .then(|| Failure::Own(format!("{seconds:.1} s, over {} s", limits.audio_seconds)))
+        }
+        Err(e) => Some(Failure::Named(e.to_string())),
+    }
+}
+
+#[cfg(not(feature = "audio"))]
+fn check_audio(_: &Path, _: &Limits) -> Option<Failure> {
+    without("audio")
+}
+
+#[cfg(feature = "video")]
+fn check_video(path: &Path, limits: &Limits) -> Option<Failure> {
+    match fusion_video::probe(path) {
+        Ok(info) if info.duration_s > limits.video_seconds => Some(Failure::Own(format!(
+            "{:.1} s, over {} s",
+            info.duration_s, limits.video_seconds
+        ))),
+        // Opening is not decoding: one frame proves the stream decodes.
+        Ok(_) => match fusion_video::read_frames(path, fusion_video::Sampling::Uniform(1), None) {
+            Ok(frames) if frames.is_empty() => Some(Failure::Own("no frame decodes".into())),
+            Ok(_) => None,
+            Err(e) => Some(Failure::Named(e.to_string())),
+        },
+        Err(e) => Some(Failure::Named(e.to_string())),
+    }
+}
+
+#[cfg(not(feature = "video"))]
+fn check_video(_: &Path, _: &Limits) -> Option<Failure> {
+    without("video")
 }
 
 /// Checks every record of `manifest` (in parallel) against `limits`.
@@ -168,5 +231,13 @@ pub fn validate(manifest: &Manifest, limits: &Limits) -> ValidationReport {
         valid,
         problems: per_record.into_iter().flatten().collect(),
         rejected_lines: manifest.rejected.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[cfg(all(test, feature = "image"))]
+mod tests {
+    #[test]
+    fn the_default_pixel_budget_is_fusion_images() {
+        assert_eq!(super::DEFAULT_PIXEL_BUDGET, fusion_image::DEFAULT_PIXEL_BUDGET);
     }
 }

@@ -56,5 +56,5 @@ pub enum Error {
     InvalidSetting(String),
 }
 
-/// Result with fusion-image's [`Error`].
+/// Result with fusion-image's [`enum@Error`].
 pub type Result<T> = std::result::Result<T, Error>;

@@ -50,5 +50,5 @@ pub enum Error {
     Torch(#[from] tch::TchError),
 }
 
-/// Result with fusion-text's [`Error`].
+/// Result with fusion-text's [`enum@Error`].
 pub type Result<T> = std::result::Result<T, Error>;

@@ -14,7 +14,7 @@ use crate::{Bert, BertConfig, Error, Result, TextTokenizer, TokenBatch, bert::de
 pub enum Pooling {
     /// Mean over real tokens.
     Mean,
-    /// The first ([CLS]) token's state.
+    /// The first (`[CLS]`) token's state.
     Cls,
     /// Element-wise maximum over real tokens.
     Max,

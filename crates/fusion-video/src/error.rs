@@ -24,5 +24,5 @@ pub enum Error {
     InvalidSetting(String),
 }
 
-/// Result with fusion-video's [`Error`].
+/// Result with fusion-video's [`enum@Error`].
 pub type Result<T> = std::result::Result<T, Error>;
