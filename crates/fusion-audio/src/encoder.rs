@@ -130,7 +130,7 @@ impl Encoder for AudioCnn {
 /// The outputs `[B, T, hidden]` of a batch-first `gru` of `layers` layers over `input`
 /// `[B, T, D]`, from a zero state shaped by tensor operations (tch's default state takes
 /// the batch size as a Rust number, which a traced export would keep).
-pub fn gru_outputs(gru: &nn::GRU, input: &Tensor, layers: i64, hidden: i64) -> Tensor {
+fn gru_outputs(gru: &nn::GRU, input: &Tensor, layers: i64, hidden: i64) -> Tensor {
     use tch::nn::RNN;
     let zero = input.narrow(1, 0, 1).narrow(2, 0, 1).transpose(0, 1).zeros_like(); // [1, B, 1]
     let state = nn::GRUState(zero.repeat([layers, 1, hidden]));
@@ -138,11 +138,12 @@ pub fn gru_outputs(gru: &nn::GRU, input: &Tensor, layers: i64, hidden: i64) -> T
 }
 
 /// A GRU over frames (mel bands as features), its outputs averaged over real frames and
-/// projected to `output_dim`.
+/// projected to `output_dim` ([`AudioGru::new`]), or every frame's state as a sequence
+/// `[B, T, hidden]` for sequence fusion ([`AudioGru::frames`]).
 #[derive(Debug)]
 pub struct AudioGru {
     gru: nn::GRU,
-    projection: nn::Linear,
+    projection: Option<nn::Linear>,
     n_mels: i64,
     layers: i64,
     hidden: i64,
@@ -152,6 +153,15 @@ pub struct AudioGru {
 impl AudioGru {
     /// A `layers`-layer GRU of width `hidden`, parameters under `p`.
     pub fn new(p: &nn::Path, n_mels: i64, hidden: i64, layers: i64, output_dim: i64) -> Self {
+        Self {
+            projection: Some(fusion_core::linear(p / "projection", hidden, output_dim)),
+            output_dim,
+            ..Self::frames(p, n_mels, hidden, layers)
+        }
+    }
+
+    /// The GRU's state at every frame `[B, T, hidden]` (the input's padding mask applies).
+    pub fn frames(p: &nn::Path, n_mels: i64, hidden: i64, layers: i64) -> Self {
         let config = nn::RNNConfig {
             num_layers: layers,
             batch_first: true,
@@ -159,11 +169,11 @@ impl AudioGru {
         };
         Self {
             gru: nn::gru(p / "gru", n_mels, hidden, config),
-            projection: fusion_core::linear(p / "projection", hidden, output_dim),
+            projection: None,
             n_mels,
             layers,
             hidden,
-            output_dim,
+            output_dim: hidden,
         }
     }
 }
@@ -179,7 +189,9 @@ impl Encoder for AudioGru {
 
     fn encode(&self, input: &ModalityInput, _train: bool) -> Tensor {
         let outputs = gru_outputs(&self.gru, &input.features, self.layers, self.hidden);
-        self.projection
-            .forward(&masked_mean(&outputs, input.padding_mask.as_ref()))
+        match &self.projection {
+            Some(projection) => projection.forward(&masked_mean(&outputs, input.padding_mask.as_ref())),
+            None => outputs,
+        }
     }
 }

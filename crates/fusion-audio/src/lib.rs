@@ -24,7 +24,7 @@ mod resample;
 mod wav;
 
 #[cfg(feature = "torch")]
-pub use encoder::{AudioCnn, AudioGru, batch_spectrograms, gru_outputs};
+pub use encoder::{AudioCnn, AudioGru, batch_spectrograms};
 pub use error::{Error, Result};
 pub use features::{
     DbConfig, DbReference, MelConfig, MelExtractor, MelNorm, MelScale, PadMode, Spectrogram, fit_duration, fixed_width,

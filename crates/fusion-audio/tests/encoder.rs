@@ -115,6 +115,26 @@ fn gru_ignores_padded_frames_and_inputs_are_checked() {
     );
 }
 
+/// The frame-state GRU hands fusion every frame: real frames do not depend on the padding
+/// after them, and the output keeps the input's positions.
+#[test]
+fn gru_frames_are_a_sequence_unaffected_by_later_padding() {
+    let vs = VarStore::new(Device::Cpu);
+    let gru = AudioGru::frames(&vs.root(), MELS, 12, 2);
+    assert_eq!(gru.output_dim(), 12);
+    let x = Tensor::randn([2, 10, MELS], (Kind::Float, Device::Cpu));
+    let real = Tensor::arange(10, (Kind::Int64, Device::Cpu)).lt(6).view([1, 10, 1]);
+    let noisy = x.where_self(&real, &(&x * 50.0));
+    let states = gru.encode(&ModalityInput::dense(x), false);
+    assert_eq!(states.size(), [2, 10, 12]);
+    let other = gru.encode(&ModalityInput::dense(noisy), false);
+    let real_frames = |t: &Tensor| t.narrow(1, 0, 6);
+    let diff = f64::try_from((real_frames(&states) - real_frames(&other)).abs().max()).unwrap();
+    assert!(diff < 1e-6, "{diff}");
+    let padded = f64::try_from((states.narrow(1, 6, 4) - other.narrow(1, 6, 4)).abs().max()).unwrap();
+    assert!(padded > 1e-3, "later frames do change later states: {padded}");
+}
+
 /// Half a second at 8 kHz: a tone at 440 Hz (class 0) or 1760 Hz (class 1), random phase
 /// and level, in white noise.
 fn tone(class: usize, seed: u64) -> Vec<f32> {

@@ -100,7 +100,12 @@ impl RunConfig {
             .chain(self.compare.iter_mut().flat_map(|c| c.modalities.iter_mut()));
         for m in modalities {
             if let FeatureConfig::Tokens { tokenizer, .. } = &mut m.features {
-                *tokenizer = absolute(&base.join(&*tokenizer));
+                // Beside the configuration, else a fetched model's (`all-MiniLM-L6-v2/tokenizer.json`).
+                let fetched = crate::models_dir().map(|d| d.join(&*tokenizer));
+                *tokenizer = match fetched {
+                    Some(path) if !base.join(&*tokenizer).exists() && path.exists() => path,
+                    _ => absolute(&base.join(&*tokenizer)),
+                };
             }
             m.encoder.resolve_paths(base);
         }

@@ -530,7 +530,7 @@ impl EncoderSpec {
                 sequence,
             } => {
                 if *sequence {
-                    Box::new(GruFrames::new(p, shape[1], *hidden, *layers))
+                    Box::new(fusion_audio::AudioGru::frames(p, shape[1], *hidden, *layers))
                 } else {
                     Box::new(fusion_audio::AudioGru::new(
                         p,
@@ -711,48 +711,6 @@ impl Encoder for FrameSequence {
         let size = input.features.size();
         let frames = ModalityInput::dense(input.features.flatten(0, 1));
         self.0.encode(&frames, train).view([-1, size[1], self.0.output_dim()])
-    }
-}
-
-/// A GRU's state at every frame `[B, T, hidden]`.
-#[derive(Debug)]
-struct GruFrames {
-    gru: nn::GRU,
-    n_mels: i64,
-    layers: i64,
-    hidden: i64,
-}
-
-impl GruFrames {
-    fn new(p: &nn::Path, n_mels: i64, hidden: i64, layers: i64) -> Self {
-        let config = nn::RNNConfig {
-            num_layers: layers,
-            batch_first: true,
-            ..Default::default()
-        };
-        Self {
-            gru: nn::gru(p / "gru", n_mels, hidden, config),
-            n_mels,
-            layers,
-            hidden,
-        }
-    }
-}
-
-impl Encoder for GruFrames {
-    fn output_dim(&self) -> i64 {
-        self.hidden
-    }
-    fn check_input(&self, features: &Tensor) -> std::result::Result<(), String> {
-        let size = features.size();
-        if size.len() == 3 && size[2] == self.n_mels && features.is_floating_point() {
-            Ok(())
-        } else {
-            Err(format!("expected float log-mel [B, T, {}], got {size:?}", self.n_mels))
-        }
-    }
-    fn encode(&self, input: &ModalityInput, _train: bool) -> Tensor {
-        fusion_audio::gru_outputs(&self.gru, &input.features, self.layers, self.hidden)
     }
 }
 
