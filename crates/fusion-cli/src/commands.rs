@@ -15,7 +15,7 @@ use fusion_data::{Extraction, FeatureCache, FeatureSpec, Manifest, Problem, Shar
 use fusion_run::{NamedFusion, Run, RunConfig, SplitData, held_out_split, split_dataset};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
-use tch::Device;
+use tch::{Device, Tensor};
 
 use crate::{plots, report};
 
@@ -533,7 +533,13 @@ pub fn robustness(run_dir: &Path, manifest: Option<&Path>, split: Split, ui: Ui,
 pub fn robustness_on(run: &Run, data: &SplitData, split: Split, ui: Ui, device: Device) -> Result<()> {
     let (model, _vs) = run.model(device)?;
     let subsets = missing_modality_accuracy(&model, &data.data, EVAL_BATCH)?;
-    let noise = noise_robustness(&model, &data.data, EVAL_BATCH, &NOISE_LEVELS, 0)?;
+    // Gaussian noise on token ids means nothing: runs with them get no noise curves.
+    let noise = if data.data.features.iter().all(Tensor::is_floating_point) {
+        noise_robustness(&model, &data.data, EVAL_BATCH, &NOISE_LEVELS, 0)?
+    } else {
+        ui.warn("noise curves skipped: a modality is token ids (integers)");
+        Vec::new()
+    };
     for subset in &subsets {
         ui.say(format!(
             "with {}: accuracy {:.4}",

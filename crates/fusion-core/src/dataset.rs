@@ -83,9 +83,11 @@ impl TensorDataset {
                 let mut features = features.index_select(0, indices);
                 let padding = padding.as_ref().map(|p| {
                     let mask = p.index_select(0, indices);
-                    let longest = i64::try_from(mask.sum_dim_intlist(1, false, Kind::Int64).max()).unwrap_or(0);
-                    // Positions past the longest real sequence are padding in every row.
-                    let keep = longest.max(1).min(mask.size()[1]);
+                    // Columns after the last one holding a real token in any row are
+                    // padding everywhere, wherever else padding lies.
+                    let used = mask.any_dim(0, false).nonzero();
+                    let last = (used.numel() > 0).then(|| i64::try_from(used.max()).unwrap_or(0));
+                    let keep = last.map_or(1, |l| l + 1).min(mask.size()[1]);
                     features = features.narrow(1, 0, keep).contiguous();
                     mask.narrow(1, 0, keep).contiguous().to_device(device)
                 });
@@ -172,6 +174,10 @@ mod tests {
         );
         let (inputs, _) = data.batch(&Tensor::from_slice(&[2i64]), Device::Cpu);
         assert_eq!(inputs[0].features.size(), [1, 4]);
+        // Padding inside a row: only the columns after the last real token go.
+        data.padding[0] = Some(Tensor::from_slice(&[true, false, true, false]).repeat([3]).view([3, 4]));
+        let (inputs, _) = data.batch(&Tensor::from_slice(&[0i64]), Device::Cpu);
+        assert_eq!(Vec::<i64>::try_from(inputs[0].features.view([-1]))?, [0, 1, 2]);
         Ok(())
     }
 

@@ -142,6 +142,9 @@ impl RunConfig {
                     self.names().join(", ")
                 )));
             }
+            row.model_config(&["a".into(), "b".into()], &row.fusion)?
+                .validate()
+                .map_err(|e| Error::Config(format!("config: compare[{i}] (`{}`): {e}", named.name)))?;
         }
         self.model_config(&["a".into(), "b".into()], &self.fusion)?
             .validate()
@@ -151,11 +154,19 @@ impl RunConfig {
     /// Checks the configuration against a manifest: every modality is in some record and
     /// there is something to train on.
     pub fn check_manifest(&self, manifest: &Manifest) -> Result<()> {
+        let training = |r: &&fusion_data::Record| r.split.unwrap_or(Split::Train) == Split::Train;
         for (i, m) in self.modalities.iter().enumerate() {
             let modality = m.features.modality();
             if !manifest.records.iter().any(|r| r.has(modality)) {
                 return Err(Error::Config(format!(
                     "config: field `modalities[{i}].name`: no record of {} has `{}`",
+                    manifest.path.display(),
+                    modality.name()
+                )));
+            }
+            if !manifest.records.iter().filter(training).any(|r| r.has(modality)) {
+                return Err(Error::Config(format!(
+                    "config: field `modalities[{i}].name`: no training record of {} has `{}`: its encoder would never learn",
                     manifest.path.display(),
                     modality.name()
                 )));
@@ -256,8 +267,14 @@ impl RunConfig {
         let mut train = self.train.clone();
         for m in &self.modalities {
             if let Some(lr) = m.encoder.learning_rate() {
+                // A video's own lr is its frame encoder's, not the temporal pooling's.
+                let inner = if matches!(m.encoder, EncoderSpec::Video { .. }) {
+                    "frame."
+                } else {
+                    ""
+                };
                 train.param_groups.push(ParamGroup {
-                    prefix: format!("encoder.{}.", m.name),
+                    prefix: format!("encoder.{}.{inner}", m.name),
                     lr,
                 });
             }
@@ -294,10 +311,10 @@ impl RunConfig {
 
     /// The feature cache to use.
     pub fn cache_folder(&self) -> Option<PathBuf> {
+        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
         self.cache.clone().or_else(|| {
-            std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            var("XDG_CACHE_HOME")
+                .or_else(|| var("HOME").map(|h| h.join(".cache")))
                 .map(|c| c.join("fusion").join("features"))
         })
     }

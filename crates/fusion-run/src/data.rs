@@ -170,7 +170,8 @@ pub fn fit_standardization(data: &TensorDataset, modalities: &[ModalitySpec]) ->
             .to_kind(Kind::Float)
             .to_device(Device::Cpu);
         if rows.size()[0] == 0 {
-            fitted.push(Some((features.get(0).zeros_like().to_device(Device::Cpu), 1.0)));
+            let shape = &features.size()[1..];
+            fitted.push(Some((Tensor::zeros(shape, (Kind::Float, Device::Cpu)), 1.0)));
             continue;
         }
         let mean = rows.mean_dim(0, false, Kind::Float);

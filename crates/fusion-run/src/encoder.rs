@@ -251,15 +251,6 @@ impl EncoderSpec {
         }
     }
 
-    /// Whether the encoder's own weights stay fixed.
-    pub fn frozen(&self) -> bool {
-        match self {
-            Self::EfficientnetLite0 { frozen, .. } | Self::Bert { frozen, .. } => *frozen,
-            Self::Video { frame, .. } => frame.frozen(),
-            _ => false,
-        }
-    }
-
     /// The learning rate of its own, for a fine-tuned pretrained encoder.
     pub fn learning_rate(&self) -> Option<f64> {
         match self {
@@ -340,8 +331,17 @@ impl EncoderSpec {
             }
             Self::EfficientnetLite0 { weights, lr, .. } => {
                 match features {
-                    FeatureConfig::Image { grey: false, size, .. } if *size >= 32 => {}
-                    _ => return refuse("RGB images [3, H, W] of at least 32 × 32 (features `image`, `grey: false`)"),
+                    FeatureConfig::Image {
+                        grey: false,
+                        size,
+                        normalize: fusion_data::ImageNormalization::Imagenet,
+                    } if *size >= 32 => {}
+                    _ => {
+                        return refuse(
+                            "ImageNet-normalised RGB images [3, H, W] of at least 32 × 32 (features `image`, \
+                             `\"normalize\": \"imagenet\"`)",
+                        );
+                    }
                 }
                 let path = efficientnet_weights(weights.as_deref());
                 if !path.is_file() {
@@ -374,10 +374,15 @@ impl EncoderSpec {
                 hidden,
                 layers,
                 output_dim,
-                ..
+                sequence,
             } => {
                 if !is_log_mel {
                     return refuse("log-mel [T, n_mels] (features `log_mel` or `sound_track`)");
+                }
+                if *sequence && output_dim.is_some() {
+                    return Err(Error::Config(format!(
+                        "{field}.output_dim: frame states (`sequence: true`) have the GRU's width `hidden`"
+                    )));
                 }
                 positive("hidden", *hidden)?;
                 positive("layers", *layers)?;
@@ -388,6 +393,16 @@ impl EncoderSpec {
                     return refuse("token ids (features `tokens`)");
                 };
                 let folder = model_folder(model);
+                if let Some(absent) = ["model.safetensors", "tokenizer.json"]
+                    .iter()
+                    .map(|f| folder.join(f))
+                    .find(|f| !f.is_file())
+                {
+                    return Err(Error::Config(format!(
+                        "{field}.model: {} is missing (a BERT folder, or a model fetched by `cargo xtask models`)",
+                        absent.display()
+                    )));
+                }
                 let config = fusion_text::BertConfig::from_file(&folder.join("config.json"))
                     .map_err(|e| Error::Config(format!("{field}.model: {e}")))?;
                 if *max_len as i64 > config.max_position_embeddings {
@@ -449,6 +464,10 @@ impl EncoderSpec {
         Ok(match self {
             Self::Identity => features.dim() as i64,
             Self::Mlp { hidden, .. } => hidden.last().copied().unwrap_or(hidden_dim),
+            // Frame states are the GRU's own width.
+            Self::AudioGru {
+                hidden, sequence: true, ..
+            } => *hidden,
             Self::Lenet { output_dim }
             | Self::Resnet18 { output_dim, .. }
             | Self::AudioCnn { output_dim, .. }

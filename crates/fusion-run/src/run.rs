@@ -241,7 +241,13 @@ pub fn train(
     let vs = nn::VarStore::new(device);
     let model = build_model(&vs, config, &classes, &config.fusion, Some(&fitted))?;
     if !resuming {
-        run.write_json("run.json", config)?;
+        // The compare list is not part of this run (and would make every later command
+        // extract its rows' features).
+        let saved = RunConfig {
+            compare: Vec::new(),
+            ..config.clone()
+        };
+        run.write_json("run.json", &saved)?;
         run.write_json("classes.json", &classes)?;
     }
     let parameters = vs
@@ -353,8 +359,8 @@ impl Predictor {
         let rows: Vec<Vec<f64>> = Vec::<Vec<f64>>::try_from(probabilities.to_kind(tch::Kind::Double))?;
         Ok(rows
             .into_iter()
-            .zip(&extraction.records)
-            .map(|(row, record)| {
+            .enumerate()
+            .map(|(r, row)| {
                 let best = row
                     .iter()
                     .enumerate()
@@ -363,12 +369,14 @@ impl Predictor {
                 Prediction {
                     class: self.classes[best].clone(),
                     probabilities: self.classes.iter().cloned().zip(row).collect(),
+                    // As the model saw it: a video without sound lacks `sound_track`.
                     missing: self
                         .config
                         .modalities
                         .iter()
-                        .filter(|m| !record.has(m.features.modality()))
-                        .map(|m| m.name.clone())
+                        .enumerate()
+                        .filter(|(m, _)| extraction.features[*m][r].is_none())
+                        .map(|(_, spec)| spec.name.clone())
                         .collect(),
                 }
             })

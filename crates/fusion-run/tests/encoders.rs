@@ -224,7 +224,7 @@ fn sequences_fused_by_attention() {
     manifest(dir.path(), 24);
     let modalities = [
         r#"{"name": "text", "features": {"kind": "tokens", "tokenizer": "TOKENIZER", "max_len": 8}, "encoder": {"kind": "transformer", "width": 16, "layers": 1, "heads": 2, "pooling": "sequence"}}"#,
-        r#"{"name": "audio", "features": {"kind": "log_mel", "sample_rate": 8000, "n_mels": 16, "frames": 12}, "encoder": {"kind": "audio_gru", "hidden": 16, "sequence": true}}"#,
+        r#"{"name": "audio", "features": {"kind": "log_mel", "sample_rate": 8000, "n_mels": 16, "frames": 12}, "encoder": {"kind": "audio_gru", "hidden": 12, "sequence": true}}"#,
         r#"{"name": "video", "features": {"kind": "video_frames", "frames": 2, "size": 28}, "encoder": {"kind": "video", "frame": {"kind": "lenet"}, "pooling": "sequence"}}"#,
     ];
     let config = config(
@@ -261,7 +261,15 @@ fn mismatched_encoders_name_the_field() {
     let cases = [
         (
             r#"{"name": "audio", "features": {"kind": "log_mel", "sample_rate": 8000, "n_mels": 8, "frames": 8}, "encoder": {"kind": "efficientnet_lite0"}}"#,
-            "modalities[0].encoder: `efficientnet_lite0` reads RGB images",
+            "modalities[0].encoder: `efficientnet_lite0` reads ImageNet-normalised RGB images",
+        ),
+        (
+            r#"{"name": "image", "features": {"kind": "image", "size": 32}, "encoder": {"kind": "efficientnet_lite0"}}"#,
+            "ImageNet-normalised",
+        ),
+        (
+            r#"{"name": "audio", "features": {"kind": "log_mel", "sample_rate": 8000, "n_mels": 8, "frames": 8}, "encoder": {"kind": "audio_gru", "sequence": true, "output_dim": 8}}"#,
+            "modalities[0].encoder.output_dim",
         ),
         (
             r#"{"name": "image", "features": {"kind": "pixels", "size": 28}, "encoder": {"kind": "lenet"}}"#,
@@ -289,6 +297,17 @@ fn mismatched_encoders_name_the_field() {
         let error = config.validate().unwrap_err().to_string();
         assert!(error.contains(expected), "`{expected}` not in {error}");
     }
+    // Every compare row's fusion is checked before anything trains.
+    let mut rows = config(dir.path(), IMAGE_LENET, r#"{"family": "late", "combiner": "mean"}"#, 1);
+    rows.compare = vec![
+        serde_json::from_str(
+            r#"{"name": "bad row", "fusion": {"family": "early", "method": "attention", "heads": 3, "layers": 1}}"#,
+        )
+        .unwrap(),
+    ];
+    let error = rows.validate().unwrap_err().to_string();
+    assert!(error.contains("compare[0]") && error.contains("heads"), "{error}");
+
     let path = dir.path().join("typo.json");
     std::fs::write(
         &path,
