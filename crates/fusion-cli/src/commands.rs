@@ -413,14 +413,8 @@ pub fn predict(run_dir: &Path, manifest: Option<&Path>, out: Option<&Path>, ui: 
     // ones are kept with a placeholder index.
     let mut known = classes.clone();
     known.extend(extraction.records.iter().map(|r| r.label.clone()));
-    let data = fusion_run::dataset(
-        extraction,
-        &all,
-        &known,
-        &config.modalities,
-        &config.columns(&loaded.specs),
-        device,
-    )?;
+    let columns = config.columns(&loaded.specs)?;
+    let data = fusion_run::dataset(extraction, &all, &known, &config.modalities, &columns, device)?;
     let mut inputs = data.data;
     inputs.labels = inputs.labels.clamp_max(classes.len() as i64 - 1);
     let evaluation = evaluate(&model, &inputs, EVAL_BATCH)?;
@@ -433,7 +427,7 @@ pub fn predict(run_dir: &Path, manifest: Option<&Path>, out: Option<&Path>, ui: 
             .modalities
             .iter()
             .enumerate()
-            .filter(|(m, _)| extraction.features[config.columns(&loaded.specs)[*m]][i].is_none())
+            .filter(|(m, _)| extraction.features[columns[*m]][i].is_none())
             .map(|(_, spec)| spec.name.as_str())
             .collect();
         let line = Prediction {

@@ -20,6 +20,23 @@ pub struct ModalitySpec {
     /// The encoder of those inputs.
     #[serde(default)]
     pub encoder: EncoderSpec,
+    /// Random changes to training images, drawn anew each epoch from the cached features
+    /// (no re-decoding); evaluation, prediction and export see the images as they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub augment: Option<Augment>,
+}
+
+/// Per-epoch image augmentation of [`ModalitySpec::augment`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Augment {
+    /// Mirror each image left-right with probability ½.
+    #[serde(default)]
+    pub flip: bool,
+    /// Shift the batch's images by up to this many pixels each way (a random crop of the
+    /// image padded with its mean), 0 for none.
+    #[serde(default)]
+    pub shift: u32,
 }
 
 /// A fusion method to train in `compare`.
@@ -223,15 +240,22 @@ impl RunConfig {
         specs
     }
 
-    /// For each modality, the column of [`Self::feature_specs`] holding its features.
-    pub fn columns(&self, specs: &[FeatureSpec]) -> Vec<usize> {
+    /// For each modality, the column of `specs` (an extraction's, e.g. from
+    /// [`Self::feature_specs`]) holding its features; an error names a modality they lack.
+    pub fn columns(&self, specs: &[FeatureSpec]) -> Result<Vec<usize>> {
         self.modalities
             .iter()
             .map(|m| {
                 specs
                     .iter()
                     .position(|s| s.name == m.name && s.config == m.features)
-                    .unwrap_or(0)
+                    .ok_or_else(|| {
+                        Error::Config(format!(
+                            "modality `{}`: the extraction has no {} features",
+                            m.name,
+                            m.features.kind_name()
+                        ))
+                    })
             })
             .collect()
     }
@@ -337,6 +361,17 @@ fn check_modalities(modalities: &[ModalitySpec], field: &str) -> Result<()> {
             )));
         }
         m.features.validate(&format!("{field}[{i}].features"))?;
+        if let Some(augment) = &m.augment {
+            let side = m.features.shape().last().copied().unwrap_or(0);
+            let images =
+                matches!(m.features, FeatureConfig::Image { .. }) && m.encoder.layout() == crate::Layout::Shaped;
+            if !images || augment.shift as usize >= side {
+                return Err(Error::Config(format!(
+                    "field `{field}[{i}].augment`: needs image features [C, H, W] (kind `image`) read by an image \
+                     encoder, and a shift below the side ({side})"
+                )));
+            }
+        }
         m.encoder.check(&m.features, &format!("{field}[{i}].encoder"))?;
     }
     Ok(())

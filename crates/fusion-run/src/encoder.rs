@@ -853,3 +853,117 @@ impl Frozen {
         already_encoded(features, self.0.output_dim())
     }
 }
+
+/// Per-epoch augmentation of images `[B, C, H, W]` in training: a left-right flip of each
+/// image with probability ½ and one random shift of the batch (a crop of the image padded
+/// with zeros, which standardised inputs read as the mean). Draws come from libtorch's
+/// generator, which training seeds per epoch, so runs repeat. Outside training it passes
+/// the images through.
+#[derive(Debug)]
+pub(crate) struct Augmented {
+    inner: Box<dyn Encoder>,
+    augment: crate::config::Augment,
+}
+
+impl Augmented {
+    pub(crate) fn new(inner: Box<dyn Encoder>, augment: crate::config::Augment) -> Self {
+        Self { inner, augment }
+    }
+}
+
+impl Encoder for Augmented {
+    fn output_dim(&self) -> i64 {
+        self.inner.output_dim()
+    }
+    fn check_input(&self, features: &Tensor) -> std::result::Result<(), String> {
+        self.inner.check_input(features)
+    }
+    fn encode(&self, input: &ModalityInput, train: bool) -> Tensor {
+        if !train || input.features.dim() != 4 {
+            return self.inner.encode(input, train);
+        }
+        let mut x = input.features.shallow_clone();
+        if self.augment.flip {
+            let flip = x
+                .select(1, 0)
+                .select(1, 0)
+                .select(1, 0)
+                .rand_like()
+                .lt(0.5)
+                .view([-1, 1, 1, 1]);
+            x = x.flip([3]).where_self(&flip, &x);
+        }
+        let shift = i64::from(self.augment.shift);
+        if shift > 0 {
+            let size = x.size();
+            let (height, width) = (size[2], size[3]);
+            let offsets = Tensor::randint(2 * shift + 1, [2], (Kind::Int64, tch::Device::Cpu));
+            let offsets = Vec::<i64>::try_from(offsets).unwrap_or_else(|_| vec![shift, shift]);
+            x = x
+                .constant_pad_nd([shift, shift, shift, shift])
+                .narrow(2, offsets[0], height)
+                .narrow(3, offsets[1], width)
+                .contiguous();
+        }
+        self.inner.encode(&input.with_features(x), train)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fusion_core::{Encoder, IdentityEncoder, ModalityInput};
+    use tch::{Device, Kind, Tensor};
+
+    use super::Augmented;
+    use crate::config::Augment;
+
+    fn images() -> Tensor {
+        Tensor::arange(16 * 2 * 3 * 3, (Kind::Float, Device::Cpu)).view([16, 2, 3, 3]) + 1.0
+    }
+
+    fn augmented(flip: bool, shift: u32) -> Augmented {
+        Augmented::new(Box::new(IdentityEncoder::new(9)), Augment { flip, shift })
+    }
+
+    #[test]
+    fn augmentation_flips_and_shifts_in_training_only() {
+        let x = images();
+        let input = ModalityInput::dense(x.shallow_clone());
+        let same = |a: &Tensor, b: &Tensor| a.equal(b);
+        assert!(
+            same(&augmented(true, 1).encode(&input, false), &x),
+            "evaluation sees the images"
+        );
+
+        tch::manual_seed(3);
+        let flipped = augmented(true, 0).encode(&input, true);
+        let mirrored = x.flip([3]);
+        let mut flips = 0;
+        for i in 0..16 {
+            let row = flipped.get(i);
+            assert!(same(&row, &x.get(i)) || same(&row, &mirrored.get(i)), "row {i}");
+            flips += usize::from(same(&row, &mirrored.get(i)));
+        }
+        assert!((3..=13).contains(&flips), "about half flipped: {flips}");
+        tch::manual_seed(3);
+        assert!(
+            same(&augmented(true, 0).encode(&input, true), &flipped),
+            "seeded draws repeat"
+        );
+
+        // A shift keeps the size; every value is the image's own or the zero padding.
+        tch::manual_seed(5);
+        let shifted = augmented(false, 1).encode(&input, true);
+        assert_eq!(shifted.size(), x.size());
+        let kept = shifted.ne(0.0).sum(Kind::Int64);
+        let total = i64::try_from(kept).unwrap_or(0);
+        assert!((16 * 2 * 4..=16 * 2 * 9).contains(&total), "{total}");
+        let original: std::collections::HashSet<i64> = Vec::<f32>::try_from(x.view([-1]))
+            .unwrap_or_default()
+            .iter()
+            .map(|v| *v as i64)
+            .collect();
+        let moved = Vec::<f32>::try_from(shifted.view([-1])).unwrap_or_default();
+        assert!(moved.iter().all(|v| *v == 0.0 || original.contains(&(*v as i64))));
+    }
+}

@@ -54,7 +54,7 @@ pub(crate) fn encode_frozen(
     device: Device,
 ) -> Result<FrozenCounts> {
     let mut counts = FrozenCounts::default();
-    let columns = config.columns(specs);
+    let columns = config.columns(specs)?;
     let cache = config.cache_folder().map(FeatureCache::new);
     for (m, spec) in config.modalities.iter().enumerate() {
         if !spec.encoder.caches_outputs() {

@@ -14,7 +14,7 @@ use tch::{Device, Tensor, nn};
 use crate::{
     Error, Layout, Result, RunConfig,
     data::{SplitData, classes_of, dataset, fit_standardization, standardized},
-    encoder::Standardized,
+    encoder::{Augmented, Standardized},
     frozen::{FrozenCounts, encode_frozen},
 };
 
@@ -32,12 +32,15 @@ pub fn build_model(
     let root = vs.root();
     let mut encoders: Vec<Box<dyn Encoder>> = Vec::new();
     for (m, spec) in config.modalities.iter().enumerate() {
-        let encoder = spec.encoder.build(
+        let mut encoder = spec.encoder.build(
             &(&root / "encoder" / spec.name.as_str()),
             &spec.features,
             config.hidden_dim,
             config.dropout,
         )?;
+        if let Some(augment) = spec.augment {
+            encoder = Box::new(Augmented::new(encoder, augment));
+        }
         encoders.push(if standardized(spec) {
             let shape: Vec<i64> = match spec.encoder.layout() {
                 Layout::Flat => vec![spec.features.dim() as i64],
@@ -171,7 +174,7 @@ pub fn split_dataset(
         &extraction.split_indices(split),
         classes,
         &config.modalities,
-        &config.columns(specs),
+        &config.columns(specs)?,
         device,
     )?;
     encode_frozen(config, extraction, specs, &mut data, device)?;
@@ -216,7 +219,7 @@ pub fn train(
             )));
         }
     }
-    let columns = config.columns(specs);
+    let columns = config.columns(specs)?;
     // A training sample with none of the model's modalities teaches it nothing.
     let trainable: Vec<usize> = train_indices
         .iter()

@@ -99,7 +99,7 @@ fn train_and_check(dir: &Path, config: &RunConfig, run_name: &str) -> (f64, fusi
         &extraction.split_indices(Split::Test),
         &trained.classes,
         &config.modalities,
-        &config.columns(&specs),
+        &config.columns(&specs).unwrap(),
         Device::Cpu,
     )
     .unwrap();
@@ -168,6 +168,7 @@ fn train_and_check(dir: &Path, config: &RunConfig, run_name: &str) -> (f64, fusi
 
 const IMAGE_LENET: &str =
     r#"{"name": "image", "features": {"kind": "image", "size": 28, "grey": true}, "encoder": {"kind": "lenet"}}"#;
+const AUGMENTED_LENET: &str = r#"{"name": "image", "features": {"kind": "image", "size": 28, "grey": true}, "encoder": {"kind": "lenet"}, "augment": {"shift": 2}}"#;
 const AUDIO_CNN: &str = r#"{"name": "audio", "features": {"kind": "log_mel", "sample_rate": 8000, "n_mels": 32, "frames": 32}, "encoder": {"kind": "audio_cnn", "base_channels": 8}}"#;
 
 #[test]
@@ -176,7 +177,7 @@ fn cnn_encoders_over_images_and_log_mels() {
     manifest(dir.path(), 48);
     let config = config(
         dir.path(),
-        &format!("{IMAGE_LENET}, {AUDIO_CNN}"),
+        &format!("{AUGMENTED_LENET}, {AUDIO_CNN}"),
         r#"{"family": "early", "method": "concat"}"#,
         6,
     );
@@ -270,6 +271,10 @@ fn mismatched_encoders_name_the_field() {
         (
             r#"{"name": "audio", "features": {"kind": "log_mel", "sample_rate": 8000, "n_mels": 8, "frames": 8}, "encoder": {"kind": "audio_gru", "sequence": true, "output_dim": 8}}"#,
             "modalities[0].encoder.output_dim",
+        ),
+        (
+            r#"{"name": "image", "features": {"kind": "pixels", "size": 28}, "encoder": {"kind": "mlp", "hidden": [8]}, "augment": {"flip": true}}"#,
+            "modalities[0].augment",
         ),
         (
             r#"{"name": "image", "features": {"kind": "pixels", "size": 28}, "encoder": {"kind": "lenet"}}"#,
