@@ -12,7 +12,7 @@ use fusion_core::{
     shapley_values,
 };
 use fusion_data::{Extraction, FeatureCache, FeatureSpec, Manifest, Problem, Shard, Split};
-use fusion_run::{NamedFusion, Run, RunConfig, SplitData, held_out_split, split_dataset};
+use fusion_run::{NamedFusion, Run, RunConfig, SplitData, describe, held_out_split, split_dataset};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
@@ -120,11 +120,6 @@ pub fn load_data(config: &RunConfig, manifest: Option<&Path>, shard: Option<Shar
         specs,
         extraction,
     })
-}
-
-/// `id (modality) path: reason`.
-pub fn describe(problem: &Problem) -> String {
-    fusion_run::describe(problem)
 }
 
 /// Where the stem of a plot of `run` goes (`.png` and `.svg` are added).

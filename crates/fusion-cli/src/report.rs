@@ -6,9 +6,9 @@ use std::fmt::Write as _;
 use anyhow::{Context, Result};
 use fusion_core::EpochRecord;
 
-use fusion_run::{Run, RunConfig};
+use fusion_run::{Run, RunConfig, describe};
 
-use crate::commands::{CompareRow, EvalRecord, ExplainRecord, Loaded, RobustnessRecord, describe};
+use crate::commands::{CompareRow, EvalRecord, ExplainRecord, Loaded, RobustnessRecord};
 
 fn image(out: &mut String, run: &Run, stem: &str, alt: &str) {
     if run.file(&format!("plots/{stem}.png")).exists() {

@@ -26,6 +26,17 @@ pub struct ModalitySpec {
     pub augment: Option<Augment>,
 }
 
+impl ModalitySpec {
+    /// Shape of one sample's input as the encoder reads it: flattened for flat encoders,
+    /// the features' own shape otherwise (the longest, for token ids).
+    pub fn input_shape(&self) -> Vec<i64> {
+        match self.encoder.layout() {
+            crate::Layout::Flat => vec![self.features.dim() as i64],
+            crate::Layout::Shaped => self.features.shape().iter().map(|&s| s as i64).collect(),
+        }
+    }
+}
+
 /// Per-epoch image augmentation of [`ModalitySpec::augment`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -5,7 +5,7 @@ use fusion_core::TensorDataset;
 use fusion_data::{Extraction, Problem};
 use tch::{Device, Kind, Tensor};
 
-use crate::{Layout, ModalitySpec, Result};
+use crate::{ModalitySpec, Result};
 
 /// Class names in index order: numeric labels first, by value, then the others
 /// alphabetically (one consistent order, whatever the mix); empty labels (records without
@@ -84,11 +84,7 @@ pub fn modality_tensor(
             None => values.extend(std::iter::repeat_n(0f32, dim)),
         }
     }
-    let mut shape = vec![n];
-    match spec.encoder.layout() {
-        Layout::Flat => shape.push(dim as i64),
-        Layout::Shaped => shape.extend(spec.features.shape().iter().map(|&s| s as i64)),
-    }
+    let shape = [vec![n], spec.input_shape()].concat();
     (Tensor::from_slice(&values).view(shape.as_slice()), None, present)
 }
 

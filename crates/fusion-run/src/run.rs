@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor, nn};
 
 use crate::{
-    Error, Layout, Result, RunConfig,
+    Error, Result, RunConfig,
     data::{SplitData, classes_of, dataset, fit_standardization, standardized},
     encoder::{Augmented, Standardized},
     frozen::{FrozenCounts, encode_frozen},
@@ -42,10 +42,7 @@ pub fn build_model(
             encoder = Box::new(Augmented::new(encoder, augment));
         }
         encoders.push(if standardized(spec) {
-            let shape: Vec<i64> = match spec.encoder.layout() {
-                Layout::Flat => vec![spec.features.dim() as i64],
-                Layout::Shaped => spec.features.shape().iter().map(|&s| s as i64).collect(),
-            };
+            let shape = spec.input_shape();
             let fit = fitted.and_then(|f| f.get(m)).and_then(Option::as_ref);
             Box::new(Standardized::new(
                 &(&root / "input" / spec.name.as_str()),
@@ -415,11 +412,7 @@ pub fn example_inputs(config: &RunConfig, device: Device) -> Vec<fusion_core::Mo
                     present,
                 };
             }
-            let mut shape = vec![2i64];
-            match m.encoder.layout() {
-                Layout::Flat => shape.push(m.features.dim() as i64),
-                Layout::Shaped => shape.extend(m.features.shape().iter().map(|&s| s as i64)),
-            }
+            let shape = [vec![2], m.input_shape()].concat();
             fusion_core::ModalityInput::with_presence(
                 Tensor::zeros(shape.as_slice(), (tch::Kind::Float, device)),
                 present,
