@@ -6,7 +6,9 @@
 //! - `data`   fetches and verifies datasets (`mnist`, `fsdd`).
 //! - `test`   runs `setup`, `models`, `data`, then the whole test suite.
 //! - `demo`   runs the main job on the built-in dataset.
+//! - `bench`  trains the AV-MNIST configurations and records the results table.
 
+mod bench;
 mod data;
 mod fetch;
 mod models;
@@ -27,6 +29,9 @@ commands:
   data NAME... [--mirror DIR]   fetch and verify datasets: mnist, fsdd
   test [-- CARGO TEST ARGS]     setup + models + data, then the whole test suite
   demo                          setup, then the main job on the built-in dataset
+  bench avmnist [OPTIONS]       every configs/avmnist/ model × seeds on an AV-MNIST protocol
+                                (--protocol clean|hard, --seeds 3, --epochs N, --train/--val/--test N,
+                                --configs a,b, --out FILE, --no-benchmarks-md, --fusion BIN, --threads N)
 
 environment:
   FUSION_CACHE_DIR     where libtorch, models and data live (default: $XDG_CACHE_HOME/fusion or ~/.cache/fusion)
@@ -45,6 +50,7 @@ fn main() -> Result<()> {
         "data" => data::run(rest),
         "test" => test(rest),
         "demo" => demo(rest),
+        "bench" => bench::run(&bench::Options::parse(rest)?).map(drop),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())
@@ -65,7 +71,9 @@ fn test(args: &[String]) -> Result<()> {
     command.env("FUSION_REQUIRE_ASSETS", "1");
     command.args(["test", "--workspace", "--all-features"]).args(cargo_args);
     run_checked(&mut command)?;
-    manifests_stand_alone()
+    manifests_stand_alone()?;
+    // The test run built the debug `fusion`; the benchmark command runs on a small build.
+    bench::smoke(&paths::project_root().join("target/debug/fusion"))
 }
 
 /// Reading and validating manifests needs no FFmpeg, libtorch or tokenizers: fusion-data

@@ -319,9 +319,18 @@ pub fn train(config_path: &Path, run_dir: &Path, epochs: Option<usize>, ui: Ui, 
         "train_seconds": trained.seconds,
         "parameters": trained.parameters,
         "resumed_from": trained.summary.resumed_from,
+        "peak_rss_mb": peak_rss_mb(),
         "eval": trained.eval,
         "skipped": loaded.extraction.problems,
     }))
+}
+
+/// This process's peak resident memory in MiB (`VmHWM`), where the system reports it.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 /// The run's data for `split` from `manifest` (default: the run's).

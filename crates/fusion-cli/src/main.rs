@@ -54,6 +54,10 @@ enum Command {
         /// Only records whose index modulo n is i.
         #[arg(long)]
         shard: Option<Shard>,
+        /// Also write every split's model inputs and labels to this safetensors file
+        /// (`{split}.{modality}`, `{split}.{modality}.present`, `{split}.labels`).
+        #[arg(long, conflicts_with = "shard")]
+        export: Option<PathBuf>,
     },
     /// Train the configuration's fusion model into a run folder (resumes when the folder
     /// holds a checkpoint of the same configuration), then evaluate it on test.
@@ -211,7 +215,31 @@ impl AvmnistArgs {
     }
 }
 
+/// Keeps freed tensor buffers in the heap instead of returning them to the system: by
+/// default glibc maps every buffer above 128 KiB afresh and trims the heap on free, so
+/// each training step page-faults its activations in again (about 10 % of a LeNet epoch
+/// on CPU, measured by `benchmarks/peer_avmnist.py`). Costs some resident memory.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn keep_freed_buffers() {
+    for (parameter, value) in [
+        (libc::M_MMAP_THRESHOLD, 32 << 20),
+        (libc::M_TRIM_THRESHOLD, 512 << 20),
+        (libc::M_TOP_PAD, 64 << 20),
+    ] {
+        // SAFETY: mallopt only sets allocator parameters; it is called before any other
+        // thread exists, and a refused value (returns 0) leaves the default in place.
+        unsafe {
+            libc::mallopt(parameter, value);
+        }
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn keep_freed_buffers() {}
+
 fn main() -> Result<()> {
+    keep_freed_buffers();
     let cli = Cli::parse();
     let ui = Ui {
         quiet: cli.quiet,
@@ -226,11 +254,22 @@ fn main() -> Result<()> {
             report,
             max_image_pixels,
         } => validate(&manifest, report.as_deref(), max_image_pixels, ui),
-        Command::Extract { config, shard } => {
+        Command::Extract { config, shard, export } => {
             let config = fusion_run::RunConfig::load(&config)?;
             config.validate()?;
             let loaded = commands::load_data(&config, None, shard, ui)?;
+            let classes = match &export {
+                Some(path) => Some(fusion_run::export_features(
+                    &config,
+                    &loaded.extraction,
+                    &loaded.specs,
+                    path,
+                )?),
+                None => None,
+            };
             ui.result(&serde_json::json!({
+                "export": export,
+                "classes": classes,
                 "usable": loaded.extraction.records.len(),
                 "cached": loaded.extraction.cached,
                 "computed": loaded.extraction.computed,

@@ -712,7 +712,9 @@ pub fn train(
                 loss,
             });
         }
-        let val = val_set.map(|v| evaluate(model, v, config.batch_size)).transpose()?;
+        // Inference needs no small batches: larger ones keep the convolutions busy.
+        let val_batch = config.batch_size.max(VALIDATION_BATCH);
+        let val = val_set.map(|v| evaluate(model, v, val_batch)).transpose()?;
         let record = EpochRecord {
             epoch: epoch + 1,
             lr,
@@ -749,6 +751,9 @@ pub fn train(
         stopped_early,
     })
 }
+
+/// Smallest batch of the validation pass during training.
+const VALIDATION_BATCH: usize = 256;
 
 /// A well-mixed seed per `(seed, epoch)`, below 2^63 so that it is a valid libtorch seed.
 /// (Shifting an unmixed `seed·φ + epoch` gave epochs 2k and 2k+1 the same shuffle and

@@ -91,6 +91,74 @@ impl Encoder for LeNet {
     }
 }
 
+/// MultiBench's AV-MNIST `LeNet(in_channels, channels, extra_layers)` (from the CentralNet
+/// code): a bias-free 5×5 convolution to `channels`, then `extra_layers` bias-free 3×3
+/// convolutions each doubling the channels, every one followed by batch norm, ReLU and
+/// 2×2 max pooling; convolutions initialised Kaiming-uniform (gain √2). The output is the
+/// last map averaged over space: `channels · 2^extra_layers` features (the map is already
+/// 1×1 for 28×28 images with 3 extra layers and 112×112 spectrograms with 5).
+#[derive(Debug)]
+pub struct MultibenchLeNet {
+    stages: Vec<(nn::Conv2D, nn::BatchNorm)>,
+    channels: i64,
+    output_dim: i64,
+}
+
+impl MultibenchLeNet {
+    /// `channels` input channels, `width` channels after the first convolution.
+    pub fn new(p: &nn::Path, channels: i64, width: i64, extra_layers: usize) -> Self {
+        let mut stages = Vec::with_capacity(extra_layers + 1);
+        let mut input = channels;
+        for stage in 0..=extra_layers {
+            let output = width << stage;
+            let kernel = if stage == 0 { 5 } else { 3 };
+            let fan_in = (input * kernel * kernel) as f64;
+            let bound = (6.0 / fan_in).sqrt();
+            let config = nn::ConvConfig {
+                padding: kernel / 2,
+                bias: false,
+                ws_init: nn::Init::Uniform { lo: -bound, up: bound },
+                ..Default::default()
+            };
+            stages.push((
+                nn::conv2d(p / format!("conv{stage}"), input, output, kernel, config),
+                nn::batch_norm2d(p / format!("bn{stage}"), output, Default::default()),
+            ));
+            input = output;
+        }
+        Self {
+            stages,
+            channels,
+            output_dim: input,
+        }
+    }
+
+    /// Smallest input side for which every pooling stage still has a pixel.
+    pub fn min_side(extra_layers: usize) -> i64 {
+        1 << (extra_layers + 1).min(62)
+    }
+}
+
+impl Encoder for MultibenchLeNet {
+    fn output_dim(&self) -> i64 {
+        self.output_dim
+    }
+
+    fn check_input(&self, features: &Tensor) -> Result<(), String> {
+        check_images(features, self.channels, Self::min_side(self.stages.len() - 1))
+    }
+
+    fn encode(&self, input: &ModalityInput, train: bool) -> Tensor {
+        let map = self
+            .stages
+            .iter()
+            .fold(input.features.shallow_clone(), |x, (conv, norm)| {
+                x.apply(conv).apply_t(norm, train).relu().max_pool2d_default(2)
+            });
+        map.mean_dim(&[2i64, 3][..], false, Kind::Float)
+    }
+}
+
 #[derive(Debug)]
 struct BasicBlock {
     conv1: nn::Conv2D,

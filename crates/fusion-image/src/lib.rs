@@ -28,7 +28,7 @@ mod preprocess;
 #[cfg(feature = "torch")]
 pub use efficientnet::EfficientNetLite0;
 #[cfg(feature = "torch")]
-pub use encoder::{LeNet, ResNet18, batch_images};
+pub use encoder::{LeNet, MultibenchLeNet, ResNet18, batch_images};
 pub use error::{Error, Result};
 pub use pipeline::{Crop, DEFAULT_PIXEL_BUDGET, Filter, Pipeline, Resize, SplitMix64, decode, decode_bytes};
 pub use preprocess::{Channels, ChwImage, load_normalized, normalize};

@@ -6,7 +6,7 @@ use fusion_core::{
     EarlyMethod, Encoder, EncoderConfig, FusionConfig, FusionModel, ModalityConfig, ModalityInput, ModelConfig,
     Optimizer, RunFolder, TensorDataset, TrainConfig, evaluate, parameters_without_gradient, train,
 };
-use fusion_image::{ChwImage, LeNet, ResNet18, batch_images};
+use fusion_image::{ChwImage, LeNet, MultibenchLeNet, ResNet18, batch_images};
 use tch::{Device, Kind, Tensor, nn::VarStore};
 
 fn model(encoder: Box<dyn Encoder>, vs: &VarStore) -> FusionModel {
@@ -26,15 +26,38 @@ fn model(encoder: Box<dyn Encoder>, vs: &VarStore) -> FusionModel {
     FusionModel::with_encoders(&vs.root(), &config, vec![encoder]).unwrap()
 }
 
-const NAMES: [&str; 2] = ["lenet", "resnet"];
+const NAMES: [&str; 3] = ["lenet", "resnet", "multibench_lenet"];
 
 fn encoder(index: usize, vs: &VarStore) -> Box<dyn Encoder> {
     let p = vs.root() / "encoder" / "image";
-    if index == 0 {
-        Box::new(LeNet::new(&p, 1, 16))
-    } else {
-        Box::new(ResNet18::new(&p, 1, 4, true, 16))
+    match index {
+        0 => Box::new(LeNet::new(&p, 1, 16)),
+        1 => Box::new(ResNet18::new(&p, 1, 4, true, 16)),
+        _ => Box::new(MultibenchLeNet::new(&p, 1, 6, 3)),
     }
+}
+
+#[test]
+fn multibench_lenet_has_multibench_sizes() {
+    // MultiBench's AV-MNIST encoders: LeNet(1, 6, 3) on 28×28 images gives 48 features,
+    // LeNet(1, 6, 5) on 112×112 spectrograms 192; the head reads 240.
+    for (extra, side, features, parameters) in [(3, 28, 48, 150 + 648 + 2592 + 10368 + 2 * 90), (5, 112, 192, 0)] {
+        let vs = VarStore::new(Device::Cpu);
+        let encoder = MultibenchLeNet::new(&(vs.root() / "e"), 1, 6, extra);
+        assert_eq!(encoder.output_dim(), features);
+        let input = ModalityInput::dense(Tensor::rand([3, 1, side, side], (Kind::Float, Device::Cpu)));
+        assert_eq!(encoder.encode(&input, true).size(), [3, features]);
+        if parameters > 0 {
+            // Convolutions without bias, batch norms with weight and bias.
+            let trainable: i64 = vs.trainable_variables().iter().map(Tensor::numel).sum::<usize>() as i64;
+            assert_eq!(trainable, parameters);
+        }
+    }
+    assert!(
+        MultibenchLeNet::new(&VarStore::new(Device::Cpu).root(), 1, 6, 3)
+            .check_input(&Tensor::zeros([1, 1, 15, 15], (Kind::Float, Device::Cpu)))
+            .is_err()
+    );
 }
 
 #[test]

@@ -32,6 +32,17 @@ pub enum EncoderSpec {
         #[serde(default)]
         output_dim: Option<i64>,
     },
+    /// MultiBench's AV-MNIST LeNet over images `[C, H, W]` or a log-mel picture: a 5×5
+    /// convolution to `channels`, then `extra_layers` 3×3 convolutions doubling them, each
+    /// with batch norm, ReLU and 2×2 max pooling; `channels · 2^extra_layers` features
+    /// (MultiBench: 6 and 3 for 28×28 digits, 6 and 5 for 112×112 spectrograms).
+    MultibenchLenet {
+        /// Channels of the first convolution.
+        #[serde(default = "default_lenet_channels")]
+        channels: i64,
+        /// Convolutions after the first.
+        extra_layers: usize,
+    },
     /// A ResNet-18-style CNN from scratch over images or a log-mel picture.
     Resnet18 {
         /// Channels of the first stage (64 in the original; doubles per stage).
@@ -114,7 +125,8 @@ pub enum EncoderSpec {
     },
     /// An image encoder applied to every frame `[T, C, H, W]`, then temporal pooling.
     Video {
-        /// The per-frame encoder (`lenet`, `resnet18` or `efficientnet_lite0`).
+        /// The per-frame encoder (`lenet`, `multibench_lenet`, `resnet18` or
+        /// `efficientnet_lite0`).
         frame: Box<EncoderSpec>,
         /// How frame features become one clip feature.
         #[serde(default)]
@@ -159,6 +171,13 @@ fn yes() -> bool {
 fn default_width() -> i64 {
     16
 }
+fn default_lenet_channels() -> i64 {
+    6
+}
+
+/// Most channels a CNN stage may have (a typo in a width would otherwise allocate
+/// gigabytes of weights).
+const MAX_CNN_CHANNELS: i64 = 1 << 14;
 fn default_base_channels() -> i64 {
     16
 }
@@ -316,6 +335,23 @@ impl EncoderSpec {
                     return refuse("a sequence [T, D] with `sequence: true`");
                 }
             }
+            Self::MultibenchLenet { channels, extra_layers } => {
+                if !(is_image || is_log_mel) {
+                    return refuse("images [C, H, W] (features `image`) or a log-mel picture [T, n_mels]");
+                }
+                positive("channels", *channels)?;
+                if *extra_layers > 8 || (*channels << extra_layers) > MAX_CNN_CHANNELS {
+                    return Err(Error::Config(format!(
+                        "{field}.extra_layers: {channels} channels doubled {extra_layers} times exceed {MAX_CNN_CHANNELS}"
+                    )));
+                }
+                let min_side = fusion_image::MultibenchLeNet::min_side(*extra_layers);
+                if shape.iter().rev().take(2).any(|&s| (s as i64) < min_side) {
+                    return refuse(&format!(
+                        "pictures at least {min_side} × {min_side} with {extra_layers} extra layers"
+                    ));
+                }
+            }
             Self::Lenet { output_dim } | Self::Resnet18 { output_dim, .. } => {
                 if !(is_image || is_log_mel) {
                     return refuse("images [C, H, W] (features `image`) or a log-mel picture [T, n_mels]");
@@ -441,10 +477,13 @@ impl EncoderSpec {
                 };
                 if !matches!(
                     **frame,
-                    Self::Lenet { .. } | Self::Resnet18 { .. } | Self::EfficientnetLite0 { .. }
+                    Self::Lenet { .. }
+                        | Self::MultibenchLenet { .. }
+                        | Self::Resnet18 { .. }
+                        | Self::EfficientnetLite0 { .. }
                 ) {
                     return Err(Error::Config(format!(
-                        "{field}.frame: `{}` is not an image encoder (lenet, resnet18, efficientnet_lite0)",
+                        "{field}.frame: `{}` is not an image encoder (lenet, multibench_lenet, resnet18, efficientnet_lite0)",
                         frame.kind_name()
                     )));
                 }
@@ -472,6 +511,7 @@ impl EncoderSpec {
             | Self::Resnet18 { output_dim, .. }
             | Self::AudioCnn { output_dim, .. }
             | Self::AudioGru { output_dim, .. } => output_dim.unwrap_or(hidden_dim),
+            Self::MultibenchLenet { channels, extra_layers } => channels << extra_layers,
             Self::EfficientnetLite0 { .. } => 1280,
             Self::Bert { model, .. } => {
                 fusion_text::BertConfig::from_file(&model_folder(model).join("config.json"))
@@ -514,6 +554,15 @@ impl EncoderSpec {
                 Box::new(MlpEncoder::new(p, input, hidden, dropout))
             }
             Self::Lenet { output_dim } => picture(Box::new(fusion_image::LeNet::new(p, channels, output(output_dim)))),
+            Self::MultibenchLenet {
+                channels: width,
+                extra_layers,
+            } => picture(Box::new(fusion_image::MultibenchLeNet::new(
+                p,
+                channels,
+                *width,
+                *extra_layers,
+            ))),
             Self::Resnet18 { width, output_dim } => {
                 let small = shape.iter().rev().take(2).all(|&s| s < 96);
                 picture(Box::new(fusion_image::ResNet18::new(

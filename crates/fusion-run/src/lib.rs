@@ -46,5 +46,6 @@ pub use encoder::{EncoderSpec, Layout, TextPooling, VideoPooling, models_dir};
 pub use error::{Error, Result};
 pub use frozen::FrozenCounts;
 pub use run::{
-    Prediction, Predictor, Run, Trained, build_model, describe, example_inputs, held_out_split, split_dataset, train,
+    Prediction, Predictor, Run, Trained, build_model, describe, example_inputs, export_features, held_out_split,
+    split_dataset, train,
 };

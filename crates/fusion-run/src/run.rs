@@ -178,6 +178,53 @@ pub fn split_dataset(
     Ok(data)
 }
 
+/// Writes the model inputs of every split that has records to one safetensors file, for
+/// tools outside this workspace (a PyTorch peer, a scikit-learn baseline) to train on exactly
+/// what a run sees: `{split}.{modality}` (as the modality's encoder reads it, before the
+/// model's standardisation), `{split}.{modality}.present` (u8), `{split}.labels` (int64
+/// indices into the returned classes). Written through a temporary file and a rename.
+pub fn export_features(
+    config: &RunConfig,
+    extraction: &Extraction,
+    specs: &[FeatureSpec],
+    path: &Path,
+) -> Result<Vec<String>> {
+    let train_indices = extraction.split_indices(Split::Train);
+    let classes = classes_of(train_indices.iter().map(|&i| extraction.records[i].label.as_str()));
+    let mut named: Vec<(String, Tensor)> = Vec::new();
+    for (split, name) in [(Split::Train, "train"), (Split::Val, "val"), (Split::Test, "test")] {
+        if extraction.split_indices(split).is_empty() {
+            continue;
+        }
+        let data = split_dataset(config, extraction, specs, split, &classes, Device::Cpu)?.data;
+        for (modality, (features, present)) in config.modalities.iter().zip(data.features.iter().zip(&data.present)) {
+            named.push((format!("{name}.{}", modality.name), features.shallow_clone()));
+            named.push((
+                format!("{name}.{}.present", modality.name),
+                present.to_kind(tch::Kind::Uint8),
+            ));
+        }
+        named.push((format!("{name}.labels"), data.labels.shallow_clone()));
+    }
+    let io = |source| Error::Io {
+        path: path.into(),
+        source,
+    };
+    let folder = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(folder).map_err(io)?;
+    let temporary = tempfile::Builder::new()
+        .suffix(".safetensors")
+        .tempfile_in(folder)
+        .map_err(io)?;
+    Tensor::write_safetensors(&named, temporary.path())
+        .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+    temporary.persist(path).map_err(|e| io(e.error))?;
+    Ok(classes)
+}
+
 /// Trains `config` on the extraction's train split into `run`, evaluating on val each
 /// epoch. A folder that already holds a run continues it when the configuration is the
 /// same (epochs aside) and the classes too; anything else is refused before a file is

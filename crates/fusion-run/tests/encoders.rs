@@ -438,3 +438,45 @@ fn minilm_frozen_and_fine_tuned() {
         "fine-tuning moves MiniLM"
     );
 }
+
+/// The AV-MNIST benchmark's committed configurations (`configs/avmnist/`) parse, pass
+/// validation, build their models and run them: a typo there would only surface hours into
+/// `cargo xtask bench avmnist`. The MultiBench-like rows have MultiBench's sizes.
+#[test]
+fn avmnist_benchmark_configurations_build() {
+    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/avmnist");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 16, "{files:?}");
+    let classes: Vec<String> = (0..10).map(|d| d.to_string()).collect();
+    for path in files {
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let config = RunConfig::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        config.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let model = fusion_run::build_model(&vs, &config, &classes, &config.fusion, None)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let inputs = fusion_run::example_inputs(&config, Device::Cpu);
+        let out = model
+            .forward_t(&inputs, false)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(out.log_probs.size(), [2, 10], "{name}");
+        if name == "concat" {
+            // LeNet(1, 6, 3): convolutions 150 + 648 + 2,592 + 10,368, batch norms 180;
+            // LeNet(1, 6, 5): two more convolutions (41,472 + 165,888), batch norms 756;
+            // placeholders for absent modalities 48 + 192; head (240 + 2 presence) → 100 → 10.
+            let image = 150 + 648 + 2_592 + 10_368 + 180;
+            let audio = 150 + 648 + 2_592 + 10_368 + 41_472 + 165_888 + 756;
+            let trainable: usize = vs.trainable_variables().iter().map(Tensor::numel).sum();
+            assert_eq!(
+                trainable,
+                image + audio + 240 + 242 * 100 + 100 + 100 * 10 + 10,
+                "{name}"
+            );
+        }
+    }
+}
