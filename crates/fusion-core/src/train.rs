@@ -197,6 +197,13 @@ pub struct TrainConfig {
     /// encoder fine-tuned slower than the fusion head); the schedule scales them alike.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub param_groups: Vec<ParamGroup>,
+    /// Most seconds of training between two saves of the whole state (weights, optimiser,
+    /// trainer): the last epoch and the one before an early stop are always saved, others
+    /// once this much time has passed since the last save (0: every epoch). A resumed run
+    /// repeats the epochs after its checkpoint exactly; the best weights are saved on every
+    /// improvement regardless.
+    #[serde(default = "default_checkpoint_every_s")]
+    pub checkpoint_every_s: f64,
 }
 
 /// Variables whose name starts with `prefix` train at learning rate `lr`.
@@ -211,6 +218,9 @@ pub struct ParamGroup {
 
 fn default_branch_weight() -> f64 {
     1.0
+}
+fn default_checkpoint_every_s() -> f64 {
+    30.0
 }
 
 impl TrainConfig {
@@ -228,6 +238,7 @@ impl TrainConfig {
             modality_dropout: 0.0,
             branch_loss_weight: default_branch_weight(),
             param_groups: Vec::new(),
+            checkpoint_every_s: default_checkpoint_every_s(),
         }
     }
 
@@ -247,6 +258,9 @@ impl TrainConfig {
         }
         if self.grad_clip.is_some_and(|c| c <= 0.0) {
             return bad("grad_clip", "must be positive");
+        }
+        if !(self.checkpoint_every_s >= 0.0 && self.checkpoint_every_s.is_finite()) {
+            return bad("checkpoint_every_s", "must be a finite number of seconds ≥ 0");
         }
         for (i, group) in self.param_groups.iter().enumerate() {
             if !(group.lr > 0.0 && group.lr.is_finite()) {
@@ -338,27 +352,27 @@ impl Optimizer {
     }
 
     /// Scales gradients so their global L2 norm is at most `max_norm`; returns the norm
-    /// before clipping.
-    pub fn clip_grad_norm(&mut self, max_norm: f64) -> f64 {
+    /// before clipping as a 0-dimensional tensor on the gradients' device (nothing is read
+    /// back to the host, so a GPU is never waited for).
+    pub fn clip_grad_norm(&mut self, max_norm: f64) -> Tensor {
         let grads: Vec<Tensor> = self
             .params
             .iter()
             .map(|(_, p)| p.grad())
             .filter(Tensor::defined)
             .collect();
-        let total = grads
-            .iter()
-            .map(|g| f64::try_from(g.square().sum(Kind::Double)).unwrap_or(0.0))
-            .sum::<f64>()
-            .sqrt();
-        if total > max_norm {
-            let scale = max_norm / (total + 1e-6);
-            tch::no_grad(|| {
-                for mut g in grads {
-                    let _ = g.g_mul_scalar_(scale);
-                }
-            });
-        }
+        let Some(first) = grads.first() else {
+            return Tensor::from(0.0f64);
+        };
+        let norms: Vec<Tensor> = grads.iter().map(|g| g.norm().to_kind(Kind::Double)).collect();
+        let total = Tensor::stack(&norms, 0).to_device(first.device()).norm();
+        let scale = (max_norm / (&total + 1e-6)).clamp_max(1.0);
+        tch::no_grad(|| {
+            for mut g in grads {
+                let factor = scale.to_kind(g.kind());
+                let _ = g.g_mul_(&factor);
+            }
+        });
         total
     }
 
@@ -470,7 +484,7 @@ pub enum Progress<'a> {
         /// Loss of the step.
         loss: f64,
     },
-    /// An epoch finished (checkpoint written).
+    /// An epoch finished (its metrics line written).
     Epoch(&'a EpochRecord),
 }
 
@@ -511,7 +525,8 @@ impl RunFolder {
     pub fn metrics(&self) -> PathBuf {
         self.root.join("metrics.jsonl")
     }
-    /// Weights, optimiser and trainer state after the last finished epoch.
+    /// Weights, optimiser and trainer state after the last saved epoch (the last one, or one
+    /// at most [`TrainConfig::checkpoint_every_s`] of training earlier).
     pub fn last_checkpoint(&self) -> PathBuf {
         self.root.join("checkpoints/last.safetensors")
     }
@@ -664,6 +679,7 @@ pub fn train(
     rewrite_metrics(&run.metrics(), &epochs)?;
 
     let mut stopped_early = false;
+    let mut last_checkpoint = Instant::now();
     for epoch in resumed_from..config.epochs {
         if let (Some(stop), Some((best_epoch, _))) = (&config.early_stopping, best)
             && epoch - best_epoch >= stop.patience
@@ -677,7 +693,8 @@ pub fn train(
         tch::manual_seed(epoch_seed(config.seed, epoch) as i64);
         let batches = train_set.batches(config.batch_size, Some(epoch_seed(config.seed, epoch)));
         let steps = batches.len();
-        let mut loss_sum = 0.0;
+        let mut loss_sum = Tensor::from(0.0f64);
+        let mut shown_loss = f64::NAN;
         for (step, indices) in batches.iter().enumerate() {
             let (mut inputs, labels) = train_set.batch(indices, device);
             if config.modality_dropout > 0.0 {
@@ -693,25 +710,34 @@ pub fn train(
             let loss = model.forward_t(&inputs, true)?.loss(&labels, config.branch_loss_weight);
             loss.f_backward()?;
             if let Some(max_norm) = config.grad_clip {
-                optimizer.clip_grad_norm(max_norm);
+                let _norm = optimizer.clip_grad_norm(max_norm);
             }
             optimizer.step(lr);
-            let loss = f64::try_from(&loss)?;
-            if !loss.is_finite() {
-                return Err(Error::Config(format!(
-                    "training diverged: loss {loss} at epoch {}, step {}",
-                    epoch + 1,
-                    step + 1
-                )));
+            let loss = loss.detach().to_kind(Kind::Double);
+            loss_sum = if step == 0 {
+                loss.shallow_clone()
+            } else {
+                loss_sum + &loss
+            };
+            // Reading a value back waits for the device: done every few steps, not each.
+            if step == 0 || (step + 1) % LOSS_READ_EVERY == 0 || step + 1 == steps {
+                shown_loss = f64::try_from(&loss)?;
+                if !f64::try_from(&loss_sum)?.is_finite() {
+                    return Err(Error::Config(format!(
+                        "training diverged: loss {shown_loss} at epoch {}, by step {}",
+                        epoch + 1,
+                        step + 1
+                    )));
+                }
             }
-            loss_sum += loss;
             progress(Progress::Step {
                 epoch: epoch + 1,
                 step: step + 1,
                 steps,
-                loss,
+                loss: shown_loss,
             });
         }
+        let loss_sum = f64::try_from(&loss_sum)?;
         // Inference needs no small batches: larger ones keep the convolutions busy.
         let val_batch = config.batch_size.max(VALIDATION_BATCH);
         let val = val_set.map(|v| evaluate(model, v, val_batch)).transpose()?;
@@ -738,7 +764,18 @@ pub fn train(
             save_weights(vs, &run.best_weights())?;
         }
         append_metrics(&run.metrics(), &record)?;
-        save_checkpoint(vs, &optimizer, run, epoch + 1, best)?;
+        let stops_next = config
+            .early_stopping
+            .as_ref()
+            .zip(best)
+            .is_some_and(|(stop, (best_epoch, _))| epoch + 1 - best_epoch >= stop.patience);
+        if epoch + 1 == config.epochs
+            || stops_next
+            || last_checkpoint.elapsed().as_secs_f64() >= config.checkpoint_every_s
+        {
+            save_checkpoint(vs, &optimizer, run, epoch + 1, best)?;
+            last_checkpoint = Instant::now();
+        }
         epochs.push(record);
         if let Some(last) = epochs.last() {
             progress(Progress::Epoch(last));
@@ -751,6 +788,9 @@ pub fn train(
         stopped_early,
     })
 }
+
+/// Steps between reads of the training loss (each read waits for the device).
+const LOSS_READ_EVERY: usize = 8;
 
 /// Smallest batch of the validation pass during training.
 const VALIDATION_BATCH: usize = 256;
@@ -915,5 +955,28 @@ mod tests {
             assert_eq!(seeds.len(), 1000, "epochs share a shuffle");
             assert!(seeds.iter().all(|s| *s < 1 << 63), "not a valid libtorch seed");
         }
+    }
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn clipping_scales_every_gradient_by_the_global_norm() {
+        use tch::{Device, Kind, Tensor, nn::VarStore};
+        let vs = VarStore::new(Device::Cpu);
+        let a = vs.root().zeros("a", &[2]);
+        let b = vs.root().zeros("b", &[1]);
+        let mut optimizer = super::Optimizer::new(&vs, &Default::default());
+        // Gradients (3, 0) and (4): global norm 5.
+        let loss = (&a * Tensor::from_slice(&[3.0f32, 0.0])).sum(Kind::Float) + (&b * 4.0).sum(Kind::Float);
+        loss.backward();
+        let total = f64::try_from(optimizer.clip_grad_norm(2.5)).unwrap();
+        assert!((total - 5.0).abs() < 1e-9);
+        let scaled = |t: &Tensor| Vec::<f32>::try_from(t.grad()).unwrap();
+        let close = |x: &[f32], y: &[f32]| x.iter().zip(y).all(|(x, y)| (x - y).abs() < 1e-5);
+        assert!(close(&scaled(&a), &[1.5, 0.0]), "{:?}", scaled(&a));
+        assert!(close(&scaled(&b), &[2.0]), "{:?}", scaled(&b));
+        // Below the limit nothing changes.
+        let total = f64::try_from(optimizer.clip_grad_norm(10.0)).unwrap();
+        assert!((total - 2.5).abs() < 1e-5);
+        assert!(close(&scaled(&a), &[1.5, 0.0]));
     }
 }

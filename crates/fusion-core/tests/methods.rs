@@ -36,6 +36,7 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
 
 #[test]
 fn every_parameter_of_every_method_gets_a_gradient_and_moves() {
+    let _rng = rng_lock();
     let (inputs, labels) = three_modality_batch();
     for fusion in all_fusions() {
         tch::manual_seed(3);
@@ -63,6 +64,7 @@ fn every_parameter_of_every_method_gets_a_gradient_and_moves() {
 
 #[test]
 fn absent_modalities_and_padding_change_nothing() {
+    let _rng = rng_lock();
     let (inputs, _) = three_modality_batch();
     let edited = perturbed_where_absent(&inputs);
     for fusion in all_fusions() {
@@ -85,6 +87,7 @@ fn absent_modalities_and_padding_change_nothing() {
 
 #[test]
 fn present_features_do_change_the_output() {
+    let _rng = rng_lock();
     let (inputs, _) = three_modality_batch();
     for fusion in all_fusions() {
         tch::manual_seed(5);
@@ -107,6 +110,7 @@ fn present_features_do_change_the_output() {
 
 #[test]
 fn late_and_attention_weights_cover_present_modalities_only() {
+    let _rng = rng_lock();
     let (inputs, _) = three_modality_batch();
     let present = Tensor::stack(
         &inputs
@@ -175,6 +179,7 @@ fn edited(inputs: &[ModalityInput], m: usize, edit: &Tensor) -> Vec<ModalityInpu
 
 #[test]
 fn cross_modal_attention_ignores_padding_and_absent_modalities_and_trains_every_parameter() {
+    let _rng = rng_lock();
     tch::manual_seed(6);
     let (inputs, labels) = padded_sequence_batch();
     let vs = VarStore::new(Device::Cpu);
@@ -235,6 +240,7 @@ fn cross_modal_attention_ignores_padding_and_absent_modalities_and_trains_every_
 
 #[test]
 fn cross_modal_attention_configs_are_validated() {
+    let _rng = rng_lock();
     let vs = VarStore::new(Device::Cpu);
     let cross = |heads, layers| FusionConfig::Early {
         method: EarlyMethod::CrossModal { heads, layers },
@@ -258,6 +264,7 @@ fn cross_modal_attention_configs_are_validated() {
 
 #[test]
 fn bad_configs_and_inputs_are_typed_errors_naming_the_field() {
+    let _rng = rng_lock();
     let vs = VarStore::new(Device::Cpu);
     let mut config = three_modality_config(FusionConfig::Early {
         method: EarlyMethod::Attention { heads: 3, layers: 1 },
@@ -314,6 +321,7 @@ fn bad_configs_and_inputs_are_typed_errors_naming_the_field() {
 
 #[test]
 fn complexity_counts_parameters_by_hand_and_times_steps() {
+    let _rng = rng_lock();
     let config = fusion_core::ModelConfig {
         modalities: vec![
             fusion_core::ModalityConfig {
@@ -352,6 +360,7 @@ fn complexity_counts_parameters_by_hand_and_times_steps() {
 
 #[test]
 fn noise_robustness_refuses_integer_features() {
+    let _rng = rng_lock();
     let vs = VarStore::new(Device::Cpu);
     let model = FusionModel::new(
         &vs.root(),

@@ -129,7 +129,7 @@ fn training_with_dropout(epochs: usize) -> TrainConfig {
     }
 }
 
-fn run_training(folder: &Path, epochs: usize, slow: bool) -> fusion_core::TrainSummary {
+fn run_training(folder: &Path, epochs: usize, slow: bool, checkpoint_every_s: f64) -> fusion_core::TrainSummary {
     let train_set = complementary_task(400, 5);
     let val_set = complementary_task(200, 6);
     tch::manual_seed(3);
@@ -144,7 +144,10 @@ fn run_training(folder: &Path, epochs: usize, slow: bool) -> fusion_core::TrainS
             std::thread::sleep(Duration::from_millis(40));
         }
     };
-    let training = training_with_dropout(epochs);
+    let training = TrainConfig {
+        checkpoint_every_s,
+        ..training_with_dropout(epochs)
+    };
     train(
         &model,
         &vs,
@@ -161,8 +164,8 @@ fn run_training(folder: &Path, epochs: usize, slow: bool) -> fusion_core::TrainS
 fn seeded_runs_give_identical_metrics_and_weights() {
     let _rng = rng_lock();
     let dir = tempfile::tempdir().unwrap();
-    let first = run_training(&dir.path().join("one"), 3, false);
-    let second = run_training(&dir.path().join("two"), 3, false);
+    let first = run_training(&dir.path().join("one"), 3, false, 0.0);
+    let second = run_training(&dir.path().join("two"), 3, false, 0.0);
     assert_eq!(
         records_without_time(&first.epochs),
         records_without_time(&second.epochs)
@@ -186,14 +189,17 @@ fn seeded_runs_give_identical_metrics_and_weights() {
 #[test]
 #[ignore = "helper process of resume_after_the_process_is_killed"]
 fn resume_helper_process() {
-    if let Ok(folder) = std::env::var("FUSION_TEST_RUN_FOLDER") {
-        run_training(Path::new(&folder), 12, true);
+    if let (Ok(folder), Ok(every)) = (
+        std::env::var("FUSION_TEST_RUN_FOLDER"),
+        std::env::var("FUSION_TEST_CHECKPOINT_EVERY"),
+    ) {
+        run_training(Path::new(&folder), 12, true, every.parse().unwrap());
     }
 }
 
-#[test]
-fn resume_after_the_process_is_killed() {
-    let _rng = rng_lock();
+/// Kills a training process after its third epoch, trains again into the same folder and
+/// checks that the result is the uninterrupted run's; returns the epoch it resumed from.
+fn killed_and_resumed(checkpoint_every_s: f64) -> usize {
     let dir = tempfile::tempdir().unwrap();
     let folder = dir.path().join("killed");
     let run = RunFolder::new(&folder);
@@ -206,6 +212,7 @@ fn resume_after_the_process_is_killed() {
             "--test-threads=1",
         ])
         .env("FUSION_TEST_RUN_FOLDER", &folder)
+        .env("FUSION_TEST_CHECKPOINT_EVERY", checkpoint_every_s.to_string())
         .spawn()
         .unwrap();
     let started = Instant::now();
@@ -224,13 +231,8 @@ fn resume_after_the_process_is_killed() {
     child.kill().unwrap();
     child.wait().unwrap();
 
-    let resumed = run_training(&folder, 12, false);
-    assert!(
-        (3..12).contains(&resumed.resumed_from),
-        "resumed from {}",
-        resumed.resumed_from
-    );
-    let uninterrupted = run_training(&dir.path().join("whole"), 12, false);
+    let resumed = run_training(&folder, 12, false, checkpoint_every_s);
+    let uninterrupted = run_training(&dir.path().join("whole"), 12, false, checkpoint_every_s);
     assert_eq!(
         records_without_time(&resumed.epochs),
         records_without_time(&uninterrupted.epochs)
@@ -239,6 +241,17 @@ fn resume_after_the_process_is_killed() {
         records_without_time(&read_records(&run)),
         records_without_time(&uninterrupted.epochs)
     );
+    resumed.resumed_from
+}
+
+#[test]
+fn resume_after_the_process_is_killed() {
+    let _rng = rng_lock();
+    // A checkpoint every epoch: the run goes on from the last one.
+    let resumed_from = killed_and_resumed(0.0);
+    assert!((3..12).contains(&resumed_from), "resumed from {resumed_from}");
+    // None within the hour: the killed epochs are trained again, to the same result.
+    assert_eq!(killed_and_resumed(3600.0), 0);
 }
 
 #[test]
