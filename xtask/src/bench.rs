@@ -167,8 +167,9 @@ pub fn run(options: &Options) -> Result<Vec<Value>> {
             seeds.push(train_one(&fusion, options, &config, &name, seed, &data, &work)?);
         }
         rows.push(row(&name, &config, protocol, &seeds, &device, train));
+        // Written after every configuration: a long bench stopped halfway keeps its rows.
+        write_results(&options.out, protocol, &rows)?;
     }
-    write_results(&options.out, protocol, &rows)?;
     println!("{}", markdown_table(&rows));
     if let Some(md) = &options.benchmarks_md {
         update_benchmarks_md(md, protocol, options, &rows)?;
@@ -264,11 +265,9 @@ fn train_one(
     let config_path = work.join(format!("{name}-{seed}.json"));
     std::fs::write(&config_path, serde_json::to_string_pretty(&config)?)
         .with_context(|| format!("writing {}", config_path.display()))?;
+    // A folder from an earlier bench of the same configuration is resumed (a finished one
+    // is only evaluated); one of another configuration is replaced.
     let run = work.join(format!("runs/{name}-{seed}"));
-    if run.exists() {
-        // A fresh run each time: a finished folder would only be evaluated again.
-        std::fs::remove_dir_all(&run).with_context(|| format!("removing {}", run.display()))?;
-    }
     let threads = options.threads.to_string();
     let fusion_json = |args: &[&str]| -> Result<Value> {
         let output = Command::new(fusion)
@@ -289,7 +288,14 @@ fn train_one(
     };
     let config_arg = config_path.to_string_lossy().into_owned();
     let run_arg = run.to_string_lossy().into_owned();
-    let trained = fusion_json(&["train", "--config", &config_arg, "--run", &run_arg])?;
+    let train_args = ["train", "--config", &config_arg, "--run", &run_arg];
+    let trained = match fusion_json(&train_args) {
+        Err(e) if e.to_string().contains("holds a run of another configuration") => {
+            std::fs::remove_dir_all(&run).with_context(|| format!("removing {}", run.display()))?;
+            fusion_json(&train_args)?
+        }
+        other => other?,
+    };
     let number = |value: &Value, what: &str| value.as_f64().with_context(|| format!("fusion train: no {what}"));
     let accuracy = number(&trained["eval"]["metrics"]["accuracy"], "test accuracy")?;
     let epoch_seconds = trained["epochs"]
@@ -300,7 +306,7 @@ fn train_one(
         .collect::<Result<Vec<_>>>()?;
     let mut only = BTreeMap::new();
     if config["modalities"].as_array().is_some_and(|m| m.len() > 1) {
-        fusion_json(&["robustness", "--run", &run_arg])?;
+        fusion_json(&["robustness", "--run", &run_arg, "--no-noise"])?;
         let text = std::fs::read_to_string(run.join("robustness.json"))
             .with_context(|| format!("reading {}/robustness.json", run.display()))?;
         let robustness: Value = serde_json::from_str(&text)?;
@@ -314,11 +320,15 @@ fn train_one(
             }
         }
     }
+    // A process that resumed a finished run trained nothing: its memory says nothing.
+    let trained_here = trained["resumed_from"]
+        .as_u64()
+        .is_some_and(|r| (r as usize) < epoch_seconds.len());
     Ok(SeedResult {
         accuracy,
         parameters: number(&trained["parameters"], "parameter count")?,
         epoch_seconds,
-        peak_rss_mb: trained["peak_rss_mb"].as_f64(),
+        peak_rss_mb: trained["peak_rss_mb"].as_f64().filter(|_| trained_here),
         only,
     })
 }
@@ -405,13 +415,14 @@ fn device_description(threads: usize) -> String {
     format!("cpu: {model}, {threads} threads")
 }
 
-/// Replaces this protocol's rows in `out` (other protocols' rows stay), atomically.
+/// Writes `rows` into `out`, atomically, replacing the rows of the same protocol and
+/// configuration (the others stay).
 fn write_results(out: &Path, protocol: &str, rows: &[Value]) -> Result<()> {
     let mut all: Vec<Value> = std::fs::read_to_string(out)
         .ok()
         .and_then(|text| serde_json::from_str(&text).ok())
         .unwrap_or_default();
-    all.retain(|r| r["protocol"] != protocol);
+    all.retain(|old| old["protocol"] != protocol || rows.iter().all(|new| new["config"] != old["config"]));
     all.extend(rows.iter().cloned());
     write_atomic(out, &(serde_json::to_string_pretty(&all)? + "\n"))
 }
@@ -615,14 +626,17 @@ mod tests {
     }
 
     #[test]
-    fn results_keep_other_protocols() {
+    fn results_replace_only_the_same_protocol_and_configuration() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("r/avmnist.json");
-        write_results(&out, "clean", &[json!({"protocol": "clean", "config": "a"})]).unwrap();
-        write_results(&out, "hard", &[json!({"protocol": "hard", "config": "b"})]).unwrap();
-        write_results(&out, "clean", &[json!({"protocol": "clean", "config": "c"})]).unwrap();
+        let row = |protocol: &str, config: &str, acc: f64| json!({"protocol": protocol, "config": config, "acc": acc});
+        write_results(&out, "clean", &[row("clean", "a", 0.1)]).unwrap();
+        write_results(&out, "hard", &[row("hard", "a", 0.2)]).unwrap();
+        write_results(&out, "clean", &[row("clean", "a", 0.3), row("clean", "b", 0.4)]).unwrap();
         let all: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
-        let configs: Vec<&str> = all.iter().map(|r| r["config"].as_str().unwrap()).collect();
-        assert_eq!(configs, ["b", "c"]);
+        assert_eq!(
+            all,
+            [row("hard", "a", 0.2), row("clean", "a", 0.3), row("clean", "b", 0.4)]
+        );
     }
 }

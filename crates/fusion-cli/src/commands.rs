@@ -521,18 +521,27 @@ pub struct RobustnessRecord {
 }
 
 /// `fusion robustness`: accuracy under missing modalities and growing noise, with plots.
-pub fn robustness(run_dir: &Path, manifest: Option<&Path>, split: Split, ui: Ui, device: Device) -> Result<()> {
+pub fn robustness(
+    run_dir: &Path,
+    manifest: Option<&Path>,
+    split: Split,
+    noise: bool,
+    ui: Ui,
+    device: Device,
+) -> Result<()> {
     let run = Run::new(run_dir);
     let (data, _, _) = run_split(&run, manifest, split, ui, device)?;
-    robustness_on(&run, &data, split, ui, device)
+    robustness_on(&run, &data, split, noise, ui, device)
 }
 
 /// [`robustness`] on data already loaded (see [`split_data`]).
-pub fn robustness_on(run: &Run, data: &SplitData, split: Split, ui: Ui, device: Device) -> Result<()> {
+pub fn robustness_on(run: &Run, data: &SplitData, split: Split, noise: bool, ui: Ui, device: Device) -> Result<()> {
     let (model, _vs) = run.model(device)?;
     let subsets = missing_modality_accuracy(&model, &data.data, EVAL_BATCH)?;
     // Gaussian noise on token ids means nothing: runs with them get no noise curves.
-    let noise = if data.data.features.iter().all(Tensor::is_floating_point) {
+    let noise = if !noise {
+        Vec::new()
+    } else if data.data.features.iter().all(Tensor::is_floating_point) {
         noise_robustness(&model, &data.data, EVAL_BATCH, &NOISE_LEVELS, 0)?
     } else {
         ui.warn("noise curves skipped: a modality is token ids (integers)");
@@ -554,14 +563,17 @@ pub fn robustness_on(run: &Run, data: &SplitData, split: Split, ui: Ui, device: 
         &labels,
         &values,
     )?;
-    let series: Vec<(String, Vec<(f64, f64)>)> = noise.iter().map(|c| (c.modality.clone(), c.points.clone())).collect();
-    plots::lines(
-        &plot_path(run, "noise")?,
-        "Accuracy as noise grows on one modality",
-        "noise std / feature std",
-        "accuracy",
-        &series,
-    )?;
+    if !noise.is_empty() {
+        let series: Vec<(String, Vec<(f64, f64)>)> =
+            noise.iter().map(|c| (c.modality.clone(), c.points.clone())).collect();
+        plots::lines(
+            &plot_path(run, "noise")?,
+            "Accuracy as noise grows on one modality",
+            "noise std / feature std",
+            "accuracy",
+            &series,
+        )?;
+    }
     let record = RobustnessRecord {
         split: split_name(split).into(),
         subsets,

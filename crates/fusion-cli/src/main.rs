@@ -90,7 +90,13 @@ enum Command {
     /// Per-modality Shapley values of a trained run, with a plot.
     Explain(RunArgs),
     /// Accuracy of a trained run with modalities missing and under growing noise, with plots.
-    Robustness(RunArgs),
+    Robustness {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Only the missing-modality subsets, no noise curves (a fraction of the time).
+        #[arg(long)]
+        no_noise: bool,
+    },
     /// Export a trained run as TorchScript.
     Export {
         /// Run folder.
@@ -283,7 +289,9 @@ fn main() -> Result<()> {
             commands::predict(&run, manifest.as_deref(), out.as_deref(), ui, device()?)
         }
         Command::Explain(a) => commands::explain(&a.run, a.manifest.as_deref(), a.split, ui, device()?),
-        Command::Robustness(a) => commands::robustness(&a.run, a.manifest.as_deref(), a.split, ui, device()?),
+        Command::Robustness { run: a, no_noise } => {
+            commands::robustness(&a.run, a.manifest.as_deref(), a.split, !no_noise, ui, device()?)
+        }
         Command::Export { run, out } => commands::export(&run, out.as_deref(), ui, device()?),
         Command::Compare { config, out } => commands::compare(&config, &out, ui, device()?).map(drop),
         Command::Data(DataCommand::Avmnist(args)) => {
@@ -392,7 +400,7 @@ fn demo(data: &Path, out: &Path, ui: Ui, device: tch::Device) -> Result<()> {
         let run = fusion_run::Run::new(&best.run);
         let (data, _) = commands::split_data(&run, &run.config()?, &loaded, Split::Test, step, device)?;
         commands::explain_on(&run, &data, Split::Test, step, device)?;
-        commands::robustness_on(&run, &data, Split::Test, step, device)?;
+        commands::robustness_on(&run, &data, Split::Test, true, step, device)?;
         step.say(format!("its report: {}", best.run.join("report.md").display()));
     }
     let seconds = started.elapsed().as_secs_f64();
