@@ -23,6 +23,7 @@ config = json.load(open(f"{root}/fixtures/demo/config.json"))
 config["manifest"] = f"{root}/fixtures/demo/manifest.jsonl"
 config["cache"] = f"{work}/cache"
 config["modalities"] = [m for m in config["modalities"] if m["name"] != "video"]
+config["compare"] = []
 config["fusion"] = {"family": "early", "method": "concat"}
 config["train"]["seed"] = int(seed)
 json.dump(config, open(f"{work}/config{seed}.json", "w"))
