@@ -7,7 +7,7 @@ same model trained by `fusion train`, on the same inputs, with the same thread c
         --config RUN_CONFIG.json --seeds 3 --epochs 10 --threads 2
 
 RUN_CONFIG is `configs/avmnist/concat.json` with `manifest` (and `cache`) pointing at a
-built AV-MNIST; `cargo xtask bench avmnist --peer` writes one. The script first runs
+built AV-MNIST (e.g. the one `cargo xtask bench avmnist` built under the data folder). The script first runs
 `fusion extract --export` so that both sides train on exactly the same tensors (images
 [N, 1, 28, 28] in [0, 1]; 112×112 log-mel pictures in [0, 1], MultiBench's normalisation).
 
@@ -25,7 +25,8 @@ memory and time tracking, and tqdm.
 Differences of the workspace model, said here so that accuracy is compared knowingly: it
 standardises each input value with the training set's mean and standard deviation (inside
 the model), appends the two presence bits to the fused features (242 inputs to the head),
-and initialises its head with libtorch's defaults.
+has learned placeholders for an absent modality, and initialises its head with PyTorch's
+`nn.Linear` scheme from its own generator.
 
 Needs torch 2.11.0 and safetensors (pip install torch==2.11.0 safetensors numpy).
 """

@@ -267,7 +267,8 @@ fn train_one(
         .with_context(|| format!("writing {}", config_path.display()))?;
     // A folder from an earlier bench of the same configuration is resumed (a finished one
     // is only evaluated); one of another configuration is replaced.
-    let run = work.join(format!("runs/{name}-{seed}"));
+    let epochs = config["train"]["epochs"].as_u64().unwrap_or(0);
+    let run = work.join(format!("runs/{name}-e{epochs}-{seed}"));
     let threads = options.threads.to_string();
     let fusion_json = |args: &[&str]| -> Result<Value> {
         let output = Command::new(fusion)
@@ -461,7 +462,7 @@ pub fn markdown_table(rows: &[Value]) -> String {
         ("family", "family"),
         ("encoders", "encoders"),
         ("acc_mean", "test acc"),
-        ("acc_std", "± std"),
+        ("acc_std", "± std"), // population standard deviation over the seeds
         ("acc_audio_absent", "audio absent"),
         ("acc_image_absent", "image absent"),
         ("params", "params"),
@@ -513,6 +514,11 @@ fn replace_section(text: &str, name: &str, body: &str) -> String {
 /// A 1,000-sample build through the whole command (the test `cargo xtask test` runs).
 pub fn smoke(fusion: &Path) -> Result<()> {
     let out = paths::project_root().join("target/bench/avmnist-smoke.json");
+    // Trained afresh each time: a reused run folder would train nothing and report no memory.
+    let work = paths::project_root().join("target/bench/avmnist/hard-700-100-200");
+    if work.exists() {
+        std::fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
+    }
     let options = Options {
         protocol: Protocol::Hard,
         seeds: 1,

@@ -395,25 +395,14 @@ impl Optimizer {
                         eps,
                         ..
                     } => {
-                        // In place, as PyTorch's AdamW: two temporaries per parameter, not
-                        // nine (on small models the optimiser's element-wise work rivals
-                        // the forward pass).
                         let _ = p.g_mul_scalar_(1.0 - lr * weight_decay);
                         let m = &mut self.first[i];
-                        let _ = m.lerp_(&grad, 1.0 - beta1);
+                        let _ = m.g_mul_scalar_(beta1).g_add_(&(&grad * (1.0 - beta1)));
                         let v = &mut self.second[i];
-                        let _ = v.g_mul_scalar_(beta2).addcmul_(&grad, &(&grad * (1.0 - beta2)));
-                        if lr > 0.0 {
-                            let step = lr / (1.0 - beta1.powf(t));
-                            // denom = (√v / √(1 − β₂ᵗ) + ε) · (−1 / step), so that
-                            // p + m / denom = p − step · m / (√v̂ + ε).
-                            let mut denom = v.sqrt();
-                            let _ = denom
-                                .g_div_scalar_((1.0 - beta2.powf(t)).sqrt())
-                                .g_add_scalar_(eps)
-                                .g_mul_scalar_(-1.0 / step);
-                            let _ = p.addcdiv_(&*m, &denom);
-                        }
+                        let _ = v.g_mul_scalar_(beta2).g_add_(&(grad.square() * (1.0 - beta2)));
+                        let m_hat = &*m / (1.0 - beta1.powf(t));
+                        let v_hat = &*v / (1.0 - beta2.powf(t));
+                        let _ = p.g_sub_(&(m_hat / (v_hat.sqrt() + eps) * lr));
                     }
                     OptimizerConfig::Sgd {
                         momentum, weight_decay, ..
@@ -492,7 +481,7 @@ pub enum Progress<'a> {
         step: usize,
         /// Steps in the epoch.
         steps: usize,
-        /// Loss of the step.
+        /// Training loss as last read back (every few steps, so up to 7 steps old).
         loss: f64,
     },
     /// An epoch finished (its metrics line written).
@@ -600,9 +589,7 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 
 /// Saves the model's weights (variable names as keys) as safetensors, atomically.
 pub fn save_weights(vs: &VarStore, path: &Path) -> Result<()> {
-    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    write_atomic(path, |tmp| Ok(Tensor::write_safetensors(&named, tmp)?))
+    save_named(&vs.variables().into_iter().collect::<Vec<_>>(), path)
 }
 
 /// Loads weights saved by [`save_weights`] (or a checkpoint) into `vs`; every variable
@@ -668,6 +655,8 @@ pub fn train(
     let mut optimizer = Optimizer::with_groups(vs, &config.optimizer, &config.param_groups);
     let mut epochs: Vec<EpochRecord> = Vec::new();
     let mut best: Option<(usize, f64)> = None;
+    let mut best_weights: Option<Vec<(String, Tensor)>> = None;
+    let mut best_unsaved = false;
     let mut resumed_from = 0;
     if run.last_checkpoint().exists() {
         let path = run.last_checkpoint();
@@ -684,6 +673,19 @@ pub fn train(
         let best_epoch = scalar("__trainer__.best_epoch")? as usize;
         if best_epoch > 0 {
             best = Some((best_epoch, scalar("__trainer__.best_score")?));
+        }
+        let saved_best: Vec<(String, Tensor)> = saved
+            .iter()
+            .filter_map(|(k, v)| {
+                k.strip_prefix(BEST_PREFIX)
+                    .map(|name| (name.to_string(), v.shallow_clone()))
+            })
+            .collect();
+        if !saved_best.is_empty() {
+            // A killed process may have written best weights of an epoch after this
+            // checkpoint: the checkpoint's own copy replaces them.
+            save_named(&saved_best, &run.best_weights())?;
+            best_weights = Some(saved_best);
         }
         epochs = read_metrics(&run.metrics(), resumed_from)?;
     }
@@ -772,7 +774,8 @@ pub fn train(
         };
         if best.is_none_or(|(_, b)| score > b) {
             best = Some((epoch + 1, score));
-            save_weights(vs, &run.best_weights())?;
+            best_weights = Some(snapshot(vs));
+            best_unsaved = true;
         }
         append_metrics(&run.metrics(), &record)?;
         let stops_next = config
@@ -784,7 +787,13 @@ pub fn train(
             || stops_next
             || last_checkpoint.elapsed().as_secs_f64() >= config.checkpoint_every_s
         {
-            save_checkpoint(vs, &optimizer, run, epoch + 1, best)?;
+            // The best weights travel inside the checkpoint, so that best.safetensors never
+            // holds an epoch a resumed run throws away.
+            save_checkpoint(vs, &optimizer, run, epoch + 1, best, best_weights.as_deref())?;
+            if best_unsaved && let Some(weights) = &best_weights {
+                save_named(weights, &run.best_weights())?;
+                best_unsaved = false;
+            }
             last_checkpoint = Instant::now();
         }
         epochs.push(record);
@@ -820,6 +829,7 @@ fn prepare_run_folder(run: &RunFolder, model: &ModelConfig, train: &TrainConfig)
         let same_run = saved_model == *model
             && TrainConfig {
                 epochs: train.epochs,
+                checkpoint_every_s: train.checkpoint_every_s,
                 ..saved_train
             } == *train;
         if !same_run {
@@ -833,15 +843,39 @@ fn prepare_run_folder(run: &RunFolder, model: &ModelConfig, train: &TrainConfig)
     write_json(&run.train_config(), train)
 }
 
+/// Key prefix of the best weights inside a checkpoint.
+const BEST_PREFIX: &str = "__best__.";
+
+/// A copy of every variable, by name.
+fn snapshot(vs: &VarStore) -> Vec<(String, Tensor)> {
+    tch::no_grad(|| {
+        vs.variables()
+            .into_iter()
+            .map(|(name, t)| (name, t.detach().copy()))
+            .collect()
+    })
+}
+
+/// Writes named tensors as safetensors (sorted by name), atomically.
+fn save_named(named: &[(String, Tensor)], path: &Path) -> Result<()> {
+    let mut sorted: Vec<(String, Tensor)> = named.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    write_atomic(path, |tmp| Ok(Tensor::write_safetensors(&sorted, tmp)?))
+}
+
 fn save_checkpoint(
     vs: &VarStore,
     optimizer: &Optimizer,
     run: &RunFolder,
     epoch: usize,
     best: Option<(usize, f64)>,
+    best_weights: Option<&[(String, Tensor)]>,
 ) -> Result<()> {
     let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     named.extend(optimizer.state());
+    for (name, tensor) in best_weights.into_iter().flatten() {
+        named.push((format!("{BEST_PREFIX}{name}"), tensor.shallow_clone()));
+    }
     let (best_epoch, best_score) = best.unwrap_or((0, 0.0));
     named.push(("__trainer__.epoch".into(), Tensor::from(epoch as i64)));
     named.push(("__trainer__.best_epoch".into(), Tensor::from(best_epoch as i64)));

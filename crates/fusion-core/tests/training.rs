@@ -231,8 +231,23 @@ fn killed_and_resumed(checkpoint_every_s: f64) -> usize {
     child.kill().unwrap();
     child.wait().unwrap();
 
+    // Whatever the killed process left as best weights, the resumed run ends with the
+    // uninterrupted run's.
+    let junk = vec![("junk".to_string(), Tensor::zeros([1], (Kind::Float, Device::Cpu)))];
+    std::fs::create_dir_all(run.best_weights().parent().unwrap()).unwrap();
+    Tensor::write_safetensors(&junk, run.best_weights()).unwrap();
     let resumed = run_training(&folder, 12, false, checkpoint_every_s);
     let uninterrupted = run_training(&dir.path().join("whole"), 12, false, checkpoint_every_s);
+    let best = |root: &Path| {
+        let mut named = Tensor::read_safetensors(RunFolder::new(root).best_weights()).unwrap();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        named
+    };
+    let (got, expected) = (best(&folder), best(&dir.path().join("whole")));
+    assert_eq!(got.len(), expected.len());
+    for ((name, a), (_, b)) in got.iter().zip(&expected) {
+        assert!(a.equal(b), "best weights differ at `{name}`");
+    }
     assert_eq!(
         records_without_time(&resumed.epochs),
         records_without_time(&uninterrupted.epochs)

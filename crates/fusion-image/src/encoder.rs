@@ -122,7 +122,16 @@ impl MultibenchLeNet {
             };
             stages.push((
                 nn::conv2d(p / format!("conv{stage}"), input, output, kernel, config),
-                nn::batch_norm2d(p / format!("bn{stage}"), output, Default::default()),
+                // Scale 1 and shift 0 at the start, as PyTorch's BatchNorm2d (tch draws
+                // the scale uniformly from [0, 1]).
+                nn::batch_norm2d(
+                    p / format!("bn{stage}"),
+                    output,
+                    nn::BatchNormConfig {
+                        ws_init: nn::Init::Const(1.0),
+                        ..Default::default()
+                    },
+                ),
             ));
             input = output;
         }

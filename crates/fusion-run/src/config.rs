@@ -224,8 +224,10 @@ impl RunConfig {
         let comparable = |c: &Self| Self {
             cache: None,
             compare: Vec::new(),
+            // How long a run trains and how often it saves do not change what it computes.
             train: TrainConfig {
                 epochs: 0,
+                checkpoint_every_s: 0.0,
                 ..c.train.clone()
             },
             ..c.clone()

@@ -340,7 +340,7 @@ impl EncoderSpec {
                     return refuse("images [C, H, W] (features `image`) or a log-mel picture [T, n_mels]");
                 }
                 positive("channels", *channels)?;
-                if *extra_layers > 8 || (*channels << extra_layers) > MAX_CNN_CHANNELS {
+                if *extra_layers > 8 || *channels > MAX_CNN_CHANNELS >> extra_layers {
                     return Err(Error::Config(format!(
                         "{field}.extra_layers: {channels} channels doubled {extra_layers} times exceed {MAX_CNN_CHANNELS}"
                     )));
