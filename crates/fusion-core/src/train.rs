@@ -200,8 +200,8 @@ pub struct TrainConfig {
     /// Most seconds of training between two saves of the whole state (weights, optimiser,
     /// trainer): the last epoch and the one before an early stop are always saved, others
     /// once this much time has passed since the last save (0: every epoch). A resumed run
-    /// repeats the epochs after its checkpoint exactly; the best weights are saved on every
-    /// improvement regardless.
+    /// repeats the epochs after its checkpoint exactly. The best weights travel inside each
+    /// checkpoint and are written beside it (`best.safetensors`) at the same moments.
     #[serde(default = "default_checkpoint_every_s")]
     pub checkpoint_every_s: f64,
 }
