@@ -179,13 +179,14 @@ fn cnn_encoders_over_images_and_log_mels() {
         dir.path(),
         &format!("{AUGMENTED_LENET}, {AUDIO_CNN}"),
         r#"{"family": "early", "method": "concat"}"#,
-        6,
+        12,
     );
-    let accuracy = end_to_end(dir.path(), &config);
-    assert!(
-        accuracy > 0.2,
-        "LeNet + audio CNN learn something in 6 epochs: {accuracy}"
-    );
+    // 12 epochs of 3 steps: over seeds 0..20 the last epoch's loss lies in 1.04..1.70
+    // (from ln 10 = 2.30) and test accuracy in 0.25..0.48; 6 epochs left some seeds at chance.
+    let (accuracy, trained) = train_and_check(dir.path(), &config, "run");
+    let last_loss = trained.summary.epochs.last().unwrap().train_loss;
+    assert!(last_loss < 1.9, "LeNet + audio CNN fit the training set: loss {last_loss}");
+    assert!(accuracy > 0.2, "LeNet + audio CNN learn something: {accuracy}");
 }
 
 #[test]
