@@ -57,28 +57,36 @@ impl Clip {
     }
 }
 
+/// Sample rates accepted from a header: anything outside is a damaged or hostile file (a
+/// rate of 1 Hz or 4 GHz would make resampling allocate gigabytes).
+pub const SAMPLE_RATES: std::ops::RangeInclusive<u32> = 1_000..=768_000;
+
+/// Longest clip read by default, in seconds.
+pub const DEFAULT_MAX_SECONDS: f64 = 3600.0;
+
 /// Reads a WAV file (8/16/24/32-bit integer or 32-bit float PCM, any channel count),
-/// keeping its channels.
-pub fn read_wav(path: impl AsRef<Path>) -> Result<Clip> {
+/// keeping its channels. The header's sample rate must be in [`SAMPLE_RATES`] and its
+/// duration at most `max_seconds`, both checked before any sample is read.
+pub fn read_wav(path: impl AsRef<Path>, max_seconds: f64) -> Result<Clip> {
     let path = path.as_ref();
     let reader = WavReader::open(path).map_err(|source| Error::Wav {
         path: path.to_path_buf(),
         source,
     })?;
-    read_samples(reader, path)
+    read_samples(reader, path, max_seconds)
 }
 
-/// Reads a WAV file already in memory; `path` names it in errors.
-pub fn read_wav_bytes(bytes: &[u8], path: impl AsRef<Path>) -> Result<Clip> {
+/// [`read_wav`] for a file already in memory; `path` names it in errors.
+pub fn read_wav_bytes(bytes: &[u8], path: impl AsRef<Path>, max_seconds: f64) -> Result<Clip> {
     let path = path.as_ref();
     let reader = WavReader::new(std::io::Cursor::new(bytes)).map_err(|source| Error::Wav {
         path: path.to_path_buf(),
         source,
     })?;
-    read_samples(reader, path)
+    read_samples(reader, path, max_seconds)
 }
 
-fn read_samples<R: std::io::Read>(mut reader: WavReader<R>, path: &Path) -> Result<Clip> {
+fn read_samples<R: std::io::Read>(mut reader: WavReader<R>, path: &Path, max_seconds: f64) -> Result<Clip> {
     let wav_error = |source: hound::Error| Error::Wav {
         path: path.to_path_buf(),
         source,
@@ -91,8 +99,19 @@ fn read_samples<R: std::io::Read>(mut reader: WavReader<R>, path: &Path) -> Resu
     if spec.channels == 0 {
         return Err(unusable("0 channels".into()));
     }
-    if spec.sample_rate == 0 {
-        return Err(unusable("a sample rate of 0 Hz".into()));
+    if !SAMPLE_RATES.contains(&spec.sample_rate) {
+        return Err(unusable(format!(
+            "a sample rate of {} Hz (accepted: {} to {} Hz)",
+            spec.sample_rate,
+            SAMPLE_RATES.start(),
+            SAMPLE_RATES.end()
+        )));
+    }
+    let seconds = f64::from(reader.duration()) / f64::from(spec.sample_rate);
+    if seconds > max_seconds {
+        return Err(unusable(format!(
+            "{seconds:.1} s long, over the limit of {max_seconds} s"
+        )));
     }
     let interleaved: Vec<f32> = match (spec.sample_format, spec.bits_per_sample) {
         (SampleFormat::Float, 32) => reader
@@ -119,9 +138,9 @@ fn read_samples<R: std::io::Read>(mut reader: WavReader<R>, path: &Path) -> Resu
     })
 }
 
-/// Reads a WAV file and averages its channels into one.
+/// Reads a WAV file of at most [`DEFAULT_MAX_SECONDS`] and averages its channels into one.
 pub fn read_wav_mono(path: impl AsRef<Path>) -> Result<MonoClip> {
-    Ok(read_wav(path)?.to_mono())
+    Ok(read_wav(path, DEFAULT_MAX_SECONDS)?.to_mono())
 }
 
 #[cfg(test)]
@@ -180,7 +199,7 @@ mod tests {
             writer.write_sample(v).expect("write sample");
         }
         writer.finalize().expect("finalize wav");
-        let clip = read_wav(&path)?;
+        let clip = read_wav(&path, DEFAULT_MAX_SECONDS)?;
         assert_eq!((clip.channels, clip.frames(), clip.sample_rate), (3, 2, 16000));
         assert_eq!(clip.channel(1), Some(vec![0.2, 0.0]));
         assert_eq!(clip.channel(3), None);
@@ -207,6 +226,44 @@ mod tests {
         bytes
     }
 
+    /// [`raw_wav`] with another sample rate and a data chunk that claims `claimed` bytes.
+    fn lying_wav(rate: u32, claimed: u32, data: &[u8]) -> Vec<u8> {
+        let mut bytes = raw_wav(1, 1, 16, data);
+        bytes[24..28].copy_from_slice(&rate.to_le_bytes());
+        bytes[28..32].copy_from_slice(&rate.wrapping_mul(2).to_le_bytes());
+        bytes[40..44].copy_from_slice(&claimed.to_le_bytes());
+        bytes
+    }
+
+    #[test]
+    fn absurd_rates_and_durations_are_refused_from_the_header() {
+        let data = [0u8; 8192];
+        let cases = [
+            (lying_wav(3_000_000, 8192, &data), "3000000 Hz"),
+            // Byte rate and sample rate disagree (the product overflows): hound refuses it.
+            (lying_wav(4_294_967_291, 8192, &data), "x.wav"),
+            (lying_wav(1, 8192, &data), "a sample rate of 1 Hz"),
+            (lying_wav(999, 8192, &data), "999 Hz"),
+            // 4 GB of samples claimed at 8 kHz: 74 hours, refused before reading any.
+            (lying_wav(8000, u32::MAX - 1, &data), "over the limit of 3600 s"),
+        ];
+        for (bytes, expected) in cases {
+            let error = read_wav_bytes(&bytes, "x.wav", DEFAULT_MAX_SECONDS)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                error.contains("x.wav") && error.contains(expected),
+                "{expected}: {error}"
+            );
+        }
+        // 0.512 s at 8 kHz: within 1 s, over 0.5 s.
+        let clip = lying_wav(8000, 8192, &data);
+        assert!(read_wav_bytes(&clip, "x.wav", 1.0).is_ok());
+        assert!(read_wav_bytes(&clip, "x.wav", 0.5).is_err());
+        assert!(read_wav_bytes(&lying_wav(768_000, 8192, &data), "x.wav", 1.0).is_ok());
+    }
+
     #[test]
     fn zero_channels_and_unsupported_formats_name_the_file() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -218,7 +275,10 @@ mod tests {
         for (name, bytes) in cases {
             let path = dir.path().join(name);
             std::fs::write(&path, bytes).expect("write");
-            let error = read_wav(&path).err().map(|e| e.to_string()).unwrap_or_default();
+            let error = read_wav(&path, DEFAULT_MAX_SECONDS)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
             assert!(error.contains(name), "{name}: {error}");
         }
     }

@@ -91,6 +91,13 @@ pub fn load_data(config: &RunConfig, manifest: Option<&Path>, shard: Option<Shar
     for line in &manifest.rejected {
         ui.warn(format!("skipped {}: {line}", path.display()));
     }
+    for field in &manifest.unknown_fields {
+        ui.warn(format!(
+            "{}: {}",
+            path.display(),
+            fusion_core::with_suggestion(&field.to_string())
+        ));
+    }
     let cache = config.cache_folder().map(FeatureCache::new);
     let records = manifest.records.len();
     let total = shard.map_or(records, |s| records.saturating_sub(s.index).div_ceil(s.count));
@@ -205,8 +212,16 @@ pub fn train_one(config: &RunConfig, loaded: &Loaded, run: &Run, ui: Ui, device:
     for problem in &trained.skipped {
         ui.warn(format!("skipped training record {}", describe(problem)));
     }
-    if trained.summary.resumed_from > 0 {
-        ui.say(format!("resumed from epoch {}", trained.summary.resumed_from));
+    let resumed_from = trained.summary.resumed_from;
+    if resumed_from >= config.train.epochs && resumed_from > 0 {
+        ui.warn(format!(
+            "{} already trained {resumed_from} epochs (asked for {}): nothing trained; evaluating its best weights (epoch {})",
+            run.root().display(),
+            config.train.epochs,
+            trained.summary.best_epoch
+        ));
+    } else if resumed_from > 0 {
+        ui.say(format!("resumed from epoch {resumed_from}"));
     }
     plot_training(run, &trained.summary)?;
     let target = held_out_split(extraction);

@@ -32,18 +32,34 @@ struct Cli {
 enum Command {
     /// Show the libtorch runtime this binary uses and whether CUDA is usable.
     Info,
-    /// Check every record of a manifest (JSONL or CSV): files exist, decode, within limits.
-    /// Bad records are listed with the reason; the exit status is 0 unless the manifest
-    /// itself cannot be read.
+    /// Check every record of a manifest (JSONL or CSV): files exist, are regular files,
+    /// decode, and are within limits. Bad records are listed with the reason; the exit
+    /// status is 0 unless the manifest itself cannot be read, or, with `--strict`, 1 when
+    /// any record, line or field is bad.
     Validate {
         /// The manifest.
         manifest: std::path::PathBuf,
         /// Also write the full report here (JSON).
         #[arg(long)]
         report: Option<std::path::PathBuf>,
+        /// Exit with status 1 when any record is bad, any line unreadable or any field unknown.
+        #[arg(long)]
+        strict: bool,
         /// Largest decoded image, in pixels.
         #[arg(long, default_value_t = fusion_data::Limits::default().image_pixels)]
         max_image_pixels: u64,
+        /// Longest audio clip, in seconds (read from the header).
+        #[arg(long, default_value_t = fusion_data::Limits::default().audio_seconds)]
+        max_audio_seconds: f64,
+        /// Longest video, in seconds.
+        #[arg(long, default_value_t = fusion_data::Limits::default().video_seconds)]
+        max_video_seconds: f64,
+        /// Largest text file, in bytes.
+        #[arg(long, default_value_t = fusion_data::Limits::default().text_bytes)]
+        max_text_bytes: u64,
+        /// Largest image, audio or video file, in bytes.
+        #[arg(long, default_value_t = fusion_data::Limits::default().file_bytes)]
+        max_file_bytes: u64,
     },
     /// Extract a configuration's features into the feature cache (all records, or one
     /// shard of them so that several processes or machines share the work).
@@ -258,8 +274,27 @@ fn main() -> Result<()> {
         Command::Validate {
             manifest,
             report,
+            strict,
             max_image_pixels,
-        } => validate(&manifest, report.as_deref(), max_image_pixels, ui),
+            max_audio_seconds,
+            max_video_seconds,
+            max_text_bytes,
+            max_file_bytes,
+        } => {
+            let limits = fusion_data::Limits {
+                image_pixels: max_image_pixels,
+                audio_seconds: max_audio_seconds,
+                video_seconds: max_video_seconds,
+                text_bytes: max_text_bytes,
+                file_bytes: max_file_bytes,
+            };
+            let clean = validate(&manifest, report.as_deref(), &limits, ui)?;
+            if strict && !clean {
+                // The report is out already; the status tells a script.
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Extract { config, shard, export } => {
             let config = fusion_run::RunConfig::load(&config)?;
             config.validate()?;
@@ -317,13 +352,10 @@ fn main() -> Result<()> {
     }
 }
 
-fn validate(path: &Path, report_path: Option<&Path>, max_image_pixels: u64, ui: Ui) -> Result<()> {
+/// Validates `path` and reports; returns whether the manifest is clean.
+fn validate(path: &Path, report_path: Option<&Path>, limits: &fusion_data::Limits, ui: Ui) -> Result<bool> {
     let manifest = fusion_data::Manifest::load(path)?;
-    let limits = fusion_data::Limits {
-        image_pixels: max_image_pixels,
-        ..Default::default()
-    };
-    let report = fusion_data::validate(&manifest, &limits);
+    let report = fusion_data::validate(&manifest, limits);
     if let Some(out) = report_path {
         report
             .write_json(out)
@@ -331,6 +363,9 @@ fn validate(path: &Path, report_path: Option<&Path>, max_image_pixels: u64, ui: 
     }
     for line in &report.rejected_lines {
         ui.say(format!("rejected {}: {line}", path.display()));
+    }
+    for field in &report.unknown_fields {
+        ui.say(format!("{}: {}", path.display(), fusion_core::with_suggestion(field)));
     }
     for problem in &report.problems {
         let modality = problem.modality.as_deref().unwrap_or("record");
@@ -343,7 +378,8 @@ fn validate(path: &Path, report_path: Option<&Path>, max_image_pixels: u64, ui: 
         report.checked - report.valid.len(),
         report.rejected_lines.len()
     ));
-    ui.result(&report)
+    ui.result(&report)?;
+    Ok(report.is_clean())
 }
 
 fn info(choice: DeviceChoice, json: bool) -> Result<()> {

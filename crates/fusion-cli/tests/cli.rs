@@ -65,6 +65,33 @@ fn validate_reports_bad_records_and_succeeds() {
         "{stdout}"
     );
     assert!(std::fs::read_to_string(report).expect("report").contains("\"valid\""));
+    // `--strict` makes the same report a failure a script can see.
+    let strict = fusion(&["validate", manifest.to_str().expect("utf-8"), "--strict"]);
+    assert_eq!(strict.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&strict.stdout).contains("bad missing (image)"));
+
+    // A typo in a field name is reported with the field it means; a clean manifest passes
+    // `--strict` only without it.
+    let typo = dir.path().join("typo.jsonl");
+    std::fs::write(
+        &typo,
+        format!(r#"{{"id": "good", "label": 7, "imgae": "{}"}}"#, good.display()),
+    )
+    .expect("write");
+    let typo_out = fusion(&["validate", typo.to_str().expect("utf-8"), "--strict"]);
+    let said = String::from_utf8_lossy(&typo_out.stdout);
+    assert!(
+        said.contains("unknown field `imgae`") && said.contains("did you mean `image`?"),
+        "{said}"
+    );
+    assert_eq!(typo_out.status.code(), Some(1));
+    std::fs::write(
+        &typo,
+        format!(r#"{{"id": "good", "label": 7, "image": "{}"}}"#, good.display()),
+    )
+    .expect("write");
+    let clean = fusion(&["validate", typo.to_str().expect("utf-8"), "--strict"]);
+    assert!(clean.status.success(), "{}", String::from_utf8_lossy(&clean.stdout));
     let missing = Command::new(env!("CARGO_BIN_EXE_fusion"))
         .args(["validate", "/nonexistent.csv"])
         .output()

@@ -172,6 +172,20 @@ fn train_resume_eval_predict_explain_robustness_export() {
     assert_eq!(resumed["resumed_from"], 3);
     assert_eq!(resumed["epochs"].as_array().unwrap().len(), 5);
     assert_eq!(resumed["skipped"].as_array().unwrap().len(), 3);
+    // Fewer epochs than trained: nothing is trained, and it says so.
+    let fewer = ok(&["train", "--config", c, "--run", r, "--epochs", "2", "--device", "cpu"]);
+    let said = String::from_utf8_lossy(&fewer.stderr);
+    assert!(
+        said.contains("already trained 5 epochs (asked for 2): nothing trained"),
+        "{said}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(run.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        5
+    );
     // Another configuration in the same folder is refused before anything is written.
     let before = std::fs::read_to_string(run.join("run.json")).unwrap();
     let other = config(dir.path(), r#"{"family": "late", "combiner": "mean"}"#, "");
@@ -387,6 +401,54 @@ fn bad_configurations_name_the_field() {
         (
             write("misspelt.json", good.replace(r#""hidden_dim""#, r#""hiden_dim""#)),
             vec!["unknown field `hiden_dim`"],
+        ),
+        (
+            write(
+                "dropout.json",
+                good.replace(r#""seed": 1"#, r#""seed": 1, "modality_dropuot": 0.2"#),
+            ),
+            vec![
+                "field `train.modality_dropuot`",
+                "unknown field `modality_dropuot`",
+                "did you mean `modality_dropout`?",
+            ],
+        ),
+        (
+            write(
+                "decay.json",
+                good.replace(r#""lr": 0.01"#, r#""lr": 0.01, "weight_decy": 0.5"#),
+            ),
+            vec!["field `train.optimizer`", "did you mean `weight_decay`?"],
+        ),
+        (
+            write("eps.json", good.replace(r#""lr": 0.01"#, r#""lr": 0.01, "eps": -1"#)),
+            vec!["train.optimizer.eps", "positive"],
+        ),
+        (
+            write(
+                "constant.json",
+                good.replace(
+                    r#""seed": 1"#,
+                    r#""seed": 1, "schedule": {"kind": "constant", "gamma": 0.5}"#,
+                ),
+            ),
+            vec!["train.schedule", "unknown field `gamma`"],
+        ),
+        (
+            config(
+                dir.path(),
+                r#"{"family": "early", "method": "low_rank", "rnak": 4}"#,
+                "",
+            ),
+            vec!["field `fusion`", "did you mean `rank`?"],
+        ),
+        (
+            config(
+                dir.path(),
+                r#"{"family": "late", "combiner": "mean", "weights": [1, 2]}"#,
+                "",
+            ),
+            vec!["field `fusion`", "unknown field `weights`"],
         ),
         (
             write("video.json", with_video),

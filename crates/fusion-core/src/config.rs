@@ -4,6 +4,7 @@ use crate::{Error, Result};
 
 /// How one modality enters the model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ModalityConfig {
     /// Name used in reports and errors (`image`, `audio`…).
     pub name: String,
@@ -11,14 +12,14 @@ pub struct ModalityConfig {
     /// encoders; an encoder given to [`crate::FusionModel::with_encoders`] checks its own input).
     pub input_dim: i64,
     /// The encoder that turns features into an embedding.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "deserialize_strict")]
     pub encoder: EncoderConfig,
 }
 
 /// Built-in encoders over feature vectors, or an encoder built elsewhere. Modality crates
 /// bring their own encoders (CNNs, text transformers) through the [`crate::Encoder`] trait.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum EncoderConfig {
     /// Features are used as they are.
     Identity,
@@ -47,7 +48,7 @@ impl Default for EncoderConfig {
 
 /// Early (feature-level) fusion methods.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "method", rename_all = "snake_case")]
+#[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
 pub enum EarlyMethod {
     /// Concatenated embeddings.
     Concat,
@@ -110,7 +111,7 @@ pub enum GatingForm {
 /// renormalises over the modalities a sample has; a sample with none gets the uniform
 /// distribution.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "combiner", rename_all = "snake_case")]
+#[serde(tag = "combiner", rename_all = "snake_case", deny_unknown_fields)]
 pub enum LateCombiner {
     /// Mean of probabilities.
     Mean,
@@ -146,8 +147,9 @@ pub enum ConfidenceMeasure {
     MaxProb,
 }
 
-/// The fusion family and its method.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The fusion family and its method. Deserialised by hand: serde's `flatten` would
+/// accept any unknown field beside `method` or `combiner`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "family", rename_all = "snake_case")]
 pub enum FusionConfig {
     /// Early (feature-level) fusion after the unimodal encoders, then one classifier.
@@ -178,8 +180,72 @@ pub enum FusionConfig {
     },
 }
 
+/// The wire form of [`FusionConfig`]: early and late keep the rest of the object, which
+/// must then be exactly one method or combiner.
+#[derive(Deserialize)]
+#[serde(tag = "family", rename_all = "snake_case", deny_unknown_fields)]
+enum FusionWire {
+    Early(serde_json::Map<String, serde_json::Value>),
+    Late(serde_json::Map<String, serde_json::Value>),
+    Hybrid {
+        early: serde_json::Value,
+        combiner: serde_json::Value,
+    },
+    CentralNet {
+        depth: usize,
+    },
+}
+
+impl<'de> Deserialize<'de> for FusionConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let within = |field: &'static str| move |e: String| D::Error::custom(format!("{field}{e}"));
+        Ok(match FusionWire::deserialize(deserializer)? {
+            FusionWire::Early(map) => Self::Early {
+                method: strict_from_value(serde_json::Value::Object(map)).map_err(within(""))?,
+            },
+            FusionWire::Late(map) => Self::Late {
+                combiner: strict_from_value(serde_json::Value::Object(map)).map_err(within(""))?,
+            },
+            FusionWire::Hybrid { early, combiner } => Self::Hybrid {
+                early: strict_from_value(early).map_err(within("early: "))?,
+                combiner: strict_from_value(combiner).map_err(within("combiner: "))?,
+            },
+            FusionWire::CentralNet { depth } => Self::CentralNet { depth },
+        })
+    }
+}
+
+/// Deserialises an internally tagged enum and refuses fields beside the tag of a unit
+/// variant (`{"kind": "constant", "every": 3}`), which serde's `deny_unknown_fields`
+/// lets through; for `#[serde(deserialize_with)]`.
+pub fn deserialize_strict<'de, D, T>(deserializer: D) -> std::result::Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned + Serialize,
+{
+    use serde::de::Error as _;
+    strict_from_value(serde_json::Value::deserialize(deserializer)?).map_err(D::Error::custom)
+}
+
+fn strict_from_value<T: serde::de::DeserializeOwned + Serialize>(
+    value: serde_json::Value,
+) -> std::result::Result<T, String> {
+    let parsed: T = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
+    // A unit variant writes back its tag alone: any other given field was ignored.
+    if let (serde_json::Value::Object(given), Ok(serde_json::Value::Object(written))) =
+        (&value, serde_json::to_value(&parsed))
+        && let Some((tag, variant)) = written.iter().next().filter(|_| written.len() == 1)
+        && let Some(extra) = given.keys().find(|k| !written.contains_key(*k))
+    {
+        return Err(format!("unknown field `{extra}`: `{tag}: {variant}` takes no settings"));
+    }
+    Ok(parsed)
+}
+
 /// Everything needed to rebuild a model: saved beside every checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     /// Modalities in input order.
     pub modalities: Vec<ModalityConfig>,
@@ -331,4 +397,156 @@ fn validate_combiner(combiner: &LateCombiner, branches: usize, field: &str) -> R
         }
     }
     Ok(())
+}
+
+/// `message` from serde, with "did you mean `x`?" added when it names an unknown field or
+/// variant that is a small edit away from one of those it lists as expected.
+pub fn with_suggestion(message: &str) -> String {
+    let unknown = ["unknown field `", "unknown variant `"]
+        .iter()
+        .find_map(|p| message.split_once(p).map(|(_, rest)| rest))
+        .and_then(|rest| rest.split_once('`'));
+    let Some((typed, rest)) = unknown else {
+        return message.to_string();
+    };
+    let expected = rest.split_once("expected").map_or("", |(_, e)| e);
+    let closest = expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|candidate| (edit_distance(typed, candidate), candidate))
+        .min();
+    match closest {
+        Some((distance, candidate)) if distance <= (typed.chars().count() / 3).max(2) => {
+            format!("{message} (did you mean `{candidate}`?)")
+        }
+        _ => message.to_string(),
+    }
+}
+
+/// Levenshtein distance, counting an adjacent swap as one edit.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut rows: Vec<Vec<usize>> = (0..=a.len()).map(|i| vec![i; b.len() + 1]).collect();
+    rows[0] = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let substitution = rows[i - 1][j - 1] + usize::from(a[i - 1] != b[j - 1]);
+            let mut best = substitution.min(rows[i - 1][j] + 1).min(rows[i][j - 1] + 1);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(rows[i - 2][j - 2] + 1);
+            }
+            rows[i][j] = best;
+        }
+    }
+    rows[a.len()][b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fusion(json: &str) -> std::result::Result<FusionConfig, String> {
+        serde_json::from_str(json).map_err(|e| with_suggestion(&e.to_string()))
+    }
+
+    #[test]
+    fn fusion_configs_read_as_before_and_round_trip() {
+        let cases = [
+            (
+                r#"{"family": "early", "method": "concat"}"#,
+                FusionConfig::Early {
+                    method: EarlyMethod::Concat,
+                },
+            ),
+            (
+                r#"{"family": "early", "method": "low_rank", "rank": 4}"#,
+                FusionConfig::Early {
+                    method: EarlyMethod::LowRank { rank: 4 },
+                },
+            ),
+            (
+                r#"{"family": "late", "combiner": "confidence", "measure": "entropy"}"#,
+                FusionConfig::Late {
+                    combiner: LateCombiner::Confidence {
+                        measure: ConfidenceMeasure::Entropy,
+                    },
+                },
+            ),
+            (
+                r#"{"family": "hybrid", "early": {"method": "tensor"}, "combiner": {"combiner": "mean"}}"#,
+                FusionConfig::Hybrid {
+                    early: EarlyMethod::Tensor,
+                    combiner: LateCombiner::Mean,
+                },
+            ),
+            (
+                r#"{"family": "central_net", "depth": 2}"#,
+                FusionConfig::CentralNet { depth: 2 },
+            ),
+        ];
+        for (json, expected) in cases {
+            let parsed = fusion(json).unwrap_or_else(|e| panic!("{json}: {e}"));
+            assert_eq!(parsed, expected);
+            let written = serde_json::to_string(&parsed).unwrap_or_default();
+            assert_eq!(fusion(&written).ok(), Some(expected), "{written}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_anywhere_in_a_fusion_are_refused_with_a_suggestion() {
+        let cases = [
+            (
+                r#"{"family": "early", "method": "low_rank", "rnak": 4}"#,
+                "did you mean `rank`?",
+            ),
+            (
+                r#"{"family": "early", "method": "concat", "rank": 4}"#,
+                "unknown field `rank`",
+            ),
+            (
+                r#"{"family": "late", "combiner": "mean", "weights": [1]}"#,
+                "unknown field `weights`",
+            ),
+            (r#"{"family": "early", "method": "cocnat"}"#, "did you mean `concat`?"),
+            (r#"{"family": "erly", "method": "concat"}"#, "did you mean `early`?"),
+            (
+                r#"{"family": "central_net", "depth": 2, "width": 3}"#,
+                "unknown field `width`",
+            ),
+            (
+                r#"{"family": "hybrid", "early": {"method": "tensor", "x": 1}, "combiner": {"combiner": "mean"}}"#,
+                "unknown field `x`",
+            ),
+        ];
+        for (json, expected) in cases {
+            let error = fusion(json).err().unwrap_or_default();
+            assert!(error.contains(expected), "{json}: `{error}` lacks `{expected}`");
+        }
+        let config = r#"{"modalities": [{"name": "a", "input_dim": 3, "encoder": {"kind": "mlp", "hiden": [4]}}],
+            "num_classes": 2, "fusion": {"family": "early", "method": "concat"}}"#;
+        let error = serde_json::from_str::<ModelConfig>(config)
+            .err()
+            .map(|e| with_suggestion(&e.to_string()));
+        assert!(error.is_some_and(|e| e.contains("did you mean `hidden`?")));
+        let identity = config.replace(r#""kind": "mlp", "hiden": [4]"#, r#""kind": "identity", "hidden": [4]"#);
+        let error = serde_json::from_str::<ModelConfig>(&identity)
+            .err()
+            .map(|e| e.to_string());
+        assert!(error.is_some_and(|e| e.contains("`kind: \"identity\"` takes no settings")));
+    }
+
+    #[test]
+    fn suggestions_only_for_close_matches() {
+        let far = "unknown field `zzzzzz`, expected one of `epochs`, `batch_size`";
+        assert_eq!(with_suggestion(far), far);
+        assert_eq!(
+            with_suggestion("unknown field `modality_dropuot`, expected one of `seed`, `modality_dropout`"),
+            "unknown field `modality_dropuot`, expected one of `seed`, `modality_dropout` (did you mean `modality_dropout`?)"
+        );
+        assert_eq!(with_suggestion("missing field `lr`"), "missing field `lr`");
+        assert_eq!(edit_distance("weight_decy", "weight_decay"), 1);
+        assert_eq!(edit_distance("imgae", "image"), 1, "a swap is one edit");
+        assert_eq!(edit_distance("", "abc"), 3);
+    }
 }

@@ -6,7 +6,7 @@ use std::{cell::RefCell, path::Path};
 use serde::{Deserialize, Serialize};
 use tch::{CModule, Tensor, nn::VarStore};
 
-use crate::{Error, FusionModel, ModalityInput, Result, train::write_atomic};
+use crate::{Error, FusionModel, ModalityInput, Result, write_atomic};
 
 /// One positional input of an exported module.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

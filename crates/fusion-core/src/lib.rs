@@ -61,6 +61,7 @@ mod early;
 mod error;
 mod explain;
 mod export;
+mod files;
 mod fusion;
 mod input;
 mod late;
@@ -72,6 +73,7 @@ mod train;
 
 pub use config::{
     ConfidenceMeasure, EarlyMethod, EncoderConfig, FusionConfig, GatingForm, LateCombiner, ModalityConfig, ModelConfig,
+    deserialize_strict, with_suggestion,
 };
 pub use dataset::TensorDataset;
 pub use device::{DeviceChoice, cuda_available, cuda_device_count};
@@ -82,6 +84,7 @@ pub use explain::{
     noise_robustness, shapley_values,
 };
 pub use export::{ExportSignature, ExportedInput, export_arguments, export_torchscript, signature_path};
+pub use files::{CHECKSUM_KEY, RunLock, read_checked_safetensors, write_atomic, write_checked_safetensors};
 pub use fusion::tensor_fusion;
 pub use input::{ModalityInput, modality_dropout};
 pub use late::LateFusion;

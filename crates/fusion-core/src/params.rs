@@ -2,7 +2,7 @@
 //! weights (HuggingFace, efficientnet_pytorch…) load by name into a model that lives
 //! inside a larger var store.
 
-use std::{collections::HashMap, path::Path};
+use std::path::Path;
 
 use tch::{Tensor, nn};
 
@@ -99,10 +99,7 @@ impl ParameterSet {
     /// `prefixes` (e.g. `bert.`). Every tensor must be there with its shape; extra entries
     /// are ignored. The error says which key and why.
     pub fn load_safetensors(&self, path: &Path, prefixes: &[&str]) -> Result<(), String> {
-        let saved: HashMap<String, Tensor> = Tensor::read_safetensors(path)
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .collect();
+        let saved = crate::read_checked_safetensors(path).map_err(|e| e.to_string())?;
         tch::no_grad(|| {
             for (key, tensor) in &self.entries {
                 let value = std::iter::once(String::new())

@@ -13,14 +13,15 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor, nn::VarStore};
 
 use crate::{
-    Error, FusionModel, ModelConfig, Result, TensorDataset,
+    Error, FusionModel, ModelConfig, Result, RunLock, TensorDataset,
     input::modality_dropout,
     metrics::{GroupMetrics, Metrics},
+    read_checked_safetensors, write_atomic, write_checked_safetensors,
 };
 
 /// Optimiser and its hyper-parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum OptimizerConfig {
     /// Adam with decoupled weight decay (Loshchilov & Hutter 2019).
     AdamW {
@@ -99,7 +100,7 @@ impl OptimizerConfig {
 
 /// Learning rate over epochs, as a factor of the optimiser's base rate.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Schedule {
     /// The base rate throughout.
     #[default]
@@ -158,6 +159,7 @@ pub enum StopMetric {
 
 /// Stop when the metric has not improved for `patience` epochs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EarlyStopping {
     /// Watched metric.
     pub metric: StopMetric,
@@ -167,6 +169,7 @@ pub struct EarlyStopping {
 
 /// Everything about a training run except the model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TrainConfig {
     /// Number of passes over the training set.
     pub epochs: usize,
@@ -176,7 +179,7 @@ pub struct TrainConfig {
     #[serde(default)]
     pub optimizer: OptimizerConfig,
     /// Learning-rate schedule.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::config::deserialize_strict")]
     pub schedule: Schedule,
     /// Clip the global gradient norm to this value.
     #[serde(default)]
@@ -242,7 +245,8 @@ impl TrainConfig {
         }
     }
 
-    fn validate(&self) -> Result<()> {
+    /// Checks every setting's range before any work, naming the field.
+    pub fn validate(&self) -> Result<()> {
         let bad = |field: &str, why: &str| Err(Error::Config(format!("train.{field}: {why}")));
         if self.epochs == 0 {
             return bad("epochs", "must be at least 1");
@@ -256,7 +260,60 @@ impl TrainConfig {
         if !(0.0..1.0).contains(&self.modality_dropout) {
             return bad("modality_dropout", "must be in [0, 1)");
         }
-        if self.grad_clip.is_some_and(|c| c <= 0.0) {
+        match &self.optimizer {
+            OptimizerConfig::AdamW {
+                weight_decay,
+                beta1,
+                beta2,
+                eps,
+                ..
+            } => {
+                if !(*weight_decay >= 0.0 && weight_decay.is_finite()) {
+                    return bad("optimizer.weight_decay", "must be a finite number ≥ 0");
+                }
+                for (field, beta) in [("optimizer.beta1", beta1), ("optimizer.beta2", beta2)] {
+                    if !(0.0..1.0).contains(beta) {
+                        return bad(field, "must be in [0, 1)");
+                    }
+                }
+                if !(*eps > 0.0 && eps.is_finite()) {
+                    return bad("optimizer.eps", "must be positive");
+                }
+            }
+            OptimizerConfig::Sgd {
+                momentum, weight_decay, ..
+            } => {
+                if !(0.0..1.0).contains(momentum) {
+                    return bad("optimizer.momentum", "must be in [0, 1)");
+                }
+                if !(*weight_decay >= 0.0 && weight_decay.is_finite()) {
+                    return bad("optimizer.weight_decay", "must be a finite number ≥ 0");
+                }
+            }
+        }
+        match &self.schedule {
+            Schedule::Constant => {}
+            Schedule::Cosine { min_ratio, .. } => {
+                if !(0.0..=1.0).contains(min_ratio) {
+                    return bad("schedule.min_ratio", "must be in [0, 1]");
+                }
+            }
+            Schedule::Step { every, gamma } => {
+                if *every == 0 {
+                    return bad("schedule.every", "must be at least 1");
+                }
+                if !(*gamma > 0.0 && gamma.is_finite()) {
+                    return bad("schedule.gamma", "must be positive");
+                }
+            }
+        }
+        if self.early_stopping.as_ref().is_some_and(|s| s.patience == 0) {
+            return bad("early_stopping.patience", "must be at least 1");
+        }
+        if !(self.branch_loss_weight >= 0.0 && self.branch_loss_weight.is_finite()) {
+            return bad("branch_loss_weight", "must be a finite number ≥ 0");
+        }
+        if self.grad_clip.is_some_and(|c| !(c > 0.0 && c.is_finite())) {
             return bad("grad_clip", "must be positive");
         }
         if !(self.checkpoint_every_s >= 0.0 && self.checkpoint_every_s.is_finite()) {
@@ -557,23 +614,12 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
         path: path.into(),
         source,
     })?;
-    serde_json::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename, so a reader never
-/// sees a half-written file.
-pub(crate) fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).map_err(|source| Error::Io {
-            path: parent.into(),
-            source,
-        })?;
-    }
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    write(&tmp)?;
-    fs::rename(&tmp, path).map_err(|source| Error::Io {
-        path: path.into(),
-        source,
+    serde_json::from_str(&text).map_err(|e| {
+        Error::Config(format!(
+            "{}: {}",
+            path.display(),
+            crate::with_suggestion(&e.to_string())
+        ))
     })
 }
 
@@ -595,13 +641,7 @@ pub fn save_weights(vs: &VarStore, path: &Path) -> Result<()> {
 /// Loads weights saved by [`save_weights`] (or a checkpoint) into `vs`; every variable
 /// must be there with its shape.
 pub fn load_weights(vs: &VarStore, path: &Path) -> Result<HashMap<String, Tensor>> {
-    let saved: HashMap<String, Tensor> = Tensor::read_safetensors(path)
-        .map_err(|e| Error::Checkpoint {
-            path: path.into(),
-            reason: e.to_string(),
-        })?
-        .into_iter()
-        .collect();
+    let saved = read_checked_safetensors(path)?;
     tch::no_grad(|| -> Result<()> {
         for (name, mut var) in vs.variables() {
             let checkpoint = |reason: String| Error::Checkpoint {
@@ -650,6 +690,7 @@ pub fn train(
     if config.early_stopping.is_some() && val_set.is_none() {
         return Err(Error::Config("train.early_stopping: needs a validation set".into()));
     }
+    let _lock = RunLock::acquire(&run.root)?;
     prepare_run_folder(run, model.config(), config)?;
     let device = vs.device();
     let mut optimizer = Optimizer::with_groups(vs, &config.optimizer, &config.param_groups);
@@ -657,7 +698,7 @@ pub fn train(
     let mut best: Option<(usize, f64)> = None;
     let mut best_weights: Option<Vec<(String, Tensor)>> = None;
     let mut best_unsaved = false;
-    let mut resumed_from = 0;
+    let mut resumed_from: usize = 0;
     if run.last_checkpoint().exists() {
         let path = run.last_checkpoint();
         let saved = load_weights(vs, &path)?;
@@ -669,8 +710,15 @@ pub fn train(
             })?;
             Ok(f64::try_from(value)?)
         };
-        resumed_from = scalar("__trainer__.epoch")? as usize;
-        let best_epoch = scalar("__trainer__.best_epoch")? as usize;
+        let (epoch, best_epoch) = (scalar("__trainer__.epoch")?, scalar("__trainer__.best_epoch")?);
+        if !(epoch >= 1.0 && epoch.fract() == 0.0 && (0.0..=epoch).contains(&best_epoch) && best_epoch.fract() == 0.0) {
+            return Err(Error::Checkpoint {
+                path,
+                reason: format!("impossible trainer state: epoch {epoch}, best epoch {best_epoch}"),
+            });
+        }
+        resumed_from = epoch as usize;
+        let best_epoch = best_epoch as usize;
         if best_epoch > 0 {
             best = Some((best_epoch, scalar("__trainer__.best_score")?));
         }
@@ -688,6 +736,16 @@ pub fn train(
             best_weights = Some(saved_best);
         }
         epochs = read_metrics(&run.metrics(), resumed_from)?;
+        if epochs.len() < resumed_from {
+            return Err(Error::Checkpoint {
+                path,
+                reason: format!(
+                    "it ends epoch {resumed_from} but {} holds {} epochs",
+                    run.metrics().display(),
+                    epochs.len()
+                ),
+            });
+        }
     }
     rewrite_metrics(&run.metrics(), &epochs)?;
 
@@ -858,9 +916,7 @@ fn snapshot(vs: &VarStore) -> Vec<(String, Tensor)> {
 
 /// Writes named tensors as safetensors (sorted by name), atomically.
 fn save_named(named: &[(String, Tensor)], path: &Path) -> Result<()> {
-    let mut sorted: Vec<(String, Tensor)> = named.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
-    sorted.sort_by(|a, b| a.0.cmp(&b.0));
-    write_atomic(path, |tmp| Ok(Tensor::write_safetensors(&sorted, tmp)?))
+    write_checked_safetensors(named, path)
 }
 
 fn save_checkpoint(
@@ -880,10 +936,7 @@ fn save_checkpoint(
     named.push(("__trainer__.epoch".into(), Tensor::from(epoch as i64)));
     named.push(("__trainer__.best_epoch".into(), Tensor::from(best_epoch as i64)));
     named.push(("__trainer__.best_score".into(), Tensor::from(best_score)));
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    write_atomic(&run.last_checkpoint(), |tmp| {
-        Ok(Tensor::write_safetensors(&named, tmp)?)
-    })
+    write_checked_safetensors(&named, &run.last_checkpoint())
 }
 
 fn read_metrics(path: &Path, keep: usize) -> Result<Vec<EpochRecord>> {

@@ -130,6 +130,15 @@ fn training_with_dropout(epochs: usize) -> TrainConfig {
 }
 
 fn run_training(folder: &Path, epochs: usize, slow: bool, checkpoint_every_s: f64) -> fusion_core::TrainSummary {
+    try_training(folder, epochs, slow, checkpoint_every_s).unwrap()
+}
+
+fn try_training(
+    folder: &Path,
+    epochs: usize,
+    slow: bool,
+    checkpoint_every_s: f64,
+) -> fusion_core::Result<fusion_core::TrainSummary> {
     let train_set = complementary_task(400, 5);
     let val_set = complementary_task(200, 6);
     tch::manual_seed(3);
@@ -157,7 +166,6 @@ fn run_training(folder: &Path, epochs: usize, slow: bool, checkpoint_every_s: f6
         &RunFolder::new(folder),
         &mut progress,
     )
-    .unwrap()
 }
 
 #[test]
@@ -228,6 +236,12 @@ fn killed_and_resumed(checkpoint_every_s: f64) -> usize {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // While it trains, nobody else may train into its folder.
+    let refused = try_training(&folder, 12, false, checkpoint_every_s).map(|_| ());
+    assert!(
+        matches!(&refused, Err(fusion_core::Error::Config(m)) if m.contains("in use by another process")),
+        "{refused:?}"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
 
@@ -262,9 +276,10 @@ fn killed_and_resumed(checkpoint_every_s: f64) -> usize {
 #[test]
 fn resume_after_the_process_is_killed() {
     let _rng = rng_lock();
-    // A checkpoint every epoch: the run goes on from the last one.
+    // A checkpoint every epoch: the run goes on from the last one (the kill comes once the
+    // third epoch's metrics line is written, maybe before its checkpoint is).
     let resumed_from = killed_and_resumed(0.0);
-    assert!((3..12).contains(&resumed_from), "resumed from {resumed_from}");
+    assert!((2..12).contains(&resumed_from), "resumed from {resumed_from}");
     // None within the hour: the killed epochs are trained again, to the same result.
     assert_eq!(killed_and_resumed(3600.0), 0);
 }
@@ -559,4 +574,66 @@ fn torchscript_export_runs_with_the_same_outputs() {
         }
     }
     assert!(!path.exists());
+}
+
+#[test]
+fn damaged_or_impossible_checkpoints_are_refused_by_name() {
+    let _rng = rng_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("run");
+    let run = RunFolder::new(&folder);
+    run_training(&folder, 2, false, 0.0);
+    let checkpoint = std::fs::read(run.last_checkpoint()).unwrap();
+    let metrics = std::fs::read(run.metrics()).unwrap();
+
+    // One flipped bit in the last byte (weights data): refused, and nothing rewritten.
+    let mut flipped = checkpoint.clone();
+    *flipped.last_mut().unwrap() ^= 0x10;
+    std::fs::write(run.last_checkpoint(), &flipped).unwrap();
+    let error = try_training(&folder, 4, false, 0.0)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        error.contains("last.safetensors") && error.contains("checksum"),
+        "{error}"
+    );
+    assert_eq!(std::fs::read(run.metrics()).unwrap(), metrics, "metrics kept");
+
+    // A file without a checksum (as older versions wrote) whose trainer state is absurd.
+    std::fs::write(run.last_checkpoint(), &checkpoint).unwrap();
+    let mut state: Vec<(String, Tensor)> = Tensor::read_safetensors(run.last_checkpoint())
+        .unwrap()
+        .into_iter()
+        .filter(|(name, _)| name != fusion_core::CHECKSUM_KEY)
+        .collect();
+    for (epoch, best_epoch) in [(-5i64, 0i64), (2, 3)] {
+        for (name, value) in state.iter_mut() {
+            match name.as_str() {
+                "__trainer__.epoch" => *value = Tensor::from(epoch),
+                "__trainer__.best_epoch" => *value = Tensor::from(best_epoch),
+                _ => {}
+            }
+        }
+        Tensor::write_safetensors(&state, run.last_checkpoint()).unwrap();
+        let error = try_training(&folder, 4, false, 0.0)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            error.contains("impossible trainer state"),
+            "{epoch}/{best_epoch}: {error}"
+        );
+        assert_eq!(std::fs::read(run.metrics()).unwrap(), metrics, "metrics kept");
+    }
+    // The same legacy file with a sane state resumes.
+    for (name, value) in state.iter_mut() {
+        match name.as_str() {
+            "__trainer__.epoch" => *value = Tensor::from(2i64),
+            "__trainer__.best_epoch" => *value = Tensor::from(2i64),
+            _ => {}
+        }
+    }
+    Tensor::write_safetensors(&state, run.last_checkpoint()).unwrap();
+    assert_eq!(try_training(&folder, 4, false, 0.0).unwrap().resumed_from, 2);
 }

@@ -320,7 +320,7 @@ fn missing_feature(feature: &str) -> String {
 
 #[cfg(feature = "audio")]
 fn log_mel_of(mel: &LogMelConfig, bytes: &[u8], path: &Path) -> std::result::Result<Vec<f32>, String> {
-    let clip = fusion_audio::read_wav_bytes(bytes, path)
+    let clip = fusion_audio::read_wav_bytes(bytes, path, crate::Limits::default().audio_seconds)
         .map_err(|e| e.to_string())?
         .to_mono();
     let samples = if clip.sample_rate == mel.sample_rate {
@@ -620,9 +620,9 @@ fn source(record: &Record, modality: Modality) -> Option<Source> {
         Modality::Video => record.video.as_ref()?,
     };
     Some(
-        std::fs::read(path)
+        crate::read_bounded(path, crate::Limits::default().bytes_of(modality))
             .map(|bytes| (bytes, path.clone()))
-            .map_err(|e| (path.clone(), format!("cannot read: {e}"))),
+            .map_err(|reason| (path.clone(), reason)),
     )
 }
 
@@ -783,9 +783,12 @@ impl FeatureCache {
 
 /// Writes through a uniquely named temporary file in the same folder (so writers on
 /// several machines sharing the folder never collide), synced, then renamed into place.
-fn write_atomic(target: &Path, data: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomic(target: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    let folder = target.parent().unwrap_or(Path::new("."));
+    let folder = target
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let mut file = tempfile::NamedTempFile::new_in(folder)?;
     file.write_all(data)?;
     file.as_file().sync_all()?;

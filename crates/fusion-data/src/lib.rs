@@ -33,5 +33,5 @@ pub use features::{
     Extraction, FEATURE_VERSION, FeatureCache, FeatureConfig, FeatureSpec, ImageNormalization, LogMelConfig,
     MAX_FEATURE_DIM, Prepared, Shard, extract,
 };
-pub use manifest::{Manifest, Modality, Record, RejectedLine, Split};
-pub use validate::{DEFAULT_PIXEL_BUDGET, Limits, Problem, ValidationReport, validate};
+pub use manifest::{MAX_MANIFEST_BYTES, Manifest, Modality, RECORD_FIELDS, Record, RejectedLine, Split, UnknownField};
+pub use validate::{DEFAULT_PIXEL_BUDGET, Limits, Problem, ValidationReport, check_readable, read_bounded, validate};

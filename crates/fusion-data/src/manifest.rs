@@ -47,11 +47,13 @@ impl Modality {
 /// One sample of a manifest. Paths are resolved against the manifest's folder.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 pub struct Record {
-    /// Unique sample id.
+    /// Unique sample id (a JSON integer is read as its digits).
+    #[serde(deserialize_with = "string_or_integer")]
     pub id: String,
     /// Class label; empty when the record has none (enough to predict, validate or
-    /// extract; training and evaluation leave such records out and say so).
-    #[serde(default)]
+    /// extract; training and evaluation leave such records out and say so). A JSON integer
+    /// is read as its digits: `3` and `"3"` are one class.
+    #[serde(default, deserialize_with = "string_or_integer")]
     pub label: String,
     /// Split, when the manifest assigns one.
     #[serde(default)]
@@ -74,6 +76,36 @@ pub struct Record {
     /// A video file.
     #[serde(default)]
     pub video: Option<PathBuf>,
+}
+
+/// The fields a record may have; any other is reported as unknown.
+pub const RECORD_FIELDS: [&str; 9] = [
+    "id",
+    "label",
+    "split",
+    "group",
+    "text",
+    "text_path",
+    "image",
+    "audio",
+    "video",
+];
+
+fn string_or_integer<'de, D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Text(String),
+        Integer(i64),
+    }
+    Ok(
+        match Scalar::deserialize(deserializer)
+            .map_err(|_| serde::de::Error::custom("expected a string or an integer"))?
+        {
+            Scalar::Text(text) => text,
+            Scalar::Integer(n) => n.to_string(),
+        },
+    )
 }
 
 impl Record {
@@ -115,6 +147,35 @@ impl fmt::Display for RejectedLine {
     }
 }
 
+/// A field (JSON Lines) or column (CSV) that is not a record field: most often a typo
+/// (`imgae`) that would otherwise silently drop a modality.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownField {
+    /// The field or column name.
+    pub name: String,
+    /// First line it appears on (1-based).
+    pub line: usize,
+    /// Lines it appears on.
+    pub lines: usize,
+}
+
+impl fmt::Display for UnknownField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // In serde's words, so that a caller can add a "did you mean" to it.
+        let more = match self.lines {
+            0 | 1 => String::new(),
+            n => format!(" and {} more", n - 1),
+        };
+        write!(
+            f,
+            "line {}{more}: unknown field `{}`, expected one of {}; ignored",
+            self.line,
+            self.name,
+            RECORD_FIELDS.map(|f| format!("`{f}`")).join(", ")
+        )
+    }
+}
+
 /// The records of a manifest, with the lines that were rejected.
 #[derive(Debug, Clone, Default)]
 pub struct Manifest {
@@ -124,6 +185,36 @@ pub struct Manifest {
     pub records: Vec<Record>,
     /// Lines that could not be parsed, or that repeat an id.
     pub rejected: Vec<RejectedLine>,
+    /// Fields or columns that are not record fields, in order of first appearance.
+    pub unknown_fields: Vec<UnknownField>,
+}
+
+/// Largest manifest read, in bytes.
+pub const MAX_MANIFEST_BYTES: u64 = 4 << 30;
+
+/// The manifest's bytes without a UTF-8 byte-order mark.
+fn manifest_bytes(path: &Path) -> Result<Vec<u8>> {
+    let mut bytes = crate::read_bounded(path, MAX_MANIFEST_BYTES).map_err(|reason| Error::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(reason),
+    })?;
+    if bytes.starts_with(b"\xEF\xBB\xBF") {
+        bytes.drain(..3);
+    }
+    Ok(bytes)
+}
+
+impl Manifest {
+    fn note_unknown(&mut self, name: &str, line: usize) {
+        match self.unknown_fields.iter_mut().find(|u| u.name == name) {
+            Some(known) => known.lines += 1,
+            None => self.unknown_fields.push(UnknownField {
+                name: name.to_string(),
+                line,
+                lines: 1,
+            }),
+        }
+    }
 }
 
 /// A CSV row: every column optional text, an empty cell meaning "absent".
@@ -193,15 +284,11 @@ impl Manifest {
     /// absent value. Bad rows are rejected with their line number.
     pub fn load_csv(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let io = |source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let file = std::fs::File::open(path).map_err(io)?;
+        let bytes = manifest_bytes(path)?;
         let mut reader = csv::ReaderBuilder::new()
             .trim(csv::Trim::All)
             .flexible(true)
-            .from_reader(file);
+            .from_reader(bytes.as_slice());
         let base = path.parent().unwrap_or(Path::new("."));
         let mut manifest = Self {
             path: path.to_path_buf(),
@@ -215,6 +302,9 @@ impl Manifest {
                 reason: e.to_string(),
             })?
             .clone();
+        for name in headers.iter().filter(|h| !RECORD_FIELDS.contains(h)) {
+            manifest.note_unknown(name, 1);
+        }
         for row in reader.records() {
             let (line, parsed) = match row {
                 Err(e) => (e.position().map_or(0, |p| p.line() as usize), Err(e.to_string())),
@@ -244,25 +334,39 @@ impl Manifest {
     /// Reads a JSON Lines manifest (one JSON object per line; blank lines are skipped).
     pub fn load_jsonl(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let bytes = manifest_bytes(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         let mut manifest = Self {
             path: path.to_path_buf(),
             ..Self::default()
         };
         let mut seen = std::collections::HashSet::new();
-        for (index, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
+        for (index, raw) in bytes.split(|&b| b == b'\n').enumerate() {
             let reject = |reason: String| RejectedLine {
                 line: index + 1,
                 reason,
             };
-            match serde_json::from_str::<Record>(line) {
+            // One bad line costs that line, not the manifest.
+            let line = match std::str::from_utf8(raw.strip_suffix(b"\r").unwrap_or(raw)) {
+                Ok(line) => line,
+                Err(e) => {
+                    manifest.rejected.push(reject(format!(
+                        "not UTF-8 (invalid byte at column {})",
+                        e.valid_up_to() + 1
+                    )));
+                    continue;
+                }
+            };
+            if line.trim().is_empty() {
+                continue;
+            }
+            let fields = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(line);
+            if let Ok(fields) = &fields {
+                for name in fields.keys().filter(|k| !RECORD_FIELDS.contains(&k.as_str())) {
+                    manifest.note_unknown(name, index + 1);
+                }
+            }
+            match fields.and_then(|f| Record::deserialize(serde_json::Value::Object(f))) {
                 Ok(record) if !seen.insert(record.id.clone()) => {
                     manifest.rejected.push(reject(format!("duplicate id `{}`", record.id)));
                 }
@@ -344,6 +448,65 @@ mod tests {
         assert_eq!(rejected.iter().map(|r| r.0).collect::<Vec<_>>(), [4, 5, 6]);
         assert!(rejected[0].1.contains("holdout") && rejected[1].1.contains("`id`"));
         assert!(rejected[2].1.contains("duplicate id `a`"));
+        Ok(())
+    }
+
+    #[test]
+    fn bad_bytes_cost_one_line_and_typos_are_reported() -> Result<()> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("manifest.jsonl");
+        let mut bytes = b"\xEF\xBB\xBF".to_vec();
+        bytes.extend(b"{\"id\": \"a\", \"label\": 3, \"imgae\": \"a.png\"}\r\n");
+        bytes.extend(b"{\"id\": \"caf\xe9\", \"label\": \"1\"}\n");
+        bytes.extend(b"{\"id\": 7, \"label\": \"3\", \"imgae\": \"b.png\", \"note\": 1}\n");
+        bytes.extend(b"{\"id\": \"c\", \"label\": 2.5}\n");
+        std::fs::write(&path, &bytes).expect("write manifest");
+        let manifest = Manifest::load(&path)?;
+        let got: Vec<(&str, &str)> = manifest
+            .records
+            .iter()
+            .map(|r| (r.id.as_str(), r.label.as_str()))
+            .collect();
+        assert_eq!(got, [("a", "3"), ("7", "3")], "the BOM is not part of the first record");
+        let rejected: Vec<(usize, &str)> = manifest.rejected.iter().map(|r| (r.line, r.reason.as_str())).collect();
+        assert_eq!(rejected.len(), 2);
+        assert_eq!(rejected[0], (2, "not UTF-8 (invalid byte at column 12)"));
+        assert_eq!(rejected[1].0, 4);
+        assert!(rejected[1].1.contains("a string or an integer"), "{}", rejected[1].1);
+        assert_eq!(
+            manifest.unknown_fields,
+            [
+                UnknownField {
+                    name: "imgae".into(),
+                    line: 1,
+                    lines: 2
+                },
+                UnknownField {
+                    name: "note".into(),
+                    line: 3,
+                    lines: 1
+                }
+            ]
+        );
+        assert!(
+            manifest.unknown_fields[0]
+                .to_string()
+                .starts_with("line 1 and 1 more: unknown field `imgae`, expected one of `id`")
+        );
+
+        let csv = dir.path().join("manifest.csv");
+        let mut bytes = b"\xEF\xBB\xBFid,label,imagee\n".to_vec();
+        bytes.extend(b"a,1,x.png\n");
+        bytes.extend(b"b\xff,2,y.png\n");
+        bytes.extend(b"c,,z.png\n");
+        bytes.extend(b",4,w.png\n");
+        std::fs::write(&csv, &bytes).expect("write manifest");
+        let manifest = Manifest::load(&csv)?;
+        let ids: Vec<&str> = manifest.records.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["a", "c"], "`id` is found behind the BOM");
+        let lines: Vec<usize> = manifest.rejected.iter().map(|r| r.line).collect();
+        assert_eq!(lines, [3, 5], "line numbers count the header: {:?}", manifest.rejected);
+        assert_eq!(manifest.unknown_fields[0].name, "imagee");
         Ok(())
     }
 

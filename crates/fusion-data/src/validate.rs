@@ -23,6 +23,8 @@ pub struct Limits {
     pub video_seconds: f64,
     /// Largest text file, in bytes.
     pub text_bytes: u64,
+    /// Largest image, audio or video file read, in bytes.
+    pub file_bytes: u64,
 }
 
 impl Default for Limits {
@@ -32,8 +34,48 @@ impl Default for Limits {
             audio_seconds: 3600.0,
             video_seconds: 3600.0,
             text_bytes: 16 << 20,
+            file_bytes: 1 << 30,
         }
     }
+}
+
+impl Limits {
+    /// Largest file of `modality` read, in bytes.
+    pub fn bytes_of(&self, modality: Modality) -> u64 {
+        match modality {
+            Modality::Text => self.text_bytes,
+            _ => self.file_bytes,
+        }
+    }
+}
+
+/// Whether `path` is a regular file of at most `max_bytes`, from its metadata alone
+/// (a FIFO would block the reader, `/dev/zero` would never end).
+pub fn check_readable(path: &Path, max_bytes: u64) -> Result<u64, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
+    if !meta.is_file() {
+        return Err("not a regular file (a folder, FIFO or device): not read".into());
+    }
+    if meta.len() > max_bytes {
+        return Err(format!("{} bytes, over the limit of {max_bytes} bytes", meta.len()));
+    }
+    Ok(meta.len())
+}
+
+/// Reads a regular file of at most `max_bytes` (see [`check_readable`]); one that grows
+/// past the limit while read is refused too.
+pub fn read_bounded(path: &Path, max_bytes: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let size = check_readable(path, max_bytes)?;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.take(max_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(format!("grew past the limit of {max_bytes} bytes while read"));
+    }
+    Ok(bytes)
 }
 
 /// One problem with one record.
@@ -60,13 +102,20 @@ pub struct ValidationReport {
     pub problems: Vec<Problem>,
     /// Lines of the manifest that did not even parse.
     pub rejected_lines: Vec<String>,
+    /// Fields or columns of the manifest that are not record fields (typos drop data).
+    pub unknown_fields: Vec<String>,
 }
 
 impl ValidationReport {
-    /// Writes the report as JSON, for people and scripts.
+    /// Writes the report as JSON, for people and scripts (atomically).
     pub fn write_json(&self, path: &Path) -> std::io::Result<()> {
         let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
-        std::fs::write(path, text)
+        crate::features::write_atomic(path, text.as_bytes())
+    }
+
+    /// Whether every record is valid and every line and field was understood.
+    pub fn is_clean(&self) -> bool {
+        self.valid.len() == self.checked && self.rejected_lines.is_empty() && self.unknown_fields.is_empty()
     }
 }
 
@@ -87,18 +136,12 @@ fn check(record: &Record, modality: Modality, limits: &Limits) -> Option<(Option
         Modality::Audio => record.audio.clone(),
         Modality::Video => record.video.clone(),
     }?;
-    let problem = match modality {
-        Modality::Text => match std::fs::metadata(&path) {
-            Ok(meta) if meta.len() > limits.text_bytes => Some(Failure::Own(format!(
-                "{} bytes, over {}",
-                meta.len(),
-                limits.text_bytes
-            ))),
-            _ => check_text(&path),
-        },
-        Modality::Image => check_image(&path, limits),
-        Modality::Audio => check_audio(&path, limits),
-        Modality::Video => check_video(&path, limits),
+    let problem = match (modality, check_readable(&path, limits.bytes_of(modality))) {
+        (_, Err(reason)) => Some(Failure::Own(reason)),
+        (Modality::Text, Ok(_)) => check_text(&path),
+        (Modality::Image, Ok(_)) => check_image(&path, limits),
+        (Modality::Audio, Ok(_)) => check_audio(&path, limits),
+        (Modality::Video, Ok(_)) => check_video(&path, limits),
     };
     problem.map(|failure| match failure {
         Failure::Named(error) => (Some(path.clone()), error),
@@ -153,14 +196,9 @@ fn check_image(_: &Path, _: &Limits) -> Option<Failure> {
 
 #[cfg(feature = "audio")]
 fn check_audio(path: &Path, limits: &Limits) -> Option<Failure> {
-    match fusion_audio::read_wav(path) {
-        Ok(clip) => {
-            let seconds = clip.frames() as f64 / f64::from(clip.sample_rate);
-            (seconds > limits.audio_seconds)
-                .then(|| Failure::Own(format!("{seconds:.1} s, over {} s", limits.audio_seconds)))
-        }
-        Err(e) => Some(Failure::Named(e.to_string())),
-    }
+    fusion_audio::read_wav(path, limits.audio_seconds)
+        .err()
+        .map(|e| Failure::Named(e.to_string()))
 }
 
 #[cfg(not(feature = "audio"))]
@@ -231,6 +269,7 @@ pub fn validate(manifest: &Manifest, limits: &Limits) -> ValidationReport {
         valid,
         problems: per_record.into_iter().flatten().collect(),
         rejected_lines: manifest.rejected.iter().map(ToString::to_string).collect(),
+        unknown_fields: manifest.unknown_fields.iter().map(ToString::to_string).collect(),
     }
 }
 

@@ -251,7 +251,9 @@ fn shaped_features_keep_their_layout() {
         .compute(&std::fs::read(&wav).unwrap(), &wav)
         .unwrap();
     assert_eq!(FeatureConfig::LogMel(mel).shape(), [6, 8]);
-    let clip = fusion_audio::read_wav(&wav).unwrap().to_mono();
+    let clip = fusion_audio::read_wav(&wav, fusion_audio::DEFAULT_MAX_SECONDS)
+        .unwrap()
+        .to_mono();
     let samples = fusion_audio::resample(&clip.samples, clip.sample_rate, 8000).unwrap();
     let mut config = fusion_audio::MelConfig::new(8000);
     config.n_fft = 256;
@@ -344,4 +346,85 @@ fn tokens_are_ids_of_varying_length_and_cached_as_such() {
     };
     let error = missing.validate("modalities[0].features").unwrap_err().to_string();
     assert!(error.contains("modalities[0].features.tokenizer"), "{error}");
+}
+
+/// A 16-bit mono WAV header claiming `rate` Hz and `claimed` data bytes, then 4 KB of zeros.
+fn lying_wav(rate: u32, claimed: u32) -> Vec<u8> {
+    let mut bytes = b"RIFF".to_vec();
+    bytes.extend((36 + 4096u32).to_le_bytes());
+    bytes.extend(b"WAVEfmt ");
+    for (value, width) in [
+        (16u32, 4),
+        (1, 2),
+        (1, 2),
+        (rate, 4),
+        (rate.wrapping_mul(2), 4),
+        (2, 2),
+        (16, 2),
+    ] {
+        bytes.extend(&value.to_le_bytes()[..width]);
+    }
+    bytes.extend(b"data");
+    bytes.extend(claimed.to_le_bytes());
+    bytes.extend([0u8; 4096]);
+    bytes
+}
+
+/// Files that would hang, exhaust memory or take gigabytes to decode: each is one bad
+/// record, reported with the file and the reason, found without reading it whole; the good
+/// record beside them is extracted. (Before: a FIFO hung, `/dev/zero` was read until
+/// memory ran out, a 1 Hz header made the resampler allocate 6.7 GB.)
+#[test]
+fn special_oversized_and_absurd_files_are_bad_records_not_hangs() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe.png");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let sparse = dir.path().join("huge.png");
+    std::fs::File::create(&sparse).unwrap().set_len(3 << 30).unwrap();
+    std::fs::write(dir.path().join("one_hz.wav"), lying_wav(1, 4096)).unwrap();
+    std::fs::write(dir.path().join("three_mhz.wav"), lying_wav(3_000_000, 4096)).unwrap();
+    std::fs::write(dir.path().join("ten_hours.wav"), lying_wav(8000, 576_000_000)).unwrap();
+    let tone = fixtures().join("audio/tone_440hz.wav").display().to_string();
+    let rows = [
+        "id,label,split,image,audio".to_string(),
+        format!("good,0,train,,{tone}"),
+        format!("fifo,0,train,{},", fifo.display()),
+        "zero,0,train,/dev/zero,".into(),
+        format!("folder,0,train,{},", dir.path().display()),
+        format!("huge,0,train,{},", sparse.display()),
+        "one_hz,0,train,,one_hz.wav".into(),
+        "three_mhz,0,train,,three_mhz.wav".into(),
+        "ten_hours,0,train,,ten_hours.wav".into(),
+    ];
+    let path = dir.path().join("manifest.csv");
+    std::fs::write(&path, rows.join("\n")).unwrap();
+    let manifest = Manifest::load(&path).unwrap();
+    let specs: Vec<FeatureSpec> = specs().into_iter().take(2).collect();
+    let extraction = extract(&manifest, &specs, None, None, &|_| {}).unwrap();
+    let ids: Vec<&str> = extraction.records.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["good"]);
+    let reasons: Vec<(&str, &str)> = extraction
+        .problems
+        .iter()
+        .map(|p| (p.id.as_str(), p.reason.as_str()))
+        .collect();
+    let expected = [
+        ("fifo", "not a regular file"),
+        ("zero", "not a regular file"),
+        ("folder", "not a regular file"),
+        ("huge", "3221225472 bytes, over the limit of 1073741824 bytes"),
+        ("one_hz", "a sample rate of 1 Hz"),
+        ("three_mhz", "3000000 Hz"),
+        ("ten_hours", "over the limit of 3600 s"),
+    ];
+    assert_eq!(reasons.len(), expected.len(), "{reasons:?}");
+    for ((id, reason), (want_id, want)) in reasons.iter().zip(expected) {
+        assert_eq!(*id, want_id);
+        assert!(reason.contains(want), "{id}: {reason}");
+    }
+    // Validation applies the same checks.
+    let report = fusion_data::validate(&manifest, &fusion_data::Limits::default());
+    assert_eq!(report.valid, ["good"]);
+    assert_eq!(report.problems.len(), expected.len());
 }

@@ -18,7 +18,7 @@ pub struct ModalitySpec {
     /// How files become model inputs.
     pub features: FeatureConfig,
     /// The encoder of those inputs.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "fusion_core::deserialize_strict")]
     pub encoder: EncoderSpec,
     /// Random changes to training images, drawn anew each epoch from the cached features
     /// (no re-decoding); evaluation, prediction and export see the images as they are.
@@ -109,7 +109,11 @@ impl RunConfig {
         let mut deserializer = serde_json::Deserializer::from_str(&text);
         let mut config: Self = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
             let field = e.path().to_string();
-            Error::Config(format!("config {}: field `{field}`: {}", path.display(), e.inner()))
+            Error::Config(format!(
+                "config {}: field `{field}`: {}",
+                path.display(),
+                fusion_core::with_suggestion(&e.inner().to_string())
+            ))
         })?;
         let parent = path.parent().unwrap_or(Path::new("."));
         // Resolved so that reports and errors show plain paths, not `a/../b`.
@@ -155,6 +159,7 @@ impl RunConfig {
             )));
         }
         check_modalities(&self.modalities, "modalities").map_err(config)?;
+        self.train.validate().map_err(|e| config(e.into()))?;
         for (i, named) in self.compare.iter().enumerate() {
             let row = self.for_row(named);
             let field = format!("compare[{i}].modalities");

@@ -83,17 +83,13 @@ impl Run {
     }
     /// Writes a JSON file of the run atomically (a temporary file renamed into place).
     pub fn write_json(&self, name: &str, value: &impl Serialize) -> Result<()> {
-        let path = self.file(name);
-        let io = |path: &Path, source| Error::Io {
-            path: path.into(),
-            source,
-        };
-        std::fs::create_dir_all(self.root()).map_err(|e| io(self.root(), e))?;
         let text = serde_json::to_string_pretty(value).map_err(|e| Error::Config(e.to_string()))?;
-        let mut file = tempfile::NamedTempFile::new_in(self.root()).map_err(|e| io(self.root(), e))?;
-        std::io::Write::write_all(&mut file, text.as_bytes()).map_err(|e| io(&path, e))?;
-        file.as_file().sync_all().map_err(|e| io(&path, e))?;
-        file.persist(&path).map_err(|e| io(&path, e.error))?;
+        fusion_core::write_atomic(&self.file(name), |tmp| {
+            std::fs::write(tmp, &text).map_err(|source| fusion_core::Error::Io {
+                path: tmp.into(),
+                source,
+            })
+        })?;
         Ok(())
     }
     /// Reads a JSON file of the run.
@@ -206,22 +202,7 @@ pub fn export_features(
         }
         named.push((format!("{name}.labels"), data.labels.shallow_clone()));
     }
-    let io = |source| Error::Io {
-        path: path.into(),
-        source,
-    };
-    let folder = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(folder).map_err(io)?;
-    let temporary = tempfile::Builder::new()
-        .suffix(".safetensors")
-        .tempfile_in(folder)
-        .map_err(io)?;
-    Tensor::write_safetensors(&named, temporary.path())
-        .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
-    temporary.persist(path).map_err(|e| io(e.error))?;
+    fusion_core::write_atomic(path, |tmp| Ok(Tensor::write_safetensors(&named, tmp)?))?;
     Ok(classes)
 }
 
@@ -238,6 +219,8 @@ pub fn train(
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Trained> {
     config.validate()?;
+    // Held until training ends: a second process on this folder is refused, not interleaved.
+    let _lock = fusion_core::RunLock::acquire(run.root())?;
     let train_indices = extraction.split_indices(Split::Train);
     let classes = classes_of(train_indices.iter().map(|&i| extraction.records[i].label.as_str()));
     if classes.len() < 2 {
@@ -374,7 +357,7 @@ impl Predictor {
         let manifest = Manifest {
             path: PathBuf::from("(records)"),
             records: records.to_vec(),
-            rejected: Vec::new(),
+            ..Manifest::default()
         };
         let specs: Vec<FeatureSpec> = self
             .config

@@ -185,7 +185,10 @@ fn cnn_encoders_over_images_and_log_mels() {
     // (from ln 10 = 2.30) and test accuracy in 0.25..0.48; 6 epochs left some seeds at chance.
     let (accuracy, trained) = train_and_check(dir.path(), &config, "run");
     let last_loss = trained.summary.epochs.last().unwrap().train_loss;
-    assert!(last_loss < 1.9, "LeNet + audio CNN fit the training set: loss {last_loss}");
+    assert!(
+        last_loss < 1.9,
+        "LeNet + audio CNN fit the training set: loss {last_loss}"
+    );
     assert!(accuracy > 0.2, "LeNet + audio CNN learn something: {accuracy}");
 }
 

@@ -1,0 +1,321 @@
+//! Files that must survive crashes and damage: one atomic writer, safetensors that carry a
+//! checksum of their tensors, and a lock that keeps two processes out of one run folder.
+
+use std::{
+    collections::HashMap,
+    fs::{self, File},
+    path::{Path, PathBuf},
+    sync::Mutex,
+};
+
+use tch::{Device, Tensor};
+
+use crate::{Error, Result};
+
+/// Writes `path` through `write` into a temporary file beside it, synced, then renamed
+/// into place: a reader sees the old file or the new one, never a mixture, and a failed
+/// write (full disk, read-only folder, killed process) leaves the old file and no
+/// temporary behind (unless the process dies mid-write: then a `NAME.*.tmp` stays, which
+/// no reader takes for the file).
+pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { path, source }
+    };
+    let folder = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(folder).map_err(io(folder))?;
+    // Named after the target: libtorch derives an archive's inner name from it.
+    let name = path
+        .file_name()
+        .map_or("file".into(), |n| n.to_string_lossy().into_owned());
+    let temporary = tempfile::Builder::new()
+        .prefix(&format!("{name}."))
+        .suffix(".tmp")
+        .tempfile_in(folder)
+        .map_err(io(folder))?;
+    write(temporary.path())?;
+    File::open(temporary.path())
+        .and_then(|f| f.sync_all())
+        .map_err(io(path))?;
+    temporary.persist(path).map_err(|e| Error::Io {
+        path: path.into(),
+        source: e.error,
+    })?;
+    // The rename is durable once the folder is synced (best effort: not every file
+    // system lets a folder be opened).
+    if let Ok(dir) = File::open(folder) {
+        let _ = dir.sync_all();
+    }
+    Ok(())
+}
+
+/// Key of the checksum entry in the safetensors files this crate writes.
+pub const CHECKSUM_KEY: &str = "__checksum__.crc32";
+
+/// CRC-32 of every entry's name, dtype, shape and bytes, in name order.
+fn checksum(named: &[(String, Tensor)]) -> Result<i64> {
+    let mut sorted: Vec<&(String, Tensor)> = named.iter().filter(|(n, _)| n != CHECKSUM_KEY).collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut hasher = crc32fast::Hasher::new();
+    for (name, tensor) in sorted {
+        let values = tensor.to_device(Device::Cpu).contiguous();
+        let mut bytes = vec![0u8; values.numel() * values.kind().elt_size_in_bytes()];
+        values.f_copy_data_u8(&mut bytes, values.numel())?;
+        hasher.update(name.as_bytes());
+        hasher.update(format!("{:?}{:?}", values.kind(), values.size()).as_bytes());
+        hasher.update(&bytes);
+    }
+    Ok(i64::from(hasher.finalize()))
+}
+
+/// Writes named tensors as safetensors with a checksum entry, atomically.
+pub fn write_checked_safetensors(named: &[(String, Tensor)], path: &Path) -> Result<()> {
+    let mut entries: Vec<(String, Tensor)> = named
+        .iter()
+        .filter(|(n, _)| n != CHECKSUM_KEY)
+        .map(|(n, t)| (n.clone(), t.shallow_clone()))
+        .collect();
+    let sum = checksum(&entries)?;
+    entries.push((CHECKSUM_KEY.into(), Tensor::from(sum)));
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    write_atomic(path, |tmp| Ok(Tensor::write_safetensors(&entries, tmp)?))
+}
+
+/// Reads a safetensors file; when it carries a checksum entry (every file this crate
+/// writes), a mismatch is a [`Error::Checkpoint`] naming the file, never garbage weights.
+/// The entry itself is not returned. Files without one (converted pretrained weights,
+/// checkpoints of older versions) are read as they are.
+pub fn read_checked_safetensors(path: &Path) -> Result<HashMap<String, Tensor>> {
+    let damaged = |reason: String| Error::Checkpoint {
+        path: path.into(),
+        reason,
+    };
+    let metadata = fs::metadata(path).map_err(|source| Error::Io {
+        path: path.into(),
+        source,
+    })?;
+    if !metadata.is_file() {
+        return Err(damaged("not a regular file".into()));
+    }
+    let mut saved: HashMap<String, Tensor> = Tensor::read_safetensors(path)
+        .map_err(|e| damaged(e.to_string()))?
+        .into_iter()
+        .collect();
+    if let Some(stored) = saved.remove(CHECKSUM_KEY) {
+        let stored = i64::try_from(&stored).map_err(|e| damaged(format!("checksum entry: {e}")))?;
+        let named: Vec<(String, Tensor)> = saved.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
+        let actual = checksum(&named)?;
+        if stored != actual {
+            return Err(damaged(format!(
+                "damaged: checksum {actual:08x} does not match the stored {stored:08x}"
+            )));
+        }
+    }
+    Ok(saved)
+}
+
+/// Run folders this process holds the lock of, with how many guards share each.
+static HELD: Mutex<Vec<(PathBuf, File, usize)>> = Mutex::new(Vec::new());
+
+/// Exclusive use of a run folder by this process while it lives (an OS file lock on
+/// `.lock`, released when the process dies however it dies). Guards of one process on
+/// one folder nest.
+#[derive(Debug)]
+pub struct RunLock {
+    root: Option<PathBuf>,
+}
+
+impl RunLock {
+    /// Takes the lock of `root`, or says that another process holds it. A folder that
+    /// cannot be written is not locked: nothing can change it through this process either.
+    pub fn acquire(root: &Path) -> Result<Self> {
+        let io = |source| Error::Io {
+            path: root.into(),
+            source,
+        };
+        fs::create_dir_all(root).map_err(io)?;
+        let root = root.canonicalize().map_err(io)?;
+        let mut held = HELD.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(entry) = held.iter_mut().find(|(r, _, _)| *r == root) {
+            entry.2 += 1;
+            return Ok(Self { root: Some(root) });
+        }
+        let path = root.join(".lock");
+        let file = match fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+        {
+            Ok(file) => file,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+                ) =>
+            {
+                return Ok(Self { root: None });
+            }
+            Err(source) => return Err(Error::Io { path, source }),
+        };
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(Error::Config(format!(
+                    "{} is in use by another process (it holds {}); wait for it to finish or use another folder",
+                    root.display(),
+                    path.display()
+                )));
+            }
+            Err(fs::TryLockError::Error(source)) => return Err(Error::Io { path, source }),
+        }
+        held.push((root.clone(), file, 1));
+        Ok(Self { root: Some(root) })
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let Some(root) = &self.root else { return };
+        let mut held = HELD.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(at) = held.iter().position(|(r, _, _)| r == root) {
+            held[at].2 -= 1;
+            if held[at].2 == 0 {
+                // Closing the file releases the lock.
+                held.swap_remove(at);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Kind;
+
+    fn named() -> Vec<(String, Tensor)> {
+        vec![
+            (
+                "b.weight".into(),
+                Tensor::from_slice(&[1.0f32, -2.5, 3.25]).view([3, 1]),
+            ),
+            ("a.step".into(), Tensor::from(7i64)),
+        ]
+    }
+
+    #[test]
+    fn checked_files_round_trip_and_refuse_any_flipped_bit() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|source| Error::Io {
+            path: "tmp".into(),
+            source,
+        })?;
+        let path = dir.path().join("w.safetensors");
+        write_checked_safetensors(&named(), &path)?;
+        let read = read_checked_safetensors(&path)?;
+        assert_eq!(read.len(), 2, "the checksum entry is not handed out");
+        assert_eq!(Vec::<f32>::try_from(read["b.weight"].view([-1]))?, [1.0, -2.5, 3.25]);
+        assert_eq!(i64::try_from(&read["a.step"])?, 7);
+
+        let bytes = fs::read(&path).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let header = u64::from_le_bytes(bytes[..8].try_into().unwrap_or_default()) as usize;
+        let mut refused = 0;
+        // Every bit of the data section: each flip is caught (or breaks the file).
+        for byte in 8 + header..bytes.len() {
+            for bit in 0..8 {
+                let mut damaged = bytes.clone();
+                damaged[byte] ^= 1 << bit;
+                let flipped = dir.path().join("flipped.safetensors");
+                fs::write(&flipped, &damaged).map_err(|source| Error::Io {
+                    path: flipped.clone(),
+                    source,
+                })?;
+                match read_checked_safetensors(&flipped) {
+                    Err(Error::Checkpoint { path, reason }) => {
+                        assert_eq!(path, flipped);
+                        assert!(!reason.is_empty());
+                        refused += 1;
+                    }
+                    other => panic!("byte {byte} bit {bit}: {other:?}"),
+                }
+            }
+        }
+        assert_eq!(refused, (bytes.len() - 8 - header) * 8);
+        Ok(())
+    }
+
+    #[test]
+    fn files_without_a_checksum_are_read_as_they_are() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|source| Error::Io {
+            path: "tmp".into(),
+            source,
+        })?;
+        let path = dir.path().join("plain.safetensors");
+        Tensor::write_safetensors(&named(), &path)?;
+        let read = read_checked_safetensors(&path)?;
+        assert_eq!(read["b.weight"].kind(), Kind::Float);
+        assert!(matches!(
+            read_checked_safetensors(dir.path()),
+            Err(Error::Checkpoint { reason, .. }) if reason.contains("regular file")
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn a_failed_write_keeps_the_old_file_and_leaves_no_temporary() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|source| Error::Io {
+            path: "tmp".into(),
+            source,
+        })?;
+        let path = dir.path().join("state.json");
+        write_atomic(&path, |tmp| {
+            fs::write(tmp, "old").map_err(|source| Error::Io {
+                path: tmp.into(),
+                source,
+            })
+        })?;
+        let failed = write_atomic(&path, |tmp| {
+            fs::write(tmp, "half").map_err(|source| Error::Io {
+                path: tmp.into(),
+                source,
+            })?;
+            Err(Error::Config("disk full".into()))
+        });
+        assert!(failed.is_err());
+        assert_eq!(fs::read_to_string(&path).unwrap_or_default(), "old");
+        let names: Vec<String> = fs::read_dir(dir.path())
+            .map_err(|source| Error::Io {
+                path: dir.path().into(),
+                source,
+            })?
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect();
+        assert_eq!(names, ["state.json"]);
+        Ok(())
+    }
+
+    #[test]
+    fn run_locks_nest_within_a_process() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|source| Error::Io {
+            path: "tmp".into(),
+            source,
+        })?;
+        let outer = RunLock::acquire(dir.path())?;
+        let inner = RunLock::acquire(dir.path())?;
+        drop(outer);
+        // Still held by `inner`: another open file description cannot take it.
+        let other = File::open(dir.path().join(".lock")).map_err(|source| Error::Io {
+            path: dir.path().into(),
+            source,
+        })?;
+        assert!(matches!(other.try_lock(), Err(fs::TryLockError::WouldBlock)));
+        drop(inner);
+        assert!(other.try_lock().is_ok(), "released with the last guard");
+        Ok(())
+    }
+}
