@@ -103,10 +103,16 @@ pub fn load_data(config: &RunConfig, manifest: Option<&Path>, shard: Option<Shar
     let total = shard.map_or(records, |s| records.saturating_sub(s.index).div_ceil(s.count));
     let bar = ui.bar(total as u64, "features");
     let specs = config.feature_specs();
-    let extraction = fusion_data::extract(&manifest, &specs, cache.as_ref(), shard, &|n| {
+    let mut extraction = fusion_data::extract(&manifest, &specs, cache.as_ref(), shard, &|n| {
         bar.set_position(n as u64)
     })?;
     bar.finish_and_clear();
+    if config.on_bad_file == fusion_run::OnBadFile::SkipRecord {
+        extraction.skip_records_with_absent_files();
+    }
+    for problem in &extraction.absent {
+        ui.warn(format!("unusable file, its modality left out: {}", describe(problem)));
+    }
     for problem in &extraction.problems {
         ui.warn(format!("skipped record {}", describe(problem)));
     }
@@ -114,10 +120,11 @@ pub fn load_data(config: &RunConfig, manifest: Option<&Path>, shard: Option<Shar
         ui.warn(format!("warning: features not cached: {error}"));
     }
     ui.say(format!(
-        "{} records: {} usable, {} skipped, {} unreadable manifest lines; features {} from cache, {} computed",
+        "{} records: {} usable, {} skipped, {} files unusable (modality left out), {} unreadable manifest lines; features {} from cache, {} computed",
         total,
         extraction.records.len(),
-        extraction.problems.len(),
+        skipped_records(&extraction),
+        extraction.absent.len(),
         manifest.rejected.len(),
         extraction.cached,
         extraction.computed
@@ -127,6 +134,12 @@ pub fn load_data(config: &RunConfig, manifest: Option<&Path>, shard: Option<Shar
         specs,
         extraction,
     })
+}
+
+/// Records left out of `extraction` (a record with several bad files counts once).
+fn skipped_records(extraction: &fusion_data::Extraction) -> usize {
+    let ids: std::collections::HashSet<&str> = extraction.problems.iter().map(|p| p.id.as_str()).collect();
+    ids.len()
 }
 
 /// Where the stem of a plot of `run` goes (`.png` and `.svg` are added).
@@ -315,6 +328,7 @@ pub fn train(config_path: &Path, run_dir: &Path, epochs: Option<usize>, ui: Ui, 
     let run = Run::new(run_dir);
     let trained = train_one(&config, &loaded, &run, ui, device)?;
     run.write_json("skipped.json", &loaded.extraction.problems)?;
+    run.write_json("unusable.json", &loaded.extraction.absent)?;
     let best = trained.summary.best_epoch;
     ui.say(format!(
         "trained {} epochs in {:.1} s ({} parameters); best epoch {best}",
@@ -337,6 +351,7 @@ pub fn train(config_path: &Path, run_dir: &Path, epochs: Option<usize>, ui: Ui, 
         "peak_rss_mb": peak_rss_mb(),
         "eval": trained.eval,
         "skipped": loaded.extraction.problems,
+        "unusable": loaded.extraction.absent,
     }))
 }
 
@@ -417,15 +432,49 @@ struct Prediction<'a> {
     #[serde(skip_serializing_if = "str::is_empty")]
     label: &'a str,
     missing: Vec<&'a str>,
+    /// Files of the record that could not be used (their modality is in `missing`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    unusable: Vec<String>,
 }
 
-/// `fusion predict`: one JSON line per record, bad records as `{"id", "error"}` lines.
+/// `fusion predict`: one JSON line per record, bad records as `{"id", "error"}` lines;
+/// fails (after writing them) when no record could be predicted.
 pub fn predict(run_dir: &Path, manifest: Option<&Path>, out: Option<&Path>, ui: Ui, device: Device) -> Result<()> {
     let run = Run::new(run_dir);
     let config = run.config()?;
     let classes = run.classes()?;
     let loaded = load_data(&config, manifest, None, ui)?;
     let extraction = &loaded.extraction;
+    let out = out.map_or_else(|| run.file("predictions.jsonl"), Path::to_path_buf);
+    let errors: Vec<String> = extraction
+        .problems
+        .iter()
+        .map(|problem| {
+            serde_json::to_string(&serde_json::json!({
+                "id": problem.id,
+                "error": problem.reason,
+                "modality": problem.modality,
+                "path": problem.path,
+            }))
+        })
+        .collect::<serde_json::Result<_>>()?;
+    let write = |lines: &[String]| {
+        fusion_core::write_atomic(&out, |tmp| {
+            std::fs::write(tmp, lines.join("\n") + "\n").map_err(|source| fusion_core::Error::Io {
+                path: tmp.into(),
+                source,
+            })
+        })
+        .with_context(|| format!("cannot write {}", out.display()))
+    };
+    if extraction.records.is_empty() {
+        write(&errors)?;
+        bail!(
+            "no record could be predicted: {} skipped, listed in {}",
+            extraction.problems.len(),
+            out.display()
+        );
+    }
     let (model, _vs) = run.model(device)?;
     let all: Vec<usize> = (0..extraction.records.len()).collect();
     // Labels are not used to predict (a manifest may have none): unknown or missing
@@ -460,26 +509,24 @@ pub fn predict(run_dir: &Path, manifest: Option<&Path>, out: Option<&Path>, ui: 
                 .collect(),
             label: &record.label,
             missing,
+            unusable: extraction
+                .absent
+                .iter()
+                .filter(|p| p.id == record.id)
+                .map(describe)
+                .collect(),
         };
         lines.push(serde_json::to_string(&line)?);
     }
-    for problem in &extraction.problems {
-        lines.push(serde_json::to_string(&serde_json::json!({
-            "id": problem.id,
-            "error": problem.reason,
-            "modality": problem.modality,
-            "path": problem.path,
-        }))?);
-    }
-    let out = out.map_or_else(|| run.file("predictions.jsonl"), Path::to_path_buf);
-    std::fs::write(&out, lines.join("\n") + "\n").with_context(|| format!("cannot write {}", out.display()))?;
+    lines.extend(errors);
+    write(&lines)?;
+    let skipped = skipped_records(extraction);
     ui.say(format!(
-        "{} predictions and {} skipped records written to {}",
+        "{} predictions and {skipped} skipped records written to {}",
         data.records.len(),
-        extraction.problems.len(),
         out.display()
     ));
-    ui.result(&serde_json::json!({"predictions": data.records.len(), "skipped": extraction.problems.len(), "out": out}))
+    ui.result(&serde_json::json!({"predictions": data.records.len(), "skipped": skipped, "out": out}))
 }
 
 /// What `explain` stores.
@@ -724,6 +771,7 @@ pub fn compare(config_path: &Path, out: &Path, ui: Ui, device: Device) -> Result
     let compare = Run::new(out);
     compare.write_json("compare.json", &rows)?;
     compare.write_json("skipped.json", &loaded.extraction.problems)?;
+    compare.write_json("unusable.json", &loaded.extraction.absent)?;
     let split = rows.first().map_or("test", |r| r.split.as_str());
     plots::bars(
         &plot_path(&compare, "compare")?,

@@ -170,6 +170,12 @@ pub fn write_compare(run: &Run, config: &RunConfig, rows: &[CompareRow], loaded:
             let _ = writeln!(out, "- {}", describe(p));
         }
     }
+    if !loaded.extraction.absent.is_empty() {
+        out += "\nFiles that could not be used (that modality is absent for that record, the rest kept):\n\n";
+        for p in &loaded.extraction.absent {
+            let _ = writeln!(out, "- {}", describe(p));
+        }
+    }
     let path = run.file("report.md");
     std::fs::write(&path, out).with_context(|| format!("cannot write {}", path.display()))
 }

@@ -89,6 +89,11 @@ fn dataset(dir: &Path) -> PathBuf {
     std::fs::write(dir.join("files/corrupt.png"), b"\x89PNG\r\n\x1a\nbroken").unwrap();
     lines.push(r#"{"id": "corrupt", "label": "c0", "split": "train", "image": "files/corrupt.png"}"#.into());
     lines.push(r#"{"id": "lost", "label": "c1", "split": "test", "audio": "files/lost.wav"}"#.into());
+    // A good image beside an audio file that does not decode: the image is kept.
+    std::fs::write(dir.join("files/noise.wav"), b"RIFF....WAVEjunk").unwrap();
+    lines.push(
+        r#"{"id": "half", "label": "c0", "split": "train", "image": "files/0.png", "audio": "files/noise.wav"}"#.into(),
+    );
     lines.push("{ not json".into());
     let manifest = dir.join("manifest.jsonl");
     std::fs::write(&manifest, lines.join("\n")).unwrap();
@@ -134,9 +139,15 @@ fn train_resume_eval_predict_explain_robustness_export() {
         stderr.contains("skipped record lost (audio)") && stderr.contains("lost.wav"),
         "{stderr}"
     );
-    assert!(stderr.contains("line 93"), "the unreadable line is named: {stderr}");
     assert!(
-        stdout.contains("92 records: 89 usable, 3 skipped, 1 unreadable manifest lines"),
+        stderr.contains("unusable file, its modality left out: half (audio)") && stderr.contains("noise.wav"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("line 94"), "the unreadable line is named: {stderr}");
+    assert!(
+        stdout.contains(
+            "93 records: 90 usable, 3 skipped, 1 files unusable (modality left out), 1 unreadable manifest lines"
+        ),
         "{stdout}"
     );
     for file in [
@@ -227,7 +238,10 @@ fn train_resume_eval_predict_explain_robustness_export() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 92, "89 predictions and 3 error lines");
+    assert_eq!(lines.len(), 93, "90 predictions and 3 error lines");
+    let half = lines.iter().find(|l| l["id"] == "half").unwrap();
+    assert_eq!(half["missing"], serde_json::json!(["audio"]));
+    assert!(half["unusable"][0].as_str().unwrap().contains("noise.wav"), "{half}");
     let errors: Vec<&str> = lines
         .iter()
         .filter(|l| l.get("error").is_some())
@@ -516,10 +530,24 @@ fn demo_fusion_beats_each_modality_alone() {
             accuracy(fused)
         );
     }
-    let skipped: Vec<serde_json::Value> =
-        serde_json::from_str(&std::fs::read_to_string(out.join("skipped.json")).unwrap()).unwrap();
-    let ids: Vec<&str> = skipped.iter().map(|p| p["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["broken_image", "lost_audio", "truncated_video"]);
+    // Each bad file costs its record that modality, not the record.
+    let read = |name: &str| -> Vec<serde_json::Value> {
+        serde_json::from_str(&std::fs::read_to_string(out.join(name)).unwrap()).unwrap()
+    };
+    assert_eq!(read("skipped.json"), Vec::<serde_json::Value>::new());
+    let unusable = read("unusable.json");
+    let ids: Vec<(&str, &str)> = unusable
+        .iter()
+        .map(|p| (p["id"].as_str().unwrap(), p["modality"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            ("broken_image", "image"),
+            ("lost_audio", "audio"),
+            ("truncated_video", "video")
+        ]
+    );
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(report.contains("| hybrid: concat + learned |"));
 }
@@ -553,7 +581,7 @@ fn deep_encoders_and_sequence_fusion_through_the_program() {
     assert_eq!(eval["metrics"]["count"], 17);
     let predictions = dir.path().join("deep.jsonl");
     ok(&["predict", "--run", r, "--out", predictions.to_str().unwrap(), "--quiet"]);
-    assert_eq!(std::fs::read_to_string(&predictions).unwrap().lines().count(), 92);
+    assert_eq!(std::fs::read_to_string(&predictions).unwrap().lines().count(), 93);
     let exported = json(&ok(&["export", "--run", r, "--json", "--device", "cpu"]));
     let inputs = exported["signature"]["inputs"].as_array().unwrap();
     assert_eq!(

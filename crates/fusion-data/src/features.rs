@@ -566,15 +566,20 @@ impl std::str::FromStr for Shard {
 /// Features of the good records of a manifest.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Extraction {
-    /// The records whose every present modality was extracted, in manifest order.
+    /// The records with at least one configured modality extracted, in manifest order.
     pub records: Vec<Record>,
     /// Per modality (in the order asked), per kept record: the features, `None` where the
-    /// record has no such modality.
+    /// record has no such modality or its file could not be used (see [`Self::absent`]).
     pub features: Vec<Vec<Option<Vec<f32>>>>,
     /// Per modality, per kept record: the SHA-256 of the source's bytes (the cache key).
     pub keys: Vec<Vec<Option<String>>>,
-    /// Records left out, with the reason (file missing, undecodable…).
+    /// Records left out, with the reason: each of their unusable files (missing,
+    /// undecodable, over a limit), or the record itself when it has none of the configured
+    /// modalities. A record may appear more than once.
     pub problems: Vec<Problem>,
+    /// Files of kept records that could not be used: that modality is absent for that
+    /// record (the fusion methods handle absence), its other modalities are kept.
+    pub absent: Vec<Problem>,
     /// Feature vectors read from the cache.
     pub cached: usize,
     /// Feature vectors computed (and written to the cache).
@@ -585,6 +590,25 @@ pub struct Extraction {
 }
 
 impl Extraction {
+    /// Leaves out every record with an unusable file, as if each were wholly bad (for
+    /// those who would rather lose the record than train on what is left of it).
+    pub fn skip_records_with_absent_files(&mut self) {
+        let bad: std::collections::HashSet<&str> = self.absent.iter().map(|p| p.id.as_str()).collect();
+        let keep: Vec<bool> = self.records.iter().map(|r| !bad.contains(r.id.as_str())).collect();
+        fn kept<T>(column: &mut Vec<T>, keep: &[bool]) {
+            let mut flags = keep.iter();
+            column.retain(|_| flags.next().copied().unwrap_or(false));
+        }
+        for column in &mut self.features {
+            kept(column, &keep);
+        }
+        for column in &mut self.keys {
+            kept(column, &keep);
+        }
+        kept(&mut self.records, &keep);
+        self.problems.append(&mut self.absent);
+    }
+
     /// Indices of the kept records in `split` (records without a split count as train).
     pub fn split_indices(&self, split: Split) -> Vec<usize> {
         self.records
@@ -796,9 +820,10 @@ pub(crate) fn write_atomic(target: &Path, data: &[u8]) -> std::io::Result<()> {
 }
 
 /// Extracts `specs` for the records of `manifest` in `shard` (all when `None`), reading
-/// and filling `cache` when given. Records with an unreadable or undecodable file are left
-/// out and listed in [`Extraction::problems`]; `progress` is called with the number of
-/// records done so far.
+/// and filling `cache` when given. A file that cannot be read or decoded makes that
+/// modality absent for its record ([`Extraction::absent`]); a record left with none of the
+/// configured modalities is left out ([`Extraction::problems`]). `progress` is called with
+/// the number of records done so far.
 pub fn extract(
     manifest: &Manifest,
     specs: &[FeatureSpec],
@@ -822,7 +847,8 @@ pub fn extract(
         .map(|(_, r)| r)
         .collect();
     let done = AtomicUsize::new(0);
-    type Outcome = std::result::Result<Vec<Option<(String, Vec<f32>, bool)>>, Problem>;
+    // Per modality: nothing (absent), the values, or why its file could not be used.
+    type Outcome = Vec<std::result::Result<Option<(String, Vec<f32>, bool)>, Problem>>;
     let outcomes: Vec<Outcome> = records
         .par_iter()
         .map(|record| {
@@ -861,38 +887,55 @@ pub fn extract(
         features: vec![Vec::new(); specs.len()],
         keys: vec![Vec::new(); specs.len()],
         problems: Vec::new(),
+        absent: Vec::new(),
         cached: 0,
         computed: 0,
         cache_errors: Vec::new(),
     };
     let mut fresh: Vec<BTreeMap<String, Vec<f32>>> = vec![BTreeMap::new(); specs.len()];
     for (record, outcome) in records.into_iter().zip(outcomes) {
-        match outcome {
-            Err(problem) => extraction.problems.push(problem),
-            Ok(values) if values.iter().all(Option::is_none) => extraction.problems.push(Problem {
-                id: record.id.clone(),
-                modality: None,
-                path: None,
-                reason: format!(
-                    "has none of the configured modalities ({})",
-                    specs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
-                ),
-            }),
-            Ok(values) => {
-                extraction.records.push(record.clone());
-                for (m, value) in values.into_iter().enumerate() {
-                    extraction.keys[m].push(value.as_ref().map(|(key, _, _)| key.clone()));
-                    extraction.features[m].push(value.map(|(key, values, cached)| {
-                        if cached {
-                            extraction.cached += 1;
-                        } else {
-                            extraction.computed += 1;
-                            fresh[m].insert(key, values.clone());
-                        }
-                        values
-                    }));
-                }
+        let mut failed = Vec::new();
+        let values: Vec<Option<(String, Vec<f32>, bool)>> = outcome
+            .into_iter()
+            .map(|value| {
+                value.unwrap_or_else(|problem| {
+                    failed.push(problem);
+                    None
+                })
+            })
+            .collect();
+        // Two feature configurations of one file (e.g. pixels and an image) fail once.
+        let mut seen = std::collections::HashSet::new();
+        failed.retain(|p| seen.insert((p.modality.clone(), p.path.clone())));
+        if values.iter().all(Option::is_none) {
+            if failed.is_empty() {
+                extraction.problems.push(Problem {
+                    id: record.id.clone(),
+                    modality: None,
+                    path: None,
+                    reason: format!(
+                        "has none of the configured modalities ({})",
+                        specs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                });
             }
+            // Else its unusable files say why it is left out.
+            extraction.problems.append(&mut failed);
+            continue;
+        }
+        extraction.absent.append(&mut failed);
+        extraction.records.push(record.clone());
+        for (m, value) in values.into_iter().enumerate() {
+            extraction.keys[m].push(value.as_ref().map(|(key, _, _)| key.clone()));
+            extraction.features[m].push(value.map(|(key, values, cached)| {
+                if cached {
+                    extraction.cached += 1;
+                } else {
+                    extraction.computed += 1;
+                    fresh[m].insert(key, values.clone());
+                }
+                values
+            }));
         }
     }
     if let Some(cache) = cache {

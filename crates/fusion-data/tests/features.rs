@@ -77,27 +77,45 @@ fn features_have_the_configured_values_and_bad_records_are_listed() {
     let manifest = Manifest::load(manifest(dir.path())).unwrap();
     let extraction = extract(&manifest, &specs(), None, None, &|_| {}).unwrap();
     let ids: Vec<&str> = extraction.records.iter().map(|r| r.id.as_str()).collect();
-    assert_eq!(ids, ["all", "image_only", "audio_only"]);
-    let problems: Vec<(&str, &str)> = extraction
-        .problems
-        .iter()
-        .map(|p| (p.id.as_str(), p.modality.as_deref().unwrap_or("record")))
-        .collect();
+    // `corrupt` loses its image, not its text.
+    assert_eq!(ids, ["all", "image_only", "audio_only", "corrupt"]);
+    let modality = |p: &fusion_data::Problem| (p.id.clone(), p.modality.clone().unwrap_or("record".into()));
+    let absent: Vec<_> = extraction.absent.iter().map(modality).collect();
+    assert_eq!(absent, [("corrupt".to_string(), "image".to_string())]);
+    assert!(extraction.absent[0].path.as_ref().unwrap().ends_with("corrupt.png"));
+    let problems: Vec<_> = extraction.problems.iter().map(modality).collect();
+    let named = |id: &str, m: &str| (id.to_string(), m.to_string());
     assert_eq!(
         problems,
         [
-            ("corrupt", "image"),
-            ("missing", "image"),
-            ("empty_text", "text"),
-            ("nothing", "record")
+            named("missing", "image"),
+            named("empty_text", "text"),
+            named("nothing", "record")
         ]
     );
     assert!(
-        extraction.problems[3]
+        extraction.problems[2]
             .reason
             .contains("none of the configured modalities")
     );
-    assert!(extraction.problems[1].path.as_ref().unwrap().ends_with("gone.png"));
+    assert!(extraction.problems[0].path.as_ref().unwrap().ends_with("gone.png"));
+    let [image, _, text, _] = &extraction.features[..] else {
+        panic!()
+    };
+    assert!(
+        image[3].is_none() && text[3].is_some(),
+        "corrupt: text kept, image absent"
+    );
+
+    // Those who would rather lose the record get it left out, its bad file named.
+    let mut strict = extraction.clone();
+    strict.skip_records_with_absent_files();
+    let ids: Vec<&str> = strict.records.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["all", "image_only", "audio_only"]);
+    assert!(strict.absent.is_empty());
+    assert_eq!(strict.problems.len(), 4);
+    assert!(strict.features.iter().all(|column| column.len() == 3));
+    assert!(strict.keys.iter().all(|column| column.len() == 3));
     let [image, audio, text, video] = &extraction.features[..] else {
         panic!()
     };
@@ -141,13 +159,13 @@ fn the_cache_is_reused_across_runs_renames_and_shards() {
         (extraction.cached, extraction.computed)
     };
     assert_eq!(shard(0), (0, 5));
-    assert_eq!(shard(1), (1, 0));
+    assert_eq!(shard(1), (1, 1), "corrupt's text");
     let done = std::sync::atomic::AtomicUsize::new(0);
     let cached = extract(&manifest, &specs(), Some(&cache), None, &|n| {
         done.fetch_max(n, std::sync::atomic::Ordering::Relaxed);
     })
     .unwrap();
-    assert_eq!((cached.cached, cached.computed), (6, 0));
+    assert_eq!((cached.cached, cached.computed), (7, 0));
     assert_eq!(done.into_inner(), manifest.records.len());
     assert_eq!(cached.features, fresh.features, "cached values are the computed ones");
 
@@ -159,13 +177,13 @@ fn the_cache_is_reused_across_runs_renames_and_shards() {
     std::fs::write(dir.path().join("manifest.csv"), csv).unwrap();
     let renamed = Manifest::load(dir.path().join("manifest.csv")).unwrap();
     let again = extract(&renamed, &specs(), Some(&cache), None, &|_| {}).unwrap();
-    assert_eq!((again.cached, again.computed), (6, 0));
+    assert_eq!((again.cached, again.computed), (7, 0));
     image::GrayImage::from_raw(2, 2, vec![9, 9, 9, 9])
         .unwrap()
         .save(dir.path().join("renamed.png"))
         .unwrap();
     let edited = extract(&renamed, &specs(), Some(&cache), None, &|_| {}).unwrap();
-    assert_eq!((edited.cached, edited.computed), (4, 2));
+    assert_eq!((edited.cached, edited.computed), (5, 2));
 
     // Another configuration has its own folder.
     let other = [FeatureSpec {
@@ -197,7 +215,7 @@ fn a_cache_that_cannot_be_written_costs_speed_not_the_run() {
     std::fs::write(dir.path().join("blocked"), b"").unwrap();
     let cache = FeatureCache::new(dir.path().join("blocked"));
     let extraction = extract(&manifest, &specs(), Some(&cache), None, &|_| {}).unwrap();
-    assert_eq!(extraction.records.len(), 3);
+    assert_eq!(extraction.records.len(), 4);
     assert_eq!(
         extraction.cache_errors.len(),
         specs().len(),

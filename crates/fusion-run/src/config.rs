@@ -90,6 +90,20 @@ pub struct RunConfig {
     /// baselines are always added.
     #[serde(default)]
     pub compare: Vec<NamedFusion>,
+    /// What a file that cannot be used (missing, undecodable, over a limit) costs.
+    #[serde(default)]
+    pub on_bad_file: OnBadFile,
+}
+
+/// What a record loses when one of its files cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnBadFile {
+    /// That modality is absent for that record; its other modalities are kept.
+    #[default]
+    AbsentModality,
+    /// The whole record is left out.
+    SkipRecord,
 }
 
 fn default_hidden() -> i64 {

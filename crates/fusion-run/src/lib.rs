@@ -40,7 +40,7 @@ mod error;
 mod frozen;
 mod run;
 
-pub use config::{Augment, MAX_HIDDEN_DIM, ModalitySpec, NamedFusion, RunConfig};
+pub use config::{Augment, MAX_HIDDEN_DIM, ModalitySpec, NamedFusion, OnBadFile, RunConfig};
 pub use data::{SplitData, classes_of, dataset, fit_standardization, modality_tensor};
 pub use encoder::{EncoderSpec, Layout, TextPooling, VideoPooling, models_dir};
 pub use error::{Error, Result};

@@ -369,7 +369,8 @@ impl Predictor {
             })
             .collect();
         let extraction = fusion_data::extract(&manifest, &specs, None, None, &|_| {})?;
-        if let Some(problem) = extraction.problems.first() {
+        // Here every file counts: a caller handing records expects each used as given.
+        if let Some(problem) = extraction.problems.first().or(extraction.absent.first()) {
             return Err(Error::Record(describe(problem)));
         }
         let columns: Vec<usize> = (0..specs.len()).collect();
