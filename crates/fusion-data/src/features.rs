@@ -712,9 +712,27 @@ impl FeatureCache {
                 path: path.clone(),
                 reason,
             };
-            let bytes = std::fs::read(&path).map_err(|e| broken(e.to_string()))?;
+            let bytes = crate::read_bounded(&path, MAX_SHARD_BYTES).map_err(broken)?;
+            let (_, metadata) =
+                safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| broken(format!("{e:?}")))?;
+            let stored_sum = metadata
+                .metadata()
+                .as_ref()
+                .and_then(|m| m.get(CHECKSUM_FIELD))
+                .cloned();
             let tensors = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| broken(format!("{e:?}")))?;
-            for (key, view) in tensors.tensors() {
+            let mut views = tensors.tensors();
+            views.sort_by(|a, b| a.0.cmp(&b.0));
+            // Shards of older versions carry no checksum; their values are still checked.
+            if let Some(stored) = stored_sum {
+                let actual = shard_checksum(views.iter().map(|(k, v)| (k.as_str(), v.shape(), v.data())));
+                if stored != actual {
+                    return Err(broken(format!(
+                        "damaged: checksum {actual} does not match the stored {stored}; delete the shard"
+                    )));
+                }
+            }
+            for (key, view) in views {
                 if view.dtype() != safetensors::Dtype::F32 || !fits(view.shape()) {
                     return Err(broken(format!(
                         "{key}: {:?} {:?}, expected F32 {expected}",
@@ -722,11 +740,16 @@ impl FeatureCache {
                         view.shape()
                     )));
                 }
-                let values = view
+                let values: Vec<f32> = view
                     .data()
                     .chunks_exact(4)
                     .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                     .collect();
+                if let Some(bad) = values.iter().find(|v| !(v.abs() <= MAX_FEATURE_MAGNITUDE)) {
+                    return Err(broken(format!(
+                        "{key}: value {bad} is not a feature (finite, at most {MAX_FEATURE_MAGNITUDE} in size); delete the shard"
+                    )));
+                }
                 found.insert(key, (view.shape().to_vec(), values));
             }
         }
@@ -797,12 +820,35 @@ impl FeatureCache {
         let keys: String = arrays.keys().map(String::as_str).collect();
         let shard = format!("{}.safetensors", &hex(&Sha256::digest(keys.as_bytes()))[..24]);
         let target = folder.join(shard);
-        let data = safetensors::serialize(views, &None).map_err(|e| Error::Cache {
+        let sum = shard_checksum(bytes.iter().map(|(k, s, d)| (k.as_str(), s.as_slice(), d.as_slice())));
+        let metadata = HashMap::from([(CHECKSUM_FIELD.to_string(), sum)]);
+        let data = safetensors::serialize(views, &Some(metadata)).map_err(|e| Error::Cache {
             path: target.clone(),
             reason: format!("{e:?}"),
         })?;
         write_atomic(&target, &data).map_err(|e| io(&target, e))
     }
+}
+
+/// Metadata field of a shard's checksum.
+const CHECKSUM_FIELD: &str = "crc32";
+
+/// Largest cache shard read, in bytes.
+const MAX_SHARD_BYTES: u64 = 16 << 30;
+
+/// Largest magnitude of a cached value: token ids are below 2^24, and every other feature
+/// (pixels, decibels, embeddings) far below; anything else is damage.
+pub const MAX_FEATURE_MAGNITUDE: f32 = (1u32 << 24) as f32;
+
+/// CRC-32 of every array's key, shape and bytes, in key order, as hex.
+fn shard_checksum<'a>(arrays: impl Iterator<Item = (&'a str, &'a [usize], &'a [u8])>) -> String {
+    let mut hasher = crc32fast::Hasher::new();
+    for (key, shape, data) in arrays {
+        hasher.update(key.as_bytes());
+        hasher.update(format!("{shape:?}").as_bytes());
+        hasher.update(data);
+    }
+    format!("{:08x}", hasher.finalize())
 }
 
 /// Writes through a uniquely named temporary file in the same folder (so writers on

@@ -446,3 +446,44 @@ fn special_oversized_and_absurd_files_are_bad_records_not_hangs() {
     assert_eq!(report.valid, ["good"]);
     assert_eq!(report.problems.len(), expected.len());
 }
+
+/// A cache shard that was damaged after it was written, or that holds values no feature
+/// has, is an error naming it, never features handed to training.
+#[test]
+fn damaged_or_absurd_cache_shards_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = FeatureCache::new(dir.path());
+    let arrays = std::collections::BTreeMap::from([
+        ("a".to_string(), (vec![2], vec![0.5f32, -1.0])),
+        ("b".to_string(), (vec![2], vec![3.0f32, 4.0])),
+    ]);
+    cache.store_named("frozen", &arrays, &serde_json::json!({})).unwrap();
+    let any = |_: &[usize]| true;
+    let loaded = cache.load_named("frozen", &any, "any").unwrap();
+    assert_eq!(loaded["b"].1, [3.0, 4.0]);
+    let shard = std::fs::read_dir(cache.named_folder("frozen"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .unwrap();
+    let good = std::fs::read(&shard).unwrap();
+    // Every bit of the values: each flip is caught.
+    for byte in good.len() - 16..good.len() {
+        for bit in 0..8 {
+            let mut bad = good.clone();
+            bad[byte] ^= 1 << bit;
+            std::fs::write(&shard, &bad).unwrap();
+            let error = cache.load_named("frozen", &any, "any").unwrap_err().to_string();
+            assert!(
+                error.contains(&shard.display().to_string()) && error.contains("checksum"),
+                "{error}"
+            );
+        }
+    }
+    // A shard without a checksum (as older versions wrote) holding 1e15.
+    let data: Vec<u8> = [1e15f32, 0.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2], &data).unwrap();
+    std::fs::write(&shard, safetensors::serialize([("a", view)], &None).unwrap()).unwrap();
+    let error = cache.load_named("frozen", &any, "any").unwrap_err().to_string();
+    assert!(error.contains("is not a feature"), "{error}");
+}
