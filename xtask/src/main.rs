@@ -7,10 +7,12 @@
 //! - `test`   runs `setup`, `models`, `data`, then the whole test suite.
 //! - `demo`   runs the main job on the built-in dataset.
 //! - `bench`  trains the AV-MNIST configurations and records the results table.
+//! - `fuzz`   runs one `cargo fuzz` target (nightly) from its seeds for a while.
 
 mod bench;
 mod data;
 mod fetch;
+mod fuzz;
 mod models;
 mod paths;
 mod pth;
@@ -32,6 +34,10 @@ commands:
   bench avmnist [OPTIONS]       every configs/avmnist/ model × seeds on an AV-MNIST protocol
                                 (--protocol clean|hard, --seeds 3, --epochs N, --train/--val/--test N,
                                 --configs a,b, --out FILE, --no-benchmarks-md, --fusion BIN, --threads N)
+  fuzz NAME [--time S] [--rss-mb M]
+                                one fuzz target of fuzz/ for S seconds (default 60; needs nightly and
+                                cargo-fuzz): wav_log_mel, image, video, tokens, manifest_jsonl,
+                                manifest_csv, feature_shard, run_config, checkpoint
 
 environment:
   FUSION_CACHE_DIR     where libtorch, models and data live (default: $XDG_CACHE_HOME/fusion or ~/.cache/fusion)
@@ -51,6 +57,7 @@ fn main() -> Result<()> {
         "test" => test(rest),
         "demo" => demo(rest),
         "bench" => bench::run(&bench::Options::parse(rest)?).map(drop),
+        "fuzz" => fuzz::run(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())

@@ -291,7 +291,18 @@ fn evaluate_into(run: &Run, data: &SplitData, classes: &[String], split: &str, d
         classes: classes.to_vec(),
         skipped: data.problems.clone(),
     };
-    run.write_json("eval.json", &record)?;
+    if record.metrics.count == 0 {
+        bail!(
+            "no {split} record has one of the run's classes ({}): nothing to evaluate",
+            classes.join(", ")
+        );
+    }
+    run.write_json("eval.json", &record).with_context(|| {
+        format!(
+            "{split}: accuracy {:.4} on {} samples, but",
+            record.metrics.accuracy, record.metrics.count
+        )
+    })?;
     plots::confusion(
         &plot_path(run, "confusion")?,
         &format!("Confusion on {split} (accuracy {:.4})", record.metrics.accuracy),

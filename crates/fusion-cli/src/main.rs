@@ -315,8 +315,15 @@ fn main() -> Result<()> {
                 "cached": loaded.extraction.cached,
                 "computed": loaded.extraction.computed,
                 "skipped": loaded.extraction.problems,
+                "unusable": loaded.extraction.absent,
                 "cache": config.cache_folder(),
-            }))
+                "cache_errors": loaded.extraction.cache_errors,
+            }))?;
+            // Filling the cache is this command's whole purpose.
+            if let Some(error) = loaded.extraction.cache_errors.first() {
+                anyhow::bail!("the features were computed but not cached: {error}");
+            }
+            Ok(())
         }
         Command::Train { config, run, epochs } => commands::train(&config, &run, epochs, ui, device()?),
         Command::Eval(a) => commands::eval(&a.run, a.manifest.as_deref(), a.split, ui, device()?),

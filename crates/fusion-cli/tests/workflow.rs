@@ -465,6 +465,17 @@ fn bad_configurations_name_the_field() {
             vec!["field `fusion`", "unknown field `weights`"],
         ),
         (
+            config(
+                dir.path(),
+                r#"{"family": "late", "combiner": "mean"}"#,
+                &format!(
+                    r#", "compare": [{{"name": "{}", "fusion": {{"family": "late", "combiner": "max"}}}}]"#,
+                    "x".repeat(100_000)
+                ),
+            ),
+            vec!["compare[0].name", "100000 characters"],
+        ),
+        (
             write("video.json", with_video),
             vec!["modalities[2].name", "no record", "video"],
         ),
@@ -594,4 +605,51 @@ fn deep_encoders_and_sequence_fusion_through_the_program() {
         serde_json::json!([2, 8, 16]),
         "log-mel [B, frames, mels]"
     );
+}
+
+/// `extract` exists to fill the cache: a cache that cannot be written fails it (after the
+/// features are computed and reported); `eval` on a split without the run's classes fails
+/// instead of reporting an accuracy over nothing.
+#[test]
+fn exit_statuses_tell_a_script_what_happened() {
+    let dir = tempfile::tempdir().unwrap();
+    dataset(dir.path());
+    let path = config(dir.path(), r#"{"family": "late", "combiner": "mean"}"#, "");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace(r#""cache": "cache""#, r#""cache": "blocked""#);
+    std::fs::write(dir.path().join("blocked"), b"a file, not a folder").unwrap();
+    let blocked = dir.path().join("blocked.json");
+    std::fs::write(&blocked, text).unwrap();
+    let out = fusion(&["extract", "--config", blocked.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("computed but not cached") && stderr.contains("blocked"),
+        "{stderr}"
+    );
+
+    let run = dir.path().join("run");
+    let r = run.to_str().unwrap();
+    ok(&[
+        "train",
+        "--config",
+        path.to_str().unwrap(),
+        "--run",
+        r,
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+    ]);
+    let unseen = dir.path().join("unseen.jsonl");
+    std::fs::write(
+        &unseen,
+        r#"{"id": "u", "label": "c9", "split": "test", "image": "files/0.png", "audio": "files/0.wav"}"#,
+    )
+    .unwrap();
+    let eval = fusion(&["eval", "--run", r, "--manifest", unseen.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&eval.stderr);
+    assert!(!eval.status.success(), "{stderr}");
+    assert!(stderr.contains("one of the run's"), "{stderr}");
 }

@@ -284,11 +284,16 @@ impl Manifest {
     /// absent value. Bad rows are rejected with their line number.
     pub fn load_csv(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let bytes = manifest_bytes(path)?;
+        Self::parse_csv(&manifest_bytes(path)?, path)
+    }
+
+    /// [`Self::load_csv`] of bytes already read (without a byte-order mark); `path` names
+    /// the manifest and its folder resolves relative paths.
+    pub fn parse_csv(bytes: &[u8], path: &Path) -> Result<Self> {
         let mut reader = csv::ReaderBuilder::new()
             .trim(csv::Trim::All)
             .flexible(true)
-            .from_reader(bytes.as_slice());
+            .from_reader(bytes);
         let base = path.parent().unwrap_or(Path::new("."));
         let mut manifest = Self {
             path: path.to_path_buf(),
@@ -334,7 +339,12 @@ impl Manifest {
     /// Reads a JSON Lines manifest (one JSON object per line; blank lines are skipped).
     pub fn load_jsonl(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let bytes = manifest_bytes(path)?;
+        Ok(Self::parse_jsonl(&manifest_bytes(path)?, path))
+    }
+
+    /// [`Self::load_jsonl`] of bytes already read (without a byte-order mark); `path`
+    /// names the manifest and its folder resolves relative paths.
+    pub fn parse_jsonl(bytes: &[u8], path: &Path) -> Self {
         let base = path.parent().unwrap_or(Path::new("."));
         let mut manifest = Self {
             path: path.to_path_buf(),
@@ -377,7 +387,7 @@ impl Manifest {
                 Err(e) => manifest.rejected.push(reject(e.to_string())),
             }
         }
-        Ok(manifest)
+        manifest
     }
 }
 

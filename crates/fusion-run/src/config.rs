@@ -110,17 +110,31 @@ fn default_hidden() -> i64 {
     64
 }
 
+/// Longest name of a `compare` row.
+pub const MAX_ROW_NAME_CHARS: usize = 100;
+
+/// Largest configuration file read, in bytes.
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
 /// Largest `hidden_dim` accepted (a typo like `1e9` would otherwise fail inside libtorch).
 pub const MAX_HIDDEN_DIM: i64 = 1 << 16;
 
 impl RunConfig {
     /// Reads a JSON configuration; errors name the file and the field (`fusion.method`…).
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        let bytes = fusion_data::read_bounded(path, MAX_CONFIG_BYTES).map_err(|reason| Error::Io {
             path: path.into(),
-            source,
+            source: std::io::Error::other(reason),
         })?;
-        let mut deserializer = serde_json::Deserializer::from_str(&text);
+        Self::parse(&bytes, path)
+    }
+
+    /// [`Self::load`] of a configuration's bytes; `path` names it and its folder resolves
+    /// relative paths.
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<Self> {
+        let text = std::str::from_utf8(bytes)
+            .map_err(|e| Error::Config(format!("config {}: not UTF-8: {e}", path.display())))?;
+        let mut deserializer = serde_json::Deserializer::from_str(text);
         let mut config: Self = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
             let field = e.path().to_string();
             Error::Config(format!(
@@ -175,6 +189,19 @@ impl RunConfig {
         check_modalities(&self.modalities, "modalities").map_err(config)?;
         self.train.validate().map_err(|e| config(e.into()))?;
         for (i, named) in self.compare.iter().enumerate() {
+            // Names become folder names: checked before any row trains.
+            let length = named.name.chars().count();
+            if !(1..=MAX_ROW_NAME_CHARS).contains(&length) {
+                return Err(Error::Config(format!(
+                    "config: field `compare[{i}].name`: {length} characters (1 to {MAX_ROW_NAME_CHARS})"
+                )));
+            }
+            if self.compare[..i].iter().any(|other| other.name == named.name) {
+                return Err(Error::Config(format!(
+                    "config: field `compare[{i}].name`: `{}` appears twice",
+                    named.name
+                )));
+            }
             let row = self.for_row(named);
             let field = format!("compare[{i}].modalities");
             check_modalities(&row.modalities, &field).map_err(config)?;
