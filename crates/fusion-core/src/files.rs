@@ -196,6 +196,19 @@ mod tests {
     use super::*;
     use tch::Kind;
 
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.to_path_buf();
+        move |source| Error::Io { path, source }
+    }
+
+    fn temp_dir() -> Result<tempfile::TempDir> {
+        tempfile::tempdir().map_err(io(Path::new("temp dir")))
+    }
+
+    fn write(path: &Path, bytes: impl AsRef<[u8]>) -> Result<()> {
+        fs::write(path, bytes).map_err(io(path))
+    }
+
     fn named() -> Vec<(String, Tensor)> {
         vec![
             (
@@ -208,10 +221,7 @@ mod tests {
 
     #[test]
     fn checked_files_round_trip_and_refuse_any_flipped_bit() -> Result<()> {
-        let dir = tempfile::tempdir().map_err(|source| Error::Io {
-            path: "tmp".into(),
-            source,
-        })?;
+        let dir = temp_dir()?;
         let path = dir.path().join("w.safetensors");
         write_checked_safetensors(&named(), &path)?;
         let read = read_checked_safetensors(&path)?;
@@ -219,10 +229,7 @@ mod tests {
         assert_eq!(Vec::<f32>::try_from(read["b.weight"].view([-1]))?, [1.0, -2.5, 3.25]);
         assert_eq!(i64::try_from(&read["a.step"])?, 7);
 
-        let bytes = fs::read(&path).map_err(|source| Error::Io {
-            path: path.clone(),
-            source,
-        })?;
+        let bytes = fs::read(&path).map_err(io(&path))?;
         let header = u64::from_le_bytes(bytes[..8].try_into().unwrap_or_default()) as usize;
         let mut refused = 0;
         // Every bit of the data section: each flip is caught (or breaks the file).
@@ -231,10 +238,7 @@ mod tests {
                 let mut damaged = bytes.clone();
                 damaged[byte] ^= 1 << bit;
                 let flipped = dir.path().join("flipped.safetensors");
-                fs::write(&flipped, &damaged).map_err(|source| Error::Io {
-                    path: flipped.clone(),
-                    source,
-                })?;
+                write(&flipped, &damaged)?;
                 match read_checked_safetensors(&flipped) {
                     Err(Error::Checkpoint { path, reason }) => {
                         assert_eq!(path, flipped);
@@ -251,10 +255,7 @@ mod tests {
 
     #[test]
     fn files_without_a_checksum_are_read_as_they_are() -> Result<()> {
-        let dir = tempfile::tempdir().map_err(|source| Error::Io {
-            path: "tmp".into(),
-            source,
-        })?;
+        let dir = temp_dir()?;
         let path = dir.path().join("plain.safetensors");
         Tensor::write_safetensors(&named(), &path)?;
         let read = read_checked_safetensors(&path)?;
@@ -268,31 +269,17 @@ mod tests {
 
     #[test]
     fn a_failed_write_keeps_the_old_file_and_leaves_no_temporary() -> Result<()> {
-        let dir = tempfile::tempdir().map_err(|source| Error::Io {
-            path: "tmp".into(),
-            source,
-        })?;
+        let dir = temp_dir()?;
         let path = dir.path().join("state.json");
-        write_atomic(&path, |tmp| {
-            fs::write(tmp, "old").map_err(|source| Error::Io {
-                path: tmp.into(),
-                source,
-            })
-        })?;
+        write_atomic(&path, |tmp| write(tmp, "old"))?;
         let failed = write_atomic(&path, |tmp| {
-            fs::write(tmp, "half").map_err(|source| Error::Io {
-                path: tmp.into(),
-                source,
-            })?;
+            write(tmp, "half")?;
             Err(Error::Config("disk full".into()))
         });
         assert!(failed.is_err());
         assert_eq!(fs::read_to_string(&path).unwrap_or_default(), "old");
         let names: Vec<String> = fs::read_dir(dir.path())
-            .map_err(|source| Error::Io {
-                path: dir.path().into(),
-                source,
-            })?
+            .map_err(io(dir.path()))?
             .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
             .collect();
         assert_eq!(names, ["state.json"]);
@@ -301,18 +288,12 @@ mod tests {
 
     #[test]
     fn run_locks_nest_within_a_process() -> Result<()> {
-        let dir = tempfile::tempdir().map_err(|source| Error::Io {
-            path: "tmp".into(),
-            source,
-        })?;
+        let dir = temp_dir()?;
         let outer = RunLock::acquire(dir.path())?;
         let inner = RunLock::acquire(dir.path())?;
         drop(outer);
         // Still held by `inner`: another open file description cannot take it.
-        let other = File::open(dir.path().join(".lock")).map_err(|source| Error::Io {
-            path: dir.path().into(),
-            source,
-        })?;
+        let other = File::open(dir.path().join(".lock")).map_err(io(dir.path()))?;
         assert!(matches!(other.try_lock(), Err(fs::TryLockError::WouldBlock)));
         drop(inner);
         assert!(other.try_lock().is_ok(), "released with the last guard");

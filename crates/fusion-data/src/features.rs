@@ -745,7 +745,10 @@ impl FeatureCache {
                     .chunks_exact(4)
                     .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                     .collect();
-                if let Some(bad) = values.iter().find(|v| !v.is_finite() || v.abs() > MAX_FEATURE_MAGNITUDE) {
+                if let Some(bad) = values
+                    .iter()
+                    .find(|v| !v.is_finite() || v.abs() > MAX_FEATURE_MAGNITUDE)
+                {
                     return Err(broken(format!(
                         "{key}: value {bad} is not a feature (finite, at most {MAX_FEATURE_MAGNITUDE} in size); delete the shard"
                     )));
