@@ -99,6 +99,10 @@ impl Frames {
     }
 }
 
+/// Largest frame decoded, in pixels (8K UHD is 33 M): the header of a 16000² stream would
+/// otherwise have the decoder's frame pool take gigabytes per thread.
+pub const MAX_FRAME_PIXELS: u64 = 36 << 20;
+
 /// Seek instead of decoding forward when the next target is this far ahead (seconds).
 const SEEK_GAP: f64 = 1.0;
 /// Give up after this many consecutive unreadable packets.
@@ -143,6 +147,17 @@ impl VideoReader {
             ..Default::default()
         });
         let decoder = context.decoder().video().map_err(ffmpeg)?;
+        let pixels = u64::from(decoder.width()) * u64::from(decoder.height());
+        if pixels > MAX_FRAME_PIXELS {
+            return Err(Error::TooLarge {
+                path: path.into(),
+                reason: format!(
+                    "{}×{} frames ({pixels} pixels), over the limit of {MAX_FRAME_PIXELS}",
+                    decoder.width(),
+                    decoder.height()
+                ),
+            });
+        }
         let time_base = stream.time_base();
         let start = if stream.start_time() == ffmpeg_next::ffi::AV_NOPTS_VALUE {
             0.0

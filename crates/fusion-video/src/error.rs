@@ -19,6 +19,14 @@ pub enum Error {
         /// The media file.
         path: PathBuf,
     },
+    /// A stream beyond what is decoded (its frames would take gigabytes).
+    #[error("{path}: {reason}")]
+    TooLarge {
+        /// The media file.
+        path: PathBuf,
+        /// Which limit, and by how much.
+        reason: String,
+    },
     /// A sampling or output setting that cannot work.
     #[error("invalid setting: {0}")]
     InvalidSetting(String),

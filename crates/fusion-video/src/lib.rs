@@ -24,7 +24,7 @@ mod encoder;
 mod error;
 mod probe;
 
-pub use decode::{Fit, FrameSize, Frames, Sampling, SoundTrack, read_frames, read_sound_track};
+pub use decode::{Fit, FrameSize, Frames, MAX_FRAME_PIXELS, Sampling, SoundTrack, read_frames, read_sound_track};
 #[cfg(feature = "torch")]
 pub use encoder::{TemporalPooling, VideoEncoder};
 pub use error::{Error, Result};

@@ -235,3 +235,35 @@ fn uniform_targets_past_the_last_frame_reuse_it() {
     assert_eq!(frames.rgb.len(), 2 * 8 * 8 * 3);
     assert_eq!(frames.rgb[..192], frames.rgb[192..], "the last frame, twice");
 }
+
+/// A 60-byte YUV4MPEG2 file whose header claims 16000×16000 frames: refused from the header,
+/// before the decoder allocates a frame (it took gigabytes, more per thread); the same
+/// header at 64×48 is read.
+#[test]
+fn a_huge_frame_size_is_refused_before_decoding() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, side: (u32, u32)| {
+        let path = dir.path().join(name);
+        let mut bytes = format!("YUV4MPEG2 W{} H{} F10:1 Ip A1:1 C420jpeg\n", side.0, side.1).into_bytes();
+        bytes.extend(b"FRAME\n");
+        bytes.extend(vec![128u8; (side.0 * side.1 * 3 / 2).min(64 * 48 * 3 / 2) as usize]);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    };
+    let huge = write("huge.y4m", (16000, 16000));
+    match read_frames(&huge, Sampling::Uniform(1), None) {
+        Err(Error::TooLarge { path, reason }) => {
+            assert_eq!(path, huge);
+            assert!(reason.contains("16000×16000"), "{reason}");
+        }
+        other => panic!("{:?}", other.map(|f| f.timestamps.len())),
+    }
+    let small = write("small.y4m", (64, 48));
+    assert_eq!(
+        read_frames(&small, Sampling::Uniform(1), None)
+            .unwrap()
+            .timestamps
+            .len(),
+        1
+    );
+}
