@@ -17,6 +17,7 @@
 //! # Ok::<(), fusion_image::Error>(())
 //! ```
 
+mod budget;
 #[cfg(feature = "torch")]
 mod efficientnet;
 #[cfg(feature = "torch")]
@@ -25,10 +26,11 @@ mod error;
 mod pipeline;
 mod preprocess;
 
+pub use budget::{DEFAULT_DECODE_BUDGET, decode_budget_usage, set_decode_budget};
 #[cfg(feature = "torch")]
 pub use efficientnet::EfficientNetLite0;
 #[cfg(feature = "torch")]
 pub use encoder::{LeNet, MultibenchLeNet, ResNet18, batch_images};
 pub use error::{Error, Result};
-pub use pipeline::{Crop, DEFAULT_PIXEL_BUDGET, Filter, Pipeline, Resize, SplitMix64, decode, decode_bytes};
+pub use pipeline::{Crop, DEFAULT_PIXEL_BUDGET, Decoded, Filter, Pipeline, Resize, SplitMix64, decode, decode_bytes};
 pub use preprocess::{Channels, ChwImage, load_normalized, normalize};

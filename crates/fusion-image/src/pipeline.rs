@@ -215,7 +215,7 @@ impl Pipeline {
 
 /// Decodes `path` with EXIF orientation applied, refusing images over `pixel_budget`
 /// pixels before their pixels are allocated.
-pub fn decode(path: &Path, pixel_budget: u64) -> Result<DynamicImage> {
+pub fn decode(path: &Path, pixel_budget: u64) -> Result<Decoded> {
     let io = |e: std::io::Error| Error::Decode {
         path: path.to_path_buf(),
         source: image::ImageError::IoError(e),
@@ -225,7 +225,7 @@ pub fn decode(path: &Path, pixel_budget: u64) -> Result<DynamicImage> {
 }
 
 /// [`decode`] for a file already in memory; `path` names it in errors.
-pub fn decode_bytes(bytes: &[u8], path: &Path, pixel_budget: u64) -> Result<DynamicImage> {
+pub fn decode_bytes(bytes: &[u8], path: &Path, pixel_budget: u64) -> Result<Decoded> {
     let reader = ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| Error::Decode {
@@ -235,11 +235,28 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, pixel_budget: u64) -> Result<Dyna
     decode_from(reader, path, pixel_budget)
 }
 
+/// A decoded image and its share of the process's decode budget (see
+/// [`crate::set_decode_budget`]), given back when this is dropped: keep it while the pixels
+/// are in use.
+#[derive(Debug)]
+pub struct Decoded {
+    /// The image, EXIF orientation applied.
+    pub image: DynamicImage,
+    _share: crate::budget::BudgetShare,
+}
+
+impl std::ops::Deref for Decoded {
+    type Target = DynamicImage;
+    fn deref(&self) -> &DynamicImage {
+        &self.image
+    }
+}
+
 fn decode_from<R: std::io::BufRead + std::io::Seek>(
     mut reader: ImageReader<R>,
     path: &Path,
     pixel_budget: u64,
-) -> Result<DynamicImage> {
+) -> Result<Decoded> {
     let decode_error = |source: image::ImageError| Error::Decode {
         path: path.to_path_buf(),
         source,
@@ -259,9 +276,23 @@ fn decode_from<R: std::io::BufRead + std::io::Seek>(
         });
     }
     let orientation = decoder.orientation().map_err(decode_error)?;
+    // Rotating may copy the pixels once more.
+    let bytes = decoder
+        .total_bytes()
+        .saturating_mul(if orientation == image::metadata::Orientation::NoTransforms {
+            1
+        } else {
+            2
+        });
+    let share = crate::budget::BudgetShare::reserve(bytes).map_err(|budget| Error::Transform {
+        path: path.to_path_buf(),
+        reason: format!(
+            "decoding needs {bytes} bytes, over the whole decode budget of {budget} (FUSION_DECODE_BUDGET_MB)"
+        ),
+    })?;
     let mut image = DynamicImage::from_decoder(decoder).map_err(decode_error)?;
     image.apply_orientation(orientation);
-    Ok(image)
+    Ok(Decoded { image, _share: share })
 }
 
 /// Luma as PIL's `convert("L")` (ITU-R 601-2: 0.299 R + 0.587 G + 0.114 B, fixed point).
