@@ -46,7 +46,7 @@ def extract(manifest):
         try:
             image = pixels(os.path.join(base, r["image"])) if "image" in r else None
             audio = log_mel(os.path.join(base, r["audio"])) if "audio" in r else None
-        except Exception as e:  # a bad record is skipped, as the CLI does
+        except Exception as e:  # a bad record is skipped, as the CLI does with on_bad_file: skip_record
             skipped.append((r["id"], str(e)[:60]))
             continue
         records.append((r, image, audio))
