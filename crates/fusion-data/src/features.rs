@@ -868,6 +868,9 @@ pub(crate) fn write_atomic(target: &Path, data: &[u8]) -> std::io::Result<()> {
     file.persist(target).map(drop).map_err(|e| e.error)
 }
 
+/// Records extracted (in parallel) between two writes to the cache.
+pub const EXTRACT_CHUNK: usize = 1024;
+
 /// Extracts `specs` for the records of `manifest` in `shard` (all when `None`), reading
 /// and filling `cache` when given. A file that cannot be read or decoded makes that
 /// modality absent for its record ([`Extraction::absent`]); a record left with none of the
@@ -884,7 +887,7 @@ pub fn extract(
         spec.config.validate(&format!("modalities[{i}].features"))?;
     }
     let prepared: Vec<Prepared> = specs.iter().map(|s| s.config.prepare()).collect::<Result<_>>()?;
-    let stored: Vec<HashMap<String, Vec<f32>>> = match cache {
+    let mut stored: Vec<HashMap<String, Vec<f32>>> = match cache {
         Some(cache) => specs.iter().map(|s| cache.load(&s.config)).collect::<Result<_>>()?,
         None => specs.iter().map(|_| HashMap::new()).collect(),
     };
@@ -898,39 +901,6 @@ pub fn extract(
     let done = AtomicUsize::new(0);
     // Per modality: nothing (absent), the values, or why its file could not be used.
     type Outcome = Vec<std::result::Result<Option<(String, Vec<f32>, bool)>, Problem>>;
-    let outcomes: Vec<Outcome> = records
-        .par_iter()
-        .map(|record| {
-            let outcome = specs
-                .iter()
-                .zip(&stored)
-                .zip(&prepared)
-                .map(|((spec, stored), prepared)| {
-                    let problem = |path: Option<PathBuf>, reason: String| Problem {
-                        id: record.id.clone(),
-                        modality: Some(spec.name.clone()),
-                        path,
-                        reason,
-                    };
-                    let Some(found) = source(record, spec.config.modality()) else {
-                        return Ok(None);
-                    };
-                    let (bytes, path) = found.map_err(|(path, reason)| problem(Some(path), reason))?;
-                    let key = hex(&Sha256::digest(&bytes));
-                    if let Some(values) = stored.get(&key) {
-                        return Ok(Some((key, values.clone(), true)));
-                    }
-                    let values = spec
-                        .config
-                        .compute_prepared(prepared, &bytes, &path)
-                        .map_err(|reason| problem(Some(path.clone()), reason))?;
-                    Ok(values.map(|values| (key, values, false)))
-                })
-                .collect();
-            progress(done.fetch_add(1, Ordering::Relaxed) + 1);
-            outcome
-        })
-        .collect();
     let mut extraction = Extraction {
         records: Vec::new(),
         features: vec![Vec::new(); specs.len()],
@@ -941,57 +911,99 @@ pub fn extract(
         computed: 0,
         cache_errors: Vec::new(),
     };
-    let mut fresh: Vec<BTreeMap<String, Vec<f32>>> = vec![BTreeMap::new(); specs.len()];
-    for (record, outcome) in records.into_iter().zip(outcomes) {
-        let mut failed = Vec::new();
-        let values: Vec<Option<(String, Vec<f32>, bool)>> = outcome
-            .into_iter()
-            .map(|value| {
-                value.unwrap_or_else(|problem| {
-                    failed.push(problem);
-                    None
-                })
+    // In chunks, each cached as soon as it is done: a killed extraction keeps its work.
+    for chunk in records.chunks(EXTRACT_CHUNK) {
+        let outcomes: Vec<Outcome> = chunk
+            .par_iter()
+            .map(|record| {
+                let outcome = specs
+                    .iter()
+                    .zip(&stored)
+                    .zip(&prepared)
+                    .map(|((spec, stored), prepared)| {
+                        let problem = |path: Option<PathBuf>, reason: String| Problem {
+                            id: record.id.clone(),
+                            modality: Some(spec.name.clone()),
+                            path,
+                            reason,
+                        };
+                        let Some(found) = source(record, spec.config.modality()) else {
+                            return Ok(None);
+                        };
+                        let (bytes, path) = found.map_err(|(path, reason)| problem(Some(path), reason))?;
+                        let key = hex(&Sha256::digest(&bytes));
+                        if let Some(values) = stored.get(&key) {
+                            return Ok(Some((key, values.clone(), true)));
+                        }
+                        let values = spec
+                            .config
+                            .compute_prepared(prepared, &bytes, &path)
+                            .map_err(|reason| problem(Some(path.clone()), reason))?;
+                        Ok(values.map(|values| (key, values, false)))
+                    })
+                    .collect();
+                progress(done.fetch_add(1, Ordering::Relaxed) + 1);
+                outcome
             })
             .collect();
-        // Two feature configurations of one file (e.g. pixels and an image) fail once.
-        let mut seen = std::collections::HashSet::new();
-        failed.retain(|p| seen.insert((p.modality.clone(), p.path.clone())));
-        if values.iter().all(Option::is_none) {
-            if failed.is_empty() {
-                extraction.problems.push(Problem {
-                    id: record.id.clone(),
-                    modality: None,
-                    path: None,
-                    reason: format!(
-                        "has none of the configured modalities ({})",
-                        specs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
-                    ),
-                });
-            }
-            // Else its unusable files say why it is left out.
-            extraction.problems.append(&mut failed);
-            continue;
-        }
-        extraction.absent.append(&mut failed);
-        extraction.records.push(record.clone());
-        for (m, value) in values.into_iter().enumerate() {
-            extraction.keys[m].push(value.as_ref().map(|(key, _, _)| key.clone()));
-            extraction.features[m].push(value.map(|(key, values, cached)| {
-                if cached {
-                    extraction.cached += 1;
-                } else {
-                    extraction.computed += 1;
-                    fresh[m].insert(key, values.clone());
+        let mut fresh: Vec<BTreeMap<String, Vec<f32>>> = vec![BTreeMap::new(); specs.len()];
+        for (record, outcome) in chunk.iter().copied().zip(outcomes) {
+            let mut failed = Vec::new();
+            let values: Vec<Option<(String, Vec<f32>, bool)>> = outcome
+                .into_iter()
+                .map(|value| {
+                    value.unwrap_or_else(|problem| {
+                        failed.push(problem);
+                        None
+                    })
+                })
+                .collect();
+            // Two feature configurations of one file (e.g. pixels and an image) fail once.
+            let mut seen = std::collections::HashSet::new();
+            failed.retain(|p| seen.insert((p.modality.clone(), p.path.clone())));
+            if values.iter().all(Option::is_none) {
+                if failed.is_empty() {
+                    extraction.problems.push(Problem {
+                        id: record.id.clone(),
+                        modality: None,
+                        path: None,
+                        reason: format!(
+                            "has none of the configured modalities ({})",
+                            specs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+                        ),
+                    });
                 }
-                values
-            }));
+                // Else its unusable files say why it is left out.
+                extraction.problems.append(&mut failed);
+                continue;
+            }
+            extraction.absent.append(&mut failed);
+            extraction.records.push(record.clone());
+            for (m, value) in values.into_iter().enumerate() {
+                extraction.keys[m].push(value.as_ref().map(|(key, _, _)| key.clone()));
+                extraction.features[m].push(value.map(|(key, values, cached)| {
+                    if cached {
+                        extraction.cached += 1;
+                    } else {
+                        extraction.computed += 1;
+                        fresh[m].insert(key, values.clone());
+                    }
+                    values
+                }));
+            }
         }
-    }
-    if let Some(cache) = cache {
+        let Some(cache) = cache else { continue };
         for (spec, vectors) in specs.iter().zip(&fresh) {
             if let Err(e) = cache.store(&spec.config, vectors) {
-                extraction.cache_errors.push(e.to_string());
+                let error = e.to_string();
+                if !extraction.cache_errors.contains(&error) {
+                    extraction.cache_errors.push(error);
+                }
             }
+        }
+        // Later chunks reuse what this one computed (a file may appear twice).
+        for (stored, vectors) in stored.iter_mut().zip(fresh) {
+            stored.extend(vectors);
         }
     }
     Ok(extraction)

@@ -30,8 +30,8 @@ pub use avmnist::{AvMnistOptions, AvMnistSummary, build_avmnist};
 pub use degrade::{Pca, add_noise};
 pub use error::{Error, Result};
 pub use features::{
-    Extraction, FEATURE_VERSION, FeatureCache, FeatureConfig, FeatureSpec, ImageNormalization, LogMelConfig,
-    MAX_FEATURE_DIM, Prepared, Shard, extract,
+    EXTRACT_CHUNK, Extraction, FEATURE_VERSION, FeatureCache, FeatureConfig, FeatureSpec, ImageNormalization,
+    LogMelConfig, MAX_FEATURE_DIM, MAX_FEATURE_MAGNITUDE, Prepared, Shard, extract,
 };
 pub use manifest::{MAX_MANIFEST_BYTES, Manifest, Modality, RECORD_FIELDS, Record, RejectedLine, Split, UnknownField};
 pub use validate::{DEFAULT_PIXEL_BUDGET, Limits, Problem, ValidationReport, check_readable, read_bounded, validate};

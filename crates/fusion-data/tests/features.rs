@@ -487,3 +487,30 @@ fn damaged_or_absurd_cache_shards_are_refused() {
     let error = cache.load_named("frozen", &any, "any").unwrap_err().to_string();
     assert!(error.contains("is not a feature"), "{error}");
 }
+
+/// An extraction that dies part-way (here a panic from the progress callback after the
+/// first chunk) keeps every finished chunk in the cache: the next one computes only the rest.
+#[test]
+fn an_interrupted_extraction_keeps_its_finished_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let total = fusion_data::EXTRACT_CHUNK + 100;
+    let lines: Vec<String> = (0..total)
+        .map(|i| format!(r#"{{"id": "r{i}", "label": "a", "text": "record number {i}"}}"#))
+        .collect();
+    let path = dir.path().join("manifest.jsonl");
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    let manifest = Manifest::load(&path).unwrap();
+    let specs = [FeatureSpec {
+        name: "text".into(),
+        config: FeatureConfig::HashedWords { dim: 64 },
+    }];
+    let cache = FeatureCache::new(dir.path().join("cache"));
+    let killed = std::panic::catch_unwind(|| {
+        extract(&manifest, &specs, Some(&cache), None, &|done| {
+            assert!(done <= fusion_data::EXTRACT_CHUNK, "killed");
+        })
+    });
+    assert!(killed.is_err());
+    let resumed = extract(&manifest, &specs, Some(&cache), None, &|_| {}).unwrap();
+    assert_eq!((resumed.cached, resumed.computed), (fusion_data::EXTRACT_CHUNK, 100));
+}
