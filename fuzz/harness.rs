@@ -55,7 +55,7 @@ pub fn image(data: &[u8]) -> bool {
 }
 
 /// A folder of this process for files the readers need a path to (tmpfs when there is one).
-fn scratch() -> &'static Path {
+pub fn scratch() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let base = Path::new("/dev/shm");

@@ -238,10 +238,15 @@ pub fn train_one(config: &RunConfig, loaded: &Loaded, run: &Run, ui: Ui, device:
     }
     plot_training(run, &trained.summary)?;
     let target = held_out_split(extraction);
-    let eval = if extraction.split_indices(target).is_empty() {
+    let data = split_dataset(config, extraction, &loaded.specs, target, &trained.classes, device)?;
+    let eval = if data.records.is_empty() {
+        // Not an accuracy over nothing; the training itself is fine.
+        ui.warn(format!(
+            "no {} record has one of the run's classes: nothing evaluated",
+            split_name(target)
+        ));
         None
     } else {
-        let data = split_dataset(config, extraction, &loaded.specs, target, &trained.classes, device)?;
         Some(evaluate_into(run, &data, &trained.classes, split_name(target), device)?)
     };
     Ok(Trained {
@@ -427,8 +432,8 @@ pub fn eval(run_dir: &Path, manifest: Option<&Path>, split: Split, ui: Ui, devic
     let (data, classes, loaded) = run_split(&run, manifest, split, ui, device)?;
     let mut record = evaluate_into(&run, &data, &classes, split_name(split), device)?;
     record.skipped.extend(loaded.extraction.problems);
-    run.write_json("eval.json", &record)?;
     say_eval(ui, &record);
+    run.write_json("eval.json", &record)?;
     report::write(&run)?;
     ui.result(&record)
 }

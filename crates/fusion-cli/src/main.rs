@@ -34,7 +34,7 @@ enum Command {
     Info,
     /// Check every record of a manifest (JSONL or CSV): files exist, are regular files,
     /// decode, and are within limits. Bad records are listed with the reason; the exit
-    /// status is 0 unless the manifest itself cannot be read, or, with `--strict`, 1 when
+    /// status is 0 unless the manifest itself cannot be read (1), or, with `--strict`, 2 when
     /// any record, line or field is bad.
     Validate {
         /// The manifest.
@@ -42,7 +42,7 @@ enum Command {
         /// Also write the full report here (JSON).
         #[arg(long)]
         report: Option<std::path::PathBuf>,
-        /// Exit with status 1 when any record is bad, any line unreadable or any field unknown.
+        /// Exit with status 2 when any record is bad, any line unreadable or any field unknown.
         #[arg(long)]
         strict: bool,
         /// Largest decoded image, in pixels.
@@ -290,8 +290,8 @@ fn main() -> Result<()> {
             };
             let clean = validate(&manifest, report.as_deref(), &limits, ui)?;
             if strict && !clean {
-                // The report is out already; the status tells a script.
-                std::process::exit(1);
+                // The report is out already; the status tells a script (1 is an error).
+                std::process::exit(2);
             }
             Ok(())
         }

@@ -67,7 +67,7 @@ fn validate_reports_bad_records_and_succeeds() {
     assert!(std::fs::read_to_string(report).expect("report").contains("\"valid\""));
     // `--strict` makes the same report a failure a script can see.
     let strict = fusion(&["validate", manifest.to_str().expect("utf-8"), "--strict"]);
-    assert_eq!(strict.status.code(), Some(1));
+    assert_eq!(strict.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&strict.stdout).contains("bad missing (image)"));
 
     // A typo in a field name is reported with the field it means; a clean manifest passes
@@ -84,7 +84,7 @@ fn validate_reports_bad_records_and_succeeds() {
         said.contains("unknown field `imgae`") && said.contains("did you mean `image`?"),
         "{said}"
     );
-    assert_eq!(typo_out.status.code(), Some(1));
+    assert_eq!(typo_out.status.code(), Some(2));
     std::fs::write(
         &typo,
         format!(r#"{{"id": "good", "label": 7, "image": "{}"}}"#, good.display()),

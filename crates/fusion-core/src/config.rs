@@ -417,7 +417,12 @@ pub fn with_suggestion(message: &str) -> String {
         .map(|candidate| (edit_distance(typed, candidate), candidate))
         .min();
     match closest {
-        Some((distance, candidate)) if distance <= (typed.chars().count() / 3).max(2) => {
+        // Close relative to both names: `x` is not a typo of `id`.
+        Some((distance, candidate))
+            if distance <= (typed.chars().count() / 3).max(2)
+                && distance < typed.chars().count()
+                && distance <= candidate.chars().count() / 2 =>
+        {
             format!("{message} (did you mean `{candidate}`?)")
         }
         _ => message.to_string(),
@@ -545,6 +550,8 @@ mod tests {
             "unknown field `modality_dropuot`, expected one of `seed`, `modality_dropout` (did you mean `modality_dropout`?)"
         );
         assert_eq!(with_suggestion("missing field `lr`"), "missing field `lr`");
+        let short = "unknown field `x`, expected one of `id`, `label`";
+        assert_eq!(with_suggestion(short), short, "one letter is no typo of `id`");
         assert_eq!(edit_distance("weight_decy", "weight_decay"), 1);
         assert_eq!(edit_distance("imgae", "image"), 1, "a swap is one edit");
         assert_eq!(edit_distance("", "abc"), 3);

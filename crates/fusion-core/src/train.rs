@@ -133,7 +133,7 @@ impl Schedule {
                 min_ratio,
             } => {
                 if epoch < *warmup_epochs {
-                    (epoch + 1) as f64 / (*warmup_epochs + 1) as f64
+                    (epoch + 1) as f64 / warmup_epochs.saturating_add(1) as f64
                 } else {
                     let span = epochs.saturating_sub(*warmup_epochs).max(1) as f64;
                     let progress = (epoch - warmup_epochs) as f64 / span;
@@ -972,7 +972,9 @@ fn append_metrics(path: &Path, record: &EpochRecord) -> Result<()> {
         .open(path)
         .map_err(io)?;
     let line = serde_json::to_string(record).map_err(|e| Error::Config(e.to_string()))?;
-    writeln!(file, "{line}").map_err(io)
+    writeln!(file, "{line}").map_err(io)?;
+    // On disk before the checkpoint that counts it (a resume checks the two agree).
+    file.sync_data().map_err(io)
 }
 
 /// Predictions and metrics on a dataset.

@@ -67,7 +67,15 @@ pub fn check_readable(path: &Path, max_bytes: u64) -> Result<u64, String> {
 pub fn read_bounded(path: &Path, max_bytes: u64) -> Result<Vec<u8>, String> {
     use std::io::Read;
     let size = check_readable(path, max_bytes)?;
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    // Never blocks on a FIFO swapped in since the check; the open file is checked again.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let file = options.open(path).map_err(|e| format!("cannot read: {e}"))?;
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return Err("not a regular file (a folder, FIFO or device): not read".into());
+    }
     let mut bytes = Vec::with_capacity(size as usize);
     file.take(max_bytes.saturating_add(1))
         .read_to_end(&mut bytes)

@@ -41,22 +41,30 @@ pub fn decode_budget_usage() -> (u64, u64) {
     (state.0, state.2)
 }
 
+thread_local! {
+    /// Bytes the shares alive on this thread hold (what waiting cannot free).
+    static HELD_HERE: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 /// Decoded bytes held against the budget; returned when dropped.
 #[derive(Debug)]
 pub struct BudgetShare(u64);
 
 impl BudgetShare {
-    /// Waits until `bytes` fit under the budget, or says that they never will.
+    /// Waits until `bytes` fit under the budget, or says that they never will (over the
+    /// whole budget, or over what this thread's own shares leave of it).
     pub(crate) fn reserve(bytes: u64) -> Result<Self, u64> {
         let budget = budget();
+        let held_here = HELD_HERE.with(std::cell::Cell::get);
         let mut state = budget.state.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            if bytes > state.0 {
+            if bytes.saturating_add(held_here) > state.0 {
                 return Err(state.0);
             }
             if state.1 + bytes <= state.0 {
                 state.1 += bytes;
                 state.2 = state.2.max(state.1);
+                HELD_HERE.with(|h| h.set(held_here + bytes));
                 return Ok(Self(bytes));
             }
             state = budget.freed.wait(state).unwrap_or_else(|p| p.into_inner());
@@ -66,6 +74,7 @@ impl BudgetShare {
 
 impl Drop for BudgetShare {
     fn drop(&mut self) {
+        HELD_HERE.with(|h| h.set(h.get().saturating_sub(self.0)));
         let budget = budget();
         let mut state = budget.state.lock().unwrap_or_else(|p| p.into_inner());
         state.1 = state.1.saturating_sub(self.0);

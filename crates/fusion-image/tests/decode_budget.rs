@@ -39,6 +39,14 @@ fn parallel_decodes_hold_at_most_the_budget_and_larger_images_are_refused() {
     assert_eq!(budget, 2 * one + one / 2);
     assert!(peak <= budget && peak >= one, "peak {peak} of {budget}");
 
+    // A thread holding one image cannot wait for room only it could free: refused at once.
+    fusion_image::set_decode_budget(one + one / 2);
+    let held = fusion_image::decode(&paths[0], u64::MAX).unwrap();
+    let error = fusion_image::decode(&paths[1], u64::MAX).unwrap_err().to_string();
+    assert!(error.contains("1.png") && error.contains("decode budget"), "{error}");
+    drop(held);
+    assert!(fusion_image::decode(&paths[1], u64::MAX).is_ok());
+
     fusion_image::set_decode_budget(one - 1);
     let error = fusion_image::decode(&paths[0], u64::MAX).unwrap_err().to_string();
     assert!(error.contains("0.png") && error.contains("decode budget"), "{error}");

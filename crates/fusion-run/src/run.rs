@@ -219,8 +219,6 @@ pub fn train(
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Trained> {
     config.validate()?;
-    // Held until training ends: a second process on this folder is refused, not interleaved.
-    let _lock = fusion_core::RunLock::acquire(run.root())?;
     let train_indices = extraction.split_indices(Split::Train);
     let classes = classes_of(train_indices.iter().map(|&i| extraction.records[i].label.as_str()));
     if classes.len() < 2 {
@@ -246,6 +244,8 @@ pub fn train(
             )));
         }
     }
+    // Held until training ends: a second process on this folder is refused, not interleaved.
+    let _lock = fusion_core::RunLock::acquire(run.root())?;
     let columns = config.columns(specs)?;
     // A training sample with none of the model's modalities teaches it nothing.
     let trainable: Vec<usize> = train_indices

@@ -201,6 +201,18 @@ impl VideoReader {
         loop {
             match self.decoder.receive_frame(frame) {
                 Ok(()) => {
+                    // A stream may change size after its header.
+                    let pixels = u64::from(frame.width()) * u64::from(frame.height());
+                    if pixels > MAX_FRAME_PIXELS {
+                        return Err(Error::TooLarge {
+                            path: self.path.clone(),
+                            reason: format!(
+                                "a {}×{} frame, over the limit of {MAX_FRAME_PIXELS} pixels",
+                                frame.width(),
+                                frame.height()
+                            ),
+                        });
+                    }
                     self.decoded += 1;
                     let ts = frame.timestamp().or(frame.pts()).unwrap_or(0);
                     return Ok(Some(seconds(ts, self.time_base) - self.start));
