@@ -103,7 +103,7 @@ pub fn load_data(config: &RunConfig, manifest: Option<&Path>, shard: Option<Shar
     let total = shard.map_or(records, |s| records.saturating_sub(s.index).div_ceil(s.count));
     let bar = ui.bar(total as u64, "features");
     let specs = config.feature_specs();
-    let mut extraction = fusion_data::extract(&manifest, &specs, cache.as_ref(), shard, &|n| {
+    let mut extraction = fusion_data::extract(&manifest, &specs, cache.as_ref(), shard, &config.limits, &|n| {
         bar.set_position(n as u64)
     })?;
     bar.finish_and_clear();

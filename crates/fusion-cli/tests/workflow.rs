@@ -476,6 +476,26 @@ fn bad_configurations_name_the_field() {
             vec!["compare[0].name", "100000 characters"],
         ),
         (
+            write(
+                "limit_typo.json",
+                good.replace(
+                    r#""hidden_dim": 32,"#,
+                    r#""hidden_dim": 32, "limits": {"audio_secs": 1},"#,
+                ),
+            ),
+            vec!["field `limits.audio_secs`", "did you mean `audio_seconds`?"],
+        ),
+        (
+            write(
+                "limit_negative.json",
+                good.replace(
+                    r#""hidden_dim": 32,"#,
+                    r#""hidden_dim": 32, "limits": {"audio_seconds": -1},"#,
+                ),
+            ),
+            vec!["limits.audio_seconds", "not positive"],
+        ),
+        (
             write("video.json", with_video),
             vec!["modalities[2].name", "no record", "video"],
         ),

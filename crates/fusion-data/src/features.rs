@@ -149,6 +149,8 @@ const MAX_TOKEN_ID: u32 = 1 << 24;
 pub struct Prepared {
     #[cfg(feature = "text")]
     tokenizer: Option<fusion_text::TextTokenizer>,
+    /// The limits files are decoded within (set by [`extract`]; the defaults otherwise).
+    limits: crate::Limits,
 }
 
 impl FeatureConfig {
@@ -266,6 +268,7 @@ impl FeatureConfig {
                     fusion_text::TextTokenizer::from_file(tokenizer, *max_len)
                         .map_err(|e| Error::Config(format!("tokenizer {}: {e}", tokenizer.display())))?,
                 ),
+                ..Prepared::default()
             }),
             #[cfg(not(feature = "text"))]
             Self::Tokens { .. } => Err(Error::Config(missing_feature("text"))),
@@ -298,9 +301,13 @@ impl FeatureConfig {
 
     fn compute_present(&self, prepared: &Prepared, bytes: &[u8], path: &Path) -> std::result::Result<Vec<f32>, String> {
         match self {
-            Self::Pixels { size, grey } => image_values(bytes, path, *size, *grey, ImageNormalization::None),
-            Self::Image { size, grey, normalize } => image_values(bytes, path, *size, *grey, *normalize),
-            Self::LogMel(mel) => log_mel_of(mel, bytes, path),
+            Self::Pixels { size, grey } => {
+                image_values(bytes, path, *size, *grey, ImageNormalization::None, &prepared.limits)
+            }
+            Self::Image { size, grey, normalize } => {
+                image_values(bytes, path, *size, *grey, *normalize, &prepared.limits)
+            }
+            Self::LogMel(mel) => log_mel_of(mel, bytes, path, &prepared.limits),
             Self::SoundTrack(_) => Err("a sound track is read by compute_prepared".into()),
             Self::HashedWords { dim } => {
                 let text = std::str::from_utf8(bytes).map_err(|e| format!("text is not UTF-8: {e}"))?;
@@ -319,8 +326,13 @@ fn missing_feature(feature: &str) -> String {
 }
 
 #[cfg(feature = "audio")]
-fn log_mel_of(mel: &LogMelConfig, bytes: &[u8], path: &Path) -> std::result::Result<Vec<f32>, String> {
-    let clip = fusion_audio::read_wav_bytes(bytes, path, crate::Limits::default().audio_seconds)
+fn log_mel_of(
+    mel: &LogMelConfig,
+    bytes: &[u8],
+    path: &Path,
+    limits: &crate::Limits,
+) -> std::result::Result<Vec<f32>, String> {
+    let clip = fusion_audio::read_wav_bytes(bytes, path, limits.audio_seconds)
         .map_err(|e| e.to_string())?
         .to_mono();
     let samples = if clip.sample_rate == mel.sample_rate {
@@ -332,7 +344,7 @@ fn log_mel_of(mel: &LogMelConfig, bytes: &[u8], path: &Path) -> std::result::Res
 }
 
 #[cfg(not(feature = "audio"))]
-fn log_mel_of(_: &LogMelConfig, _: &[u8], _: &Path) -> std::result::Result<Vec<f32>, String> {
+fn log_mel_of(_: &LogMelConfig, _: &[u8], _: &Path, _: &crate::Limits) -> std::result::Result<Vec<f32>, String> {
     Err(missing_feature("audio"))
 }
 
@@ -448,7 +460,14 @@ impl LogMelConfig {
 }
 
 #[cfg(not(feature = "image"))]
-fn image_values(_: &[u8], _: &Path, _: u32, _: bool, _: ImageNormalization) -> std::result::Result<Vec<f32>, String> {
+fn image_values(
+    _: &[u8],
+    _: &Path,
+    _: u32,
+    _: bool,
+    _: ImageNormalization,
+    _: &crate::Limits,
+) -> std::result::Result<Vec<f32>, String> {
     Err(missing_feature("image"))
 }
 
@@ -459,9 +478,9 @@ fn image_values(
     size: u32,
     grey: bool,
     normalize: ImageNormalization,
+    limits: &crate::Limits,
 ) -> std::result::Result<Vec<f32>, String> {
-    let decoded =
-        fusion_image::decode_bytes(bytes, path, fusion_image::DEFAULT_PIXEL_BUDGET).map_err(|e| e.to_string())?;
+    let decoded = fusion_image::decode_bytes(bytes, path, limits.image_pixels).map_err(|e| e.to_string())?;
     let channels = if grey { 1 } else { 3 };
     let (mean, std) = match normalize {
         ImageNormalization::None => (vec![0.0; channels], vec![1.0; channels]),
@@ -625,7 +644,7 @@ type Source = std::result::Result<(Vec<u8>, PathBuf), (PathBuf, String)>;
 
 /// Where a record's modality comes from: its bytes (file content or inline text) and the
 /// path that names it; `None` when the record lacks the modality.
-fn source(record: &Record, modality: Modality) -> Option<Source> {
+fn source(record: &Record, modality: Modality, limits: &crate::Limits) -> Option<Source> {
     if !record.has(modality) {
         return None;
     }
@@ -644,7 +663,7 @@ fn source(record: &Record, modality: Modality) -> Option<Source> {
         Modality::Video => record.video.as_ref()?,
     };
     Some(
-        crate::read_bounded(path, crate::Limits::default().bytes_of(modality))
+        crate::read_bounded(path, limits.bytes_of(modality))
             .map(|bytes| (bytes, path.clone()))
             .map_err(|reason| (path.clone(), reason)),
     )
@@ -874,19 +893,29 @@ pub const EXTRACT_CHUNK: usize = 1024;
 /// Extracts `specs` for the records of `manifest` in `shard` (all when `None`), reading
 /// and filling `cache` when given. A file that cannot be read or decoded makes that
 /// modality absent for its record ([`Extraction::absent`]); a record left with none of the
-/// configured modalities is left out ([`Extraction::problems`]). `progress` is called with
-/// the number of records done so far.
+/// configured modalities is left out ([`Extraction::problems`]). Files are read and decoded
+/// within `limits` (those of validation). `progress` is called with the number of records
+/// done so far.
 pub fn extract(
     manifest: &Manifest,
     specs: &[FeatureSpec],
     cache: Option<&FeatureCache>,
     shard: Option<Shard>,
+    limits: &crate::Limits,
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<Extraction> {
     for (i, spec) in specs.iter().enumerate() {
         spec.config.validate(&format!("modalities[{i}].features"))?;
     }
-    let prepared: Vec<Prepared> = specs.iter().map(|s| s.config.prepare()).collect::<Result<_>>()?;
+    let prepared: Vec<Prepared> = specs
+        .iter()
+        .map(|s| {
+            s.config.prepare().map(|p| Prepared {
+                limits: limits.clone(),
+                ..p
+            })
+        })
+        .collect::<Result<_>>()?;
     let mut stored: Vec<HashMap<String, Vec<f32>>> = match cache {
         Some(cache) => specs.iter().map(|s| cache.load(&s.config)).collect::<Result<_>>()?,
         None => specs.iter().map(|_| HashMap::new()).collect(),
@@ -927,7 +956,7 @@ pub fn extract(
                             path,
                             reason,
                         };
-                        let Some(found) = source(record, spec.config.modality()) else {
+                        let Some(found) = source(record, spec.config.modality(), limits) else {
                             return Ok(None);
                         };
                         let (bytes, path) = found.map_err(|(path, reason)| problem(Some(path), reason))?;

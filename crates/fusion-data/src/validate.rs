@@ -12,8 +12,10 @@ use crate::{Manifest, Modality, Record};
 /// Largest decoded image accepted by default, in pixels (fusion-image's budget).
 pub const DEFAULT_PIXEL_BUDGET: u64 = 64 * 1024 * 1024;
 
-/// Limits a record's files must respect.
-#[derive(Debug, Clone, PartialEq)]
+/// Limits a record's files must respect, in validation and extraction alike (a run
+/// configuration's `limits`; every field optional).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Largest decoded image, in pixels.
     pub image_pixels: u64,

@@ -75,7 +75,7 @@ fn manifest(dir: &Path) -> PathBuf {
 fn features_have_the_configured_values_and_bad_records_are_listed() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = Manifest::load(manifest(dir.path())).unwrap();
-    let extraction = extract(&manifest, &specs(), None, None, &|_| {}).unwrap();
+    let extraction = extract(&manifest, &specs(), None, None, &Default::default(), &|_| {}).unwrap();
     let ids: Vec<&str> = extraction.records.iter().map(|r| r.id.as_str()).collect();
     // `corrupt` loses its image, not its text.
     assert_eq!(ids, ["all", "image_only", "audio_only", "corrupt"]);
@@ -150,18 +150,26 @@ fn the_cache_is_reused_across_runs_renames_and_shards() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = Manifest::load(manifest(dir.path())).unwrap();
     let cache = FeatureCache::new(dir.path().join("cache"));
-    let fresh = extract(&manifest, &specs(), None, None, &|_| {}).unwrap();
+    let fresh = extract(&manifest, &specs(), None, None, &Default::default(), &|_| {}).unwrap();
     // Two shards fill the cache between them (as two processes or machines would): records
     // 0, 2, 4 then 1, 3, 5. The square image of record 1 was stored by the first shard.
     let shard = |index| {
         let part = Shard { index, count: 2 };
-        let extraction = extract(&manifest, &specs(), Some(&cache), Some(part), &|_| {}).unwrap();
+        let extraction = extract(
+            &manifest,
+            &specs(),
+            Some(&cache),
+            Some(part),
+            &Default::default(),
+            &|_| {},
+        )
+        .unwrap();
         (extraction.cached, extraction.computed)
     };
     assert_eq!(shard(0), (0, 5));
     assert_eq!(shard(1), (1, 1), "corrupt's text");
     let done = std::sync::atomic::AtomicUsize::new(0);
-    let cached = extract(&manifest, &specs(), Some(&cache), None, &|n| {
+    let cached = extract(&manifest, &specs(), Some(&cache), None, &Default::default(), &|n| {
         done.fetch_max(n, std::sync::atomic::Ordering::Relaxed);
     })
     .unwrap();
@@ -176,13 +184,13 @@ fn the_cache_is_reused_across_runs_renames_and_shards() {
         .replace("square.png", "renamed.png");
     std::fs::write(dir.path().join("manifest.csv"), csv).unwrap();
     let renamed = Manifest::load(dir.path().join("manifest.csv")).unwrap();
-    let again = extract(&renamed, &specs(), Some(&cache), None, &|_| {}).unwrap();
+    let again = extract(&renamed, &specs(), Some(&cache), None, &Default::default(), &|_| {}).unwrap();
     assert_eq!((again.cached, again.computed), (7, 0));
     image::GrayImage::from_raw(2, 2, vec![9, 9, 9, 9])
         .unwrap()
         .save(dir.path().join("renamed.png"))
         .unwrap();
-    let edited = extract(&renamed, &specs(), Some(&cache), None, &|_| {}).unwrap();
+    let edited = extract(&renamed, &specs(), Some(&cache), None, &Default::default(), &|_| {}).unwrap();
     assert_eq!((edited.cached, edited.computed), (5, 2));
 
     // Another configuration has its own folder.
@@ -190,7 +198,7 @@ fn the_cache_is_reused_across_runs_renames_and_shards() {
         name: "image".into(),
         config: FeatureConfig::Pixels { size: 3, grey: true },
     }];
-    let resized = extract(&renamed, &other, Some(&cache), None, &|_| {}).unwrap();
+    let resized = extract(&renamed, &other, Some(&cache), None, &Default::default(), &|_| {}).unwrap();
     assert_eq!(resized.cached, 0);
 
     // A damaged shard is an error naming it, not silently wrong features.
@@ -201,7 +209,7 @@ fn the_cache_is_reused_across_runs_renames_and_shards() {
         .find(|p| p.extension().is_some_and(|e| e == "safetensors"))
         .unwrap();
     std::fs::write(&shard, b"garbage").unwrap();
-    let error = extract(&renamed, &specs(), Some(&cache), None, &|_| {})
+    let error = extract(&renamed, &specs(), Some(&cache), None, &Default::default(), &|_| {})
         .unwrap_err()
         .to_string();
     assert!(error.contains(&shard.display().to_string()), "{error}");
@@ -214,7 +222,7 @@ fn a_cache_that_cannot_be_written_costs_speed_not_the_run() {
     // The cache root is a file: nothing can be stored under it.
     std::fs::write(dir.path().join("blocked"), b"").unwrap();
     let cache = FeatureCache::new(dir.path().join("blocked"));
-    let extraction = extract(&manifest, &specs(), Some(&cache), None, &|_| {}).unwrap();
+    let extraction = extract(&manifest, &specs(), Some(&cache), None, &Default::default(), &|_| {}).unwrap();
     assert_eq!(extraction.records.len(), 4);
     assert_eq!(
         extraction.cache_errors.len(),
@@ -342,12 +350,12 @@ fn tokens_are_ids_of_varying_length_and_cached_as_such() {
         config: config.clone(),
     }];
     let cache = FeatureCache::new(dir.path().join("cache"));
-    let first = extract(&manifest, &specs, Some(&cache), None, &|_| {}).unwrap();
+    let first = extract(&manifest, &specs, Some(&cache), None, &Default::default(), &|_| {}).unwrap();
     let ids: Vec<Vec<f32>> = first.features[0].iter().map(|v| v.clone().unwrap()).collect();
     // Vocabulary: [UNK] 0, [PAD] 1, red 2, square 3, a 4; lower-cased, punctuation split,
     // cut to max_len.
     assert_eq!(ids, [vec![2.0], vec![4.0, 2.0, 3.0, 5.0, 4.0], vec![0.0]]);
-    let again = extract(&manifest, &specs, Some(&cache), None, &|_| {}).unwrap();
+    let again = extract(&manifest, &specs, Some(&cache), None, &Default::default(), &|_| {}).unwrap();
     assert_eq!((again.cached, again.computed), (3, 0));
     assert_eq!(again.features, first.features);
     // The tokenizer's content is part of the key: a copy elsewhere hits the same cache.
@@ -419,7 +427,7 @@ fn special_oversized_and_absurd_files_are_bad_records_not_hangs() {
     std::fs::write(&path, rows.join("\n")).unwrap();
     let manifest = Manifest::load(&path).unwrap();
     let specs: Vec<FeatureSpec> = specs().into_iter().take(2).collect();
-    let extraction = extract(&manifest, &specs, None, None, &|_| {}).unwrap();
+    let extraction = extract(&manifest, &specs, None, None, &Default::default(), &|_| {}).unwrap();
     let ids: Vec<&str> = extraction.records.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(ids, ["good"]);
     let reasons: Vec<(&str, &str)> = extraction
@@ -506,11 +514,45 @@ fn an_interrupted_extraction_keeps_its_finished_chunks() {
     }];
     let cache = FeatureCache::new(dir.path().join("cache"));
     let killed = std::panic::catch_unwind(|| {
-        extract(&manifest, &specs, Some(&cache), None, &|done| {
+        extract(&manifest, &specs, Some(&cache), None, &Default::default(), &|done| {
             assert!(done <= fusion_data::EXTRACT_CHUNK, "killed");
         })
     });
     assert!(killed.is_err());
-    let resumed = extract(&manifest, &specs, Some(&cache), None, &|_| {}).unwrap();
+    let resumed = extract(&manifest, &specs, Some(&cache), None, &Default::default(), &|_| {}).unwrap();
     assert_eq!((resumed.cached, resumed.computed), (fusion_data::EXTRACT_CHUNK, 100));
+}
+
+/// Extraction applies the limits it is given (a run configuration's `limits`): a clip
+/// longer than the audio limit and an image over the pixel limit lose their modality.
+#[test]
+fn extraction_applies_the_given_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = Manifest::load(manifest(dir.path())).unwrap();
+    let limits = fusion_data::Limits {
+        audio_seconds: 0.1,
+        image_pixels: 3,
+        ..Default::default()
+    };
+    let specs: Vec<FeatureSpec> = specs().into_iter().take(2).collect();
+    let extraction = extract(&manifest, &specs, None, None, &limits, &|_| {}).unwrap();
+    let reasons: Vec<(&str, &str)> = extraction
+        .problems
+        .iter()
+        .chain(&extraction.absent)
+        .map(|p| (p.id.as_str(), p.reason.as_str()))
+        .collect();
+    for id in ["all", "image_only", "audio_only"] {
+        assert!(
+            reasons.iter().any(|(i, _)| *i == id),
+            "{id} is over a limit: {reasons:?}"
+        );
+    }
+    assert!(
+        reasons.iter().any(|(_, r)| r.contains("over the limit of 0.1 s")),
+        "{reasons:?}"
+    );
+    assert!(reasons.iter().any(|(_, r)| r.contains("square.png")), "{reasons:?}");
+    let generous = extract(&manifest, &specs, None, None, &Default::default(), &|_| {}).unwrap();
+    assert!(generous.absent.iter().chain(&generous.problems).all(|p| p.id != "all"));
 }

@@ -93,6 +93,10 @@ pub struct RunConfig {
     /// What a file that cannot be used (missing, undecodable, over a limit) costs.
     #[serde(default)]
     pub on_bad_file: OnBadFile,
+    /// Limits of the files read (sizes, image pixels, audio and video durations): those of
+    /// `fusion validate`, which are the defaults.
+    #[serde(default)]
+    pub limits: fusion_data::Limits,
 }
 
 /// What a record loses when one of its files cannot be used.
@@ -188,6 +192,19 @@ impl RunConfig {
         }
         check_modalities(&self.modalities, "modalities").map_err(config)?;
         self.train.validate().map_err(|e| config(e.into()))?;
+        let limits = &self.limits;
+        let positive = [
+            ("image_pixels", limits.image_pixels as f64),
+            ("audio_seconds", limits.audio_seconds),
+            ("video_seconds", limits.video_seconds),
+            ("text_bytes", limits.text_bytes as f64),
+            ("file_bytes", limits.file_bytes as f64),
+        ];
+        if let Some((field, value)) = positive.iter().find(|(_, v)| v.is_nan() || *v <= 0.0) {
+            return Err(Error::Config(format!(
+                "config: field `limits.{field}`: {value} is not positive"
+            )));
+        }
         for (i, named) in self.compare.iter().enumerate() {
             // Names become folder names: checked before any row trains.
             let length = named.name.chars().count();

@@ -368,7 +368,7 @@ impl Predictor {
                 config: m.features.clone(),
             })
             .collect();
-        let extraction = fusion_data::extract(&manifest, &specs, None, None, &|_| {})?;
+        let extraction = fusion_data::extract(&manifest, &specs, None, None, &self.config.limits, &|_| {})?;
         // Here every file counts: a caller handing records expects each used as given.
         if let Some(problem) = extraction.problems.first().or(extraction.absent.first()) {
             return Err(Error::Record(describe(problem)));

@@ -86,7 +86,7 @@ fn train_and_check(dir: &Path, config: &RunConfig, run_name: &str) -> (f64, fusi
     let manifest = Manifest::load(&config.manifest).unwrap();
     let specs = config.feature_specs();
     let cache = FeatureCache::new(config.cache_folder().unwrap());
-    let extraction = fusion_data::extract(&manifest, &specs, Some(&cache), None, &|_| {}).unwrap();
+    let extraction = fusion_data::extract(&manifest, &specs, Some(&cache), None, &Default::default(), &|_| {}).unwrap();
     assert!(extraction.problems.is_empty(), "{:?}", extraction.problems);
     let run = Run::new(dir.join(run_name));
     let trained = fusion_run::train(config, &extraction, &specs, &run, Device::Cpu, &mut |_| {}).unwrap();
