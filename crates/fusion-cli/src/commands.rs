@@ -475,13 +475,8 @@ pub fn predict(run_dir: &Path, manifest: Option<&Path>, out: Option<&Path>, ui: 
         })
         .collect::<serde_json::Result<_>>()?;
     let write = |lines: &[String]| {
-        fusion_core::write_atomic(&out, |tmp| {
-            std::fs::write(tmp, lines.join("\n") + "\n").map_err(|source| fusion_core::Error::Io {
-                path: tmp.into(),
-                source,
-            })
-        })
-        .with_context(|| format!("cannot write {}", out.display()))
+        fusion_core::write_file_atomic(&out, lines.join("\n") + "\n")
+            .with_context(|| format!("cannot write {}", out.display()))
     };
     if extraction.records.is_empty() {
         write(&errors)?;

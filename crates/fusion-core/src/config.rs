@@ -231,7 +231,7 @@ where
 fn strict_from_value<T: serde::de::DeserializeOwned + Serialize>(
     value: serde_json::Value,
 ) -> std::result::Result<T, String> {
-    let parsed: T = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
+    let parsed = T::deserialize(&value).map_err(|e| e.to_string())?;
     // A unit variant writes back its tag alone: any other given field was ignored.
     if let (serde_json::Value::Object(given), Ok(serde_json::Value::Object(written))) =
         (&value, serde_json::to_value(&parsed))

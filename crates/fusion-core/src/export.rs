@@ -6,7 +6,7 @@ use std::{cell::RefCell, path::Path};
 use serde::{Deserialize, Serialize};
 use tch::{CModule, Tensor, nn::VarStore};
 
-use crate::{Error, FusionModel, ModalityInput, Result, write_atomic};
+use crate::{Error, FusionModel, ModalityInput, Result, write_atomic, write_file_atomic};
 
 /// One positional input of an exported module.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,12 +120,7 @@ pub fn export_torchscript(
     };
     let json = serde_json::to_string_pretty(&signature).map_err(|e| Error::Config(e.to_string()))?;
     let sidecar = signature_path(path);
-    write_atomic(&sidecar, |tmp| {
-        std::fs::write(tmp, json).map_err(|source| Error::Io {
-            path: tmp.into(),
-            source,
-        })
-    })?;
+    write_file_atomic(&sidecar, json)?;
     Ok(signature)
 }
 

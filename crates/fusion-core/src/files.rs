@@ -52,6 +52,16 @@ pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Res
     Ok(())
 }
 
+/// [`write_atomic`] of bytes already in memory (JSON, text).
+pub fn write_file_atomic(path: &Path, bytes: impl AsRef<[u8]>) -> Result<()> {
+    write_atomic(path, |tmp| {
+        fs::write(tmp, bytes).map_err(|source| Error::Io {
+            path: tmp.into(),
+            source,
+        })
+    })
+}
+
 /// Key of the checksum entry in the safetensors files this crate writes.
 pub const CHECKSUM_KEY: &str = "__checksum__.crc32";
 
@@ -271,7 +281,7 @@ mod tests {
     fn a_failed_write_keeps_the_old_file_and_leaves_no_temporary() -> Result<()> {
         let dir = temp_dir()?;
         let path = dir.path().join("state.json");
-        write_atomic(&path, |tmp| write(tmp, "old"))?;
+        write_file_atomic(&path, "old")?;
         let failed = write_atomic(&path, |tmp| {
             write(tmp, "half")?;
             Err(Error::Config("disk full".into()))

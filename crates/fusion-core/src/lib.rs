@@ -84,7 +84,9 @@ pub use explain::{
     noise_robustness, shapley_values,
 };
 pub use export::{ExportSignature, ExportedInput, export_arguments, export_torchscript, signature_path};
-pub use files::{CHECKSUM_KEY, RunLock, read_checked_safetensors, write_atomic, write_checked_safetensors};
+pub use files::{
+    CHECKSUM_KEY, RunLock, read_checked_safetensors, write_atomic, write_checked_safetensors, write_file_atomic,
+};
 pub use fusion::tensor_fusion;
 pub use input::{ModalityInput, modality_dropout};
 pub use late::LateFusion;

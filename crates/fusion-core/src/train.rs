@@ -16,7 +16,7 @@ use crate::{
     Error, FusionModel, ModelConfig, Result, RunLock, TensorDataset,
     input::modality_dropout,
     metrics::{GroupMetrics, Metrics},
-    read_checked_safetensors, write_atomic, write_checked_safetensors,
+    read_checked_safetensors, write_checked_safetensors, write_file_atomic,
 };
 
 /// Optimiser and its hyper-parameters.
@@ -625,12 +625,7 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(|e| Error::Config(e.to_string()))?;
-    write_atomic(path, |tmp| {
-        fs::write(tmp, text).map_err(|source| Error::Io {
-            path: tmp.into(),
-            source,
-        })
-    })
+    write_file_atomic(path, text)
 }
 
 /// Saves the model's weights (variable names as keys) as safetensors, atomically.
@@ -953,12 +948,7 @@ fn rewrite_metrics(path: &Path, records: &[EpochRecord]) -> Result<()> {
         .filter_map(|r| serde_json::to_string(r).ok())
         .map(|l| l + "\n")
         .collect();
-    write_atomic(path, |tmp| {
-        fs::write(tmp, text).map_err(|source| Error::Io {
-            path: tmp.into(),
-            source,
-        })
-    })
+    write_file_atomic(path, text)
 }
 
 fn append_metrics(path: &Path, record: &EpochRecord) -> Result<()> {

@@ -42,6 +42,22 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// Checks that every limit is positive; the error is the first field that is not, with
+    /// its value.
+    pub fn validate(&self) -> Result<(), (&'static str, f64)> {
+        let positive = [
+            ("image_pixels", self.image_pixels as f64),
+            ("audio_seconds", self.audio_seconds),
+            ("video_seconds", self.video_seconds),
+            ("text_bytes", self.text_bytes as f64),
+            ("file_bytes", self.file_bytes as f64),
+        ];
+        match positive.into_iter().find(|(_, v)| v.is_nan() || *v <= 0.0) {
+            Some(bad) => Err(bad),
+            None => Ok(()),
+        }
+    }
+
     /// Largest file of `modality` read, in bytes.
     pub fn bytes_of(&self, modality: Modality) -> u64 {
         match modality {

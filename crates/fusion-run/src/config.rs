@@ -192,19 +192,9 @@ impl RunConfig {
         }
         check_modalities(&self.modalities, "modalities").map_err(config)?;
         self.train.validate().map_err(|e| config(e.into()))?;
-        let limits = &self.limits;
-        let positive = [
-            ("image_pixels", limits.image_pixels as f64),
-            ("audio_seconds", limits.audio_seconds),
-            ("video_seconds", limits.video_seconds),
-            ("text_bytes", limits.text_bytes as f64),
-            ("file_bytes", limits.file_bytes as f64),
-        ];
-        if let Some((field, value)) = positive.iter().find(|(_, v)| v.is_nan() || *v <= 0.0) {
-            return Err(Error::Config(format!(
-                "config: field `limits.{field}`: {value} is not positive"
-            )));
-        }
+        self.limits.validate().map_err(|(field, value)| {
+            Error::Config(format!("config: field `limits.{field}`: {value} is not positive"))
+        })?;
         for (i, named) in self.compare.iter().enumerate() {
             // Names become folder names: checked before any row trains.
             let length = named.name.chars().count();

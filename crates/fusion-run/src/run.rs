@@ -84,13 +84,7 @@ impl Run {
     /// Writes a JSON file of the run atomically (a temporary file renamed into place).
     pub fn write_json(&self, name: &str, value: &impl Serialize) -> Result<()> {
         let text = serde_json::to_string_pretty(value).map_err(|e| Error::Config(e.to_string()))?;
-        fusion_core::write_atomic(&self.file(name), |tmp| {
-            std::fs::write(tmp, &text).map_err(|source| fusion_core::Error::Io {
-                path: tmp.into(),
-                source,
-            })
-        })?;
-        Ok(())
+        Ok(fusion_core::write_file_atomic(&self.file(name), text)?)
     }
     /// Reads a JSON file of the run.
     pub fn read_json<T: for<'de> Deserialize<'de>>(&self, name: &str) -> Result<T> {
