@@ -10,7 +10,7 @@ use std::{
     sync::OnceLock,
 };
 
-use fusion_data::{FeatureCache, FeatureConfig, LogMelConfig, Manifest, Prepared};
+use fusion_data::{FeatureCache, FeatureConfig, LogMelConfig, Manifest, PathScope, Prepared};
 
 /// A target: reads the bytes, says whether it accepted them.
 pub type Target = fn(&[u8]) -> bool;
@@ -109,14 +109,14 @@ pub fn tokens(data: &[u8]) -> bool {
 
 /// The JSON Lines manifest parser.
 pub fn manifest_jsonl(data: &[u8]) -> bool {
-    !Manifest::parse_jsonl(data, Path::new("/fuzz/manifest.jsonl"))
+    !Manifest::parse_jsonl(data, Path::new("/fuzz/manifest.jsonl"), PathScope::ManifestFolder)
         .records
         .is_empty()
 }
 
 /// The CSV manifest parser.
 pub fn manifest_csv(data: &[u8]) -> bool {
-    Manifest::parse_csv(data, Path::new("/fuzz/manifest.csv")).is_ok_and(|m| !m.records.is_empty())
+    Manifest::parse_csv(data, Path::new("/fuzz/manifest.csv"), PathScope::ManifestFolder).is_ok_and(|m| !m.records.is_empty())
 }
 
 /// A feature-cache shard (safetensors with a checksum).

@@ -6,12 +6,12 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum Error {
     /// A WAV file that cannot be read: missing, truncated or not a WAV.
-    #[error("cannot read WAV {path}: {source}")]
+    #[error("cannot read WAV {path}: {reason}")]
     Wav {
         /// The audio file.
         path: PathBuf,
-        /// The reader's error.
-        source: hound::Error,
+        /// What is wrong with it.
+        reason: String,
     },
     /// A WAV file that is well formed but unusable.
     #[error("unusable WAV {path}: {reason}")]

@@ -31,4 +31,7 @@ pub use features::{
     mel_filterbank, power_to_db,
 };
 pub use resample::resample;
-pub use wav::{Clip, DEFAULT_MAX_SECONDS, MonoClip, SAMPLE_RATES, read_wav, read_wav_bytes, read_wav_mono};
+pub use wav::{
+    Clip, DEFAULT_MAX_CHANNELS, DEFAULT_MAX_SECONDS, MonoClip, SAMPLE_RATES, WavLimits, read_wav, read_wav_bytes,
+    read_wav_mono,
+};

@@ -87,7 +87,7 @@ pub struct Loaded {
 /// features through the cache, reporting bad lines and records.
 pub fn load_data(config: &RunConfig, manifest: Option<&Path>, shard: Option<Shard>, ui: Ui) -> Result<Loaded> {
     let path = manifest.unwrap_or(&config.manifest);
-    let manifest = Manifest::load(path)?;
+    let manifest = Manifest::load_with(path, config.path_scope())?;
     for line in &manifest.rejected {
         ui.warn(format!("skipped {}: {line}", path.display()));
     }

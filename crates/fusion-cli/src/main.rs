@@ -60,6 +60,12 @@ enum Command {
         /// Largest image, audio or video file, in bytes.
         #[arg(long, default_value_t = fusion_data::Limits::default().file_bytes)]
         max_file_bytes: u64,
+        /// Most audio channels.
+        #[arg(long, default_value_t = fusion_data::Limits::default().audio_channels)]
+        max_audio_channels: u16,
+        /// Read files outside the manifest's folder too (by default such a record is bad).
+        #[arg(long)]
+        allow_paths_outside_manifest: bool,
     },
     /// Extract a configuration's features into the feature cache (all records, or one
     /// shard of them so that several processes or machines share the work).
@@ -280,15 +286,23 @@ fn main() -> Result<()> {
             max_video_seconds,
             max_text_bytes,
             max_file_bytes,
+            max_audio_channels,
+            allow_paths_outside_manifest,
         } => {
             let limits = fusion_data::Limits {
                 image_pixels: max_image_pixels,
                 audio_seconds: max_audio_seconds,
+                audio_channels: max_audio_channels,
                 video_seconds: max_video_seconds,
                 text_bytes: max_text_bytes,
                 file_bytes: max_file_bytes,
             };
-            let clean = validate(&manifest, report.as_deref(), &limits, ui)?;
+            let scope = if allow_paths_outside_manifest {
+                fusion_data::PathScope::Anywhere
+            } else {
+                fusion_data::PathScope::ManifestFolder
+            };
+            let clean = validate(&manifest, scope, report.as_deref(), &limits, ui)?;
             if strict && !clean {
                 // The report is out already; the status tells a script (1 is an error).
                 std::process::exit(2);
@@ -360,8 +374,14 @@ fn main() -> Result<()> {
 }
 
 /// Validates `path` and reports; returns whether the manifest is clean.
-fn validate(path: &Path, report_path: Option<&Path>, limits: &fusion_data::Limits, ui: Ui) -> Result<bool> {
-    let manifest = fusion_data::Manifest::load(path)?;
+fn validate(
+    path: &Path,
+    scope: fusion_data::PathScope,
+    report_path: Option<&Path>,
+    limits: &fusion_data::Limits,
+    ui: Ui,
+) -> Result<bool> {
+    let manifest = fusion_data::Manifest::load_with(path, scope)?;
     let report = fusion_data::validate(&manifest, limits);
     if let Some(out) = report_path {
         report

@@ -33,7 +33,9 @@ fn validate_reports_bad_records_and_succeeds() {
     let dir = tempfile::tempdir().expect("temp dir");
     let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
     let manifest = dir.path().join("m.jsonl");
-    let good = fixtures.join("image/mnist_digit_28x28.png");
+    let outside = fixtures.join("image/mnist_digit_28x28.png");
+    let good = dir.path().join("digit.png");
+    std::fs::copy(&outside, &good).expect("copy");
     let lines = [
         format!(r#"{{"id": "good", "label": "7", "image": "{}"}}"#, good.display()),
         r#"{"id": "missing", "label": "1", "image": "absent.png"}"#.to_string(),
@@ -92,10 +94,128 @@ fn validate_reports_bad_records_and_succeeds() {
     .expect("write");
     let clean = fusion(&["validate", typo.to_str().expect("utf-8"), "--strict"]);
     assert!(clean.status.success(), "{}", String::from_utf8_lossy(&clean.stdout));
+
+    // A file outside the manifest's folder is read only when the user says so.
+    let far = dir.path().join("far.jsonl");
+    std::fs::write(
+        &far,
+        format!(r#"{{"id": "far", "label": 7, "image": "{}"}}"#, outside.display()),
+    )
+    .expect("write");
+    let refused = fusion(&["validate", far.to_str().expect("utf-8"), "--strict"]);
+    let said = String::from_utf8_lossy(&refused.stdout);
+    assert!(
+        said.contains("line 1: `image`") && said.contains("is outside the manifest's folder"),
+        "{said}"
+    );
+    assert_eq!(refused.status.code(), Some(2));
+    let allowed = fusion(&[
+        "validate",
+        far.to_str().expect("utf-8"),
+        "--strict",
+        "--allow-paths-outside-manifest",
+    ]);
+    assert!(allowed.status.success(), "{}", String::from_utf8_lossy(&allowed.stdout));
     let missing = Command::new(env!("CARGO_BIN_EXE_fusion"))
         .args(["validate", "/nonexistent.csv"])
         .output()
         .expect("run");
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent.csv"));
+}
+
+/// Files whose headers claim gigabytes (a 100000² PNG, WAVs of 1 Hz, 4 GHz and 10 hours, a
+/// 16000² video) are each refused from the header by `validate` and `extract` running
+/// under a 1 GiB address-space limit: each would once have allocated 6 to 34 GB and aborted
+/// the process.
+#[test]
+fn hostile_headers_stay_within_a_memory_limit() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let write = |name: &str, bytes: Vec<u8>| std::fs::write(dir.path().join(name), bytes).expect("write");
+    let chunk = |kind: &[u8], data: &[u8]| {
+        let mut bytes = (data.len() as u32).to_be_bytes().to_vec();
+        bytes.extend(kind);
+        bytes.extend(data);
+        bytes.extend(crc32fast::hash(&bytes[4..]).to_be_bytes());
+        bytes
+    };
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = [100_000u32.to_be_bytes(), 100_000u32.to_be_bytes()].concat();
+    ihdr.extend([8, 2, 0, 0, 0]);
+    png.extend(chunk(b"IHDR", &ihdr));
+    png.extend(chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]));
+    png.extend(chunk(b"IEND", &[]));
+    write("bomb.png", png);
+    let wav = |rate: u32, claimed: u32| {
+        let mut bytes = b"RIFF".to_vec();
+        bytes.extend((36u32 + 8192).to_le_bytes());
+        bytes.extend(b"WAVEfmt \x10\0\0\0\x01\0\x01\0");
+        bytes.extend(rate.to_le_bytes());
+        bytes.extend(rate.wrapping_mul(2).to_le_bytes());
+        bytes.extend(b"\x02\0\x10\0data");
+        bytes.extend(claimed.to_le_bytes());
+        bytes.extend([0u8; 8192]);
+        bytes
+    };
+    write("one_hz.wav", wav(1, 8192));
+    write("four_ghz.wav", wav(4_294_967_291, 8192));
+    write("ten_hours.wav", wav(8000, 576_000_000));
+    let mut y4m = b"YUV4MPEG2 W16000 H16000 F10:1 Ip A1:1 C420jpeg\nFRAME\n".to_vec();
+    y4m.extend([128u8; 4608]);
+    write("huge.y4m", y4m);
+    let records = [
+        r#"{"id": "png", "label": "a", "image": "bomb.png"}"#,
+        r#"{"id": "hz1", "label": "a", "audio": "one_hz.wav"}"#,
+        r#"{"id": "ghz", "label": "b", "audio": "four_ghz.wav"}"#,
+        r#"{"id": "long", "label": "b", "audio": "ten_hours.wav"}"#,
+        r#"{"id": "y4m", "label": "b", "video": "huge.y4m", "text": "kept"}"#,
+    ];
+    write("m.jsonl", records.join("\n").into_bytes());
+    let config = r#"{"manifest": "m.jsonl", "cache": "cache", "modalities": [
+      {"name": "image", "features": {"kind": "pixels", "size": 8}, "encoder": {"kind": "mlp", "hidden": [8]}},
+      {"name": "audio", "features": {"kind": "log_mel", "sample_rate": 8000, "n_mels": 16, "frames": 8}, "encoder": {"kind": "mlp", "hidden": [8]}},
+      {"name": "video", "features": {"kind": "video_frames", "frames": 2, "size": 4, "grey": true}, "encoder": {"kind": "mlp", "hidden": [8]}},
+      {"name": "text", "features": {"kind": "hashed_words", "dim": 64}, "encoder": {"kind": "mlp", "hidden": [8]}}],
+      "fusion": {"family": "early", "method": "concat"}, "train": {"epochs": 1, "batch_size": 4}}"#;
+    write("c.json", config.as_bytes().to_vec());
+    let limited = |args: &[&str]| {
+        Command::new("bash")
+            .arg("-c")
+            .arg("ulimit -v 1048576; exec \"$0\" \"$@\"")
+            .arg(env!("CARGO_BIN_EXE_fusion"))
+            .args(args)
+            .current_dir(dir.path())
+            .env("RAYON_NUM_THREADS", "2")
+            .env("MALLOC_ARENA_MAX", "2")
+            .output()
+            .expect("run fusion")
+    };
+    let validated = limited(&["validate", "--strict", "m.jsonl"]);
+    let said = String::from_utf8_lossy(&validated.stdout);
+    assert_eq!(
+        validated.status.code(),
+        Some(2),
+        "{said}{}",
+        String::from_utf8_lossy(&validated.stderr)
+    );
+    for expected in [
+        "bad png (image): image bomb.png is 100000×100000 pixels",
+        "bad hz1 (audio): unusable WAV one_hz.wav: a sample rate of 1 Hz",
+        "bad ghz (audio): unusable WAV four_ghz.wav: a sample rate of 4294967291 Hz",
+        "bad long (audio): unusable WAV ten_hours.wav: 36000.0 s long",
+        "bad y4m (video): huge.y4m: 16000×16000 frames",
+    ] {
+        assert!(said.contains(expected), "{expected}: {said}");
+    }
+    let extracted = limited(&["extract", "--config", "c.json"]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&extracted.stdout),
+        String::from_utf8_lossy(&extracted.stderr)
+    );
+    assert!(extracted.status.success(), "{said}");
+    assert!(
+        said.contains("5 records: 1 usable, 4 skipped, 1 files unusable"),
+        "{said}"
+    );
 }

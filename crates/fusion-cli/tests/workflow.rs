@@ -673,3 +673,59 @@ fn exit_statuses_tell_a_script_what_happened() {
     assert!(!eval.status.success(), "{stderr}");
     assert!(stderr.contains("one of the run's"), "{stderr}");
 }
+
+/// A checkpoint that cannot be written (a file-size limit on the process, as a full disk
+/// would do) stops the run with a message saying which checkpoint is intact; the previous
+/// checkpoint is untouched, no temporary file stays behind, and the same command without
+/// the limit resumes from it.
+#[test]
+fn a_checkpoint_write_that_fails_leaves_the_previous_one() {
+    let dir = tempfile::tempdir().unwrap();
+    dataset(dir.path());
+    let path = config(dir.path(), r#"{"family": "early", "method": "concat"}"#, "");
+    let run = dir.path().join("run");
+    let (c, r) = (path.to_str().unwrap(), run.to_str().unwrap());
+    ok(&["train", "--config", c, "--run", r, "--epochs", "2", "--device", "cpu"]);
+    let checkpoint = run.join("checkpoints/last.safetensors");
+    let before = std::fs::read(&checkpoint).unwrap();
+    // `ulimit -f` counts 1024-byte blocks; SIGXFSZ ignored, a write past it fails (EFBIG).
+    let blocks = before.len() / 2 / 1024;
+    assert!(blocks >= 4, "checkpoint of {} bytes", before.len());
+    let limited = Command::new("bash")
+        .arg("-c")
+        .arg(format!("ulimit -f {blocks}; trap '' XFSZ; exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_fusion"))
+        .args(["train", "--config", c, "--run", r, "--epochs", "4", "--device", "cpu"])
+        .env("FUSION_TEST", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&limited.stderr);
+    assert!(!limited.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("last.safetensors")
+            && stderr.contains("not saved")
+            && stderr.contains("the checkpoint of epoch 2 is intact"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&checkpoint).unwrap(), before, "the previous checkpoint changed");
+    let leftovers: Vec<_> = walk(&run).into_iter().filter(|p| p.extension().is_some_and(|e| e == "tmp")).collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let resumed = json(&ok(&[
+        "--json", "train", "--config", c, "--run", r, "--epochs", "4", "--device", "cpu",
+    ]));
+    assert_eq!(resumed["resumed_from"], 2, "{resumed}");
+    assert_eq!(resumed["epochs"].as_array().map(Vec::len), Some(4), "{resumed}");
+}
+
+fn walk(folder: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(folder).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}

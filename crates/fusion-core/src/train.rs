@@ -746,6 +746,7 @@ pub fn train(
 
     let mut stopped_early = false;
     let mut last_checkpoint = Instant::now();
+    let mut saved_epoch = resumed_from;
     for epoch in resumed_from..config.epochs {
         if let (Some(stop), Some((best_epoch, _))) = (&config.early_stopping, best)
             && epoch - best_epoch >= stop.patience
@@ -842,9 +843,12 @@ pub fn train(
         {
             // The best weights travel inside the checkpoint, so that best.safetensors never
             // holds an epoch a resumed run throws away.
-            save_checkpoint(vs, &optimizer, run, epoch + 1, best, best_weights.as_deref())?;
+            save_checkpoint(vs, &optimizer, run, epoch + 1, best, best_weights.as_deref())
+                .map_err(|e| unsaved(&run.last_checkpoint(), epoch + 1, saved_epoch, &e))?;
+            saved_epoch = epoch + 1;
             if best_unsaved && let Some(weights) = &best_weights {
-                save_named(weights, &run.best_weights())?;
+                save_named(weights, &run.best_weights())
+                    .map_err(|e| unsaved(&run.best_weights(), epoch + 1, saved_epoch, &e))?;
                 best_unsaved = false;
             }
             last_checkpoint = Instant::now();
@@ -907,6 +911,19 @@ fn snapshot(vs: &VarStore) -> Vec<(String, Tensor)> {
             .map(|(name, t)| (name, t.detach().copy()))
             .collect()
     })
+}
+
+/// A checkpoint that could not be written (full disk, file-size limit, read-only folder),
+/// with what is left to resume from: the write is atomic, so the previous file is whole.
+fn unsaved(path: &Path, epoch: usize, saved_epoch: usize, error: &Error) -> Error {
+    let left = match saved_epoch {
+        0 => "no earlier checkpoint exists".to_string(),
+        n => format!("the checkpoint of epoch {n} is intact; the same command resumes from it"),
+    };
+    Error::Checkpoint {
+        path: path.into(),
+        reason: format!("epoch {epoch} not saved ({error}); {left}"),
+    }
 }
 
 /// Writes named tensors as safetensors (sorted by name), atomically.

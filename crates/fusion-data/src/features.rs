@@ -332,7 +332,7 @@ fn log_mel_of(
     path: &Path,
     limits: &crate::Limits,
 ) -> std::result::Result<Vec<f32>, String> {
-    let clip = fusion_audio::read_wav_bytes(bytes, path, limits.audio_seconds)
+    let clip = fusion_audio::read_wav_bytes(bytes, path, &limits.wav())
         .map_err(|e| e.to_string())?
         .to_mono();
     let samples = if clip.sample_rate == mel.sample_rate {

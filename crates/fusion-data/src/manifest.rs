@@ -120,16 +120,67 @@ impl Record {
         }
     }
 
-    fn resolve_paths(&mut self, base: &Path) {
-        for path in [&mut self.text_path, &mut self.image, &mut self.audio, &mut self.video]
-            .into_iter()
-            .flatten()
-        {
-            if !path.as_os_str().is_empty() && path.is_relative() {
+    /// Resolves relative paths against `base` (the manifest's folder); with
+    /// [`PathScope::ManifestFolder`], a path that leaves it is an error naming the field.
+    fn resolve_paths(&mut self, base: &Path, scope: PathScope) -> std::result::Result<(), String> {
+        let fields = [
+            ("text_path", &mut self.text_path),
+            ("image", &mut self.image),
+            ("audio", &mut self.audio),
+            ("video", &mut self.video),
+        ];
+        for (field, path) in fields {
+            let Some(path) = path.as_mut().filter(|p| !p.as_os_str().is_empty()) else {
+                continue;
+            };
+            if path.is_relative() {
                 *path = base.join(&*path);
             }
+            if scope == PathScope::ManifestFolder && !lexically_inside(path, base) {
+                return Err(format!(
+                    "`{field}` {} is outside the manifest's folder {}: not read unless paths outside \
+                     it are allowed (`allow_paths_outside_manifest` in a run configuration, \
+                     `--allow-paths-outside-manifest` on the command line)",
+                    path.display(),
+                    absolute_lexical(base).display()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Which files a manifest may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PathScope {
+    /// Only files in the manifest's folder or below it (`../../etc/passwd` or
+    /// `/proc/self/environ` reject the record). Checked on the path's text: a symbolic link
+    /// inside the folder is followed.
+    #[default]
+    ManifestFolder,
+    /// Any file the process can read.
+    Anywhere,
+}
+
+/// `path` made absolute against the current folder with `.` and `..` folded away, without
+/// touching the file system.
+fn absolute_lexical(path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut folded = PathBuf::new();
+    for component in absolute.components() {
+        match component {
+            std::path::Component::ParentDir => {
+                folded.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => folded.push(other),
         }
     }
+    folded
+}
+
+fn lexically_inside(path: &Path, folder: &Path) -> bool {
+    absolute_lexical(path).starts_with(absolute_lexical(folder))
 }
 
 /// A manifest line that could not be used, and why.
@@ -270,12 +321,19 @@ impl CsvRow {
 impl Manifest {
     /// Reads a manifest by its extension: `.csv` (a header row naming the columns) or JSON
     /// Lines (anything else).
+    /// Files outside the manifest's folder reject their record (see [`Self::load_with`]).
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        Self::load_with(path, PathScope::ManifestFolder)
+    }
+
+    /// [`Self::load`] with the files records may name.
+    pub fn load_with(path: impl AsRef<Path>, scope: PathScope) -> Result<Self> {
         let path = path.as_ref();
+        let bytes = manifest_bytes(path)?;
         if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
-            Self::load_csv(path)
+            Self::parse_csv(&bytes, path, scope)
         } else {
-            Self::load_jsonl(path)
+            Ok(Self::parse_jsonl(&bytes, path, scope))
         }
     }
 
@@ -284,12 +342,13 @@ impl Manifest {
     /// absent value. Bad rows are rejected with their line number.
     pub fn load_csv(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        Self::parse_csv(&manifest_bytes(path)?, path)
+        Self::parse_csv(&manifest_bytes(path)?, path, PathScope::ManifestFolder)
     }
 
     /// [`Self::load_csv`] of bytes already read (without a byte-order mark); `path` names
-    /// the manifest and its folder resolves relative paths.
-    pub fn parse_csv(bytes: &[u8], path: &Path) -> Result<Self> {
+    /// the manifest and its folder resolves relative paths; `scope` says which files records
+    /// may name.
+    pub fn parse_csv(bytes: &[u8], path: &Path, scope: PathScope) -> Result<Self> {
         let mut reader = csv::ReaderBuilder::new()
             .trim(csv::Trim::All)
             .flexible(true)
@@ -327,10 +386,10 @@ impl Manifest {
                         reason: format!("duplicate id `{}`", record.id),
                     });
                 }
-                Ok(mut record) => {
-                    record.resolve_paths(base);
-                    manifest.records.push(record);
-                }
+                Ok(mut record) => match record.resolve_paths(base, scope) {
+                    Ok(()) => manifest.records.push(record),
+                    Err(reason) => manifest.rejected.push(RejectedLine { line, reason }),
+                },
             }
         }
         Ok(manifest)
@@ -339,12 +398,13 @@ impl Manifest {
     /// Reads a JSON Lines manifest (one JSON object per line; blank lines are skipped).
     pub fn load_jsonl(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        Ok(Self::parse_jsonl(&manifest_bytes(path)?, path))
+        Ok(Self::parse_jsonl(&manifest_bytes(path)?, path, PathScope::ManifestFolder))
     }
 
     /// [`Self::load_jsonl`] of bytes already read (without a byte-order mark); `path`
-    /// names the manifest and its folder resolves relative paths.
-    pub fn parse_jsonl(bytes: &[u8], path: &Path) -> Self {
+    /// names the manifest and its folder resolves relative paths; `scope` says which files
+    /// records may name.
+    pub fn parse_jsonl(bytes: &[u8], path: &Path, scope: PathScope) -> Self {
         let base = path.parent().unwrap_or(Path::new("."));
         let mut manifest = Self {
             path: path.to_path_buf(),
@@ -380,10 +440,10 @@ impl Manifest {
                 Ok(record) if !seen.insert(record.id.clone()) => {
                     manifest.rejected.push(reject(format!("duplicate id `{}`", record.id)));
                 }
-                Ok(mut record) => {
-                    record.resolve_paths(base);
-                    manifest.records.push(record);
-                }
+                Ok(mut record) => match record.resolve_paths(base, scope) {
+                    Ok(()) => manifest.records.push(record),
+                    Err(reason) => manifest.rejected.push(reject(reason)),
+                },
                 Err(e) => manifest.rejected.push(reject(e.to_string())),
             }
         }
@@ -409,7 +469,7 @@ mod tests {
         ];
         std::fs::write(&path, lines.join("\n")).expect("write manifest");
 
-        let manifest = Manifest::load_jsonl(&path)?;
+        let manifest = Manifest::load_with(&path, PathScope::Anywhere)?;
         let ids: Vec<_> = manifest.records.iter().map(|r| r.id.as_str()).collect();
         assert_eq!(ids, ["a", "b"]);
         let a = &manifest.records[0];
@@ -517,6 +577,45 @@ mod tests {
         let lines: Vec<usize> = manifest.rejected.iter().map(|r| r.line).collect();
         assert_eq!(lines, [3, 5], "line numbers count the header: {:?}", manifest.rejected);
         assert_eq!(manifest.unknown_fields[0].name, "imagee");
+        Ok(())
+    }
+
+    #[test]
+    fn files_outside_the_manifest_folder_need_an_opt_in() -> Result<()> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).expect("data folder");
+        let inside = data.join("img/a.png");
+        let lines = [
+            r#"{"id": "rel", "label": "1", "image": "img/./b/../a.png"}"#.to_string(),
+            format!(r#"{{"id": "abs", "label": "1", "image": "{}"}}"#, inside.display()),
+            r#"{"id": "up", "label": "1", "audio": "../../etc/passwd"}"#.into(),
+            r#"{"id": "proc", "label": "1", "text_path": "/proc/self/environ"}"#.into(),
+            r#"{"id": "sneaky", "label": "1", "video": "img/../../data2/v.mp4"}"#.into(),
+        ];
+        let jsonl = data.join("m.jsonl");
+        std::fs::write(&jsonl, lines.join("\n")).expect("write manifest");
+        let manifest = Manifest::load(&jsonl)?;
+        let ids: Vec<&str> = manifest.records.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["rel", "abs"]);
+        let rejected: Vec<(usize, &str)> = manifest.rejected.iter().map(|r| (r.line, r.reason.as_str())).collect();
+        assert_eq!(rejected.iter().map(|r| r.0).collect::<Vec<_>>(), [3, 4, 5]);
+        assert!(rejected[0].1.starts_with("`audio` "), "{}", rejected[0].1);
+        assert!(rejected[0].1.contains("allow_paths_outside_manifest"));
+        assert!(rejected[1].1.starts_with("`text_path` /proc/self/environ is outside"));
+        assert!(rejected[2].1.starts_with("`video` "));
+        let anywhere = Manifest::load_with(&jsonl, PathScope::Anywhere)?;
+        assert_eq!(anywhere.records.len(), 5);
+        assert!(anywhere.rejected.is_empty());
+
+        let csv = data.join("m.csv");
+        std::fs::write(&csv, "id,label,image\nok,1,x.png\nout,1,../x.png\n").expect("write manifest");
+        let manifest = Manifest::load(&csv)?;
+        assert_eq!(manifest.records.len(), 1);
+        assert_eq!(manifest.rejected[0].line, 3);
+        // A manifest named by a relative path resolves against the current folder.
+        let relative = Manifest::parse_jsonl(b"{\"id\": \"a\", \"image\": \"x.png\"}", Path::new("m.jsonl"), PathScope::ManifestFolder);
+        assert_eq!(relative.records.len(), 1);
         Ok(())
     }
 

@@ -21,6 +21,8 @@ pub struct Limits {
     pub image_pixels: u64,
     /// Longest audio clip, in seconds.
     pub audio_seconds: f64,
+    /// Most audio channels.
+    pub audio_channels: u16,
     /// Longest video, in seconds.
     pub video_seconds: f64,
     /// Largest text file, in bytes.
@@ -34,6 +36,7 @@ impl Default for Limits {
         Self {
             image_pixels: DEFAULT_PIXEL_BUDGET,
             audio_seconds: 3600.0,
+            audio_channels: 64,
             video_seconds: 3600.0,
             text_bytes: 16 << 20,
             file_bytes: 1 << 30,
@@ -48,6 +51,7 @@ impl Limits {
         let positive = [
             ("image_pixels", self.image_pixels as f64),
             ("audio_seconds", self.audio_seconds),
+            ("audio_channels", f64::from(self.audio_channels)),
             ("video_seconds", self.video_seconds),
             ("text_bytes", self.text_bytes as f64),
             ("file_bytes", self.file_bytes as f64),
@@ -55,6 +59,15 @@ impl Limits {
         match positive.into_iter().find(|(_, v)| v.is_nan() || *v <= 0.0) {
             Some(bad) => Err(bad),
             None => Ok(()),
+        }
+    }
+
+    /// The audio limits, as the WAV reader takes them.
+    #[cfg(feature = "audio")]
+    pub fn wav(&self) -> fusion_audio::WavLimits {
+        fusion_audio::WavLimits {
+            max_seconds: self.audio_seconds,
+            max_channels: self.audio_channels,
         }
     }
 
@@ -222,7 +235,7 @@ fn check_image(_: &Path, _: &Limits) -> Option<Failure> {
 
 #[cfg(feature = "audio")]
 fn check_audio(path: &Path, limits: &Limits) -> Option<Failure> {
-    fusion_audio::read_wav(path, limits.audio_seconds)
+    fusion_audio::read_wav(path, &limits.wav())
         .err()
         .map(|e| Failure::Named(e.to_string()))
 }

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use fusion_data::{
-    FeatureCache, FeatureConfig, FeatureSpec, ImageNormalization, LogMelConfig, Manifest, Shard, extract,
+    FeatureCache, FeatureConfig, FeatureSpec, ImageNormalization, LogMelConfig, Manifest, PathScope, Shard, extract,
 };
 
 fn fixtures() -> PathBuf {
@@ -74,7 +74,7 @@ fn manifest(dir: &Path) -> PathBuf {
 #[test]
 fn features_have_the_configured_values_and_bad_records_are_listed() {
     let dir = tempfile::tempdir().unwrap();
-    let manifest = Manifest::load(manifest(dir.path())).unwrap();
+    let manifest = Manifest::load_with(manifest(dir.path()), PathScope::Anywhere).unwrap();
     let extraction = extract(&manifest, &specs(), None, None, &Default::default(), &|_| {}).unwrap();
     let ids: Vec<&str> = extraction.records.iter().map(|r| r.id.as_str()).collect();
     // `corrupt` loses its image, not its text.
@@ -148,7 +148,7 @@ fn features_have_the_configured_values_and_bad_records_are_listed() {
 #[test]
 fn the_cache_is_reused_across_runs_renames_and_shards() {
     let dir = tempfile::tempdir().unwrap();
-    let manifest = Manifest::load(manifest(dir.path())).unwrap();
+    let manifest = Manifest::load_with(manifest(dir.path()), PathScope::Anywhere).unwrap();
     let cache = FeatureCache::new(dir.path().join("cache"));
     let fresh = extract(&manifest, &specs(), None, None, &Default::default(), &|_| {}).unwrap();
     // Two shards fill the cache between them (as two processes or machines would): records
@@ -183,7 +183,7 @@ fn the_cache_is_reused_across_runs_renames_and_shards() {
         .unwrap()
         .replace("square.png", "renamed.png");
     std::fs::write(dir.path().join("manifest.csv"), csv).unwrap();
-    let renamed = Manifest::load(dir.path().join("manifest.csv")).unwrap();
+    let renamed = Manifest::load_with(dir.path().join("manifest.csv"), PathScope::Anywhere).unwrap();
     let again = extract(&renamed, &specs(), Some(&cache), None, &Default::default(), &|_| {}).unwrap();
     assert_eq!((again.cached, again.computed), (7, 0));
     image::GrayImage::from_raw(2, 2, vec![9, 9, 9, 9])
@@ -218,7 +218,7 @@ fn the_cache_is_reused_across_runs_renames_and_shards() {
 #[test]
 fn a_cache_that_cannot_be_written_costs_speed_not_the_run() {
     let dir = tempfile::tempdir().unwrap();
-    let manifest = Manifest::load(manifest(dir.path())).unwrap();
+    let manifest = Manifest::load_with(manifest(dir.path()), PathScope::Anywhere).unwrap();
     // The cache root is a file: nothing can be stored under it.
     std::fs::write(dir.path().join("blocked"), b"").unwrap();
     let cache = FeatureCache::new(dir.path().join("blocked"));
@@ -277,7 +277,7 @@ fn shaped_features_keep_their_layout() {
         .compute(&std::fs::read(&wav).unwrap(), &wav)
         .unwrap();
     assert_eq!(FeatureConfig::LogMel(mel).shape(), [6, 8]);
-    let clip = fusion_audio::read_wav(&wav, fusion_audio::DEFAULT_MAX_SECONDS)
+    let clip = fusion_audio::read_wav(&wav, &fusion_audio::WavLimits::default())
         .unwrap()
         .to_mono();
     let samples = fusion_audio::resample(&clip.samples, clip.sample_rate, 8000).unwrap();
@@ -339,7 +339,7 @@ fn tokens_are_ids_of_varying_length_and_cached_as_such() {
         r#"{"id": "unknown", "label": "a", "text": "green"}"#,
     ];
     std::fs::write(dir.path().join("m.jsonl"), rows.join("\n")).unwrap();
-    let manifest = Manifest::load(dir.path().join("m.jsonl")).unwrap();
+    let manifest = Manifest::load_with(dir.path().join("m.jsonl"), PathScope::Anywhere).unwrap();
     let config = FeatureConfig::Tokens {
         tokenizer: tiny_tokenizer(),
         max_len: 5,
@@ -425,7 +425,7 @@ fn special_oversized_and_absurd_files_are_bad_records_not_hangs() {
     ];
     let path = dir.path().join("manifest.csv");
     std::fs::write(&path, rows.join("\n")).unwrap();
-    let manifest = Manifest::load(&path).unwrap();
+    let manifest = Manifest::load_with(&path, PathScope::Anywhere).unwrap();
     let specs: Vec<FeatureSpec> = specs().into_iter().take(2).collect();
     let extraction = extract(&manifest, &specs, None, None, &Default::default(), &|_| {}).unwrap();
     let ids: Vec<&str> = extraction.records.iter().map(|r| r.id.as_str()).collect();
@@ -507,7 +507,7 @@ fn an_interrupted_extraction_keeps_its_finished_chunks() {
         .collect();
     let path = dir.path().join("manifest.jsonl");
     std::fs::write(&path, lines.join("\n")).unwrap();
-    let manifest = Manifest::load(&path).unwrap();
+    let manifest = Manifest::load_with(&path, PathScope::Anywhere).unwrap();
     let specs = [FeatureSpec {
         name: "text".into(),
         config: FeatureConfig::HashedWords { dim: 64 },
@@ -528,7 +528,7 @@ fn an_interrupted_extraction_keeps_its_finished_chunks() {
 #[test]
 fn extraction_applies_the_given_limits() {
     let dir = tempfile::tempdir().unwrap();
-    let manifest = Manifest::load(manifest(dir.path())).unwrap();
+    let manifest = Manifest::load_with(manifest(dir.path()), PathScope::Anywhere).unwrap();
     let limits = fusion_data::Limits {
         audio_seconds: 0.1,
         image_pixels: 3,

@@ -97,6 +97,10 @@ pub struct RunConfig {
     /// `fusion validate`, which are the defaults.
     #[serde(default)]
     pub limits: fusion_data::Limits,
+    /// Whether the manifest may name files outside its own folder (`../..`, absolute paths
+    /// elsewhere); by default such a record is rejected with the reason.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_paths_outside_manifest: bool,
 }
 
 /// What a record loses when one of its files cannot be used.
@@ -124,6 +128,15 @@ pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
 pub const MAX_HIDDEN_DIM: i64 = 1 << 16;
 
 impl RunConfig {
+    /// The files the manifest's records may name.
+    pub fn path_scope(&self) -> fusion_data::PathScope {
+        if self.allow_paths_outside_manifest {
+            fusion_data::PathScope::Anywhere
+        } else {
+            fusion_data::PathScope::ManifestFolder
+        }
+    }
+
     /// Reads a JSON configuration; errors name the file and the field (`fusion.method`…).
     pub fn load(path: &Path) -> Result<Self> {
         let bytes = fusion_data::read_bounded(path, MAX_CONFIG_BYTES).map_err(|reason| Error::Io {

@@ -415,7 +415,8 @@ pub fn describe(problem: &Problem) -> String {
     if let Some(modality) = &problem.modality {
         text += &format!(" ({modality})");
     }
-    if let Some(path) = &problem.path {
+    // Most readers' reasons name the file already.
+    if let Some(path) = problem.path.as_ref().filter(|p| !problem.reason.contains(&*p.to_string_lossy())) {
         text += &format!(" {}", path.display());
     }
     format!("{text}: {}", problem.reason)
