@@ -116,7 +116,8 @@ pub fn manifest_jsonl(data: &[u8]) -> bool {
 
 /// The CSV manifest parser.
 pub fn manifest_csv(data: &[u8]) -> bool {
-    Manifest::parse_csv(data, Path::new("/fuzz/manifest.csv"), PathScope::ManifestFolder).is_ok_and(|m| !m.records.is_empty())
+    Manifest::parse_csv(data, Path::new("/fuzz/manifest.csv"), PathScope::ManifestFolder)
+        .is_ok_and(|m| !m.records.is_empty())
 }
 
 /// A feature-cache shard (safetensors with a checksum).

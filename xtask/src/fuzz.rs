@@ -1,5 +1,5 @@
-//! `cargo xtask fuzz NAME [--time S] [--rss-mb M]`: one `cargo fuzz` target (in `fuzz/`)
-//! for S seconds on the nightly toolchain, starting from its committed seeds
+//! `cargo xtask fuzz NAME [--time S] [--runs N] [--rss-mb M]`: one `cargo fuzz` target (in
+//! `fuzz/`) for S seconds or N executions, whichever ends first, on the nightly toolchain, starting from its committed seeds
 //! (`fuzz/corpus/NAME`) and a growing work corpus (`fuzz/corpus-work/NAME`, not committed).
 //! Prints the executions it ran; a crash, hang or out-of-memory leaves the input under
 //! `fuzz/artifacts/NAME/` (copy it to `fuzz/regressions/NAME/` once fixed: the normal suite
@@ -28,6 +28,7 @@ pub const TARGETS: [&str; 9] = [
 struct Options {
     target: String,
     seconds: u64,
+    runs: Option<u64>,
     rss_mb: u64,
 }
 
@@ -36,6 +37,7 @@ impl Options {
         let mut options = Self {
             target: String::new(),
             seconds: 60,
+            runs: None,
             rss_mb: 2048,
         };
         let mut rest = args.iter();
@@ -49,6 +51,7 @@ impl Options {
             match arg.as_str() {
                 "--time" => options.seconds = number("--time")?,
                 "--rss-mb" => options.rss_mb = number("--rss-mb")?,
+                "--runs" => options.runs = Some(number("--runs")?),
                 name if !name.starts_with('-') && options.target.is_empty() => options.target = name.into(),
                 other => bail!("fuzz: unexpected `{other}`"),
             }
@@ -122,12 +125,19 @@ pub fn run(args: &[String]) -> Result<()> {
         .arg("--")
         .arg(format!("-max_total_time={}", options.seconds))
         .arg(format!("-rss_limit_mb={}", options.rss_mb))
+        .args(options.runs.map(|n| format!("-runs={n}")))
         .arg("-timeout=10")
         .arg("-print_final_stats=1")
         .arg(format!("-artifact_prefix={}/", artifacts.display()))
         .arg(&work)
         .arg(&seeds);
-    println!("fuzzing {} for {} s", options.target, options.seconds);
+    match options.runs {
+        Some(runs) => println!(
+            "fuzzing {} for {runs} executions or {} s",
+            options.target, options.seconds
+        ),
+        None => println!("fuzzing {} for {} s", options.target, options.seconds),
+    }
     let output = command.output().with_context(|| format!("cannot start {command:?}"))?;
     let log = String::from_utf8_lossy(&output.stderr);
     let log_path = fuzz.join("artifacts").join(format!("{}.log", options.target));
@@ -149,7 +159,11 @@ pub fn run(args: &[String]) -> Result<()> {
             "{}: {} executions in about {} s, no crash, hang or out-of-memory; peak RSS {} MB (log {})",
             options.target,
             s.executions,
-            s.seconds.max(options.seconds),
+            if options.runs.is_some() {
+                s.seconds
+            } else {
+                s.seconds.max(options.seconds)
+            },
             s.peak_rss_mb,
             log_path.display()
         ),
@@ -173,15 +187,18 @@ mod tests {
             Options {
                 target: "image".into(),
                 seconds: 30,
+                runs: None,
                 rss_mb: 2048
             }
         );
+        assert_eq!(Options::parse(&args("video --runs 1000 --time 600"))?.runs, Some(1000));
         for bad in [
             "",
             "imgae",
             "image --time",
             "image --time x",
             "image --time 0",
+            "image --runs -5",
             "image extra",
         ] {
             assert!(Options::parse(&args(bad)).is_err(), "{bad}");

@@ -34,8 +34,9 @@ commands:
   bench avmnist [OPTIONS]       every configs/avmnist/ model × seeds on an AV-MNIST protocol
                                 (--protocol clean|hard, --seeds 3, --epochs N, --train/--val/--test N,
                                 --configs a,b, --out FILE, --no-benchmarks-md, --fusion BIN, --threads N)
-  fuzz NAME [--time S] [--rss-mb M]
-                                one fuzz target of fuzz/ for S seconds (default 60; needs nightly and
+  fuzz NAME [--time S] [--runs N] [--rss-mb M]
+                                one fuzz target of fuzz/ for S seconds (default 60) or N executions,
+                                whichever ends first (needs nightly and
                                 cargo-fuzz): wav_log_mel, image, video, tokens, manifest_jsonl,
                                 manifest_csv, feature_shard, run_config, checkpoint
 

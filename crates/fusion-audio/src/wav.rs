@@ -463,7 +463,10 @@ mod tests {
             max_channels: 65,
             ..WavLimits::default()
         };
-        assert_eq!(read_wav_bytes(&many, "m.wav", &limits).map(|c| c.channels).ok(), Some(65));
+        assert_eq!(
+            read_wav_bytes(&many, "m.wav", &limits).map(|c| c.channels).ok(),
+            Some(65)
+        );
         let nan = read_wav_bytes(&raw_wav(3, 1, 32, &[0, 0, 0, 0, 0, 0, 0xC0, 0x7F]), "n.wav", &limits);
         assert!(nan.is_err_and(|e| e.to_string().contains("sample 1 is NaN")));
     }

@@ -236,7 +236,7 @@ pub fn train_one(config: &RunConfig, loaded: &Loaded, run: &Run, ui: Ui, device:
     } else if resumed_from > 0 {
         ui.say(format!("resumed from epoch {resumed_from}"));
     }
-    plot_training(run, &trained.summary)?;
+    plot_training(run, &trained.summary, config)?;
     let target = held_out_split(extraction);
     let data = split_dataset(config, extraction, &loaded.specs, target, &trained.classes, device)?;
     let eval = if data.records.is_empty() {
@@ -257,7 +257,7 @@ pub fn train_one(config: &RunConfig, loaded: &Loaded, run: &Run, ui: Ui, device:
     })
 }
 
-fn plot_training(run: &Run, summary: &TrainSummary) -> Result<()> {
+fn plot_training(run: &Run, summary: &TrainSummary, config: &RunConfig) -> Result<()> {
     let series = |name: &str, pick: &dyn Fn(&fusion_core::EpochRecord) -> Option<f64>| {
         (
             name.to_string(),
@@ -268,19 +268,26 @@ fn plot_training(run: &Run, summary: &TrainSummary) -> Result<()> {
                 .collect::<Vec<_>>(),
         )
     };
-    let mut curves = vec![series("train loss", &|e| Some(e.train_loss))];
-    let val_loss = series("val loss", &|e| e.val_loss);
-    if !val_loss.1.is_empty() {
-        curves.push(val_loss);
-        curves.push(series("val accuracy", &|e| e.val_accuracy));
-    }
-    plots::lines(
-        &plot_path(run, "training")?,
-        "Training",
-        "epoch",
-        "loss / accuracy",
-        &curves,
-    )?;
+    // Models with per-branch heads train on the fused loss plus their weighted mean; the
+    // validation loss is the fused prediction's alone.
+    let branch_weight = config.train.branch_loss_weight;
+    let train_loss = match config.fusion {
+        FusionConfig::Early { .. } => "train loss".to_string(),
+        _ if branch_weight == 0.0 => "train loss".to_string(),
+        _ => format!("train loss (fused + {branch_weight} × mean branch loss)"),
+    };
+    let losses = plots::Panel {
+        y_label: "loss".into(),
+        series: vec![
+            series(&train_loss, &|e| Some(e.train_loss)),
+            series("val loss", &|e| e.val_loss),
+        ],
+    };
+    let accuracy = plots::Panel {
+        y_label: "accuracy".into(),
+        series: vec![series("val accuracy", &|e| e.val_accuracy)],
+    };
+    plots::lines(&plot_path(run, "training")?, "Training", "epoch", &[losses, accuracy])?;
     Ok(())
 }
 
@@ -319,16 +326,20 @@ fn evaluate_into(run: &Run, data: &SplitData, classes: &[String], split: &str, d
 
 fn say_eval(ui: Ui, eval: &EvalRecord) {
     ui.say(format!(
-        "{}: accuracy {:.4}, ECE {:.4}, loss {:.4} on {} samples",
-        eval.split, eval.metrics.accuracy, eval.metrics.ece, eval.loss, eval.metrics.count
+        "{}: accuracy {:.4}, macro-F1 {:.4}, ECE {:.4}, loss {:.4} on {} samples",
+        eval.split, eval.metrics.accuracy, eval.metrics.macro_f1, eval.metrics.ece, eval.loss, eval.metrics.count
     ));
     if let Some(groups) = &eval.groups {
         for (name, metrics) in &groups.groups {
             ui.say(format!(
-                "  group {name}: accuracy {:.4} ({} samples)",
-                metrics.accuracy, metrics.count
+                "  group {name}: accuracy {:.4}, macro-F1 {:.4} ({} samples)",
+                metrics.accuracy, metrics.macro_f1, metrics.count
             ));
         }
+        ui.say(format!(
+            "  largest gap between groups: accuracy {:.4}, macro-F1 {:.4}",
+            groups.accuracy_gap, groups.macro_f1_gap
+        ));
     }
 }
 
@@ -562,14 +573,17 @@ pub fn explain_on(run: &Run, data: &SplitData, split: Split, ui: Ui, device: Dev
     let shapley = shapley_values(&model, &data.data, EVAL_BATCH)?;
     for (m, name) in shapley.modalities.iter().enumerate() {
         ui.say(format!(
-            "{name}: mean Shapley value {:+.4}, mean |value| {:.4}",
-            shapley.mean[m], shapley.mean_abs[m]
+            "{name}: mean Shapley value {:+.4}, mean |value| {:.4} (over the {} of {} records that have it)",
+            shapley.mean[m],
+            shapley.mean_abs[m],
+            shapley.present.get(m).copied().unwrap_or(0),
+            shapley.values.len()
         ));
     }
     plots::bars(
         &plot_path(run, "contributions")?,
-        "Modality contributions (mean |Shapley value| of the true class's probability)",
-        "mean |Shapley value|",
+        "Modality contributions",
+        "mean |Shapley value| of the predicted class's probability",
         &shapley.modalities,
         &shapley.mean_abs,
     )?;
@@ -636,6 +650,18 @@ pub fn robustness_on(run: &Run, data: &SplitData, split: Split, noise: bool, ui:
         &labels,
         &values,
     )?;
+    for curve in &noise {
+        let points: Vec<String> = curve
+            .points
+            .iter()
+            .map(|(level, accuracy)| format!("{level}: {accuracy:.4}"))
+            .collect();
+        ui.say(format!(
+            "noise on {} (std / feature std: accuracy): {}",
+            curve.modality,
+            points.join(", ")
+        ));
+    }
     if !noise.is_empty() {
         let series: Vec<(String, Vec<(f64, f64)>)> =
             noise.iter().map(|c| (c.modality.clone(), c.points.clone())).collect();
@@ -643,8 +669,10 @@ pub fn robustness_on(run: &Run, data: &SplitData, split: Split, noise: bool, ui:
             &plot_path(run, "noise")?,
             "Accuracy as noise grows on one modality",
             "noise std / feature std",
-            "accuracy",
-            &series,
+            &[plots::Panel {
+                y_label: "accuracy".into(),
+                series,
+            }],
         )?;
     }
     let record = RobustnessRecord {
@@ -664,7 +692,7 @@ pub fn export(run_dir: &Path, out: Option<&Path>, ui: Ui, device: Device) -> Res
     let (model, vs) = run.model(device)?;
     let example: Vec<ModalityInput> = fusion_run::example_inputs(&config, device);
     let out = out.map_or_else(|| run.file("model.pt"), Path::to_path_buf);
-    let signature = export_torchscript(&model, &vs, &example, &out)?;
+    let signature = export_torchscript(&model, &vs, &example, &run.classes()?, &out)?;
     ui.say(format!(
         "exported {} ({} inputs: {})",
         out.display(),

@@ -52,7 +52,15 @@ pub fn write(run: &Run) -> Result<()> {
     );
     let records = epochs(run);
     if !records.is_empty() {
-        out += "## Training\n\n| epoch | lr | train loss | val loss | val accuracy | seconds |\n|---|---|---|---|---|---|\n";
+        out += "## Training\n\n";
+        if !matches!(config.fusion, fusion_core::FusionConfig::Early { .. }) && config.train.branch_loss_weight > 0.0 {
+            let _ = writeln!(
+                out,
+                "The train loss is the fused prediction's plus {} × the mean of the per-branch losses; the val loss is the fused prediction's alone.\n",
+                config.train.branch_loss_weight
+            );
+        }
+        out += "| epoch | lr | train loss | val loss | val accuracy | seconds |\n|---|---|---|---|---|---|\n";
         let cell = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.4}"));
         for e in &records {
             let _ = writeln!(
@@ -71,18 +79,18 @@ pub fn write(run: &Run) -> Result<()> {
     if let Some(eval) = optional::<EvalRecord>(run, "eval.json") {
         let _ = writeln!(
             out,
-            "## Evaluation on {}\n\nAccuracy **{:.4}**, ECE {:.4}, loss {:.4}, {} samples.\n",
-            eval.split, eval.metrics.accuracy, eval.metrics.ece, eval.loss, eval.metrics.count
+            "## Evaluation on {}\n\nAccuracy **{:.4}**, macro-F1 {:.4}, ECE {:.4}, loss {:.4}, {} samples.\n",
+            eval.split, eval.metrics.accuracy, eval.metrics.macro_f1, eval.metrics.ece, eval.loss, eval.metrics.count
         );
         if let Some(groups) = &eval.groups {
-            out += "| group | samples | accuracy |\n|---|---|---|\n";
+            out += "| group | samples | accuracy | macro-F1 |\n|---|---|---|---|\n";
             for (name, m) in &groups.groups {
-                let _ = writeln!(out, "| {name} | {} | {:.4} |", m.count, m.accuracy);
+                let _ = writeln!(out, "| {name} | {} | {:.4} | {:.4} |", m.count, m.accuracy, m.macro_f1);
             }
             let _ = writeln!(
                 out,
-                "\nLargest accuracy gap between groups: {:.4}.\n",
-                groups.accuracy_gap
+                "\nLargest gap between groups: accuracy {:.4}, macro-F1 {:.4}.\n",
+                groups.accuracy_gap, groups.macro_f1_gap
             );
         }
         image(&mut out, run, "confusion", "confusion matrix");
@@ -102,11 +110,13 @@ pub fn write(run: &Run) -> Result<()> {
         let s = &explain.shapley;
         let _ = writeln!(
             out,
-            "## Modality contributions ({})\n\nExact Shapley values of the true class's probability (absent modalities as the baseline).\n\n| modality | mean | mean abs |\n|---|---|---|",
-            explain.split
+            "## Modality contributions ({})\n\nExact Shapley values of the probability of the class predicted from all of a record's modalities (absent modalities as the baseline), on {} records. Each mean is over the records that have that modality, not over all of them.\n\n| modality | records with it | mean | mean abs |\n|---|---|---|---|",
+            explain.split,
+            s.values.len()
         );
         for (m, name) in s.modalities.iter().enumerate() {
-            let _ = writeln!(out, "| {name} | {:+.4} | {:.4} |", s.mean[m], s.mean_abs[m]);
+            let with = s.present.get(m).map_or("–".to_string(), usize::to_string);
+            let _ = writeln!(out, "| {name} | {with} | {:+.4} | {:.4} |", s.mean[m], s.mean_abs[m]);
         }
         image(&mut out, run, "contributions", "modality contributions");
     }
@@ -120,13 +130,29 @@ pub fn write(run: &Run) -> Result<()> {
             let _ = writeln!(out, "| {} | {:.4} |", s.modalities.join(" + "), s.accuracy);
         }
         image(&mut out, run, "missing_modalities", "accuracy with missing modalities");
+        if let Some(first) = robust.noise.first() {
+            out += "Accuracy as Gaussian noise (std as a fraction of the features' own) grows on one modality:\n\n| modality |";
+            for (level, _) in &first.points {
+                let _ = write!(out, " {level} |");
+            }
+            out += "\n|---|";
+            out += &"---|".repeat(first.points.len());
+            out += "\n";
+            for curve in &robust.noise {
+                let _ = write!(out, "| {} |", curve.modality);
+                for (_, accuracy) in &curve.points {
+                    let _ = write!(out, " {accuracy:.4} |");
+                }
+                out += "\n";
+            }
+        }
         image(&mut out, run, "noise", "accuracy under noise");
     }
     if run.file("model.pt").exists() {
         out += "## Export\n\nTorchScript: `model.pt`, inputs in `model.pt.json`; it takes raw features (the standardisation fitted in training is part of the model).\n";
     }
     let path = run.file("report.md");
-    std::fs::write(&path, out).with_context(|| format!("cannot write {}", path.display()))
+    fusion_core::write_file_atomic(&path, out).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The comparison as a Markdown table.
@@ -177,5 +203,5 @@ pub fn write_compare(run: &Run, config: &RunConfig, rows: &[CompareRow], loaded:
         }
     }
     let path = run.file("report.md");
-    std::fs::write(&path, out).with_context(|| format!("cannot write {}", path.display()))
+    fusion_core::write_file_atomic(&path, out).with_context(|| format!("cannot write {}", path.display()))
 }

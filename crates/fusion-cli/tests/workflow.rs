@@ -77,7 +77,9 @@ fn dataset(dir: &Path) -> PathBuf {
             writer.write_sample((value * 20000.0) as i16).unwrap();
         }
         writer.finalize().unwrap();
-        let mut record = serde_json::json!({"id": format!("r{i}"), "label": format!("c{class}"), "split": split});
+        let group = if i % 2 == 0 { "even" } else { "odd" };
+        let mut record =
+            serde_json::json!({"id": format!("r{i}"), "label": format!("c{class}"), "split": split, "group": group});
         if i % 7 != 3 {
             record["audio"] = audio.into();
         }
@@ -134,6 +136,12 @@ fn train_resume_eval_predict_explain_robustness_export() {
     let first = ok(&["train", "--config", c, "--run", r, "--device", "cpu"]);
     let stderr = String::from_utf8_lossy(&first.stderr);
     let stdout = String::from_utf8_lossy(&first.stdout);
+    // Per-group metrics, and the gap between groups, on the terminal too.
+    assert!(
+        stdout.contains("group even: accuracy") && stdout.contains("macro-F1"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("largest gap between groups: accuracy"), "{stdout}");
     assert!(stderr.contains("skipped record corrupt (image)"), "{stderr}");
     assert!(
         stderr.contains("skipped record lost (audio)") && stderr.contains("lost.wav"),
@@ -318,6 +326,8 @@ fn train_resume_eval_predict_explain_robustness_export() {
     let exported = json(&ok(&["export", "--run", r, "--json", "--device", "cpu"]));
     assert!(run.join("model.pt").exists());
     assert_eq!(exported["signature"]["inputs"].as_array().unwrap().len(), 4);
+    assert_eq!(exported["signature"]["inputs"][0]["shape"][0], "batch");
+    assert_eq!(exported["signature"]["classes"], serde_json::json!(["c0", "c1", "c2"]));
     for plot in ["contributions", "missing_modalities", "noise"] {
         assert!(run.join(format!("plots/{plot}.png")).exists(), "{plot}");
     }
@@ -326,6 +336,14 @@ fn train_resume_eval_predict_explain_robustness_export() {
         report.contains("takes raw features"),
         "the export note says how inputs are scaled"
     );
+    // The noise curves as numbers, the Shapley means' population, the hybrid's train loss.
+    assert!(report.contains("| modality | 0 | 0.1 | 0.2 |"), "{report}");
+    assert!(
+        report.contains("| image | ") && report.contains("records with it"),
+        "{report}"
+    );
+    assert!(report.contains("× the mean of the per-branch losses"), "{report}");
+    assert!(report.contains("Largest gap between groups: accuracy"), "{report}");
     for section in [
         "## Training",
         "## Evaluation on test",
@@ -617,14 +635,15 @@ fn deep_encoders_and_sequence_fusion_through_the_program() {
     let inputs = exported["signature"]["inputs"].as_array().unwrap();
     assert_eq!(
         inputs[0]["shape"],
-        serde_json::json!([2, 1, 8, 8]),
+        serde_json::json!(["batch", 1, 8, 8]),
         "images [B, C, H, W]"
     );
     assert_eq!(
         inputs[2]["shape"],
-        serde_json::json!([2, 8, 16]),
+        serde_json::json!(["batch", 8, 16]),
         "log-mel [B, frames, mels]"
     );
+    assert_eq!(exported["signature"]["classes"], serde_json::json!(["c0", "c1", "c2"]));
 }
 
 /// `extract` exists to fill the cache: a cache that cannot be written fails it (after the
@@ -707,8 +726,15 @@ fn a_checkpoint_write_that_fails_leaves_the_previous_one() {
             && stderr.contains("the checkpoint of epoch 2 is intact"),
         "{stderr}"
     );
-    assert_eq!(std::fs::read(&checkpoint).unwrap(), before, "the previous checkpoint changed");
-    let leftovers: Vec<_> = walk(&run).into_iter().filter(|p| p.extension().is_some_and(|e| e == "tmp")).collect();
+    assert_eq!(
+        std::fs::read(&checkpoint).unwrap(),
+        before,
+        "the previous checkpoint changed"
+    );
+    let leftovers: Vec<_> = walk(&run)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "tmp"))
+        .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     let resumed = json(&ok(&[
         "--json", "train", "--config", c, "--run", r, "--epochs", "4", "--device", "cpu",

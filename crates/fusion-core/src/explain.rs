@@ -20,6 +20,9 @@ pub struct ShapleyReport {
     pub mean: Vec<f64>,
     /// Mean absolute contribution over the samples that have it.
     pub mean_abs: Vec<f64>,
+    /// How many samples have each modality (the means are over these).
+    #[serde(default)]
+    pub present: Vec<usize>,
     /// Probability of the predicted class with no modality (the baseline `v(∅)`).
     pub baseline: Vec<f64>,
 }
@@ -71,7 +74,7 @@ pub fn shapley_values(model: &FusionModel, data: &TensorDataset, batch_size: usi
         Ok(())
     })?;
     let present_rows = |m: usize| -> Vec<bool> { Vec::<bool>::try_from(&data.present[m]).unwrap_or_default() };
-    let (mut mean, mut mean_abs) = (vec![0.0; count], vec![0.0; count]);
+    let (mut mean, mut mean_abs, mut present) = (vec![0.0; count], vec![0.0; count], vec![0; count]);
     for m in 0..count {
         let rows = present_rows(m);
         let have: Vec<f64> = values
@@ -80,6 +83,7 @@ pub fn shapley_values(model: &FusionModel, data: &TensorDataset, batch_size: usi
             .filter(|(_, p)| **p)
             .map(|(v, _)| v[m])
             .collect();
+        present[m] = have.len();
         let n = have.len().max(1) as f64;
         mean[m] = have.iter().sum::<f64>() / n;
         mean_abs[m] = have.iter().map(|v| v.abs()).sum::<f64>() / n;
@@ -89,6 +93,7 @@ pub fn shapley_values(model: &FusionModel, data: &TensorDataset, batch_size: usi
         values,
         mean,
         mean_abs,
+        present,
         baseline,
     })
 }

@@ -8,13 +8,24 @@ use tch::{CModule, Tensor, nn::VarStore};
 
 use crate::{Error, FusionModel, ModalityInput, Result, write_atomic, write_file_atomic};
 
+/// One dimension of an exported input: a size the module needs, or a named one the caller
+/// chooses (`"batch"`, and `"length"` for sequences).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Dim {
+    /// Any size, the same for every input that names it.
+    Free(String),
+    /// Exactly this size.
+    Fixed(i64),
+}
+
 /// One positional input of an exported module.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExportedInput {
     /// `<modality>.features`, `<modality>.present` or `<modality>.padding_mask`.
     pub name: String,
-    /// Shape of the tracing example; the batch dimension (first) is free.
-    pub shape: Vec<i64>,
+    /// Its shape: `["batch", 4096]`, `["batch", "length", 384]`…
+    pub shape: Vec<Dim>,
     /// `float32`, `int64` (token ids) or `bool`.
     pub dtype: String,
 }
@@ -29,10 +40,13 @@ pub struct ExportSignature {
     pub outputs: Vec<String>,
     /// Class count.
     pub num_classes: i64,
+    /// Class names, in the order of the output's columns.
+    pub classes: Vec<String>,
 }
 
 /// Traces `model` (whose variables live in `vs`) in evaluation mode on `example` and saves the TorchScript module at
-/// `path` (written atomically) with its [`ExportSignature`] at `path` + `.json`.
+/// `path` (written atomically) with its [`ExportSignature`] at `path` + `.json`; `classes`
+/// names the output's columns.
 ///
 /// Each modality contributes `features` and `present`, then `padding_mask` when the
 /// example has one. Tracing records the example's structure: a modality that had a padding
@@ -41,8 +55,16 @@ pub fn export_torchscript(
     model: &FusionModel,
     vs: &VarStore,
     example: &[ModalityInput],
+    classes: &[String],
     path: &Path,
 ) -> Result<ExportSignature> {
+    let num_classes = model.config().num_classes;
+    if classes.len() as i64 != num_classes {
+        return Err(Error::Config(format!(
+            "{} class names for a model of {num_classes} classes",
+            classes.len()
+        )));
+    }
     // Run once untraced for a typed error on bad shapes (tracing would bury it).
     tch::no_grad(|| model.forward_t(example, false))?;
     let flat = export_arguments(example);
@@ -57,9 +79,22 @@ pub fn export_torchscript(
         ];
         for (suffix, tensor) in parts {
             if let Some(t) = tensor {
+                // The batch is free, and so is a sequence's length (the dimension its
+                // padding mask has).
+                let sequence = input.padding_mask.is_some();
+                let shape = t
+                    .size()
+                    .into_iter()
+                    .enumerate()
+                    .map(|(d, size)| match d {
+                        0 => Dim::Free("batch".into()),
+                        1 if sequence => Dim::Free("length".into()),
+                        _ => Dim::Fixed(size),
+                    })
+                    .collect();
                 inputs.push(ExportedInput {
                     name: format!("{name}.{suffix}"),
-                    shape: t.size(),
+                    shape,
                     dtype: dtype_name(t.kind()).into(),
                 });
             }
@@ -116,7 +151,8 @@ pub fn export_torchscript(
     let signature = ExportSignature {
         inputs,
         outputs: vec!["log_probs".into()],
-        num_classes: model.config().num_classes,
+        num_classes,
+        classes: classes.to_vec(),
     };
     let json = serde_json::to_string_pretty(&signature).map_err(|e| Error::Config(e.to_string()))?;
     let sidecar = signature_path(path);

@@ -83,7 +83,7 @@ pub use explain::{
     Complexity, NOISE_LEVELS, NoiseCurve, ShapleyReport, SubsetAccuracy, complexity, missing_modality_accuracy,
     noise_robustness, shapley_values,
 };
-pub use export::{ExportSignature, ExportedInput, export_arguments, export_torchscript, signature_path};
+pub use export::{Dim, ExportSignature, ExportedInput, export_arguments, export_torchscript, signature_path};
 pub use files::{
     CHECKSUM_KEY, RunLock, read_checked_safetensors, write_atomic, write_checked_safetensors, write_file_atomic,
 };

@@ -410,6 +410,15 @@ fn shapley_values_match_their_definition() {
         assert!((total - (value(all) - value(0))).abs() < 1e-5);
         assert!((report.baseline[i] - value(0)).abs() < 1e-6);
     }
+    // Means are over the samples that have the modality, and say how many those are.
+    for (m, input) in inputs.iter().enumerate() {
+        let rows: Vec<usize> = (0..8)
+            .filter(|&i| bool::try_from(input.present.get(i as i64)).unwrap())
+            .collect();
+        assert_eq!(report.present[m], rows.len());
+        let mean = rows.iter().map(|&i| report.values[i][m]).sum::<f64>() / rows.len() as f64;
+        assert!((report.mean[m] - mean).abs() < 1e-9, "modality {m}");
+    }
 }
 
 fn hybrid_three() -> FusionConfig {
@@ -514,7 +523,18 @@ fn torchscript_export_runs_with_the_same_outputs() {
         let vs = VarStore::new(Device::Cpu);
         let model = FusionModel::new(&vs.root(), &three_modality_config(fusion)).unwrap();
         let path = dir.path().join(format!("model_{i}.pt"));
-        let signature = export_torchscript(&model, &vs, &inputs, &path).unwrap();
+        let classes: Vec<String> = ["cat", "dog", "a bird"].map(String::from).to_vec();
+        let too_few = export_torchscript(&model, &vs, &inputs, &classes[..2], &path);
+        assert!(too_few.is_err_and(|e| e.to_string().contains("2 class names for a model of 3 classes")));
+        let signature = export_torchscript(&model, &vs, &inputs, &classes, &path).unwrap();
+        assert_eq!(signature.classes, classes);
+        // The batch is free everywhere, the sequence's length too; feature sizes are fixed.
+        let free = |name: &str| fusion_core::Dim::Free(name.into());
+        let shapes: Vec<&[fusion_core::Dim]> = signature.inputs.iter().map(|s| s.shape.as_slice()).collect();
+        assert_eq!(shapes[0], [free("batch"), fusion_core::Dim::Fixed(5)]);
+        assert_eq!(shapes[1], [free("batch")]);
+        assert_eq!(shapes[4], [free("batch"), free("length"), fusion_core::Dim::Fixed(6)]);
+        assert_eq!(shapes[6], [free("batch"), free("length")]);
         let names: Vec<&str> = signature.inputs.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(
             names,

@@ -34,6 +34,7 @@ pub use features::{
     LogMelConfig, MAX_FEATURE_DIM, MAX_FEATURE_MAGNITUDE, Prepared, Shard, extract,
 };
 pub use manifest::{
-    MAX_MANIFEST_BYTES, Manifest, Modality, PathScope, RECORD_FIELDS, Record, RejectedLine, Split, UnknownField,
+    MAX_LINE_BYTES, MAX_MANIFEST_BYTES, Manifest, Modality, PathScope, RECORD_FIELDS, Record, RejectedLine, Split,
+    UnknownField,
 };
 pub use validate::{DEFAULT_PIXEL_BUDGET, Limits, Problem, ValidationReport, check_readable, read_bounded, validate};

@@ -243,6 +243,14 @@ pub struct Manifest {
 /// Largest manifest read, in bytes.
 pub const MAX_MANIFEST_BYTES: u64 = 4 << 30;
 
+/// Longest manifest line (a record), in bytes: inline text beyond this belongs in a
+/// `text_path` file.
+pub const MAX_LINE_BYTES: usize = 16 << 20;
+
+fn too_long(bytes: usize) -> Option<String> {
+    (bytes > MAX_LINE_BYTES).then(|| format!("{bytes} bytes long, over the limit of {MAX_LINE_BYTES} bytes"))
+}
+
 /// The manifest's bytes without a UTF-8 byte-order mark.
 fn manifest_bytes(path: &Path) -> Result<Vec<u8>> {
     let mut bytes = crate::read_bounded(path, MAX_MANIFEST_BYTES).map_err(|reason| Error::Io {
@@ -374,8 +382,14 @@ impl Manifest {
                 Err(e) => (e.position().map_or(0, |p| p.line() as usize), Err(e.to_string())),
                 Ok(row) => {
                     let line = row.position().map_or(0, |p| p.line() as usize);
-                    let parsed = row.deserialize::<CsvRow>(Some(&headers)).map_err(|e| e.to_string());
-                    (line, parsed.and_then(CsvRow::into_record))
+                    let parsed = match too_long(row.as_slice().len()) {
+                        Some(reason) => Err(reason),
+                        None => row
+                            .deserialize::<CsvRow>(Some(&headers))
+                            .map_err(|e| e.to_string())
+                            .and_then(CsvRow::into_record),
+                    };
+                    (line, parsed)
                 }
             };
             match parsed {
@@ -398,7 +412,11 @@ impl Manifest {
     /// Reads a JSON Lines manifest (one JSON object per line; blank lines are skipped).
     pub fn load_jsonl(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        Ok(Self::parse_jsonl(&manifest_bytes(path)?, path, PathScope::ManifestFolder))
+        Ok(Self::parse_jsonl(
+            &manifest_bytes(path)?,
+            path,
+            PathScope::ManifestFolder,
+        ))
     }
 
     /// [`Self::load_jsonl`] of bytes already read (without a byte-order mark); `path`
@@ -416,6 +434,10 @@ impl Manifest {
                 line: index + 1,
                 reason,
             };
+            if let Some(reason) = too_long(raw.len()) {
+                manifest.rejected.push(reject(reason));
+                continue;
+            }
             // One bad line costs that line, not the manifest.
             let line = match std::str::from_utf8(raw.strip_suffix(b"\r").unwrap_or(raw)) {
                 Ok(line) => line,
@@ -581,6 +603,24 @@ mod tests {
     }
 
     #[test]
+    fn over_long_lines_cost_that_line() {
+        let text = "word ".repeat(MAX_LINE_BYTES / 5 + 1);
+        let jsonl = format!("{{\"id\": \"long\", \"text\": \"{text}\"}}\n{{\"id\": \"short\", \"text\": \"ok\"}}");
+        let manifest = Manifest::parse_jsonl(jsonl.as_bytes(), Path::new("m.jsonl"), PathScope::ManifestFolder);
+        assert_eq!(manifest.records.len(), 1);
+        assert_eq!(manifest.rejected[0].line, 1);
+        assert!(manifest.rejected[0].reason.contains("over the limit of 16777216 bytes"));
+        let csv = format!("id,text\nlong,{text}\nshort,ok\n");
+        let manifest = Manifest::parse_csv(csv.as_bytes(), Path::new("m.csv"), PathScope::ManifestFolder);
+        let manifest = manifest.expect("parsed");
+        assert_eq!(
+            manifest.records.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["short"]
+        );
+        assert_eq!(manifest.rejected[0].line, 2);
+    }
+
+    #[test]
     fn files_outside_the_manifest_folder_need_an_opt_in() -> Result<()> {
         let dir = tempfile::tempdir().expect("temp dir");
         let data = dir.path().join("data");
@@ -614,7 +654,11 @@ mod tests {
         assert_eq!(manifest.records.len(), 1);
         assert_eq!(manifest.rejected[0].line, 3);
         // A manifest named by a relative path resolves against the current folder.
-        let relative = Manifest::parse_jsonl(b"{\"id\": \"a\", \"image\": \"x.png\"}", Path::new("m.jsonl"), PathScope::ManifestFolder);
+        let relative = Manifest::parse_jsonl(
+            b"{\"id\": \"a\", \"image\": \"x.png\"}",
+            Path::new("m.jsonl"),
+            PathScope::ManifestFolder,
+        );
         assert_eq!(relative.records.len(), 1);
         Ok(())
     }

@@ -416,7 +416,11 @@ pub fn describe(problem: &Problem) -> String {
         text += &format!(" ({modality})");
     }
     // Most readers' reasons name the file already.
-    if let Some(path) = problem.path.as_ref().filter(|p| !problem.reason.contains(&*p.to_string_lossy())) {
+    if let Some(path) = problem
+        .path
+        .as_ref()
+        .filter(|p| !problem.reason.contains(&*p.to_string_lossy()))
+    {
         text += &format!(" {}", path.display());
     }
     format!("{text}: {}", problem.reason)

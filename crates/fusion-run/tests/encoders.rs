@@ -140,8 +140,14 @@ fn train_and_check(dir: &Path, config: &RunConfig, run_name: &str) -> (f64, fusi
 
     // TorchScript traced on a two-sample example computes the same on the whole test set.
     let path = dir.join("model.pt");
-    let signature =
-        export_torchscript(&reloaded, &vs, &fusion_run::example_inputs(config, Device::Cpu), &path).unwrap();
+    let signature = export_torchscript(
+        &reloaded,
+        &vs,
+        &fusion_run::example_inputs(config, Device::Cpu),
+        &trained.classes,
+        &path,
+    )
+    .unwrap();
     for (m, spec) in config.modalities.iter().enumerate() {
         let dtype = &signature
             .inputs
