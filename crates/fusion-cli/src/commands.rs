@@ -20,7 +20,7 @@ use tch::{Device, Tensor};
 use crate::{plots, report};
 
 /// Batch size of evaluation passes.
-const EVAL_BATCH: usize = 256;
+pub const EVAL_BATCH: usize = 256;
 
 /// How much the program prints: text with progress bars, nothing, or one JSON value.
 #[derive(Debug, Clone, Copy)]
@@ -178,7 +178,7 @@ pub struct Trained {
     pub parameters: i64,
 }
 
-fn split_name(split: Split) -> &'static str {
+pub fn split_name(split: Split) -> &'static str {
     match split {
         Split::Train => "train",
         Split::Val => "val",
@@ -324,7 +324,7 @@ fn evaluate_into(run: &Run, data: &SplitData, classes: &[String], split: &str, d
     Ok(record)
 }
 
-fn say_eval(ui: Ui, eval: &EvalRecord) {
+pub fn say_eval(ui: Ui, eval: &EvalRecord) {
     ui.say(format!(
         "{}: accuracy {:.4}, macro-F1 {:.4}, ECE {:.4}, loss {:.4} on {} samples",
         eval.split, eval.metrics.accuracy, eval.metrics.macro_f1, eval.metrics.ece, eval.loss, eval.metrics.count
@@ -391,7 +391,7 @@ fn peak_rss_mb() -> Option<f64> {
 }
 
 /// The run's data for `split` from `manifest` (default: the run's).
-fn run_split(
+pub fn run_split(
     run: &Run,
     manifest: Option<&Path>,
     split: Split,
@@ -439,6 +439,9 @@ pub fn split_data(
 
 /// `fusion eval`.
 pub fn eval(run_dir: &Path, manifest: Option<&Path>, split: Split, ui: Ui, device: Device) -> Result<()> {
+    if crate::ensemble::is_ensemble(run_dir) {
+        return crate::ensemble::eval(run_dir, manifest, split, ui, device);
+    }
     let run = Run::new(run_dir);
     let (data, classes, loaded) = run_split(&run, manifest, split, ui, device)?;
     let mut record = evaluate_into(&run, &data, &classes, split_name(split), device)?;
@@ -464,38 +467,58 @@ struct Prediction<'a> {
     unusable: Vec<String>,
 }
 
-/// `fusion predict`: one JSON line per record, bad records as `{"id", "error"}` lines;
-/// fails (after writing them) when no record could be predicted.
-pub fn predict(run_dir: &Path, manifest: Option<&Path>, out: Option<&Path>, ui: Ui, device: Device) -> Result<()> {
-    let run = Run::new(run_dir);
+/// A run's class probabilities for every usable record of a manifest.
+pub struct Predicted {
+    /// The run's configuration.
+    pub config: RunConfig,
+    /// The run's classes (the probabilities' columns).
+    pub classes: Vec<String>,
+    /// The manifest's records and features.
+    pub loaded: Loaded,
+    /// Index into `loaded.extraction.records` of each prediction.
+    pub records: Vec<usize>,
+    /// Class probabilities of each prediction.
+    pub probabilities: Vec<Vec<f32>>,
+    /// The extraction column of each of the run's modalities.
+    pub columns: Vec<usize>,
+}
+
+impl Predicted {
+    /// `{"id", "error", ...}` lines of the records that could not be read.
+    pub fn error_lines(&self) -> Result<Vec<String>> {
+        self.loaded
+            .extraction
+            .problems
+            .iter()
+            .map(|problem| {
+                serde_json::to_string(&serde_json::json!({
+                    "id": problem.id,
+                    "error": problem.reason,
+                    "modality": problem.modality,
+                    "path": problem.path,
+                }))
+                .map_err(Into::into)
+            })
+            .collect()
+    }
+}
+
+/// Runs `run` on every usable record of `manifest` (default: the run's).
+pub fn predict_records(run: &Run, manifest: Option<&Path>, ui: Ui, device: Device) -> Result<Predicted> {
     let config = run.config()?;
     let classes = run.classes()?;
     let loaded = load_data(&config, manifest, None, ui)?;
+    let columns = config.columns(&loaded.specs)?;
     let extraction = &loaded.extraction;
-    let out = out.map_or_else(|| run.file("predictions.jsonl"), Path::to_path_buf);
-    let errors: Vec<String> = extraction
-        .problems
-        .iter()
-        .map(|problem| {
-            serde_json::to_string(&serde_json::json!({
-                "id": problem.id,
-                "error": problem.reason,
-                "modality": problem.modality,
-                "path": problem.path,
-            }))
-        })
-        .collect::<serde_json::Result<_>>()?;
-    let write = |lines: &[String]| {
-        fusion_core::write_file_atomic(&out, lines.join("\n") + "\n")
-            .with_context(|| format!("cannot write {}", out.display()))
-    };
     if extraction.records.is_empty() {
-        write(&errors)?;
-        bail!(
-            "no record could be predicted: {} skipped, listed in {}",
-            extraction.problems.len(),
-            out.display()
-        );
+        return Ok(Predicted {
+            config,
+            classes,
+            loaded,
+            records: Vec::new(),
+            probabilities: Vec::new(),
+            columns,
+        });
     }
     let (model, _vs) = run.model(device)?;
     let all: Vec<usize> = (0..extraction.records.len()).collect();
@@ -503,16 +526,58 @@ pub fn predict(run_dir: &Path, manifest: Option<&Path>, out: Option<&Path>, ui: 
     // ones are kept with a placeholder index.
     let mut known = classes.clone();
     known.extend(extraction.records.iter().map(|r| r.label.clone()));
-    let columns = config.columns(&loaded.specs)?;
     let data = fusion_run::dataset(extraction, &all, &known, &config.modalities, &columns, device)?;
     let mut inputs = data.data;
     inputs.labels = inputs.labels.clamp_max(classes.len() as i64 - 1);
     let evaluation = evaluate(&model, &inputs, EVAL_BATCH)?;
+    Ok(Predicted {
+        config,
+        classes,
+        loaded,
+        records: data.records,
+        probabilities: evaluation.probabilities,
+        columns,
+    })
+}
+
+/// Writes prediction lines to `out` atomically.
+pub fn write_lines(out: &Path, lines: &[String]) -> Result<()> {
+    fusion_core::write_file_atomic(out, lines.join("\n") + "\n")
+        .with_context(|| format!("cannot write {}", out.display()))
+}
+
+/// `fusion predict`: one JSON line per record, bad records as `{"id", "error"}` lines;
+/// fails (after writing them) when no record could be predicted.
+pub fn predict(run_dir: &Path, manifest: Option<&Path>, out: Option<&Path>, ui: Ui, device: Device) -> Result<()> {
+    if crate::ensemble::is_ensemble(run_dir) {
+        return crate::ensemble::predict(run_dir, manifest, out, ui, device);
+    }
+    let run = Run::new(run_dir);
+    let predicted = predict_records(&run, manifest, ui, device)?;
+    let out = out.map_or_else(|| run.file("predictions.jsonl"), Path::to_path_buf);
+    let errors = predicted.error_lines()?;
+    let Predicted {
+        config,
+        classes,
+        loaded,
+        records,
+        probabilities,
+        columns,
+    } = &predicted;
+    let extraction = &loaded.extraction;
+    if records.is_empty() {
+        write_lines(&out, &errors)?;
+        bail!(
+            "no record could be predicted: {} skipped, listed in {}",
+            extraction.problems.len(),
+            out.display()
+        );
+    }
     let mut lines = Vec::new();
-    for (k, &i) in data.records.iter().enumerate() {
+    for (k, &i) in records.iter().enumerate() {
         let record = &extraction.records[i];
-        let probabilities = &evaluation.probabilities[k];
-        let predicted = evaluation.predicted[k];
+        let probabilities = &probabilities[k];
+        let predicted = fusion_core::argmax(probabilities);
         let missing = config
             .modalities
             .iter()
@@ -541,14 +606,14 @@ pub fn predict(run_dir: &Path, manifest: Option<&Path>, out: Option<&Path>, ui: 
         lines.push(serde_json::to_string(&line)?);
     }
     lines.extend(errors);
-    write(&lines)?;
+    write_lines(&out, &lines)?;
     let skipped = skipped_records(extraction);
     ui.say(format!(
         "{} predictions and {skipped} skipped records written to {}",
-        data.records.len(),
+        records.len(),
         out.display()
     ));
-    ui.result(&serde_json::json!({"predictions": data.records.len(), "skipped": skipped, "out": out}))
+    ui.result(&serde_json::json!({"predictions": records.len(), "skipped": skipped, "out": out}))
 }
 
 /// What `explain` stores.

@@ -1,6 +1,7 @@
 //! The `fusion` command-line program.
 
 mod commands;
+mod ensemble;
 mod plots;
 mod report;
 
@@ -137,6 +138,20 @@ enum Command {
         /// Output folder (one run folder per method, report.md).
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Ensemble of trained runs (decision-level fusion of whole models): greedy ensemble
+    /// selection (Caruana et al. 2004) of weights on their val predictions, evaluated on
+    /// test; the folder is then evaluated and predicted like a run (`eval`, `predict`).
+    Ensemble {
+        /// The member runs (sharing their classes and dataset ids).
+        #[arg(long, num_args = 1.., required = true)]
+        runs: Vec<PathBuf>,
+        /// The ensemble folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Selection rounds (each adds one member, with replacement).
+        #[arg(long, default_value_t = 25)]
+        rounds: usize,
     },
     /// Build datasets.
     #[command(subcommand)]
@@ -344,11 +359,19 @@ fn main() -> Result<()> {
         Command::Predict { run, manifest, out } => {
             commands::predict(&run, manifest.as_deref(), out.as_deref(), ui, device()?)
         }
-        Command::Explain(a) => commands::explain(&a.run, a.manifest.as_deref(), a.split, ui, device()?),
+        Command::Explain(a) => {
+            ensemble::refuse(&a.run, "explain")?;
+            commands::explain(&a.run, a.manifest.as_deref(), a.split, ui, device()?)
+        }
         Command::Robustness { run: a, no_noise } => {
+            ensemble::refuse(&a.run, "robustness")?;
             commands::robustness(&a.run, a.manifest.as_deref(), a.split, !no_noise, ui, device()?)
         }
-        Command::Export { run, out } => commands::export(&run, out.as_deref(), ui, device()?),
+        Command::Export { run, out } => {
+            ensemble::refuse(&run, "export")?;
+            commands::export(&run, out.as_deref(), ui, device()?)
+        }
+        Command::Ensemble { runs, out, rounds } => ensemble::build(&runs, &out, rounds, ui, device()?),
         Command::Compare { config, out } => commands::compare(&config, &out, ui, device()?).map(drop),
         Command::Data(DataCommand::Avmnist(args)) => {
             let summary = fusion_data::build_avmnist(&args.mnist, &args.fsdd, &args.out, &args.options()?)?;

@@ -396,6 +396,101 @@ fn compare_trains_every_method_and_the_unimodal_baselines() {
     let image_eval: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("00_image_only/eval.json")).unwrap()).unwrap();
     assert_eq!(image_eval["metrics"]["count"], 17);
+    ensemble_of_the_compared_runs(dir.path(), &rows);
+}
+
+/// The compared runs as one ensemble: weights selected on val, evaluated and predicted
+/// like a run; its probabilities are the weighted mean of its members'.
+fn ensemble_of_the_compared_runs(dir: &Path, rows: &[serde_json::Value]) {
+    let members: Vec<&str> = rows.iter().map(|r| r["run"].as_str().unwrap()).collect();
+    let e = dir.join("ensemble");
+    let mut args = vec![
+        "ensemble",
+        "--out",
+        e.to_str().unwrap(),
+        "--rounds",
+        "10",
+        "--json",
+        "--runs",
+    ];
+    args.extend(&members);
+    let built = json(&ok(&args));
+    let chosen = &built["ensemble"];
+    let weights: Vec<f64> = chosen["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["weight"].as_f64().unwrap())
+        .collect();
+    assert_eq!(weights.len(), 4);
+    assert!((weights.iter().sum::<f64>() - 1.0).abs() < 1e-9, "{chosen}");
+    assert!(
+        weights.iter().all(|w| (w * 10.0 - (w * 10.0).round()).abs() < 1e-9),
+        "picks of 10 rounds"
+    );
+    // Greedy selection never ends above its best member on the records it selected on.
+    let ensemble_loss = chosen["losses"].as_array().unwrap().last().unwrap().as_f64().unwrap();
+    for member in chosen["members"].as_array().unwrap() {
+        assert!(ensemble_loss <= member["loss"].as_f64().unwrap() + 1e-9, "{chosen}");
+    }
+    assert_eq!(built["eval"]["split"], "test");
+    let eval = json(&ok(&["eval", "--run", e.to_str().unwrap(), "--json"]));
+    assert_eq!(eval["metrics"], built["eval"]["metrics"]);
+    assert!(eval["metrics"]["accuracy"].as_f64().unwrap() > 0.8, "{eval}");
+
+    let lines = |path: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let by_id = |values: Vec<serde_json::Value>| -> std::collections::HashMap<String, serde_json::Value> {
+        values
+            .into_iter()
+            .map(|v| (v["id"].as_str().unwrap().to_string(), v))
+            .collect()
+    };
+    let predictions = dir.join("ensemble.jsonl");
+    ok(&[
+        "predict",
+        "--run",
+        e.to_str().unwrap(),
+        "--out",
+        predictions.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let ensemble = by_id(lines(&predictions));
+    assert_eq!(ensemble.len(), 93, "every record once, unreadable ones as errors");
+    let mut expected = [0.0f64; 3];
+    for (member, weight) in members.iter().zip(&weights) {
+        let out = dir.join(format!("member{weight}.jsonl"));
+        ok(&["predict", "--run", member, "--out", out.to_str().unwrap(), "--quiet"]);
+        let line = &by_id(lines(&out))["r0"];
+        for (c, class) in ["c0", "c1", "c2"].iter().enumerate() {
+            expected[c] += weight * line["probabilities"][class].as_f64().unwrap();
+        }
+    }
+    let r0 = &ensemble["r0"];
+    let used = weights.iter().filter(|&&w| w > 0.0).count();
+    assert_eq!(r0["members"], used, "members with weight 0 are not run: {r0}");
+    for (c, class) in ["c0", "c1", "c2"].iter().enumerate() {
+        let got = r0["probabilities"][class].as_f64().unwrap();
+        assert!((got - expected[c]).abs() < 1e-5, "{class}: {got} vs {}", expected[c]);
+    }
+    assert!(ensemble["corrupt"]["error"].is_string(), "{}", ensemble["corrupt"]);
+
+    let explain = fusion(&["explain", "--run", e.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&explain.stderr).contains("is an ensemble"));
+    let twice = fusion(&[
+        "ensemble",
+        "--out",
+        e.to_str().unwrap(),
+        "--runs",
+        members[0],
+        members[0],
+    ]);
+    assert!(String::from_utf8_lossy(&twice.stderr).contains("listed twice"));
 }
 
 #[test]

@@ -58,6 +58,7 @@ mod cross_modal;
 mod dataset;
 mod device;
 mod early;
+mod ensemble;
 mod error;
 mod explain;
 mod export;
@@ -78,6 +79,7 @@ pub use config::{
 pub use dataset::TensorDataset;
 pub use device::{DeviceChoice, cuda_available, cuda_device_count};
 pub use early::EarlyFusion;
+pub use ensemble::{Selection, log_loss, probability_metrics, select_ensemble, weighted_average};
 pub use error::{Error, Result};
 pub use explain::{
     Complexity, NOISE_LEVELS, NoiseCurve, ShapleyReport, SubsetAccuracy, complexity, missing_modality_accuracy,
@@ -95,6 +97,6 @@ pub use model::{BranchOutput, Encoder, FusionModel, FusionOutput, IdentityEncode
 pub use params::ParameterSet;
 pub use train::{
     EarlyStopping, EpochRecord, Evaluation, Optimizer, OptimizerConfig, ParamGroup, Progress, RunFolder, Schedule,
-    StopMetric, TrainConfig, TrainSummary, evaluate, has_gradient, load_weights, parameters_without_gradient,
+    StopMetric, TrainConfig, TrainSummary, argmax, evaluate, has_gradient, load_weights, parameters_without_gradient,
     save_weights, train,
 };

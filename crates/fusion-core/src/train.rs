@@ -1021,17 +1021,8 @@ pub fn evaluate(model: &FusionModel, data: &TensorDataset, batch_size: usize) ->
         .into_iter()
         .map(|l| l.max(0) as usize)
         .collect();
-    let predicted: Vec<usize> = probabilities.iter().map(|p| argmax(p)).collect();
-    let confidence: Vec<f64> = probabilities
-        .iter()
-        .zip(&predicted)
-        .map(|(p, &c)| f64::from(p[c]))
-        .collect();
-    let metrics = Metrics::compute(&predicted, &labels, &confidence, classes);
-    let groups = data
-        .groups
-        .as_ref()
-        .map(|g| GroupMetrics::compute(&predicted, &labels, &confidence, g, classes));
+    let (_, metrics, groups, predicted) =
+        crate::probability_metrics(&probabilities, &labels, data.groups.as_deref(), classes);
     Ok(Evaluation {
         loss: loss_sum / data.len().max(1) as f64,
         metrics,
@@ -1042,7 +1033,8 @@ pub fn evaluate(model: &FusionModel, data: &TensorDataset, batch_size: usize) ->
     })
 }
 
-pub(crate) fn argmax(values: &[f32]) -> usize {
+/// Index of the largest value (the first on a tie; 0 for an empty slice).
+pub fn argmax(values: &[f32]) -> usize {
     values
         .iter()
         .enumerate()

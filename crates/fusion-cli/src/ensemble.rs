@@ -1,0 +1,446 @@
+//! `fusion ensemble`: decision-level fusion of whole trained runs. Greedy ensemble
+//! selection (Caruana et al. 2004) on the members' validation predictions picks weights;
+//! the ensemble folder is then evaluated and predicted like a run (`eval`, `predict`).
+
+use std::{
+    collections::HashMap,
+    fmt::Write as _,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, Result, bail};
+use fusion_core::{evaluate, log_loss, probability_metrics, select_ensemble};
+use fusion_data::Split;
+use fusion_run::Run;
+use serde::{Deserialize, Serialize};
+use tch::Device;
+
+use crate::commands::{EVAL_BATCH, EvalRecord, Ui, predict_records, run_split, say_eval, split_name, write_lines};
+
+/// The file that makes a folder an ensemble.
+const ENSEMBLE_FILE: &str = "ensemble.json";
+
+/// One member of an ensemble.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    /// The member's run folder (absolute).
+    pub run: PathBuf,
+    /// Its weight in the average of probabilities.
+    pub weight: f64,
+    /// Its own log loss on the selection records.
+    pub loss: f64,
+}
+
+/// `ensemble.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnsembleFile {
+    /// Members and weights (weights sum to 1; a member never picked has weight 0).
+    pub members: Vec<Member>,
+    /// The classes, shared by every member, in the probabilities' order.
+    pub classes: Vec<String>,
+    /// Split the weights were selected on.
+    pub selected_on: String,
+    /// Records of that split every member could predict.
+    pub records: usize,
+    /// Selection rounds.
+    pub rounds: usize,
+    /// The ensemble's log loss on those records after each round.
+    pub losses: Vec<f64>,
+}
+
+/// Whether `folder` holds an ensemble rather than a trained run.
+pub fn is_ensemble(folder: &Path) -> bool {
+    folder.join(ENSEMBLE_FILE).is_file()
+}
+
+/// Fails for commands that need one model (explain, robustness, export).
+pub fn refuse(folder: &Path, command: &str) -> Result<()> {
+    if is_ensemble(folder) {
+        bail!(
+            "{} is an ensemble: `{command}` works on one trained run; run it on a member",
+            folder.display()
+        );
+    }
+    Ok(())
+}
+
+/// A member's predictions on a split, keyed by record id.
+struct SplitPredictions {
+    ids: Vec<String>,
+    labels: Vec<usize>,
+    groups: Option<Vec<String>>,
+    probabilities: Vec<Vec<f32>>,
+    skipped: Vec<fusion_data::Problem>,
+}
+
+fn split_predictions(
+    run: &Run,
+    manifest: Option<&Path>,
+    split: Split,
+    ui: Ui,
+    device: Device,
+) -> Result<SplitPredictions> {
+    let (data, _, loaded) = run_split(run, manifest, split, ui, device)?;
+    let (model, _vs) = run.model(device)?;
+    let evaluation = evaluate(&model, &data.data, EVAL_BATCH)?;
+    let mut skipped = data.problems;
+    skipped.extend(loaded.extraction.problems.iter().cloned());
+    Ok(SplitPredictions {
+        ids: data
+            .records
+            .iter()
+            .map(|&i| loaded.extraction.records[i].id.clone())
+            .collect(),
+        labels: evaluation.labels,
+        groups: data.data.groups,
+        probabilities: evaluation.probabilities,
+        skipped,
+    })
+}
+
+/// Weighted sums of members' probabilities per record id, in order of first appearance;
+/// `T` is what the first member to predict a record says about it (its label…).
+struct Blend<T> {
+    order: Vec<String>,
+    entries: HashMap<String, (T, Vec<f64>, f64, usize)>,
+}
+
+impl<T> Blend<T> {
+    fn new() -> Self {
+        Self {
+            order: Vec::new(),
+            entries: HashMap::new(),
+        }
+    }
+
+    /// Adds `weight · probabilities` to record `id`; returns what the record's first member
+    /// said of it.
+    fn add(&mut self, id: &str, about: impl FnOnce() -> T, probabilities: &[f32], weight: f64) -> &T {
+        let entry = self.entries.entry(id.to_string()).or_insert_with(|| {
+            self.order.push(id.to_string());
+            (about(), vec![0.0; probabilities.len()], 0.0, 0)
+        });
+        for (sum, &p) in entry.1.iter_mut().zip(probabilities) {
+            *sum += weight * f64::from(p);
+        }
+        entry.2 += weight;
+        entry.3 += 1;
+        &entry.0
+    }
+
+    /// Per record in order: what its first member said, its probabilities (the weights of
+    /// the members that predicted it renormalised), how many members did.
+    fn records(&self) -> impl Iterator<Item = (&str, &T, Vec<f32>, usize)> {
+        self.order.iter().map(|id| {
+            let (about, sum, weight, members) = &self.entries[id];
+            let probabilities = sum.iter().map(|s| (s / weight) as f32).collect();
+            (id.as_str(), about, probabilities, *members)
+        })
+    }
+}
+
+/// Class probabilities of each record, per member.
+type MemberProbabilities = Vec<Vec<Vec<f32>>>;
+
+/// Every member's predictions on the records all of them predicted, in the first member's
+/// order, and those records' labels.
+fn align(runs: &[Run], predictions: &[SplitPredictions]) -> Result<(MemberProbabilities, Vec<usize>)> {
+    let lookups: Vec<HashMap<&str, usize>> = predictions
+        .iter()
+        .map(|p| p.ids.iter().enumerate().map(|(k, id)| (id.as_str(), k)).collect())
+        .collect();
+    let first = &predictions[0];
+    let mut members = vec![Vec::new(); predictions.len()];
+    let mut labels = Vec::new();
+    for (k, id) in first.ids.iter().enumerate() {
+        let Some(rows) = lookups
+            .iter()
+            .map(|l| l.get(id.as_str()).copied())
+            .collect::<Option<Vec<_>>>()
+        else {
+            continue;
+        };
+        for (m, &row) in rows.iter().enumerate() {
+            if predictions[m].labels[row] != first.labels[k] {
+                bail!(
+                    "record {id} has another label for {} than for {}: the members must share one dataset",
+                    runs[m].root().display(),
+                    runs[0].root().display()
+                );
+            }
+            members[m].push(predictions[m].probabilities[row].clone());
+        }
+        labels.push(first.labels[k]);
+    }
+    Ok((members, labels))
+}
+
+/// The members as runs, checked: distinct, trained, one class list.
+fn load_members(folders: &[PathBuf]) -> Result<(Vec<Run>, Vec<String>)> {
+    if folders.is_empty() {
+        bail!("an ensemble needs at least one run");
+    }
+    let mut runs = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut classes: Option<(Vec<String>, PathBuf)> = None;
+    for folder in folders {
+        let absolute = std::path::absolute(folder).with_context(|| format!("{}", folder.display()))?;
+        if !seen.insert(absolute.clone()) {
+            bail!("{} is listed twice", folder.display());
+        }
+        if is_ensemble(&absolute) {
+            bail!("{} is an ensemble; list its members instead", folder.display());
+        }
+        let run = Run::new(&absolute);
+        let own = run.classes()?;
+        match &classes {
+            None => classes = Some((own, absolute.clone())),
+            Some((first, first_run)) if *first != own => bail!(
+                "{} has the classes {own:?}, {} has {first:?}: members must share their classes",
+                folder.display(),
+                first_run.display()
+            ),
+            Some(_) => {}
+        }
+        runs.push(run);
+    }
+    Ok((runs, classes.map(|c| c.0).unwrap_or_default()))
+}
+
+/// `fusion ensemble`: selects weights on the members' val split, then evaluates on test
+/// (when the members' manifest has one) and writes the ensemble folder.
+pub fn build(folders: &[PathBuf], out: &Path, rounds: usize, ui: Ui, device: Device) -> Result<()> {
+    let (runs, classes) = load_members(folders)?;
+    let mut predictions = Vec::new();
+    for run in &runs {
+        ui.say(format!("predicting val with {}", run.root().display()));
+        predictions.push(split_predictions(run, None, Split::Val, ui, device)?);
+    }
+    let (members, labels) = align(&runs, &predictions)?;
+    if labels.is_empty() {
+        bail!("no val record is predicted by every member: nothing to select the weights on");
+    }
+    let selection = select_ensemble(&members, &labels, rounds)?;
+    let file = EnsembleFile {
+        members: runs
+            .iter()
+            .zip(&selection.weights)
+            .zip(&members)
+            .map(|((run, &weight), probabilities)| Member {
+                run: run.root().to_path_buf(),
+                weight,
+                loss: log_loss(probabilities, &labels),
+            })
+            .collect(),
+        classes,
+        selected_on: "val".into(),
+        records: labels.len(),
+        rounds,
+        losses: selection.losses,
+    };
+    let ensemble = Run::new(out);
+    ensemble.write_json(ENSEMBLE_FILE, &file)?;
+    ensemble.write_json("classes.json", &file.classes)?;
+    for member in &file.members {
+        ui.say(format!(
+            "{}: weight {:.3}, val log loss {:.4}",
+            member.run.display(),
+            member.weight,
+            member.loss
+        ));
+    }
+    ui.say(format!(
+        "ensemble: val log loss {:.4} on {} records",
+        file.losses.last().copied().unwrap_or(f64::NAN),
+        file.records
+    ));
+    let eval = match evaluate_ensemble(&file, None, Split::Test, ui, device) {
+        Ok(record) => {
+            say_eval(ui, &record);
+            ensemble.write_json("eval.json", &record)?;
+            Some(record)
+        }
+        Err(e) => {
+            ui.warn(format!("not evaluated on test: {e}"));
+            None
+        }
+    };
+    write_report(&ensemble, &file, eval.as_ref())?;
+    ui.say(format!("report: {}", ensemble.file("report.md").display()));
+    ui.result(&serde_json::json!({"ensemble": file, "eval": eval}))
+}
+
+fn read(folder: &Path) -> Result<EnsembleFile> {
+    let path = folder.join(ENSEMBLE_FILE);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}", path.display()))
+}
+
+fn evaluate_ensemble(
+    file: &EnsembleFile,
+    manifest: Option<&Path>,
+    split: Split,
+    ui: Ui,
+    device: Device,
+) -> Result<EvalRecord> {
+    let mut blend = Blend::new();
+    let mut skipped: Vec<fusion_data::Problem> = Vec::new();
+    for member in file.members.iter().filter(|m| m.weight > 0.0) {
+        let predictions = split_predictions(&Run::new(&member.run), manifest, split, ui, device)?;
+        for (k, id) in predictions.ids.iter().enumerate() {
+            let label = predictions.labels[k];
+            let group = predictions.groups.as_ref().map(|g| g[k].clone());
+            let first = blend.add(id, || (label, group), &predictions.probabilities[k], member.weight);
+            if first.0 != label {
+                bail!(
+                    "record {id} has another label for {} than for the members before it: the members must share one dataset",
+                    member.run.display()
+                );
+            }
+        }
+        for p in predictions.skipped {
+            if !skipped.iter().any(|s| s.id == p.id) {
+                skipped.push(p);
+            }
+        }
+    }
+    // A record one member left out but another predicted is evaluated, not skipped.
+    skipped.retain(|p| !blend.entries.contains_key(&p.id));
+    let (mut averaged, mut labels, mut groups) = (Vec::new(), Vec::new(), Vec::new());
+    for (_, (label, group), probabilities, _) in blend.records() {
+        averaged.push(probabilities);
+        labels.push(*label);
+        groups.extend(group.clone());
+    }
+    if labels.is_empty() {
+        bail!("no {} record is predicted by any member", split_name(split));
+    }
+    let groups = (groups.len() == labels.len()).then_some(groups);
+    let (loss, metrics, groups, _) = probability_metrics(&averaged, &labels, groups.as_deref(), file.classes.len());
+    Ok(EvalRecord {
+        split: split_name(split).into(),
+        loss,
+        metrics,
+        groups,
+        classes: file.classes.clone(),
+        skipped,
+    })
+}
+
+/// `fusion eval` on an ensemble folder.
+pub fn eval(folder: &Path, manifest: Option<&Path>, split: Split, ui: Ui, device: Device) -> Result<()> {
+    let file = read(folder)?;
+    let record = evaluate_ensemble(&file, manifest, split, ui, device)?;
+    say_eval(ui, &record);
+    let ensemble = Run::new(folder);
+    ensemble.write_json("eval.json", &record)?;
+    write_report(&ensemble, &file, Some(&record))?;
+    ui.result(&record)
+}
+
+/// One line of an ensemble's `predict` output.
+#[derive(Debug, Serialize)]
+struct EnsemblePrediction<'a> {
+    id: &'a str,
+    prediction: &'a str,
+    confidence: f32,
+    probabilities: std::collections::BTreeMap<&'a str, f32>,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    label: &'a str,
+    /// How many members predicted the record (their weights renormalised).
+    members: usize,
+}
+
+/// `fusion predict` on an ensemble folder: every record some member could predict, with
+/// the weights of the members that did renormalised; the others as `{"id", "error"}` lines.
+pub fn predict(folder: &Path, manifest: Option<&Path>, out: Option<&Path>, ui: Ui, device: Device) -> Result<()> {
+    let file = read(folder)?;
+    let out = out.map_or_else(|| folder.join("predictions.jsonl"), Path::to_path_buf);
+    let mut blend = Blend::new();
+    let mut errors: HashMap<String, String> = HashMap::new();
+    for member in file.members.iter().filter(|m| m.weight > 0.0) {
+        let predicted = predict_records(&Run::new(&member.run), manifest, ui, device)?;
+        for line in predicted.error_lines()? {
+            let value: serde_json::Value = serde_json::from_str(&line)?;
+            let id = value["id"].as_str().unwrap_or_default().to_string();
+            errors.entry(id).or_insert(line);
+        }
+        for (&i, probabilities) in predicted.records.iter().zip(&predicted.probabilities) {
+            let record = &predicted.loaded.extraction.records[i];
+            blend.add(&record.id, || record.label.clone(), probabilities, member.weight);
+        }
+    }
+    let mut lines = Vec::new();
+    for (id, label, probabilities, members) in blend.records() {
+        let best = fusion_core::argmax(&probabilities);
+        lines.push(serde_json::to_string(&EnsemblePrediction {
+            id,
+            prediction: &file.classes[best],
+            confidence: probabilities[best],
+            probabilities: file
+                .classes
+                .iter()
+                .map(String::as_str)
+                .zip(probabilities.iter().copied())
+                .collect(),
+            label,
+            members,
+        })?);
+    }
+    let predicted = lines.len();
+    let mut unpredicted: Vec<(&String, &String)> = errors
+        .iter()
+        .filter(|(id, _)| !blend.entries.contains_key(*id))
+        .collect();
+    unpredicted.sort();
+    lines.extend(unpredicted.iter().map(|(_, line)| (*line).clone()));
+    write_lines(&out, &lines)?;
+    if predicted == 0 {
+        bail!(
+            "no record could be predicted by any member; errors in {}",
+            out.display()
+        );
+    }
+    ui.say(format!(
+        "{predicted} predictions and {} records no member could read written to {}",
+        unpredicted.len(),
+        out.display()
+    ));
+    ui.result(&serde_json::json!({"predictions": predicted, "skipped": unpredicted.len(), "out": out}))
+}
+
+fn write_report(ensemble: &Run, file: &EnsembleFile, eval: Option<&EvalRecord>) -> Result<()> {
+    let mut out = format!(
+        "# Ensemble: {}\n\nGreedy ensemble selection (Caruana et al. 2004, with replacement, {} rounds) on the {} records of `{}` that every member predicts; the prediction is the weighted mean of the members' class probabilities.\n\n| member | weight | {} log loss |\n|---|---|---|\n",
+        ensemble.root().display(),
+        file.rounds,
+        file.records,
+        file.selected_on,
+        file.selected_on
+    );
+    for m in &file.members {
+        let _ = writeln!(out, "| `{}` | {:.3} | {:.4} |", m.run.display(), m.weight, m.loss);
+    }
+    let _ = writeln!(
+        out,
+        "| **ensemble** | 1 | {:.4} |\n",
+        file.losses.last().copied().unwrap_or(f64::NAN)
+    );
+    if let Some(eval) = eval {
+        let _ = writeln!(
+            out,
+            "## Evaluation on {}\n\nAccuracy **{:.4}**, macro-F1 {:.4}, ECE {:.4}, log loss {:.4}, {} samples ({} left out).",
+            eval.split,
+            eval.metrics.accuracy,
+            eval.metrics.macro_f1,
+            eval.metrics.ece,
+            eval.loss,
+            eval.metrics.count,
+            eval.skipped.len()
+        );
+    }
+    let path = ensemble.file("report.md");
+    fusion_core::write_file_atomic(&path, out).with_context(|| format!("cannot write {}", path.display()))
+}
