@@ -85,8 +85,23 @@ fn split_predictions(
     let (data, _, loaded) = run_split(run, manifest, split, ui, device)?;
     let (model, _vs) = run.model(device)?;
     let evaluation = evaluate(&model, &data.data, EVAL_BATCH)?;
+    // The records of this split left out: unknown labels, and unreadable records.
+    let in_split: std::collections::HashSet<&str> = loaded
+        .manifest
+        .records
+        .iter()
+        .filter(|r| r.split.unwrap_or(Split::Train) == split)
+        .map(|r| r.id.as_str())
+        .collect();
     let mut skipped = data.problems;
-    skipped.extend(loaded.extraction.problems.iter().cloned());
+    skipped.extend(
+        loaded
+            .extraction
+            .problems
+            .iter()
+            .filter(|p| in_split.contains(p.id.as_str()))
+            .cloned(),
+    );
     Ok(SplitPredictions {
         ids: data
             .records
