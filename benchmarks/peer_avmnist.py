@@ -28,7 +28,9 @@ the model), appends the two presence bits to the fused features (242 inputs to t
 has learned placeholders for an absent modality, and initialises its head with PyTorch's
 `nn.Linear` scheme from its own generator.
 
-Needs torch 2.11.0 and safetensors (pip install torch==2.11.0 safetensors numpy).
+Needs torch 2.11.0 (safetensors and numpy are used when installed). `--device cuda` runs the
+eager loop and `fusion train` on the GPU (the MultiBench loop stays on the CPU: its
+DataLoader hands out CPU tensors, as MultiBench does unless told otherwise).
 """
 
 import argparse
@@ -39,12 +41,39 @@ import sys
 import tempfile
 import time
 
-import numpy as np
+import random
+import statistics
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch.utils.data import DataLoader
+
+
+def load_tensors(path):
+    """A safetensors file as a dict of tensors: with the safetensors package when it is
+    installed, else from the format itself (8-byte header length, JSON header, raw data)."""
+    try:
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    except ImportError:
+        pass
+    dtypes = {"F32": torch.float32, "F64": torch.float64, "I64": torch.int64, "I32": torch.int32,
+              "U8": torch.uint8, "BOOL": torch.bool}
+    with open(path, "rb") as f:
+        data = f.read()
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + length])
+    base = 8 + length
+    tensors = {}
+    for name, meta in header.items():
+        if name == "__metadata__":
+            continue
+        start, end = meta["data_offsets"]
+        raw = bytearray(data[base + start : base + end])
+        tensors[name] = torch.frombuffer(raw, dtype=dtypes[meta["dtype"]]).reshape(meta["shape"])
+    return tensors
 
 
 # --- MultiBench, unimodals/common_models.py -------------------------------------------
@@ -168,7 +197,7 @@ def eager_train(model, train, valid, epochs, save, seed, lr=0.1, weight_decay=1e
         order = torch.randperm(len(labels), generator=generator)
         total = 0.0
         for start in range(0, len(order), batch):
-            index = order[start : start + batch]
+            index = order[start : start + batch].to(labels.device)
             op.zero_grad()
             loss = F.cross_entropy(model([images[index], audio[index]]), labels[index])
             loss.backward()
@@ -217,7 +246,9 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=8, help="MultiBench's DataLoader workers (its default: 8)")
     parser.add_argument("--loops", default="multibench,eager,fusion")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda: the eager loop's and fusion's device")
     args = parser.parse_args()
+    device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), RAYON_NUM_THREADS=str(args.threads))
     loops = args.loops.split(",")
@@ -226,8 +257,9 @@ def main():
     subprocess.run(
         [args.fusion, "extract", "--config", args.config, "--export", exported, "--quiet"], check=True, env=env
     )
-    tensors = load_file(exported)
+    tensors = load_tensors(exported)
     train, valid, test = (split(tensors, s) for s in ("train", "val", "test"))
+    on_device = lambda s: tuple(t.to(device) for t in s)
     n_train = len(train[2])
     rows = []
     for seed in range(args.seeds):
@@ -241,7 +273,7 @@ def main():
                 json.dump(config, open(path, "w"))
                 run = os.path.join(work, f"run{seed}")
                 out = subprocess.run(
-                    [args.fusion, "train", "--config", path, "--run", run, "--device", "cpu", "--json"],
+                    [args.fusion, "train", "--config", path, "--run", run, "--device", args.device, "--json"],
                     check=True,
                     env=env,
                     capture_output=True,
@@ -252,7 +284,7 @@ def main():
                 test_acc = result["eval"]["metrics"]["accuracy"]
             else:
                 torch.manual_seed(seed)
-                np.random.seed(seed)
+                random.seed(seed)
                 model = build_model()
                 if loop == "multibench":
                     as_list = lambda s: [[s[0][i], s[1][i], s[2][i]] for i in range(len(s[2]))]
@@ -261,11 +293,13 @@ def main():
                     )
                     seconds = multibench_train(model, loader(train, True), loader(valid, False), args.epochs, save)
                     best = torch.load(save, weights_only=False)
+                    test_acc = accuracy(best, test)
                 else:
-                    seconds = eager_train(model, train, valid, args.epochs, save, seed)
-                    best = build_model()
+                    model = model.to(device)
+                    seconds = eager_train(model, on_device(train), on_device(valid), args.epochs, save, seed)
+                    best = build_model().to(device)
                     best.load_state_dict(torch.load(save))
-                test_acc = accuracy(best, test)
+                    test_acc = accuracy(best, on_device(test))
             row = {
                 "loop": loop,
                 "seed": seed,
@@ -280,15 +314,20 @@ def main():
     for loop in loops:
         mine = [r for r in rows if r["loop"] == loop]
         summary[loop] = {
-            "samples_per_s": float(np.mean([r["samples_per_s"] for r in mine])),
-            "test_accuracy_mean": float(np.mean([r["test_accuracy"] for r in mine])),
-            "test_accuracy_std": float(np.std([r["test_accuracy"] for r in mine])),
+            "samples_per_s": statistics.mean(r["samples_per_s"] for r in mine),
+            "test_accuracy_mean": statistics.mean(r["test_accuracy"] for r in mine),
+            "test_accuracy_std": statistics.pstdev([r["test_accuracy"] for r in mine]),
         }
     if "fusion" in summary:
         for loop in loops:
             if loop != "fusion":
                 summary[f"fusion_vs_{loop}_throughput"] = summary["fusion"]["samples_per_s"] / summary[loop]["samples_per_s"]
-    print(json.dumps({"threads": args.threads, "train_samples": n_train, "summary": summary}, indent=1))
+    result = {"device": args.device, "threads": args.threads, "train_samples": n_train, "summary": summary}
+    if device.type == "cuda":
+        # The PyTorch side's peak; `fusion train` reports its host RSS only.
+        result["torch_peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+        result["gpu"] = torch.cuda.get_device_name(device)
+    print(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

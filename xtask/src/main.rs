@@ -8,11 +8,13 @@
 //! - `demo`   runs the main job on the built-in dataset.
 //! - `bench`  trains the AV-MNIST configurations and records the results table.
 //! - `fuzz`   runs one `cargo fuzz` target (nightly) from its seeds for a while.
+//! - `gpu-bundle` builds the binaries `benchmarks/gpu.sh` runs on a GPU machine.
 
 mod bench;
 mod data;
 mod fetch;
 mod fuzz;
+mod gpu;
 mod models;
 mod paths;
 mod pth;
@@ -39,6 +41,9 @@ commands:
                                 whichever ends first (needs nightly and
                                 cargo-fuzz): wav_log_mel, image, video, tokens, manifest_jsonl,
                                 manifest_csv, feature_shard, run_config, checkpoint
+  gpu-bundle [--out DIR] [--debug] [--cpu]
+                                the release `fusion` and device-aware test binary, linked to CUDA,
+                                in DIR (default target/gpu-bundle) for `sh benchmarks/gpu.sh DIR`
 
 environment:
   FUSION_CACHE_DIR     where libtorch, models and data live (default: $XDG_CACHE_HOME/fusion or ~/.cache/fusion)
@@ -59,6 +64,7 @@ fn main() -> Result<()> {
         "demo" => demo(rest),
         "bench" => bench::run(&bench::Options::parse(rest)?).map(drop),
         "fuzz" => fuzz::run(rest),
+        "gpu-bundle" => gpu::run(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())
@@ -81,7 +87,22 @@ fn test(args: &[String]) -> Result<()> {
     run_checked(&mut command)?;
     manifests_stand_alone()?;
     // The test run built the debug `fusion`; the benchmark command runs on a small build.
-    bench::smoke(&paths::project_root().join("target/debug/fusion"))
+    bench::smoke(&paths::project_root().join("target/debug/fusion"))?;
+    // The GPU script, on CPU: every step runs, so the first GPU machine runs a tested script.
+    let bundle = paths::project_root().join("target/gpu-bundle-dry");
+    gpu::run(&[
+        "--debug".into(),
+        "--cpu".into(),
+        "--out".into(),
+        bundle.display().to_string(),
+    ])?;
+    run_checked(
+        Command::new("sh")
+            .current_dir(paths::project_root())
+            .arg("benchmarks/gpu.sh")
+            .arg("--dry-run")
+            .arg(&bundle),
+    )
 }
 
 /// Reading and validating manifests needs no FFmpeg, libtorch or tokenizers: fusion-data

@@ -1,5 +1,6 @@
 //! Every fusion method: output shapes, gradients reaching every parameter, and the
-//! semantics of missing modalities and padding.
+//! semantics of missing modalities and padding. The first three tests run on
+//! `FUSION_TEST_DEVICE` (default the CPU; `benchmarks/gpu.sh` runs them on a GPU).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -37,10 +38,10 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
 #[test]
 fn every_parameter_of_every_method_gets_a_gradient_and_moves() {
     let _rng = rng_lock();
-    let (inputs, labels) = three_modality_batch();
+    let (inputs, labels) = three_modality_batch_on_device();
     for fusion in all_fusions() {
         tch::manual_seed(3);
-        let vs = VarStore::new(Device::Cpu);
+        let vs = VarStore::new(test_device());
         let model = FusionModel::new(&vs.root(), &three_modality_config(fusion.clone())).unwrap();
         let output = model.forward_t(&inputs, true).unwrap();
         assert_eq!(output.log_probs.size(), [8, 3], "{fusion:?}");
@@ -65,11 +66,11 @@ fn every_parameter_of_every_method_gets_a_gradient_and_moves() {
 #[test]
 fn absent_modalities_and_padding_change_nothing() {
     let _rng = rng_lock();
-    let (inputs, _) = three_modality_batch();
+    let (inputs, _) = three_modality_batch_on_device();
     let edited = perturbed_where_absent(&inputs);
     for fusion in all_fusions() {
         tch::manual_seed(4);
-        let vs = VarStore::new(Device::Cpu);
+        let vs = VarStore::new(test_device());
         let model = FusionModel::new(&vs.root(), &three_modality_config(fusion.clone())).unwrap();
         let base = model.forward_t(&inputs, false).unwrap().log_probs;
         let other = model.forward_t(&edited, false).unwrap().log_probs;
@@ -88,10 +89,10 @@ fn absent_modalities_and_padding_change_nothing() {
 #[test]
 fn present_features_do_change_the_output() {
     let _rng = rng_lock();
-    let (inputs, _) = three_modality_batch();
+    let (inputs, _) = three_modality_batch_on_device();
     for fusion in all_fusions() {
         tch::manual_seed(5);
-        let vs = VarStore::new(Device::Cpu);
+        let vs = VarStore::new(test_device());
         let model = FusionModel::new(&vs.root(), &three_modality_config(fusion.clone())).unwrap();
         let base = model.forward_t(&inputs, false).unwrap().log_probs;
         let mut edited: Vec<ModalityInput> = inputs

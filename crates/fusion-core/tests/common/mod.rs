@@ -88,6 +88,28 @@ pub fn all_fusions() -> Vec<FusionConfig> {
     all
 }
 
+/// The device the device-aware tests run on: `FUSION_TEST_DEVICE` (`cpu`, `cuda`, `cuda:N`,
+/// `auto`), the CPU when unset. `benchmarks/gpu.sh` sets it to run them on a GPU.
+pub fn test_device() -> tch::Device {
+    let choice = std::env::var("FUSION_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
+    let parsed: fusion_core::DeviceChoice = choice
+        .parse()
+        .unwrap_or_else(|e| panic!("FUSION_TEST_DEVICE={choice}: {e}"));
+    parsed
+        .resolve()
+        .unwrap_or_else(|e| panic!("FUSION_TEST_DEVICE={choice}: {e}"))
+}
+
+/// [`three_modality_batch`] on [`test_device`].
+pub fn three_modality_batch_on_device() -> (Vec<fusion_core::ModalityInput>, Tensor) {
+    let device = test_device();
+    let (inputs, labels) = three_modality_batch();
+    (
+        inputs.iter().map(|i| i.to_device(device)).collect(),
+        labels.to_device(device),
+    )
+}
+
 /// Two embeddings (`a`: 5, `b`: 4 features) and a sequence (`c`: 3 tokens of 6).
 pub fn three_modality_config(fusion: FusionConfig) -> ModelConfig {
     ModelConfig {

@@ -1,0 +1,140 @@
+#!/bin/sh
+# Every GPU check in one call, on a machine with a GPU, PyTorch 2.11.0 in `python3` and no
+# Rust: build the bundle where Rust is (`cargo xtask gpu-bundle`), carry it and the
+# repository there, then from the repository root:
+#
+#   sh benchmarks/gpu.sh [--dry-run] [BUNDLE]        (BUNDLE: default target/gpu-bundle)
+#
+# Steps, each PASS or FAIL with its log in $OUT (default: a new temporary folder):
+#   1. info      `fusion info --device cuda`: CUDA is available and its devices are listed
+#   2. tests     the device-aware fusion-core tests (every fusion method: gradients reach
+#                every parameter, absent modalities and padding change nothing) on CUDA
+#   3. parity    the demo's configuration trained on CPU and on CUDA with one seed: test
+#                accuracy within 0.03 and test loss within 0.05 of each other (cuDNN/cuBLAS
+#                reduce in another order, so not bit-identical)
+#   4. speed     the AV-MNIST LeNet + concat model on the demo data: `fusion train` against
+#                the same model in an eager PyTorch loop on the same GPU (samples/s),
+#                peak GPU memory of the PyTorch side
+# `--dry-run` runs the same steps on the CPU with one epoch (what `cargo xtask test` does,
+# with the debug bundle of `cargo xtask gpu-bundle --debug --cpu`); step 4 needs a
+# `python3` with torch (else it is skipped). Results: $OUT/gpu-results.jsonl, one line per
+# step. Exit status 1 when a step failed.
+set -eu
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+DRY=0
+BUNDLE=$ROOT/target/gpu-bundle
+for arg in "$@"; do
+    case $arg in
+        --dry-run) DRY=1 ;;
+        -*) echo "gpu.sh: unknown option $arg" >&2; exit 2 ;;
+        *) BUNDLE=$(cd "$arg" && pwd) ;;
+    esac
+done
+FUSION=$BUNDLE/fusion
+[ -x "$FUSION" ] || { echo "gpu.sh: no $FUSION (run: cargo xtask gpu-bundle)" >&2; exit 2; }
+if [ "$DRY" = 1 ]; then DEVICE=cpu; EPOCHS=1; else DEVICE=cuda; EPOCHS=5; fi
+OUT=${OUT:-$(mktemp -d)}
+mkdir -p "$OUT"
+RESULTS=$OUT/gpu-results.jsonl
+: > "$RESULTS"
+PYTHON=${PYTHON:-python3}
+# The bundle finds libtorch in the PyTorch wheel (it has no rpath to the build machine's).
+if TORCH_LIB=$("$PYTHON" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))' 2>/dev/null); then
+    export LD_LIBRARY_PATH="$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    HAVE_TORCH=1
+else
+    HAVE_TORCH=0
+fi
+FAILED=0
+
+# record STEP STATUS DETAIL_JSON
+record() {
+    printf '{"step": "%s", "status": "%s", "device": "%s", "detail": %s}\n' "$1" "$2" "$DEVICE" "$3" >> "$RESULTS"
+    echo "$1: $2"
+    [ "$2" != FAIL ] || FAILED=1
+}
+
+# json FILE EXPRESSION: a value from a JSON file (python3 is on both machines).
+json() {
+    python3 -c 'import json, sys; v = json.load(open(sys.argv[1])); print(json.dumps(eval(sys.argv[2], {"v": v})))' "$1" "$2"
+}
+
+echo "== 1. fusion info on $DEVICE"
+if "$FUSION" --json info --device "$DEVICE" > "$OUT/info.json" 2> "$OUT/info.log"; then
+    if [ "$DRY" = 1 ] || [ "$(json "$OUT/info.json" 'v["cuda_available"]')" = true ]; then
+        record info PASS "$(cat "$OUT/info.json")"
+    else
+        record info FAIL "$(cat "$OUT/info.json")"
+    fi
+else
+    record info FAIL "\"$(tail -1 "$OUT/info.log")\""
+fi
+
+echo "== 2. device-aware fusion-core tests on $DEVICE"
+if FUSION_TEST_DEVICE=$DEVICE "$BUNDLE/tests/methods" --test-threads 1 > "$OUT/tests.log" 2>&1; then
+    record tests PASS "\"$(grep 'test result' "$OUT/tests.log" | tail -1)\""
+else
+    record tests FAIL "\"see $OUT/tests.log\""
+fi
+
+echo "== 3. the demo trained on cpu and on $DEVICE, same seed"
+python3 - "$ROOT" "$OUT" "$EPOCHS" <<'PY'
+import json, sys
+root, out, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+config = json.load(open(f"{root}/fixtures/demo/config.json"))
+config["manifest"] = f"{root}/fixtures/demo/manifest.jsonl"
+config["cache"] = f"{out}/cache"
+config["compare"] = []
+config["train"]["epochs"] = epochs
+json.dump(config, open(f"{out}/demo.json", "w"))
+PY
+parity=PASS
+for side in cpu device; do
+    device=cpu
+    [ "$side" = cpu ] || device=$DEVICE
+    if ! "$FUSION" --json train --config "$OUT/demo.json" --run "$OUT/demo-$side" --device "$device" \
+        > "$OUT/demo-$side.json" 2> "$OUT/demo-$side.log"; then
+        parity=FAIL
+    fi
+done
+if [ "$parity" = PASS ]; then
+    detail=$(python3 - "$OUT/demo-cpu.json" "$OUT/demo-device.json" <<'PY'
+import json, sys
+cpu, dev = (json.load(open(p)) for p in sys.argv[1:])
+acc = [r["eval"]["metrics"]["accuracy"] for r in (cpu, dev)]
+loss = [r["eval"]["loss"] for r in (cpu, dev)]
+ok = abs(acc[0] - acc[1]) <= 0.03 and abs(loss[0] - loss[1]) <= 0.05
+seconds = [r["train_seconds"] for r in (cpu, dev)]
+print(json.dumps({"ok": ok, "accuracy": acc, "loss": loss, "train_seconds": seconds,
+                  "peak_rss_mb": [r.get("peak_rss_mb") for r in (cpu, dev)]}))
+PY
+)
+    case $detail in *'"ok": true'*) record parity PASS "$detail" ;; *) record parity FAIL "$detail" ;; esac
+else
+    record parity FAIL "\"see $OUT/demo-*.log\""
+fi
+
+echo "== 4. fusion train against an eager PyTorch loop on $DEVICE"
+if [ "$HAVE_TORCH" = 1 ]; then
+    python3 - "$ROOT" "$OUT" <<'PY'
+import json, sys
+root, out = sys.argv[1:]
+config = json.load(open(f"{root}/configs/avmnist/concat.json"))
+config["manifest"] = f"{root}/fixtures/demo/manifest.jsonl"
+config["cache"] = f"{out}/cache-avmnist"
+json.dump(config, open(f"{out}/avmnist.json", "w"))
+PY
+    if "$PYTHON" -W ignore "$ROOT/benchmarks/peer_avmnist.py" --fusion "$FUSION" --config "$OUT/avmnist.json" \
+        --seeds 1 --epochs "$EPOCHS" --loops eager,fusion --device "$DEVICE" --threads 2 \
+        > "$OUT/speed.log" 2>&1; then
+        record speed PASS "$(sed -n '/^{$/,$p' "$OUT/speed.log" | tr -d '\n')"
+    else
+        record speed FAIL "\"see $OUT/speed.log\""
+    fi
+else
+    record speed SKIP "\"no python3 with torch\""
+fi
+
+echo "results: $RESULTS"
+cat "$RESULTS"
+exit $FAILED
