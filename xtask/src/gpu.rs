@@ -57,6 +57,15 @@ fn build(target: &[&str], options: &Options, link_args: &[String]) -> Result<Pat
     for arg in link_args {
         command.args(["-C", arg]);
     }
+    cargo_messages(&mut command)?
+        .iter()
+        .filter_map(|message| message["executable"].as_str().map(PathBuf::from))
+        .next_back()
+        .with_context(|| format!("{command:?} named no executable"))
+}
+
+/// Runs a cargo command with `--message-format=json…` and returns its JSON messages.
+fn cargo_messages(command: &mut std::process::Command) -> Result<Vec<serde_json::Value>> {
     let output = command
         .stderr(std::process::Stdio::inherit())
         .output()
@@ -64,12 +73,10 @@ fn build(target: &[&str], options: &Options, link_args: &[String]) -> Result<Pat
     if !output.status.success() {
         bail!("{command:?} failed with {}", output.status);
     }
-    String::from_utf8_lossy(&output.stdout)
+    Ok(String::from_utf8_lossy(&output.stdout)
         .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter_map(|message| message["executable"].as_str().map(PathBuf::from))
-        .next_back()
-        .with_context(|| format!("{command:?} named no executable"))
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect())
 }
 
 /// The debug `fusion` and `methods` binaries as `cargo xtask test` builds them (the same
@@ -83,18 +90,8 @@ fn built_by_the_test_run() -> Result<(PathBuf, PathBuf)> {
         "--no-run",
         "--message-format=json-render-diagnostics",
     ]);
-    let output = command
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .with_context(|| format!("cannot start {command:?}"))?;
-    if !output.status.success() {
-        bail!("{command:?} failed with {}", output.status);
-    }
     let (mut fusion, mut methods) = (None, None);
-    for line in String::from_utf8_lossy(&output.stdout).lines() {
-        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
+    for message in cargo_messages(&mut command)? {
         let (Some(name), Some(executable)) = (message["target"]["name"].as_str(), message["executable"].as_str())
         else {
             continue;

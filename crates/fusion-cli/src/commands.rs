@@ -452,19 +452,50 @@ pub fn eval(run_dir: &Path, manifest: Option<&Path>, split: Split, ui: Ui, devic
     ui.result(&record)
 }
 
-/// One line of `predict`'s output.
+/// One line of `predict`'s output (of a run, or of an ensemble).
 #[derive(Debug, Serialize)]
-struct Prediction<'a> {
-    id: &'a str,
-    prediction: &'a str,
-    confidence: f32,
-    probabilities: std::collections::BTreeMap<&'a str, f32>,
+pub struct Prediction<'a> {
+    /// The record.
+    pub id: &'a str,
+    /// The most probable class.
+    pub prediction: &'a str,
+    /// Its probability.
+    pub confidence: f32,
+    /// Every class's probability.
+    pub probabilities: std::collections::BTreeMap<&'a str, f32>,
+    /// The record's label, when it has one.
     #[serde(skip_serializing_if = "str::is_empty")]
-    label: &'a str,
-    missing: Vec<&'a str>,
+    pub label: &'a str,
+    /// The run's modalities the record lacks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub missing: Option<Vec<&'a str>>,
     /// Files of the record that could not be used (their modality is in `missing`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    unusable: Vec<String>,
+    pub unusable: Vec<String>,
+    /// How many members of an ensemble predicted the record (their weights renormalised).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub members: Option<usize>,
+}
+
+impl<'a> Prediction<'a> {
+    /// The line of class probabilities `probabilities` (in the order of `classes`).
+    pub fn new(id: &'a str, label: &'a str, classes: &'a [String], probabilities: &[f32]) -> Self {
+        let best = fusion_core::argmax(probabilities);
+        Self {
+            id,
+            prediction: &classes[best],
+            confidence: probabilities[best],
+            probabilities: classes
+                .iter()
+                .map(String::as_str)
+                .zip(probabilities.iter().copied())
+                .collect(),
+            label,
+            missing: None,
+            unusable: Vec::new(),
+            members: None,
+        }
+    }
 }
 
 /// A run's class probabilities for every usable record of a manifest.
@@ -576,8 +607,6 @@ pub fn predict(run_dir: &Path, manifest: Option<&Path>, out: Option<&Path>, ui: 
     let mut lines = Vec::new();
     for (k, &i) in records.iter().enumerate() {
         let record = &extraction.records[i];
-        let probabilities = &probabilities[k];
-        let predicted = fusion_core::argmax(probabilities);
         let missing = config
             .modalities
             .iter()
@@ -586,22 +615,14 @@ pub fn predict(run_dir: &Path, manifest: Option<&Path>, out: Option<&Path>, ui: 
             .map(|(_, spec)| spec.name.as_str())
             .collect();
         let line = Prediction {
-            id: &record.id,
-            prediction: &classes[predicted],
-            confidence: probabilities[predicted],
-            probabilities: classes
-                .iter()
-                .map(String::as_str)
-                .zip(probabilities.iter().copied())
-                .collect(),
-            label: &record.label,
-            missing,
+            missing: Some(missing),
             unusable: extraction
                 .absent
                 .iter()
                 .filter(|p| p.id == record.id)
                 .map(describe)
                 .collect(),
+            ..Prediction::new(&record.id, &record.label, classes, &probabilities[k])
         };
         lines.push(serde_json::to_string(&line)?);
     }

@@ -15,7 +15,9 @@ use fusion_run::Run;
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
-use crate::commands::{EVAL_BATCH, EvalRecord, Ui, predict_records, run_split, say_eval, split_name, write_lines};
+use crate::commands::{
+    EVAL_BATCH, EvalRecord, Prediction, Ui, predict_records, run_split, say_eval, split_name, write_lines,
+};
 
 /// The file that makes a folder an ensemble.
 const ENSEMBLE_FILE: &str = "ensemble.json";
@@ -355,19 +357,6 @@ pub fn eval(folder: &Path, manifest: Option<&Path>, split: Split, ui: Ui, device
     ui.result(&record)
 }
 
-/// One line of an ensemble's `predict` output.
-#[derive(Debug, Serialize)]
-struct EnsemblePrediction<'a> {
-    id: &'a str,
-    prediction: &'a str,
-    confidence: f32,
-    probabilities: std::collections::BTreeMap<&'a str, f32>,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    label: &'a str,
-    /// How many members predicted the record (their weights renormalised).
-    members: usize,
-}
-
 /// `fusion predict` on an ensemble folder: every record some member could predict, with
 /// the weights of the members that did renormalised; the others as `{"id", "error"}` lines.
 pub fn predict(folder: &Path, manifest: Option<&Path>, out: Option<&Path>, ui: Ui, device: Device) -> Result<()> {
@@ -389,20 +378,11 @@ pub fn predict(folder: &Path, manifest: Option<&Path>, out: Option<&Path>, ui: U
     }
     let mut lines = Vec::new();
     for (id, label, probabilities, members) in blend.records() {
-        let best = fusion_core::argmax(&probabilities);
-        lines.push(serde_json::to_string(&EnsemblePrediction {
-            id,
-            prediction: &file.classes[best],
-            confidence: probabilities[best],
-            probabilities: file
-                .classes
-                .iter()
-                .map(String::as_str)
-                .zip(probabilities.iter().copied())
-                .collect(),
-            label,
-            members,
-        })?);
+        let line = Prediction {
+            members: Some(members),
+            ..Prediction::new(id, label, &file.classes, &probabilities)
+        };
+        lines.push(serde_json::to_string(&line)?);
     }
     let predicted = lines.len();
     let mut unpredicted: Vec<(&String, &String)> = errors
