@@ -1,6 +1,6 @@
 //! `cargo xtask gpu-bundle [--out DIR] [--debug] [--cpu]`: the binaries a GPU machine needs
-//! for `benchmarks/gpu.sh` (which has no Rust): the `fusion` program and the device-aware
-//! fusion-core test binary, linked to keep `libtorch_cuda.so` (see BUILD-NOTES: `--as-needed`
+//! for `benchmarks/gpu.sh` (which has no Rust): the `fusion` program (without video, so
+//! without FFmpeg) and the device-aware fusion-core and encoder test binaries, linked to keep `libtorch_cuda.so` (see BUILD-NOTES: `--as-needed`
 //! drops it otherwise, and CUDA is then never available). They find libtorch through
 //! `LD_LIBRARY_PATH` there (the PyTorch wheel's `torch/lib`), as `gpu.sh` sets it.
 //!
@@ -79,9 +79,9 @@ fn cargo_messages(command: &mut std::process::Command) -> Result<Vec<serde_json:
         .collect())
 }
 
-/// The debug `fusion` and `methods` binaries as `cargo xtask test` builds them (the same
-/// flags, so nothing is rebuilt).
-fn built_by_the_test_run() -> Result<(PathBuf, PathBuf)> {
+/// The debug `fusion`, `methods` and `encoders` binaries as `cargo xtask test` builds them
+/// (the same flags, so nothing is rebuilt).
+fn built_by_the_test_run() -> Result<(PathBuf, PathBuf, PathBuf)> {
     let mut command = crate::cargo();
     command.args([
         "test",
@@ -90,22 +90,26 @@ fn built_by_the_test_run() -> Result<(PathBuf, PathBuf)> {
         "--no-run",
         "--message-format=json-render-diagnostics",
     ]);
-    let (mut fusion, mut methods) = (None, None);
+    let (mut fusion, mut methods, mut encoders) = (None, None, None);
     for message in cargo_messages(&mut command)? {
         let (Some(name), Some(executable)) = (message["target"]["name"].as_str(), message["executable"].as_str())
         else {
             continue;
         };
         let kinds = message["target"]["kind"].to_string();
+        // The bin target also gives a unit-test harness named `fusion`: not that one.
+        let harness = message["profile"]["test"].as_bool().unwrap_or(true);
         match name {
-            "fusion" if kinds.contains("bin") => fusion = Some(PathBuf::from(executable)),
+            "fusion" if kinds.contains("bin") && !harness => fusion = Some(PathBuf::from(executable)),
             "methods" if kinds.contains("test") => methods = Some(PathBuf::from(executable)),
+            "encoders" if kinds.contains("test") => encoders = Some(PathBuf::from(executable)),
             _ => {}
         }
     }
     Ok((
         fusion.context("the test build named no `fusion` binary")?,
         methods.context("the test build named no `methods` test binary")?,
+        encoders.context("the test build named no `encoders` test binary")?,
     ))
 }
 
@@ -125,19 +129,33 @@ pub fn run(args: &[String]) -> Result<()> {
     } else {
         Vec::new()
     };
-    let (fusion, methods) = if options.debug && !options.cuda {
+    let (fusion, methods, encoders) = if options.debug && !options.cuda {
         built_by_the_test_run()?
     } else {
         (
-            build(&["-p", "fusion-cli", "--bin", "fusion"], &options, &link_args)?,
+            // Without video: FFmpeg's 200 MB of libraries are not on a GPU machine.
+            build(
+                &["-p", "fusion-cli", "--bin", "fusion", "--no-default-features"],
+                &options,
+                &link_args,
+            )?,
             build(&["-p", "fusion-core", "--test", "methods"], &options, &link_args)?,
+            build(
+                &["-p", "fusion-run", "--test", "encoders", "--no-default-features"],
+                &options,
+                &link_args,
+            )?,
         )
     };
     let tests = options.out.join("tests");
     std::fs::create_dir_all(&tests).with_context(|| format!("cannot create {}", tests.display()))?;
     let mut files = serde_json::Map::new();
     let mut total = 0;
-    for (from, to) in [(&fusion, options.out.join("fusion")), (&methods, tests.join("methods"))] {
+    for (from, to) in [
+        (&fusion, options.out.join("fusion")),
+        (&methods, tests.join("methods")),
+        (&encoders, tests.join("encoders")),
+    ] {
         copy(from, &to)?;
         let bytes = std::fs::metadata(&to)?.len();
         total += bytes;

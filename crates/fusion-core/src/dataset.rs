@@ -74,6 +74,8 @@ impl TensorDataset {
     /// to the longest sequence of the batch, so short batches do not carry the dataset's
     /// longest padding.
     pub fn batch(&self, indices: &Tensor, device: Device) -> (Vec<ModalityInput>, Tensor) {
+        // Indices come from the host; the samples may live on a GPU.
+        let indices = &indices.to_device(self.labels.device());
         let inputs = self
             .features
             .iter()

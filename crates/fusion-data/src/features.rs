@@ -910,9 +910,9 @@ pub fn extract(
     let prepared: Vec<Prepared> = specs
         .iter()
         .map(|s| {
-            s.config.prepare().map(|p| Prepared {
-                limits: limits.clone(),
-                ..p
+            s.config.prepare().map(|mut prepared| {
+                prepared.limits = limits.clone();
+                prepared
             })
         })
         .collect::<Result<_>>()?;

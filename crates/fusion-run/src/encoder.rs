@@ -648,20 +648,33 @@ impl EncoderSpec {
                     normalize: fusion_data::ImageNormalization::None,
                 };
                 let frames = frame.build(&(p / "frame"), &per_frame, hidden_dim, dropout)?;
-                let temporal = match pooling {
-                    VideoPooling::Mean | VideoPooling::Sequence => fusion_video::TemporalPooling::Mean,
-                    VideoPooling::Max => fusion_video::TemporalPooling::Max,
-                    VideoPooling::Attention => fusion_video::TemporalPooling::Attention,
-                    VideoPooling::Conv => fusion_video::TemporalPooling::Conv,
-                };
                 if *pooling == VideoPooling::Sequence {
                     Box::new(FrameSequence(frames))
                 } else {
-                    Box::new(fusion_video::VideoEncoder::new(p, frames, temporal))
+                    video_encoder(p, frames, pooling)?
                 }
             }
         })
     }
+}
+
+/// A video encoder pooling frame encodings over time.
+#[cfg(feature = "video")]
+fn video_encoder(p: &nn::Path, frames: Box<dyn Encoder>, pooling: &VideoPooling) -> Result<Box<dyn Encoder>> {
+    let temporal = match pooling {
+        VideoPooling::Mean | VideoPooling::Sequence => fusion_video::TemporalPooling::Mean,
+        VideoPooling::Max => fusion_video::TemporalPooling::Max,
+        VideoPooling::Attention => fusion_video::TemporalPooling::Attention,
+        VideoPooling::Conv => fusion_video::TemporalPooling::Conv,
+    };
+    Ok(Box::new(fusion_video::VideoEncoder::new(p, frames, temporal)))
+}
+
+#[cfg(not(feature = "video"))]
+fn video_encoder(_: &nn::Path, _: Box<dyn Encoder>, _: &VideoPooling) -> Result<Box<dyn Encoder>> {
+    Err(Error::Config(
+        "video: this build has no video support (fusion-run's `video` feature, FFmpeg)".into(),
+    ))
 }
 
 fn check_lr(lr: &Option<f64>, field: &str) -> Result<()> {

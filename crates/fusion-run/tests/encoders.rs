@@ -1,7 +1,8 @@
 //! Every encoder kind from a run configuration, end to end on a slice of the demo data
 //! (images, recordings, video clips with sound, and generated texts): trains, reloads from
 //! its folder to the same outputs, predicts raw records to the same probabilities, and
-//! exports TorchScript that computes them too.
+//! exports TorchScript that computes them too. The end-to-end tests run on
+//! `FUSION_TEST_DEVICE` (`cpu`, `cuda`…; default the CPU): `benchmarks/gpu.sh` runs them on a GPU.
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -15,8 +16,13 @@ const WORDS: [&str; 10] = [
     "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
 ];
 
+/// The repository's fixtures; `FUSION_FIXTURES` names them where the test binary runs away
+/// from the checkout it was built in (`benchmarks/gpu.sh`).
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+    std::env::var_os("FUSION_FIXTURES").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures"),
+        PathBuf::from,
+    )
 }
 
 /// The first `per_split` train and test records of the demo, with absolute paths and a
@@ -66,9 +72,20 @@ fn config(dir: &Path, modalities: &str, fusion: &str, epochs: usize) -> RunConfi
     RunConfig::load(&path).unwrap()
 }
 
+/// The device of the end-to-end tests.
+fn test_device() -> Device {
+    let choice = std::env::var("FUSION_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
+    let parsed: fusion_core::DeviceChoice = choice
+        .parse()
+        .unwrap_or_else(|e| panic!("FUSION_TEST_DEVICE={choice}: {e}"));
+    parsed
+        .resolve()
+        .unwrap_or_else(|e| panic!("FUSION_TEST_DEVICE={choice}: {e}"))
+}
+
 fn log_probs(model: &FusionModel, data: &TensorDataset) -> Tensor {
     let all = Tensor::arange(data.len(), (Kind::Int64, Device::Cpu));
-    let (inputs, _) = data.batch(&all, Device::Cpu);
+    let (inputs, _) = data.batch(&all, model.device());
     tch::no_grad(|| model.forward_t(&inputs, false)).unwrap().log_probs
 }
 
@@ -84,6 +101,7 @@ fn end_to_end(dir: &Path, config: &RunConfig) -> f64 {
 
 fn train_and_check(dir: &Path, config: &RunConfig, run_name: &str) -> (f64, fusion_run::Trained) {
     config.validate().unwrap();
+    let device = test_device();
     // The records name the repository's fixtures, outside the run's folder.
     let manifest = Manifest::load_with(&config.manifest, config.path_scope()).unwrap();
     let specs = config.feature_specs();
@@ -91,9 +109,8 @@ fn train_and_check(dir: &Path, config: &RunConfig, run_name: &str) -> (f64, fusi
     let extraction = fusion_data::extract(&manifest, &specs, Some(&cache), None, &Default::default(), &|_| {}).unwrap();
     assert!(extraction.problems.is_empty(), "{:?}", extraction.problems);
     let run = Run::new(dir.join(run_name));
-    let trained = fusion_run::train(config, &extraction, &specs, &run, Device::Cpu, &mut |_| {}).unwrap();
-    let test =
-        fusion_run::split_dataset(config, &extraction, &specs, Split::Test, &trained.classes, Device::Cpu).unwrap();
+    let trained = fusion_run::train(config, &extraction, &specs, &run, device, &mut |_| {}).unwrap();
+    let test = fusion_run::split_dataset(config, &extraction, &specs, Split::Test, &trained.classes, device).unwrap();
     let trained_out = log_probs(&trained.model, &test.data);
     // Raw inputs (frozen encoders run their backbone) give what cached outputs give.
     let raw = fusion_run::dataset(
@@ -102,13 +119,13 @@ fn train_and_check(dir: &Path, config: &RunConfig, run_name: &str) -> (f64, fusi
         &trained.classes,
         &config.modalities,
         &config.columns(&specs).unwrap(),
-        Device::Cpu,
+        device,
     )
     .unwrap();
     assert!(max_difference(&trained_out, &log_probs(&trained.model, &raw.data)) < 1e-5);
 
     // The model rebuilt from the folder alone is the trained one.
-    let (reloaded, vs) = run.model(Device::Cpu).unwrap();
+    let (reloaded, vs) = run.model(device).unwrap();
     let reloaded_out = log_probs(&reloaded, &test.data);
     assert!(max_difference(&trained_out, &reloaded_out) < 1e-6);
     let model_json = std::fs::read_to_string(run.folder.model_config()).unwrap();
@@ -122,10 +139,7 @@ fn train_and_check(dir: &Path, config: &RunConfig, run_name: &str) -> (f64, fusi
 
     // Raw files through the predictor give the same probabilities.
     let records: Vec<Record> = test.records.iter().map(|&i| extraction.records[i].clone()).collect();
-    let predictions = Predictor::load(run.root(), Device::Cpu)
-        .unwrap()
-        .predict(&records)
-        .unwrap();
+    let predictions = Predictor::load(run.root(), device).unwrap().predict(&records).unwrap();
     let predicted: Vec<f64> = predictions
         .iter()
         .flat_map(|p| p.probabilities.iter().map(|(_, v)| *v))
@@ -143,7 +157,7 @@ fn train_and_check(dir: &Path, config: &RunConfig, run_name: &str) -> (f64, fusi
     let signature = export_torchscript(
         &reloaded,
         &vs,
-        &fusion_run::example_inputs(config, Device::Cpu),
+        &fusion_run::example_inputs(config, device),
         &trained.classes,
         &path,
     )
@@ -158,9 +172,9 @@ fn train_and_check(dir: &Path, config: &RunConfig, run_name: &str) -> (f64, fusi
         let want = if spec.features.integer() { "int64" } else { "float32" };
         assert_eq!(dtype, want, "modality {m}");
     }
-    let module = tch::CModule::load(&path).unwrap();
+    let module = tch::CModule::load_on_device(&path, device).unwrap();
     let all = Tensor::arange(test.data.len(), (Kind::Int64, Device::Cpu));
-    let (inputs, labels): (Vec<ModalityInput>, Tensor) = raw.data.batch(&all, Device::Cpu);
+    let (inputs, labels): (Vec<ModalityInput>, Tensor) = raw.data.batch(&all, device);
     let exported = tch::no_grad(|| module.forward_ts(&export_arguments(&inputs))).unwrap();
     assert!(max_difference(&trained_out, &exported) < 1e-4);
     let accuracy = f64::try_from(
@@ -232,6 +246,7 @@ fn resnet_and_spectrogram_lenet_and_gru() {
 /// Sequences reach the fusion: token states of a small transformer, GRU frame states and
 /// per-frame video features, fused by cross-modal attention with their padding masks.
 #[test]
+#[cfg(feature = "video")]
 fn sequences_fused_by_attention() {
     let dir = tempfile::tempdir().unwrap();
     manifest(dir.path(), 24);
@@ -250,6 +265,7 @@ fn sequences_fused_by_attention() {
 }
 
 #[test]
+#[cfg(feature = "video")]
 fn video_encoder_pooling_and_sound_track() {
     let dir = tempfile::tempdir().unwrap();
     manifest(dir.path(), 24);
