@@ -86,6 +86,16 @@ fn test(args: &[String]) -> Result<()> {
     command.args(["test", "--workspace", "--all-features"]).args(cargo_args);
     run_checked(&mut command)?;
     manifests_stand_alone()?;
+    // The GPU bundle's build: the program and the run library without video (no FFmpeg).
+    run_checked(cargo().args([
+        "check",
+        "-p",
+        "fusion-cli",
+        "-p",
+        "fusion-run",
+        "--no-default-features",
+        "--all-targets",
+    ]))?;
     // The test run built the debug `fusion`; the benchmark command runs on a small build.
     bench::smoke(&paths::project_root().join("target/debug/fusion"))?;
     // The GPU script, on CPU: every step runs, so the first GPU machine runs a tested script.
