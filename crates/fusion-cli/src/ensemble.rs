@@ -230,6 +230,14 @@ fn load_members(folders: &[PathBuf]) -> Result<(Vec<Run>, Vec<String>)> {
 /// (when the members' manifest has one) and writes the ensemble folder.
 pub fn build(folders: &[PathBuf], out: &Path, rounds: usize, ui: Ui, device: Device) -> Result<()> {
     let (runs, classes) = load_members(folders)?;
+    // An ensemble file inside a trained run would turn that run into an ensemble.
+    let target = std::path::absolute(out).with_context(|| format!("{}", out.display()))?;
+    if runs.iter().any(|r| r.root() == target) || target.join("run.json").exists() {
+        bail!(
+            "{} holds a trained run: give the ensemble a folder of its own",
+            out.display()
+        );
+    }
     let mut predictions = Vec::new();
     for run in &runs {
         ui.say(format!("predicting val with {}", run.root().display()));

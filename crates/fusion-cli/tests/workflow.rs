@@ -491,6 +491,9 @@ fn ensemble_of_the_compared_runs(dir: &Path, rows: &[serde_json::Value]) {
         members[0],
     ]);
     assert!(String::from_utf8_lossy(&twice.stderr).contains("listed twice"));
+    let into_a_run = fusion(&["ensemble", "--out", members[1], "--runs", members[0], members[1]]);
+    assert!(String::from_utf8_lossy(&into_a_run.stderr).contains("holds a trained run"));
+    assert!(!Path::new(members[1]).join("ensemble.json").exists());
 }
 
 #[test]
