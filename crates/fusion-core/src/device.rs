@@ -42,6 +42,24 @@ impl fmt::Display for DeviceChoice {
 }
 
 impl DeviceChoice {
+    /// The device named by the environment variable `name` (written as `--device` takes it),
+    /// the CPU when it is unset: how device-aware tests learn where to run
+    /// (`FUSION_TEST_DEVICE`). An unknown or unavailable device is an error naming it.
+    pub fn from_env(name: &str) -> Result<tch::Device> {
+        Self::from_setting(name, std::env::var(name).ok())
+    }
+
+    /// [`Self::from_env`] of a value already read.
+    fn from_setting(name: &str, value: Option<String>) -> Result<tch::Device> {
+        match value {
+            None => Ok(tch::Device::Cpu),
+            Some(choice) => choice
+                .parse::<Self>()
+                .and_then(Self::resolve)
+                .map_err(|e| Error::Config(format!("{name}={choice}: {e}"))),
+        }
+    }
+
     /// The libtorch device this choice means on this machine.
     pub fn resolve(self) -> Result<tch::Device> {
         match self {
@@ -99,5 +117,17 @@ mod tests {
             tch::Device::Cpu
         };
         assert_eq!(auto, Some(expected));
+    }
+
+    #[test]
+    fn the_device_of_an_environment_variable() {
+        let name = "FUSION_TEST_DEVICE";
+        let device = |value: Option<&str>| DeviceChoice::from_setting(name, value.map(String::from));
+        assert_eq!(device(None).ok(), Some(tch::Device::Cpu), "unset: the CPU");
+        assert_eq!(device(Some("cpu")).ok(), Some(tch::Device::Cpu));
+        let error = device(Some("tpu")).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.contains("FUSION_TEST_DEVICE=tpu"), "{error}");
+        let missing = format!("cuda:{}", cuda_device_count());
+        assert!(device(Some(&missing)).is_err(), "a GPU that is not there");
     }
 }

@@ -74,13 +74,7 @@ fn config(dir: &Path, modalities: &str, fusion: &str, epochs: usize) -> RunConfi
 
 /// The device of the end-to-end tests.
 fn test_device() -> Device {
-    let choice = std::env::var("FUSION_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
-    let parsed: fusion_core::DeviceChoice = choice
-        .parse()
-        .unwrap_or_else(|e| panic!("FUSION_TEST_DEVICE={choice}: {e}"));
-    parsed
-        .resolve()
-        .unwrap_or_else(|e| panic!("FUSION_TEST_DEVICE={choice}: {e}"))
+    fusion_core::DeviceChoice::from_env("FUSION_TEST_DEVICE").unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn log_probs(model: &FusionModel, data: &TensorDataset) -> Tensor {

@@ -91,13 +91,7 @@ pub fn all_fusions() -> Vec<FusionConfig> {
 /// The device the device-aware tests run on: `FUSION_TEST_DEVICE` (`cpu`, `cuda`, `cuda:N`,
 /// `auto`), the CPU when unset. `benchmarks/gpu.sh` sets it to run them on a GPU.
 pub fn test_device() -> tch::Device {
-    let choice = std::env::var("FUSION_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
-    let parsed: fusion_core::DeviceChoice = choice
-        .parse()
-        .unwrap_or_else(|e| panic!("FUSION_TEST_DEVICE={choice}: {e}"));
-    parsed
-        .resolve()
-        .unwrap_or_else(|e| panic!("FUSION_TEST_DEVICE={choice}: {e}"))
+    fusion_core::DeviceChoice::from_env("FUSION_TEST_DEVICE").unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// [`three_modality_batch`] on [`test_device`].
