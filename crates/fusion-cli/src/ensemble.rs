@@ -92,7 +92,7 @@ fn split_predictions(
         .manifest
         .records
         .iter()
-        .filter(|r| r.split.unwrap_or(Split::Train) == split)
+        .filter(|r| r.split_or_train() == split)
         .map(|r| r.id.as_str())
         .collect();
     let mut skipped = data.problems;
@@ -298,9 +298,7 @@ pub fn build(folders: &[PathBuf], out: &Path, rounds: usize, ui: Ui, device: Dev
 }
 
 fn read(folder: &Path) -> Result<EnsembleFile> {
-    let path = folder.join(ENSEMBLE_FILE);
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{}", path.display()))
+    Ok(Run::new(folder).read_json(ENSEMBLE_FILE)?)
 }
 
 fn evaluate_ensemble(
@@ -374,10 +372,10 @@ pub fn predict(folder: &Path, manifest: Option<&Path>, out: Option<&Path>, ui: U
     let mut errors: HashMap<String, String> = HashMap::new();
     for member in file.members.iter().filter(|m| m.weight > 0.0) {
         let predicted = predict_records(&Run::new(&member.run), manifest, ui, device)?;
-        for line in predicted.error_lines()? {
-            let value: serde_json::Value = serde_json::from_str(&line)?;
-            let id = value["id"].as_str().unwrap_or_default().to_string();
-            errors.entry(id).or_insert(line);
+        // One error line per problem, in order.
+        let problems = &predicted.loaded.extraction.problems;
+        for (problem, line) in problems.iter().zip(predicted.error_lines()?) {
+            errors.entry(problem.id.clone()).or_insert(line);
         }
         for (&i, probabilities) in predicted.records.iter().zip(&predicted.probabilities) {
             let record = &predicted.loaded.extraction.records[i];

@@ -633,7 +633,7 @@ impl Extraction {
         self.records
             .iter()
             .enumerate()
-            .filter(|(_, r)| r.split.unwrap_or(Split::Train) == split)
+            .filter(|(_, r)| r.split_or_train() == split)
             .map(|(i, _)| i)
             .collect()
     }

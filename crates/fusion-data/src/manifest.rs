@@ -109,6 +109,11 @@ fn string_or_integer<'de, D: serde::Deserializer<'de>>(deserializer: D) -> std::
 }
 
 impl Record {
+    /// The split the record belongs to: its own, or train when the manifest gives none.
+    pub fn split_or_train(&self) -> Split {
+        self.split.unwrap_or(Split::Train)
+    }
+
     /// Whether the record carries `modality` (a present, non-empty field).
     pub fn has(&self, modality: Modality) -> bool {
         let path_present = |p: &Option<PathBuf>| p.as_ref().is_some_and(|p| !p.as_os_str().is_empty());

@@ -248,7 +248,7 @@ impl RunConfig {
     /// Checks the configuration against a manifest: every modality is in some record and
     /// there is something to train on.
     pub fn check_manifest(&self, manifest: &Manifest) -> Result<()> {
-        let training = |r: &&fusion_data::Record| r.split.unwrap_or(Split::Train) == Split::Train;
+        let training = |r: &&fusion_data::Record| r.split_or_train() == Split::Train;
         for (i, m) in self.modalities.iter().enumerate() {
             let modality = m.features.modality();
             if !manifest.records.iter().any(|r| r.has(modality)) {
@@ -266,11 +266,7 @@ impl RunConfig {
                 )));
             }
         }
-        if !manifest
-            .records
-            .iter()
-            .any(|r| r.split.unwrap_or(Split::Train) == Split::Train)
-        {
+        if !manifest.records.iter().any(|r| r.split_or_train() == Split::Train) {
             return Err(Error::Config(format!(
                 "{}: no training records (split `train` or none)",
                 manifest.path.display()
