@@ -84,10 +84,13 @@ pub struct Loaded {
 }
 
 /// Loads `manifest` (default: the configuration's) and extracts the configuration's
-/// features through the cache, reporting bad lines and records.
-pub fn load_data(config: &RunConfig, manifest: Option<&Path>, shard: Option<Shard>, ui: Ui) -> Result<Loaded> {
-    let path = manifest.unwrap_or(&config.manifest);
-    let manifest = Manifest::load_with(path, config.path_scope())?;
+/// features through the cache, reporting bad lines and records. Table statistics the
+/// configuration lacks are fitted on the manifest's training records first.
+pub fn load_data(config: &mut RunConfig, manifest: Option<&Path>, shard: Option<Shard>, ui: Ui) -> Result<Loaded> {
+    let path = manifest.unwrap_or(&config.manifest).to_path_buf();
+    let path = path.as_path();
+    let manifest = config.load_manifest(Some(path))?;
+    config.fit_tables(&manifest)?;
     for line in &manifest.rejected {
         ui.warn(format!("skipped {}: {line}", path.display()));
     }
@@ -343,6 +346,50 @@ pub fn say_eval(ui: Ui, eval: &EvalRecord) {
     }
 }
 
+/// A table to train on without a configuration.
+pub struct Table<'a> {
+    /// The table (CSV or JSON Lines).
+    pub path: &'a Path,
+    /// The label column.
+    pub label: &'a str,
+    /// What the configuration spends.
+    pub preset: fusion_run::Preset,
+    /// Kinds the user set.
+    pub column_types: &'a std::collections::BTreeMap<String, fusion_data::ColumnKind>,
+    /// Whether files outside the table's folder may be read.
+    pub anywhere: bool,
+}
+
+/// Infers the table's columns, prints them, and writes the preset's configuration (and
+/// the inference, `columns.json`) into the run folder; returns the configuration's path.
+pub fn zero_config(table: &Table, run_dir: &Path, ui: Ui) -> Result<PathBuf> {
+    let scope = if table.anywhere {
+        fusion_data::PathScope::Anywhere
+    } else {
+        fusion_data::PathScope::ManifestFolder
+    };
+    let inference = fusion_data::infer_columns(table.path, table.label, table.column_types, scope)
+        .map_err(|e| anyhow!(fusion_core::with_suggestion(&e.to_string())))?;
+    ui.say(format!("{} rows; columns as read:", inference.rows));
+    ui.say(inference.table());
+    let (mut config, notes) = fusion_run::zero_config(&inference, table.preset)?;
+    config.allow_paths_outside_manifest = table.anywhere;
+    for note in notes {
+        ui.say(note);
+    }
+    config.validate()?;
+    std::fs::create_dir_all(run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
+    let run = Run::new(run_dir);
+    run.write_json("columns.json", &inference)?;
+    run.write_json("config.json", &config)?;
+    let path = run.file("config.json");
+    ui.say(format!(
+        "configuration: {} (edit it and train again with --config)",
+        path.display()
+    ));
+    Ok(path)
+}
+
 /// `fusion train`.
 pub fn train(config_path: &Path, run_dir: &Path, epochs: Option<usize>, ui: Ui, device: Device) -> Result<()> {
     let mut config = RunConfig::load(config_path)?;
@@ -350,7 +397,7 @@ pub fn train(config_path: &Path, run_dir: &Path, epochs: Option<usize>, ui: Ui, 
         config.train.epochs = epochs;
     }
     config.validate()?;
-    let loaded = load_data(&config, None, None, ui)?;
+    let loaded = load_data(&mut config, None, None, ui)?;
     config.check_manifest(&loaded.manifest)?;
     let run = Run::new(run_dir);
     let trained = train_one(&config, &loaded, &run, ui, device)?;
@@ -398,8 +445,8 @@ pub fn run_split(
     ui: Ui,
     device: Device,
 ) -> Result<(SplitData, Vec<String>, Loaded)> {
-    let config = run.config()?;
-    let loaded = load_data(&config, manifest, None, ui)?;
+    let mut config = run.config()?;
+    let loaded = load_data(&mut config, manifest, None, ui)?;
     let (data, classes) = split_data(run, &config, &loaded, split, ui, device)?;
     Ok((data, classes, loaded))
 }
@@ -536,9 +583,9 @@ impl Predicted {
 
 /// Runs `run` on every usable record of `manifest` (default: the run's).
 pub fn predict_records(run: &Run, manifest: Option<&Path>, ui: Ui, device: Device) -> Result<Predicted> {
-    let config = run.config()?;
+    let mut config = run.config()?;
     let classes = run.classes()?;
-    let loaded = load_data(&config, manifest, None, ui)?;
+    let loaded = load_data(&mut config, manifest, None, ui)?;
     let columns = config.columns(&loaded.specs)?;
     let extraction = &loaded.extraction;
     if extraction.records.is_empty() {
@@ -840,9 +887,9 @@ pub fn default_methods() -> Vec<NamedFusion> {
 /// and each modality alone, one table and one plot.
 /// Returns the rows and the data loaded for them.
 pub fn compare(config_path: &Path, out: &Path, ui: Ui, device: Device) -> Result<(Vec<CompareRow>, Loaded)> {
-    let config = RunConfig::load(config_path)?;
+    let mut config = RunConfig::load(config_path)?;
     config.validate()?;
-    let loaded = load_data(&config, None, None, ui)?;
+    let loaded = load_data(&mut config, None, None, ui)?;
     config.check_manifest(&loaded.manifest)?;
     let methods = if config.compare.is_empty() {
         default_methods()

@@ -83,11 +83,31 @@ enum Command {
         export: Option<PathBuf>,
     },
     /// Train the configuration's fusion model into a run folder (resumes when the folder
-    /// holds a checkpoint of the same configuration), then evaluate it on test.
+    /// holds a checkpoint of the same configuration), then evaluate it on test. Without a
+    /// configuration, `--manifest TABLE --label COLUMN` infers each column's kind, prints
+    /// them, and writes the preset's configuration to RUN/config.json before training.
     Train {
         /// Run configuration (JSON).
-        #[arg(long)]
-        config: PathBuf,
+        #[arg(long, required_unless_present = "manifest", conflicts_with_all = ["manifest", "label"])]
+        config: Option<PathBuf>,
+        /// A table (CSV with a header row, or JSON Lines) to train on without a configuration.
+        #[arg(long, requires = "label")]
+        manifest: Option<PathBuf>,
+        /// The column to predict (with --manifest).
+        #[arg(long, requires = "manifest")]
+        label: Option<String>,
+        /// With --manifest: `fast` (frozen pretrained encoders, a fusion MLP) or `best`
+        /// (fine-tuned encoders, column tokens, a fusion transformer).
+        #[arg(long, default_value = "fast", requires = "manifest")]
+        preset: fusion_run::Preset,
+        /// With --manifest: kinds of some columns instead of the inferred ones, as
+        /// `name=kind,...` (id, split, group, image, audio, video, text, numeric,
+        /// categorical, ignore).
+        #[arg(long, requires = "manifest", value_parser = parse_column_types)]
+        column_types: Option<std::collections::BTreeMap<String, fusion_data::ColumnKind>>,
+        /// With --manifest: read files outside the table's folder too.
+        #[arg(long, requires = "manifest")]
+        allow_paths_outside_manifest: bool,
         /// Run folder.
         #[arg(long)]
         run: PathBuf,
@@ -181,6 +201,25 @@ struct RunArgs {
     /// Split to use.
     #[arg(long, default_value = "test", value_parser = parse_split)]
     split: Split,
+}
+
+/// `name=kind,name=kind`.
+fn parse_column_types(
+    text: &str,
+) -> std::result::Result<std::collections::BTreeMap<String, fusion_data::ColumnKind>, String> {
+    text.split(',')
+        .filter(|part| !part.trim().is_empty())
+        .map(|part| {
+            let (name, kind) = part
+                .split_once('=')
+                .ok_or_else(|| format!("`{part}` is not name=kind"))?;
+            let kind = kind
+                .trim()
+                .parse()
+                .map_err(|e: String| fusion_core::with_suggestion(&e))?;
+            Ok((name.trim().to_string(), kind))
+        })
+        .collect()
 }
 
 fn parse_split(text: &str) -> std::result::Result<Split, String> {
@@ -325,9 +364,9 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Extract { config, shard, export } => {
-            let config = fusion_run::RunConfig::load(&config)?;
+            let mut config = fusion_run::RunConfig::load(&config)?;
             config.validate()?;
-            let loaded = commands::load_data(&config, None, shard, ui)?;
+            let loaded = commands::load_data(&mut config, None, shard, ui)?;
             let classes = match &export {
                 Some(path) => Some(fusion_run::export_features(
                     &config,
@@ -354,7 +393,32 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        Command::Train { config, run, epochs } => commands::train(&config, &run, epochs, ui, device()?),
+        Command::Train {
+            config,
+            manifest,
+            label,
+            preset,
+            column_types,
+            allow_paths_outside_manifest,
+            run,
+            epochs,
+        } => {
+            let config = match (config, manifest, label) {
+                (Some(config), _, _) => config,
+                (None, Some(manifest), Some(label)) => {
+                    let table = commands::Table {
+                        path: &manifest,
+                        label: &label,
+                        preset,
+                        column_types: &column_types.unwrap_or_default(),
+                        anywhere: allow_paths_outside_manifest,
+                    };
+                    commands::zero_config(&table, &run, ui)?
+                }
+                _ => anyhow::bail!("give --config, or --manifest and --label"),
+            };
+            commands::train(&config, &run, epochs, ui, device()?)
+        }
         Command::Eval(a) => commands::eval(&a.run, a.manifest.as_deref(), a.split, ui, device()?),
         Command::Predict { run, manifest, out } => {
             commands::predict(&run, manifest.as_deref(), out.as_deref(), ui, device()?)

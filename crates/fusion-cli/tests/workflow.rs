@@ -744,6 +744,152 @@ fn deep_encoders_and_sequence_fusion_through_the_program() {
     assert_eq!(exported["signature"]["classes"], serde_json::json!(["c0", "c1", "c2"]));
 }
 
+/// A table from elsewhere, three classes: `photo` (an 8×8 image bright in band c),
+/// `description` (words, one of them the class's), `weight` and `height` (numbers, the
+/// first one shifted by class, both sometimes empty), `colour` (a category that follows
+/// the class 80 % of the time, sometimes empty), `row` (an id), `batch` (one value),
+/// `kind` (the label). No split column.
+fn table(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir.join("photos")).unwrap();
+    let mut state = 99u64;
+    let mut noise = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) as f32 / (1u64 << 31) as f32
+    };
+    let mut csv = String::from("row,photo,description,weight,height,colour,batch,kind\n");
+    let words = ["plain", "ordinary", "simple", "common"];
+    for i in 0..120usize {
+        let class = i % 3;
+        let pixels: Vec<u8> = (0..64)
+            .map(|p| {
+                let band = (p / 8) * 3 / 8;
+                (if band == class { 180.0 } else { 40.0 } + 60.0 * noise()) as u8
+            })
+            .collect();
+        image::GrayImage::from_raw(8, 8, pixels)
+            .unwrap()
+            .save(dir.join(format!("photos/{i}.png")))
+            .unwrap();
+        let marker = ["striped", "dotted", "checked"][class];
+        let description = format!("a {} {marker} item, {} made", words[i % 4], words[(i / 4) % 4]);
+        let weight = if i % 9 == 4 {
+            String::new()
+        } else {
+            format!("{:.2}", 10.0 * class as f32 + 6.0 * noise())
+        };
+        let height = if i % 13 == 5 {
+            String::new()
+        } else {
+            format!("{:.1}", 100.0 * noise())
+        };
+        let colour = match (i % 10, i % 17) {
+            (_, 3) => "",
+            (0 | 1, _) => "grey",
+            _ => ["red", "green", "blue"][class],
+        };
+        csv.push_str(&format!(
+            "id{i},photos/{i}.png,\"{description}\",{weight},{height},{colour},b1,class{class}\n"
+        ));
+    }
+    let path = dir.join("listings.csv");
+    std::fs::write(&path, csv).unwrap();
+    path
+}
+
+/// Zero-config training: the columns' kinds are inferred and written, the preset's
+/// configuration trains, and that written configuration trains again to the same metrics.
+#[test]
+fn a_table_trains_with_no_configuration_and_its_written_config_reruns() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = table(dir.path());
+    let run = dir.path().join("auto");
+    let (t, r) = (csv.to_str().unwrap(), run.to_str().unwrap());
+    let typo = fusion(&["train", "--manifest", t, "--label", "knd", "--run", r]);
+    let stderr = String::from_utf8_lossy(&typo.stderr);
+    assert!(
+        !typo.status.success() && stderr.contains("did you mean `kind`"),
+        "{stderr}"
+    );
+    let trained = json(&ok(&[
+        "train",
+        "--manifest",
+        t,
+        "--label",
+        "kind",
+        "--run",
+        r,
+        "--json",
+        "--device",
+        "cpu",
+    ]));
+    let inferred: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("columns.json")).unwrap()).unwrap();
+    let kinds: Vec<(&str, &str)> = inferred["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap(), c["kind"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("row", "id"),
+            ("photo", "image"),
+            ("description", "text"),
+            ("weight", "numeric"),
+            ("height", "numeric"),
+            ("colour", "categorical"),
+            ("batch", "ignore"),
+            ("kind", "label"),
+        ]
+    );
+    // The run's configuration carries the table statistics fitted on its training split.
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
+    let table = saved["modalities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "table")
+        .unwrap();
+    assert!(table["features"]["columns"][0]["mean"].is_number(), "{table}");
+    let mut categories: Vec<&str> = table["features"]["columns"][2]["categories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    categories.sort();
+    assert_eq!(categories, ["blue", "green", "grey", "red"], "{table}");
+    let eval = &trained["eval"];
+    // 15 % of each class's 40 records held out for test.
+    assert_eq!(eval["metrics"]["count"], 18, "{eval}");
+    assert!(eval["metrics"]["accuracy"].as_f64().unwrap() >= 0.8, "{eval}");
+
+    let again = dir.path().join("again");
+    let config = run.join("config.json");
+    let rerun = json(&ok(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--run",
+        again.to_str().unwrap(),
+        "--json",
+        "--device",
+        "cpu",
+    ]));
+    for metric in ["accuracy", "macro_f1"] {
+        assert_eq!(rerun["eval"]["metrics"][metric], eval["metrics"][metric], "{metric}");
+    }
+    let loss = |v: &serde_json::Value| v["eval"]["loss"].as_f64().unwrap();
+    assert!((loss(&rerun) - loss(&trained)).abs() < 1e-5);
+    let predictions = dir.path().join("p.jsonl");
+    ok(&["predict", "--run", r, "--out", predictions.to_str().unwrap(), "--quiet"]);
+    assert_eq!(std::fs::read_to_string(&predictions).unwrap().lines().count(), 120);
+}
+
 /// `extract` exists to fill the cache: a cache that cannot be written fails it (after the
 /// features are computed and reported); `eval` on a split without the run's classes fails
 /// instead of reporting an accuracy over nothing.

@@ -82,6 +82,14 @@ pub enum FeatureConfig {
         #[serde(default = "yes")]
         grey: bool,
     },
+    /// The record's table cells as one vector (see `fusion-tabular`): per numeric column
+    /// the standardised value and a missing-value indicator, per categorical column the
+    /// category's id (0: missing or unseen). Statistics not given are fitted on the
+    /// training records when a run starts, and saved with the run.
+    Table {
+        /// The columns, in vector order.
+        columns: Vec<fusion_tabular::Column>,
+    },
 }
 
 /// Settings of a log-mel spectrogram.
@@ -169,6 +177,7 @@ impl FeatureConfig {
             Self::HashedWords { dim } => vec![*dim],
             Self::Tokens { max_len, .. } => vec![*max_len],
             Self::VideoFrames { frames, grey, .. } => vec![*frames, channels(*grey), side, side],
+            Self::Table { columns } => vec![fusion_tabular::row_width(columns)],
         }
     }
 
@@ -194,6 +203,7 @@ impl FeatureConfig {
             Self::LogMel(_) => Modality::Audio,
             Self::HashedWords { .. } | Self::Tokens { .. } => Modality::Text,
             Self::VideoFrames { .. } | Self::SoundTrack(_) => Modality::Video,
+            Self::Table { .. } => Modality::Table,
         }
     }
 
@@ -237,6 +247,9 @@ impl FeatureConfig {
             && !tokenizer.is_file()
         {
             return bad("tokenizer", format!("{} is not a file", tokenizer.display()));
+        }
+        if let Self::Table { columns } = self {
+            fusion_tabular::check_columns(columns).map_err(|e| Error::Config(format!("{field}.columns: {e}")))?;
         }
         Ok(())
     }
@@ -315,6 +328,11 @@ impl FeatureConfig {
             }
             Self::Tokens { .. } => tokens_of(prepared, bytes),
             Self::VideoFrames { frames, size, grey } => frames_of(*frames, *size, *grey, path),
+            Self::Table { columns } => {
+                let cells: BTreeMap<String, String> =
+                    serde_json::from_slice(bytes).map_err(|e| format!("table cells: {e}"))?;
+                fusion_tabular::encode_row(columns, &cells).map_err(|e| e.to_string())
+            }
         }
     }
 }
@@ -661,6 +679,11 @@ fn source(record: &Record, modality: Modality, limits: &crate::Limits) -> Option
         Modality::Image => record.image.as_ref()?,
         Modality::Audio => record.audio.as_ref()?,
         Modality::Video => record.video.as_ref()?,
+        Modality::Table => {
+            // The cells themselves are the source (and, hashed, the cache key).
+            let cells = serde_json::to_vec(&record.table).unwrap_or_default();
+            return Some(Ok((cells, PathBuf::from(format!("{}:table", record.id)))));
+        }
     };
     Some(
         crate::read_bounded(path, limits.bytes_of(modality))

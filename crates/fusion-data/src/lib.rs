@@ -21,6 +21,7 @@ mod avmnist;
 mod degrade;
 mod error;
 mod features;
+mod infer;
 mod manifest;
 mod validate;
 
@@ -33,8 +34,9 @@ pub use features::{
     EXTRACT_CHUNK, Extraction, FEATURE_VERSION, FeatureCache, FeatureConfig, FeatureSpec, ImageNormalization,
     LogMelConfig, MAX_FEATURE_DIM, MAX_FEATURE_MAGNITUDE, Prepared, Shard, extract,
 };
+pub use infer::{ColumnInference, ColumnKind, InferredColumn, infer_columns};
 pub use manifest::{
-    MAX_LINE_BYTES, MAX_MANIFEST_BYTES, Manifest, Modality, PathScope, RECORD_FIELDS, Record, RejectedLine, Split,
-    UnknownField,
+    ColumnMap, ColumnRole, Holdout, MAX_LINE_BYTES, MAX_MANIFEST_BYTES, Manifest, Modality, PathScope, RECORD_FIELDS,
+    Record, RejectedLine, Split, UnknownField, check_column_map,
 };
 pub use validate::{DEFAULT_PIXEL_BUDGET, Limits, Problem, ValidationReport, check_readable, read_bounded, validate};

@@ -1,9 +1,10 @@
 use std::{
+    collections::BTreeMap,
     fmt,
     path::{Path, PathBuf},
 };
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
@@ -30,6 +31,8 @@ pub enum Modality {
     Audio,
     /// A video file.
     Video,
+    /// Table cells (numbers and categories), the record's `table` field.
+    Table,
 }
 
 impl Modality {
@@ -40,6 +43,7 @@ impl Modality {
             Self::Image => "image",
             Self::Audio => "audio",
             Self::Video => "video",
+            Self::Table => "table",
         }
     }
 }
@@ -76,10 +80,14 @@ pub struct Record {
     /// A video file.
     #[serde(default)]
     pub video: Option<PathBuf>,
+    /// Table cells by column name (a JSON object of strings or numbers; with a column
+    /// mapping, a manifest's columns of role `table`); an empty cell is a missing value.
+    #[serde(default, deserialize_with = "cells")]
+    pub table: BTreeMap<String, String>,
 }
 
 /// The fields a record may have; any other is reported as unknown.
-pub const RECORD_FIELDS: [&str; 9] = [
+pub const RECORD_FIELDS: [&str; 10] = [
     "id",
     "label",
     "split",
@@ -89,7 +97,29 @@ pub const RECORD_FIELDS: [&str; 9] = [
     "image",
     "audio",
     "video",
+    "table",
 ];
+
+fn cells<'de, D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<BTreeMap<String, String>, D::Error> {
+    let object = BTreeMap::<String, serde_json::Value>::deserialize(deserializer)?;
+    object
+        .into_iter()
+        .map(|(column, value)| {
+            let cell = match value {
+                serde_json::Value::Null => String::new(),
+                serde_json::Value::String(text) => text,
+                serde_json::Value::Number(n) => n.to_string(),
+                serde_json::Value::Bool(b) => b.to_string(),
+                _ => {
+                    return Err(serde::de::Error::custom(format!(
+                        "table cell `{column}`: expected a string, a number, a boolean or null"
+                    )));
+                }
+            };
+            Ok((column, cell))
+        })
+        .collect()
+}
 
 fn string_or_integer<'de, D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<String, D::Error> {
     #[derive(Deserialize)]
@@ -122,6 +152,7 @@ impl Record {
             Modality::Image => path_present(&self.image),
             Modality::Audio => path_present(&self.audio),
             Modality::Video => path_present(&self.video),
+            Modality::Table => self.table.values().any(|cell| !cell.trim().is_empty()),
         }
     }
 
@@ -184,7 +215,7 @@ fn absolute_lexical(path: &Path) -> PathBuf {
     folded
 }
 
-fn lexically_inside(path: &Path, folder: &Path) -> bool {
+pub(crate) fn lexically_inside(path: &Path, folder: &Path) -> bool {
     absolute_lexical(path).starts_with(absolute_lexical(folder))
 }
 
@@ -257,7 +288,7 @@ fn too_long(bytes: usize) -> Option<String> {
 }
 
 /// The manifest's bytes without a UTF-8 byte-order mark.
-fn manifest_bytes(path: &Path) -> Result<Vec<u8>> {
+pub(crate) fn manifest_bytes(path: &Path) -> Result<Vec<u8>> {
     let mut bytes = crate::read_bounded(path, MAX_MANIFEST_BYTES).map_err(|reason| Error::Io {
         path: path.to_path_buf(),
         source: std::io::Error::other(reason),
@@ -281,54 +312,193 @@ impl Manifest {
     }
 }
 
-/// A CSV row: every column optional text, an empty cell meaning "absent".
-#[derive(Debug, Deserialize)]
-struct CsvRow {
-    #[serde(default)]
-    id: String,
-    #[serde(default)]
-    label: String,
-    #[serde(default)]
-    split: String,
-    #[serde(default)]
-    group: String,
-    #[serde(default)]
-    text: String,
-    #[serde(default)]
-    text_path: String,
-    #[serde(default)]
-    image: String,
-    #[serde(default)]
-    audio: String,
-    #[serde(default)]
-    video: String,
+/// What a manifest column feeds when its name is not a record field's (a table from
+/// elsewhere: `photo` → image, `price` → label, `age` → table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnRole {
+    /// The record's id (without one, records are named `line{N}`).
+    Id,
+    /// The label.
+    Label,
+    /// The split (`train`, `val`, `test`).
+    Split,
+    /// The group of per-group metrics.
+    Group,
+    /// Inline text; several text columns are joined, one per line, in column order.
+    Text,
+    /// A text file.
+    TextPath,
+    /// An image file.
+    Image,
+    /// An audio file.
+    Audio,
+    /// A video file.
+    Video,
+    /// A cell of the record's table (numbers and categories).
+    Table,
+    /// Not read.
+    Ignore,
 }
 
-impl CsvRow {
-    fn into_record(self) -> std::result::Result<Record, String> {
-        let some = |s: String| (!s.is_empty()).then_some(s);
-        if self.id.is_empty() {
-            return Err("missing field `id`".into());
-        }
-        let split = match self.split.as_str() {
-            "" => None,
-            "train" => Some(Split::Train),
-            "val" => Some(Split::Val),
-            "test" => Some(Split::Test),
-            other => return Err(format!("unknown split `{other}`, expected `train`, `val` or `test`")),
-        };
-        Ok(Record {
-            id: self.id,
-            label: self.label,
-            split,
-            group: some(self.group),
-            text: some(self.text),
-            text_path: some(self.text_path).map(PathBuf::from),
-            image: some(self.image).map(PathBuf::from),
-            audio: some(self.audio).map(PathBuf::from),
-            video: some(self.video).map(PathBuf::from),
+impl ColumnRole {
+    /// The record field it fills, for roles that fill one field.
+    fn field(self) -> Option<&'static str> {
+        Some(match self {
+            Self::Id => "id",
+            Self::Label => "label",
+            Self::Split => "split",
+            Self::Group => "group",
+            Self::TextPath => "text_path",
+            Self::Image => "image",
+            Self::Audio => "audio",
+            Self::Video => "video",
+            Self::Text | Self::Table | Self::Ignore => return None,
         })
     }
+
+    /// Whether at most one column may have it.
+    pub fn single(self) -> bool {
+        self.field().is_some()
+    }
+}
+
+/// A manifest's columns by name with the role each plays (see [`ColumnRole`]); a column
+/// it does not name is reported as unknown.
+pub type ColumnMap = BTreeMap<String, ColumnRole>;
+
+/// Checks a column map: one column at most per single-field role, and a label.
+pub fn check_column_map(columns: &ColumnMap) -> std::result::Result<(), String> {
+    for (name, role) in columns.iter().filter(|(_, r)| r.single()) {
+        if let Some((other, _)) = columns.iter().find(|(n, r)| *r == role && *n < name) {
+            return Err(format!(
+                "columns `{other}` and `{name}` are both `{}`: a record has one",
+                role.field().unwrap_or_default()
+            ));
+        }
+    }
+    if !columns.values().any(|r| *r == ColumnRole::Label) {
+        return Err("no column is the `label`".into());
+    }
+    Ok(())
+}
+
+/// Records without a split drawn into val and test, stratified by label: within each
+/// label, records ordered by a seeded hash of their id, the first `val` fraction to val,
+/// the next `test` fraction to test (stable when records are added or reordered).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Holdout {
+    /// Fraction of each label's records for validation.
+    pub val: f64,
+    /// Fraction of each label's records for test.
+    pub test: f64,
+    /// Seed of the draw.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+impl Holdout {
+    /// Checks the fractions: each in `[0, 1)`, together below 1.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        let fraction = |x: f64| (0.0..1.0).contains(&x);
+        if fraction(self.val) && fraction(self.test) && self.val + self.test < 1.0 {
+            Ok(())
+        } else {
+            Err(format!(
+                "val {} and test {} must be fractions in [0, 1) with a sum below 1",
+                self.val, self.test
+            ))
+        }
+    }
+
+    /// Assigns val and test to the labelled records of `records` that have no split.
+    pub fn assign(&self, records: &mut [Record]) {
+        use sha2::Digest;
+        let mut by_label: BTreeMap<&str, Vec<(Vec<u8>, usize)>> = BTreeMap::new();
+        for (i, record) in records.iter().enumerate() {
+            if record.split.is_none() && !record.label.is_empty() {
+                let mut hasher = sha2::Sha256::new();
+                hasher.update(self.seed.to_le_bytes());
+                hasher.update(record.id.as_bytes());
+                by_label
+                    .entry(record.label.as_str())
+                    .or_default()
+                    .push((hasher.finalize().to_vec(), i));
+            }
+        }
+        let mut assigned = Vec::new();
+        for mut members in by_label.into_values() {
+            members.sort();
+            let count = members.len() as f64;
+            let val = (count * self.val).round() as usize;
+            let test = (count * self.test).round() as usize;
+            for (rank, (_, i)) in members.into_iter().enumerate() {
+                let split = match rank {
+                    r if r < val => Split::Val,
+                    r if r < val + test => Split::Test,
+                    _ => Split::Train,
+                };
+                assigned.push((i, split));
+            }
+        }
+        for (i, split) in assigned {
+            records[i].split = Some(split);
+        }
+    }
+}
+
+/// A line's number and its fields in column order, or why it cannot be read.
+type ParsedLine = (usize, std::result::Result<Vec<(String, serde_json::Value)>, String>);
+
+/// A record from one line's fields (in column order), read through `columns` when given;
+/// `unknown` is told of every field that is not read.
+fn record_from_fields(
+    fields: Vec<(String, serde_json::Value)>,
+    columns: Option<&ColumnMap>,
+    line: usize,
+    unknown: &mut dyn FnMut(&str),
+) -> std::result::Result<Record, String> {
+    let mut record = serde_json::Map::new();
+    let mut table = serde_json::Map::new();
+    let mut texts: Vec<String> = Vec::new();
+    for (name, value) in fields {
+        let role = match columns {
+            Some(columns) => columns.get(&name).copied(),
+            None if RECORD_FIELDS.contains(&name.as_str()) => {
+                record.insert(name, value);
+                continue;
+            }
+            None => None,
+        };
+        match role {
+            None => unknown(&name),
+            Some(ColumnRole::Ignore) => {}
+            Some(ColumnRole::Table) => {
+                table.insert(name, value);
+            }
+            Some(ColumnRole::Text) => match value {
+                serde_json::Value::String(text) if !text.is_empty() => texts.push(text),
+                serde_json::Value::Null => {}
+                other => texts.push(other.to_string()),
+            },
+            Some(role) => {
+                record.insert(role.field().unwrap_or_default().to_string(), value);
+            }
+        }
+    }
+    if columns.is_some() {
+        if !texts.is_empty() {
+            record.insert("text".into(), texts.join("\n").into());
+        }
+        if !table.is_empty() {
+            record.insert("table".into(), table.into());
+        }
+        record
+            .entry("id")
+            .or_insert_with(|| serde_json::Value::String(format!("line{line}")));
+    }
+    Record::deserialize(serde_json::Value::Object(record)).map_err(|e| e.to_string())
 }
 
 impl Manifest {
@@ -341,12 +511,17 @@ impl Manifest {
 
     /// [`Self::load`] with the files records may name.
     pub fn load_with(path: impl AsRef<Path>, scope: PathScope) -> Result<Self> {
+        Self::load_mapped(path, scope, None)
+    }
+
+    /// [`Self::load_with`] reading the columns through `columns` (see [`ColumnMap`]).
+    pub fn load_mapped(path: impl AsRef<Path>, scope: PathScope, columns: Option<&ColumnMap>) -> Result<Self> {
         let path = path.as_ref();
         let bytes = manifest_bytes(path)?;
         if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
-            Self::parse_csv(&bytes, path, scope)
+            Self::parse_csv_mapped(&bytes, path, scope, columns)
         } else {
-            Ok(Self::parse_jsonl(&bytes, path, scope))
+            Ok(Self::parse_jsonl_mapped(&bytes, path, scope, columns))
         }
     }
 
@@ -362,16 +537,19 @@ impl Manifest {
     /// the manifest and its folder resolves relative paths; `scope` says which files records
     /// may name.
     pub fn parse_csv(bytes: &[u8], path: &Path, scope: PathScope) -> Result<Self> {
+        Self::parse_csv_mapped(bytes, path, scope, None)
+    }
+
+    /// [`Self::parse_csv`] reading the columns through `columns`.
+    pub fn parse_csv_mapped(bytes: &[u8], path: &Path, scope: PathScope, columns: Option<&ColumnMap>) -> Result<Self> {
         let mut reader = csv::ReaderBuilder::new()
             .trim(csv::Trim::All)
             .flexible(true)
             .from_reader(bytes);
-        let base = path.parent().unwrap_or(Path::new("."));
         let mut manifest = Self {
             path: path.to_path_buf(),
             ..Self::default()
         };
-        let mut seen = std::collections::HashSet::new();
         let headers = reader
             .headers()
             .map_err(|e| Error::Csv {
@@ -379,39 +557,75 @@ impl Manifest {
                 reason: e.to_string(),
             })?
             .clone();
-        for name in headers.iter().filter(|h| !RECORD_FIELDS.contains(h)) {
-            manifest.note_unknown(name, 1);
-        }
+        let mut lines = Vec::new();
         for row in reader.records() {
-            let (line, parsed) = match row {
+            lines.push(match row {
                 Err(e) => (e.position().map_or(0, |p| p.line() as usize), Err(e.to_string())),
                 Ok(row) => {
                     let line = row.position().map_or(0, |p| p.line() as usize);
-                    let parsed = match too_long(row.as_slice().len()) {
+                    let fields = match too_long(row.as_slice().len()) {
                         Some(reason) => Err(reason),
-                        None => row
-                            .deserialize::<CsvRow>(Some(&headers))
-                            .map_err(|e| e.to_string())
-                            .and_then(CsvRow::into_record),
+                        // An empty cell is an absent value.
+                        None => Ok(headers
+                            .iter()
+                            .zip(row.iter())
+                            .filter(|(_, cell)| !cell.is_empty())
+                            .map(|(name, cell)| (name.to_string(), serde_json::Value::String(cell.to_string())))
+                            .collect()),
                     };
-                    (line, parsed)
+                    (line, fields)
                 }
-            };
-            match parsed {
-                Err(reason) => manifest.rejected.push(RejectedLine { line, reason }),
-                Ok(record) if !seen.insert(record.id.clone()) => {
-                    manifest.rejected.push(RejectedLine {
-                        line,
-                        reason: format!("duplicate id `{}`", record.id),
-                    });
-                }
-                Ok(mut record) => match record.resolve_paths(base, scope) {
-                    Ok(()) => manifest.records.push(record),
-                    Err(reason) => manifest.rejected.push(RejectedLine { line, reason }),
-                },
+            });
+        }
+        manifest.add_lines(lines, path, scope, columns);
+        // Columns are reported once, on the header line, whatever the rows hold.
+        for unknown in &mut manifest.unknown_fields {
+            unknown.line = 1;
+            unknown.lines = 1;
+        }
+        let named = |h: &str| match columns {
+            Some(columns) => columns.contains_key(h),
+            None => RECORD_FIELDS.contains(&h),
+        };
+        for name in headers.iter().filter(|h| !named(h)) {
+            if !manifest.unknown_fields.iter().any(|u| u.name == name) {
+                manifest.note_unknown(name, 1);
             }
         }
         Ok(manifest)
+    }
+
+    /// Turns parsed lines (line number, fields or why the line is unreadable) into records,
+    /// rejecting bad lines, repeated ids and paths outside the manifest's folder.
+    fn add_lines(
+        &mut self,
+        lines: Vec<ParsedLine>,
+        path: &Path,
+        scope: PathScope,
+        columns: Option<&ColumnMap>,
+    ) {
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut seen = std::collections::HashSet::new();
+        for (line, fields) in lines {
+            let mut unknown = Vec::new();
+            let parsed = fields.and_then(|fields| {
+                record_from_fields(fields, columns, line, &mut |name| unknown.push(name.to_string()))
+            });
+            for name in unknown {
+                self.note_unknown(&name, line);
+            }
+            let reject = |reason: String| RejectedLine { line, reason };
+            match parsed {
+                Err(reason) => self.rejected.push(reject(reason)),
+                Ok(record) if !seen.insert(record.id.clone()) => {
+                    self.rejected.push(reject(format!("duplicate id `{}`", record.id)));
+                }
+                Ok(mut record) => match record.resolve_paths(base, scope) {
+                    Ok(()) => self.records.push(record),
+                    Err(reason) => self.rejected.push(reject(reason)),
+                },
+            }
+        }
     }
 
     /// Reads a JSON Lines manifest (one JSON object per line; blank lines are skipped).
@@ -428,52 +642,42 @@ impl Manifest {
     /// names the manifest and its folder resolves relative paths; `scope` says which files
     /// records may name.
     pub fn parse_jsonl(bytes: &[u8], path: &Path, scope: PathScope) -> Self {
-        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse_jsonl_mapped(bytes, path, scope, None)
+    }
+
+    /// [`Self::parse_jsonl`] reading the fields through `columns`.
+    pub fn parse_jsonl_mapped(bytes: &[u8], path: &Path, scope: PathScope, columns: Option<&ColumnMap>) -> Self {
         let mut manifest = Self {
             path: path.to_path_buf(),
             ..Self::default()
         };
-        let mut seen = std::collections::HashSet::new();
+        let mut lines = Vec::new();
         for (index, raw) in bytes.split(|&b| b == b'\n').enumerate() {
-            let reject = |reason: String| RejectedLine {
-                line: index + 1,
-                reason,
-            };
+            let line = index + 1;
             if let Some(reason) = too_long(raw.len()) {
-                manifest.rejected.push(reject(reason));
+                lines.push((line, Err(reason)));
                 continue;
             }
             // One bad line costs that line, not the manifest.
-            let line = match std::str::from_utf8(raw.strip_suffix(b"\r").unwrap_or(raw)) {
-                Ok(line) => line,
+            let text = match std::str::from_utf8(raw.strip_suffix(b"\r").unwrap_or(raw)) {
+                Ok(text) => text,
                 Err(e) => {
-                    manifest.rejected.push(reject(format!(
-                        "not UTF-8 (invalid byte at column {})",
-                        e.valid_up_to() + 1
-                    )));
+                    lines.push((
+                        line,
+                        Err(format!("not UTF-8 (invalid byte at column {})", e.valid_up_to() + 1)),
+                    ));
                     continue;
                 }
             };
-            if line.trim().is_empty() {
+            if text.trim().is_empty() {
                 continue;
             }
-            let fields = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(line);
-            if let Ok(fields) = &fields {
-                for name in fields.keys().filter(|k| !RECORD_FIELDS.contains(&k.as_str())) {
-                    manifest.note_unknown(name, index + 1);
-                }
-            }
-            match fields.and_then(|f| Record::deserialize(serde_json::Value::Object(f))) {
-                Ok(record) if !seen.insert(record.id.clone()) => {
-                    manifest.rejected.push(reject(format!("duplicate id `{}`", record.id)));
-                }
-                Ok(mut record) => match record.resolve_paths(base, scope) {
-                    Ok(()) => manifest.records.push(record),
-                    Err(reason) => manifest.rejected.push(reject(reason)),
-                },
-                Err(e) => manifest.rejected.push(reject(e.to_string())),
-            }
+            let fields = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text)
+                .map(|fields| fields.into_iter().collect())
+                .map_err(|e| e.to_string());
+            lines.push((line, fields));
         }
+        manifest.add_lines(lines, path, scope, columns);
         manifest
     }
 }
@@ -481,6 +685,99 @@ impl Manifest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_column_map_reads_any_table_and_a_holdout_stratifies_by_label() -> Result<()> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("table.csv");
+        let csv = "photo,title,notes,age,colour,y,extra\n\
+                   a.png,Red car,fast,31,red,yes,1\n\
+                   ,Blue van,,,blue,no,2\n\
+                   c.png,,,40.5,,yes,3\n";
+        std::fs::write(&path, csv).expect("write csv");
+        let columns: ColumnMap = [
+            ("photo", ColumnRole::Image),
+            ("title", ColumnRole::Text),
+            ("notes", ColumnRole::Text),
+            ("age", ColumnRole::Table),
+            ("colour", ColumnRole::Table),
+            ("y", ColumnRole::Label),
+        ]
+        .into_iter()
+        .map(|(name, role)| (name.to_string(), role))
+        .collect();
+        check_column_map(&columns).map_err(Error::Config)?;
+        let manifest = Manifest::load_mapped(&path, PathScope::ManifestFolder, Some(&columns))?;
+        assert!(manifest.rejected.is_empty(), "{:?}", manifest.rejected);
+        let ids: Vec<_> = manifest.records.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["line2", "line3", "line4"]);
+        let first = &manifest.records[0];
+        assert_eq!(first.text.as_deref(), Some("Red car\nfast"));
+        assert_eq!(first.image.as_deref(), Some(dir.path().join("a.png").as_path()));
+        assert_eq!(first.label, "yes");
+        let cells: Vec<_> = first.table.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(cells, [("age", "31"), ("colour", "red")]);
+        assert!(!manifest.records[1].has(Modality::Image) && manifest.records[1].has(Modality::Table));
+        assert!(manifest.records[2].has(Modality::Table) && !manifest.records[2].has(Modality::Text));
+        let unknown: Vec<_> = manifest
+            .unknown_fields
+            .iter()
+            .map(|u| (u.name.as_str(), u.line))
+            .collect();
+        assert_eq!(unknown, [("extra", 1)]);
+
+        let mut twice = columns.clone();
+        twice.insert("other".into(), ColumnRole::Image);
+        assert!(check_column_map(&twice).is_err_and(|e| e.contains("`other` and `photo`")));
+
+        // 10 records of one label and 20 of another: 20 % each to val and test, per label.
+        let mut records: Vec<Record> = (0..30)
+            .map(|i| Record {
+                id: format!("r{i}"),
+                label: if i < 10 { "a".into() } else { "b".into() },
+                split: (i == 0).then_some(Split::Train),
+                ..Record::default()
+            })
+            .collect();
+        let holdout = Holdout {
+            val: 0.2,
+            test: 0.2,
+            seed: 7,
+        };
+        holdout.assign(&mut records);
+        let count = |label: &str, split: Split| {
+            records
+                .iter()
+                .filter(|r| r.label == label && r.split == Some(split))
+                .count()
+        };
+        // Label a: record 0 keeps its train split; 9 drawn: 2 val, 2 test.
+        assert_eq!((count("a", Split::Val), count("a", Split::Test)), (2, 2));
+        assert_eq!((count("b", Split::Val), count("b", Split::Test)), (4, 4));
+        assert_eq!(records[0].split, Some(Split::Train));
+        let mut again: Vec<Record> = records
+            .iter()
+            .rev()
+            .map(|r| Record {
+                split: None,
+                ..r.clone()
+            })
+            .collect();
+        again[29].split = Some(Split::Train);
+        holdout.assign(&mut again);
+        again.reverse();
+        assert_eq!(again, records, "the draw does not depend on record order");
+        assert!(
+            Holdout {
+                val: 0.6,
+                test: 0.5,
+                seed: 0
+            }
+            .check()
+            .is_err()
+        );
+        Ok(())
+    }
 
     #[test]
     fn loads_records_resolves_paths_and_reports_bad_lines() -> Result<()> {

@@ -158,18 +158,10 @@ impl ValidationReport {
     }
 }
 
-fn modality_name(modality: Modality) -> &'static str {
-    match modality {
-        Modality::Text => "text",
-        Modality::Image => "image",
-        Modality::Audio => "audio",
-        Modality::Video => "video",
-    }
-}
-
 fn check(record: &Record, modality: Modality, limits: &Limits) -> Option<(Option<PathBuf>, String)> {
     let path = match modality {
         Modality::Text if record.text_path.is_none() => return None, // inline text
+        Modality::Table => return None,                              // cells, read with the line
         Modality::Text => record.text_path.clone(),
         Modality::Image => record.image.clone(),
         Modality::Audio => record.audio.clone(),
@@ -181,6 +173,7 @@ fn check(record: &Record, modality: Modality, limits: &Limits) -> Option<(Option
         (Modality::Image, Ok(_)) => check_image(&path, limits),
         (Modality::Audio, Ok(_)) => check_audio(&path, limits),
         (Modality::Video, Ok(_)) => check_video(&path, limits),
+        (Modality::Table, Ok(_)) => None,
     };
     problem.map(|failure| match failure {
         Failure::Named(error) => (Some(path.clone()), error),
@@ -269,7 +262,13 @@ fn check_video(_: &Path, _: &Limits) -> Option<Failure> {
 
 /// Checks every record of `manifest` (in parallel) against `limits`.
 pub fn validate(manifest: &Manifest, limits: &Limits) -> ValidationReport {
-    let all = [Modality::Text, Modality::Image, Modality::Audio, Modality::Video];
+    let all = [
+        Modality::Text,
+        Modality::Image,
+        Modality::Audio,
+        Modality::Video,
+        Modality::Table,
+    ];
     let per_record: Vec<Vec<Problem>> = manifest
         .records
         .par_iter()
@@ -288,7 +287,7 @@ pub fn validate(manifest: &Manifest, limits: &Limits) -> ValidationReport {
                 .filter_map(|m| {
                     check(record, m, limits).map(|(path, reason)| Problem {
                         id: record.id.clone(),
-                        modality: Some(modality_name(m).into()),
+                        modality: Some(m.name().into()),
                         path,
                         reason,
                     })

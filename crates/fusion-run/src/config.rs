@@ -101,6 +101,14 @@ pub struct RunConfig {
     /// elsewhere); by default such a record is rejected with the reason.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_paths_outside_manifest: bool,
+    /// The manifest's columns by name and the role of each (`"photo": "image"`,
+    /// `"price": "label"`, `"age": "table"`), for a table whose column names are not the
+    /// record fields; without it, the columns are the record fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<fusion_data::ColumnMap>,
+    /// Records without a split drawn into val and test, stratified by label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holdout: Option<fusion_data::Holdout>,
 }
 
 /// What a record loses when one of its files cannot be used.
@@ -135,6 +143,39 @@ impl RunConfig {
         } else {
             fusion_data::PathScope::ManifestFolder
         }
+    }
+
+    /// Reads `path` (default: the configuration's manifest) through the column map, and
+    /// draws the holdout splits.
+    pub fn load_manifest(&self, path: Option<&Path>) -> Result<Manifest> {
+        let path = path.unwrap_or(&self.manifest);
+        let mut manifest = Manifest::load_mapped(path, self.path_scope(), self.columns.as_ref())?;
+        if let Some(holdout) = &self.holdout {
+            holdout.assign(&mut manifest.records);
+        }
+        Ok(manifest)
+    }
+
+    /// Fits the statistics that table features lack (means, deviations, categories) on the
+    /// training records of `manifest`; a configuration saved afterwards carries them.
+    pub fn fit_tables(&mut self, manifest: &Manifest) -> Result<()> {
+        let training: Vec<&std::collections::BTreeMap<String, String>> = manifest
+            .records
+            .iter()
+            .filter(|r| r.split_or_train() == Split::Train)
+            .map(|r| &r.table)
+            .collect();
+        let modalities = self
+            .modalities
+            .iter_mut()
+            .chain(self.compare.iter_mut().flat_map(|c| c.modalities.iter_mut()));
+        for m in modalities {
+            if let FeatureConfig::Table { columns } = &mut m.features {
+                fusion_tabular::fit(columns, training.iter().copied())
+                    .map_err(|e| Error::Config(format!("modality `{}`: {e}", m.name)))?;
+            }
+        }
+        Ok(())
     }
 
     /// Reads a JSON configuration; errors name the file and the field (`fusion.method`…).
@@ -204,6 +245,15 @@ impl RunConfig {
             )));
         }
         check_modalities(&self.modalities, "modalities").map_err(config)?;
+        if let Some(columns) = &self.columns {
+            fusion_data::check_column_map(columns)
+                .map_err(|e| Error::Config(format!("config: field `columns`: {e}")))?;
+        }
+        if let Some(holdout) = &self.holdout {
+            holdout
+                .check()
+                .map_err(|e| Error::Config(format!("config: field `holdout`: {e}")))?;
+        }
         self.train.validate().map_err(|e| config(e.into()))?;
         self.limits.validate().map_err(|(field, value)| {
             Error::Config(format!("config: field `limits.{field}`: {value} is not positive"))

@@ -179,7 +179,9 @@ pub fn fit_standardization(data: &TensorDataset, modalities: &[ModalitySpec]) ->
 
 /// Whether a modality's inputs are standardised inside the model.
 pub(crate) fn standardized(spec: &ModalitySpec) -> bool {
-    !spec.features.integer() && !spec.encoder.pretrained()
+    // Table rows are standardised per column already and carry category ids.
+    let table = matches!(spec.features, fusion_data::FeatureConfig::Table { .. });
+    !spec.features.integer() && !spec.encoder.pretrained() && !table
 }
 
 #[cfg(test)]

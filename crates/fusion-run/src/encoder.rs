@@ -123,6 +123,24 @@ pub enum EncoderSpec {
         #[serde(default)]
         pooling: Option<TextPooling>,
     },
+    /// Table rows (features `table`): category embeddings beside the numbers and their
+    /// missing indicators, then linear layers with ReLU.
+    TabularMlp {
+        /// Output size of each layer.
+        #[serde(default = "default_tabular_hidden")]
+        hidden: Vec<i64>,
+        /// Size of each categorical column's embedding.
+        #[serde(default = "default_embedding_dim")]
+        embedding_dim: i64,
+    },
+    /// Table rows (features `table`) as one token per column (FT-Transformer's feature
+    /// tokenizer), for attention-based fusion to attend over columns; flat fusion methods
+    /// read the mean token.
+    FeatureTokenizer {
+        /// Token width (default: the run's `hidden_dim`).
+        #[serde(default)]
+        width: Option<i64>,
+    },
     /// An image encoder applied to every frame `[T, C, H, W]`, then temporal pooling.
     Video {
         /// The per-frame encoder (`lenet`, `multibench_lenet`, `resnet18` or
@@ -198,6 +216,12 @@ fn default_transformer_width() -> i64 {
 }
 fn default_heads() -> i64 {
     4
+}
+fn default_tabular_hidden() -> Vec<i64> {
+    vec![64, 64]
+}
+fn default_embedding_dim() -> i64 {
+    8
 }
 
 impl Default for EncoderSpec {
@@ -315,6 +339,11 @@ impl EncoderSpec {
         let is_tokens = matches!(features, FeatureConfig::Tokens { .. });
         if !is_tokens && features.integer() {
             return refuse("float features");
+        }
+        let is_table = matches!(features, FeatureConfig::Table { .. });
+        let reads_table = matches!(self, Self::TabularMlp { .. } | Self::FeatureTokenizer { .. });
+        if is_table && !reads_table {
+            return refuse("no table rows (table rows need `tabular_mlp` or `feature_tokenizer`)");
         }
         match self {
             Self::Identity => {
@@ -471,6 +500,23 @@ impl EncoderSpec {
                     )));
                 }
             }
+            Self::TabularMlp { hidden, embedding_dim } => {
+                if !is_table {
+                    return refuse("table rows (features `table`)");
+                }
+                if hidden.is_empty() || hidden.iter().any(|&h| h < 1) {
+                    return Err(Error::Config(format!(
+                        "{field}.hidden: {hidden:?} needs positive sizes"
+                    )));
+                }
+                positive("embedding_dim", *embedding_dim)?;
+            }
+            Self::FeatureTokenizer { width } => {
+                if !is_table {
+                    return refuse("table rows (features `table`)");
+                }
+                positive("width", width.unwrap_or(1))?;
+            }
             Self::Video { frame, .. } => {
                 let FeatureConfig::VideoFrames { size, grey, .. } = features else {
                     return refuse("frames [T, C, H, W] (features `video_frames`)");
@@ -519,6 +565,8 @@ impl EncoderSpec {
                     .hidden_size
             }
             Self::Transformer { width, .. } => *width,
+            Self::TabularMlp { hidden, .. } => hidden.last().copied().unwrap_or(hidden_dim),
+            Self::FeatureTokenizer { width } => width.unwrap_or(hidden_dim),
             Self::Video { frame, .. } => frame.output_dim(features, hidden_dim)?,
         })
     }
@@ -638,6 +686,14 @@ impl EncoderSpec {
                     .map_err(|e| Error::Config(format!("transformer: {e}")))?;
                 text_encoder(encoder, Some(pooling.unwrap_or(TextPooling::Mean)))
             }
+            Self::TabularMlp { hidden, embedding_dim } => Box::new(
+                fusion_tabular::TabularMlp::new(p, table_columns(features)?, *embedding_dim, hidden, dropout)
+                    .map_err(|e| Error::Config(format!("tabular_mlp: {e}")))?,
+            ),
+            Self::FeatureTokenizer { width } => Box::new(
+                fusion_tabular::FeatureTokenizer::new(p, table_columns(features)?, width.unwrap_or(hidden_dim))
+                    .map_err(|e| Error::Config(format!("feature_tokenizer: {e}")))?,
+            ),
             Self::Video { frame, pooling } => {
                 let FeatureConfig::VideoFrames { size, grey, .. } = features else {
                     return Err(Error::Config("video: needs video_frames features".into()));
@@ -675,6 +731,17 @@ fn video_encoder(_: &nn::Path, _: Box<dyn Encoder>, _: &VideoPooling) -> Result<
     Err(Error::Config(
         "video: this build has no video support (fusion-run's `video` feature, FFmpeg)".into(),
     ))
+}
+
+/// The columns of table features.
+fn table_columns(features: &FeatureConfig) -> Result<&[fusion_tabular::Column]> {
+    match features {
+        FeatureConfig::Table { columns } => Ok(columns),
+        other => Err(Error::Config(format!(
+            "a table encoder needs features `table`, not `{}`",
+            other.kind_name()
+        ))),
+    }
 }
 
 fn check_lr(lr: &Option<f64>, field: &str) -> Result<()> {

@@ -38,6 +38,7 @@ mod data;
 mod encoder;
 mod error;
 mod frozen;
+mod preset;
 mod run;
 
 pub use config::{Augment, MAX_HIDDEN_DIM, ModalitySpec, NamedFusion, OnBadFile, RunConfig};
@@ -45,6 +46,7 @@ pub use data::{SplitData, classes_of, dataset, fit_standardization, modality_ten
 pub use encoder::{EncoderSpec, Layout, TextPooling, VideoPooling, models_dir};
 pub use error::{Error, Result};
 pub use frozen::FrozenCounts;
+pub use preset::{HOLDOUT_FRACTION, Preset, zero_config};
 pub use run::{
     Prediction, Predictor, Run, Trained, build_model, describe, example_inputs, export_features, held_out_split,
     split_dataset, train,

@@ -1,0 +1,473 @@
+//! What each column of a table is, inferred from its name and cells: an id, the split,
+//! image / audio / video paths (from the files' first bytes), free text, numbers or
+//! categories. The result is a [`ColumnMap`] and the table columns of a run.
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    fmt,
+    io::Read,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ColumnMap, ColumnRole, Error, PathScope, Result};
+
+/// The kind of a column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnKind {
+    /// Record ids.
+    Id,
+    /// The label to predict.
+    Label,
+    /// `train` / `val` / `test`.
+    Split,
+    /// Groups of per-group metrics.
+    Group,
+    /// Image file paths.
+    Image,
+    /// Audio file paths.
+    Audio,
+    /// Video file paths.
+    Video,
+    /// Free text.
+    Text,
+    /// Numbers (a table column).
+    Numeric,
+    /// Categories (a table column).
+    Categorical,
+    /// Not used.
+    Ignore,
+}
+
+impl ColumnKind {
+    /// Every kind, in the order of the names below.
+    pub const ALL: [Self; 11] = [
+        Self::Id,
+        Self::Label,
+        Self::Split,
+        Self::Group,
+        Self::Image,
+        Self::Audio,
+        Self::Video,
+        Self::Text,
+        Self::Numeric,
+        Self::Categorical,
+        Self::Ignore,
+    ];
+
+    /// The kind's name as written (`numeric`…).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Id => "id",
+            Self::Label => "label",
+            Self::Split => "split",
+            Self::Group => "group",
+            Self::Image => "image",
+            Self::Audio => "audio",
+            Self::Video => "video",
+            Self::Text => "text",
+            Self::Numeric => "numeric",
+            Self::Categorical => "categorical",
+            Self::Ignore => "ignore",
+        }
+    }
+
+    /// The record field a column of this kind fills.
+    pub fn role(self) -> ColumnRole {
+        match self {
+            Self::Id => ColumnRole::Id,
+            Self::Label => ColumnRole::Label,
+            Self::Split => ColumnRole::Split,
+            Self::Group => ColumnRole::Group,
+            Self::Image => ColumnRole::Image,
+            Self::Audio => ColumnRole::Audio,
+            Self::Video => ColumnRole::Video,
+            Self::Text => ColumnRole::Text,
+            Self::Numeric | Self::Categorical => ColumnRole::Table,
+            Self::Ignore => ColumnRole::Ignore,
+        }
+    }
+}
+
+impl std::str::FromStr for ColumnKind {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        Self::ALL.into_iter().find(|k| k.name() == text).ok_or_else(|| {
+            format!(
+                "unknown variant `{text}`, expected one of {}",
+                Self::ALL.map(|k| format!("`{}`", k.name())).join(", ")
+            )
+        })
+    }
+}
+
+impl fmt::Display for ColumnKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One column as inferred.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InferredColumn {
+    /// Its name.
+    pub name: String,
+    /// What it holds.
+    pub kind: ColumnKind,
+    /// Rows with a non-empty cell.
+    pub filled: usize,
+    /// Distinct non-empty cells.
+    pub distinct: usize,
+    /// Why this kind (or that the user chose it).
+    pub reason: String,
+}
+
+/// The columns of a table, inferred.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ColumnInference {
+    /// The table.
+    pub path: PathBuf,
+    /// Data rows read.
+    pub rows: usize,
+    /// Every column, in the table's order.
+    pub columns: Vec<InferredColumn>,
+}
+
+impl ColumnInference {
+    /// The column map that reads the table as records.
+    pub fn column_map(&self) -> ColumnMap {
+        self.columns.iter().map(|c| (c.name.clone(), c.kind.role())).collect()
+    }
+
+    /// The names of the columns of `kind`, in table order.
+    pub fn of_kind(&self, kind: ColumnKind) -> Vec<&str> {
+        self.columns
+            .iter()
+            .filter(|c| c.kind == kind)
+            .map(|c| c.name.as_str())
+            .collect()
+    }
+
+    /// Whether some column is of `kind`.
+    pub fn has(&self, kind: ColumnKind) -> bool {
+        self.columns.iter().any(|c| c.kind == kind)
+    }
+
+    /// The table as aligned text, one column per line.
+    pub fn table(&self) -> String {
+        let width = self
+            .columns
+            .iter()
+            .map(|c| c.name.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(6);
+        let mut text = format!(
+            "{:width$}  {:11}  {:>6}  {:>8}  why\n",
+            "column", "kind", "filled", "distinct"
+        );
+        for c in &self.columns {
+            text.push_str(&format!(
+                "{:width$}  {:11}  {:>6}  {:>8}  {}\n",
+                c.name,
+                c.kind.name(),
+                c.filled,
+                c.distinct,
+                c.reason
+            ));
+        }
+        text
+    }
+}
+
+/// Files whose first bytes are read per path column.
+const SNIFFED_FILES: usize = 32;
+
+/// The first bytes' verdict: image, audio or video.
+fn sniff(head: &[u8]) -> Option<ColumnKind> {
+    let at = |offset: usize, magic: &[u8]| head.get(offset..offset + magic.len()) == Some(magic);
+    if at(0, b"\x89PNG")
+        || at(0, b"\xFF\xD8\xFF")
+        || at(0, b"GIF8")
+        || at(0, b"BM")
+        || at(0, b"II*\0")
+        || at(0, b"MM\0*")
+    {
+        return Some(ColumnKind::Image);
+    }
+    if at(0, b"RIFF") && at(8, b"WEBP") {
+        return Some(ColumnKind::Image);
+    }
+    if at(0, b"RIFF") && at(8, b"WAVE") {
+        return Some(ColumnKind::Audio);
+    }
+    if (at(0, b"RIFF") && at(8, b"AVI ")) || at(4, b"ftyp") || at(0, b"\x1A\x45\xDF\xA3") {
+        return Some(ColumnKind::Video);
+    }
+    None
+}
+
+/// What files a column's cells name: the kind most sniffed files have, with counts.
+fn file_kind(cells: &[&str], base: &Path, scope: PathScope) -> Option<(ColumnKind, String)> {
+    let sample: Vec<&str> = cells.iter().copied().take(SNIFFED_FILES).collect();
+    let mut kinds: BTreeMap<&'static str, (ColumnKind, usize)> = BTreeMap::new();
+    let mut files = 0;
+    for cell in &sample {
+        let path = base.join(cell);
+        if scope == PathScope::ManifestFolder && !crate::manifest::lexically_inside(&path, base) {
+            continue;
+        }
+        let Ok(file) = std::fs::File::open(&path) else { continue };
+        if !file.metadata().is_ok_and(|m| m.is_file()) {
+            continue;
+        }
+        files += 1;
+        let mut head = Vec::with_capacity(16);
+        if file.take(16).read_to_end(&mut head).is_ok()
+            && let Some(kind) = sniff(&head)
+        {
+            kinds.entry(kind.name()).or_insert((kind, 0)).1 += 1;
+        }
+    }
+    // Most named files exist: a path column, even when some files are gone.
+    if files * 2 <= sample.len() {
+        return None;
+    }
+    let (kind, count) = kinds.into_values().max_by_key(|(_, n)| *n)?;
+    Some((
+        kind,
+        format!("{count} of {} sampled cells are {} files", sample.len(), kind.name()),
+    ))
+}
+
+fn is_id_name(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    ["id", "uid", "key", "identifier", "record_id", "sample_id"].contains(&lower.as_str()) || lower.ends_with("_id")
+}
+
+/// Kind of a column from its cells (non-empty ones in `cells`), with the reason.
+fn infer_kind(name: &str, cells: &[&str], rows: usize, base: &Path, scope: PathScope) -> (ColumnKind, String) {
+    let distinct: HashSet<&str> = cells.iter().copied().collect();
+    if cells.is_empty() {
+        return (ColumnKind::Ignore, "every cell is empty".into());
+    }
+    let unique = distinct.len() == cells.len() && cells.len() == rows;
+    if name.eq_ignore_ascii_case("split") && distinct.iter().all(|c| ["train", "val", "test"].contains(c)) {
+        return (ColumnKind::Split, "named split, values train/val/test".into());
+    }
+    if is_id_name(name) && unique {
+        return (ColumnKind::Id, "an id's name, one value per row".into());
+    }
+    if let Some((kind, reason)) = file_kind(cells, base, scope) {
+        return (kind, reason);
+    }
+    if distinct.len() == 1 {
+        return (ColumnKind::Ignore, "one value in every row".into());
+    }
+    let numbers = cells
+        .iter()
+        .filter(|c| fusion_tabular::parse_number(c).is_some())
+        .count();
+    if numbers * 20 >= cells.len() * 19 {
+        return (
+            ColumnKind::Numeric,
+            format!("{numbers} of {} cells are numbers", cells.len()),
+        );
+    }
+    let words = cells.iter().map(|c| c.split_whitespace().count()).sum::<usize>() as f64 / cells.len() as f64;
+    if words >= 3.0 || (words >= 2.0 && distinct.len() * 2 > cells.len()) {
+        return (ColumnKind::Text, format!("{words:.1} words per cell"));
+    }
+    if unique && words <= 1.0 {
+        return (ColumnKind::Id, "one word per row, never repeated".into());
+    }
+    if distinct.len() <= fusion_tabular::MAX_CATEGORIES {
+        return (
+            ColumnKind::Categorical,
+            format!("{} values, {words:.1} words per cell", distinct.len()),
+        );
+    }
+    (
+        ColumnKind::Ignore,
+        "too many values for categories, too few words for text".into(),
+    )
+}
+
+/// Reads a table (CSV with a header row, or JSON Lines) as rows of cells, in column order.
+/// Column names in order, and each row's cells by column.
+type Rows = (Vec<String>, Vec<BTreeMap<String, String>>);
+
+fn read_rows(path: &Path) -> Result<Rows> {
+    let bytes = crate::manifest::manifest_bytes(path)?;
+    let mut names: Vec<String> = Vec::new();
+    let mut rows = Vec::new();
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
+        let mut reader = csv::ReaderBuilder::new()
+            .trim(csv::Trim::All)
+            .flexible(true)
+            .from_reader(bytes.as_slice());
+        let csv_error = |e: csv::Error| Error::Csv {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        };
+        names = reader
+            .headers()
+            .map_err(csv_error)?
+            .iter()
+            .map(str::to_string)
+            .collect();
+        // Unreadable rows are reported when the manifest is read; here they are skipped.
+        for row in reader.records().flatten() {
+            rows.push(names.iter().cloned().zip(row.iter().map(str::to_string)).collect());
+        }
+    } else {
+        for line in bytes.split(|&b| b == b'\n') {
+            let Ok(fields) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(line) else {
+                continue;
+            };
+            let mut row = BTreeMap::new();
+            for (name, value) in fields {
+                if !names.contains(&name) {
+                    names.push(name.clone());
+                }
+                let cell = match value {
+                    serde_json::Value::String(text) => text,
+                    serde_json::Value::Null => String::new(),
+                    other => other.to_string(),
+                };
+                row.insert(name, cell);
+            }
+            rows.push(row);
+        }
+    }
+    Ok((names, rows))
+}
+
+/// Infers every column of the table at `path` (CSV or JSON Lines): `label` names the
+/// label column; `given` sets the kinds of some columns (they are not inferred). Files are
+/// looked for as the manifest reads them (relative to its folder, within `scope`). Only one
+/// id, split, image, audio and video column is used: later ones are ignored, saying why.
+pub fn infer_columns(
+    path: &Path,
+    label: &str,
+    given: &BTreeMap<String, ColumnKind>,
+    scope: PathScope,
+) -> Result<ColumnInference> {
+    let (names, rows) = read_rows(path)?;
+    let unknown = |what: &str, name: &str| {
+        Error::Config(format!(
+            "{}: {what}: unknown field `{name}`, expected one of {}",
+            path.display(),
+            names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+        ))
+    };
+    if !names.iter().any(|n| n == label) {
+        return Err(unknown("--label", label));
+    }
+    if let Some(name) = given.keys().find(|g| !names.contains(g)) {
+        return Err(unknown("--column-types", name));
+    }
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut columns: Vec<InferredColumn> = Vec::new();
+    for name in &names {
+        let cells: Vec<&str> = rows
+            .iter()
+            .filter_map(|r| r.get(name).map(String::as_str))
+            .filter(|c| !c.is_empty())
+            .collect();
+        let (kind, reason) = match given.get(name) {
+            _ if name == label => (ColumnKind::Label, "--label".to_string()),
+            Some(kind) => (*kind, "--column-types".to_string()),
+            None => infer_kind(name, &cells, rows.len(), base, scope),
+        };
+        let single = kind.role().single();
+        let (kind, reason) = match columns.iter().find(|c| single && c.kind == kind) {
+            Some(first) => (
+                ColumnKind::Ignore,
+                format!("{kind} too, but a record has one: `{}` is used", first.name),
+            ),
+            None => (kind, reason),
+        };
+        columns.push(InferredColumn {
+            name: name.clone(),
+            kind,
+            filled: cells.len(),
+            distinct: cells.iter().collect::<HashSet<_>>().len(),
+            reason,
+        });
+    }
+    Ok(ColumnInference {
+        path: path.to_path_buf(),
+        rows: rows.len(),
+        columns,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_from_names_cells_and_file_contents() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::Config(e.to_string()))?;
+        let write = |name: &str, bytes: &[u8]| std::fs::write(dir.path().join(name), bytes);
+        for i in 0..4 {
+            write(&format!("p{i}.png"), b"\x89PNG\r\n\x1a\n....").map_err(|e| Error::Config(e.to_string()))?;
+            write(&format!("s{i}.wav"), b"RIFF\0\0\0\0WAVEfmt ").map_err(|e| Error::Config(e.to_string()))?;
+        }
+        let mut csv = String::from("sample_id,picture,sound,review,price,colour,split,same,code,empty,y\n");
+        let reviews = [
+            "a fine red thing",
+            "not good at all",
+            "would buy again",
+            "too small for me",
+        ];
+        for i in 0..4 {
+            let colour = ["red", "blue"][i % 2];
+            csv.push_str(&format!(
+                "r{i},p{i}.png,s{i}.wav,{},{}.5,{colour},{},x,c{i},,{}\n",
+                reviews[i],
+                i * 10,
+                ["train", "val"][i % 2],
+                i % 2
+            ));
+        }
+        let path = dir.path().join("t.csv");
+        std::fs::write(&path, csv).map_err(|e| Error::Config(e.to_string()))?;
+        let given = BTreeMap::from([("code".to_string(), ColumnKind::Categorical)]);
+        let inference = infer_columns(&path, "y", &given, PathScope::ManifestFolder)?;
+        let kinds: Vec<(&str, ColumnKind)> = inference.columns.iter().map(|c| (c.name.as_str(), c.kind)).collect();
+        use ColumnKind::*;
+        assert_eq!(
+            kinds,
+            [
+                ("sample_id", Id),
+                ("picture", Image),
+                ("sound", Audio),
+                ("review", Text),
+                ("price", Numeric),
+                ("colour", Categorical),
+                ("split", Split),
+                ("same", Ignore),
+                ("code", Categorical),
+                ("empty", Ignore),
+                ("y", Label),
+            ]
+        );
+        assert_eq!(inference.rows, 4);
+        let map = inference.column_map();
+        assert_eq!(map.get("price"), Some(&ColumnRole::Table));
+        assert!(inference.table().contains("--column-types"));
+
+        let typo = infer_columns(&path, "yy", &BTreeMap::new(), PathScope::ManifestFolder);
+        assert!(typo.is_err_and(|e| e.to_string().contains("unknown field `yy`")));
+        // A second image column is ignored, naming the first.
+        let two = BTreeMap::from([("sound".to_string(), Image)]);
+        let inference = infer_columns(&path, "y", &two, PathScope::ManifestFolder)?;
+        assert!(inference.columns[2].kind == Ignore && inference.columns[2].reason.contains("`picture` is used"));
+        Ok(())
+    }
+}

@@ -1,0 +1,161 @@
+//! Run configurations chosen for a table whose columns were inferred (zero-config
+//! training): encoders per modality, fusion and training settings by preset.
+
+use std::path::Path;
+
+use fusion_data::{ColumnInference, ColumnKind};
+use serde_json::{Value, json};
+
+use crate::{Error, Result, RunConfig, models_dir};
+
+/// How much a zero-config run spends for accuracy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Preset {
+    /// Frozen pretrained encoders (outputs cached per file) and small ones from scratch,
+    /// concatenated into a fusion MLP: minutes on a CPU.
+    #[default]
+    Fast,
+    /// Fine-tuned pretrained encoders, one token per table column, and a transformer over
+    /// the modalities' tokens; longer training.
+    Best,
+}
+
+impl std::str::FromStr for Preset {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        match text {
+            "fast" => Ok(Self::Fast),
+            "best" => Ok(Self::Best),
+            other => Err(format!("unknown preset `{other}`, expected `fast` or `best`")),
+        }
+    }
+}
+
+/// Share of each label's records held out for validation and for test when the table has
+/// no split column.
+pub const HOLDOUT_FRACTION: f64 = 0.15;
+
+/// Whether `cargo xtask models` fetched `name` (with `file` in it).
+fn fetched(name: &str, file: &str) -> bool {
+    models_dir().is_some_and(|d| d.join(name).join(file).is_file())
+}
+
+/// The configuration `preset` chooses for the inferred table, and a line per choice that
+/// a user may want to know of (a pretrained model missing, so a smaller encoder used).
+pub fn zero_config(inference: &ColumnInference, preset: Preset) -> Result<(RunConfig, Vec<String>)> {
+    let best = preset == Preset::Best;
+    let mut notes = Vec::new();
+    let mut modalities: Vec<Value> = Vec::new();
+    if inference.has(ColumnKind::Image) {
+        modalities.push(if fetched("efficientnet-lite0", "model.safetensors") {
+            json!({
+                "name": "image",
+                "features": {"kind": "image", "size": 224, "grey": false, "normalize": "imagenet"},
+                "encoder": if best {
+                    json!({"kind": "efficientnet_lite0", "frozen": false, "lr": 1e-4})
+                } else {
+                    json!({"kind": "efficientnet_lite0"})
+                },
+            })
+        } else {
+            notes.push(
+                "images: EfficientNet-Lite0 is not fetched (`cargo xtask models`): a ResNet-18 from scratch".into(),
+            );
+            json!({
+                "name": "image",
+                "features": {"kind": "image", "size": 64, "grey": false},
+                "encoder": {"kind": "resnet18", "width": 16},
+            })
+        });
+    }
+    if inference.has(ColumnKind::Text) {
+        modalities.push(if fetched("all-MiniLM-L6-v2", "tokenizer.json") {
+            json!({
+                "name": "text",
+                "features": {"kind": "tokens", "tokenizer": "all-MiniLM-L6-v2/tokenizer.json", "max_len": 128},
+                "encoder": if best {
+                    json!({"kind": "bert", "model": "all-MiniLM-L6-v2", "frozen": false, "lr": 3e-5})
+                } else {
+                    json!({"kind": "bert", "model": "all-MiniLM-L6-v2"})
+                },
+            })
+        } else {
+            notes.push("text: all-MiniLM-L6-v2 is not fetched (`cargo xtask models`): hashed words and an MLP".into());
+            json!({
+                "name": "text",
+                "features": {"kind": "hashed_words", "dim": 4096},
+                "encoder": {"kind": "mlp", "hidden": [64]},
+            })
+        });
+    }
+    if inference.has(ColumnKind::Audio) {
+        modalities.push(json!({
+            "name": "audio",
+            "features": {"kind": "log_mel", "sample_rate": 16000, "n_mels": 64, "frames": 128, "n_fft": 1024, "hop_length": 256},
+            "encoder": {"kind": "audio_cnn"},
+        }));
+    }
+    if inference.has(ColumnKind::Video) {
+        modalities.push(json!({
+            "name": "video",
+            "features": {"kind": "video_frames", "frames": 8, "size": 64, "grey": false},
+            "encoder": {"kind": "video", "frame": {"kind": "resnet18", "width": 16}},
+        }));
+    }
+    let numeric = inference.of_kind(ColumnKind::Numeric);
+    let categorical = inference.of_kind(ColumnKind::Categorical);
+    if !numeric.is_empty() || !categorical.is_empty() {
+        let columns: Vec<Value> = inference
+            .columns
+            .iter()
+            .filter_map(|c| match c.kind {
+                ColumnKind::Numeric => Some(json!({"kind": "numeric", "name": c.name})),
+                ColumnKind::Categorical => Some(json!({"kind": "categorical", "name": c.name})),
+                _ => None,
+            })
+            .collect();
+        modalities.push(json!({
+            "name": "table",
+            "features": {"kind": "table", "columns": columns},
+            "encoder": if best { json!({"kind": "feature_tokenizer"}) } else { json!({"kind": "tabular_mlp"}) },
+        }));
+    }
+    if modalities.is_empty() {
+        return Err(Error::Config(format!(
+            "{}: no column to learn from (each is the label, an id, the split, ignored or empty); \
+             set kinds with --column-types",
+            inference.path.display()
+        )));
+    }
+    let fusion = if best && modalities.len() > 1 {
+        json!({"family": "early", "method": "attention", "heads": 4, "layers": 2})
+    } else {
+        json!({"family": "early", "method": "concat"})
+    };
+    let holdout = (!inference.has(ColumnKind::Split))
+        .then(|| json!({"val": HOLDOUT_FRACTION, "test": HOLDOUT_FRACTION, "seed": 0}));
+    // Absolute, so that the written configuration works from any folder.
+    let manifest = std::path::absolute(&inference.path).unwrap_or_else(|_| inference.path.clone());
+    let config = json!({
+        "manifest": manifest,
+        "columns": inference.column_map(),
+        "holdout": holdout,
+        "modalities": modalities,
+        "hidden_dim": if best { 128 } else { 64 },
+        "dropout": 0.1,
+        "fusion": fusion,
+        "train": {
+            "epochs": if best { 60 } else { 30 },
+            "batch_size": 32,
+            "optimizer": {"kind": "adam_w", "lr": 1e-3, "weight_decay": 0.01},
+            "early_stopping": {"metric": "loss", "patience": if best { 10 } else { 5 }},
+            "seed": 0,
+            "modality_dropout": 0.1,
+        },
+    });
+    let mut config: RunConfig = serde_json::from_value(config)
+        .map_err(|e| Error::Config(format!("zero-config preset: {e} (a bug: please report it)")))?;
+    config.resolve_paths(manifest.parent().unwrap_or(Path::new(".")));
+    Ok((config, notes))
+}
