@@ -19,6 +19,7 @@ fn single_modality(encoder: Box<dyn Encoder>, vs: &VarStore) -> FusionModel {
             encoder: EncoderConfig::Identity,
         }],
         num_classes: 2,
+        task: Default::default(),
         hidden_dim: 8,
         dropout: 0.0,
         fusion: FusionConfig::Early {

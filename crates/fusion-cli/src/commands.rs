@@ -8,8 +8,8 @@ use std::{
 use anyhow::{Context, Result, anyhow, bail};
 use fusion_core::{
     FusionConfig, GroupMetrics, Metrics, ModalityInput, NOISE_LEVELS, NoiseCurve, Progress, ShapleyReport,
-    SubsetAccuracy, TrainSummary, evaluate, export_torchscript, missing_modality_accuracy, noise_robustness,
-    shapley_values,
+    SubsetAccuracy, Task, TaskMetrics, TrainSummary, evaluate, export_torchscript, missing_modality_accuracy,
+    noise_robustness, shapley_values,
 };
 use fusion_data::{Extraction, FeatureCache, FeatureSpec, Manifest, Problem, Shard, Split};
 use fusion_run::{NamedFusion, Run, RunConfig, SplitData, describe, held_out_split, split_dataset};
@@ -157,10 +157,15 @@ pub fn plot_path(run: &Run, name: &str) -> Result<PathBuf> {
 pub struct EvalRecord {
     /// Split evaluated.
     pub split: String,
-    /// Mean negative log-likelihood.
+    /// Mean loss of the task (negative log-likelihood, binary cross-entropy per label, or
+    /// squared error of the standardised target).
     pub loss: f64,
-    /// Accuracy, ECE, confusion matrix.
+    /// Accuracy, ECE, confusion matrix (see [`fusion_core::Evaluation::metrics`] for the
+    /// other tasks).
     pub metrics: Metrics,
+    /// The task's own metrics (multi-label, regression).
+    #[serde(default)]
+    pub task: TaskMetrics,
     /// Per-group metrics when records have groups.
     pub groups: Option<GroupMetrics>,
     /// Class names of the confusion matrix.
@@ -209,10 +214,11 @@ pub fn train_one(config: &RunConfig, loaded: &Loaded, run: &Run, ui: Ui, device:
                 bar.set_message(format!("epoch {epoch} loss {loss:.3}"));
             }
             Progress::Epoch(record) if ui.epochs => {
-                let val = record
-                    .val_accuracy
-                    .map(|a| format!(", val accuracy {a:.4}"))
-                    .unwrap_or_default();
+                let val = match (record.val_accuracy, record.val_r2) {
+                    (Some(a), _) => format!(", val accuracy {a:.4}"),
+                    (None, Some(r2)) => format!(", val R² {r2:.4}"),
+                    (None, None) => String::new(),
+                };
                 let line = format!("epoch {:>3}: train loss {:.4}{val}", record.epoch, record.train_loss);
                 // A hidden bar (no terminal) drops its println: print the line plainly.
                 if bar.is_hidden() {
@@ -286,9 +292,16 @@ fn plot_training(run: &Run, summary: &TrainSummary, config: &RunConfig) -> Resul
             series("val loss", &|e| e.val_loss),
         ],
     };
-    let accuracy = plots::Panel {
-        y_label: "accuracy".into(),
-        series: vec![series("val accuracy", &|e| e.val_accuracy)],
+    let accuracy = if config.task == Task::Regression {
+        plots::Panel {
+            y_label: "R²".into(),
+            series: vec![series("val R²", &|e| e.val_r2)],
+        }
+    } else {
+        plots::Panel {
+            y_label: "accuracy".into(),
+            series: vec![series("val accuracy", &|e| e.val_accuracy)],
+        }
     };
     plots::lines(&plot_path(run, "training")?, "Training", "epoch", &[losses, accuracy])?;
     Ok(())
@@ -302,36 +315,69 @@ fn evaluate_into(run: &Run, data: &SplitData, classes: &[String], split: &str, d
         split: split.to_string(),
         loss: evaluation.loss,
         metrics: evaluation.metrics,
+        task: evaluation.task,
         groups: evaluation.groups,
         classes: classes.to_vec(),
         skipped: data.problems.clone(),
     };
     if record.metrics.count == 0 {
         bail!(
-            "no {split} record has one of the run's classes ({}): nothing to evaluate",
+            "no {split} record has a label the run can use ({}): nothing to evaluate",
             classes.join(", ")
         );
     }
-    run.write_json("eval.json", &record).with_context(|| {
-        format!(
-            "{split}: accuracy {:.4} on {} samples, but",
-            record.metrics.accuracy, record.metrics.count
-        )
-    })?;
-    plots::confusion(
-        &plot_path(run, "confusion")?,
-        &format!("Confusion on {split} (accuracy {:.4})", record.metrics.accuracy),
-        classes,
-        &record.metrics.confusion,
-    )?;
+    run.write_json("eval.json", &record)
+        .with_context(|| format!("{}, but", headline(&record)))?;
+    if record.task == TaskMetrics::Classification {
+        plots::confusion(
+            &plot_path(run, "confusion")?,
+            &format!("Confusion on {split} (accuracy {:.4})", record.metrics.accuracy),
+            classes,
+            &record.metrics.confusion,
+        )?;
+    }
     Ok(record)
 }
 
+/// One line of an evaluation's main metrics, for its task.
+pub fn headline(eval: &EvalRecord) -> String {
+    let m = &eval.metrics;
+    let optional = |v: Option<f64>| v.map_or_else(|| "n/a".to_string(), |v| format!("{v:.4}"));
+    let metrics = match &eval.task {
+        TaskMetrics::Classification => {
+            let binary = m.binary.as_ref().map_or_else(String::new, |b| {
+                format!(
+                    ", ROC-AUC {}, AP {}, F1@{} {:.4}",
+                    optional(b.roc_auc),
+                    optional(b.average_precision),
+                    b.threshold,
+                    b.f1
+                )
+            });
+            format!(
+                "accuracy {:.4}, macro-F1 {:.4}{binary}, ECE {:.4}",
+                m.accuracy, m.macro_f1, m.ece
+            )
+        }
+        TaskMetrics::MultiLabel(ml) => format!(
+            "subset accuracy {:.4}, label accuracy {:.4}, micro-F1 {:.4}, macro-F1 {:.4}, macro ROC-AUC {}, macro AP {}",
+            ml.subset_accuracy,
+            ml.label_accuracy,
+            ml.micro_f1,
+            ml.macro_f1,
+            optional(ml.macro_roc_auc),
+            optional(ml.macro_average_precision)
+        ),
+        TaskMetrics::Regression(r) => format!("RMSE {:.4}, MAE {:.4}, R² {}", r.rmse, r.mae, optional(r.r2)),
+    };
+    format!(
+        "{}: {metrics}, loss {:.4} on {} samples",
+        eval.split, eval.loss, m.count
+    )
+}
+
 pub fn say_eval(ui: Ui, eval: &EvalRecord) {
-    ui.say(format!(
-        "{}: accuracy {:.4}, macro-F1 {:.4}, ECE {:.4}, loss {:.4} on {} samples",
-        eval.split, eval.metrics.accuracy, eval.metrics.macro_f1, eval.metrics.ece, eval.loss, eval.metrics.count
-    ));
+    ui.say(headline(eval));
     if let Some(groups) = &eval.groups {
         for (name, metrics) in &groups.groups {
             ui.say(format!(
@@ -356,6 +402,8 @@ pub struct Table<'a> {
     pub preset: fusion_run::Preset,
     /// Kinds the user set.
     pub column_types: &'a std::collections::BTreeMap<String, fusion_data::ColumnKind>,
+    /// The task the user set, instead of the one the label suggests.
+    pub task: Option<fusion_data::LabelKind>,
     /// Whether files outside the table's folder may be read.
     pub anywhere: bool,
 }
@@ -368,8 +416,14 @@ pub fn zero_config(table: &Table, run_dir: &Path, ui: Ui) -> Result<PathBuf> {
     } else {
         fusion_data::PathScope::ManifestFolder
     };
-    let inference = fusion_data::infer_columns(table.path, table.label, table.column_types, scope)
+    let mut inference = fusion_data::infer_columns(table.path, table.label, table.column_types, scope)
         .map_err(|e| anyhow!(fusion_core::with_suggestion(&e.to_string())))?;
+    if let Some(task) = table.task {
+        inference.label = task;
+        for column in inference.columns.iter_mut().filter(|c| c.name == table.label) {
+            column.reason = "--label; --task".into();
+        }
+    }
     ui.say(format!("{} rows; columns as read:", inference.rows));
     ui.say(inference.table());
     let (mut config, notes) = fusion_run::zero_config(&inference, table.preset)?;
@@ -504,11 +558,13 @@ pub fn eval(run_dir: &Path, manifest: Option<&Path>, split: Split, ui: Ui, devic
 pub struct Prediction<'a> {
     /// The record.
     pub id: &'a str,
-    /// The most probable class.
-    pub prediction: &'a str,
-    /// Its probability.
-    pub confidence: f32,
-    /// Every class's probability.
+    /// The most probable class, the `;`-joined labels at or above the threshold
+    /// (multi-label), or the number (regression).
+    pub prediction: String,
+    /// The predicted class's probability (classification).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f32>,
+    /// Every class's (or label's) probability; a regression's number as `value`.
     pub probabilities: std::collections::BTreeMap<&'a str, f32>,
     /// The record's label, when it has one.
     #[serde(skip_serializing_if = "str::is_empty")]
@@ -525,13 +581,13 @@ pub struct Prediction<'a> {
 }
 
 impl<'a> Prediction<'a> {
-    /// The line of class probabilities `probabilities` (in the order of `classes`).
-    pub fn new(id: &'a str, label: &'a str, classes: &'a [String], probabilities: &[f32]) -> Self {
-        let best = fusion_core::argmax(probabilities);
+    /// The line of a `task`'s scores `probabilities` (in the order of `classes`; see
+    /// [`fusion_core::FusionOutput::scores`]).
+    pub fn new(id: &'a str, label: &'a str, task: Task, classes: &'a [String], probabilities: &[f32]) -> Self {
         Self {
             id,
-            prediction: &classes[best],
-            confidence: probabilities[best],
+            prediction: fusion_run::decision(task, classes, probabilities),
+            confidence: (task == Task::Classification).then(|| probabilities[fusion_core::argmax(probabilities)]),
             probabilities: classes
                 .iter()
                 .map(String::as_str)
@@ -600,14 +656,16 @@ pub fn predict_records(run: &Run, manifest: Option<&Path>, ui: Ui, device: Devic
     }
     let (model, _vs) = run.model(device)?;
     let all: Vec<usize> = (0..extraction.records.len()).collect();
-    // Labels are not used to predict (a manifest may have none): unknown or missing
-    // ones are kept with a placeholder index.
-    let mut known = classes.clone();
-    known.extend(extraction.records.iter().map(|r| r.label.clone()));
-    let data = fusion_run::dataset(extraction, &all, &known, &config.modalities, &columns, device)?;
-    let mut inputs = data.data;
-    inputs.labels = inputs.labels.clamp_max(classes.len() as i64 - 1);
-    let evaluation = evaluate(&model, &inputs, EVAL_BATCH)?;
+    // Labels are not used to predict (a manifest may have none).
+    let data = fusion_run::unlabelled(
+        extraction,
+        &all,
+        (config.task, &classes),
+        &config.modalities,
+        &columns,
+        device,
+    )?;
+    let evaluation = evaluate(&model, &data.data, EVAL_BATCH)?;
     Ok(Predicted {
         config,
         classes,
@@ -669,7 +727,7 @@ pub fn predict(run_dir: &Path, manifest: Option<&Path>, out: Option<&Path>, ui: 
                 .filter(|p| p.id == record.id)
                 .map(describe)
                 .collect(),
-            ..Prediction::new(&record.id, &record.label, classes, &probabilities[k])
+            ..Prediction::new(&record.id, &record.label, config.task, classes, &probabilities[k])
         };
         lines.push(serde_json::to_string(&line)?);
     }
@@ -713,10 +771,15 @@ pub fn explain_on(run: &Run, data: &SplitData, split: Split, ui: Ui, device: Dev
             shapley.values.len()
         ));
     }
+    let of_what = match model.task() {
+        Task::Classification => "the predicted class's probability",
+        Task::MultiLabel => "the predicted labels' mean probability",
+        Task::Regression => "the predicted number",
+    };
     plots::bars(
         &plot_path(run, "contributions")?,
         "Modality contributions",
-        "mean |Shapley value| of the predicted class's probability",
+        &format!("mean |Shapley value| of {of_what}"),
         &shapley.modalities,
         &shapley.mean_abs,
     )?;
@@ -767,9 +830,10 @@ pub fn robustness_on(run: &Run, data: &SplitData, split: Split, noise: bool, ui:
         ui.warn("noise curves skipped: a modality is token ids (integers)");
         Vec::new()
     };
+    let score = score_name(model.task());
     for subset in &subsets {
         ui.say(format!(
-            "with {}: accuracy {:.4}",
+            "with {}: {score} {:.4}",
             subset.modalities.join(" + "),
             subset.accuracy
         ));
@@ -778,8 +842,8 @@ pub fn robustness_on(run: &Run, data: &SplitData, split: Split, noise: bool, ui:
     let values: Vec<f64> = subsets.iter().map(|s| s.accuracy).collect();
     plots::bars(
         &plot_path(run, "missing_modalities")?,
-        "Accuracy with only these modalities",
-        "accuracy",
+        &format!("{} with only these modalities", capitalised(score)),
+        score,
         &labels,
         &values,
     )?;
@@ -790,7 +854,7 @@ pub fn robustness_on(run: &Run, data: &SplitData, split: Split, noise: bool, ui:
             .map(|(level, accuracy)| format!("{level}: {accuracy:.4}"))
             .collect();
         ui.say(format!(
-            "noise on {} (std / feature std: accuracy): {}",
+            "noise on {} (std / feature std: {score}): {}",
             curve.modality,
             points.join(", ")
         ));
@@ -800,10 +864,10 @@ pub fn robustness_on(run: &Run, data: &SplitData, split: Split, noise: bool, ui:
             noise.iter().map(|c| (c.modality.clone(), c.points.clone())).collect();
         plots::lines(
             &plot_path(run, "noise")?,
-            "Accuracy as noise grows on one modality",
+            &format!("{} as noise grows on one modality", capitalised(score)),
             "noise std / feature std",
             &[plots::Panel {
-                y_label: "accuracy".into(),
+                y_label: score.into(),
                 series,
             }],
         )?;
@@ -816,6 +880,22 @@ pub fn robustness_on(run: &Run, data: &SplitData, split: Split, noise: bool, ui:
     run.write_json("robustness.json", &record)?;
     report::write(run)?;
     ui.result(&record)
+}
+
+/// What robustness measures for a task (see [`fusion_core::SubsetAccuracy::accuracy`]).
+pub fn score_name(task: Task) -> &'static str {
+    match task {
+        Task::Classification => "accuracy",
+        Task::MultiLabel => "subset accuracy",
+        Task::Regression => "R²",
+    }
+}
+
+fn capitalised(text: &str) -> String {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map_or_else(String::new, |first| first.to_uppercase().chain(chars).collect())
 }
 
 /// `fusion export`: TorchScript with a free batch size, plus its signature.

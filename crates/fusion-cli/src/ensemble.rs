@@ -211,6 +211,15 @@ fn load_members(folders: &[PathBuf]) -> Result<(Vec<Run>, Vec<String>)> {
             bail!("{} is an ensemble; list its members instead", folder.display());
         }
         let run = Run::new(&absolute);
+        let task = run.config()?.task;
+        if task != fusion_core::Task::Classification {
+            // Greedy selection minimises the log loss of class probabilities.
+            bail!(
+                "{} is a {} run: ensembles combine classification runs",
+                folder.display(),
+                task.name()
+            );
+        }
         let own = run.classes()?;
         match &classes {
             None => classes = Some((own, absolute.clone())),
@@ -346,6 +355,7 @@ fn evaluate_ensemble(
         split: split_name(split).into(),
         loss,
         metrics,
+        task: fusion_core::TaskMetrics::Classification,
         groups,
         classes: file.classes.clone(),
         skipped,
@@ -386,7 +396,13 @@ pub fn predict(folder: &Path, manifest: Option<&Path>, out: Option<&Path>, ui: U
     for (id, label, probabilities, members) in blend.records() {
         let line = Prediction {
             members: Some(members),
-            ..Prediction::new(id, label, &file.classes, &probabilities)
+            ..Prediction::new(
+                id,
+                label,
+                fusion_core::Task::Classification,
+                &file.classes,
+                &probabilities,
+            )
         };
         lines.push(serde_json::to_string(&line)?);
     }

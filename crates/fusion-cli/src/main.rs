@@ -105,6 +105,10 @@ enum Command {
         /// categorical, ignore).
         #[arg(long, requires = "manifest", value_parser = parse_column_types)]
         column_types: Option<std::collections::BTreeMap<String, fusion_data::ColumnKind>>,
+        /// With --manifest: `classification`, `multi_label` (`;`-separated tags) or
+        /// `regression` instead of the task the label column suggests.
+        #[arg(long, requires = "manifest")]
+        task: Option<fusion_data::LabelKind>,
         /// With --manifest: read files outside the table's folder too.
         #[arg(long, requires = "manifest")]
         allow_paths_outside_manifest: bool,
@@ -399,6 +403,7 @@ fn main() -> Result<()> {
             label,
             preset,
             column_types,
+            task,
             allow_paths_outside_manifest,
             run,
             epochs,
@@ -411,6 +416,7 @@ fn main() -> Result<()> {
                         label: &label,
                         preset,
                         column_types: &column_types.unwrap_or_default(),
+                        task,
                         anywhere: allow_paths_outside_manifest,
                     };
                     commands::zero_config(&table, &run, ui)?

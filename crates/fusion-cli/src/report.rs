@@ -4,11 +4,11 @@
 use std::fmt::Write as _;
 
 use anyhow::{Context, Result};
-use fusion_core::EpochRecord;
+use fusion_core::{EpochRecord, Task, TaskMetrics};
 
 use fusion_run::{Run, RunConfig, describe};
 
-use crate::commands::{CompareRow, EvalRecord, ExplainRecord, Loaded, RobustnessRecord};
+use crate::commands::{CompareRow, EvalRecord, ExplainRecord, Loaded, RobustnessRecord, headline, score_name};
 
 fn image(out: &mut String, run: &Run, stem: &str, alt: &str) {
     if run.file(&format!("plots/{stem}.png")).exists() {
@@ -44,7 +44,8 @@ pub fn write(run: &Run) -> Result<()> {
     }
     let _ = writeln!(
         out,
-        "\nFusion: `{}`; hidden size {}, dropout {}.\n\nTraining: `{}`\n",
+        "\nTask: {}. Fusion: `{}`; hidden size {}, dropout {}.\n\nTraining: `{}`\n",
+        config.task.name(),
         serde_json::to_string(&config.fusion)?,
         config.hidden_dim,
         config.dropout,
@@ -60,7 +61,15 @@ pub fn write(run: &Run) -> Result<()> {
                 config.train.branch_loss_weight
             );
         }
-        out += "| epoch | lr | train loss | val loss | val accuracy | seconds |\n|---|---|---|---|---|---|\n";
+        let val_score = if config.task == Task::Regression {
+            "val R²"
+        } else {
+            "val accuracy"
+        };
+        let _ = writeln!(
+            out,
+            "| epoch | lr | train loss | val loss | {val_score} | seconds |\n|---|---|---|---|---|---|"
+        );
         let cell = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.4}"));
         for e in &records {
             let _ = writeln!(
@@ -70,13 +79,15 @@ pub fn write(run: &Run) -> Result<()> {
                 e.lr,
                 e.train_loss,
                 cell(e.val_loss),
-                cell(e.val_accuracy),
+                cell(e.val_accuracy.or(e.val_r2)),
                 e.seconds
             );
         }
         image(&mut out, run, "training", "training curves");
     }
-    if let Some(eval) = optional::<EvalRecord>(run, "eval.json") {
+    if let Some(eval) = optional::<EvalRecord>(run, "eval.json").filter(|e| e.task != TaskMetrics::Classification) {
+        let _ = writeln!(out, "## Evaluation on {}\n\n{}.\n", eval.split, headline(&eval));
+    } else if let Some(eval) = optional::<EvalRecord>(run, "eval.json") {
         let _ = writeln!(
             out,
             "## Evaluation on {}\n\nAccuracy **{:.4}**, macro-F1 {:.4}, ECE {:.4}, loss {:.4}, {} samples.\n",
@@ -110,8 +121,14 @@ pub fn write(run: &Run) -> Result<()> {
         let s = &explain.shapley;
         let _ = writeln!(
             out,
-            "## Modality contributions ({})\n\nExact Shapley values of the probability of the class predicted from all of a record's modalities (absent modalities as the baseline), on {} records. Each mean is over the records that have that modality, not over all of them.\n\n| modality | records with it | mean | mean abs |\n|---|---|---|---|",
+            "## Modality contributions ({})\n\nExact Shapley values of {} (absent modalities as the baseline), on {} records. Each mean is over the records that have that modality, not over all of them.\n\n| modality | records with it | mean | mean abs |\n|---|---|---|---|",
             explain.split,
+            match config.task {
+                Task::Classification => "the probability of the class predicted from all of a record's modalities",
+                Task::MultiLabel =>
+                    "the mean probability of each label's state predicted from all of a record's modalities",
+                Task::Regression => "the predicted number",
+            },
             s.values.len()
         );
         for (m, name) in s.modalities.iter().enumerate() {
@@ -123,15 +140,20 @@ pub fn write(run: &Run) -> Result<()> {
     if let Some(robust) = optional::<RobustnessRecord>(run, "robustness.json") {
         let _ = writeln!(
             out,
-            "## Robustness ({})\n\n| modalities present | accuracy |\n|---|---|",
-            robust.split
+            "## Robustness ({})\n\n| modalities present | {} |\n|---|---|",
+            robust.split,
+            score_name(config.task)
         );
         for s in &robust.subsets {
             let _ = writeln!(out, "| {} | {:.4} |", s.modalities.join(" + "), s.accuracy);
         }
         image(&mut out, run, "missing_modalities", "accuracy with missing modalities");
         if let Some(first) = robust.noise.first() {
-            out += "Accuracy as Gaussian noise (std as a fraction of the features' own) grows on one modality:\n\n| modality |";
+            let _ = write!(
+                out,
+                "{} as Gaussian noise (std as a fraction of the features' own) grows on one modality:\n\n| modality |",
+                score_name(config.task)
+            );
             for (level, _) in &first.points {
                 let _ = write!(out, " {level} |");
             }

@@ -890,6 +890,161 @@ fn a_table_trains_with_no_configuration_and_its_written_config_reruns() {
     assert_eq!(std::fs::read_to_string(&predictions).unwrap().lines().count(), 120);
 }
 
+/// A table of two numbers and a colour with a numeric label and a tag-set label.
+fn numbers_table(dir: &Path) -> PathBuf {
+    let mut state = 7u64;
+    let mut uniform = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) as f64 / (1u64 << 31) as f64 * 2.0 - 1.0
+    };
+    let mut csv = String::from("id,x1,x2,colour,price,tags\n");
+    for i in 0..240 {
+        let (x1, x2) = (uniform() * 3.0, uniform() * 3.0);
+        let colour = ["red", "blue", "green"][i % 3];
+        let red = colour == "red";
+        let price = 100.0 + 3.0 * x1 - 2.0 * x2 + if red { 10.0 } else { 0.0 } + 0.1 * uniform();
+        let tags: Vec<&str> = [(x1 > 0.0, "big"), (x2 > 0.0, "heavy"), (red, "red")]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, tag)| *tag)
+            .collect();
+        // A record with no tag is written `;`.
+        let tags = if tags.is_empty() {
+            ";".to_string()
+        } else {
+            tags.join(";")
+        };
+        csv.push_str(&format!("r{i},{x1:.3},{x2:.3},{colour},{price:.3},{tags}\n"));
+    }
+    let path = dir.join("numbers.csv");
+    std::fs::write(&path, csv).unwrap();
+    path
+}
+
+/// The label's cells choose the task: numbers with fractions train a regression, `;`-joined
+/// tags a multi-label model; eval, predict, explain and robustness speak the task's terms.
+#[test]
+fn regression_and_multi_label_tables_train_with_no_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = numbers_table(dir.path());
+    let t = csv.to_str().unwrap();
+    let train = |label: &str, run: &Path| {
+        json(&ok(&[
+            "train",
+            "--manifest",
+            t,
+            "--label",
+            label,
+            "--run",
+            run.to_str().unwrap(),
+            "--json",
+            "--device",
+            "cpu",
+        ]))
+    };
+    let read =
+        |path: PathBuf| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap() };
+
+    let run = dir.path().join("price");
+    let eval = train("price", &run)["eval"].clone();
+    assert_eq!(read(run.join("columns.json"))["label"], "numbers");
+    assert_eq!(read(run.join("run.json"))["task"], "regression");
+    assert_eq!(eval["task"]["task"], "regression", "{eval}");
+    // 15 % of 240 held out for test, not per value (each value is its own).
+    assert_eq!(eval["task"]["count"], 36, "{eval}");
+    // The price's std is about 6: R² 0.9 is an RMSE near 2.
+    assert!(eval["task"]["r2"].as_f64().unwrap() > 0.9, "{eval}");
+    let predictions = dir.path().join("price.jsonl");
+    ok(&[
+        "predict",
+        "--run",
+        run.to_str().unwrap(),
+        "--out",
+        predictions.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let text = std::fs::read_to_string(&predictions).unwrap();
+    let errors: Vec<f64> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|p| {
+            let predicted: f64 = p["prediction"].as_str().unwrap().parse().unwrap();
+            assert_eq!(
+                p["probabilities"]["value"].as_f64().unwrap() as f32,
+                predicted as f32,
+                "{p}"
+            );
+            (predicted - p["label"].as_str().unwrap().parse::<f64>().unwrap()).abs()
+        })
+        .collect();
+    assert_eq!(errors.len(), 240);
+    assert!(errors.iter().sum::<f64>() / 240.0 < 3.0, "{errors:?}");
+    let robust = json(&ok(&["robustness", "--run", run.to_str().unwrap(), "--json"]));
+    assert!(robust["subsets"][0]["accuracy"].as_f64().unwrap() > 0.9, "{robust}");
+    ok(&["explain", "--run", run.to_str().unwrap(), "--quiet"]);
+    let report = std::fs::read_to_string(run.join("report.md")).unwrap();
+    assert!(
+        report.contains("R²") && report.contains("the predicted number"),
+        "{report}"
+    );
+
+    let run = dir.path().join("tags");
+    let eval = train("tags", &run)["eval"].clone();
+    assert_eq!(read(run.join("columns.json"))["label"], "tags");
+    assert_eq!(
+        read(run.join("classes.json")),
+        serde_json::json!(["big", "heavy", "red"])
+    );
+    assert_eq!(eval["task"]["task"], "multi_label", "{eval}");
+    assert!(eval["task"]["label_accuracy"].as_f64().unwrap() > 0.85, "{eval}");
+    assert!(eval["task"]["macro_roc_auc"].as_f64().unwrap() > 0.9, "{eval}");
+    let predictions = dir.path().join("tags.jsonl");
+    ok(&[
+        "predict",
+        "--run",
+        run.to_str().unwrap(),
+        "--out",
+        predictions.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let exact = std::fs::read_to_string(&predictions)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|p| {
+            let set = |s: &str| {
+                s.split(';')
+                    .filter(|t| !t.is_empty())
+                    .map(String::from)
+                    .collect::<Vec<_>>()
+            };
+            set(p["prediction"].as_str().unwrap()) == set(p["label"].as_str().unwrap())
+        })
+        .count();
+    assert!(exact > 160, "{exact} of 240 label sets right");
+    // `--task` overrides the label's suggestion: tags are not numbers.
+    let forced = fusion(&[
+        "train",
+        "--manifest",
+        t,
+        "--label",
+        "tags",
+        "--task",
+        "regression",
+        "--run",
+        dir.path().join("forced").to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    let stderr = String::from_utf8_lossy(&forced.stderr);
+    assert!(
+        !forced.status.success() && stderr.contains("not a finite number"),
+        "{stderr}"
+    );
+}
+
 /// `extract` exists to fill the cache: a cache that cannot be written fails it (after the
 /// features are computed and reported); `eval` on a split without the run's classes fails
 /// instead of reporting an accuracy over nothing.

@@ -180,6 +180,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
                 })
                 .collect(),
             num_classes: CLASSES,
+            task: Default::default(),
             hidden_dim: 16,
             dropout: 0.0,
             fusion,

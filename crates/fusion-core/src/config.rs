@@ -249,8 +249,11 @@ fn strict_from_value<T: serde::de::DeserializeOwned + Serialize>(
 pub struct ModelConfig {
     /// Modalities in input order.
     pub modalities: Vec<ModalityConfig>,
-    /// Number of classes.
+    /// Number of classes (of labels, for a multi-label task; 1 for regression).
     pub num_classes: i64,
+    /// What is predicted: one class, a set of labels, or a number.
+    #[serde(default)]
+    pub task: Task,
     /// Common size for projections, fusion outputs and classifier hidden layers.
     #[serde(default = "default_hidden_dim")]
     pub hidden_dim: i64,
@@ -259,6 +262,31 @@ pub struct ModelConfig {
     pub dropout: f64,
     /// Fusion family and method.
     pub fusion: FusionConfig,
+}
+
+/// What a model predicts, which decides its outputs, loss and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    /// One of `num_classes` classes (binary when there are two): softmax, cross-entropy.
+    #[default]
+    Classification,
+    /// Any subset of `num_classes` labels: one sigmoid per label, binary cross-entropy.
+    MultiLabel,
+    /// One number: mean squared error on the target standardised by the training set's
+    /// mean and deviation (kept with the weights), predictions in the target's units.
+    Regression,
+}
+
+impl Task {
+    /// The task's name in configs and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Classification => "classification",
+            Self::MultiLabel => "multi_label",
+            Self::Regression => "regression",
+        }
+    }
 }
 
 fn default_hidden_dim() -> i64 {
@@ -302,8 +330,20 @@ impl ModelConfig {
                 return bad(&format!("modalities[{i}].name"), format!("`{}` appears twice", m.name));
             }
         }
-        if self.num_classes < 2 {
-            return bad("num_classes", format!("{} (need at least 2)", self.num_classes));
+        match self.task {
+            Task::Classification if self.num_classes < 2 => {
+                return bad("num_classes", format!("{} (need at least 2)", self.num_classes));
+            }
+            Task::MultiLabel if self.num_classes < 1 => {
+                return bad("num_classes", format!("{} (need at least 1 label)", self.num_classes));
+            }
+            Task::Regression if self.num_classes != 1 => {
+                return bad(
+                    "num_classes",
+                    format!("{} (a regression predicts one number: 1)", self.num_classes),
+                );
+            }
+            _ => {}
         }
         if self.hidden_dim < 1 {
             return bad("hidden_dim", format!("{} is not positive", self.hidden_dim));
@@ -314,10 +354,10 @@ impl ModelConfig {
         let branches = self.modalities.len() + usize::from(matches!(self.fusion, FusionConfig::Hybrid { .. }));
         match &self.fusion {
             FusionConfig::Early { method } => self.validate_early(method, "fusion"),
-            FusionConfig::Late { combiner } => validate_combiner(combiner, branches, "fusion"),
+            FusionConfig::Late { combiner } => validate_combiner(combiner, branches, self.task, "fusion"),
             FusionConfig::Hybrid { early, combiner } => {
                 self.validate_early(early, "fusion.early")?;
-                validate_combiner(combiner, branches, "fusion.combiner")
+                validate_combiner(combiner, branches, self.task, "fusion.combiner")
             }
             FusionConfig::CentralNet { depth } if *depth < 1 => bad("fusion.depth", "must be at least 1".into()),
             FusionConfig::CentralNet { .. } => Ok(()),
@@ -382,7 +422,17 @@ impl ModelConfig {
     }
 }
 
-fn validate_combiner(combiner: &LateCombiner, branches: usize, field: &str) -> Result<()> {
+fn validate_combiner(combiner: &LateCombiner, branches: usize, task: Task, field: &str) -> Result<()> {
+    // Votes, maxima, confidences and products are of probabilities; numbers only average.
+    let averages = matches!(
+        combiner,
+        LateCombiner::Mean | LateCombiner::Fixed { .. } | LateCombiner::Learned | LateCombiner::Stacking
+    );
+    if task == Task::Regression && !averages {
+        return Err(Error::Config(format!(
+            "{field}: a regression combines numbers: mean, fixed, learned or stacking, not {combiner:?}"
+        )));
+    }
     if let LateCombiner::Fixed { weights } = combiner {
         if weights.len() != branches {
             return Err(Error::Config(format!(

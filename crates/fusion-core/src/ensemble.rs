@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, GroupMetrics, Metrics, Result, train::argmax};
+use crate::{BinaryMetrics, Error, GroupMetrics, Metrics, Result, THRESHOLD, train::argmax};
 
 /// Outcome of [`select_ensemble`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -135,7 +135,12 @@ pub fn probability_metrics(
         .zip(&predicted)
         .map(|(p, &c)| f64::from(p[c]))
         .collect();
-    let metrics = Metrics::compute(&predicted, labels, &confidence, classes);
+    let mut metrics = Metrics::compute(&predicted, labels, &confidence, classes);
+    if classes == 2 {
+        let scores: Vec<f64> = probabilities.iter().map(|p| f64::from(p[1])).collect();
+        let truths: Vec<bool> = labels.iter().map(|&l| l == 1).collect();
+        metrics.binary = Some(BinaryMetrics::compute(&scores, &truths, THRESHOLD));
+    }
     let groups = groups.map(|g| GroupMetrics::compute(&predicted, labels, &confidence, g, classes));
     (log_loss(probabilities, labels), metrics, groups, predicted)
 }
@@ -192,6 +197,7 @@ mod tests {
             2,
         );
         assert_eq!(predicted, LABELS);
+        assert_eq!(metrics.binary.as_ref().and_then(|b| b.roc_auc), Some(1.0));
         assert!((loss - selection.losses[9]).abs() < 1e-5);
         assert_eq!(metrics.accuracy, 1.0);
         assert_eq!(groups.map(|g| g.groups.len()), Some(2));

@@ -6,9 +6,11 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::{FusionModel, ModalityInput, Result, TensorDataset, train::argmax};
+use crate::{FusionModel, ModalityInput, Result, Task, TensorDataset, train::argmax};
 
-/// Per-modality Shapley values of the probability of the predicted class.
+/// Per-modality Shapley values of the prediction: the probability of the predicted class,
+/// the mean probability of each label's predicted state (multi-label), or the predicted
+/// number (regression).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ShapleyReport {
     /// Modality names.
@@ -56,8 +58,19 @@ pub fn shapley_values(model: &FusionModel, data: &TensorDataset, batch_size: usi
             }
             for i in 0..present.first().map_or(0, Vec::len) {
                 let have: usize = (0..count).filter(|&m| present[m][i]).map(|m| 1 << m).sum();
-                let target = argmax(&probs[have][i]);
-                let value = |s: usize| f64::from(probs[s & have][i][target]);
+                let full = &probs[have][i];
+                let target = argmax(full);
+                let value = |s: usize| -> f64 {
+                    let row = &probs[s & have][i];
+                    match model.task() {
+                        Task::Classification => f64::from(row[target]),
+                        Task::MultiLabel => {
+                            let agree = |(p, q): (&f32, &f32)| f64::from(if *q >= 0.5 { *p } else { 1.0 - *p });
+                            row.iter().zip(full).map(agree).sum::<f64>() / row.len().max(1) as f64
+                        }
+                        Task::Regression => f64::from(row[0]),
+                    }
+                };
                 let players = have.count_ones() as usize;
                 let mut phi = vec![0.0; count];
                 for (m, slot) in phi.iter_mut().enumerate().filter(|(m, _)| have & (1 << m) != 0) {
@@ -102,19 +115,18 @@ fn factorial(n: usize) -> f64 {
     (1..=n).map(|k| k as f64).product()
 }
 
+/// Each sample's class probabilities, label probabilities, or predicted number.
 fn class_probabilities(model: &FusionModel, inputs: &[ModalityInput]) -> Result<Vec<Vec<f32>>> {
-    let classes = model.config().num_classes as usize;
-    let probs = model
-        .forward_t(inputs, false)?
-        .log_probs
-        .exp()
-        .to_device(tch::Device::Cpu);
-    Ok(Vec::<f32>::try_from(probs.flatten(0, -1))?
-        .chunks(classes)
+    let outputs = model.config().num_classes as usize;
+    let scores = model.forward_t(inputs, false)?.scores();
+    Ok(Vec::<f32>::try_from(scores.to_device(tch::Device::Cpu).flatten(0, -1))?
+        .chunks(outputs)
         .map(<[f32]>::to_vec)
         .collect())
 }
 
+/// The task's accuracy with `edit` applied to the inputs: of the class, of the whole label
+/// set (multi-label), or a regression's R² (0 for a constant target).
 fn accuracy(
     model: &FusionModel,
     data: &TensorDataset,
@@ -122,15 +134,38 @@ fn accuracy(
     edit: &dyn Fn(usize, &ModalityInput) -> ModalityInput,
 ) -> Result<f64> {
     let mut correct = 0i64;
+    let (mut predicted_values, mut targets) = (Vec::new(), Vec::new());
     tch::no_grad(|| -> Result<()> {
         for indices in data.batches(batch_size, None) {
             let (inputs, labels) = data.batch(&indices, model.device());
             let edited: Vec<ModalityInput> = inputs.iter().enumerate().map(|(m, i)| edit(m, i)).collect();
-            let predicted = model.forward_t(&edited, false)?.log_probs.argmax(-1, false);
-            correct += i64::try_from(predicted.eq_tensor(&labels).sum(Kind::Int64))?;
+            let prediction = model.forward_t(&edited, false)?.prediction;
+            match model.task() {
+                Task::Classification => {
+                    correct += i64::try_from(prediction.argmax(-1, false).eq_tensor(&labels).sum(Kind::Int64))?;
+                }
+                Task::MultiLabel => {
+                    let decided = prediction.argmax(-1, false);
+                    let exact = decided.eq_tensor(&labels.to_kind(Kind::Int64)).all_dim(1, false);
+                    correct += i64::try_from(exact.sum(Kind::Int64))?;
+                }
+                Task::Regression => {
+                    predicted_values.extend(Vec::<f64>::try_from(
+                        prediction.to_kind(Kind::Double).to_device(tch::Device::Cpu),
+                    )?);
+                    targets.extend(Vec::<f64>::try_from(
+                        labels.to_kind(Kind::Double).to_device(tch::Device::Cpu),
+                    )?);
+                }
+            }
         }
         Ok(())
     })?;
+    if model.task() == Task::Regression {
+        return Ok(crate::RegressionMetrics::compute(&predicted_values, &targets)
+            .r2
+            .unwrap_or(0.0));
+    }
     Ok(correct as f64 / data.len().max(1) as f64)
 }
 
@@ -139,7 +174,7 @@ fn accuracy(
 pub struct SubsetAccuracy {
     /// Modalities kept (the others are marked missing for every sample).
     pub modalities: Vec<String>,
-    /// Accuracy on the dataset.
+    /// The task's accuracy on the dataset (subset accuracy for multi-label, R² for regression).
     pub accuracy: f64,
 }
 

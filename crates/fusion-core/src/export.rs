@@ -6,7 +6,7 @@ use std::{cell::RefCell, path::Path};
 use serde::{Deserialize, Serialize};
 use tch::{CModule, Tensor, nn::VarStore};
 
-use crate::{Error, FusionModel, ModalityInput, Result, write_atomic, write_file_atomic};
+use crate::{Error, FusionModel, ModalityInput, Result, Task, write_atomic, write_file_atomic};
 
 /// One dimension of an exported input: a size the module needs, or a named one the caller
 /// chooses (`"batch"`, and `"length"` for sequences).
@@ -30,17 +30,23 @@ pub struct ExportedInput {
     pub dtype: String,
 }
 
-/// How to call an exported module: positional inputs in this order, one output,
-/// the log-probabilities `[B, C]`. Saved beside the module as `<file>.json`.
+/// How to call an exported module: positional inputs in this order, one output: the
+/// class log-probabilities `[B, C]`, each label's log-probabilities of off and on
+/// `[B, L, 2]` (multi-label), or the number `[B]` (regression). Saved beside the module as
+/// `<file>.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExportSignature {
     /// Inputs in call order.
     pub inputs: Vec<ExportedInput>,
-    /// Output names (`log_probs`).
+    /// Output names (`log_probs`, `label_log_probs` or `value`).
     pub outputs: Vec<String>,
-    /// Class count.
+    /// What the model predicts.
+    #[serde(default)]
+    pub task: Task,
+    /// Class (or label) count; 1 for a regression.
     pub num_classes: i64,
-    /// Class names, in the order of the output's columns.
+    /// Class (or label) names, in the order of the output's columns; a regression's one
+    /// name is its target's.
     pub classes: Vec<String>,
 }
 
@@ -129,7 +135,7 @@ pub fn export_torchscript(
                 })
                 .collect();
             match model.forward_t(&rebuilt, false) {
-                Ok(output) => vec![output.log_probs],
+                Ok(output) => vec![output.prediction],
                 Err(e) => {
                     *failure.borrow_mut() = Some(e);
                     Vec::new()
@@ -150,7 +156,15 @@ pub fn export_torchscript(
     saved?;
     let signature = ExportSignature {
         inputs,
-        outputs: vec!["log_probs".into()],
+        outputs: vec![
+            match model.task() {
+                Task::Classification => "log_probs",
+                Task::MultiLabel => "label_log_probs",
+                Task::Regression => "value",
+            }
+            .into(),
+        ],
+        task: model.task(),
         num_classes,
         classes: classes.to_vec(),
     };

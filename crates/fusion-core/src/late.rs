@@ -68,20 +68,8 @@ impl LateFusion {
                 let (out, w) = weighted(presence.ones_like());
                 (out, Some(w))
             }
-            LateCombiner::Fixed { .. } => {
-                let fixed = self
-                    .fixed
-                    .as_ref()
-                    .map_or_else(|| presence.ones_like(), |w| w.unsqueeze(0));
-                let (out, w) = weighted(fixed.expand_as(presence));
-                (out, Some(w))
-            }
-            LateCombiner::Learned => {
-                let raw = self
-                    .learned
-                    .as_ref()
-                    .map_or_else(|| presence.ones_like(), |a| a.exp().unsqueeze(0));
-                let (out, w) = weighted(raw.expand_as(presence));
+            LateCombiner::Fixed { .. } | LateCombiner::Learned => {
+                let (out, w) = weighted(self.raw_weights(presence));
                 (out, Some(w))
             }
             LateCombiner::Confidence { measure } => {
@@ -125,6 +113,42 @@ impl LateFusion {
     }
 }
 
+impl LateFusion {
+    /// Unnormalised branch weights `[B, K]` of the mean, fixed and learned combiners.
+    fn raw_weights(&self, presence: &Tensor) -> Tensor {
+        let weights = match (&self.combiner, &self.fixed, &self.learned) {
+            (LateCombiner::Fixed { .. }, Some(fixed), _) => fixed.unsqueeze(0),
+            (LateCombiner::Learned, _, Some(learned)) => learned.exp().unsqueeze(0),
+            _ => presence.ones_like(),
+        };
+        weights.expand_as(presence)
+    }
+
+    /// Combines per-branch numbers (`[B, 1]` each) into `[B]`: the weighted mean over the
+    /// branches a sample has (mean, fixed, learned; other combiners average too), or the
+    /// stacking network's output; 0 where a sample has no branch. Also returns the
+    /// branches' normalised weights for the weighted combiners.
+    pub fn combine_values(&self, values: &[Tensor], presence: &Tensor) -> (Tensor, Option<Tensor>) {
+        let values = Tensor::cat(values, 1); // [B, K]
+        let any = presence.sum_dim_intlist(1, false, Kind::Float).gt(0.0);
+        let (out, weights) = match &self.stacking {
+            Some((hidden, output)) => {
+                let features = Tensor::cat(&[&values * presence, presence.shallow_clone()], 1);
+                (output.forward(&hidden.forward(&features).relu()).squeeze_dim(-1), None)
+            }
+            None => {
+                let weights = self.raw_weights(presence) * presence;
+                let weights = &weights / weights.sum_dim_intlist(1, true, Kind::Float).clamp_min(FLOOR);
+                (
+                    (&weights * &values).sum_dim_intlist(1, false, Kind::Float),
+                    Some(weights),
+                )
+            }
+        };
+        (out.where_self(&any, &out.zeros_like()), weights)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use tch::{Device, nn::VarStore};
@@ -158,6 +182,44 @@ mod tests {
 
     fn close(a: &Tensor, b: &Tensor) -> bool {
         values(a).iter().zip(values(b)).all(|(x, y)| (x - y).abs() < 1e-5)
+    }
+
+    #[test]
+    fn numbers_are_weighted_means_over_present_branches() {
+        let vs = VarStore::new(Device::Cpu);
+        let fixed = C::Fixed {
+            weights: vec![1.0, 3.0, 2.0],
+        };
+        let late = LateFusion::new(&vs.root(), &fixed, 3, 1, 4);
+        let column = |v: [f32; 3]| Tensor::from_slice(&v).view([3, 1]);
+        let inputs = [
+            column([1.0, 2.0, 5.0]),
+            column([3.0, -1.0, 5.0]),
+            column([2.0, 4.0, 5.0]),
+        ];
+        // Sample 1 lacks branch 1, sample 2 has none.
+        let presence = Tensor::from_slice(&[1.0f32, 1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0]).view([3, 3]);
+        let (out, weights) = late.combine_values(&inputs, &presence);
+        // (1·1 + 3·3 + 2·2)/6 = 14/6; (1·2 + 2·4)/3 = 10/3; nothing present → 0.
+        let out = values(&out);
+        for (got, want) in out.iter().zip([14.0 / 6.0, 10.0 / 3.0, 0.0]) {
+            assert!((got - want).abs() < 1e-5, "{out:?}");
+        }
+        assert_eq!(
+            weights.map(|w| values(&w)[3..6].to_vec()),
+            Some(vec![1.0 / 3.0, 0.0, 2.0 / 3.0])
+        );
+        // Stacking reads the present values only: a missing branch's value changes nothing.
+        let stacking = LateFusion::new(&vs.root(), &C::Stacking, 3, 1, 4);
+        let (a, _) = stacking.combine_values(&inputs, &presence);
+        let edited = [
+            inputs[0].shallow_clone(),
+            column([3.0, 99.0, 5.0]),
+            inputs[2].shallow_clone(),
+        ];
+        let (b, _) = stacking.combine_values(&edited, &presence);
+        assert_eq!(a.size(), [3]);
+        assert!(close(&a, &b));
     }
 
     #[test]

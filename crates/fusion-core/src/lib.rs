@@ -23,6 +23,7 @@
 //!         ModalityConfig { name: "audio".into(), input_dim: 4, encoder: Default::default() },
 //!     ],
 //!     num_classes: 3,
+//!     task: Default::default(),
 //!     hidden_dim: 16,
 //!     dropout: 0.0,
 //!     fusion: FusionConfig::Late { combiner: LateCombiner::Mean },
@@ -48,7 +49,7 @@
 //! let present = Tensor::from_slice(&[true, false, true, true, false]);
 //! let audio = ModalityInput::with_presence(Tensor::randn([5, 4], (Kind::Float, Device::Cpu)), present);
 //! let output = model.forward_t(&[image, audio], false)?;
-//! assert_eq!(output.log_probs.size(), [5, 3]);
+//! assert_eq!(output.prediction.size(), [5, 3]);
 //! # Ok::<(), fusion_core::Error>(())
 //! ```
 
@@ -74,7 +75,7 @@ mod train;
 
 pub use config::{
     ConfidenceMeasure, EarlyMethod, EncoderConfig, FusionConfig, GatingForm, LateCombiner, ModalityConfig, ModelConfig,
-    deserialize_strict, with_suggestion,
+    Task, deserialize_strict, with_suggestion,
 };
 pub use dataset::TensorDataset;
 pub use device::{DeviceChoice, cuda_available, cuda_device_count};
@@ -92,11 +93,14 @@ pub use files::{
 pub use fusion::tensor_fusion;
 pub use input::{ModalityInput, modality_dropout};
 pub use late::LateFusion;
-pub use metrics::{ECE_BINS, GroupMetrics, Metrics, expected_calibration_error};
+pub use metrics::{
+    BinaryMetrics, ECE_BINS, GroupMetrics, Metrics, MultiLabelMetrics, RegressionMetrics, THRESHOLD,
+    expected_calibration_error,
+};
 pub use model::{BranchOutput, Encoder, FusionModel, FusionOutput, IdentityEncoder, MlpEncoder, linear};
 pub use params::ParameterSet;
 pub use train::{
     EarlyStopping, EpochRecord, Evaluation, Optimizer, OptimizerConfig, ParamGroup, Progress, RunFolder, Schedule,
-    StopMetric, TrainConfig, TrainSummary, argmax, evaluate, has_gradient, load_weights, parameters_without_gradient,
-    save_weights, train,
+    StopMetric, TaskMetrics, TrainConfig, TrainSummary, argmax, evaluate, has_gradient, load_weights,
+    parameters_without_gradient, save_weights, train,
 };

@@ -1,4 +1,5 @@
-//! Classification metrics: accuracy, macro-F1, confusion matrix, calibration, per group.
+//! Metrics: classification (accuracy, macro-F1, confusion matrix, calibration, per group;
+//! ROC-AUC and average precision for two classes), multi-label and regression.
 
 use std::collections::BTreeMap;
 
@@ -17,12 +18,27 @@ pub struct Metrics {
     pub ece: f64,
     /// `confusion[true][predicted]` counts.
     pub confusion: Vec<Vec<usize>>,
+    /// Ranking and threshold metrics of the second class, for a binary task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binary: Option<BinaryMetrics>,
 }
 
 /// Number of confidence bins for the expected calibration error.
 pub const ECE_BINS: usize = 15;
 
 impl Metrics {
+    /// `count` samples and no classification metrics (a regression's).
+    pub fn empty(count: usize) -> Self {
+        Self {
+            count,
+            accuracy: 0.0,
+            macro_f1: 0.0,
+            ece: 0.0,
+            confusion: Vec::new(),
+            binary: None,
+        }
+    }
+
     /// `confidence[i]` is the probability the model gave its prediction `predicted[i]`.
     pub fn compute(predicted: &[usize], labels: &[usize], confidence: &[f64], num_classes: usize) -> Self {
         let count = labels.len();
@@ -57,6 +73,172 @@ impl Metrics {
             macro_f1,
             ece: expected_calibration_error(predicted, labels, confidence),
             confusion,
+            binary: None,
+        }
+    }
+}
+
+/// Decision threshold of binary and multi-label predictions.
+pub const THRESHOLD: f64 = 0.5;
+
+/// Metrics of scores for one positive class against 0/1 truths.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BinaryMetrics {
+    /// Area under the ROC curve (ties count half); `None` without both outcomes.
+    pub roc_auc: Option<f64>,
+    /// Average precision, `Σ (Rₙ − Rₙ₋₁) Pₙ` over the distinct scores from the highest;
+    /// `None` without a positive.
+    pub average_precision: Option<f64>,
+    /// Score at or above which the prediction is positive.
+    pub threshold: f64,
+    /// Precision at the threshold (0 when nothing is predicted positive).
+    pub precision: f64,
+    /// Recall at the threshold (0 without positives).
+    pub recall: f64,
+    /// F1 at the threshold.
+    pub f1: f64,
+}
+
+impl BinaryMetrics {
+    /// `scores[i]`: the model's probability that sample `i` is positive.
+    pub fn compute(scores: &[f64], truths: &[bool], threshold: f64) -> Self {
+        let positives = truths.iter().filter(|t| **t).count();
+        let negatives = truths.len() - positives;
+        let mut order: Vec<usize> = (0..scores.len()).collect();
+        order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+        // Walk the distinct scores from the highest: a tie moves together.
+        let (mut true_pos, mut false_pos, mut area, mut precision_sum) = (0usize, 0usize, 0.0, 0.0);
+        let mut start = 0;
+        while start < order.len() {
+            let mut end = start;
+            let (mut tp, mut fp) = (0, 0);
+            while end < order.len() && scores[order[end]] == scores[order[start]] {
+                if truths[order[end]] {
+                    tp += 1
+                } else {
+                    fp += 1
+                }
+                end += 1;
+            }
+            // Trapezoid of the ROC step (a tie is a diagonal: half credit).
+            area += fp as f64 * (true_pos as f64 + tp as f64 / 2.0);
+            true_pos += tp;
+            false_pos += fp;
+            precision_sum += tp as f64 * true_pos as f64 / (true_pos + false_pos) as f64;
+            start = end;
+        }
+        let roc_auc = (positives > 0 && negatives > 0).then(|| area / (positives * negatives) as f64);
+        let average_precision = (positives > 0).then(|| precision_sum / positives as f64);
+        let predicted_pos = scores.iter().filter(|s| **s >= threshold).count();
+        let hits = scores
+            .iter()
+            .zip(truths)
+            .filter(|(s, t)| **s >= threshold && **t)
+            .count();
+        let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        Self {
+            roc_auc,
+            average_precision,
+            threshold,
+            precision: ratio(hits, predicted_pos),
+            recall: ratio(hits, positives),
+            f1: ratio(2 * hits, predicted_pos + positives),
+        }
+    }
+}
+
+/// Metrics of a multi-label task: every label is a decision at [`THRESHOLD`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MultiLabelMetrics {
+    /// Number of samples.
+    pub count: usize,
+    /// Fraction of samples whose whole label set is right.
+    pub subset_accuracy: f64,
+    /// Fraction of (sample, label) decisions that are right.
+    pub label_accuracy: f64,
+    /// F1 of all (sample, label) decisions pooled.
+    pub micro_f1: f64,
+    /// Mean F1 over labels.
+    pub macro_f1: f64,
+    /// Mean ROC-AUC over the labels that have both outcomes.
+    pub macro_roc_auc: Option<f64>,
+    /// Mean average precision over the labels that occur.
+    pub macro_average_precision: Option<f64>,
+    /// Each label's own metrics, in label order.
+    pub labels: Vec<BinaryMetrics>,
+}
+
+impl MultiLabelMetrics {
+    /// `scores[i][l]`: probability that sample `i` has label `l`; `truths[i][l]` whether it does.
+    pub fn compute(scores: &[Vec<f64>], truths: &[Vec<bool>]) -> Self {
+        let count = scores.len();
+        let labels = scores.first().map_or(0, Vec::len);
+        let column = |l: usize| -> (Vec<f64>, Vec<bool>) {
+            (
+                scores.iter().map(|s| s[l]).collect(),
+                truths.iter().map(|t| t[l]).collect(),
+            )
+        };
+        let per_label: Vec<BinaryMetrics> = (0..labels)
+            .map(|l| {
+                let (s, t) = column(l);
+                BinaryMetrics::compute(&s, &t, THRESHOLD)
+            })
+            .collect();
+        let decided = |s: f64| s >= THRESHOLD;
+        let exact = scores
+            .iter()
+            .zip(truths)
+            .filter(|(s, t)| s.iter().zip(t.iter()).all(|(s, t)| decided(*s) == *t))
+            .count();
+        let (mut right, mut hits, mut predicted, mut actual) = (0usize, 0usize, 0usize, 0usize);
+        for (s, t) in scores.iter().flatten().zip(truths.iter().flatten()) {
+            right += usize::from(decided(*s) == *t);
+            hits += usize::from(decided(*s) && *t);
+            predicted += usize::from(decided(*s));
+            actual += usize::from(*t);
+        }
+        let mean = |values: Vec<f64>| (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64);
+        let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        Self {
+            count,
+            subset_accuracy: ratio(exact, count),
+            label_accuracy: ratio(right, count * labels),
+            micro_f1: ratio(2 * hits, predicted + actual),
+            macro_f1: mean(per_label.iter().map(|m| m.f1).collect()).unwrap_or(0.0),
+            macro_roc_auc: mean(per_label.iter().filter_map(|m| m.roc_auc).collect()),
+            macro_average_precision: mean(per_label.iter().filter_map(|m| m.average_precision).collect()),
+            labels: per_label,
+        }
+    }
+}
+
+/// Metrics of a regression.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegressionMetrics {
+    /// Number of samples.
+    pub count: usize,
+    /// Root mean squared error.
+    pub rmse: f64,
+    /// Mean absolute error.
+    pub mae: f64,
+    /// Coefficient of determination `1 − SS_res / SS_tot`; `None` for a constant target.
+    pub r2: Option<f64>,
+}
+
+impl RegressionMetrics {
+    /// Metrics of `predicted` against `targets`.
+    pub fn compute(predicted: &[f64], targets: &[f64]) -> Self {
+        let count = targets.len();
+        let n = count.max(1) as f64;
+        let residual: f64 = predicted.iter().zip(targets).map(|(p, t)| (p - t).powi(2)).sum();
+        let mean = targets.iter().sum::<f64>() / n;
+        let total: f64 = targets.iter().map(|t| (t - mean).powi(2)).sum();
+        Self {
+            count,
+            rmse: (residual / n).sqrt(),
+            mae: predicted.iter().zip(targets).map(|(p, t)| (p - t).abs()).sum::<f64>() / n,
+            r2: (total > 0.0).then(|| 1.0 - residual / total),
         }
     }
 }
@@ -146,6 +328,56 @@ mod tests {
         // Bins: 0.5 → bin 7 (wrong), 0.6 → 8 (wrong), 0.7 → 10 (right), 0.8 → 11 (right), 0.9 → 13 (right).
         let ece = (0.5 + 0.6 + 0.3 + 0.2 + 0.1) / 5.0;
         assert!((m.ece - ece).abs() < 1e-12, "{}", m.ece);
+    }
+
+    #[test]
+    fn binary_ranking_metrics_by_hand() {
+        // Scores high to low: 0.9 +, 0.8 −, 0.7 +, 0.7 −, 0.4 +, 0.1 −.
+        let scores = [0.9, 0.8, 0.7, 0.7, 0.4, 0.1];
+        let truths = [true, false, true, false, true, false];
+        let m = BinaryMetrics::compute(&scores, &truths, 0.5);
+        // Positive–negative pairs ranked right: 0.9 beats 3; 0.7 beats 0.1, ties 0.7 (½);
+        // 0.4 beats 0.1: (3 + 1.5 + 1)/9.
+        assert!((m.roc_auc.unwrap_or(0.0) - 5.5 / 9.0).abs() < 1e-12, "{m:?}");
+        // Distinct thresholds: 0.9 (R ⅓, P 1), 0.8 (no recall step), 0.7 (R ⅔, P 2/4),
+        // 0.4 (R 1, P 3/5): (1 + 0.5 + 0.6)/3.
+        assert!((m.average_precision.unwrap_or(0.0) - 2.1 / 3.0).abs() < 1e-12, "{m:?}");
+        // At 0.5: predicted 4 positives, 2 right; 3 positives in all.
+        assert!((m.precision - 0.5).abs() < 1e-12 && (m.recall - 2.0 / 3.0).abs() < 1e-12);
+        assert!((m.f1 - 4.0 / 7.0).abs() < 1e-12);
+        let one_sided = BinaryMetrics::compute(&[0.2, 0.3], &[false, false], 0.5);
+        assert_eq!((one_sided.roc_auc, one_sided.average_precision), (None, None));
+    }
+
+    #[test]
+    fn multi_label_metrics_by_hand() {
+        let scores = vec![vec![0.9, 0.2, 0.6], vec![0.4, 0.7, 0.1], vec![0.8, 0.3, 0.2]];
+        let truths = vec![
+            vec![true, false, true],
+            vec![false, true, true],
+            vec![false, false, false],
+        ];
+        let m = MultiLabelMetrics::compute(&scores, &truths);
+        // Decisions: [1 0 1] right; [0 1 0] misses label 2; [1 0 0] has a false label 0.
+        assert!((m.subset_accuracy - 1.0 / 3.0).abs() < 1e-12);
+        assert!((m.label_accuracy - 7.0 / 9.0).abs() < 1e-12);
+        // Pooled: 4 predicted, 4 true, 3 hits → F1 6/8.
+        assert!((m.micro_f1 - 0.75).abs() < 1e-12);
+        // Per label F1: label 0 2/3, label 1 1, label 2 2/3.
+        assert!((m.macro_f1 - (2.0 / 3.0 + 1.0 + 2.0 / 3.0) / 3.0).abs() < 1e-12);
+        // Label 0 AUC: the positive 0.9 beats 0.4 and 0.8: 1; label 1: 1; label 2: the
+        // positives 0.6 and 0.1 against 0.2: (1 + 0)/2.
+        assert!((m.macro_roc_auc.unwrap_or(0.0) - 2.5 / 3.0).abs() < 1e-12, "{m:?}");
+    }
+
+    #[test]
+    fn regression_metrics_by_hand() {
+        let m = RegressionMetrics::compute(&[2.0, 4.0, 5.0, 9.0], &[1.0, 4.0, 7.0, 8.0]);
+        // Residuals 1, 0, −2, 1: squares 6/4, absolutes 4/4; targets' mean 5, SS_tot 16+1+4+9.
+        assert!((m.rmse - 1.5f64.sqrt()).abs() < 1e-12);
+        assert!((m.mae - 1.0).abs() < 1e-12);
+        assert!((m.r2.unwrap_or(0.0) - (1.0 - 6.0 / 30.0)).abs() < 1e-12, "{m:?}");
+        assert_eq!(RegressionMetrics::compute(&[1.0, 2.0], &[3.0, 3.0]).r2, None);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use tch::{Kind, Tensor, nn, nn::Module};
 
 use crate::{
     Error, Result,
-    config::{EarlyMethod, EncoderConfig, FusionConfig, ModelConfig},
+    config::{EarlyMethod, EncoderConfig, FusionConfig, ModelConfig, Task},
     early::EarlyFusion,
     input::{ModalityInput, common_batch_size, pool, presence_matrix},
     late::LateFusion,
@@ -144,20 +144,28 @@ pub struct BranchOutput {
 /// What a forward pass produces.
 #[derive(Debug)]
 pub struct FusionOutput {
-    /// Log-probabilities of the fused prediction `[B, C]`.
-    pub log_probs: Tensor,
+    /// The fused prediction: class log-probabilities `[B, C]` (classification), each
+    /// label's log-probabilities of off and on `[B, L, 2]` (multi-label), or the predicted
+    /// number `[B]` in the target's units (regression).
+    pub prediction: Tensor,
     /// Per-branch predictions that carry their own loss (late, hybrid, CentralNet).
     pub branches: Vec<BranchOutput>,
     /// How much each modality (or branch) counted `[B, K]`: late-fusion weights or
     /// cross-modal attention, where the method has them.
     pub modality_weights: Option<Tensor>,
+    objective: Objective,
 }
 
 impl FusionOutput {
-    /// Negative log-likelihood of the fused prediction plus `branch_weight` times the mean
-    /// cross-entropy of each branch over the samples where it had input.
+    /// The task's loss of the fused prediction (cross-entropy, binary cross-entropy per
+    /// label, or squared error of the standardised target) plus `branch_weight` times the
+    /// mean loss of each branch over the samples where it had input. `labels`: class
+    /// indices `[B]`, 0/1 per label `[B, L]`, or numbers `[B]`.
     pub fn loss(&self, labels: &Tensor, branch_weight: f64) -> Tensor {
-        let fused = self.log_probs.nll_loss(labels);
+        let fused = self
+            .objective
+            .per_sample_loss(&self.prediction, labels)
+            .mean(Kind::Float);
         if self.branches.is_empty() || branch_weight == 0.0 {
             return fused;
         }
@@ -165,17 +173,88 @@ impl FusionOutput {
             .branches
             .iter()
             .map(|b| {
-                let per_sample = b.logits.log_softmax(-1, Kind::Float).nll_loss_nd::<Tensor>(
-                    labels,
-                    None,
-                    tch::Reduction::None,
-                    -100,
-                );
+                let per_sample = self
+                    .objective
+                    .per_sample_loss(&self.objective.prediction(&b.logits), labels);
                 (per_sample * &b.present).sum(Kind::Float) / b.present.sum(Kind::Float).clamp_min(1.0)
             })
             .collect();
         fused + Tensor::stack(&branch_losses, 0).mean(Kind::Float) * branch_weight
     }
+
+    /// The prediction as a person reads it, `[B, outputs]`: class probabilities, each
+    /// label's probability, or the number (one column).
+    pub fn scores(&self) -> Tensor {
+        match self.objective {
+            Objective::Classification => self.prediction.exp(),
+            Objective::MultiLabel => self.prediction.select(-1, 1).exp(),
+            Objective::Regression { .. } => self.prediction.unsqueeze(-1),
+        }
+    }
+
+    /// Per-sample loss `[B]` of the fused prediction (what `loss` averages).
+    pub fn per_sample_loss(&self, labels: &Tensor) -> Tensor {
+        self.objective.per_sample_loss(&self.prediction, labels)
+    }
+}
+
+/// How a task turns logits into predictions and predictions into a loss.
+#[derive(Debug)]
+enum Objective {
+    Classification,
+    MultiLabel,
+    /// The training target's mean and standard deviation (`[1]` each).
+    Regression {
+        mean: Tensor,
+        std: Tensor,
+    },
+}
+
+impl Objective {
+    fn prediction(&self, logits: &Tensor) -> Tensor {
+        match self {
+            Self::Classification => logits.log_softmax(-1, Kind::Float),
+            Self::MultiLabel => label_log_probs(logits),
+            Self::Regression { mean, std } => logits.squeeze_dim(-1) * std + mean,
+        }
+    }
+
+    fn per_sample_loss(&self, prediction: &Tensor, labels: &Tensor) -> Tensor {
+        match self {
+            Self::Classification => prediction.nll_loss_nd::<Tensor>(labels, None, tch::Reduction::None, -100),
+            Self::MultiLabel => {
+                let size = prediction.size();
+                prediction
+                    .reshape([-1, 2])
+                    .nll_loss_nd::<Tensor>(
+                        &labels.to_kind(Kind::Int64).reshape([-1]),
+                        None,
+                        tch::Reduction::None,
+                        -100,
+                    )
+                    .view([size[0], size[1]])
+                    .mean_dim(-1, false, Kind::Float)
+            }
+            Self::Regression { std, .. } => ((prediction - labels.to_kind(Kind::Float)) / std).square(),
+        }
+    }
+
+    fn shallow_clone(&self) -> Self {
+        match self {
+            Self::Classification => Self::Classification,
+            Self::MultiLabel => Self::MultiLabel,
+            Self::Regression { mean, std } => Self::Regression {
+                mean: mean.shallow_clone(),
+                std: std.shallow_clone(),
+            },
+        }
+    }
+}
+
+/// Per-label logits `[B, L]` as log-probabilities of off and on `[B, L, 2]`: the softmax of
+/// `(0, z)` is `(1 − σ(z), σ(z))`, so a label is a two-class decision.
+fn label_log_probs(logits: &Tensor) -> Tensor {
+    Tensor::stack(&[logits.zeros_like(), logits.shallow_clone()], -1).log_softmax(-1, Kind::Float)
 }
 
 #[derive(Debug)]
@@ -205,6 +284,7 @@ pub struct FusionModel {
     names: Vec<String>,
     encoders: Vec<Box<dyn Encoder>>,
     head: Head,
+    objective: Objective,
 }
 
 impl FusionModel {
@@ -260,6 +340,12 @@ impl FusionModel {
             }
         }
         let (hidden, classes, dropout) = (config.hidden_dim, config.num_classes, config.dropout);
+        // Late fusion mixes each label's two outcomes, or one number per branch.
+        let late_classes = match config.task {
+            Task::Classification => classes,
+            Task::MultiLabel => 2,
+            Task::Regression => 1,
+        };
         let branches = |p: &nn::Path| -> Vec<Classifier> {
             config
                 .modalities
@@ -281,7 +367,7 @@ impl FusionModel {
             }
             FusionConfig::Late { combiner } => Head::Late {
                 heads: branches(p),
-                late: LateFusion::new(&(p / "late"), combiner, count, classes, hidden),
+                late: LateFusion::new(&(p / "late"), combiner, count, late_classes, hidden),
             },
             FusionConfig::Hybrid {
                 early: method,
@@ -292,7 +378,7 @@ impl FusionModel {
                     fusion,
                     classifier,
                     heads: branches(p),
-                    late: LateFusion::new(&(p / "late"), combiner, count + 1, classes, hidden),
+                    late: LateFusion::new(&(p / "late"), combiner, count + 1, late_classes, hidden),
                 }
             }
             FusionConfig::CentralNet { depth } => Head::CentralNet(CentralNet::new(
@@ -304,13 +390,106 @@ impl FusionModel {
                 dropout,
             )),
         };
+        let objective = match config.task {
+            Task::Classification => Objective::Classification,
+            Task::MultiLabel => Objective::MultiLabel,
+            Task::Regression => {
+                let target = p / "target";
+                Objective::Regression {
+                    mean: target.zeros_no_train("mean", &[1]),
+                    std: target.ones_no_train("std", &[1]),
+                }
+            }
+        };
         Ok(Self {
             config: config.clone(),
             device: p.device(),
             names: config.modality_names(),
             encoders,
             head,
+            objective,
         })
+    }
+
+    /// What the model predicts.
+    pub fn task(&self) -> Task {
+        self.config.task
+    }
+
+    /// Fits a regression's target standardisation (saved with the weights) to the
+    /// training targets `[N]`; other tasks have nothing to fit. A constant target keeps a
+    /// deviation of 1.
+    pub fn fit_target(&self, targets: &Tensor) {
+        if let Objective::Regression { mean, std } = &self.objective {
+            let targets = targets.to_kind(Kind::Double);
+            let (m, s) = if targets.numel() == 0 {
+                (0.0, 1.0)
+            } else {
+                let m = f64::try_from(targets.mean(Kind::Double)).unwrap_or(0.0);
+                let s = f64::try_from((&targets - m).square().mean(Kind::Double).sqrt()).unwrap_or(1.0);
+                (m, if s.is_finite() && s > 1e-12 { s } else { 1.0 })
+            };
+            tch::no_grad(|| {
+                let _ = mean.shallow_clone().fill_(m);
+                let _ = std.shallow_clone().fill_(s);
+            });
+        }
+    }
+
+    /// The regression target's fitted mean and deviation, `None` for other tasks.
+    pub fn target_scale(&self) -> Option<(f64, f64)> {
+        match &self.objective {
+            Objective::Regression { mean, std } => {
+                Some((f64::try_from(mean).unwrap_or(0.0), f64::try_from(std).unwrap_or(1.0)))
+            }
+            _ => None,
+        }
+    }
+
+    /// Checks that `labels` suit the task: int64 class indices `[N]` below `num_classes`,
+    /// 0/1 values `[N, L]`, or finite numbers `[N]`.
+    pub fn check_labels(&self, labels: &Tensor) -> Result<()> {
+        let size = labels.size();
+        let classes = self.config.num_classes;
+        let why = match self.config.task {
+            Task::Classification if size.len() != 1 || labels.kind() != Kind::Int64 => Some(format!(
+                "expected int64 class indices [N], got {:?} {size:?}",
+                labels.kind()
+            )),
+            Task::Classification
+                if labels.numel() > 0
+                    && (labels.min().int64_value(&[]) < 0 || labels.max().int64_value(&[]) >= classes) =>
+            {
+                Some(format!("class indices must lie in 0..{classes}"))
+            }
+            Task::MultiLabel if size.len() != 2 || size[1] != classes => {
+                Some(format!("expected 0/1 labels [N, {classes}], got {size:?}"))
+            }
+            Task::MultiLabel
+                if labels.numel() > 0
+                    && !bool::try_from(
+                        labels
+                            .to_kind(Kind::Double)
+                            .eq(0.0)
+                            .logical_or(&labels.to_kind(Kind::Double).eq(1.0))
+                            .all(),
+                    )
+                    .unwrap_or(false) =>
+            {
+                Some("multi-label targets must be 0 or 1".into())
+            }
+            Task::Regression if size.len() != 1 || !labels.is_floating_point() => {
+                Some(format!("expected float targets [N], got {:?} {size:?}", labels.kind()))
+            }
+            Task::Regression if labels.numel() > 0 && !bool::try_from(labels.isfinite().all()).unwrap_or(false) => {
+                Some("regression targets must be finite".into())
+            }
+            _ => None,
+        };
+        match why {
+            Some(why) => Err(Error::Shape(format!("{} labels: {why}", self.config.task.name()))),
+            None => Ok(()),
+        }
     }
 
     /// The configuration the model was built from.
@@ -383,21 +562,22 @@ impl FusionModel {
                 &branches.iter().map(|b| b.present.shallow_clone()).collect::<Vec<_>>(),
                 1,
             );
-            let (log_probs, modality_weights) = late.combine(&logits, &present);
+            let (prediction, modality_weights) = self.combine_decisions(late, &logits, &present);
             FusionOutput {
-                log_probs,
+                prediction,
                 branches,
                 modality_weights,
+                objective: self.objective.shallow_clone(),
             }
         };
         Ok(match &self.head {
             Head::Early { fusion, classifier } => {
                 let (fused, modality_weights) = fusion.forward(&pooled, &sequences, &presence);
-                let log_probs = classifier.forward_t(&fused, train).log_softmax(-1, Kind::Float);
                 FusionOutput {
-                    log_probs,
+                    prediction: self.objective.prediction(&classifier.forward_t(&fused, train)),
                     branches: Vec::new(),
                     modality_weights,
+                    objective: self.objective.shallow_clone(),
                 }
             }
             Head::Late { heads, late } => combine(late, branch(heads, None)),
@@ -414,8 +594,46 @@ impl FusionModel {
                     branch(heads, Some(("early", classifier.forward_t(&fused, train), any))),
                 )
             }
-            Head::CentralNet(net) => net.forward(&pooled, &presence, &self.names, train),
+            Head::CentralNet(net) => {
+                let (central, branches) = net.forward(&pooled, &presence, &self.names, train);
+                FusionOutput {
+                    prediction: self.objective.prediction(&central),
+                    branches,
+                    modality_weights: None,
+                    objective: self.objective.shallow_clone(),
+                }
+            }
         })
+    }
+
+    /// Late fusion of branch logits for the task: class distributions; each label's
+    /// two-outcome distribution (labels folded into the batch); or numbers averaged in the
+    /// standardised target's units.
+    fn combine_decisions(&self, late: &LateFusion, logits: &[Tensor], present: &Tensor) -> (Tensor, Option<Tensor>) {
+        match &self.objective {
+            Objective::Classification => late.combine(logits, present),
+            Objective::MultiLabel => {
+                let (batch, labels) = (present.size()[0], self.config.num_classes);
+                let branches = present.size()[1];
+                let pairs: Vec<Tensor> = logits
+                    .iter()
+                    .map(|z| Tensor::stack(&[z.zeros_like(), z.shallow_clone()], -1).view([-1, 2]))
+                    .collect();
+                let per_label = present
+                    .unsqueeze(1)
+                    .expand([batch, labels, branches], false)
+                    .reshape([-1, branches]);
+                let (out, weights) = late.combine(&pairs, &per_label);
+                (
+                    out.view([batch, labels, 2]),
+                    weights.map(|w| w.view([batch, labels, branches]).mean_dim(1, false, Kind::Float)),
+                )
+            }
+            Objective::Regression { mean, std } => {
+                let (value, weights) = late.combine_values(logits, present);
+                (value * std + mean, weights)
+            }
+        }
     }
 }
 
@@ -463,7 +681,14 @@ impl CentralNet {
         }
     }
 
-    fn forward(&self, pooled: &[Tensor], presence: &Tensor, names: &[String], train: bool) -> FusionOutput {
+    /// The central head's logits and each branch's output.
+    fn forward(
+        &self,
+        pooled: &[Tensor],
+        presence: &Tensor,
+        names: &[String],
+        train: bool,
+    ) -> (Tensor, Vec<BranchOutput>) {
         let mut states: Vec<Tensor> = pooled.iter().map(Tensor::shallow_clone).collect();
         let mut central: Option<Tensor> = None;
         for (l, central_layer) in self.central_layers.iter().enumerate() {
@@ -498,15 +723,7 @@ impl CentralNet {
                 present: presence.select(1, m as i64),
             })
             .collect();
-        let log_probs = self
-            .central_head
-            .forward(&central.unwrap_or_default())
-            .log_softmax(-1, Kind::Float);
-        FusionOutput {
-            log_probs,
-            branches,
-            modality_weights: None,
-        }
+        (self.central_head.forward(&central.unwrap_or_default()), branches)
     }
 }
 

@@ -14,8 +14,9 @@ use tch::{Kind, Tensor, nn::VarStore};
 
 use crate::{
     Error, FusionModel, ModelConfig, Result, RunLock, TensorDataset,
+    config::Task,
     input::modality_dropout,
-    metrics::{GroupMetrics, Metrics},
+    metrics::{GroupMetrics, Metrics, MultiLabelMetrics, RegressionMetrics, THRESHOLD},
     read_checked_safetensors, write_checked_safetensors, write_file_atomic,
 };
 
@@ -149,9 +150,10 @@ impl Schedule {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StopMetric {
-    /// Validation accuracy (higher is better).
+    /// Validation accuracy (higher is better): a multi-label task's subset accuracy, a
+    /// regression's R².
     Accuracy,
-    /// Validation macro-F1 (higher is better).
+    /// Validation macro-F1 (higher is better); a regression's R².
     MacroF1,
     /// Validation loss (lower is better).
     Loss,
@@ -523,6 +525,9 @@ pub struct EpochRecord {
     pub val_macro_f1: Option<f64>,
     /// Validation expected calibration error.
     pub val_ece: Option<f64>,
+    /// Validation R² of a regression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_r2: Option<f64>,
     /// Wall time of the epoch.
     pub seconds: f64,
 }
@@ -682,11 +687,17 @@ pub fn train(
     if train_set.is_empty() {
         return Err(Error::Config("train: the training set is empty".into()));
     }
+    model.check_labels(&train_set.labels)?;
+    if let Some(val) = val_set {
+        model.check_labels(&val.labels)?;
+    }
     if config.early_stopping.is_some() && val_set.is_none() {
         return Err(Error::Config("train.early_stopping: needs a validation set".into()));
     }
     let _lock = RunLock::acquire(&run.root)?;
     prepare_run_folder(run, model.config(), config)?;
+    // A resumed run reads the same statistics back from its checkpoint.
+    model.fit_target(&train_set.labels);
     let device = vs.device();
     let mut optimizer = Optimizer::with_groups(vs, &config.optimizer, &config.param_groups);
     let mut epochs: Vec<EpochRecord> = Vec::new();
@@ -813,17 +824,26 @@ pub fn train(
             lr,
             train_loss: loss_sum / steps.max(1) as f64,
             val_loss: val.as_ref().map(|v| v.loss),
-            val_accuracy: val.as_ref().map(|v| v.metrics.accuracy),
-            val_macro_f1: val.as_ref().map(|v| v.metrics.macro_f1),
-            val_ece: val.as_ref().map(|v| v.metrics.ece),
+            val_accuracy: val
+                .as_ref()
+                .map(|v| v.metrics.accuracy)
+                .filter(|_| model.task() != Task::Regression),
+            val_macro_f1: val
+                .as_ref()
+                .map(|v| v.metrics.macro_f1)
+                .filter(|_| model.task() != Task::Regression),
+            val_ece: val
+                .as_ref()
+                .map(|v| v.metrics.ece)
+                .filter(|_| model.task() != Task::Regression),
+            val_r2: val.as_ref().and_then(|v| match &v.task {
+                TaskMetrics::Regression(r) => r.r2,
+                _ => None,
+            }),
             seconds: started.elapsed().as_secs_f64(),
         };
         let score = match (&config.early_stopping, &val) {
-            (Some(stop), Some(v)) => match stop.metric {
-                StopMetric::Accuracy => v.metrics.accuracy,
-                StopMetric::MacroF1 => v.metrics.macro_f1,
-                StopMetric::Loss => -v.loss,
-            },
+            (Some(stop), Some(v)) => v.score(stop.metric),
             _ => (epoch + 1) as f64,
         };
         if best.is_none_or(|(_, b)| score > b) {
@@ -987,49 +1007,136 @@ fn append_metrics(path: &Path, record: &EpochRecord) -> Result<()> {
 /// Predictions and metrics on a dataset.
 #[derive(Debug, Clone)]
 pub struct Evaluation {
-    /// Mean negative log-likelihood of the fused prediction.
+    /// Mean loss of the fused prediction (negative log-likelihood; binary cross-entropy
+    /// per label; squared error of the standardised target).
     pub loss: f64,
-    /// Accuracy, macro-F1, ECE, confusion matrix.
+    /// Classification metrics. A multi-label task's accuracy is the subset accuracy and its
+    /// macro-F1 the mean over labels (no confusion matrix); a regression's are 0.
     pub metrics: Metrics,
-    /// Per-group metrics when the dataset has groups.
+    /// Per-group metrics when the dataset has groups (classification).
     pub groups: Option<GroupMetrics>,
-    /// Predicted class of each sample.
+    /// Predicted class of each sample (classification).
     pub predicted: Vec<usize>,
-    /// True class of each sample.
+    /// True class of each sample (classification).
     pub labels: Vec<usize>,
-    /// Class probabilities of each sample.
+    /// Each sample's class probabilities, label probabilities (multi-label), or its
+    /// predicted number (regression, one value).
     pub probabilities: Vec<Vec<f32>>,
+    /// The task's own metrics.
+    pub task: TaskMetrics,
+}
+
+/// Metrics that only a task has.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(tag = "task", rename_all = "snake_case")]
+pub enum TaskMetrics {
+    /// Everything is in [`Evaluation::metrics`].
+    #[default]
+    Classification,
+    /// Subset and per-label accuracy, micro/macro-F1, ROC-AUC and AP per label.
+    MultiLabel(MultiLabelMetrics),
+    /// RMSE, MAE, R².
+    Regression(RegressionMetrics),
+}
+
+impl Evaluation {
+    /// The score early stopping and robustness curves compare (higher is better): accuracy
+    /// (a multi-label task's subset accuracy) or a regression's R² for `Accuracy`,
+    /// macro-F1 or R² for `MacroF1`, minus the loss for `Loss`.
+    pub fn score(&self, metric: StopMetric) -> f64 {
+        match (&self.task, metric) {
+            (_, StopMetric::Loss) => -self.loss,
+            (TaskMetrics::Regression(r), _) => r.r2.unwrap_or(-self.loss),
+            (_, StopMetric::Accuracy) => self.metrics.accuracy,
+            (_, StopMetric::MacroF1) => self.metrics.macro_f1,
+        }
+    }
 }
 
 /// Runs `model` in evaluation mode over `data`.
 pub fn evaluate(model: &FusionModel, data: &TensorDataset, batch_size: usize) -> Result<Evaluation> {
+    model.check_labels(&data.labels)?;
     let device = model.device();
-    let classes = model.config().num_classes as usize;
+    let outputs = model.config().num_classes as usize;
     let mut loss_sum = 0.0;
     let mut probabilities = Vec::with_capacity(data.len() as usize);
     tch::no_grad(|| -> Result<()> {
         for indices in data.batches(batch_size, None) {
             let (inputs, labels) = data.batch(&indices, device);
-            let log_probs = model.forward_t(&inputs, false)?.log_probs;
-            loss_sum += f64::try_from(log_probs.nll_loss_nd::<Tensor>(&labels, None, tch::Reduction::Sum, -100))?;
-            let probs = Vec::<f32>::try_from(log_probs.exp().to_device(tch::Device::Cpu).flatten(0, -1))?;
-            probabilities.extend(probs.chunks(classes).map(<[f32]>::to_vec));
+            let output = model.forward_t(&inputs, false)?;
+            loss_sum += f64::try_from(output.per_sample_loss(&labels).sum(Kind::Double))?;
+            let values = Vec::<f32>::try_from(output.scores().to_device(tch::Device::Cpu).flatten(0, -1))?;
+            probabilities.extend(values.chunks(outputs).map(<[f32]>::to_vec));
         }
         Ok(())
     })?;
-    let labels: Vec<usize> = Vec::<i64>::try_from(&data.labels)?
-        .into_iter()
-        .map(|l| l.max(0) as usize)
-        .collect();
-    let (_, metrics, groups, predicted) =
-        crate::probability_metrics(&probabilities, &labels, data.groups.as_deref(), classes);
-    Ok(Evaluation {
-        loss: loss_sum / data.len().max(1) as f64,
-        metrics,
-        groups,
-        predicted,
-        labels,
-        probabilities,
+    let loss = loss_sum / data.len().max(1) as f64;
+    let count = probabilities.len();
+    let cpu_labels = data.labels.to_device(tch::Device::Cpu);
+    let widen = |rows: &[Vec<f32>]| -> Vec<Vec<f64>> {
+        rows.iter().map(|r| r.iter().map(|&v| f64::from(v)).collect()).collect()
+    };
+    Ok(match model.task() {
+        Task::Classification => {
+            let labels: Vec<usize> = Vec::<i64>::try_from(&cpu_labels)?
+                .into_iter()
+                .map(|l| l.max(0) as usize)
+                .collect();
+            let (_, metrics, groups, predicted) =
+                crate::probability_metrics(&probabilities, &labels, data.groups.as_deref(), outputs);
+            Evaluation {
+                loss,
+                metrics,
+                groups,
+                predicted,
+                labels,
+                probabilities,
+                task: TaskMetrics::Classification,
+            }
+        }
+        Task::MultiLabel => {
+            let truths: Vec<Vec<bool>> = Vec::<f32>::try_from(cpu_labels.to_kind(Kind::Float).flatten(0, -1))?
+                .chunks(outputs.max(1))
+                .map(|row| row.iter().map(|&v| v >= 0.5).collect())
+                .collect();
+            let scores = widen(&probabilities);
+            let task = MultiLabelMetrics::compute(&scores, &truths);
+            let (predicted, truth): (Vec<usize>, Vec<usize>) = scores
+                .iter()
+                .flatten()
+                .zip(truths.iter().flatten())
+                .map(|(&s, &t)| (usize::from(s >= THRESHOLD), usize::from(t)))
+                .unzip();
+            let confidence: Vec<f64> = scores.iter().flatten().map(|&s| s.max(1.0 - s)).collect();
+            let metrics = Metrics {
+                accuracy: task.subset_accuracy,
+                macro_f1: task.macro_f1,
+                ece: crate::expected_calibration_error(&predicted, &truth, &confidence),
+                ..Metrics::empty(count)
+            };
+            Evaluation {
+                loss,
+                metrics,
+                groups: None,
+                predicted: Vec::new(),
+                labels: Vec::new(),
+                probabilities,
+                task: TaskMetrics::MultiLabel(task),
+            }
+        }
+        Task::Regression => {
+            let targets: Vec<f64> = Vec::<f64>::try_from(cpu_labels.to_kind(Kind::Double))?;
+            let predicted: Vec<f64> = probabilities.iter().map(|p| f64::from(p[0])).collect();
+            Evaluation {
+                loss,
+                metrics: Metrics::empty(count),
+                groups: None,
+                predicted: Vec::new(),
+                labels: Vec::new(),
+                probabilities,
+                task: TaskMetrics::Regression(RegressionMetrics::compute(&predicted, &targets)),
+            }
+        }
     })
 }
 

@@ -44,7 +44,7 @@ fn every_parameter_of_every_method_gets_a_gradient_and_moves() {
         let vs = VarStore::new(test_device());
         let model = FusionModel::new(&vs.root(), &three_modality_config(fusion.clone())).unwrap();
         let output = model.forward_t(&inputs, true).unwrap();
-        assert_eq!(output.log_probs.size(), [8, 3], "{fusion:?}");
+        assert_eq!(output.prediction.size(), [8, 3], "{fusion:?}");
         let before: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(n, t)| (n, t.copy())).collect();
         let mut optimizer = Optimizer::new(&vs, &Default::default());
         optimizer.zero_grad();
@@ -72,8 +72,8 @@ fn absent_modalities_and_padding_change_nothing() {
         tch::manual_seed(4);
         let vs = VarStore::new(test_device());
         let model = FusionModel::new(&vs.root(), &three_modality_config(fusion.clone())).unwrap();
-        let base = model.forward_t(&inputs, false).unwrap().log_probs;
-        let other = model.forward_t(&edited, false).unwrap().log_probs;
+        let base = model.forward_t(&inputs, false).unwrap().prediction;
+        let other = model.forward_t(&edited, false).unwrap().prediction;
         assert!(
             max_abs_diff(&base, &other) < 1e-5,
             "{fusion:?}: absent features leaked into the output"
@@ -94,13 +94,13 @@ fn present_features_do_change_the_output() {
         tch::manual_seed(5);
         let vs = VarStore::new(test_device());
         let model = FusionModel::new(&vs.root(), &three_modality_config(fusion.clone())).unwrap();
-        let base = model.forward_t(&inputs, false).unwrap().log_probs;
+        let base = model.forward_t(&inputs, false).unwrap().prediction;
         let mut edited: Vec<ModalityInput> = inputs
             .iter()
             .map(|i| i.with_present(i.present.shallow_clone()))
             .collect();
         edited[0].features = &inputs[0].features + inputs[0].features.randn_like() * 5.0;
-        let other = model.forward_t(&edited, false).unwrap().log_probs;
+        let other = model.forward_t(&edited, false).unwrap().prediction;
         // Sample 0 has modality `a`.
         assert!(
             max_abs_diff(&base.get(0), &other.get(0)) > 1e-6,
@@ -190,7 +190,7 @@ fn cross_modal_attention_ignores_padding_and_absent_modalities_and_trains_every_
     let model = FusionModel::new(&vs.root(), &config).unwrap();
     let output = model.forward_t(&inputs, false).unwrap();
     assert!(output.modality_weights.is_none());
-    let base = output.log_probs;
+    let base = output.prediction;
     assert_eq!(base.size(), [4, 3]);
     let finite = |t: &Tensor| bool::try_from(t.isfinite().all()).unwrap();
     // Sample 3 has no source for any pair: still finite.
@@ -199,7 +199,7 @@ fn cross_modal_attention_ignores_padding_and_absent_modalities_and_trains_every_
     // (a) Padded tokens, whether queried (target) or attended to (source).
     for (m, input) in inputs.iter().enumerate().take(2) {
         let padded = input.padding_mask.as_ref().unwrap().logical_not();
-        let other = model.forward_t(&edited(&inputs, m, &padded), false).unwrap().log_probs;
+        let other = model.forward_t(&edited(&inputs, m, &padded), false).unwrap().prediction;
         assert!(max_abs_diff(&base, &other) < 1e-6, "padding of modality {m} leaked");
     }
     // (b) Absent modalities (`b` in samples 1 and 3, `c` in sample 3).
@@ -207,7 +207,7 @@ fn cross_modal_attention_ignores_padding_and_absent_modalities_and_trains_every_
         let other = model
             .forward_t(&edited(&inputs, m, &input.present.logical_not()), false)
             .unwrap()
-            .log_probs;
+            .prediction;
         assert!(finite(&other));
         assert!(max_abs_diff(&base, &other) < 1e-6, "absent modality {m} leaked");
     }
@@ -217,7 +217,7 @@ fn cross_modal_attention_ignores_padding_and_absent_modalities_and_trains_every_
             Some(mask) => mask.logical_and(&input.present.unsqueeze(1)),
             None => input.present.shallow_clone(),
         };
-        let other = model.forward_t(&edited(&inputs, m, &real), false).unwrap().log_probs;
+        let other = model.forward_t(&edited(&inputs, m, &real), false).unwrap().prediction;
         assert!(
             max_abs_diff(&base.get(0), &other.get(0)) > 1e-6,
             "modality {m} is ignored"
@@ -337,6 +337,7 @@ fn complexity_counts_parameters_by_hand_and_times_steps() {
             },
         ],
         num_classes: 2,
+        task: Default::default(),
         hidden_dim: 4,
         dropout: 0.0,
         fusion: FusionConfig::Late {

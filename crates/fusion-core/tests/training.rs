@@ -385,7 +385,7 @@ fn shapley_values_match_their_definition() {
     };
     let report = shapley_values(&model, &data, 3).unwrap();
     assert_eq!(report.values.len(), 8);
-    let full = model.forward_t(&inputs, false).unwrap().log_probs.exp();
+    let full = model.forward_t(&inputs, false).unwrap().prediction.exp();
     for i in 0..8 {
         let have: Vec<usize> = (0..3)
             .filter(|&m| bool::try_from(inputs[m].present.get(i as i64)).unwrap())
@@ -397,7 +397,7 @@ fn shapley_values_match_their_definition() {
                 .enumerate()
                 .map(|(m, input)| input.hidden_unless(subset & (1 << m) != 0))
                 .collect();
-            let probs = model.forward_t(&masked, false).unwrap().log_probs.exp();
+            let probs = model.forward_t(&masked, false).unwrap().prediction.exp();
             f64::try_from(probs.get(i as i64).get(target)).unwrap()
         };
         let expected = shapley_by_permutations(&value, &have);
@@ -560,7 +560,7 @@ fn torchscript_export_runs_with_the_same_outputs() {
                 padding_mask: input.padding_mask.as_ref().map(|m| m.narrow(0, 2, 5)),
             })
             .collect();
-        let expected = model.forward_t(&smaller, false).unwrap().log_probs;
+        let expected = model.forward_t(&smaller, false).unwrap().prediction;
         let traced = module.forward_ts(&fusion_core::export_arguments(&smaller)).unwrap();
         assert!(f64::try_from((&traced - &expected).abs().max()).unwrap() < 1e-5);
 
@@ -568,7 +568,7 @@ fn torchscript_export_runs_with_the_same_outputs() {
             Err(why) => eprintln!("skipping the Python half of the TorchScript test: {why}"),
             Ok(python) => {
                 let flat_full = fusion_core::export_arguments(&inputs);
-                let expected = model.forward_t(&inputs, false).unwrap().log_probs;
+                let expected = model.forward_t(&inputs, false).unwrap().prediction;
                 let tensors: Vec<(String, Tensor)> = flat_full
                     .iter()
                     .enumerate()

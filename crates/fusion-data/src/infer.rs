@@ -125,6 +125,61 @@ pub struct InferredColumn {
     pub reason: String,
 }
 
+/// What the label column holds, which decides the task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LabelKind {
+    /// Class names: classification.
+    Classes,
+    /// `;`-separated tags: multi-label.
+    Tags,
+    /// Numbers: regression.
+    Numbers,
+}
+
+impl std::str::FromStr for LabelKind {
+    type Err = String;
+
+    /// The task names of `--task`.
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        match text {
+            "classification" => Ok(Self::Classes),
+            "multi_label" => Ok(Self::Tags),
+            "regression" => Ok(Self::Numbers),
+            other => Err(format!(
+                "unknown task `{other}`, expected `classification`, `multi_label` or `regression`"
+            )),
+        }
+    }
+}
+
+/// Distinct integer labels above which numbers are a quantity rather than class codes.
+const MAX_INTEGER_CLASSES: usize = 20;
+
+/// The kind of a label column from its non-empty cells, and why.
+pub fn infer_label(cells: &[&str]) -> (LabelKind, String) {
+    if let Some(cell) = cells.iter().find(|c| c.contains(';')) {
+        return (LabelKind::Tags, format!("`;`-separated tags (`{cell}`): multi-label"));
+    }
+    let numbers: Vec<f64> = cells.iter().filter_map(|c| fusion_tabular::parse_number(c)).collect();
+    let distinct: HashSet<&str> = cells.iter().copied().collect();
+    if !cells.is_empty() && numbers.len() == cells.len() {
+        if numbers.iter().any(|v| v.fract() != 0.0) {
+            return (LabelKind::Numbers, "numbers with fractions: regression".into());
+        }
+        if distinct.len() > MAX_INTEGER_CLASSES {
+            return (
+                LabelKind::Numbers,
+                format!("{} distinct integers: regression", distinct.len()),
+            );
+        }
+    }
+    (
+        LabelKind::Classes,
+        format!("{} classes: classification", distinct.len()),
+    )
+}
+
 /// The columns of a table, inferred.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ColumnInference {
@@ -132,6 +187,8 @@ pub struct ColumnInference {
     pub path: PathBuf,
     /// Data rows read.
     pub rows: usize,
+    /// What the label holds.
+    pub label: LabelKind,
     /// Every column, in the table's order.
     pub columns: Vec<InferredColumn>,
 }
@@ -278,11 +335,12 @@ fn infer_kind(name: &str, cells: &[&str], rows: usize, base: &Path, scope: PathS
         );
     }
     let words = cells.iter().map(|c| c.split_whitespace().count()).sum::<usize>() as f64 / cells.len() as f64;
+    // Short names, one per row (`outfit:Heavy Laser`, `r17`): what records are called.
+    if unique && words < 3.0 {
+        return (ColumnKind::Id, format!("never repeated, {words:.1} words per cell"));
+    }
     if words >= 3.0 || (words >= 2.0 && distinct.len() * 2 > cells.len()) {
         return (ColumnKind::Text, format!("{words:.1} words per cell"));
-    }
-    if unique && words <= 1.0 {
-        return (ColumnKind::Id, "one word per row, never repeated".into());
     }
     if distinct.len() <= fusion_tabular::MAX_CATEGORIES {
         return (
@@ -372,6 +430,7 @@ pub fn infer_columns(
     }
     let base = path.parent().unwrap_or(Path::new("."));
     let mut columns: Vec<InferredColumn> = Vec::new();
+    let mut label_kind = LabelKind::Classes;
     for name in &names {
         let cells: Vec<&str> = rows
             .iter()
@@ -379,7 +438,11 @@ pub fn infer_columns(
             .filter(|c| !c.is_empty())
             .collect();
         let (kind, reason) = match given.get(name) {
-            _ if name == label => (ColumnKind::Label, "--label".to_string()),
+            _ if name == label => {
+                let (kind, why) = infer_label(&cells);
+                label_kind = kind;
+                (ColumnKind::Label, format!("--label; {why}"))
+            }
             Some(kind) => (*kind, "--column-types".to_string()),
             None => infer_kind(name, &cells, rows.len(), base, scope),
         };
@@ -402,6 +465,7 @@ pub fn infer_columns(
     Ok(ColumnInference {
         path: path.to_path_buf(),
         rows: rows.len(),
+        label: label_kind,
         columns,
     })
 }
@@ -411,6 +475,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_label_decides_the_task() {
+        let kind = |cells: &[&str]| infer_label(cells).0;
+        assert_eq!(kind(&["cat", "dog", "cat"]), LabelKind::Classes);
+        assert_eq!(kind(&["1", "0", "1"]), LabelKind::Classes);
+        assert_eq!(kind(&["action;comedy", "drama"]), LabelKind::Tags);
+        assert_eq!(kind(&["1.5", "2", "3"]), LabelKind::Numbers);
+        let many: Vec<String> = (0..=MAX_INTEGER_CLASSES).map(|i| (i * 100).to_string()).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert_eq!(kind(&many), LabelKind::Numbers);
+        assert_eq!(kind(&many[1..]), LabelKind::Classes);
+        // A word among numbers makes them names.
+        assert_eq!(kind(&["1.5", "2.5", "n/a"]), LabelKind::Classes);
+    }
+
+    #[test]
     fn kinds_from_names_cells_and_file_contents() -> Result<()> {
         let dir = tempfile::tempdir().map_err(|e| Error::Config(e.to_string()))?;
         let write = |name: &str, bytes: &[u8]| std::fs::write(dir.path().join(name), bytes);
@@ -418,7 +497,7 @@ mod tests {
             write(&format!("p{i}.png"), b"\x89PNG\r\n\x1a\n....").map_err(|e| Error::Config(e.to_string()))?;
             write(&format!("s{i}.wav"), b"RIFF\0\0\0\0WAVEfmt ").map_err(|e| Error::Config(e.to_string()))?;
         }
-        let mut csv = String::from("sample_id,picture,sound,review,price,colour,split,same,code,empty,y\n");
+        let mut csv = String::from("sample_id,picture,sound,review,price,colour,split,same,code,empty,title,y\n");
         let reviews = [
             "a fine red thing",
             "not good at all",
@@ -428,7 +507,7 @@ mod tests {
         for i in 0..4 {
             let colour = ["red", "blue"][i % 2];
             csv.push_str(&format!(
-                "r{i},p{i}.png,s{i}.wav,{},{}.5,{colour},{},x,c{i},,{}\n",
+                "r{i},p{i}.png,s{i}.wav,{},{}.5,{colour},{},x,c{i},,Heavy Laser{i},{}\n",
                 reviews[i],
                 i * 10,
                 ["train", "val"][i % 2],
@@ -454,8 +533,15 @@ mod tests {
                 ("same", Ignore),
                 ("code", Categorical),
                 ("empty", Ignore),
+                ("title", Ignore),
                 ("y", Label),
             ]
+        );
+        // Short names, never repeated: what the records are called (a second id).
+        assert!(
+            inference.columns[10].reason.starts_with("id too"),
+            "{:?}",
+            inference.columns[10]
         );
         assert_eq!(inference.rows, 4);
         let map = inference.column_map();

@@ -383,9 +383,10 @@ pub fn check_column_map(columns: &ColumnMap) -> std::result::Result<(), String> 
     Ok(())
 }
 
-/// Records without a split drawn into val and test, stratified by label: within each
-/// label, records ordered by a seeded hash of their id, the first `val` fraction to val,
-/// the next `test` fraction to test (stable when records are added or reordered).
+/// Records without a split drawn into val and test, stratified by label for classes:
+/// within each label (or among all records, for numbers and tag sets), records ordered by
+/// a seeded hash of their id, the first `val` fraction to val, the next `test` fraction to
+/// test (stable when records are added or reordered).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Holdout {
@@ -412,23 +413,24 @@ impl Holdout {
         }
     }
 
-    /// Assigns val and test to the labelled records of `records` that have no split.
-    pub fn assign(&self, records: &mut [Record]) {
+    /// Assigns val and test to the labelled records of `records` that have no split,
+    /// within each label when `by_label` (a label that names a class).
+    pub fn assign(&self, records: &mut [Record], by_label: bool) {
         use sha2::Digest;
-        let mut by_label: BTreeMap<&str, Vec<(Vec<u8>, usize)>> = BTreeMap::new();
+        let mut strata: BTreeMap<&str, Vec<(Vec<u8>, usize)>> = BTreeMap::new();
         for (i, record) in records.iter().enumerate() {
             if record.split.is_none() && !record.label.is_empty() {
                 let mut hasher = sha2::Sha256::new();
                 hasher.update(self.seed.to_le_bytes());
                 hasher.update(record.id.as_bytes());
-                by_label
-                    .entry(record.label.as_str())
+                strata
+                    .entry(if by_label { record.label.as_str() } else { "" })
                     .or_default()
                     .push((hasher.finalize().to_vec(), i));
             }
         }
         let mut assigned = Vec::new();
-        for mut members in by_label.into_values() {
+        for mut members in strata.into_values() {
             members.sort();
             let count = members.len() as f64;
             let val = (count * self.val).round() as usize;
@@ -597,13 +599,7 @@ impl Manifest {
 
     /// Turns parsed lines (line number, fields or why the line is unreadable) into records,
     /// rejecting bad lines, repeated ids and paths outside the manifest's folder.
-    fn add_lines(
-        &mut self,
-        lines: Vec<ParsedLine>,
-        path: &Path,
-        scope: PathScope,
-        columns: Option<&ColumnMap>,
-    ) {
+    fn add_lines(&mut self, lines: Vec<ParsedLine>, path: &Path, scope: PathScope, columns: Option<&ColumnMap>) {
         let base = path.parent().unwrap_or(Path::new("."));
         let mut seen = std::collections::HashSet::new();
         for (line, fields) in lines {
@@ -744,7 +740,7 @@ mod tests {
             test: 0.2,
             seed: 7,
         };
-        holdout.assign(&mut records);
+        holdout.assign(&mut records, true);
         let count = |label: &str, split: Split| {
             records
                 .iter()
@@ -764,9 +760,20 @@ mod tests {
             })
             .collect();
         again[29].split = Some(Split::Train);
-        holdout.assign(&mut again);
+        holdout.assign(&mut again, true);
         again.reverse();
         assert_eq!(again, records, "the draw does not depend on record order");
+        // Numbers are one stratum (per value, each would keep its one record in train).
+        let mut numbers: Vec<Record> = (0..30)
+            .map(|i| Record {
+                id: format!("n{i}"),
+                label: format!("{i}.5"),
+                ..Record::default()
+            })
+            .collect();
+        holdout.assign(&mut numbers, false);
+        let drawn = |split| numbers.iter().filter(|r| r.split == Some(split)).count();
+        assert_eq!((drawn(Split::Val), drawn(Split::Test)), (6, 6));
         assert!(
             Holdout {
                 val: 0.6,

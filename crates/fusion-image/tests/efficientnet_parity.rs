@@ -107,6 +107,7 @@ fn frozen_or_fine_tuned_inside_a_fusion_model() {
                 encoder: EncoderConfig::Identity,
             }],
             num_classes: 2,
+            task: Default::default(),
             hidden_dim: 8,
             dropout: 0.0,
             fusion: FusionConfig::Early {

@@ -17,6 +17,7 @@ fn model(encoder: Box<dyn Encoder>, vs: &VarStore) -> FusionModel {
             encoder: EncoderConfig::Identity,
         }],
         num_classes: 2,
+        task: Default::default(),
         hidden_dim: 8,
         dropout: 0.0,
         fusion: FusionConfig::Early {

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use fusion_core::{EncoderConfig, FusionConfig, ModalityConfig, ModelConfig, ParamGroup, TrainConfig};
+use fusion_core::{EncoderConfig, FusionConfig, ModalityConfig, ModelConfig, ParamGroup, Task, TrainConfig};
 use fusion_data::{FeatureConfig, FeatureSpec, Manifest, Split};
 use serde::{Deserialize, Serialize};
 
@@ -82,6 +82,10 @@ pub struct RunConfig {
     /// Dropout in encoders and classifiers.
     #[serde(default)]
     pub dropout: f64,
+    /// What the label is: a class (`classification`, the default), `;`-separated tags
+    /// (`multi_label`), or a number (`regression`).
+    #[serde(default, skip_serializing_if = "is_classification")]
+    pub task: Task,
     /// The fusion method of `train`.
     pub fusion: FusionConfig,
     /// Training settings.
@@ -109,6 +113,10 @@ pub struct RunConfig {
     /// Records without a split drawn into val and test, stratified by label.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holdout: Option<fusion_data::Holdout>,
+}
+
+fn is_classification(task: &Task) -> bool {
+    *task == Task::Classification
 }
 
 /// What a record loses when one of its files cannot be used.
@@ -151,7 +159,8 @@ impl RunConfig {
         let path = path.unwrap_or(&self.manifest);
         let mut manifest = Manifest::load_mapped(path, self.path_scope(), self.columns.as_ref())?;
         if let Some(holdout) = &self.holdout {
-            holdout.assign(&mut manifest.records);
+            // Numbers and tag sets are rarely repeated: one stratum.
+            holdout.assign(&mut manifest.records, self.task == Task::Classification);
         }
         Ok(manifest)
     }
@@ -286,13 +295,21 @@ impl RunConfig {
                     self.names().join(", ")
                 )));
             }
-            row.model_config(&["a".into(), "b".into()], &row.fusion)?
+            row.model_config(&self.placeholder_outputs(), &row.fusion)?
                 .validate()
                 .map_err(|e| Error::Config(format!("config: compare[{i}] (`{}`): {e}", named.name)))?;
         }
-        self.model_config(&["a".into(), "b".into()], &self.fusion)?
+        self.model_config(&self.placeholder_outputs(), &self.fusion)?
             .validate()
             .map_err(|e| config(e.into()))
+    }
+
+    /// Outputs of the task's smallest model, to check a configuration before its data.
+    fn placeholder_outputs(&self) -> Vec<String> {
+        match self.task {
+            Task::Regression => vec![crate::REGRESSION_OUTPUT.into()],
+            _ => vec!["a".into(), "b".into()],
+        }
     }
 
     /// Checks the configuration against a manifest: every modality is in some record and
@@ -405,6 +422,7 @@ impl RunConfig {
         Ok(ModelConfig {
             modalities,
             num_classes: classes.len() as i64,
+            task: self.task,
             hidden_dim: self.hidden_dim,
             dropout: self.dropout,
             fusion: fusion.clone(),

@@ -1,7 +1,7 @@
 //! Datasets of a run: extracted features laid out for their encoders, with presence and
 //! padding masks, class indices and groups.
 
-use fusion_core::TensorDataset;
+use fusion_core::{Task, TensorDataset};
 use fusion_data::{Extraction, Problem};
 use tch::{Device, Kind, Tensor};
 
@@ -23,6 +23,56 @@ pub fn classes_of<'a>(labels: impl Iterator<Item = &'a str>) -> Vec<String> {
         }
     });
     classes
+}
+
+/// Separates the tags of a multi-label record's label.
+pub const TAG_SEPARATOR: char = ';';
+
+/// The tags of a multi-label record's label (`a;b`), trimmed, empty ones dropped.
+pub fn tags_of(label: &str) -> impl Iterator<Item = &str> {
+    label.split(TAG_SEPARATOR).map(str::trim).filter(|t| !t.is_empty())
+}
+
+/// The model's outputs for a task, from the training records' labels: the classes, the
+/// tags (multi-label), or the one name `value` (regression).
+pub fn outputs_of<'a>(task: Task, labels: impl Iterator<Item = &'a str>) -> Vec<String> {
+    match task {
+        Task::Classification => classes_of(labels),
+        Task::MultiLabel => classes_of(labels.flat_map(tags_of)),
+        Task::Regression => vec![REGRESSION_OUTPUT.to_string()],
+    }
+}
+
+/// The name of a regression's one output.
+pub const REGRESSION_OUTPUT: &str = "value";
+
+/// A record's label as the task's target: a class index, 0/1 per tag, or the number; the
+/// error says why the record cannot be used.
+fn target_of(task: Task, label: &str, outputs: &[String]) -> std::result::Result<Vec<f64>, String> {
+    if label.trim().is_empty() {
+        return Err("has no label".into());
+    }
+    match task {
+        Task::Classification => outputs
+            .iter()
+            .position(|c| c == label)
+            .map(|i| vec![i as f64])
+            .ok_or_else(|| format!("label `{label}` is not one of the model's classes")),
+        Task::MultiLabel => {
+            let mut row = vec![0.0; outputs.len()];
+            for tag in tags_of(label) {
+                match outputs.iter().position(|c| c == tag) {
+                    Some(i) => row[i] = 1.0,
+                    None => return Err(format!("tag `{tag}` is not one of the model's labels")),
+                }
+            }
+            Ok(row)
+        }
+        Task::Regression => match label.trim().parse::<f64>() {
+            Ok(v) if v.is_finite() => Ok(vec![v]),
+            _ => Err(format!("label `{label}` is not a finite number")),
+        },
+    }
 }
 
 /// The kept records of a split as a dataset; records whose label is not a known class are
@@ -89,37 +139,88 @@ pub fn modality_tensor(
 }
 
 /// Builds the dataset of the extraction's records at `indices` for `modalities`, whose
-/// features are in the extraction's `columns`.
+/// features are in the extraction's `columns`; labels are the task's targets over
+/// `outputs` (see [`outputs_of`]).
 pub fn dataset(
     extraction: &Extraction,
     indices: &[usize],
-    classes: &[String],
+    (task, outputs): (Task, &[String]),
     modalities: &[ModalitySpec],
     columns: &[usize],
     device: Device,
 ) -> Result<SplitData> {
     let mut kept = Vec::new();
-    let mut labels = Vec::new();
+    let mut targets = Vec::new();
     let mut problems = Vec::new();
     for &i in indices {
         let record = &extraction.records[i];
-        match classes.iter().position(|c| *c == record.label) {
-            Some(label) => {
+        match target_of(task, &record.label, outputs) {
+            Ok(target) => {
                 kept.push(i);
-                labels.push(label as i64);
+                targets.extend(target);
             }
-            None => problems.push(Problem {
+            Err(reason) => problems.push(Problem {
                 id: record.id.clone(),
                 modality: None,
                 path: None,
-                reason: if record.label.is_empty() {
-                    "has no label".into()
-                } else {
-                    format!("label `{}` is not one of the model's classes", record.label)
-                },
+                reason,
             }),
         }
     }
+    build(
+        extraction,
+        kept,
+        &targets,
+        (task, outputs),
+        modalities,
+        columns,
+        device,
+        problems,
+    )
+}
+
+/// Every record at `indices` as model inputs whatever its label (to predict): the labels
+/// are placeholders of the task's kind.
+pub fn unlabelled(
+    extraction: &Extraction,
+    indices: &[usize],
+    (task, outputs): (Task, &[String]),
+    modalities: &[ModalitySpec],
+    columns: &[usize],
+    device: Device,
+) -> Result<SplitData> {
+    let width = if task == Task::MultiLabel { outputs.len() } else { 1 };
+    let targets = vec![0.0; indices.len() * width];
+    build(
+        extraction,
+        indices.to_vec(),
+        &targets,
+        (task, outputs),
+        modalities,
+        columns,
+        device,
+        Vec::new(),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build(
+    extraction: &Extraction,
+    kept: Vec<usize>,
+    targets: &[f64],
+    (task, outputs): (Task, &[String]),
+    modalities: &[ModalitySpec],
+    columns: &[usize],
+    device: Device,
+    problems: Vec<Problem>,
+) -> Result<SplitData> {
+    let labels = match task {
+        Task::Classification => Tensor::from_slice(targets).to_kind(Kind::Int64),
+        Task::MultiLabel => Tensor::from_slice(targets)
+            .to_kind(Kind::Float)
+            .view([kept.len() as i64, outputs.len() as i64]),
+        Task::Regression => Tensor::from_slice(targets).to_kind(Kind::Float),
+    };
     let mut features = Vec::new();
     let mut padding = Vec::new();
     let mut present = Vec::new();
@@ -134,7 +235,7 @@ pub fn dataset(
         features,
         padding,
         present,
-        labels: Tensor::from_slice(&labels).to_kind(Kind::Int64).to_device(device),
+        labels: labels.to_device(device),
         groups: groups.iter().any(Option::is_some).then(|| {
             groups
                 .into_iter()
@@ -186,7 +287,26 @@ pub(crate) fn standardized(spec: &ModalitySpec) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::classes_of;
+    use fusion_core::Task;
+
+    use super::{classes_of, outputs_of, target_of};
+
+    #[test]
+    fn targets_of_each_task() {
+        let tags = outputs_of(Task::MultiLabel, ["b; a", "c", "", "a;;"].into_iter());
+        assert_eq!(tags, ["a", "b", "c"]);
+        assert_eq!(target_of(Task::MultiLabel, " c ;a", &tags), Ok(vec![1.0, 0.0, 1.0]));
+        assert_eq!(target_of(Task::MultiLabel, ";", &tags), Ok(vec![0.0; 3]));
+        assert!(target_of(Task::MultiLabel, "a;d", &tags).is_err_and(|e| e.contains("`d`")));
+        let value = outputs_of(Task::Regression, ["3"].into_iter());
+        assert_eq!(target_of(Task::Regression, " -2.5e1", &value), Ok(vec![-25.0]));
+        for bad in ["cheap", "NaN", "inf"] {
+            assert!(target_of(Task::Regression, bad, &value).is_err(), "{bad}");
+        }
+        let classes = outputs_of(Task::Classification, ["y", "x"].into_iter());
+        assert_eq!(target_of(Task::Classification, "y", &classes), Ok(vec![1.0]));
+        assert!(target_of(Task::Classification, "", &classes).is_err_and(|e| e == "has no label"));
+    }
 
     #[test]
     fn classes_sort_numbers_by_value_then_words() {

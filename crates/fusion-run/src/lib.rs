@@ -42,12 +42,15 @@ mod preset;
 mod run;
 
 pub use config::{Augment, MAX_HIDDEN_DIM, ModalitySpec, NamedFusion, OnBadFile, RunConfig};
-pub use data::{SplitData, classes_of, dataset, fit_standardization, modality_tensor};
+pub use data::{
+    REGRESSION_OUTPUT, SplitData, TAG_SEPARATOR, classes_of, dataset, fit_standardization, modality_tensor, outputs_of,
+    tags_of, unlabelled,
+};
 pub use encoder::{EncoderSpec, Layout, TextPooling, VideoPooling, models_dir};
 pub use error::{Error, Result};
 pub use frozen::FrozenCounts;
 pub use preset::{HOLDOUT_FRACTION, Preset, zero_config};
 pub use run::{
-    Prediction, Predictor, Run, Trained, build_model, describe, example_inputs, export_features, held_out_split,
-    split_dataset, train,
+    Prediction, Predictor, Run, Trained, build_model, decision, describe, example_inputs, export_features,
+    held_out_split, split_dataset, train,
 };

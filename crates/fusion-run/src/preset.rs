@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use fusion_data::{ColumnInference, ColumnKind};
+use fusion_data::{ColumnInference, ColumnKind, LabelKind};
 use serde_json::{Value, json};
 
 use crate::{Error, Result, RunConfig, models_dir};
@@ -137,8 +137,14 @@ pub fn zero_config(inference: &ColumnInference, preset: Preset) -> Result<(RunCo
         .then(|| json!({"val": HOLDOUT_FRACTION, "test": HOLDOUT_FRACTION, "seed": 0}));
     // Absolute, so that the written configuration works from any folder.
     let manifest = std::path::absolute(&inference.path).unwrap_or_else(|_| inference.path.clone());
+    let task = match inference.label {
+        LabelKind::Classes => "classification",
+        LabelKind::Tags => "multi_label",
+        LabelKind::Numbers => "regression",
+    };
     let config = json!({
         "manifest": manifest,
+        "task": task,
         "columns": inference.column_map(),
         "holdout": holdout,
         "modalities": modalities,

@@ -6,14 +6,14 @@ use std::{
     time::Instant,
 };
 
-use fusion_core::{Encoder, FusionConfig, FusionModel, Progress, RunFolder, TrainSummary};
+use fusion_core::{Encoder, FusionConfig, FusionModel, Progress, RunFolder, Task, TrainSummary};
 use fusion_data::{Extraction, FeatureSpec, Manifest, Problem, Record, Split};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor, nn};
 
 use crate::{
     Error, Result, RunConfig,
-    data::{SplitData, classes_of, dataset, fit_standardization, standardized},
+    data::{SplitData, dataset, fit_standardization, outputs_of, standardized},
     encoder::{Augmented, Standardized},
     frozen::{FrozenCounts, encode_frozen},
 };
@@ -159,7 +159,7 @@ pub fn split_dataset(
     let mut data = dataset(
         extraction,
         &extraction.split_indices(split),
-        classes,
+        (config.task, classes),
         &config.modalities,
         &config.columns(specs)?,
         device,
@@ -180,7 +180,10 @@ pub fn export_features(
     path: &Path,
 ) -> Result<Vec<String>> {
     let train_indices = extraction.split_indices(Split::Train);
-    let classes = classes_of(train_indices.iter().map(|&i| extraction.records[i].label.as_str()));
+    let classes = outputs_of(
+        config.task,
+        train_indices.iter().map(|&i| extraction.records[i].label.as_str()),
+    );
     let mut named: Vec<(String, Tensor)> = Vec::new();
     for (split, name) in [(Split::Train, "train"), (Split::Val, "val"), (Split::Test, "test")] {
         if extraction.split_indices(split).is_empty() {
@@ -214,11 +217,16 @@ pub fn train(
 ) -> Result<Trained> {
     config.validate()?;
     let train_indices = extraction.split_indices(Split::Train);
-    let classes = classes_of(train_indices.iter().map(|&i| extraction.records[i].label.as_str()));
-    if classes.len() < 2 {
+    let classes = outputs_of(
+        config.task,
+        train_indices.iter().map(|&i| extraction.records[i].label.as_str()),
+    );
+    let fewest = if config.task == Task::Classification { 2 } else { 1 };
+    if classes.len() < fewest {
         return Err(Error::Config(format!(
-            "the training records have {} distinct label(s); need at least 2",
-            classes.len()
+            "the training records have {} distinct label(s); a {} needs at least {fewest}",
+            classes.len(),
+            config.task.name()
         )));
     }
     let resuming = run.folder.model_config().exists();
@@ -247,12 +255,27 @@ pub fn train(
         .copied()
         .filter(|&i| columns.iter().any(|&c| extraction.features[c][i].is_some()))
         .collect();
-    let mut train_data = dataset(extraction, &trainable, &classes, &config.modalities, &columns, device)?;
+    let mut train_data = dataset(
+        extraction,
+        &trainable,
+        (config.task, &classes),
+        &config.modalities,
+        &columns,
+        device,
+    )?;
+    if let (true, Some(first)) = (train_data.records.is_empty(), train_data.problems.first()) {
+        return Err(Error::Config(format!(
+            "no training record has a label a {} can use ({} left out; the first: {})",
+            config.task.name(),
+            train_data.problems.len(),
+            describe(first)
+        )));
+    }
     let mut frozen = encode_frozen(config, extraction, specs, &mut train_data, device)?;
     let mut val = dataset(
         extraction,
         &extraction.split_indices(Split::Val),
-        &classes,
+        (config.task, &classes),
         &config.modalities,
         &columns,
         device,
@@ -314,12 +337,34 @@ pub struct Predictor {
 /// One record's prediction.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Prediction {
-    /// The most probable class.
+    /// The prediction as a label: the most probable class, the `;`-joined labels at or
+    /// above the threshold (multi-label), or the number (regression).
     pub class: String,
-    /// Probability of each class, in the run's class order.
+    /// Probability of each class (or label), in the run's order; a regression's one
+    /// entry is its number.
     pub probabilities: Vec<(String, f64)>,
+    /// A regression's predicted number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
     /// Modalities the record lacks (the model predicted without them).
     pub missing: Vec<String>,
+}
+
+/// A prediction's label from its scores (see [`fusion_core::FusionOutput::scores`]): the
+/// most probable class, the labels at or above [`fusion_core::THRESHOLD`] joined by `;`,
+/// or the number.
+pub fn decision(task: Task, outputs: &[String], scores: &[f32]) -> String {
+    match task {
+        Task::Classification => outputs.get(fusion_core::argmax(scores)).cloned().unwrap_or_default(),
+        Task::MultiLabel => outputs
+            .iter()
+            .zip(scores)
+            .filter(|(_, s)| f64::from(**s) >= fusion_core::THRESHOLD)
+            .map(|(name, _)| name.as_str())
+            .collect::<Vec<_>>()
+            .join(&crate::TAG_SEPARATOR.to_string()),
+        Task::Regression => scores.first().map(|v| v.to_string()).unwrap_or_default(),
+    }
 }
 
 impl Predictor {
@@ -380,20 +425,23 @@ impl Predictor {
             });
         }
         let output = tch::no_grad(|| self.model.forward_t(&inputs, false))?;
-        let probabilities = output.log_probs.exp().to_device(Device::Cpu);
-        let rows: Vec<Vec<f64>> = Vec::<Vec<f64>>::try_from(probabilities.to_kind(tch::Kind::Double))?;
+        let rows: Vec<Vec<f32>> = Vec::<Vec<f32>>::try_from(output.scores().to_device(Device::Cpu))?;
+        let task = self.model.task();
         Ok(rows
             .into_iter()
             .enumerate()
             .map(|(r, row)| {
-                let best = row
-                    .iter()
-                    .enumerate()
-                    .max_by(|a, b| a.1.total_cmp(b.1))
-                    .map_or(0, |(i, _)| i);
                 Prediction {
-                    class: self.classes[best].clone(),
-                    probabilities: self.classes.iter().cloned().zip(row).collect(),
+                    class: decision(task, &self.classes, &row),
+                    value: (task == Task::Regression)
+                        .then(|| row.first().copied().map(f64::from))
+                        .flatten(),
+                    probabilities: self
+                        .classes
+                        .iter()
+                        .cloned()
+                        .zip(row.iter().map(|&p| f64::from(p)))
+                        .collect(),
                     // As the model saw it: a video without sound lacks `sound_track`.
                     missing: self
                         .config

@@ -80,7 +80,7 @@ fn test_device() -> Device {
 fn log_probs(model: &FusionModel, data: &TensorDataset) -> Tensor {
     let all = Tensor::arange(data.len(), (Kind::Int64, Device::Cpu));
     let (inputs, _) = data.batch(&all, model.device());
-    tch::no_grad(|| model.forward_t(&inputs, false)).unwrap().log_probs
+    tch::no_grad(|| model.forward_t(&inputs, false)).unwrap().prediction
 }
 
 fn max_difference(a: &Tensor, b: &Tensor) -> f64 {
@@ -110,7 +110,7 @@ fn train_and_check(dir: &Path, config: &RunConfig, run_name: &str) -> (f64, fusi
     let raw = fusion_run::dataset(
         &extraction,
         &extraction.split_indices(Split::Test),
-        &trained.classes,
+        (config.task, &trained.classes),
         &config.modalities,
         &config.columns(&specs).unwrap(),
         device,
@@ -486,7 +486,7 @@ fn avmnist_benchmark_configurations_build() {
         let out = model
             .forward_t(&inputs, false)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(out.log_probs.size(), [2, 10], "{name}");
+        assert_eq!(out.prediction.size(), [2, 10], "{name}");
         if name == "concat" {
             // LeNet(1, 6, 3): convolutions 150 + 648 + 2,592 + 10,368, batch norms 180;
             // LeNet(1, 6, 5): two more convolutions (41,472 + 165,888), batch norms 756;

@@ -152,6 +152,7 @@ fn text_model(vs: &VarStore, trainable: bool) -> FusionModel {
             },
         ],
         num_classes: 2,
+        task: Default::default(),
         hidden_dim: 8,
         dropout: 0.0,
         fusion: FusionConfig::Early {
@@ -269,6 +270,7 @@ fn a_small_encoder_learns_from_scratch() {
             encoder: fusion_core::EncoderConfig::Identity,
         }],
         num_classes: 2,
+        task: Default::default(),
         hidden_dim: 16,
         dropout: 0.0,
         fusion: FusionConfig::Early {

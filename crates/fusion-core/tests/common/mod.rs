@@ -109,6 +109,7 @@ pub fn three_modality_config(fusion: FusionConfig) -> ModelConfig {
     ModelConfig {
         modalities: vec![modality("a", 5, 6), modality("b", 4, 5), modality("c", 6, 4)],
         num_classes: 3,
+        task: Default::default(),
         hidden_dim: 8,
         dropout: 0.0,
         fusion,
@@ -156,6 +157,7 @@ pub fn task_config(names: &[&str], fusion: FusionConfig) -> ModelConfig {
     ModelConfig {
         modalities: names.iter().map(|n| modality(n, DIM, 16)).collect(),
         num_classes: CLASSES,
+        task: Default::default(),
         hidden_dim: 16,
         dropout: 0.0,
         fusion,
