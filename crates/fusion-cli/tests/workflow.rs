@@ -34,15 +34,20 @@ fn json(out: &Output) -> serde_json::Value {
 /// Three classes. Class c: an 8×8 image bright in band c (plus noise), a tone at
 /// 400·(c+1) Hz. Every 7th record has no audio, every 11th no image (r59 neither); two
 /// records have a corrupt image and a missing recording.
-fn dataset(dir: &Path) -> PathBuf {
-    std::fs::create_dir_all(dir.join("files")).unwrap();
-    let mut state = 12345u64;
-    let mut noise = move || {
+/// Seeded uniform values in [0, 1) (a linear congruential generator: no dependency).
+fn noise(seed: u64) -> impl FnMut() -> f32 {
+    let mut state = seed;
+    move || {
         state = state
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         (state >> 33) as f32 / (1u64 << 31) as f32
-    };
+    }
+}
+
+fn dataset(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir.join("files")).unwrap();
+    let mut noise = noise(12345);
     let mut lines = Vec::new();
     for i in 0..90usize {
         let class = i % 3;
@@ -751,13 +756,7 @@ fn deep_encoders_and_sequence_fusion_through_the_program() {
 /// `kind` (the label). No split column.
 fn table(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(dir.join("photos")).unwrap();
-    let mut state = 99u64;
-    let mut noise = move || {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (state >> 33) as f32 / (1u64 << 31) as f32
-    };
+    let mut noise = noise(99);
     let mut csv = String::from("row,photo,description,weight,height,colour,batch,kind\n");
     let words = ["plain", "ordinary", "simple", "common"];
     for i in 0..120usize {
@@ -892,13 +891,8 @@ fn a_table_trains_with_no_configuration_and_its_written_config_reruns() {
 
 /// A table of two numbers and a colour with a numeric label and a tag-set label.
 fn numbers_table(dir: &Path) -> PathBuf {
-    let mut state = 7u64;
-    let mut uniform = move || {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (state >> 33) as f64 / (1u64 << 31) as f64 * 2.0 - 1.0
-    };
+    let mut noise = noise(7);
+    let mut uniform = move || f64::from(noise()) * 2.0 - 1.0;
     let mut csv = String::from("id,x1,x2,colour,price,tags\n");
     for i in 0..240 {
         let (x1, x2) = (uniform() * 3.0, uniform() * 3.0);
@@ -989,6 +983,10 @@ fn regression_and_multi_label_tables_train_with_no_configuration() {
         report.contains("R²") && report.contains("the predicted number"),
         "{report}"
     );
+    ok(&["export", "--run", run.to_str().unwrap(), "--quiet"]);
+    let signature = read(run.join("model.pt.json"));
+    assert_eq!(signature["task"], "regression");
+    assert_eq!(signature["outputs"], serde_json::json!(["value"]));
 
     let run = dir.path().join("tags");
     let eval = train("tags", &run)["eval"].clone();
