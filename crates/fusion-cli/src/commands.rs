@@ -251,7 +251,7 @@ pub fn train_one(config: &RunConfig, loaded: &Loaded, run: &Run, ui: Ui, device:
     let eval = if data.records.is_empty() {
         // Not an accuracy over nothing; the training itself is fine.
         ui.warn(format!(
-            "no {} record has one of the run's classes: nothing evaluated",
+            "no {} record has a label the run can use: nothing evaluated",
             split_name(target)
         ));
         None
@@ -882,6 +882,15 @@ pub fn robustness_on(run: &Run, data: &SplitData, split: Split, noise: bool, ui:
     ui.result(&record)
 }
 
+/// The score `compare` and robustness rank by (see [`score_name`]); a regression with a
+/// constant target (no R²) scores 0.
+pub fn task_score(eval: &EvalRecord) -> f64 {
+    match &eval.task {
+        TaskMetrics::Regression(r) => r.r2.unwrap_or(0.0),
+        _ => eval.metrics.accuracy,
+    }
+}
+
 /// What robustness measures for a task (see [`fusion_core::SubsetAccuracy::accuracy`]).
 pub fn score_name(task: Task) -> &'static str {
     match task {
@@ -932,7 +941,8 @@ pub struct CompareRow {
     pub split: String,
     /// Samples evaluated.
     pub samples: usize,
-    /// Test (or val) accuracy of the best weights.
+    /// Test (or val) score of the best weights: accuracy (a multi-label run's subset
+    /// accuracy, a regression's R²; see [`score_name`]).
     pub accuracy: f64,
     /// Expected calibration error.
     pub ece: f64,
@@ -1014,7 +1024,7 @@ pub fn compare(config_path: &Path, out: &Path, ui: Ui, device: Device) -> Result
             run: run.root().to_path_buf(),
             split: eval.split.clone(),
             samples: eval.metrics.count,
-            accuracy: eval.metrics.accuracy,
+            accuracy: task_score(&eval),
             ece: eval.metrics.ece,
             parameters: trained.parameters,
             seconds: trained.seconds,
@@ -1025,14 +1035,15 @@ pub fn compare(config_path: &Path, out: &Path, ui: Ui, device: Device) -> Result
     compare.write_json("skipped.json", &loaded.extraction.problems)?;
     compare.write_json("unusable.json", &loaded.extraction.absent)?;
     let split = rows.first().map_or("test", |r| r.split.as_str());
+    let score = score_name(config.task);
     plots::bars(
         &plot_path(&compare, "compare")?,
-        &format!("Accuracy on {split} by fusion method"),
-        "accuracy",
+        &format!("{} on {split} by fusion method", capitalised(score)),
+        score,
         &rows.iter().map(|r| r.name.clone()).collect::<Vec<_>>(),
         &rows.iter().map(|r| r.accuracy).collect::<Vec<_>>(),
     )?;
-    let table = report::compare_table(&rows);
+    let table = report::compare_table(&rows, config.task);
     report::write_compare(&compare, &config, &rows, &loaded)?;
     ui.say(format!("\n{table}"));
     ui.say(format!("report: {}", compare.file("report.md").display()));

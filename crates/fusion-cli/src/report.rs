@@ -26,6 +26,43 @@ fn epochs(run: &Run) -> Vec<EpochRecord> {
         .unwrap_or_default()
 }
 
+/// The evaluation section: the task's metrics, per-group rows, the confusion matrix of a
+/// classification, and the records left out.
+fn write_eval(out: &mut String, run: &Run, eval: &EvalRecord) {
+    if eval.task != TaskMetrics::Classification {
+        let _ = writeln!(out, "## Evaluation on {}\n\n{}.\n", eval.split, headline(eval));
+    } else {
+        let _ = writeln!(
+            out,
+            "## Evaluation on {}\n\nAccuracy **{:.4}**, macro-F1 {:.4}, ECE {:.4}, loss {:.4}, {} samples.\n",
+            eval.split, eval.metrics.accuracy, eval.metrics.macro_f1, eval.metrics.ece, eval.loss, eval.metrics.count
+        );
+        if let Some(groups) = &eval.groups {
+            *out += "| group | samples | accuracy | macro-F1 |\n|---|---|---|---|\n";
+            for (name, m) in &groups.groups {
+                let _ = writeln!(out, "| {name} | {} | {:.4} | {:.4} |", m.count, m.accuracy, m.macro_f1);
+            }
+            let _ = writeln!(
+                out,
+                "\nLargest gap between groups: accuracy {:.4}, macro-F1 {:.4}.\n",
+                groups.accuracy_gap, groups.macro_f1_gap
+            );
+        }
+        image(out, run, "confusion", "confusion matrix");
+    }
+    if !eval.skipped.is_empty() {
+        let _ = writeln!(
+            out,
+            "{} records were left out of this evaluation:\n",
+            eval.skipped.len()
+        );
+        for p in eval.skipped.iter().take(20) {
+            let _ = writeln!(out, "- {}", describe(p));
+        }
+        *out += "\n";
+    }
+}
+
 /// Writes the run's `report.md` from what its folder holds.
 pub fn write(run: &Run) -> Result<()> {
     let config: RunConfig = run.config()?;
@@ -85,37 +122,8 @@ pub fn write(run: &Run) -> Result<()> {
         }
         image(&mut out, run, "training", "training curves");
     }
-    if let Some(eval) = optional::<EvalRecord>(run, "eval.json").filter(|e| e.task != TaskMetrics::Classification) {
-        let _ = writeln!(out, "## Evaluation on {}\n\n{}.\n", eval.split, headline(&eval));
-    } else if let Some(eval) = optional::<EvalRecord>(run, "eval.json") {
-        let _ = writeln!(
-            out,
-            "## Evaluation on {}\n\nAccuracy **{:.4}**, macro-F1 {:.4}, ECE {:.4}, loss {:.4}, {} samples.\n",
-            eval.split, eval.metrics.accuracy, eval.metrics.macro_f1, eval.metrics.ece, eval.loss, eval.metrics.count
-        );
-        if let Some(groups) = &eval.groups {
-            out += "| group | samples | accuracy | macro-F1 |\n|---|---|---|---|\n";
-            for (name, m) in &groups.groups {
-                let _ = writeln!(out, "| {name} | {} | {:.4} | {:.4} |", m.count, m.accuracy, m.macro_f1);
-            }
-            let _ = writeln!(
-                out,
-                "\nLargest gap between groups: accuracy {:.4}, macro-F1 {:.4}.\n",
-                groups.accuracy_gap, groups.macro_f1_gap
-            );
-        }
-        image(&mut out, run, "confusion", "confusion matrix");
-        if !eval.skipped.is_empty() {
-            let _ = writeln!(
-                out,
-                "{} records were left out of this evaluation:\n",
-                eval.skipped.len()
-            );
-            for p in eval.skipped.iter().take(20) {
-                let _ = writeln!(out, "- {}", describe(p));
-            }
-            out += "\n";
-        }
+    if let Some(eval) = optional::<EvalRecord>(run, "eval.json") {
+        write_eval(&mut out, run, &eval);
     }
     if let Some(explain) = optional::<ExplainRecord>(run, "explain.json") {
         let s = &explain.shapley;
@@ -178,14 +186,22 @@ pub fn write(run: &Run) -> Result<()> {
 }
 
 /// The comparison as a Markdown table.
-pub fn compare_table(rows: &[CompareRow]) -> String {
-    let mut out =
-        "| method | samples | accuracy | ECE | parameters | train s |\n|---|---|---|---|---|---|\n".to_string();
+pub fn compare_table(rows: &[CompareRow], task: Task) -> String {
+    let mut out = format!(
+        "| method | samples | {} | ECE | parameters | train s |\n|---|---|---|---|---|---|\n",
+        score_name(task)
+    );
     for r in rows {
+        // A regression has no calibration error to show.
+        let ece = if task == Task::Regression {
+            "–".to_string()
+        } else {
+            format!("{:.4}", r.ece)
+        };
         let _ = writeln!(
             out,
-            "| {} | {} | {:.4} | {:.4} | {} | {:.1} |",
-            r.name, r.samples, r.accuracy, r.ece, r.parameters, r.seconds
+            "| {} | {} | {:.4} | {ece} | {} | {:.1} |",
+            r.name, r.samples, r.accuracy, r.parameters, r.seconds
         );
     }
     out
@@ -194,14 +210,14 @@ pub fn compare_table(rows: &[CompareRow]) -> String {
 /// The comparison folder's `report.md`.
 pub fn write_compare(run: &Run, config: &RunConfig, rows: &[CompareRow], loaded: &Loaded) -> Result<()> {
     let mut out = format!(
-        "# Fusion comparison: {}\n\nManifest `{}`: {} usable records, {} left out. Same features, encoders and seed ({}) for every method, and the same test records (val when there is no test split) for every row: where a single-modality model's modality is absent it outputs the uniform distribution. Accuracy of the best epoch's weights.\n\n",
+        "# Fusion comparison: {}\n\nManifest `{}`: {} usable records, {} left out. Same features, encoders and seed ({}) for every method, and the same test records (val when there is no test split) for every row: where a single-modality model's modality is absent it outputs the uniform distribution (a regression: the training mean). Scores of the best epoch's weights.\n\n",
         run.root().display(),
         loaded.manifest.path.display(),
         loaded.extraction.records.len(),
         loaded.extraction.problems.len() + loaded.manifest.rejected.len(),
         config.train.seed
     );
-    out += &compare_table(rows);
+    out += &compare_table(rows, config.task);
     image(&mut out, run, "compare", "accuracy by method");
     out += "\nRuns (each with its own report):\n\n";
     for r in rows {

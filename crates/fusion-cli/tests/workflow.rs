@@ -987,6 +987,26 @@ fn regression_and_multi_label_tables_train_with_no_configuration() {
     let signature = read(run.join("model.pt.json"));
     assert_eq!(signature["task"], "regression");
     assert_eq!(signature["outputs"], serde_json::json!(["value"]));
+    // Every default method of `compare` trains the regression; rows rank by R².
+    let compared = dir.path().join("compare-price");
+    let config = run.join("config.json");
+    let table = ok(&[
+        "compare",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        compared.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    let stdout = String::from_utf8_lossy(&table.stdout);
+    assert!(stdout.contains("| method | samples | R² | ECE |"), "{stdout}");
+    let rows = read(compared.join("compare.json"));
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 6, "{rows:?}");
+    for row in rows {
+        assert!(row["accuracy"].as_f64().unwrap() > 0.8, "{row}");
+    }
 
     let run = dir.path().join("tags");
     let eval = train("tags", &run)["eval"].clone();

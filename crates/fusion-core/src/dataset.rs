@@ -13,7 +13,8 @@ pub struct TensorDataset {
     pub padding: Vec<Option<Tensor>>,
     /// Per modality: `[N]` bool presence.
     pub present: Vec<Tensor>,
-    /// `[N]` class indices (int64).
+    /// Targets: `[N]` int64 class indices, `[N, L]` 0/1 floats (multi-label), or `[N]`
+    /// float numbers (regression).
     pub labels: Tensor,
     /// Group of each sample, for per-group metrics.
     pub groups: Option<Vec<String>>,

@@ -46,7 +46,7 @@ pub struct ExportSignature {
     /// Class (or label) count; 1 for a regression.
     pub num_classes: i64,
     /// Class (or label) names, in the order of the output's columns; a regression's one
-    /// name is its target's.
+    /// name is `value`.
     pub classes: Vec<String>,
 }
 

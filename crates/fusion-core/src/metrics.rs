@@ -112,7 +112,8 @@ impl BinaryMetrics {
         while start < order.len() {
             let mut end = start;
             let (mut tp, mut fp) = (0, 0);
-            while end < order.len() && scores[order[end]] == scores[order[start]] {
+            // `total_cmp`: NaN scores form a group too instead of stalling the walk.
+            while end < order.len() && scores[order[end]].total_cmp(&scores[order[start]]).is_eq() {
                 if truths[order[end]] {
                     tp += 1
                 } else {
@@ -345,6 +346,9 @@ mod tests {
         // At 0.5: predicted 4 positives, 2 right; 3 positives in all.
         assert!((m.precision - 0.5).abs() < 1e-12 && (m.recall - 2.0 / 3.0).abs() < 1e-12);
         assert!((m.f1 - 4.0 / 7.0).abs() < 1e-12);
+        // NaN scores (a diverged model) still give an answer.
+        let nan = BinaryMetrics::compute(&[f64::NAN, 0.3, f64::NAN], &[true, false, false], 0.5);
+        assert!(nan.roc_auc.is_some_and(|auc| (0.0..=1.0).contains(&auc)), "{nan:?}");
         let one_sided = BinaryMetrics::compute(&[0.2, 0.3], &[false, false], 0.5);
         assert_eq!((one_sided.roc_auc, one_sided.average_precision), (None, None));
     }

@@ -240,6 +240,9 @@ impl ColumnInference {
     }
 }
 
+/// How the reason of an id inferred from short unique cells (not from its name) begins.
+const SHORT_NAMES: &str = "never repeated";
+
 /// Files whose first bytes are read per path column.
 const SNIFFED_FILES: usize = 32;
 
@@ -337,7 +340,7 @@ fn infer_kind(name: &str, cells: &[&str], rows: usize, base: &Path, scope: PathS
     let words = cells.iter().map(|c| c.split_whitespace().count()).sum::<usize>() as f64 / cells.len() as f64;
     // Short names, one per row (`outfit:Heavy Laser`, `r17`): what records are called.
     if unique && words < 3.0 {
-        return (ColumnKind::Id, format!("never repeated, {words:.1} words per cell"));
+        return (ColumnKind::Id, format!("{SHORT_NAMES}, {words:.1} words per cell"));
     }
     if words >= 3.0 || (words >= 2.0 && distinct.len() * 2 > cells.len()) {
         return (ColumnKind::Text, format!("{words:.1} words per cell"));
@@ -429,8 +432,8 @@ pub fn infer_columns(
         return Err(unknown("--column-types", name));
     }
     let base = path.parent().unwrap_or(Path::new("."));
-    let mut columns: Vec<InferredColumn> = Vec::new();
     let mut label_kind = LabelKind::Classes;
+    let mut inferred: Vec<(ColumnKind, String, Vec<&str>)> = Vec::new();
     for name in &names {
         let cells: Vec<&str> = rows
             .iter()
@@ -445,6 +448,23 @@ pub fn infer_columns(
             }
             Some(kind) => (*kind, "--column-types".to_string()),
             None => infer_kind(name, &cells, rows.len(), base, scope),
+        };
+        inferred.push((kind, reason, cells));
+    }
+    // Short unique names are the id only when no column is one by name (or by choice):
+    // otherwise they are text (titles), not a second id to ignore.
+    let short_names = |kind: ColumnKind, reason: &str| kind == ColumnKind::Id && reason.starts_with(SHORT_NAMES);
+    let id = inferred
+        .iter()
+        .zip(&names)
+        .filter(|((kind, reason, _), _)| *kind == ColumnKind::Id && !short_names(*kind, reason))
+        .map(|(_, name)| name.clone())
+        .next();
+    let mut columns: Vec<InferredColumn> = Vec::new();
+    for (name, (kind, reason, cells)) in names.iter().zip(inferred) {
+        let (kind, reason) = match &id {
+            Some(id) if short_names(kind, &reason) => (ColumnKind::Text, format!("{reason}; `{id}` is the id")),
+            _ => (kind, reason),
         };
         let single = kind.role().single();
         let (kind, reason) = match columns.iter().find(|c| single && c.kind == kind) {
@@ -473,6 +493,18 @@ pub fn infer_columns(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_unique_names_are_the_id_when_no_column_is_one_by_name() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::Config(e.to_string()))?;
+        let path = dir.path().join("t.csv");
+        let csv = "item,mass,y\nHeavy Laser,10,a\nBlaster,3,b\nMeteor Missile Launcher,7,a\n";
+        std::fs::write(&path, csv).map_err(|e| Error::Config(e.to_string()))?;
+        let inference = infer_columns(&path, "y", &BTreeMap::new(), PathScope::ManifestFolder)?;
+        assert_eq!(inference.columns[0].kind, ColumnKind::Id, "{:?}", inference.columns[0]);
+        assert!(inference.columns[0].reason.starts_with(SHORT_NAMES));
+        Ok(())
+    }
 
     #[test]
     fn the_label_decides_the_task() {
@@ -533,13 +565,13 @@ mod tests {
                 ("same", Ignore),
                 ("code", Categorical),
                 ("empty", Ignore),
-                ("title", Ignore),
+                ("title", Text),
                 ("y", Label),
             ]
         );
-        // Short names, never repeated: what the records are called (a second id).
+        // Short names, never repeated, beside an id by name: text.
         assert!(
-            inference.columns[10].reason.starts_with("id too"),
+            inference.columns[10].reason.ends_with("`sample_id` is the id"),
             "{:?}",
             inference.columns[10]
         );

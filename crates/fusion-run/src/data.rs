@@ -1,5 +1,5 @@
 //! Datasets of a run: extracted features laid out for their encoders, with presence and
-//! padding masks, class indices and groups.
+//! padding masks, the task's targets (class indices, 0/1 per tag, numbers) and groups.
 
 use fusion_core::{Task, TensorDataset};
 use fusion_data::{Extraction, Problem};
@@ -59,12 +59,11 @@ fn target_of(task: Task, label: &str, outputs: &[String]) -> std::result::Result
             .map(|i| vec![i as f64])
             .ok_or_else(|| format!("label `{label}` is not one of the model's classes")),
         Task::MultiLabel => {
+            // A tag the model was not trained on cannot be predicted: the record is scored
+            // on the model's tags (dropping it would bias the metrics towards common tags).
             let mut row = vec![0.0; outputs.len()];
-            for tag in tags_of(label) {
-                match outputs.iter().position(|c| c == tag) {
-                    Some(i) => row[i] = 1.0,
-                    None => return Err(format!("tag `{tag}` is not one of the model's labels")),
-                }
+            for i in tags_of(label).filter_map(|tag| outputs.iter().position(|c| c == tag)) {
+                row[i] = 1.0;
             }
             Ok(row)
         }
@@ -75,15 +74,15 @@ fn target_of(task: Task, label: &str, outputs: &[String]) -> std::result::Result
     }
 }
 
-/// The kept records of a split as a dataset; records whose label is not a known class are
-/// left out and reported.
+/// The kept records of a split as a dataset; records whose label the task cannot use (no
+/// label, a class the model does not know, not a number) are left out and reported.
 #[derive(Debug)]
 pub struct SplitData {
     /// Features, presence, labels and groups.
     pub data: TensorDataset,
     /// Index into the extraction of each sample.
     pub records: Vec<usize>,
-    /// Records left out (unknown label).
+    /// Records left out, with the reason.
     pub problems: Vec<Problem>,
 }
 
@@ -297,7 +296,7 @@ mod tests {
         assert_eq!(tags, ["a", "b", "c"]);
         assert_eq!(target_of(Task::MultiLabel, " c ;a", &tags), Ok(vec![1.0, 0.0, 1.0]));
         assert_eq!(target_of(Task::MultiLabel, ";", &tags), Ok(vec![0.0; 3]));
-        assert!(target_of(Task::MultiLabel, "a;d", &tags).is_err_and(|e| e.contains("`d`")));
+        assert_eq!(target_of(Task::MultiLabel, "a;d", &tags), Ok(vec![1.0, 0.0, 0.0]));
         let value = outputs_of(Task::Regression, ["3"].into_iter());
         assert_eq!(target_of(Task::Regression, " -2.5e1", &value), Ok(vec![-25.0]));
         for bad in ["cheap", "NaN", "inf"] {

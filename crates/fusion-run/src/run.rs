@@ -125,9 +125,9 @@ pub struct Trained {
     pub seconds: f64,
     /// Trainable parameters.
     pub parameters: i64,
-    /// Class names in index order.
+    /// The model's outputs in order: class names, tags (multi-label), or `value`.
     pub classes: Vec<String>,
-    /// Train and val records left out (no label, or one not among the training classes).
+    /// Train and val records left out (no label, or one the task cannot use).
     pub skipped: Vec<Problem>,
     /// Frozen-encoder outputs read from the cache and computed, for train and val.
     pub frozen: FrozenCounts,
@@ -171,8 +171,10 @@ pub fn split_dataset(
 /// Writes the model inputs of every split that has records to one safetensors file, for
 /// tools outside this workspace (a PyTorch peer, a scikit-learn baseline) to train on exactly
 /// what a run sees: `{split}.{modality}` (as the modality's encoder reads it, before the
-/// model's standardisation), `{split}.{modality}.present` (u8), `{split}.labels` (int64
-/// indices into the returned classes). Written through a temporary file and a rename.
+/// model's standardisation), `{split}.{modality}.present` (u8), `{split}.labels` (the task's
+/// targets: int64 indices into the returned classes, float 0/1 `[N, tags]` for multi-label,
+/// float numbers for regression, whose one "class" is `value`). Written through a
+/// temporary file and a rename.
 pub fn export_features(
     config: &RunConfig,
     extraction: &Extraction,
