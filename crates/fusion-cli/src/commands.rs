@@ -885,10 +885,7 @@ pub fn robustness_on(run: &Run, data: &SplitData, split: Split, noise: bool, ui:
 /// The score `compare` and robustness rank by (see [`score_name`]); a regression with a
 /// constant target (no R²) scores 0.
 pub fn task_score(eval: &EvalRecord) -> f64 {
-    match &eval.task {
-        TaskMetrics::Regression(r) => r.r2.unwrap_or(0.0),
-        _ => eval.metrics.accuracy,
-    }
+    eval.task.accuracy(&eval.metrics).unwrap_or(0.0)
 }
 
 /// What robustness measures for a task (see [`fusion_core::SubsetAccuracy::accuracy`]).

@@ -65,7 +65,8 @@ pub fn shapley_values(model: &FusionModel, data: &TensorDataset, batch_size: usi
                     match model.task() {
                         Task::Classification => f64::from(row[target]),
                         Task::MultiLabel => {
-                            let agree = |(p, q): (&f32, &f32)| f64::from(if *q >= 0.5 { *p } else { 1.0 - *p });
+                            let decided = |q: f32| f64::from(q) >= crate::THRESHOLD;
+                            let agree = |(p, q): (&f32, &f32)| f64::from(if decided(*q) { *p } else { 1.0 - *p });
                             row.iter().zip(full).map(agree).sum::<f64>() / row.len().max(1) as f64
                         }
                         Task::Regression => f64::from(row[0]),
@@ -117,12 +118,8 @@ fn factorial(n: usize) -> f64 {
 
 /// Each sample's class probabilities, label probabilities, or predicted number.
 fn class_probabilities(model: &FusionModel, inputs: &[ModalityInput]) -> Result<Vec<Vec<f32>>> {
-    let outputs = model.config().num_classes as usize;
     let scores = model.forward_t(inputs, false)?.scores();
-    Ok(Vec::<f32>::try_from(scores.to_device(tch::Device::Cpu).flatten(0, -1))?
-        .chunks(outputs)
-        .map(<[f32]>::to_vec)
-        .collect())
+    Ok(Vec::<Vec<f32>>::try_from(scores.to_device(tch::Device::Cpu))?)
 }
 
 /// The task's accuracy with `edit` applied to the inputs: of the class, of the whole label

@@ -78,6 +78,11 @@ impl Metrics {
     }
 }
 
+/// `a / b`, 0 for an empty denominator (a precision with nothing predicted, and the like).
+fn ratio(a: usize, b: usize) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
 /// Decision threshold of binary and multi-label predictions.
 pub const THRESHOLD: f64 = 0.5;
 
@@ -136,7 +141,6 @@ impl BinaryMetrics {
             .zip(truths)
             .filter(|(s, t)| **s >= threshold && **t)
             .count();
-        let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
         Self {
             roc_auc,
             average_precision,
@@ -200,7 +204,6 @@ impl MultiLabelMetrics {
             actual += usize::from(*t);
         }
         let mean = |values: Vec<f64>| (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64);
-        let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
         Self {
             count,
             subset_accuracy: ratio(exact, count),

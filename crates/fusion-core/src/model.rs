@@ -251,10 +251,15 @@ impl Objective {
     }
 }
 
-/// Per-label logits `[B, L]` as log-probabilities of off and on `[B, L, 2]`: the softmax of
-/// `(0, z)` is `(1 − σ(z), σ(z))`, so a label is a two-class decision.
+/// Per-label logits `[B, L]` as two-class logits `(0, z)` `[B, L, 2]`: their softmax is
+/// `(1 − σ(z), σ(z))`, so a label is a two-class decision.
+fn label_pairs(logits: &Tensor) -> Tensor {
+    Tensor::stack(&[logits.zeros_like(), logits.shallow_clone()], -1)
+}
+
+/// Per-label logits `[B, L]` as log-probabilities of off and on `[B, L, 2]`.
 fn label_log_probs(logits: &Tensor) -> Tensor {
-    Tensor::stack(&[logits.zeros_like(), logits.shallow_clone()], -1).log_softmax(-1, Kind::Float)
+    label_pairs(logits).log_softmax(-1, Kind::Float)
 }
 
 #[derive(Debug)]
@@ -615,10 +620,7 @@ impl FusionModel {
             Objective::MultiLabel => {
                 let (batch, labels) = (present.size()[0], self.config.num_classes);
                 let branches = present.size()[1];
-                let pairs: Vec<Tensor> = logits
-                    .iter()
-                    .map(|z| Tensor::stack(&[z.zeros_like(), z.shallow_clone()], -1).view([-1, 2]))
-                    .collect();
+                let pairs: Vec<Tensor> = logits.iter().map(|z| label_pairs(z).view([-1, 2])).collect();
                 let per_label = present
                     .unsqueeze(1)
                     .expand([batch, labels, branches], false)

@@ -819,23 +819,16 @@ pub fn train(
         // Inference needs no small batches: larger ones keep the convolutions busy.
         let val_batch = config.batch_size.max(VALIDATION_BATCH);
         let val = val_set.map(|v| evaluate(model, v, val_batch)).transpose()?;
+        // A regression's classification metrics are placeholders: not recorded.
+        let classified = val.as_ref().filter(|_| model.task() != Task::Regression);
         let record = EpochRecord {
             epoch: epoch + 1,
             lr,
             train_loss: loss_sum / steps.max(1) as f64,
             val_loss: val.as_ref().map(|v| v.loss),
-            val_accuracy: val
-                .as_ref()
-                .map(|v| v.metrics.accuracy)
-                .filter(|_| model.task() != Task::Regression),
-            val_macro_f1: val
-                .as_ref()
-                .map(|v| v.metrics.macro_f1)
-                .filter(|_| model.task() != Task::Regression),
-            val_ece: val
-                .as_ref()
-                .map(|v| v.metrics.ece)
-                .filter(|_| model.task() != Task::Regression),
+            val_accuracy: classified.map(|v| v.metrics.accuracy),
+            val_macro_f1: classified.map(|v| v.metrics.macro_f1),
+            val_ece: classified.map(|v| v.metrics.ece),
             val_r2: val.as_ref().and_then(|v| match &v.task {
                 TaskMetrics::Regression(r) => r.r2,
                 _ => None,
@@ -1039,15 +1032,26 @@ pub enum TaskMetrics {
     Regression(RegressionMetrics),
 }
 
+impl TaskMetrics {
+    /// The task's accuracy: `metrics.accuracy` (a multi-label task's subset accuracy), or a
+    /// regression's R² (`None` for a constant target).
+    pub fn accuracy(&self, metrics: &Metrics) -> Option<f64> {
+        match self {
+            Self::Regression(r) => r.r2,
+            _ => Some(metrics.accuracy),
+        }
+    }
+}
+
 impl Evaluation {
-    /// The score early stopping and robustness curves compare (higher is better): accuracy
-    /// (a multi-label task's subset accuracy) or a regression's R² for `Accuracy`,
-    /// macro-F1 or R² for `MacroF1`, minus the loss for `Loss`.
+    /// The score early stopping and robustness curves compare (higher is better): the
+    /// task's accuracy ([`TaskMetrics::accuracy`]) for `Accuracy`, macro-F1 (a regression's
+    /// R²) for `MacroF1`, minus the loss for `Loss` and for a regression without R².
     pub fn score(&self, metric: StopMetric) -> f64 {
+        let accuracy = self.task.accuracy(&self.metrics);
         match (&self.task, metric) {
             (_, StopMetric::Loss) => -self.loss,
-            (TaskMetrics::Regression(r), _) => r.r2.unwrap_or(-self.loss),
-            (_, StopMetric::Accuracy) => self.metrics.accuracy,
+            (TaskMetrics::Regression(_), _) | (_, StopMetric::Accuracy) => accuracy.unwrap_or(-self.loss),
             (_, StopMetric::MacroF1) => self.metrics.macro_f1,
         }
     }
@@ -1065,8 +1069,7 @@ pub fn evaluate(model: &FusionModel, data: &TensorDataset, batch_size: usize) ->
             let (inputs, labels) = data.batch(&indices, device);
             let output = model.forward_t(&inputs, false)?;
             loss_sum += f64::try_from(output.per_sample_loss(&labels).sum(Kind::Double))?;
-            let values = Vec::<f32>::try_from(output.scores().to_device(tch::Device::Cpu).flatten(0, -1))?;
-            probabilities.extend(values.chunks(outputs).map(<[f32]>::to_vec));
+            probabilities.extend(Vec::<Vec<f32>>::try_from(output.scores().to_device(tch::Device::Cpu))?);
         }
         Ok(())
     })?;

@@ -453,17 +453,17 @@ pub fn infer_columns(
     }
     // Short unique names are the id only when no column is one by name (or by choice):
     // otherwise they are text (titles), not a second id to ignore.
-    let short_names = |kind: ColumnKind, reason: &str| kind == ColumnKind::Id && reason.starts_with(SHORT_NAMES);
-    let id = inferred
+    let short_names =
+        |name: &str, kind: ColumnKind| kind == ColumnKind::Id && !is_id_name(name) && !given.contains_key(name);
+    let id = names
         .iter()
-        .zip(&names)
-        .filter(|((kind, reason, _), _)| *kind == ColumnKind::Id && !short_names(*kind, reason))
-        .map(|(_, name)| name.clone())
-        .next();
+        .zip(&inferred)
+        .find(|(name, (kind, _, _))| *kind == ColumnKind::Id && !short_names(name, *kind))
+        .map(|(name, _)| name.clone());
     let mut columns: Vec<InferredColumn> = Vec::new();
     for (name, (kind, reason, cells)) in names.iter().zip(inferred) {
         let (kind, reason) = match &id {
-            Some(id) if short_names(kind, &reason) => (ColumnKind::Text, format!("{reason}; `{id}` is the id")),
+            Some(id) if short_names(name, kind) => (ColumnKind::Text, format!("{reason}; `{id}` is the id")),
             _ => (kind, reason),
         };
         let single = kind.role().single();
