@@ -7,9 +7,9 @@ use std::{
 
 use anyhow::{Context, Result, anyhow, bail};
 use fusion_core::{
-    FusionConfig, GroupMetrics, Metrics, ModalityInput, NOISE_LEVELS, NoiseCurve, Progress, ShapleyReport,
-    SubsetAccuracy, Task, TaskMetrics, TrainSummary, evaluate, export_torchscript, missing_modality_accuracy,
-    noise_robustness, shapley_values,
+    FusionConfig, GroupMetrics, Metrics, ModalityInput, NOISE_LEVELS, NoiseCurve, ProcessGroup, Progress,
+    ShapleyReport, SubsetAccuracy, Task, TaskMetrics, TrainSummary, evaluate, export_torchscript,
+    missing_modality_accuracy, noise_robustness, shapley_values,
 };
 use fusion_data::{Extraction, FeatureCache, FeatureSpec, Manifest, Problem, Shard, Split};
 use fusion_run::{NamedFusion, Run, RunConfig, SplitData, describe, held_out_split, split_dataset};
@@ -197,12 +197,21 @@ pub fn split_name(split: Split) -> &'static str {
 /// Trains `config` on the loaded data into `run` (see [`fusion_run::train`]) with a
 /// progress bar, plots the curves, then evaluates the best weights on test (or val when
 /// there is no test split).
-pub fn train_one(config: &RunConfig, loaded: &Loaded, run: &Run, ui: Ui, device: Device) -> Result<Trained> {
+/// As one rank of a data-parallel `group`, a rank other than 0 only trains (nothing
+/// plotted, evaluated or written).
+pub fn train_one(
+    config: &RunConfig,
+    loaded: &Loaded,
+    run: &Run,
+    ui: Ui,
+    device: Device,
+    group: Option<&dyn ProcessGroup>,
+) -> Result<Trained> {
     let extraction = &loaded.extraction;
     let train_records = extraction.split_indices(Split::Train).len();
     let steps_per_epoch = train_records.div_ceil(config.train.batch_size.max(1));
     let bar = ui.bar((config.train.epochs * steps_per_epoch) as u64, "training");
-    let trained = fusion_run::train(config, extraction, &loaded.specs, run, device, &mut |progress| {
+    let mut progress = |progress: Progress<'_>| {
         match progress {
             Progress::Step {
                 epoch,
@@ -229,8 +238,22 @@ pub fn train_one(config: &RunConfig, loaded: &Loaded, run: &Run, ui: Ui, device:
             }
             Progress::Epoch(_) => {}
         }
-    })?;
+    };
+    let trained = match group {
+        Some(group) => {
+            fusion_run::train_data_parallel(config, extraction, &loaded.specs, run, device, group, &mut progress)
+        }
+        None => fusion_run::train(config, extraction, &loaded.specs, run, device, &mut progress),
+    }?;
     bar.finish_and_clear();
+    if group.is_some_and(|g| g.rank() != 0) {
+        return Ok(Trained {
+            eval: None,
+            seconds: trained.seconds,
+            parameters: trained.parameters,
+            summary: trained.summary,
+        });
+    }
     for problem in &trained.skipped {
         ui.warn(format!("skipped training record {}", describe(problem)));
     }
@@ -444,17 +467,36 @@ pub fn zero_config(table: &Table, run_dir: &Path, ui: Ui) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// `fusion train`.
-pub fn train(config_path: &Path, run_dir: &Path, epochs: Option<usize>, ui: Ui, device: Device) -> Result<()> {
+/// `fusion train`, alone or as one rank of a data-parallel `group`.
+pub fn train(
+    config_path: &Path,
+    run_dir: &Path,
+    epochs: Option<usize>,
+    ui: Ui,
+    device: Device,
+    group: Option<&dyn ProcessGroup>,
+) -> Result<()> {
     let mut config = RunConfig::load(config_path)?;
     if let Some(epochs) = epochs {
         config.train.epochs = epochs;
     }
     config.validate()?;
+    // Rank 0 fills the feature cache first; the others then read it rather than compute it.
+    let leader = group.is_none_or(|g| g.rank() == 0);
+    if let Some(group) = group.filter(|_| !leader) {
+        group.barrier()?;
+    }
+    // A rank 0 that fails here exits, and the others' barrier fails with it.
     let loaded = load_data(&mut config, None, None, ui)?;
+    if let Some(group) = group.filter(|_| leader) {
+        group.barrier()?;
+    }
     config.check_manifest(&loaded.manifest)?;
     let run = Run::new(run_dir);
-    let trained = train_one(&config, &loaded, &run, ui, device)?;
+    let trained = train_one(&config, &loaded, &run, ui, device, group)?;
+    if !leader {
+        return Ok(());
+    }
     run.write_json("skipped.json", &loaded.extraction.problems)?;
     run.write_json("unusable.json", &loaded.extraction.absent)?;
     let best = trained.summary.best_epoch;
@@ -1008,7 +1050,7 @@ pub fn compare(config_path: &Path, out: &Path, ui: Ui, device: Device) -> Result
             })
             .collect();
         let run = Run::new(out.join(format!("{i:02}_{}", slug.trim_matches('_'))));
-        let trained = train_one(run_config, &loaded, &run, quiet_epochs, device)?;
+        let trained = train_one(run_config, &loaded, &run, quiet_epochs, device, None)?;
         report::write(&run)?;
         let eval = trained.eval.ok_or_else(|| {
             anyhow!(

@@ -2,6 +2,7 @@
 
 mod commands;
 mod ensemble;
+mod parallel;
 mod plots;
 mod report;
 
@@ -118,6 +119,8 @@ enum Command {
         /// Override the configuration's epoch count (e.g. to continue a finished run).
         #[arg(long)]
         epochs: Option<usize>,
+        #[command(flatten)]
+        parallel: parallel::ParallelArgs,
     },
     /// Evaluate a trained run on a split of its manifest (or of another manifest).
     Eval(RunArgs),
@@ -407,7 +410,14 @@ fn main() -> Result<()> {
             allow_paths_outside_manifest,
             run,
             epochs,
+            parallel,
         } => {
+            if parallel.rank.is_some() && config.is_none() {
+                // Every rank must train the same configuration: write it once, then share it.
+                anyhow::bail!(
+                    "--rank needs --config (`fusion train --manifest … --world-size N` writes one and starts the ranks)"
+                );
+            }
             let config = match (config, manifest, label) {
                 (Some(config), _, _) => config,
                 (None, Some(manifest), Some(label)) => {
@@ -423,7 +433,12 @@ fn main() -> Result<()> {
                 }
                 _ => anyhow::bail!("give --config, or --manifest and --label"),
             };
-            commands::train(&config, &run, epochs, ui, device()?)
+            if parallel.launches() {
+                return parallel::launch(parallel.world_size, &config, &run, epochs, cli.device, cli.json);
+            }
+            let group = parallel.join()?;
+            let group = group.as_ref().map(|g| g as &dyn fusion_core::ProcessGroup);
+            commands::train(&config, &run, epochs, ui, device()?, group)
         }
         Command::Eval(a) => commands::eval(&a.run, a.manifest.as_deref(), a.split, ui, device()?),
         Command::Predict { run, manifest, out } => {

@@ -1172,3 +1172,107 @@ fn walk(folder: &Path) -> Vec<PathBuf> {
     }
     found
 }
+
+#[test]
+fn two_local_ranks_train_data_parallel_as_one_process_does() {
+    let dir = tempfile::tempdir().unwrap();
+    dataset(dir.path());
+    // No dropout: its masks are drawn per rank, so only then are the runs the same.
+    let early = config(
+        dir.path(),
+        r#"{"family": "early", "method": "concat"}"#,
+        r#", "dropout": 0.0"#,
+    );
+    let (single, parallel) = (dir.path().join("single"), dir.path().join("parallel"));
+    let c = early.to_str().unwrap();
+    let base = ["--json", "--device", "cpu", "train", "--config", c, "--run"];
+    let alone = json(&ok(&[&base[..], &[single.to_str().unwrap()]].concat()));
+    let together = json(&ok(
+        &[&base[..], &[parallel.to_str().unwrap(), "--world-size", "2"]].concat()
+    ));
+    // Rank 0 printed the result and wrote the whole run; nothing else wrote beside it.
+    assert_eq!(together["epochs"].as_array().map(Vec::len), Some(3));
+    let names = |run: &Path| {
+        let mut names: Vec<String> = walk(run)
+            .iter()
+            .filter_map(|p| Some(p.strip_prefix(run).ok()?.display().to_string()))
+            .filter(|p| !p.ends_with(".lock"))
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(&parallel), names(&single));
+    let close = |key: &str, a: &serde_json::Value, b: &serde_json::Value| {
+        let (a, b) = (a.as_f64().unwrap(), b.as_f64().unwrap());
+        assert!((a - b).abs() < 1e-4, "{key}: one process {a}, two ranks {b}");
+    };
+    close("test loss", &alone["eval"]["loss"], &together["eval"]["loss"]);
+    close(
+        "test accuracy",
+        &alone["eval"]["metrics"]["accuracy"],
+        &together["eval"]["metrics"]["accuracy"],
+    );
+    for (a, b) in alone["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(together["epochs"].as_array().unwrap())
+    {
+        close("train loss", &a["train_loss"], &b["train_loss"]);
+        close("val loss", &a["val_loss"], &b["val_loss"]);
+    }
+
+    // A rank outside the world, an address without a port, and --rank without a configuration.
+    let rank = |extra: &[&str]| {
+        let out = fusion(
+            &[
+                &[
+                    "--device",
+                    "cpu",
+                    "train",
+                    "--run",
+                    dir.path().join("bad").to_str().unwrap(),
+                ][..],
+                extra,
+            ]
+            .concat(),
+        );
+        assert!(!out.status.success(), "{extra:?} was accepted");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let outside = rank(&[
+        "--config",
+        c,
+        "--world-size",
+        "2",
+        "--rank",
+        "2",
+        "--master",
+        "127.0.0.1:29400",
+    ]);
+    assert!(outside.contains("rank 2 of a world of 2"), "{outside}");
+    let no_port = rank(&[
+        "--config",
+        c,
+        "--world-size",
+        "2",
+        "--rank",
+        "1",
+        "--master",
+        "localhost",
+    ]);
+    assert!(no_port.contains("--master `localhost`: no port"), "{no_port}");
+    let no_config = rank(&[
+        "--manifest",
+        "m.csv",
+        "--label",
+        "y",
+        "--world-size",
+        "2",
+        "--rank",
+        "1",
+        "--master",
+        "h:1",
+    ]);
+    assert!(no_config.contains("--rank needs --config"), "{no_config}");
+}

@@ -36,6 +36,9 @@ pub enum Error {
     /// Inputs whose shapes cannot be combined.
     #[error("shape mismatch: {0}")]
     Shape(String),
+    /// A collective operation of a data-parallel group that failed (a peer gone, a timeout).
+    #[error("data-parallel group: {0}")]
+    Collective(String),
     /// An error raised inside libtorch.
     #[error(transparent)]
     Torch(#[from] tch::TchError),

@@ -69,6 +69,7 @@ mod input;
 mod late;
 mod metrics;
 mod model;
+pub mod parallel;
 mod params;
 pub mod synthetic;
 mod train;
@@ -98,9 +99,10 @@ pub use metrics::{
     expected_calibration_error,
 };
 pub use model::{BranchOutput, Encoder, FusionModel, FusionOutput, IdentityEncoder, MlpEncoder, linear};
+pub use parallel::ProcessGroup;
 pub use params::ParameterSet;
 pub use train::{
     EarlyStopping, EpochRecord, Evaluation, Optimizer, OptimizerConfig, ParamGroup, Progress, RunFolder, Schedule,
     StopMetric, TaskMetrics, TrainConfig, TrainSummary, argmax, evaluate, has_gradient, load_weights,
-    parameters_without_gradient, save_weights, train,
+    parameters_without_gradient, save_weights, train, train_data_parallel,
 };

@@ -17,6 +17,7 @@ use crate::{
     config::Task,
     input::modality_dropout,
     metrics::{GroupMetrics, Metrics, MultiLabelMetrics, RegressionMetrics, THRESHOLD},
+    parallel::{ProcessGroup, all_reduce_gradients, broadcast_from_rank0, shard, variables_in_order},
     read_checked_safetensors, write_checked_safetensors, write_file_atomic,
 };
 
@@ -403,6 +404,22 @@ impl Optimizer {
         }
     }
 
+    /// Zero that depends on every tracked parameter: added to a loss, it gives each one a
+    /// gradient (zero where the loss does not reach it).
+    fn zero_term(&self) -> Tensor {
+        self.params
+            .iter()
+            .map(|(_, p)| p.sum(p.kind()) * 0.0)
+            .reduce(|a, b| a + b)
+            .unwrap_or_else(|| Tensor::from(0.0f32))
+    }
+
+    /// Sums the gradients over `group` (see [`train_data_parallel`]).
+    fn all_reduce_gradients(&self, group: &dyn ProcessGroup) -> Result<()> {
+        let params: Vec<Tensor> = self.params.iter().map(|(_, p)| p.shallow_clone()).collect();
+        all_reduce_gradients(group, &params)
+    }
+
     /// Clears the gradients.
     pub fn zero_grad(&mut self) {
         for (_, p) in &mut self.params {
@@ -682,6 +699,41 @@ pub fn train(
     run: &RunFolder,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<TrainSummary> {
+    train_in(model, vs, config, train_set, val_set, run, None, progress)
+}
+
+/// As [`train`], as one rank of a data-parallel `group`: every rank holds the whole
+/// datasets and computes the same seeded batches as one process would; each trains on its
+/// share of every batch ([`shard`](crate::parallel::shard)), and the gradients are summed
+/// over the group before each step, weighted so that the step is the one a single process
+/// takes on the whole batch. The weights start from rank 0's (its checkpoint when it
+/// resumes), and rank 0 alone writes `run`. Models with batch normalisation see per-rank
+/// batch statistics, and dropout draws per-rank masks, as under PyTorch's DDP.
+#[allow(clippy::too_many_arguments)]
+pub fn train_data_parallel(
+    model: &FusionModel,
+    vs: &VarStore,
+    config: &TrainConfig,
+    train_set: &TensorDataset,
+    val_set: Option<&TensorDataset>,
+    run: &RunFolder,
+    group: &dyn ProcessGroup,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<TrainSummary> {
+    train_in(model, vs, config, train_set, val_set, run, Some(group), progress)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn train_in(
+    model: &FusionModel,
+    vs: &VarStore,
+    config: &TrainConfig,
+    train_set: &TensorDataset,
+    val_set: Option<&TensorDataset>,
+    run: &RunFolder,
+    group: Option<&dyn ProcessGroup>,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<TrainSummary> {
     config.validate()?;
     train_set.check()?;
     if train_set.is_empty() {
@@ -694,8 +746,12 @@ pub fn train(
     if config.early_stopping.is_some() && val_set.is_none() {
         return Err(Error::Config("train.early_stopping: needs a validation set".into()));
     }
-    let _lock = RunLock::acquire(&run.root)?;
-    prepare_run_folder(run, model.config(), config)?;
+    // Rank 0 alone owns the run folder; the others train in step with it.
+    let writes = group.is_none_or(|g| g.rank() == 0);
+    let _lock = writes.then(|| RunLock::acquire(&run.root)).transpose()?;
+    if writes {
+        prepare_run_folder(run, model.config(), config)?;
+    }
     // A resumed run reads the same statistics back from its checkpoint.
     model.fit_target(&train_set.labels);
     let device = vs.device();
@@ -705,7 +761,7 @@ pub fn train(
     let mut best_weights: Option<Vec<(String, Tensor)>> = None;
     let mut best_unsaved = false;
     let mut resumed_from: usize = 0;
-    if run.last_checkpoint().exists() {
+    if writes && run.last_checkpoint().exists() {
         let path = run.last_checkpoint();
         let saved = load_weights(vs, &path)?;
         optimizer.load_state(&saved, &path)?;
@@ -753,7 +809,12 @@ pub fn train(
             });
         }
     }
-    rewrite_metrics(&run.metrics(), &epochs)?;
+    if writes {
+        rewrite_metrics(&run.metrics(), &epochs)?;
+    }
+    if let Some(group) = group {
+        resumed_from = start_from_rank0(group, vs, &mut optimizer, resumed_from, &mut best)?;
+    }
 
     let mut stopped_early = false;
     let mut last_checkpoint = Instant::now();
@@ -774,7 +835,11 @@ pub fn train(
         let mut loss_sum = Tensor::from(0.0f64);
         let mut shown_loss = f64::NAN;
         for (step, indices) in batches.iter().enumerate() {
-            let (mut inputs, labels) = train_set.batch(indices, device);
+            let indices = match group {
+                Some(g) => shard(indices, g.rank(), g.world_size()),
+                None => indices.shallow_clone(),
+            };
+            let (mut inputs, labels) = train_set.batch(&indices, device);
             if config.modality_dropout > 0.0 {
                 let present: Vec<Tensor> = inputs.iter().map(|i| i.present.shallow_clone()).collect();
                 for (input, kept) in inputs
@@ -785,18 +850,33 @@ pub fn train(
                 }
             }
             optimizer.zero_grad();
-            let loss = model.forward_t(&inputs, true)?.loss(&labels, config.branch_loss_weight);
-            loss.f_backward()?;
+            let loss = if labels.size()[0] > 0 {
+                model.forward_t(&inputs, true)?.loss(&labels, config.branch_loss_weight)
+            } else {
+                // A rank whose share of a short last batch is empty adds nothing.
+                Tensor::zeros([], (Kind::Float, device))
+            };
+            if let Some(group) = group {
+                // Each rank's mean weighted by its share of the batch: their sum is the
+                // whole batch's mean. The zero term gives every parameter a gradient, so
+                // every rank sums buffers of the same layout.
+                let share = labels.size()[0] as f64 / batches[step].size()[0] as f64;
+                (&loss * share + optimizer.zero_term()).f_backward()?;
+                optimizer.all_reduce_gradients(group)?;
+            } else {
+                loss.f_backward()?;
+            }
             if let Some(max_norm) = config.grad_clip {
                 let _norm = optimizer.clip_grad_norm(max_norm);
             }
             optimizer.step(lr);
             let loss = loss.detach().to_kind(Kind::Double);
-            loss_sum = if step == 0 {
-                loss.shallow_clone()
-            } else {
-                loss_sum + &loss
+            // Summed over the ranks at the end of the epoch: the whole batches' mean loss.
+            let counted = match group {
+                Some(_) => &loss * (labels.size()[0] as f64 / batches[step].size()[0] as f64),
+                None => loss.shallow_clone(),
             };
+            loss_sum = if step == 0 { counted } else { loss_sum + &counted };
             // Reading a value back waits for the device: done every few steps, not each.
             if step == 0 || (step + 1) % LOSS_READ_EVERY == 0 || step + 1 == steps {
                 shown_loss = f64::try_from(&loss)?;
@@ -814,6 +894,11 @@ pub fn train(
                 steps,
                 loss: shown_loss,
             });
+        }
+        if let Some(group) = group {
+            group.all_reduce_sum(&mut loss_sum)?;
+            // Batch-norm statistics differ per rank: everyone evaluates with rank 0's.
+            broadcast_from_rank0(group, &buffers(vs))?;
         }
         let loss_sum = f64::try_from(&loss_sum)?;
         // Inference needs no small batches: larger ones keep the convolutions busy.
@@ -835,24 +920,33 @@ pub fn train(
             }),
             seconds: started.elapsed().as_secs_f64(),
         };
-        let score = match (&config.early_stopping, &val) {
+        let mut score = match (&config.early_stopping, &val) {
             (Some(stop), Some(v)) => v.score(stop.metric),
             _ => (epoch + 1) as f64,
         };
+        if let Some(group) = group {
+            // One decision for every rank (their scores could differ in the last bits).
+            let mut shared = Tensor::from(score);
+            group.broadcast(&mut shared, 0)?;
+            score = f64::try_from(&shared)?;
+        }
         if best.is_none_or(|(_, b)| score > b) {
             best = Some((epoch + 1, score));
-            best_weights = Some(snapshot(vs));
-            best_unsaved = true;
+            best_weights = writes.then(|| snapshot(vs));
+            best_unsaved = writes;
         }
-        append_metrics(&run.metrics(), &record)?;
+        if writes {
+            append_metrics(&run.metrics(), &record)?;
+        }
         let stops_next = config
             .early_stopping
             .as_ref()
             .zip(best)
             .is_some_and(|(stop, (best_epoch, _))| epoch + 1 - best_epoch >= stop.patience);
-        if epoch + 1 == config.epochs
-            || stops_next
-            || last_checkpoint.elapsed().as_secs_f64() >= config.checkpoint_every_s
+        if writes
+            && (epoch + 1 == config.epochs
+                || stops_next
+                || last_checkpoint.elapsed().as_secs_f64() >= config.checkpoint_every_s)
         {
             // The best weights travel inside the checkpoint, so that best.safetensors never
             // holds an epoch a resumed run throws away.
@@ -877,6 +971,46 @@ pub fn train(
         resumed_from,
         stopped_early,
     })
+}
+
+/// Gives every rank rank 0's weights, optimizer state and trainer state (what rank 0
+/// resumed from, if anything); returns the epoch to resume after.
+fn start_from_rank0(
+    group: &dyn ProcessGroup,
+    vs: &VarStore,
+    optimizer: &mut Optimizer,
+    resumed_from: usize,
+    best: &mut Option<(usize, f64)>,
+) -> Result<usize> {
+    let (best_epoch, best_score) = best.unwrap_or((0, 0.0));
+    let mut state = Tensor::from_slice(&[
+        resumed_from as f64,
+        best_epoch as f64,
+        best_score,
+        optimizer.steps as f64,
+    ]);
+    group.broadcast(&mut state, 0)?;
+    let state = Vec::<f64>::try_from(&state)?;
+    optimizer.steps = state[3] as i64;
+    *best = (state[1] > 0.0).then(|| (state[1] as usize, state[2]));
+    let mut tensors = variables_in_order(vs);
+    tensors.extend(
+        optimizer
+            .first
+            .iter()
+            .chain(&optimizer.second)
+            .map(Tensor::shallow_clone),
+    );
+    broadcast_from_rank0(group, &tensors)?;
+    Ok(state[0] as usize)
+}
+
+/// The variables of `vs` that are not trained (batch-norm statistics, target scale).
+fn buffers(vs: &VarStore) -> Vec<Tensor> {
+    variables_in_order(vs)
+        .into_iter()
+        .filter(|t| !t.requires_grad())
+        .collect()
 }
 
 /// Steps between reads of the training loss (each read waits for the device).

@@ -52,5 +52,5 @@ pub use frozen::FrozenCounts;
 pub use preset::{HOLDOUT_FRACTION, Preset, zero_config};
 pub use run::{
     Prediction, Predictor, Run, Trained, build_model, decision, describe, example_inputs, export_features,
-    held_out_split, split_dataset, train,
+    held_out_split, split_dataset, train, train_data_parallel,
 };

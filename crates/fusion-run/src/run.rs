@@ -6,7 +6,7 @@ use std::{
     time::Instant,
 };
 
-use fusion_core::{Encoder, FusionConfig, FusionModel, Progress, RunFolder, Task, TrainSummary};
+use fusion_core::{Encoder, FusionConfig, FusionModel, ProcessGroup, Progress, RunFolder, Task, TrainSummary};
 use fusion_data::{Extraction, FeatureSpec, Manifest, Problem, Record, Split};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor, nn};
@@ -217,7 +217,35 @@ pub fn train(
     device: Device,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Trained> {
+    train_in(config, extraction, specs, run, device, None, progress)
+}
+
+/// As [`train`], as one rank of a data-parallel `group` (see
+/// [`fusion_core::train_data_parallel`]): rank 0 alone checks and writes `run`; every rank
+/// needs the same extraction.
+pub fn train_data_parallel(
+    config: &RunConfig,
+    extraction: &Extraction,
+    specs: &[FeatureSpec],
+    run: &Run,
+    device: Device,
+    group: &dyn ProcessGroup,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<Trained> {
+    train_in(config, extraction, specs, run, device, Some(group), progress)
+}
+
+fn train_in(
+    config: &RunConfig,
+    extraction: &Extraction,
+    specs: &[FeatureSpec],
+    run: &Run,
+    device: Device,
+    group: Option<&dyn ProcessGroup>,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<Trained> {
     config.validate()?;
+    let leader = group.is_none_or(|g| g.rank() == 0);
     let train_indices = extraction.split_indices(Split::Train);
     let classes = outputs_of(
         config.task,
@@ -232,7 +260,7 @@ pub fn train(
         )));
     }
     let resuming = run.folder.model_config().exists();
-    if resuming {
+    if leader && resuming {
         let saved = run.config()?;
         if !saved.same_run(config) {
             return Err(Error::Config(format!(
@@ -249,7 +277,7 @@ pub fn train(
         }
     }
     // Held until training ends: a second process on this folder is refused, not interleaved.
-    let _lock = fusion_core::RunLock::acquire(run.root())?;
+    let _lock = leader.then(|| fusion_core::RunLock::acquire(run.root())).transpose()?;
     let columns = config.columns(specs)?;
     // A training sample with none of the model's modalities teaches it nothing.
     let trainable: Vec<usize> = train_indices
@@ -289,7 +317,7 @@ pub fn train(
     tch::manual_seed(config.train.seed as i64);
     let vs = nn::VarStore::new(device);
     let model = build_model(&vs, config, &classes, &config.fusion, Some(&fitted))?;
-    if !resuming {
+    if leader && !resuming {
         // The compare list is not part of this run (and would make every later command
         // extract its rows' features).
         let saved = RunConfig {
@@ -306,15 +334,29 @@ pub fn train(
         .map(Tensor::numel)
         .sum::<usize>() as i64;
     let started = Instant::now();
-    let summary = fusion_core::train(
-        &model,
-        &vs,
-        &config.train_config(),
-        &train_data.data,
-        (!val.records.is_empty()).then_some(&val.data),
-        &run.folder,
-        progress,
-    )?;
+    let val_data = (!val.records.is_empty()).then_some(&val.data);
+    let train_config = config.train_config();
+    let summary = match group {
+        Some(group) => fusion_core::train_data_parallel(
+            &model,
+            &vs,
+            &train_config,
+            &train_data.data,
+            val_data,
+            &run.folder,
+            group,
+            progress,
+        ),
+        None => fusion_core::train(
+            &model,
+            &vs,
+            &train_config,
+            &train_data.data,
+            val_data,
+            &run.folder,
+            progress,
+        ),
+    }?;
     Ok(Trained {
         summary,
         seconds: started.elapsed().as_secs_f64(),

@@ -1,0 +1,146 @@
+//! `fusion train --world-size N`: data-parallel training, one process per rank, through
+//! fusion-dist (PyTorch's c10d with Gloo). With `--rank R --master HOST:PORT` this process
+//! is one rank (start one per rank, on one machine or several); without `--rank` it starts
+//! N local ranks itself and waits for them.
+
+use std::{
+    path::Path,
+    process::{Child, Command},
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+use fusion_core::DeviceChoice;
+use fusion_dist::{GlooGroup, Master};
+
+/// How long a rank waits for the others (to join, or at any collective): extraction on
+/// rank 0 while the others wait for its feature cache counts too.
+pub const GROUP_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// Data-parallel flags of `fusion train`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ParallelArgs {
+    /// Processes training together (data parallel; 1: this process alone).
+    #[arg(long, default_value_t = 1)]
+    pub world_size: usize,
+    /// This process's rank (0..world-size); without it, `--world-size N` starts N local ranks.
+    #[arg(long, requires = "master")]
+    pub rank: Option<usize>,
+    /// Where rank 0 serves the rendezvous: HOST:PORT, reachable by every rank.
+    #[arg(long, requires = "rank")]
+    pub master: Option<Master>,
+}
+
+impl ParallelArgs {
+    /// This process's group when it is one rank of several.
+    pub fn join(&self) -> Result<Option<GlooGroup>> {
+        match (&self.rank, &self.master) {
+            (Some(rank), Some(master)) => {
+                let group = GlooGroup::join(master, *rank, self.world_size, GROUP_TIMEOUT)?;
+                Ok(Some(group))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Whether this process should start the ranks itself.
+    pub fn launches(&self) -> bool {
+        self.world_size > 1 && self.rank.is_none()
+    }
+}
+
+/// Starts `world` ranks of this program training `config` into `run` and waits for them.
+/// Rank 0 prints as this process would; the others print errors only. When one rank fails
+/// the others are stopped.
+pub fn launch(
+    world: usize,
+    config: &Path,
+    run: &Path,
+    epochs: Option<usize>,
+    device: DeviceChoice,
+    json: bool,
+) -> Result<()> {
+    let master = format!("127.0.0.1:{}", free_port()?);
+    let exe = std::env::current_exe().context("cannot find this program to start its ranks")?;
+    // The cores shared out, as torchrun does: ranks whose thread pools each span every core
+    // spin against one another (measured: 18× slower than one process on 2 cores).
+    let threads = std::env::var("OMP_NUM_THREADS").unwrap_or_else(|_| {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        (cores / world).max(1).to_string()
+    });
+    let mut ranks: Vec<Child> = Vec::with_capacity(world);
+    for rank in 0..world {
+        let mut command = Command::new(&exe);
+        command.env("OMP_NUM_THREADS", &threads);
+        command.arg("--device").arg(rank_device(device, rank).to_string());
+        if rank > 0 {
+            command.arg("--quiet");
+        } else if json {
+            command.arg("--json");
+        }
+        command
+            .arg("train")
+            .arg("--config")
+            .arg(config)
+            .arg("--run")
+            .arg(run)
+            .args(["--world-size", &world.to_string(), "--rank", &rank.to_string()])
+            .args(["--master", &master]);
+        if let Some(epochs) = epochs {
+            command.args(["--epochs", &epochs.to_string()]);
+        }
+        match command.spawn() {
+            Ok(child) => ranks.push(child),
+            Err(e) => {
+                stop(&mut ranks);
+                bail!("cannot start rank {rank}: {e}");
+            }
+        }
+    }
+    // Waits for the first rank to end; a failure stops the rest (they would wait for it
+    // until the group's timeout).
+    let mut failed = None;
+    let mut running = world;
+    while running > 0 {
+        running = 0;
+        for (rank, child) in ranks.iter_mut().enumerate() {
+            match child.try_wait() {
+                Ok(Some(status)) if !status.success() && failed.is_none() => failed = Some((rank, status)),
+                Ok(Some(_)) => {}
+                Ok(None) => running += 1,
+                Err(e) => bail!("rank {rank}: {e}"),
+            }
+        }
+        if failed.is_some() {
+            stop(&mut ranks);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    match failed {
+        Some((rank, status)) => bail!("rank {rank} of {world} failed ({status}); the other ranks were stopped"),
+        None => Ok(()),
+    }
+}
+
+/// A local rank's device: rank r on the r-th GPU (modulo their count) when CUDA is asked for.
+fn rank_device(device: DeviceChoice, rank: usize) -> DeviceChoice {
+    let gpus = fusion_core::cuda_device_count().max(1);
+    match device {
+        DeviceChoice::Cuda(first) => DeviceChoice::Cuda((first + rank) % gpus),
+        DeviceChoice::Auto if fusion_core::cuda_available() => DeviceChoice::Cuda(rank % gpus),
+        other => other,
+    }
+}
+
+fn stop(ranks: &mut [Child]) {
+    for child in ranks.iter_mut() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("no free local port for the rendezvous")?;
+    Ok(listener.local_addr()?.port())
+}

@@ -1,0 +1,257 @@
+//! # fusion-dist
+//!
+//! Data-parallel training for [`fusion_core`] on PyTorch's own collective engine: c10d, the
+//! library under `torch.distributed` and DistributedDataParallel, with its Gloo backend
+//! (TCP, CPU tensors; CUDA tensors go through host memory). It is already inside the
+//! libtorch this workspace links; a small C++ shim compiled against libtorch's headers
+//! reaches it, so there is nothing to install and nothing hand-written on the wire.
+//!
+//! Why Gloo through c10d rather than MPI or NCCL: it needs no extra system package or
+//! launcher (MPI needs OpenMPI and `mpirun`), it runs on CPU (NCCL needs GPUs, so CI could
+//! never test it), and its rendezvous (rank 0 serves a TCP store at `--master`) is the one
+//! PyTorch users already know from `torchrun`.
+//!
+//! ```no_run
+//! use fusion_dist::{GlooGroup, Master};
+//! # fn main() -> fusion_core::Result<()> {
+//! let master: Master = "10.0.0.1:29500".parse()?;
+//! let group = GlooGroup::join(&master, 1, 2, std::time::Duration::from_secs(600))?;
+//! // fusion_core::train_data_parallel(&model, &vs, &config, &train, val, &run, &group, &mut |_| {})?;
+//! # Ok(()) }
+//! ```
+// The shim is C++ behind a C interface: calling it is unsafe by nature.
+#![allow(unsafe_code)]
+
+use std::{
+    ffi::{CStr, CString, c_char, c_int, c_long, c_void},
+    fmt,
+    str::FromStr,
+    time::Duration,
+};
+
+use fusion_core::{Error, ProcessGroup, Result};
+use tch::Tensor;
+
+unsafe extern "C" {
+    fn fusion_c10d_new(
+        host: *const c_char,
+        port: c_int,
+        rank: c_int,
+        world: c_int,
+        timeout_ms: c_long,
+        out: *mut *mut c_void,
+    ) -> *mut c_char;
+    fn fusion_c10d_drop(group: *mut c_void);
+    fn fusion_c10d_all_reduce_sum(group: *mut c_void, tensor: *mut c_void) -> *mut c_char;
+    fn fusion_c10d_broadcast(group: *mut c_void, tensor: *mut c_void, root: c_int) -> *mut c_char;
+    fn fusion_c10d_barrier(group: *mut c_void) -> *mut c_char;
+    fn fusion_c10d_free_error(message: *mut c_char);
+}
+
+/// Where rank 0 serves the rendezvous: `HOST:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Master {
+    /// Host name or address every rank can reach.
+    pub host: String,
+    /// TCP port (rank 0 listens on it).
+    pub port: u16,
+}
+
+impl FromStr for Master {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        let bad = |reason: &str| Error::Config(format!("--master `{text}`: {reason} (expected HOST:PORT)"));
+        let (host, port) = text.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        let port: u16 = port.parse().map_err(|_| bad("the port is not a number in 1..65535"))?;
+        if port == 0 {
+            return Err(bad("port 0 cannot be reached"));
+        }
+        Ok(Self {
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for Master {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// One process's membership of a c10d Gloo process group.
+pub struct GlooGroup {
+    raw: *mut c_void,
+    rank: usize,
+    world: usize,
+}
+
+impl fmt::Debug for GlooGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GlooGroup")
+            .field("rank", &self.rank)
+            .field("world", &self.world)
+            .finish()
+    }
+}
+
+/// Turns the shim's error message (if any) into an [`Error`], freeing it.
+fn checked(message: *mut c_char, what: &str) -> Result<()> {
+    if message.is_null() {
+        return Ok(());
+    }
+    // SAFETY: a non-null return is a NUL-terminated string malloc'd by the shim, freed once here.
+    let text = unsafe { CStr::from_ptr(message) }.to_string_lossy().into_owned();
+    unsafe { fusion_c10d_free_error(message) };
+    // c10 appends a C++ backtrace after the first line: the first line is the reason.
+    let reason = text.lines().next().unwrap_or("").trim();
+    Err(Error::Collective(format!("{what}: {reason}")))
+}
+
+impl GlooGroup {
+    /// Joins the group of `world` processes as `rank`: rank 0 serves the rendezvous store
+    /// on `master` and every rank connects to it. Returns once all `world` have joined, or
+    /// fails after `timeout` (which also bounds every later collective).
+    pub fn join(master: &Master, rank: usize, world: usize, timeout: Duration) -> Result<Self> {
+        if world == 0 || rank >= world {
+            return Err(Error::Config(format!(
+                "rank {rank} of a world of {world}: ranks run 0..world-1 and the world has at least one process"
+            )));
+        }
+        let as_int = |value: usize, name: &str| {
+            c_int::try_from(value).map_err(|_| Error::Config(format!("{name} {value} is too large")))
+        };
+        let host = CString::new(master.host.as_str())
+            .map_err(|_| Error::Config(format!("--master host `{}` holds a NUL byte", master.host)))?;
+        let timeout_ms = c_long::try_from(timeout.as_millis()).unwrap_or(c_long::MAX);
+        let mut raw = std::ptr::null_mut();
+        // SAFETY: `host` outlives the call; `raw` is written only on success.
+        let message = unsafe {
+            fusion_c10d_new(
+                host.as_ptr(),
+                c_int::from(master.port),
+                as_int(rank, "rank")?,
+                as_int(world, "world size")?,
+                timeout_ms,
+                &mut raw,
+            )
+        };
+        checked(message, &format!("rank {rank} of {world} joining at {master}"))?;
+        Ok(Self { raw, rank, world })
+    }
+}
+
+/// Gloo reduces CPU and CUDA tensors in their own memory: they must be dense.
+fn dense(tensor: &Tensor, what: &str) -> Result<()> {
+    if tensor.is_contiguous() {
+        Ok(())
+    } else {
+        Err(Error::Collective(format!("{what}: the tensor is not contiguous")))
+    }
+}
+
+impl ProcessGroup for GlooGroup {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+
+    fn world_size(&self) -> usize {
+        self.world
+    }
+
+    fn all_reduce_sum(&self, tensor: &mut Tensor) -> Result<()> {
+        dense(tensor, "all-reduce")?;
+        // SAFETY: the shim reads the at::Tensor handle behind tch's pointer and writes into
+        // its storage in place; `tensor` is borrowed mutably for the whole call.
+        let message = unsafe { fusion_c10d_all_reduce_sum(self.raw, tensor.as_mut_ptr().cast()) };
+        checked(message, "all-reduce")
+    }
+
+    fn broadcast(&self, tensor: &mut Tensor, root: usize) -> Result<()> {
+        dense(tensor, "broadcast")?;
+        let root = c_int::try_from(root).map_err(|_| Error::Config(format!("broadcast root {root} is too large")))?;
+        // SAFETY: as in `all_reduce_sum`.
+        let message = unsafe { fusion_c10d_broadcast(self.raw, tensor.as_mut_ptr().cast(), root) };
+        checked(message, "broadcast")
+    }
+
+    fn barrier(&self) -> Result<()> {
+        // SAFETY: `self.raw` is a live group made by `fusion_c10d_new`.
+        checked(unsafe { fusion_c10d_barrier(self.raw) }, "barrier")
+    }
+}
+
+impl Drop for GlooGroup {
+    fn drop(&mut self) {
+        // SAFETY: made by `fusion_c10d_new`, dropped once.
+        unsafe { fusion_c10d_drop(self.raw) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn master_addresses_parse_and_bad_ones_name_the_reason() {
+        let master: Master = "10.0.0.1:29500".parse().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            master,
+            Master {
+                host: "10.0.0.1".into(),
+                port: 29500
+            }
+        );
+        assert_eq!(master.to_string(), "10.0.0.1:29500");
+        let v6: Master = "[::1]:8000".parse().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(v6.host, "::1");
+        for (text, reason) in [
+            ("localhost", "no port"),
+            (":29500", "no host"),
+            ("host:http", "not a number"),
+            ("host:70000", "not a number"),
+            ("host:0", "port 0"),
+        ] {
+            let error = text.parse::<Master>().err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(error.contains(reason) && error.contains(text), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_rank_outside_the_world_is_refused_before_any_connection() {
+        let master: Master = "127.0.0.1:1".parse().unwrap_or_else(|e| panic!("{e}"));
+        for (rank, world) in [(2, 2), (0, 0)] {
+            let error = GlooGroup::join(&master, rank, world, Duration::from_secs(1)).err();
+            assert!(matches!(error, Some(Error::Config(_))), "{rank}/{world}: {error:?}");
+        }
+    }
+
+    #[test]
+    fn a_world_of_one_reduces_and_broadcasts_to_itself() {
+        let port = free_port();
+        let master = Master {
+            host: "127.0.0.1".into(),
+            port,
+        };
+        let group = GlooGroup::join(&master, 0, 1, Duration::from_secs(30)).unwrap_or_else(|e| panic!("{e}"));
+        let mut values = Tensor::from_slice(&[1.5f32, -2.0, 3.0]);
+        group.all_reduce_sum(&mut values).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(Vec::<f32>::try_from(&values).unwrap_or_default(), [1.5, -2.0, 3.0]);
+        let strided = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0]).view([2, 2]).tr();
+        let mut strided = strided.shallow_clone();
+        assert!(matches!(group.all_reduce_sum(&mut strided), Err(Error::Collective(_))));
+        group.barrier().unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or(29500)
+    }
+}

@@ -1,0 +1,216 @@
+//! Two processes on this machine train one model data-parallel through c10d's Gloo: after
+//! every step both hold the same weights, bit for bit, and those are the weights one
+//! process reaches on the same global batches. Each rank is this test binary started
+//! again, running the ignored test `rank_process`.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command},
+    time::{Duration, Instant},
+};
+
+use fusion_core::{
+    EarlyMethod, FusionConfig, FusionModel, ModalityConfig, ModelConfig, OptimizerConfig, Progress, RunFolder,
+    TensorDataset, TrainConfig, synthetic::complementary_task, train, train_data_parallel,
+};
+use fusion_dist::{GlooGroup, Master};
+use tch::{Device, Tensor, nn::VarStore};
+
+const RANK: &str = "FUSION_DIST_TEST_RANK";
+const WORLD: &str = "FUSION_DIST_TEST_WORLD";
+const MASTER: &str = "FUSION_DIST_TEST_MASTER";
+const RUN: &str = "FUSION_DIST_TEST_RUN";
+const EPOCHS: &str = "FUSION_DIST_TEST_EPOCHS";
+const OUT: &str = "FUSION_DIST_TEST_OUT";
+
+fn datasets() -> (TensorDataset, TensorDataset) {
+    let data = |samples, seed| complementary_task(samples, 3, 6, seed).unwrap_or_else(|e| panic!("{e}"));
+    (data(100, 7), data(40, 8))
+}
+
+/// An early-fusion MLP without dropout (dropout masks are drawn per rank), its weights
+/// drawn from `init_seed`.
+fn model(init_seed: i64) -> (FusionModel, VarStore) {
+    let modality = |name: &str| ModalityConfig {
+        name: name.into(),
+        input_dim: 6,
+        encoder: Default::default(),
+    };
+    let config = ModelConfig {
+        modalities: vec![modality("a"), modality("b")],
+        num_classes: 3,
+        task: Default::default(),
+        hidden_dim: 16,
+        dropout: 0.0,
+        fusion: FusionConfig::Early {
+            method: EarlyMethod::Concat,
+        },
+    };
+    tch::manual_seed(init_seed);
+    let vs = VarStore::new(Device::Cpu);
+    let model = FusionModel::new(&vs.root(), &config).unwrap_or_else(|e| panic!("{e}"));
+    (model, vs)
+}
+
+/// Batches of 25 split 12 + 13 between two ranks: the shares' weights matter.
+fn training(epochs: usize) -> TrainConfig {
+    TrainConfig {
+        epochs,
+        grad_clip: Some(1.0),
+        optimizer: OptimizerConfig::adam(1e-2),
+        ..TrainConfig::new(25)
+    }
+}
+
+/// Every variable after each step, one row per step.
+fn train_recording(group: Option<&GlooGroup>, init_seed: i64, run: &Path, epochs: usize) -> Tensor {
+    let (train_set, val_set) = datasets();
+    let (model, vs) = model(init_seed);
+    let mut steps = Vec::new();
+    let mut record = |progress: Progress<'_>| {
+        if let Progress::Step { .. } = progress {
+            let mut named = vs.variables().into_iter().collect::<Vec<_>>();
+            named.sort_by(|a, b| a.0.cmp(&b.0));
+            let flat: Vec<Tensor> = named.iter().map(|(_, t)| t.detach().reshape([-1])).collect();
+            steps.push(Tensor::cat(&flat, 0));
+        }
+    };
+    let config = training(epochs);
+    let folder = RunFolder::new(run);
+    match group {
+        Some(group) => train_data_parallel(
+            &model,
+            &vs,
+            &config,
+            &train_set,
+            Some(&val_set),
+            &folder,
+            group,
+            &mut record,
+        ),
+        None => train(&model, &vs, &config, &train_set, Some(&val_set), &folder, &mut record),
+    }
+    .unwrap_or_else(|e| panic!("{e}"));
+    Tensor::stack(&steps, 0)
+}
+
+#[test]
+#[ignore = "one rank of `two_processes_train_as_one_on_the_same_global_batches`, started by it"]
+fn rank_process() {
+    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set"));
+    let rank: usize = var(RANK).parse().unwrap_or_else(|e| panic!("{e}"));
+    let world: usize = var(WORLD).parse().unwrap_or_else(|e| panic!("{e}"));
+    let master: Master = var(MASTER).parse().unwrap_or_else(|e| panic!("{e}"));
+    let epochs: usize = var(EPOCHS).parse().unwrap_or_else(|e| panic!("{e}"));
+    let group = GlooGroup::join(&master, rank, world, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
+    // Each rank starts from other weights: the first broadcast must make them rank 0's.
+    let steps = train_recording(Some(&group), rank as i64, Path::new(&var(RUN)), epochs);
+    Tensor::write_safetensors(&[("steps", steps)], var(OUT)).unwrap_or_else(|e| panic!("{e}"));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+/// Runs `world` ranks on `run` and returns each one's steps.
+fn data_parallel(world: usize, run: &Path, epochs: usize, out: &Path) -> Vec<Tensor> {
+    let master = format!("127.0.0.1:{}", free_port());
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
+    let outputs: Vec<PathBuf> = (0..world)
+        .map(|r| out.join(format!("rank{r}-{epochs}.safetensors")))
+        .collect();
+    let mut children: Vec<Child> = (0..world)
+        .map(|rank| {
+            Command::new(&exe)
+                .args(["--ignored", "--exact", "rank_process", "--test-threads", "1"])
+                .env(RANK, rank.to_string())
+                .env(WORLD, world.to_string())
+                .env(MASTER, &master)
+                .env(RUN, run)
+                .env(EPOCHS, epochs.to_string())
+                .env(OUT, &outputs[rank])
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start rank {rank}: {e}"))
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    for (rank, child) in children.iter_mut().enumerate() {
+        loop {
+            if let Some(status) = child.try_wait().unwrap_or_else(|e| panic!("{e}")) {
+                assert!(status.success(), "rank {rank} failed: {status}");
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("rank {rank} did not finish in time");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    outputs
+        .iter()
+        .map(|path| {
+            let mut named = Tensor::read_safetensors(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            named
+                .pop()
+                .map(|(_, t)| t)
+                .unwrap_or_else(|| panic!("{} is empty", path.display()))
+        })
+        .collect()
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    f64::try_from((a - b).abs().max()).unwrap_or(f64::NAN)
+}
+
+#[test]
+fn two_processes_train_as_one_on_the_same_global_batches() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let shared_run = dir.path().join("run");
+    let ranks = data_parallel(2, &shared_run, 2, dir.path());
+    let (rank0, rank1) = (&ranks[0], &ranks[1]);
+    // 100 samples in batches of 25, two epochs.
+    assert_eq!(rank0.size()[0], 8);
+    assert!(
+        rank0.equal(rank1),
+        "ranks differ after a step by {}",
+        max_abs_diff(rank0, rank1)
+    );
+
+    let single = train_recording(None, 0, &dir.path().join("single"), 2);
+    let moved = max_abs_diff(&single.get(7), &single.get(0));
+    assert!(moved > 2e-2, "training barely moved the weights ({moved})");
+    let gap = max_abs_diff(rank0, &single);
+    assert!(gap < 1e-5, "data-parallel steps differ from one process's by {gap}");
+
+    // Rank 0 alone wrote the shared run folder; it equals the one process's run.
+    let metrics = |run: &Path| std::fs::read_to_string(run.join("metrics.jsonl")).unwrap_or_default();
+    assert_eq!(metrics(&shared_run).lines().count(), 2);
+    let val_loss = |run: &Path| -> Vec<f64> {
+        metrics(run)
+            .lines()
+            .filter_map(|l| l.split("\"val_loss\":").nth(1)?.split(',').next()?.parse().ok())
+            .collect()
+    };
+    let (parallel_loss, single_loss) = (val_loss(&shared_run), val_loss(&dir.path().join("single")));
+    assert_eq!(parallel_loss.len(), 2);
+    for (p, s) in parallel_loss.iter().zip(&single_loss) {
+        assert!((p - s).abs() < 1e-5, "validation loss {p} vs {s}");
+    }
+
+    // Stopped after one epoch and resumed: the same weights as the uninterrupted run.
+    let resumed_run = dir.path().join("resumed");
+    let first = data_parallel(2, &resumed_run, 1, dir.path());
+    assert_eq!(first[0].size()[0], 4);
+    let second = data_parallel(2, &resumed_run, 2, dir.path());
+    assert_eq!(second[0].size()[0], 4, "the resumed run trains the second epoch only");
+    assert!(second[0].equal(&second[1]));
+    assert!(
+        second[0].get(3).equal(&rank0.get(7)),
+        "resumed weights differ from the uninterrupted run's by {}",
+        max_abs_diff(&second[0].get(3), &rank0.get(7))
+    );
+}
