@@ -85,14 +85,9 @@ impl TensorDataset {
             .map(|((features, padding), present)| {
                 let mut features = features.index_select(0, indices);
                 let padding = padding.as_ref().map(|p| {
-                    let mask = p.index_select(0, indices);
-                    // Columns after the last one holding a real token in any row are
-                    // padding everywhere, wherever else padding lies.
-                    let used = mask.any_dim(0, false).nonzero();
-                    let last = (used.numel() > 0).then(|| i64::try_from(used.max()).unwrap_or(0));
-                    let keep = last.map_or(1, |l| l + 1).min(mask.size()[1]);
-                    features = features.narrow(1, 0, keep).contiguous();
-                    mask.narrow(1, 0, keep).contiguous().to_device(device)
+                    let (cut, mask) = cut_to_longest(features.shallow_clone(), &p.index_select(0, indices));
+                    features = cut;
+                    mask.to_device(device)
                 });
                 ModalityInput {
                     features: features.to_device(device),
@@ -108,16 +103,34 @@ impl TensorDataset {
     /// depends only on the seed (not on libtorch's generator), so runs and resumed runs
     /// see the same batches.
     pub fn batches(&self, batch_size: usize, seed: Option<u64>) -> Vec<Tensor> {
-        let mut order: Vec<i64> = (0..self.len()).collect();
-        if let Some(seed) = seed {
-            let mut rng = SplitMix64(seed);
-            for i in (1..order.len()).rev() {
-                let j = (rng.next() % (i as u64 + 1)) as usize;
-                order.swap(i, j);
-            }
-        }
-        order.chunks(batch_size.max(1)).map(Tensor::from_slice).collect()
+        seeded_batches(self.len(), batch_size, seed)
     }
+}
+
+/// Index batches of at most `batch_size` over `len` samples, shuffled by `seed` when
+/// given (see [`TensorDataset::batches`]): the same for every kind of dataset.
+pub fn seeded_batches(len: i64, batch_size: usize, seed: Option<u64>) -> Vec<Tensor> {
+    let mut order: Vec<i64> = (0..len).collect();
+    if let Some(seed) = seed {
+        let mut rng = SplitMix64(seed);
+        for i in (1..order.len()).rev() {
+            let j = (rng.next() % (i as u64 + 1)) as usize;
+            order.swap(i, j);
+        }
+    }
+    order.chunks(batch_size.max(1)).map(Tensor::from_slice).collect()
+}
+
+/// A padded batch cut after its last column holding a real token in any row: those
+/// columns are padding everywhere, wherever else padding lies.
+pub(crate) fn cut_to_longest(features: Tensor, mask: &Tensor) -> (Tensor, Tensor) {
+    let used = mask.any_dim(0, false).nonzero();
+    let last = (used.numel() > 0).then(|| i64::try_from(used.max()).unwrap_or(0));
+    let keep = last.map_or(1, |l| l + 1).min(mask.size()[1]);
+    (
+        features.narrow(1, 0, keep).contiguous(),
+        mask.narrow(1, 0, keep).contiguous(),
+    )
 }
 
 /// A small, well-mixed generator for shuffling (Steele et al. 2014).

@@ -71,6 +71,7 @@ mod metrics;
 mod model;
 pub mod parallel;
 mod params;
+mod stream;
 pub mod synthetic;
 mod train;
 
@@ -78,7 +79,7 @@ pub use config::{
     ConfidenceMeasure, EarlyMethod, EncoderConfig, FusionConfig, GatingForm, LateCombiner, ModalityConfig, ModelConfig,
     Task, deserialize_strict, with_suggestion,
 };
-pub use dataset::TensorDataset;
+pub use dataset::{TensorDataset, seeded_batches};
 pub use device::{DeviceChoice, cuda_available, cuda_device_count};
 pub use early::EarlyFusion;
 pub use ensemble::{Selection, log_loss, probability_metrics, select_ensemble, weighted_average};
@@ -101,6 +102,7 @@ pub use metrics::{
 pub use model::{BranchOutput, Encoder, FusionModel, FusionOutput, IdentityEncoder, MlpEncoder, linear};
 pub use parallel::ProcessGroup;
 pub use params::ParameterSet;
+pub use stream::{Batch, Batches, PREFETCH_BATCHES, ShardWriter, ShardedDataset, TrainingData};
 pub use train::{
     EarlyStopping, EpochRecord, Evaluation, Optimizer, OptimizerConfig, ParamGroup, Progress, RunFolder, Schedule,
     StopMetric, TaskMetrics, TrainConfig, TrainSummary, argmax, evaluate, has_gradient, load_weights,

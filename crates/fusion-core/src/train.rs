@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor, nn::VarStore};
 
 use crate::{
-    Error, FusionModel, ModelConfig, Result, RunLock, TensorDataset,
+    Error, FusionModel, ModelConfig, Result, RunLock, TensorDataset, TrainingData,
     config::Task,
+    dataset::seeded_batches,
     input::modality_dropout,
     metrics::{GroupMetrics, Metrics, MultiLabelMetrics, RegressionMetrics, THRESHOLD},
     parallel::{ProcessGroup, all_reduce_gradients, broadcast_from_rank0, shard, variables_in_order},
@@ -694,7 +695,7 @@ pub fn train(
     model: &FusionModel,
     vs: &VarStore,
     config: &TrainConfig,
-    train_set: &TensorDataset,
+    train_set: &dyn TrainingData,
     val_set: Option<&TensorDataset>,
     run: &RunFolder,
     progress: &mut dyn FnMut(Progress<'_>),
@@ -714,7 +715,7 @@ pub fn train_data_parallel(
     model: &FusionModel,
     vs: &VarStore,
     config: &TrainConfig,
-    train_set: &TensorDataset,
+    train_set: &dyn TrainingData,
     val_set: Option<&TensorDataset>,
     run: &RunFolder,
     group: &dyn ProcessGroup,
@@ -728,7 +729,7 @@ fn train_in(
     model: &FusionModel,
     vs: &VarStore,
     config: &TrainConfig,
-    train_set: &TensorDataset,
+    train_set: &dyn TrainingData,
     val_set: Option<&TensorDataset>,
     run: &RunFolder,
     group: Option<&dyn ProcessGroup>,
@@ -739,7 +740,7 @@ fn train_in(
     if train_set.is_empty() {
         return Err(Error::Config("train: the training set is empty".into()));
     }
-    model.check_labels(&train_set.labels)?;
+    model.check_labels(train_set.labels())?;
     if let Some(val) = val_set {
         model.check_labels(&val.labels)?;
     }
@@ -753,7 +754,7 @@ fn train_in(
         prepare_run_folder(run, model.config(), config)?;
     }
     // A resumed run reads the same statistics back from its checkpoint.
-    model.fit_target(&train_set.labels);
+    model.fit_target(train_set.labels());
     let device = vs.device();
     let mut optimizer = Optimizer::with_groups(vs, &config.optimizer, &config.param_groups);
     let mut epochs: Vec<EpochRecord> = Vec::new();
@@ -830,16 +831,19 @@ fn train_in(
         let lr = config.optimizer.lr() * config.schedule.factor(epoch, config.epochs);
         // Every epoch's randomness derives from (seed, epoch): a resumed run repeats it.
         tch::manual_seed(epoch_seed(config.seed, epoch) as i64);
-        let batches = train_set.batches(config.batch_size, Some(epoch_seed(config.seed, epoch)));
+        let batches = seeded_batches(train_set.len(), config.batch_size, Some(epoch_seed(config.seed, epoch)));
         let steps = batches.len();
         let mut loss_sum = Tensor::from(0.0f64);
         let mut shown_loss = f64::NAN;
-        for (step, indices) in batches.iter().enumerate() {
-            let indices = match group {
+        let mine = batches
+            .iter()
+            .map(|indices| match group {
                 Some(g) => shard(indices, g.rank(), g.world_size()),
                 None => indices.shallow_clone(),
-            };
-            let (mut inputs, labels) = train_set.batch(&indices, device);
+            })
+            .collect();
+        for (step, batch) in train_set.assemble(mine, device).enumerate() {
+            let (mut inputs, labels) = batch?;
             if config.modality_dropout > 0.0 {
                 let present: Vec<Tensor> = inputs.iter().map(|i| i.present.shallow_clone()).collect();
                 for (input, kept) in inputs

@@ -1,0 +1,619 @@
+//! Training data larger than memory: model inputs in safetensors shards on disk, an index
+//! from record to (shard, row), memory-mapped reads, and batches assembled on a background
+//! thread into a bounded queue, in the same seeded order as the in-memory path, so a run
+//! gives the same numbers whichever path fed it.
+//!
+//! A folder holds `index.json` (the columns and the shards, in record order) and the shards
+//! `NNNNN.safetensors`, each with `features.{m}`, `present.{m}` and, for padded sequences,
+//! `padding.{m}` per modality `m`, and `labels`. Pages of a mapped shard belong to the page
+//! cache, not to the process: the kernel drops them under pressure and reads them again.
+
+use std::{
+    collections::HashMap,
+    fs::File,
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        mpsc::{Receiver, sync_channel},
+    },
+    thread::JoinHandle,
+};
+
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::{Error, ModalityInput, Result, TensorDataset, write_checked_safetensors, write_file_atomic};
+
+/// What training reads: the labels (small, in memory) and batches of inputs by index.
+pub trait TrainingData {
+    /// Number of samples.
+    fn len(&self) -> i64;
+    /// Whether there are no samples.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Every sample's target (see [`TensorDataset::labels`]).
+    fn labels(&self) -> &Tensor;
+    /// Checks that the parts agree on the sample count.
+    fn check(&self) -> Result<()>;
+    /// The batches at `batches` (int64 index tensors), in that order, on `device`.
+    fn assemble<'a>(&'a self, batches: Vec<Tensor>, device: Device) -> Batches<'a>;
+}
+
+/// One batch: the inputs of each modality and the targets.
+pub type Batch = (Vec<ModalityInput>, Tensor);
+
+/// Batches in order; an error ends them.
+pub type Batches<'a> = Box<dyn Iterator<Item = Result<Batch>> + 'a>;
+
+impl TrainingData for TensorDataset {
+    fn len(&self) -> i64 {
+        TensorDataset::len(self)
+    }
+
+    fn labels(&self) -> &Tensor {
+        &self.labels
+    }
+
+    fn check(&self) -> Result<()> {
+        TensorDataset::check(self)
+    }
+
+    fn assemble<'a>(&'a self, batches: Vec<Tensor>, device: Device) -> Batches<'a> {
+        Box::new(batches.into_iter().map(move |b| Ok(self.batch(&b, device))))
+    }
+}
+
+/// Version of the folder layout.
+const LAYOUT_VERSION: u32 = 1;
+
+/// `index.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Index {
+    version: u32,
+    /// Per modality: its features' element type and shape of one sample.
+    modalities: Vec<Column>,
+    labels: Column,
+    /// In record order.
+    shards: Vec<ShardEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Column {
+    /// safetensors dtype: F32, F64, I64, I32, U8 or BOOL.
+    dtype: String,
+    /// Shape of one sample (`[D]`, `[T, D]`, `[T]`, `[]`).
+    shape: Vec<i64>,
+    /// Whether it has a `[T]` padding mask per sample.
+    #[serde(default)]
+    padded: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShardEntry {
+    file: String,
+    rows: u64,
+}
+
+fn dtype_of(kind: Kind) -> Result<&'static str> {
+    Ok(match kind {
+        Kind::Float => "F32",
+        Kind::Double => "F64",
+        Kind::Int64 => "I64",
+        Kind::Int => "I32",
+        Kind::Uint8 => "U8",
+        Kind::Bool => "BOOL",
+        other => {
+            return Err(Error::Config(format!(
+                "sharded dataset: {other:?} tensors are not stored"
+            )));
+        }
+    })
+}
+
+fn kind_of(dtype: &str) -> Option<Kind> {
+    Some(match dtype {
+        "F32" => Kind::Float,
+        "F64" => Kind::Double,
+        "I64" => Kind::Int64,
+        "I32" => Kind::Int,
+        "U8" => Kind::Uint8,
+        "BOOL" => Kind::Bool,
+        _ => return None,
+    })
+}
+
+impl Column {
+    fn of(tensor: &Tensor, padded: bool) -> Result<Self> {
+        Ok(Self {
+            dtype: dtype_of(tensor.kind())?.into(),
+            shape: tensor.size()[1..].to_vec(),
+            padded,
+        })
+    }
+
+    fn kind(&self) -> Kind {
+        kind_of(&self.dtype).unwrap_or(Kind::Float)
+    }
+
+    /// Bytes of one sample.
+    fn row_bytes(&self) -> usize {
+        self.shape.iter().product::<i64>().max(0) as usize * self.kind().elt_size_in_bytes()
+    }
+}
+
+/// Writes a sharded dataset one chunk (one shard) at a time, so that no more than a chunk
+/// is ever in memory. Nothing is readable until [`ShardWriter::finish`] writes the index.
+#[derive(Debug)]
+pub struct ShardWriter {
+    folder: PathBuf,
+    index: Option<Index>,
+}
+
+impl ShardWriter {
+    /// A writer into `folder` (created; a dataset already there is replaced at `finish`).
+    pub fn create(folder: impl Into<PathBuf>) -> Result<Self> {
+        let folder = folder.into();
+        std::fs::create_dir_all(&folder).map_err(|source| Error::Io {
+            path: folder.clone(),
+            source,
+        })?;
+        Ok(Self { folder, index: None })
+    }
+
+    /// Appends `chunk`'s samples as the next shard. Every chunk must have the first's
+    /// modalities, element types and sample shapes.
+    pub fn append(&mut self, chunk: &TensorDataset) -> Result<()> {
+        chunk.check()?;
+        let modalities = chunk
+            .features
+            .iter()
+            .zip(&chunk.padding)
+            .map(|(f, p)| Column::of(f, p.is_some()))
+            .collect::<Result<Vec<_>>>()?;
+        let labels = Column::of(&chunk.labels, false)?;
+        let index = self.index.get_or_insert_with(|| Index {
+            version: LAYOUT_VERSION,
+            modalities: modalities.clone(),
+            labels: labels.clone(),
+            shards: Vec::new(),
+        });
+        if index.modalities != modalities || index.labels != labels {
+            return Err(Error::Shape(format!(
+                "sharded dataset {}: chunk {} has modalities {modalities:?} and labels {labels:?}, the first had {:?} and {:?}",
+                self.folder.display(),
+                index.shards.len() + 1,
+                index.modalities,
+                index.labels
+            )));
+        }
+        let file = format!("{:05}.safetensors", index.shards.len());
+        let mut named = vec![("labels".to_string(), chunk.labels.to_device(Device::Cpu).contiguous())];
+        for (m, ((features, present), padding)) in chunk
+            .features
+            .iter()
+            .zip(&chunk.present)
+            .zip(&chunk.padding)
+            .enumerate()
+        {
+            let cpu = |t: &Tensor| t.to_device(Device::Cpu).contiguous();
+            named.push((format!("features.{m}"), cpu(features)));
+            named.push((format!("present.{m}"), cpu(&present.to_kind(Kind::Bool))));
+            if let Some(mask) = padding {
+                named.push((format!("padding.{m}"), cpu(&mask.to_kind(Kind::Bool))));
+            }
+        }
+        write_checked_safetensors(&named, &self.folder.join(&file))?;
+        index.shards.push(ShardEntry {
+            file,
+            rows: chunk.len() as u64,
+        });
+        Ok(())
+    }
+
+    /// Writes the index (atomically) and opens the dataset.
+    pub fn finish(self) -> Result<ShardedDataset> {
+        let index = self.index.ok_or_else(|| {
+            Error::Config(format!(
+                "sharded dataset {}: no chunk was appended",
+                self.folder.display()
+            ))
+        })?;
+        let text = serde_json::to_string_pretty(&index).map_err(|e| Error::Config(e.to_string()))?;
+        write_file_atomic(&self.folder.join(INDEX_FILE), text)?;
+        ShardedDataset::open(&self.folder)
+    }
+}
+
+const INDEX_FILE: &str = "index.json";
+
+/// Largest safetensors header read, in bytes (a shard's header names a handful of tensors).
+const MAX_HEADER_BYTES: u64 = 1 << 20;
+
+/// Batches assembled ahead of the one training uses.
+pub const PREFETCH_BATCHES: usize = 4;
+
+/// Where one tensor of a shard lies in its file.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    offset: usize,
+    row_bytes: usize,
+}
+
+#[derive(Debug)]
+struct MappedShard {
+    map: memmap2::Mmap,
+    features: Vec<Span>,
+    present: Vec<Span>,
+    padding: Vec<Option<Span>>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    modalities: Vec<Column>,
+    shards: Vec<MappedShard>,
+    /// Record → (shard, row within it).
+    rows: Vec<(u32, u32)>,
+}
+
+/// A dataset read from its shards batch by batch (see the module documentation).
+#[derive(Debug)]
+pub struct ShardedDataset {
+    folder: PathBuf,
+    inner: Arc<Inner>,
+    labels: Tensor,
+    bytes: u64,
+}
+
+impl ShardedDataset {
+    /// Opens the dataset in `folder`: reads the index and each shard's header, checks
+    /// every tensor against the index (element type, shape, extent within the file), maps
+    /// the shards and reads the labels. A damaged folder is an error naming the file.
+    pub fn open(folder: impl AsRef<Path>) -> Result<Self> {
+        let folder = folder.as_ref().to_path_buf();
+        let index_path = folder.join(INDEX_FILE);
+        let text = std::fs::read_to_string(&index_path).map_err(|source| Error::Io {
+            path: index_path.clone(),
+            source,
+        })?;
+        let index: Index = serde_json::from_str(&text).map_err(|e| Error::Checkpoint {
+            path: index_path.clone(),
+            reason: e.to_string(),
+        })?;
+        if index.version != LAYOUT_VERSION {
+            return Err(Error::Checkpoint {
+                path: index_path,
+                reason: format!("layout version {}, this build reads {LAYOUT_VERSION}", index.version),
+            });
+        }
+        for column in index.modalities.iter().chain([&index.labels]) {
+            if kind_of(&column.dtype).is_none() || column.shape.iter().any(|&d| d < 0) {
+                return Err(Error::Checkpoint {
+                    path: index_path,
+                    reason: format!("column {column:?}: unknown element type or negative size"),
+                });
+            }
+        }
+        let mut shards = Vec::with_capacity(index.shards.len());
+        let mut rows = Vec::new();
+        let mut labels = Vec::with_capacity(index.shards.len());
+        let mut bytes = 0u64;
+        for (s, entry) in index.shards.iter().enumerate() {
+            let path = folder.join(&entry.file);
+            let (shard, shard_labels) = map_shard(&path, &index, entry.rows)?;
+            bytes += shard.map.len() as u64;
+            let count = u32::try_from(entry.rows).map_err(|_| Error::Checkpoint {
+                path: path.clone(),
+                reason: format!("{} rows in one shard", entry.rows),
+            })?;
+            rows.extend((0..count).map(|r| (s as u32, r)));
+            labels.push(shard_labels);
+            shards.push(shard);
+        }
+        let labels = match labels.is_empty() {
+            true => Tensor::zeros([0], (index.labels.kind(), Device::Cpu)),
+            false => Tensor::cat(&labels, 0),
+        };
+        Ok(Self {
+            folder,
+            inner: Arc::new(Inner {
+                modalities: index.modalities,
+                shards,
+                rows,
+            }),
+            labels,
+            bytes,
+        })
+    }
+
+    /// The folder read.
+    pub fn folder(&self) -> &Path {
+        &self.folder
+    }
+
+    /// Bytes of the shards on disk.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The samples at `indices`, read from the shards (on the CPU).
+    pub fn batch(&self, indices: &Tensor) -> Result<(Vec<ModalityInput>, Tensor)> {
+        let inputs = self.inner.inputs(indices)?;
+        Ok((inputs, self.labels.index_select(0, indices)))
+    }
+}
+
+impl TrainingData for ShardedDataset {
+    fn len(&self) -> i64 {
+        self.inner.rows.len() as i64
+    }
+
+    fn labels(&self) -> &Tensor {
+        &self.labels
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.labels.size()[0] == self.len() {
+            Ok(())
+        } else {
+            Err(Error::Shape(format!(
+                "{}: {} labels for {} samples",
+                self.folder.display(),
+                self.labels.size()[0],
+                self.len()
+            )))
+        }
+    }
+
+    fn assemble<'a>(&'a self, batches: Vec<Tensor>, device: Device) -> Batches<'a> {
+        let (sender, receiver) = sync_channel(PREFETCH_BATCHES);
+        let inner = Arc::clone(&self.inner);
+        let pin = device.is_cuda();
+        let worker = std::thread::spawn(move || {
+            for indices in batches {
+                let inputs = inner.inputs(&indices).map(|inputs| {
+                    if pin {
+                        // Page-locked: the copy to the GPU runs without a staging buffer and
+                        // does not make the host wait.
+                        inputs
+                            .into_iter()
+                            .map(|i| map_input(i, |t| t.pin_memory(device)))
+                            .collect()
+                    } else {
+                        inputs
+                    }
+                });
+                // The receiver is gone when training stopped early: nothing left to do.
+                if sender.send(inputs.map(|i| (i, indices))).is_err() {
+                    break;
+                }
+            }
+        });
+        Box::new(Prefetched {
+            receiver: Some(receiver),
+            worker: Some(worker),
+            labels: self.labels.shallow_clone(),
+            device,
+        })
+    }
+}
+
+fn map_input(input: ModalityInput, f: impl Fn(&Tensor) -> Tensor) -> ModalityInput {
+    ModalityInput {
+        features: f(&input.features),
+        padding_mask: input.padding_mask.as_ref().map(&f),
+        present: f(&input.present),
+    }
+}
+
+/// Batches from the background thread, moved to the device.
+struct Prefetched {
+    receiver: Option<Receiver<Result<Batch>>>,
+    worker: Option<JoinHandle<()>>,
+    labels: Tensor,
+    device: Device,
+}
+
+impl Iterator for Prefetched {
+    type Item = Result<Batch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.receiver.as_ref()?.recv() {
+            Ok(Ok((inputs, indices))) => {
+                let non_blocking = self.device.is_cuda();
+                let moved = |t: &Tensor| t.to_device_(self.device, t.kind(), non_blocking, false);
+                let inputs = inputs.into_iter().map(|i| map_input(i, moved)).collect();
+                Some(Ok((
+                    inputs,
+                    self.labels.index_select(0, &indices).to_device(self.device),
+                )))
+            }
+            Ok(Err(e)) => Some(Err(e)),
+            Err(_) => {
+                // Every batch was sent, or the thread died: a panic is an error, not silence.
+                self.receiver = None;
+                let panicked = self.worker.take().is_some_and(|w| w.join().is_err());
+                panicked.then(|| Err(Error::Config("the batch assembly thread panicked".into())))
+            }
+        }
+    }
+}
+
+impl Drop for Prefetched {
+    fn drop(&mut self) {
+        // Closing the queue first ends the thread at its next send.
+        self.receiver = None;
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+impl Inner {
+    fn inputs(&self, indices: &Tensor) -> Result<Vec<ModalityInput>> {
+        let indices = Vec::<i64>::try_from(indices)?;
+        let located = indices
+            .iter()
+            .map(|&i| {
+                usize::try_from(i)
+                    .ok()
+                    .and_then(|i| self.rows.get(i))
+                    .copied()
+                    .ok_or_else(|| Error::Shape(format!("sample {i} of a dataset of {}", self.rows.len())))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let batch = located.len() as i64;
+        let gather = |span_of: &dyn Fn(&MappedShard) -> Option<Span>, shape: &[i64], kind: Kind| -> Result<Tensor> {
+            let row_bytes = shape.iter().product::<i64>() as usize * kind.elt_size_in_bytes();
+            let mut bytes = vec![0u8; located.len() * row_bytes];
+            for (out, &(s, r)) in bytes.chunks_exact_mut(row_bytes.max(1)).zip(&located) {
+                let shard = &self.shards[s as usize];
+                let span = span_of(shard).ok_or_else(|| Error::Shape("a shard lacks a padding mask".into()))?;
+                let start = span.offset + r as usize * span.row_bytes;
+                out.copy_from_slice(&shard.map[start..start + row_bytes]);
+            }
+            let size: Vec<i64> = std::iter::once(batch).chain(shape.iter().copied()).collect();
+            Ok(Tensor::f_from_data_size(&bytes, &size, kind)?)
+        };
+        self.modalities
+            .iter()
+            .enumerate()
+            .map(|(m, column)| {
+                let features = gather(&|s| Some(s.features[m]), &column.shape, column.kind())?;
+                let present = gather(&|s| Some(s.present[m]), &[], Kind::Bool)?;
+                let padding_mask = match column.padded {
+                    true => Some(gather(&|s| s.padding[m], &column.shape[..1], Kind::Bool)?),
+                    false => None,
+                };
+                let (features, padding_mask) = match padding_mask {
+                    Some(mask) => {
+                        let (features, mask) = crate::dataset::cut_to_longest(features, &mask);
+                        (features, Some(mask))
+                    }
+                    None => (features, None),
+                };
+                Ok(ModalityInput {
+                    features,
+                    padding_mask,
+                    present,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Maps one shard, checks its tensors against the index, and reads its labels.
+fn map_shard(path: &Path, index: &Index, rows: u64) -> Result<(MappedShard, Tensor)> {
+    let damaged = |reason: String| Error::Checkpoint {
+        path: path.into(),
+        reason,
+    };
+    let file = File::open(path).map_err(|source| Error::Io {
+        path: path.into(),
+        source,
+    })?;
+    // SAFETY: shards are written once, atomically (a new file renamed into place), and never
+    // modified: a replaced shard keeps the old inode alive under this mapping.
+    #[allow(unsafe_code)]
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| Error::Io {
+        path: path.into(),
+        source,
+    })?;
+    let header = read_header(&map).map_err(damaged)?;
+    let span = |name: &str, column: &Column| -> Result<Span> {
+        let info = header
+            .tensors
+            .get(name)
+            .ok_or_else(|| damaged(format!("`{name}` missing")))?;
+        let mut expected = vec![rows as i64];
+        expected.extend(&column.shape);
+        let row_bytes = column.row_bytes();
+        let (start, end) = info.data_offsets;
+        if info.dtype != column.dtype
+            || info.shape != expected
+            || end.checked_sub(start) != Some(rows as usize * row_bytes)
+            || header.data_start + end > map.len()
+        {
+            return Err(damaged(format!(
+                "`{name}` is {} {:?} at bytes {start}..{end}; the index says {} {expected:?} ({} bytes)",
+                info.dtype,
+                info.shape,
+                column.dtype,
+                rows as usize * row_bytes
+            )));
+        }
+        Ok(Span {
+            offset: header.data_start + start,
+            row_bytes,
+        })
+    };
+    let mask = |shape: Vec<i64>| Column {
+        dtype: "BOOL".into(),
+        shape,
+        padded: false,
+    };
+    let (mut features, mut present, mut padding) = (Vec::new(), Vec::new(), Vec::new());
+    for (m, column) in index.modalities.iter().enumerate() {
+        features.push(span(&format!("features.{m}"), column)?);
+        present.push(span(&format!("present.{m}"), &mask(Vec::new()))?);
+        padding.push(match column.padded {
+            true => Some(span(&format!("padding.{m}"), &mask(column.shape[..1].to_vec()))?),
+            false => None,
+        });
+    }
+    let labels_span = span("labels", &index.labels)?;
+    let mut size = vec![rows as i64];
+    size.extend(&index.labels.shape);
+    let label_bytes = &map[labels_span.offset..labels_span.offset + rows as usize * labels_span.row_bytes];
+    let labels = Tensor::f_from_data_size(label_bytes, &size, index.labels.kind())?;
+    let shard = MappedShard {
+        map,
+        features,
+        present,
+        padding,
+    };
+    Ok((shard, labels))
+}
+
+struct Header {
+    tensors: HashMap<String, TensorInfo>,
+    /// File offset of the data area.
+    data_start: usize,
+}
+
+#[derive(Deserialize)]
+struct TensorInfo {
+    dtype: String,
+    shape: Vec<i64>,
+    data_offsets: (usize, usize),
+}
+
+/// The safetensors header: an 8-byte little-endian length, then that much JSON.
+fn read_header(bytes: &[u8]) -> std::result::Result<Header, String> {
+    let length = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+        .ok_or("shorter than a safetensors header")?;
+    if length > MAX_HEADER_BYTES || 8 + length as usize > bytes.len() {
+        return Err(format!("header of {length} bytes in a file of {}", bytes.len()));
+    }
+    let json = &bytes[8..8 + length as usize];
+    let mut entries: HashMap<String, serde_json::Value> =
+        serde_json::from_slice(json).map_err(|e| format!("header: {e}"))?;
+    entries.remove("__metadata__");
+    let tensors = entries
+        .into_iter()
+        .map(|(name, value)| {
+            serde_json::from_value(value)
+                .map(|info| (name.clone(), info))
+                .map_err(|e| format!("`{name}`: {e}"))
+        })
+        .collect::<std::result::Result<_, _>>()?;
+    Ok(Header {
+        tensors,
+        data_start: 8 + length as usize,
+    })
+}
