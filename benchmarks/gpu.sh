@@ -11,12 +11,19 @@
 #                gradients reach every parameter, absent modalities and padding change
 #                nothing) and the encoders' (CNNs, GRU, transformer, LeNets trained end to
 #                end, reloaded, predicted from raw files, exported to TorchScript)
-#   3. parity    the demo's configuration trained on CPU and on CUDA with one seed: test
-#                accuracy within 0.03 and test loss within 0.05 of each other (cuDNN/cuBLAS
-#                reduce in another order, so not bit-identical)
+#   3. parity    the CPU-trained demo model evaluated on CUDA and on the CPU: test loss
+#                within 1e-4 and the same accuracy (cuBLAS reduces in another order, so
+#                not bit-identical); and the demo's configuration without dropout trained on
+#                CPU and on CUDA with one seed, which learn alike: test accuracy within 0.05
+#                and loss within 0.1 (not closer: the weights are drawn from the device's
+#                generator, so the two runs start from different weights)
 #   4. speed     the AV-MNIST LeNet + concat model on the demo data: `fusion train` against
 #                the same model in an eager PyTorch loop on the same GPU (samples/s),
 #                peak GPU memory of the PyTorch side
+#   5. stream    step 3's device run with its training inputs streamed from disk (pinned
+#                host memory, non-blocking copies): the same test accuracy and loss
+#   6. parallel  step 3's device run as two data-parallel ranks (c10d Gloo, both on the
+#                first GPU): test accuracy and loss within step 3's tolerances
 # `--dry-run` runs the same steps on the CPU with one epoch (what `cargo xtask test` does,
 # with the debug bundle of `cargo xtask gpu-bundle --debug --cpu`); step 4 needs a
 # `python3` with torch (else it is skipped). Results: $OUT/gpu-results.jsonl, one line per
@@ -93,7 +100,11 @@ config["compare"] = []
 # The bundle is built without video (no FFmpeg on a GPU machine).
 config["modalities"] = [m for m in config["modalities"] if m["name"] != "video"]
 config["train"]["epochs"] = epochs
+config["dropout"] = 0.0
+config["train"]["modality_dropout"] = 0.0
 json.dump(config, open(f"{out}/demo.json", "w"))
+config["train"]["data"] = "stream"
+json.dump(config, open(f"{out}/config-stream.json", "w"))
 PY
 parity=PASS
 for side in cpu device; do
@@ -104,16 +115,35 @@ for side in cpu device; do
         parity=FAIL
     fi
 done
+for side in cpu device; do
+    device=cpu
+    [ "$side" = cpu ] || device=$DEVICE
+    if ! "$FUSION" --json eval --run "$OUT/demo-cpu" --device "$device" \
+        > "$OUT/eval-$side.json" 2> "$OUT/eval-$side.log"; then
+        parity=FAIL
+    fi
+done
 if [ "$parity" = PASS ]; then
-    detail=$(python3 - "$OUT/demo-cpu.json" "$OUT/demo-device.json" <<'PY'
+    detail=$(python3 - "$OUT" "$DEVICE" <<'PY'
 import json, sys
-cpu, dev = (json.load(open(p)) for p in sys.argv[1:])
+out, device = sys.argv[1:]
+load = lambda name: json.load(open(f"{out}/{name}.json"))
+cpu, dev = load("demo-cpu"), load("demo-device")
 acc = [r["eval"]["metrics"]["accuracy"] for r in (cpu, dev)]
 loss = [r["eval"]["loss"] for r in (cpu, dev)]
-ok = abs(acc[0] - acc[1]) <= 0.03 and abs(loss[0] - loss[1]) <= 0.05
+trained_alike = abs(acc[0] - acc[1]) <= 0.05 and abs(loss[0] - loss[1]) <= 0.1
+on_cpu, on_device = load("eval-cpu"), load("eval-device")
+eval_loss = [on_cpu["loss"], on_device["loss"]]
+eval_acc = [on_cpu["metrics"]["accuracy"], on_device["metrics"]["accuracy"]]
+same_model = abs(eval_loss[0] - eval_loss[1]) <= 1e-4 and eval_acc[0] == eval_acc[1]
+# On a GPU the caching allocator's peak is reported (absent on the CPU).
+gpu_memory = (dev.get("peak_gpu_mb") is not None) == (device == "cuda")
 seconds = [r["train_seconds"] for r in (cpu, dev)]
-print(json.dumps({"ok": ok, "accuracy": acc, "loss": loss, "train_seconds": seconds,
-                  "peak_rss_mb": [r.get("peak_rss_mb") for r in (cpu, dev)]}))
+print(json.dumps({"ok": trained_alike and same_model and gpu_memory,
+                  "same_model_evaluated": {"loss": eval_loss, "accuracy": eval_acc},
+                  "trained": {"accuracy": acc, "loss": loss, "train_seconds": seconds},
+                  "peak_rss_mb": [r.get("peak_rss_mb") for r in (cpu, dev)],
+                  "peak_gpu_mb": dev.get("peak_gpu_mb")}))
 PY
 )
     case $detail in *'"ok": true'*) record parity PASS "$detail" ;; *) record parity FAIL "$detail" ;; esac
@@ -141,6 +171,39 @@ PY
 else
     record speed SKIP "\"no python3 with torch\""
 fi
+
+echo "== 5. step 3's $DEVICE run streamed from disk"
+# compare NAME FILE TOLERANCE: test accuracy and loss of FILE against step 3's device run
+compare() {
+    python3 - "$OUT/demo-device.json" "$2" "$3" <<'PY'
+import json, sys
+base, other = (json.load(open(p)) for p in sys.argv[1:3])
+tolerance = float(sys.argv[3])
+acc = [r["eval"]["metrics"]["accuracy"] for r in (base, other)]
+loss = [r["eval"]["loss"] for r in (base, other)]
+ok = abs(acc[0] - acc[1]) <= tolerance and abs(loss[0] - loss[1]) <= max(tolerance, 1e-6)
+print(json.dumps({"ok": ok, "accuracy": acc, "loss": loss,
+                  "train_seconds": [r["train_seconds"] for r in (base, other)],
+                  "streamed_from": other.get("streamed_from")}))
+PY
+}
+for check in stream parallel; do
+    if [ "$check" = stream ]; then
+        set -- --config "$OUT/config-stream.json"
+        tolerance=0
+    else
+        set -- --config "$OUT/demo.json" --world-size 2
+        tolerance=0.05
+    fi
+    if "$FUSION" --json --device "$DEVICE" train "$@" --run "$OUT/demo-$check" \
+        > "$OUT/demo-$check.json" 2> "$OUT/demo-$check.log" && [ -s "$OUT/demo-device.json" ]; then
+        detail=$(compare "$check" "$OUT/demo-$check.json" "$tolerance")
+        case $detail in *'"ok": true'*) record "$check" PASS "$detail" ;; *) record "$check" FAIL "$detail" ;; esac
+    else
+        record "$check" FAIL "\"see $OUT/demo-$check.log\""
+    fi
+    [ "$check" = stream ] && echo "== 6. step 3's $DEVICE run on two data-parallel ranks"
+done
 
 echo "results: $RESULTS"
 cat "$RESULTS"

@@ -184,6 +184,8 @@ pub struct Trained {
     pub seconds: f64,
     /// Trainable parameters.
     pub parameters: i64,
+    /// Where the training inputs were streamed from, when they were.
+    pub streamed: Option<std::path::PathBuf>,
 }
 
 pub fn split_name(split: Split) -> &'static str {
@@ -252,6 +254,7 @@ pub fn train_one(
             seconds: trained.seconds,
             parameters: trained.parameters,
             summary: trained.summary,
+            streamed: trained.streamed,
         });
     }
     for problem in &trained.skipped {
@@ -281,11 +284,15 @@ pub fn train_one(
     } else {
         Some(evaluate_into(run, &data, &trained.classes, split_name(target), device)?)
     };
+    if let Some(folder) = &trained.streamed {
+        ui.say(format!("training inputs streamed from {}", folder.display()));
+    }
     Ok(Trained {
         summary: trained.summary,
         eval,
         seconds: trained.seconds,
         parameters: trained.parameters,
+        streamed: trained.streamed,
     })
 }
 
@@ -509,6 +516,14 @@ pub fn train(
     if let Some(eval) = &trained.eval {
         say_eval(ui, eval);
     }
+    let gpu = fusion_core::gpu_peak_memory(device);
+    if let Some(gpu) = gpu {
+        ui.say(format!(
+            "peak GPU memory: {:.0} MB in tensors, {:.0} MB reserved",
+            gpu.peak_allocated as f64 / MB,
+            gpu.peak_reserved as f64 / MB
+        ));
+    }
     report::write(&run)?;
     ui.say(format!("report: {}", run.file("report.md").display()));
     ui.result(&serde_json::json!({
@@ -518,12 +533,20 @@ pub fn train(
         "train_seconds": trained.seconds,
         "parameters": trained.parameters,
         "resumed_from": trained.summary.resumed_from,
+        "streamed_from": trained.streamed,
         "peak_rss_mb": peak_rss_mb(),
+        "peak_gpu_mb": gpu.map(|g| serde_json::json!({
+            "allocated": g.peak_allocated as f64 / MB,
+            "reserved": g.peak_reserved as f64 / MB,
+        })),
         "eval": trained.eval,
         "skipped": loaded.extraction.problems,
         "unusable": loaded.extraction.absent,
     }))
 }
+
+/// Bytes in a MiB.
+const MB: f64 = (1 << 20) as f64;
 
 /// This process's peak resident memory in MiB (`VmHWM`), where the system reports it.
 fn peak_rss_mb() -> Option<f64> {

@@ -71,6 +71,30 @@ impl TensorDataset {
         self.len() == 0
     }
 
+    /// The `len` samples from `start` on (views, no copy).
+    pub fn rows(&self, start: i64, len: i64) -> Self {
+        let cut = |t: &Tensor| t.narrow(0, start, len);
+        Self {
+            features: self.features.iter().map(cut).collect(),
+            padding: self.padding.iter().map(|p| p.as_ref().map(cut)).collect(),
+            present: self.present.iter().map(cut).collect(),
+            labels: cut(&self.labels),
+            groups: self.groups.as_ref().map(|g| g[start as usize..(start + len) as usize].to_vec()),
+        }
+    }
+
+    /// Bytes of the inputs and labels.
+    pub fn bytes(&self) -> u64 {
+        let size = |t: &Tensor| (t.numel() * t.kind().elt_size_in_bytes()) as u64;
+        self.features
+            .iter()
+            .chain(&self.present)
+            .chain(self.padding.iter().flatten())
+            .chain([&self.labels])
+            .map(size)
+            .sum()
+    }
+
     /// The samples at `indices` (int64 `[b]`), moved to `device`. A padded modality is cut
     /// to the longest sequence of the batch, so short batches do not carry the dataset's
     /// longest padding.

@@ -90,9 +90,73 @@ pub fn cuda_device_count() -> usize {
     usize::try_from(tch::Cuda::device_count()).unwrap_or(0)
 }
 
+// The C++ shim (csrc/device_memory.cpp): c10's allocator interface, which tch does not wrap.
+#[allow(unsafe_code)]
+unsafe extern "C" {
+    fn fusion_cuda_peak_bytes(index: std::ffi::c_int, allocated: *mut i64, reserved: *mut i64) -> std::ffi::c_int;
+    fn fusion_cuda_reset_peak(index: std::ffi::c_int) -> std::ffi::c_int;
+}
+
+/// The most GPU memory libtorch's caching allocator has held, in bytes, since the process
+/// started or [`reset_gpu_peak_memory`] (what `torch.cuda.max_memory_allocated` and
+/// `max_memory_reserved` read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct GpuMemory {
+    /// Peak bytes in live tensors.
+    pub peak_allocated: u64,
+    /// Peak bytes the allocator reserved from the driver (what the GPU lent this process).
+    pub peak_reserved: u64,
+}
+
+/// [`GpuMemory`] of a CUDA `device`; `None` on the CPU or where CUDA is not in use.
+pub fn gpu_peak_memory(device: tch::Device) -> Option<GpuMemory> {
+    let tch::Device::Cuda(index) = device else {
+        return None;
+    };
+    let (mut allocated, mut reserved) = (0i64, 0i64);
+    // SAFETY: the shim writes both integers only on success, and catches every C++ exception.
+    #[allow(unsafe_code)]
+    let status = unsafe { fusion_cuda_peak_bytes(std::ffi::c_int::try_from(index).ok()?, &mut allocated, &mut reserved) };
+    (status == 0).then(|| GpuMemory {
+        peak_allocated: allocated.max(0) as u64,
+        peak_reserved: reserved.max(0) as u64,
+    })
+}
+
+/// Starts [`gpu_peak_memory`] of a CUDA `device` afresh; nothing elsewhere.
+pub fn reset_gpu_peak_memory(device: tch::Device) {
+    if let tch::Device::Cuda(index) = device
+        && let Ok(index) = std::ffi::c_int::try_from(index)
+    {
+        // SAFETY: the shim catches every C++ exception; a device without CUDA returns -1.
+        #[allow(unsafe_code)]
+        let _ = unsafe { fusion_cuda_reset_peak(index) };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gpu_peak_memory_follows_allocations_and_the_cpu_has_none() {
+        assert_eq!(gpu_peak_memory(tch::Device::Cpu), None);
+        if !cuda_available() {
+            // No allocator is registered for a GPU this process cannot use.
+            assert_eq!(gpu_peak_memory(tch::Device::Cuda(0)), None);
+            return;
+        }
+        let device = tch::Device::Cuda(0);
+        reset_gpu_peak_memory(device);
+        let before = gpu_peak_memory(device).map_or(0, |m| m.peak_allocated);
+        let big = tch::Tensor::zeros([64 << 20], (tch::Kind::Float, device));
+        let during = gpu_peak_memory(device).map_or(0, |m| m.peak_allocated);
+        assert!(during >= before + (256 << 20), "{before} then {during}");
+        drop(big);
+        reset_gpu_peak_memory(device);
+        let after = gpu_peak_memory(device).map_or(0, |m| m.peak_allocated);
+        assert!(after < during, "the reset keeps {after} of {during}");
+    }
 
     #[test]
     fn parses_every_spelling_and_rejects_others() {

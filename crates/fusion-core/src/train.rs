@@ -211,6 +211,49 @@ pub struct TrainConfig {
     /// checkpoint and are written beside it (`best.safetensors`) at the same moments.
     #[serde(default = "default_checkpoint_every_s")]
     pub checkpoint_every_s: f64,
+    /// Where training reads its inputs from: `memory`, `stream` (shards on disk read batch
+    /// by batch, see [`ShardedDataset`](crate::ShardedDataset)) or `auto` (streamed when
+    /// they would fill more than a quarter of the memory available). Either gives the same
+    /// run, bit for bit.
+    #[serde(default, skip_serializing_if = "DataSource::is_auto")]
+    pub data: DataSource,
+}
+
+/// [`TrainConfig::data`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataSource {
+    /// Streamed when the inputs would take more than a quarter of the available memory.
+    #[default]
+    Auto,
+    /// Held in memory (the fastest when they fit).
+    Memory,
+    /// Read from shards on disk, batch by batch.
+    Stream,
+}
+
+impl DataSource {
+    fn is_auto(&self) -> bool {
+        *self == Self::Auto
+    }
+
+    /// Whether inputs of `bytes` are streamed, given `available` bytes of memory (unknown:
+    /// held in memory).
+    pub fn streams(self, bytes: u64, available: Option<u64>) -> bool {
+        match self {
+            Self::Memory => false,
+            Self::Stream => true,
+            Self::Auto => available.is_some_and(|a| bytes > a / 4),
+        }
+    }
+}
+
+/// Memory the system could give this process now (`MemAvailable`), where it reports it.
+pub fn available_memory() -> Option<u64> {
+    let info = fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Variables whose name starts with `prefix` train at learning rate `lr`.
@@ -246,6 +289,7 @@ impl TrainConfig {
             branch_loss_weight: default_branch_weight(),
             param_groups: Vec::new(),
             checkpoint_every_s: default_checkpoint_every_s(),
+            data: DataSource::Auto,
         }
     }
 
@@ -708,8 +752,9 @@ pub fn train(
 /// share of every batch ([`shard`](crate::parallel::shard)), and the gradients are summed
 /// over the group before each step, weighted so that the step is the one a single process
 /// takes on the whole batch. The weights start from rank 0's (its checkpoint when it
-/// resumes), and rank 0 alone writes `run`. Models with batch normalisation see per-rank
-/// batch statistics, and dropout draws per-rank masks, as under PyTorch's DDP.
+/// resumes), and rank 0 alone writes `run`. As under PyTorch's DDP, batch normalisation
+/// sees per-rank statistics, dropout draws per-rank masks, and a loss averaged over part of
+/// a batch (per-branch losses over the samples that have the modality) is averaged per rank.
 #[allow(clippy::too_many_arguments)]
 pub fn train_data_parallel(
     model: &FusionModel,
@@ -1038,6 +1083,7 @@ fn prepare_run_folder(run: &RunFolder, model: &ModelConfig, train: &TrainConfig)
             && TrainConfig {
                 epochs: train.epochs,
                 checkpoint_every_s: train.checkpoint_every_s,
+                data: train.data,
                 ..saved_train
             } == *train;
         if !same_run {

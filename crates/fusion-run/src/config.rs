@@ -357,6 +357,7 @@ impl RunConfig {
             train: TrainConfig {
                 epochs: 0,
                 checkpoint_every_s: 0.0,
+                data: Default::default(),
                 ..c.train.clone()
             },
             ..c.clone()

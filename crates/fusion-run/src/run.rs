@@ -6,7 +6,10 @@ use std::{
     time::Instant,
 };
 
-use fusion_core::{Encoder, FusionConfig, FusionModel, ProcessGroup, Progress, RunFolder, Task, TrainSummary};
+use fusion_core::{
+    Encoder, FusionConfig, FusionModel, ProcessGroup, Progress, RunFolder, ShardWriter, ShardedDataset, Task,
+    TensorDataset, TrainSummary, TrainingData,
+};
 use fusion_data::{Extraction, FeatureSpec, Manifest, Problem, Record, Split};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor, nn};
@@ -131,6 +134,9 @@ pub struct Trained {
     pub skipped: Vec<Problem>,
     /// Frozen-encoder outputs read from the cache and computed, for train and val.
     pub frozen: FrozenCounts,
+    /// Where the training inputs were streamed from, when they were (see
+    /// [`fusion_core::TrainConfig::data`]).
+    pub streamed: Option<PathBuf>,
     /// The model after the last epoch.
     pub model: FusionModel,
     /// Its variables.
@@ -333,29 +339,42 @@ fn train_in(
         .filter(|t| t.requires_grad())
         .map(Tensor::numel)
         .sum::<usize>() as i64;
-    let started = Instant::now();
-    let val_data = (!val.records.is_empty()).then_some(&val.data);
     let train_config = config.train_config();
+    let streamed = match train_config
+        .data
+        .streams(train_data.data.bytes(), fusion_core::available_memory())
+    {
+        true => {
+            // One folder per rank: ranks of one machine share the run folder.
+            let name = match group.map_or(0, |g| g.rank()) {
+                0 => "inputs".to_string(),
+                rank => format!("inputs-rank{rank}"),
+            };
+            let shards = stream_inputs(&train_data.data, &run.root().join(name))?;
+            // Read from disk from now on: the copy in memory goes.
+            train_data.data = TensorDataset::dense(Vec::new(), Tensor::zeros([0], (tch::Kind::Int64, Device::Cpu)))?;
+            Some(shards)
+        }
+        false => None,
+    };
+    let inputs: &dyn TrainingData = match &streamed {
+        Some(shards) => shards,
+        None => &train_data.data,
+    };
+    let val_data = (!val.records.is_empty()).then_some(&val.data);
+    let started = Instant::now();
     let summary = match group {
         Some(group) => fusion_core::train_data_parallel(
             &model,
             &vs,
             &train_config,
-            &train_data.data,
+            inputs,
             val_data,
             &run.folder,
             group,
             progress,
         ),
-        None => fusion_core::train(
-            &model,
-            &vs,
-            &train_config,
-            &train_data.data,
-            val_data,
-            &run.folder,
-            progress,
-        ),
+        None => fusion_core::train(&model, &vs, &train_config, inputs, val_data, &run.folder, progress),
     }?;
     Ok(Trained {
         summary,
@@ -364,9 +383,28 @@ fn train_in(
         classes,
         skipped: [train_data.problems, val.problems].concat(),
         frozen,
+        streamed: streamed.map(|s| s.folder().to_path_buf()),
         model,
         vs,
     })
+}
+
+/// Shards of about this many bytes.
+const SHARD_BYTES: u64 = 64 << 20;
+
+/// Writes `data` into `folder` as shards of about [`SHARD_BYTES`] and opens them.
+fn stream_inputs(data: &TensorDataset, folder: &Path) -> Result<ShardedDataset> {
+    let rows = data.len();
+    let per_row = (data.bytes() / rows.max(1) as u64).max(1);
+    let chunk = (SHARD_BYTES / per_row).clamp(1, rows.max(1) as u64) as i64;
+    let mut writer = ShardWriter::create(folder)?;
+    let mut start = 0;
+    while start < rows {
+        let len = chunk.min(rows - start);
+        writer.append(&data.rows(start, len))?;
+        start += len;
+    }
+    Ok(writer.finish()?)
 }
 
 /// A trained run loaded for prediction: its configuration, classes and model.

@@ -177,6 +177,7 @@ pub fn task_training(epochs: usize, seed: u64) -> TrainConfig {
         branch_loss_weight: 0.5,
         param_groups: Vec::new(),
         checkpoint_every_s: 0.0,
+        data: Default::default(),
     }
 }
 
