@@ -16,7 +16,10 @@ fn main() {
     let include = PathBuf::from(include);
     let header = include.join("torch/csrc/distributed/c10d/ProcessGroupGloo.hpp");
     if !header.exists() {
-        panic!("fusion-dist: {} is missing: this libtorch has no c10d headers", header.display());
+        panic!(
+            "fusion-dist: {} is missing: this libtorch has no c10d headers",
+            header.display()
+        );
     }
     cc::Build::new()
         .cpp(true)

@@ -79,7 +79,10 @@ impl TensorDataset {
             padding: self.padding.iter().map(|p| p.as_ref().map(cut)).collect(),
             present: self.present.iter().map(cut).collect(),
             labels: cut(&self.labels),
-            groups: self.groups.as_ref().map(|g| g[start as usize..(start + len) as usize].to_vec()),
+            groups: self
+                .groups
+                .as_ref()
+                .map(|g| g[start as usize..(start + len) as usize].to_vec()),
         }
     }
 

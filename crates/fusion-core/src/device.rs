@@ -116,7 +116,8 @@ pub fn gpu_peak_memory(device: tch::Device) -> Option<GpuMemory> {
     let (mut allocated, mut reserved) = (0i64, 0i64);
     // SAFETY: the shim writes both integers only on success, and catches every C++ exception.
     #[allow(unsafe_code)]
-    let status = unsafe { fusion_cuda_peak_bytes(std::ffi::c_int::try_from(index).ok()?, &mut allocated, &mut reserved) };
+    let status =
+        unsafe { fusion_cuda_peak_bytes(std::ffi::c_int::try_from(index).ok()?, &mut allocated, &mut reserved) };
     (status == 0).then(|| GpuMemory {
         peak_allocated: allocated.max(0) as u64,
         peak_reserved: reserved.max(0) as u64,

@@ -80,9 +80,7 @@ pub use config::{
     Task, deserialize_strict, with_suggestion,
 };
 pub use dataset::{TensorDataset, seeded_batches};
-pub use device::{
-    DeviceChoice, GpuMemory, cuda_available, cuda_device_count, gpu_peak_memory, reset_gpu_peak_memory,
-};
+pub use device::{DeviceChoice, GpuMemory, cuda_available, cuda_device_count, gpu_peak_memory, reset_gpu_peak_memory};
 pub use early::EarlyFusion;
 pub use ensemble::{Selection, log_loss, probability_metrics, select_ensemble, weighted_average};
 pub use error::{Error, Result};
@@ -106,7 +104,7 @@ pub use parallel::ProcessGroup;
 pub use params::ParameterSet;
 pub use stream::{Batch, Batches, PREFETCH_BATCHES, ShardWriter, ShardedDataset, TrainingData};
 pub use train::{
-    DataSource, EarlyStopping, EpochRecord, Evaluation, Optimizer, OptimizerConfig, ParamGroup, Progress, RunFolder, Schedule,
-    StopMetric, TaskMetrics, TrainConfig, TrainSummary, argmax, evaluate, has_gradient, load_weights,
-    parameters_without_gradient, save_weights, train, train_data_parallel, available_memory,
+    DataSource, EarlyStopping, EpochRecord, Evaluation, Optimizer, OptimizerConfig, ParamGroup, Progress, RunFolder,
+    Schedule, StopMetric, TaskMetrics, TrainConfig, TrainSummary, argmax, available_memory, evaluate, has_gradient,
+    load_weights, parameters_without_gradient, save_weights, train, train_data_parallel,
 };

@@ -1341,6 +1341,23 @@ pub fn argmax(values: &[f32]) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use super::DataSource;
+
+    #[test]
+    fn auto_streams_inputs_over_a_quarter_of_the_available_memory() {
+        let gib = 1u64 << 30;
+        assert!(!DataSource::Auto.streams(gib, Some(4 * gib)));
+        assert!(DataSource::Auto.streams(gib + 1, Some(4 * gib)));
+        assert!(
+            !DataSource::Auto.streams(100 * gib, None),
+            "unknown memory: held in memory"
+        );
+        assert!(DataSource::Stream.streams(1, Some(100 * gib)));
+        assert!(!DataSource::Memory.streams(100 * gib, Some(gib)));
+        let parsed: Result<DataSource, _> = serde_json::from_str("\"disk\"");
+        assert!(parsed.is_err(), "an unknown source is refused");
+    }
+
     #[test]
     fn every_epoch_gets_its_own_seed() {
         for seed in [0, 1, 42] {
