@@ -1223,56 +1223,25 @@ fn two_local_ranks_train_data_parallel_as_one_process_does() {
     }
 
     // A rank outside the world, an address without a port, and --rank without a configuration.
-    let rank = |extra: &[&str]| {
-        let out = fusion(
-            &[
-                &[
-                    "--device",
-                    "cpu",
-                    "train",
-                    "--run",
-                    dir.path().join("bad").to_str().unwrap(),
-                ][..],
-                extra,
-            ]
-            .concat(),
-        );
-        assert!(!out.status.success(), "{extra:?} was accepted");
+    let bad = dir.path().join("bad");
+    let refused = |how: &[&str], rank: &str, master: &str| {
+        let base = [
+            "--device",
+            "cpu",
+            "train",
+            "--run",
+            bad.to_str().unwrap(),
+            "--world-size",
+            "2",
+        ];
+        let out = fusion(&[&base[..], how, &["--rank", rank, "--master", master]].concat());
+        assert!(!out.status.success(), "{how:?} rank {rank} at {master} was accepted");
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
-    let outside = rank(&[
-        "--config",
-        c,
-        "--world-size",
-        "2",
-        "--rank",
-        "2",
-        "--master",
-        "127.0.0.1:29400",
-    ]);
+    let outside = refused(&["--config", c], "2", "127.0.0.1:29400");
     assert!(outside.contains("rank 2 of a world of 2"), "{outside}");
-    let no_port = rank(&[
-        "--config",
-        c,
-        "--world-size",
-        "2",
-        "--rank",
-        "1",
-        "--master",
-        "localhost",
-    ]);
+    let no_port = refused(&["--config", c], "1", "localhost");
     assert!(no_port.contains("--master `localhost`: no port"), "{no_port}");
-    let no_config = rank(&[
-        "--manifest",
-        "m.csv",
-        "--label",
-        "y",
-        "--world-size",
-        "2",
-        "--rank",
-        "1",
-        "--master",
-        "h:1",
-    ]);
+    let no_config = refused(&["--manifest", "m.csv", "--label", "y"], "1", "h:1");
     assert!(no_config.contains("--rank needs --config"), "{no_config}");
 }
