@@ -139,9 +139,28 @@ impl Column {
         kind_of(&self.dtype).unwrap_or(Kind::Float)
     }
 
-    /// Bytes of one sample.
-    fn row_bytes(&self) -> usize {
-        self.shape.iter().product::<i64>().max(0) as usize * self.kind().elt_size_in_bytes()
+    /// Bytes of one sample (`None` when the shape's product overflows).
+    fn row_bytes(&self) -> Option<usize> {
+        self.shape
+            .iter()
+            .try_fold(self.kind().elt_size_in_bytes(), |bytes, &d| {
+                bytes.checked_mul(usize::try_from(d).ok()?)
+            })
+    }
+
+    /// Why an index's column cannot be read, if it cannot.
+    fn problem(&self) -> Option<String> {
+        if kind_of(&self.dtype).is_none() {
+            return Some(format!("unknown element type {}", self.dtype));
+        }
+        if self.padded && self.shape.is_empty() {
+            return Some("a padded column needs a sequence dimension".into());
+        }
+        match self.row_bytes() {
+            None => Some(format!("shape {:?} is negative or too large", self.shape)),
+            Some(0) => Some(format!("shape {:?} holds nothing", self.shape)),
+            Some(_) => None,
+        }
     }
 }
 
@@ -157,10 +176,16 @@ impl ShardWriter {
     /// A writer into `folder` (created; a dataset already there is replaced at `finish`).
     pub fn create(folder: impl Into<PathBuf>) -> Result<Self> {
         let folder = folder.into();
-        std::fs::create_dir_all(&folder).map_err(|source| Error::Io {
+        let io = |source| Error::Io {
             path: folder.clone(),
             source,
-        })?;
+        };
+        std::fs::create_dir_all(&folder).map_err(io)?;
+        // Unreadable until finished: a reader never sees old and new shards mixed.
+        match std::fs::remove_file(folder.join(INDEX_FILE)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+            _ => {}
+        }
         Ok(Self { folder, index: None })
     }
 
@@ -290,12 +315,25 @@ impl ShardedDataset {
             });
         }
         for column in index.modalities.iter().chain([&index.labels]) {
-            if kind_of(&column.dtype).is_none() || column.shape.iter().any(|&d| d < 0) {
+            if let Some(problem) = column.problem() {
                 return Err(Error::Checkpoint {
                     path: index_path,
-                    reason: format!("column {column:?}: unknown element type or negative size"),
+                    reason: format!("column {column:?}: {problem}"),
                 });
             }
+        }
+        if let Some(entry) = index
+            .shards
+            .iter()
+            .find(|e| Path::new(&e.file).file_name() != Some(e.file.as_ref()) || u32::try_from(e.rows).is_err())
+        {
+            return Err(Error::Checkpoint {
+                path: index_path,
+                reason: format!(
+                    "shard `{}` of {} rows: a shard is a file of this folder with fewer than 2^32 rows",
+                    entry.file, entry.rows
+                ),
+            });
         }
         let mut shards = Vec::with_capacity(index.shards.len());
         let mut rows = Vec::new();
@@ -305,11 +343,8 @@ impl ShardedDataset {
             let path = folder.join(&entry.file);
             let (shard, shard_labels) = map_shard(&path, &index, entry.rows)?;
             bytes += shard.map.len() as u64;
-            let count = u32::try_from(entry.rows).map_err(|_| Error::Checkpoint {
-                path: path.clone(),
-                reason: format!("{} rows in one shard", entry.rows),
-            })?;
-            rows.extend((0..count).map(|r| (s as u32, r)));
+            // Below 2^32 (checked above), and each row takes bytes of the mapped file.
+            rows.extend((0..entry.rows as u32).map(|r| (s as u32, r)));
             labels.push(shard_labels);
             shards.push(shard);
         }
@@ -374,8 +409,11 @@ impl TrainingData for ShardedDataset {
         let pin = device.is_cuda();
         let worker = std::thread::spawn(move || {
             yield_to_compute();
-            // Its own libtorch calls run on this thread alone: a second OpenMP team,
-            // spinning beside the training's, made epochs 2.5× slower on 2 cores.
+            // Its own libtorch calls (a new tensor is zero-filled in parallel) run on this
+            // thread alone: a second OpenMP team, spinning beside the training's, made epochs
+            // 2.5× slower on 2 cores. libtorch keeps the count for threads started later
+            // too: it is put back at the end.
+            let threads = tch::get_num_threads();
             tch::set_num_threads(1);
             for indices in batches {
                 let inputs = inner.inputs(&indices).map(|inputs| {
@@ -395,6 +433,7 @@ impl TrainingData for ShardedDataset {
                     break;
                 }
             }
+            tch::set_num_threads(threads);
         });
         Box::new(Prefetched {
             receiver: Some(receiver),
@@ -484,14 +523,15 @@ impl Inner {
             })
             .collect::<Result<Vec<_>>>()?;
         let batch = located.len() as i64;
+        // Every span's row size was checked at open against its shape (more than 0 bytes),
+        // and every row against the file's length.
         let gather = |span_of: &dyn Fn(&MappedShard) -> Option<Span>, shape: &[i64], kind: Kind| -> Result<Tensor> {
-            let row_bytes = shape.iter().product::<i64>() as usize * kind.elt_size_in_bytes();
-            let mut bytes = vec![0u8; located.len() * row_bytes];
-            for (out, &(s, r)) in bytes.chunks_exact_mut(row_bytes.max(1)).zip(&located) {
+            let mut bytes = Vec::new();
+            for &(s, r) in &located {
                 let shard = &self.shards[s as usize];
                 let span = span_of(shard).ok_or_else(|| Error::Shape("a shard lacks a padding mask".into()))?;
                 let start = span.offset + r as usize * span.row_bytes;
-                out.copy_from_slice(&shard.map[start..start + row_bytes]);
+                bytes.extend_from_slice(&shard.map[start..start + span.row_bytes]);
             }
             let size: Vec<i64> = std::iter::once(batch).chain(shape.iter().copied()).collect();
             Ok(Tensor::f_from_data_size(&bytes, &size, kind)?)
@@ -548,19 +588,18 @@ fn map_shard(path: &Path, index: &Index, rows: u64) -> Result<(MappedShard, Tens
             .ok_or_else(|| damaged(format!("`{name}` missing")))?;
         let mut expected = vec![rows as i64];
         expected.extend(&column.shape);
-        let row_bytes = column.row_bytes();
+        let row_bytes = column.row_bytes().unwrap_or(usize::MAX);
+        let bytes = (rows as usize).checked_mul(row_bytes);
         let (start, end) = info.data_offsets;
         if info.dtype != column.dtype
             || info.shape != expected
-            || end.checked_sub(start) != Some(rows as usize * row_bytes)
-            || header.data_start + end > map.len()
+            || bytes.is_none()
+            || end.checked_sub(start) != bytes
+            || header.data_start.checked_add(end).is_none_or(|e| e > map.len())
         {
             return Err(damaged(format!(
-                "`{name}` is {} {:?} at bytes {start}..{end}; the index says {} {expected:?} ({} bytes)",
-                info.dtype,
-                info.shape,
-                column.dtype,
-                rows as usize * row_bytes
+                "`{name}` is {} {:?} at bytes {start}..{end}; the index says {} {expected:?} ({bytes:?} bytes)",
+                info.dtype, info.shape, column.dtype
             )));
         }
         Ok(Span {

@@ -859,6 +859,7 @@ fn train_in(
         rewrite_metrics(&run.metrics(), &epochs)?;
     }
     if let Some(group) = group {
+        check_same_setup(group, vs, train_set, val_set)?;
         resumed_from = start_from_rank0(group, vs, &mut optimizer, resumed_from, &mut best)?;
     }
 
@@ -875,7 +876,10 @@ fn train_in(
         let started = Instant::now();
         let lr = config.optimizer.lr() * config.schedule.factor(epoch, config.epochs);
         // Every epoch's randomness derives from (seed, epoch): a resumed run repeats it.
-        tch::manual_seed(epoch_seed(config.seed, epoch) as i64);
+        // Each rank draws its own dropout masks (rank 0 those of a single process); the
+        // batch order below is the same on every rank.
+        let rank = group.map_or(0, |g| g.rank()) as u64;
+        tch::manual_seed(epoch_seed(config.seed ^ rank.wrapping_mul(0x9e37_79b9_7f4a_7c15), epoch) as i64);
         let batches = seeded_batches(train_set.len(), config.batch_size, Some(epoch_seed(config.seed, epoch)));
         let steps = batches.len();
         let mut loss_sum = Tensor::from(0.0f64);
@@ -929,7 +933,8 @@ fn train_in(
             // Reading a value back waits for the device: done every few steps, not each.
             if step == 0 || (step + 1) % LOSS_READ_EVERY == 0 || step + 1 == steps {
                 shown_loss = f64::try_from(&loss)?;
-                if !f64::try_from(&loss_sum)?.is_finite() {
+                // Ranks decide on the summed loss at the epoch's end, all alike.
+                if group.is_none() && !f64::try_from(&loss_sum)?.is_finite() {
                     return Err(Error::Config(format!(
                         "training diverged: loss {shown_loss} at epoch {}, by step {}",
                         epoch + 1,
@@ -950,9 +955,19 @@ fn train_in(
             broadcast_from_rank0(group, &buffers(vs))?;
         }
         let loss_sum = f64::try_from(&loss_sum)?;
+        if !loss_sum.is_finite() {
+            return Err(Error::Config(format!(
+                "training diverged: summed loss {loss_sum} over epoch {}",
+                epoch + 1
+            )));
+        }
         // Inference needs no small batches: larger ones keep the convolutions busy.
         let val_batch = config.batch_size.max(VALIDATION_BATCH);
-        let val = val_set.map(|v| evaluate(model, v, val_batch)).transpose()?;
+        // Rank 0 evaluates; the others take its score below.
+        let val = val_set
+            .filter(|_| writes)
+            .map(|v| evaluate(model, v, val_batch))
+            .transpose()?;
         // A regression's classification metrics are placeholders: not recorded.
         let classified = val.as_ref().filter(|_| model.task() != Task::Regression);
         let record = EpochRecord {
@@ -1020,6 +1035,39 @@ fn train_in(
         resumed_from,
         stopped_early,
     })
+}
+
+/// Fails on every rank alike unless all hold rank 0's number of training and validation
+/// samples, of parameters, and its training labels: otherwise their batches would not line
+/// up, and collectives of different sizes hang or mix.
+fn check_same_setup(
+    group: &dyn ProcessGroup,
+    vs: &VarStore,
+    train_set: &dyn TrainingData,
+    val_set: Option<&TensorDataset>,
+) -> Result<()> {
+    let labels = train_set.labels().to_kind(Kind::Double).reshape([-1]);
+    let positions = Tensor::arange(labels.numel() as i64, (Kind::Double, labels.device())) + 1.0;
+    let mine = Tensor::from_slice(&[
+        train_set.len() as f64,
+        val_set.map_or(-1.0, |v| v.len() as f64),
+        vs.variables().values().map(Tensor::numel).sum::<usize>() as f64,
+        f64::try_from(labels.sum(Kind::Double))?,
+        f64::try_from((&labels * positions).sum(Kind::Double))?,
+    ]);
+    let mut theirs = mine.copy();
+    group.broadcast(&mut theirs, 0)?;
+    let mut differing = Tensor::from_slice(&[f64::from(!mine.equal(&theirs))]);
+    group.all_reduce_sum(&mut differing)?;
+    match f64::try_from(&differing)? {
+        0.0 => Ok(()),
+        count => Err(Error::Collective(format!(
+            "{count} rank(s) differ from rank 0 in training samples, validation samples, parameters or \
+             labels (this rank: {:?}, rank 0: {:?}); every rank needs the same data and configuration",
+            Vec::<f64>::try_from(&mine)?,
+            Vec::<f64>::try_from(&theirs)?
+        ))),
+    }
 }
 
 /// Gives every rank rank 0's weights, optimizer state and trainer state (what rank 0

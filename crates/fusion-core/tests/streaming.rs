@@ -4,6 +4,8 @@
 // The limit is set with setrlimit, in a child process.
 #![allow(unsafe_code)]
 
+mod common;
+
 use std::{
     path::Path,
     process::Command,
@@ -132,6 +134,8 @@ fn limited_process() {
 
 #[test]
 fn a_process_limited_to_a_third_of_the_data_trains_on_it_as_in_memory() {
+    // libtorch's generator is global: tests running beside this one would draw from it.
+    let _rng = common::rng_lock();
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let folder = dir.path().join("data");
     let mut writer = ShardWriter::create(&folder).unwrap_or_else(|e| panic!("{e}"));
@@ -232,6 +236,8 @@ fn concatenated(chunks: &[TensorDataset]) -> TensorDataset {
 
 #[test]
 fn streamed_batches_are_the_in_memory_batches() {
+    // libtorch's generator is global: tests running beside this one would draw from it.
+    let _rng = common::rng_lock();
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let chunks = mixed_chunks();
     let mut writer = ShardWriter::create(dir.path()).unwrap_or_else(|e| panic!("{e}"));
@@ -271,6 +277,8 @@ fn streamed_batches_are_the_in_memory_batches() {
 
 #[test]
 fn damaged_folders_and_mismatched_chunks_are_errors_naming_the_file() {
+    // libtorch's generator is global: tests running beside this one would draw from it.
+    let _rng = common::rng_lock();
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let chunks = mixed_chunks();
     let mut writer = ShardWriter::create(dir.path()).unwrap_or_else(|e| panic!("{e}"));
@@ -306,4 +314,41 @@ fn damaged_folders_and_mismatched_chunks_are_errors_naming_the_file() {
         .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(error.contains("index.json") && error.contains("shard_size"), "{error}");
+
+    // Hostile indexes: refused before any shard is mapped or any row counted.
+    let good: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+    let hostile_edits: [(&str, serde_json::Value, &str); 4] = [
+        (
+            "/shards/0/file",
+            serde_json::json!("../../etc/passwd"),
+            "a file of this folder",
+        ),
+        ("/shards/0/rows", serde_json::json!(1u64 << 40), "fewer than 2^32 rows"),
+        (
+            "/modalities/0/padded",
+            serde_json::json!(true),
+            "needs a sequence dimension",
+        ),
+        (
+            "/labels/shape",
+            serde_json::json!([1u64 << 62, 1u64 << 62]),
+            "too large",
+        ),
+    ];
+    for (pointer, value, reason) in hostile_edits {
+        let mut hostile = good.clone();
+        if pointer == "/modalities/0/padded" {
+            hostile["modalities"][0]["shape"] = serde_json::json!([]);
+        }
+        *hostile.pointer_mut(pointer).unwrap_or_else(|| panic!("no {pointer}")) = value;
+        std::fs::write(&index, hostile.to_string()).unwrap_or_else(|e| panic!("{e}"));
+        let error = ShardedDataset::open(dir.path())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            error.contains("index.json") && error.contains(reason),
+            "{pointer}: {error}"
+        );
+    }
 }

@@ -22,10 +22,12 @@ const MASTER: &str = "FUSION_DIST_TEST_MASTER";
 const RUN: &str = "FUSION_DIST_TEST_RUN";
 const EPOCHS: &str = "FUSION_DIST_TEST_EPOCHS";
 const OUT: &str = "FUSION_DIST_TEST_OUT";
+/// Training samples of a rank (default 100): a rank with fewer must be refused.
+const SAMPLES: &str = "FUSION_DIST_TEST_SAMPLES";
 
-fn datasets() -> (TensorDataset, TensorDataset) {
+fn datasets(samples: i64) -> (TensorDataset, TensorDataset) {
     let data = |samples, seed| complementary_task(samples, 3, 6, seed).unwrap_or_else(|e| panic!("{e}"));
-    (data(100, 7), data(40, 8))
+    (data(samples, 7), data(40, 8))
 }
 
 /// An early-fusion MLP without dropout (dropout masks are drawn per rank), its weights
@@ -64,7 +66,8 @@ fn training(epochs: usize) -> TrainConfig {
 
 /// Every variable after each step, one row per step.
 fn train_recording(group: Option<&GlooGroup>, init_seed: i64, run: &Path, epochs: usize) -> Tensor {
-    let (train_set, val_set) = datasets();
+    let samples = std::env::var(SAMPLES).ok().and_then(|s| s.parse().ok()).unwrap_or(100);
+    let (train_set, val_set) = datasets(samples);
     let (model, vs) = model(init_seed);
     let mut steps = Vec::new();
     let mut record = |progress: Progress<'_>| {
@@ -115,14 +118,15 @@ fn free_port() -> u16 {
         .unwrap_or_else(|e| panic!("no free port: {e}"))
 }
 
-/// Runs `world` ranks on `run` and returns each one's steps.
-fn data_parallel(world: usize, run: &Path, epochs: usize, out: &Path) -> Vec<Tensor> {
+/// Starts `world` ranks on `run`, rank r with `samples[r]` training samples (100 when
+/// absent), and returns them with the files their steps go to.
+fn start_ranks(world: usize, run: &Path, epochs: usize, out: &Path, samples: &[usize]) -> (Vec<Child>, Vec<PathBuf>) {
     let master = format!("127.0.0.1:{}", free_port());
     let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
     let outputs: Vec<PathBuf> = (0..world)
         .map(|r| out.join(format!("rank{r}-{epochs}.safetensors")))
         .collect();
-    let mut children: Vec<Child> = (0..world)
+    let children: Vec<Child> = (0..world)
         .map(|rank| {
             Command::new(&exe)
                 .args(["--ignored", "--exact", "rank_process", "--test-threads", "1"])
@@ -132,10 +136,19 @@ fn data_parallel(world: usize, run: &Path, epochs: usize, out: &Path) -> Vec<Ten
                 .env(RUN, run)
                 .env(EPOCHS, epochs.to_string())
                 .env(OUT, &outputs[rank])
+                .env(SAMPLES, samples.get(rank).unwrap_or(&100).to_string())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot start rank {rank}: {e}"))
         })
         .collect();
+    (children, outputs)
+}
+
+/// Runs `world` ranks on `run` and returns each one's steps.
+fn data_parallel(world: usize, run: &Path, epochs: usize, out: &Path) -> Vec<Tensor> {
+    let (mut children, outputs) = start_ranks(world, run, epochs, out, &[]);
     let deadline = Instant::now() + Duration::from_secs(180);
     for (rank, child) in children.iter_mut().enumerate() {
         loop {
@@ -213,4 +226,17 @@ fn two_processes_train_as_one_on_the_same_global_batches() {
         "resumed weights differ from the uninterrupted run's by {}",
         max_abs_diff(&second[0].get(3), &rank0.get(7))
     );
+}
+
+#[test]
+fn ranks_holding_different_data_all_fail_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (children, _) = start_ranks(2, &dir.path().join("run"), 1, dir.path(), &[100, 99]);
+    for (rank, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+        // libtest prints a failed test's panic on stdout.
+        let printed = String::from_utf8_lossy(&[out.stdout, out.stderr].concat()).into_owned();
+        assert!(!out.status.success(), "rank {rank} trained on mismatched data");
+        assert!(printed.contains("differ from rank 0"), "rank {rank}: {printed}");
+    }
 }
