@@ -182,6 +182,8 @@ tolerance = float(sys.argv[3])
 acc = [r["eval"]["metrics"]["accuracy"] for r in (base, other)]
 loss = [r["eval"]["loss"] for r in (base, other)]
 ok = abs(acc[0] - acc[1]) <= tolerance and abs(loss[0] - loss[1]) <= max(tolerance, 1e-6)
+# The streamed run must have streamed.
+ok = ok and (other.get("streamed_from") is not None) == (tolerance == 0)
 print(json.dumps({"ok": ok, "accuracy": acc, "loss": loss,
                   "train_seconds": [r["train_seconds"] for r in (base, other)],
                   "streamed_from": other.get("streamed_from")}))

@@ -434,7 +434,7 @@ fn main() -> Result<()> {
                 _ => anyhow::bail!("give --config, or --manifest and --label"),
             };
             if parallel.launches() {
-                return parallel::launch(parallel.world_size, &config, &run, epochs, cli.device, cli.json);
+                return parallel::launch(&parallel, &config, &run, epochs, cli.device, cli.json);
             }
             let group = parallel.join()?;
             let group = group.as_ref().map(|g| g as &dyn fusion_core::ProcessGroup);

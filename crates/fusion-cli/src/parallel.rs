@@ -13,15 +13,11 @@ use anyhow::{Context, Result, bail};
 use fusion_core::DeviceChoice;
 use fusion_dist::{GlooGroup, Master};
 
-/// How long a rank waits for the others (to join, or at any collective): extraction on
-/// rank 0 while the others wait for its feature cache counts too.
-pub const GROUP_TIMEOUT: Duration = Duration::from_secs(30 * 60);
-
 /// Data-parallel flags of `fusion train`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ParallelArgs {
     /// Processes training together (data parallel; 1: this process alone).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = at_least_one)]
     pub world_size: usize,
     /// This process's rank (0..world-size); without it, `--world-size N` starts N local ranks.
     #[arg(long, requires = "master")]
@@ -29,6 +25,17 @@ pub struct ParallelArgs {
     /// Where rank 0 serves the rendezvous: HOST:PORT, reachable by every rank.
     #[arg(long, requires = "rank")]
     pub master: Option<Master>,
+    /// Minutes a rank waits for the others: to join, at each step, and while rank 0
+    /// extracts the features the others then read from its cache.
+    #[arg(long, default_value_t = 30, value_parser = at_least_one)]
+    pub group_timeout: usize,
+}
+
+fn at_least_one(text: &str) -> std::result::Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("`{text}` is not a whole number of at least 1")),
+    }
 }
 
 impl ParallelArgs {
@@ -36,7 +43,8 @@ impl ParallelArgs {
     pub fn join(&self) -> Result<Option<GlooGroup>> {
         match (&self.rank, &self.master) {
             (Some(rank), Some(master)) => {
-                let group = GlooGroup::join(master, *rank, self.world_size, GROUP_TIMEOUT)?;
+                let timeout = Duration::from_secs(60 * self.group_timeout as u64);
+                let group = GlooGroup::join(master, *rank, self.world_size, timeout)?;
                 Ok(Some(group))
             }
             _ => Ok(None),
@@ -53,13 +61,14 @@ impl ParallelArgs {
 /// Rank 0 prints as this process would; the others print errors only. When one rank fails
 /// the others are stopped.
 pub fn launch(
-    world: usize,
+    parallel: &ParallelArgs,
     config: &Path,
     run: &Path,
     epochs: Option<usize>,
     device: DeviceChoice,
     json: bool,
 ) -> Result<()> {
+    let world = parallel.world_size;
     let master = format!("127.0.0.1:{}", free_port()?);
     let exe = std::env::current_exe().context("cannot find this program to start its ranks")?;
     // The cores shared out, as torchrun does: ranks whose thread pools each span every core
@@ -85,7 +94,8 @@ pub fn launch(
             .arg("--run")
             .arg(run)
             .args(["--world-size", &world.to_string(), "--rank", &rank.to_string()])
-            .args(["--master", &master]);
+            .args(["--master", &master])
+            .args(["--group-timeout", &parallel.group_timeout.to_string()]);
         if let Some(epochs) = epochs {
             command.args(["--epochs", &epochs.to_string()]);
         }
@@ -108,7 +118,10 @@ pub fn launch(
                 Ok(Some(status)) if !status.success() && failed.is_none() => failed = Some((rank, status)),
                 Ok(Some(_)) => {}
                 Ok(None) => running += 1,
-                Err(e) => bail!("rank {rank}: {e}"),
+                Err(e) => {
+                    stop(&mut ranks);
+                    bail!("rank {rank}: {e}; the ranks were stopped");
+                }
             }
         }
         if failed.is_some() {

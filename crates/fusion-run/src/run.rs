@@ -340,17 +340,22 @@ fn train_in(
         .map(Tensor::numel)
         .sum::<usize>() as i64;
     let train_config = config.train_config();
+    // Rank 0 streams from the run folder; the others (which write nothing there) from a
+    // temporary folder that goes when training ends.
+    let mut scratch = None;
     let streamed = match train_config
         .data
         .streams(train_data.data.bytes(), fusion_core::available_memory())
     {
         true => {
-            // One folder per rank: ranks of one machine share the run folder.
-            let name = match group.map_or(0, |g| g.rank()) {
-                0 => "inputs".to_string(),
-                rank => format!("inputs-rank{rank}"),
+            let folder = match leader {
+                true => run.root().join("inputs"),
+                false => scratch
+                    .insert(tempfile::tempdir().map_err(|e| Error::Config(format!("no temporary folder: {e}")))?)
+                    .path()
+                    .to_path_buf(),
             };
-            let shards = stream_inputs(&train_data.data, &run.root().join(name))?;
+            let shards = stream_inputs(&train_data.data, &folder)?;
             // Read from disk from now on: the copy in memory goes.
             train_data.data = TensorDataset::dense(Vec::new(), Tensor::zeros([0], (tch::Kind::Int64, Device::Cpu)))?;
             Some(shards)
@@ -383,7 +388,7 @@ fn train_in(
         classes,
         skipped: [train_data.problems, val.problems].concat(),
         frozen,
-        streamed: streamed.map(|s| s.folder().to_path_buf()),
+        streamed: streamed.filter(|_| scratch.is_none()).map(|s| s.folder().to_path_buf()),
         model,
         vs,
     })
