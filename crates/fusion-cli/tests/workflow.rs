@@ -1244,6 +1244,9 @@ fn two_local_ranks_train_data_parallel_as_one_process_does() {
     assert!(no_port.contains("--master `localhost`: no port"), "{no_port}");
     let no_config = refused(&["--manifest", "m.csv", "--label", "y"], "1", "h:1");
     let nobody = fusion(&["train", "--config", c, "--run", "r", "--world-size", "0"]);
-    assert!(String::from_utf8_lossy(&nobody.stderr).contains("at least 1"), "{nobody:?}");
+    assert!(
+        String::from_utf8_lossy(&nobody.stderr).contains("at least 1"),
+        "{nobody:?}"
+    );
     assert!(no_config.contains("--rank needs --config"), "{no_config}");
 }

@@ -90,7 +90,7 @@ pub fn cuda_device_count() -> usize {
     usize::try_from(tch::Cuda::device_count()).unwrap_or(0)
 }
 
-// The C++ shim (csrc/device_memory.cpp): c10's allocator interface, which tch does not wrap.
+// The C++ shim (csrc/shim.cpp): c10's allocator interface, which tch does not wrap.
 #[allow(unsafe_code)]
 unsafe extern "C" {
     fn fusion_cuda_peak_bytes(index: std::ffi::c_int, allocated: *mut i64, reserved: *mut i64) -> std::ffi::c_int;

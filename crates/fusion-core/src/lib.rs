@@ -71,6 +71,7 @@ mod metrics;
 mod model;
 pub mod parallel;
 mod params;
+mod precision;
 mod stream;
 pub mod synthetic;
 mod train;
@@ -102,6 +103,7 @@ pub use metrics::{
 pub use model::{BranchOutput, Encoder, FusionModel, FusionOutput, IdentityEncoder, MlpEncoder, linear};
 pub use parallel::ProcessGroup;
 pub use params::ParameterSet;
+pub use precision::{Autocast, LossScaler, Precision};
 pub use stream::{Batch, Batches, PREFETCH_BATCHES, ShardWriter, ShardedDataset, TrainingData};
 pub use train::{
     DataSource, EarlyStopping, EpochRecord, Evaluation, Optimizer, OptimizerConfig, ParamGroup, Progress, RunFolder,

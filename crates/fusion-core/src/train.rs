@@ -19,6 +19,7 @@ use crate::{
     input::modality_dropout,
     metrics::{GroupMetrics, Metrics, MultiLabelMetrics, RegressionMetrics, THRESHOLD},
     parallel::{ProcessGroup, all_reduce_gradients, broadcast_from_rank0, shard, variables_in_order},
+    precision::{Autocast, LossScaler, Precision},
     read_checked_safetensors, write_checked_safetensors, write_file_atomic,
 };
 
@@ -217,6 +218,11 @@ pub struct TrainConfig {
     /// run, bit for bit.
     #[serde(default, skip_serializing_if = "DataSource::is_auto")]
     pub data: DataSource,
+    /// Precision of the training forward pass: `fp32`, `bf16` (autocast to bfloat16) or
+    /// `fp16` (autocast to float16 with a dynamic loss scale kept in the checkpoint).
+    /// Evaluation runs in float32.
+    #[serde(default, skip_serializing_if = "Precision::is_fp32")]
+    pub precision: Precision,
 }
 
 /// [`TrainConfig::data`].
@@ -290,6 +296,7 @@ impl TrainConfig {
             param_groups: Vec::new(),
             checkpoint_every_s: default_checkpoint_every_s(),
             data: DataSource::Auto,
+            precision: Precision::Fp32,
         }
     }
 
@@ -463,6 +470,15 @@ impl Optimizer {
     fn all_reduce_gradients(&self, group: &dyn ProcessGroup) -> Result<()> {
         let params: Vec<Tensor> = self.params.iter().map(|(_, p)| p.shallow_clone()).collect();
         all_reduce_gradients(group, &params)
+    }
+
+    /// The defined gradients of the tracked parameters.
+    fn grads(&self) -> Vec<Tensor> {
+        self.params
+            .iter()
+            .map(|(_, p)| p.grad())
+            .filter(Tensor::defined)
+            .collect()
     }
 
     /// Clears the gradients.
@@ -802,6 +818,7 @@ fn train_in(
     model.fit_target(train_set.labels());
     let device = vs.device();
     let mut optimizer = Optimizer::with_groups(vs, &config.optimizer, &config.param_groups);
+    let mut scaler = (config.precision == Precision::Fp16).then(LossScaler::default);
     let mut epochs: Vec<EpochRecord> = Vec::new();
     let mut best: Option<(usize, f64)> = None;
     let mut best_weights: Option<Vec<(String, Tensor)>> = None;
@@ -811,6 +828,11 @@ fn train_in(
         let path = run.last_checkpoint();
         let saved = load_weights(vs, &path)?;
         optimizer.load_state(&saved, &path)?;
+        if let (Some(scaler), Some(scale), Some(good)) = (&mut scaler, saved.get(SCALE_KEY), saved.get(GOOD_STEPS_KEY))
+        {
+            scaler.scale = f64::try_from(scale)?;
+            scaler.good_steps = u32::try_from(i64::try_from(good)?).unwrap_or(0);
+        }
         let scalar = |key: &str| -> Result<f64> {
             let value = saved.get(key).ok_or_else(|| Error::Checkpoint {
                 path: path.clone(),
@@ -860,7 +882,7 @@ fn train_in(
     }
     if let Some(group) = group {
         check_same_setup(group, vs, train_set, val_set)?;
-        resumed_from = start_from_rank0(group, vs, &mut optimizer, resumed_from, &mut best)?;
+        resumed_from = start_from_rank0(group, vs, &mut optimizer, &mut scaler, resumed_from, &mut best)?;
     }
 
     let mut stopped_early = false;
@@ -904,6 +926,7 @@ fn train_in(
             }
             optimizer.zero_grad();
             let loss = if labels.size()[0] > 0 {
+                let _autocast = Autocast::enter(config.precision, device)?;
                 model.forward_t(&inputs, true)?.loss(&labels, config.branch_loss_weight)
             } else {
                 // A rank whose share of a short last batch is empty adds nothing.
@@ -914,15 +937,23 @@ fn train_in(
                 // whole batch's mean. The zero term gives every parameter a gradient, so
                 // every rank sums buffers of the same layout.
                 let share = labels.size()[0] as f64 / batches[step].size()[0] as f64;
-                (&loss * share + optimizer.zero_term()).f_backward()?;
+                ((&loss * share + optimizer.zero_term()) * loss_scale(&scaler)).f_backward()?;
                 optimizer.all_reduce_gradients(group)?;
             } else {
-                loss.f_backward()?;
+                (&loss * loss_scale(&scaler)).f_backward()?;
             }
-            if let Some(max_norm) = config.grad_clip {
-                let _norm = optimizer.clip_grad_norm(max_norm);
+            // An overflowing float16 step is skipped (the same on every rank: the gradients
+            // were summed first).
+            let take_step = match &mut scaler {
+                Some(scaler) => scaler.unscale(&optimizer.grads())?,
+                None => true,
+            };
+            if take_step {
+                if let Some(max_norm) = config.grad_clip {
+                    let _norm = optimizer.clip_grad_norm(max_norm);
+                }
+                optimizer.step(lr);
             }
-            optimizer.step(lr);
             let loss = loss.detach().to_kind(Kind::Double);
             // Summed over the ranks at the end of the epoch: the whole batches' mean loss.
             let counted = match group {
@@ -1014,8 +1045,16 @@ fn train_in(
         {
             // The best weights travel inside the checkpoint, so that best.safetensors never
             // holds an epoch a resumed run throws away.
-            save_checkpoint(vs, &optimizer, run, epoch + 1, best, best_weights.as_deref())
-                .map_err(|e| unsaved(&run.last_checkpoint(), epoch + 1, saved_epoch, &e))?;
+            save_checkpoint(
+                vs,
+                &optimizer,
+                scaler.as_ref(),
+                run,
+                epoch + 1,
+                best,
+                best_weights.as_deref(),
+            )
+            .map_err(|e| unsaved(&run.last_checkpoint(), epoch + 1, saved_epoch, &e))?;
             saved_epoch = epoch + 1;
             if best_unsaved && let Some(weights) = &best_weights {
                 save_named(weights, &run.best_weights())
@@ -1076,19 +1115,27 @@ fn start_from_rank0(
     group: &dyn ProcessGroup,
     vs: &VarStore,
     optimizer: &mut Optimizer,
+    scaler: &mut Option<LossScaler>,
     resumed_from: usize,
     best: &mut Option<(usize, f64)>,
 ) -> Result<usize> {
     let (best_epoch, best_score) = best.unwrap_or((0, 0.0));
+    let (scale, good_steps) = scaler.map_or((1.0, 0), |s| (s.scale, s.good_steps));
     let mut state = Tensor::from_slice(&[
         resumed_from as f64,
         best_epoch as f64,
         best_score,
         optimizer.steps as f64,
+        scale,
+        f64::from(good_steps),
     ]);
     group.broadcast(&mut state, 0)?;
     let state = Vec::<f64>::try_from(&state)?;
     optimizer.steps = state[3] as i64;
+    if let Some(scaler) = scaler {
+        scaler.scale = state[4];
+        scaler.good_steps = state[5] as u32;
+    }
     *best = (state[1] > 0.0).then(|| (state[1] as usize, state[2]));
     let mut tensors = variables_in_order(vs);
     tensors.extend(
@@ -1145,6 +1192,15 @@ fn prepare_run_folder(run: &RunFolder, model: &ModelConfig, train: &TrainConfig)
     write_json(&run.train_config(), train)
 }
 
+/// Keys of a float16 run's loss scale inside a checkpoint.
+const SCALE_KEY: &str = "__scaler__.scale";
+const GOOD_STEPS_KEY: &str = "__scaler__.good_steps";
+
+/// The loss scale multiplying the loss before the backward pass (1 without a scaler).
+fn loss_scale(scaler: &Option<LossScaler>) -> f64 {
+    scaler.as_ref().map_or(1.0, |s| s.scale)
+}
+
 /// Key prefix of the best weights inside a checkpoint.
 const BEST_PREFIX: &str = "__best__.";
 
@@ -1179,6 +1235,7 @@ fn save_named(named: &[(String, Tensor)], path: &Path) -> Result<()> {
 fn save_checkpoint(
     vs: &VarStore,
     optimizer: &Optimizer,
+    scaler: Option<&LossScaler>,
     run: &RunFolder,
     epoch: usize,
     best: Option<(usize, f64)>,
@@ -1193,6 +1250,10 @@ fn save_checkpoint(
     named.push(("__trainer__.epoch".into(), Tensor::from(epoch as i64)));
     named.push(("__trainer__.best_epoch".into(), Tensor::from(best_epoch as i64)));
     named.push(("__trainer__.best_score".into(), Tensor::from(best_score)));
+    if let Some(scaler) = scaler {
+        named.push((SCALE_KEY.into(), Tensor::from(scaler.scale)));
+        named.push((GOOD_STEPS_KEY.into(), Tensor::from(i64::from(scaler.good_steps))));
+    }
     write_checked_safetensors(&named, &run.last_checkpoint())
 }
 

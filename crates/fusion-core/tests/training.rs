@@ -13,8 +13,8 @@ use std::{
 
 use common::*;
 use fusion_core::{
-    EarlyMethod, EpochRecord, Error, FusionConfig, FusionModel, LateCombiner, ModalityInput, NOISE_LEVELS, RunFolder,
-    TensorDataset, TrainConfig, evaluate, export_torchscript, missing_modality_accuracy, noise_robustness,
+    EarlyMethod, EpochRecord, Error, FusionConfig, FusionModel, LateCombiner, ModalityInput, NOISE_LEVELS, Precision,
+    RunFolder, TensorDataset, TrainConfig, evaluate, export_torchscript, missing_modality_accuracy, noise_robustness,
     shapley_values, train,
 };
 use tch::{Device, Kind, Tensor, nn::VarStore};
@@ -656,4 +656,42 @@ fn damaged_or_impossible_checkpoints_are_refused_by_name() {
     }
     Tensor::write_safetensors(&state, run.last_checkpoint()).unwrap();
     assert_eq!(try_training(&folder, 4, false, 0.0).unwrap().resumed_from, 2);
+}
+
+#[test]
+fn mixed_precision_trains_as_well_and_keeps_its_loss_scale_in_the_checkpoint() {
+    let _rng = rng_lock();
+    let train_set = complementary_task(1200, 1);
+    let test_set = complementary_task(600, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let fusion = || FusionConfig::Early {
+        method: EarlyMethod::Concat,
+    };
+    let mut accuracy = Vec::new();
+    for precision in [Precision::Fp32, Precision::Bf16, Precision::Fp16] {
+        let training = TrainConfig {
+            precision,
+            ..task_training(15, 7)
+        };
+        let folder = dir.path().join(format!("{precision:?}"));
+        let (model, _) = fit(&["a", "b"], fusion(), &training, &train_set, &folder);
+        let evaluation = evaluate(&model, &test_set, 256).unwrap();
+        accuracy.push((evaluation.metrics.accuracy, evaluation.loss));
+        let saved = fusion_core::read_checked_safetensors(&RunFolder::new(&folder).last_checkpoint()).unwrap();
+        let scale = saved.get("__scaler__.scale").map(|s| f64::try_from(s).unwrap());
+        match precision {
+            // 15 epochs of 19 steps: no growth yet, and no overflow on this task.
+            Precision::Fp16 => assert_eq!(scale, Some(fusion_core::LossScaler::INITIAL)),
+            _ => assert_eq!(scale, None, "{precision:?} has no loss scale"),
+        }
+    }
+    // Both together reach ≈ 0.98 in float32; one modality alone ≈ 0.625.
+    for (precision, (acc, _)) in ["fp32", "bf16", "fp16"].iter().zip(&accuracy) {
+        assert!(*acc > 0.9, "{precision}: test accuracy {acc} ({accuracy:?})");
+    }
+    let (fp32, bf16, fp16) = (accuracy[0].1, accuracy[1].1, accuracy[2].1);
+    assert!(
+        fp32 != bf16 && fp32 != fp16,
+        "autocast computed as float32 did: {accuracy:?}"
+    );
 }

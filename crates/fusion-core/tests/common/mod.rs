@@ -178,6 +178,7 @@ pub fn task_training(epochs: usize, seed: u64) -> TrainConfig {
         param_groups: Vec::new(),
         checkpoint_every_s: 0.0,
         data: Default::default(),
+        precision: Default::default(),
     }
 }
 

@@ -1,6 +1,7 @@
-// Peak memory of a GPU's caching allocator (what torch.cuda.max_memory_allocated reads),
-// through c10's device-agnostic allocator interface: no CUDA headers needed to build, and
-// a process without CUDA answers "unavailable" instead of failing.
+// What tch does not wrap, for fusion-core: the peak memory of a GPU's caching allocator
+// (what torch.cuda.max_memory_allocated reads) through c10's device-agnostic allocator
+// interface, so no CUDA headers are needed to build and a process without CUDA answers
+// "unavailable" instead of failing; and autocast in a chosen precision.
 #include <cstdint>
 
 #include <c10/core/CachingDeviceAllocator.h>
@@ -34,6 +35,39 @@ int fusion_cuda_reset_peak(int index) {
       return -1;
     }
     device->resetPeakStats(static_cast<c10::DeviceIndex>(index));
+    return 0;
+  } catch (...) {
+    return -1;
+  }
+}
+
+}  // extern "C"
+
+// Mixed precision: autocast on `device_type` (0 CPU, 1 CUDA) in `dtype` (0 float16,
+// 1 bfloat16), as torch.autocast does on entering and leaving its block.
+#include <ATen/autocast_mode.h>
+
+extern "C" {
+
+int fusion_autocast_enter(int device_type, int dtype) {
+  try {
+    auto device = device_type == 1 ? at::kCUDA : at::kCPU;
+    at::autocast::set_autocast_dtype(device, dtype == 1 ? at::kBFloat16 : at::kHalf);
+    at::autocast::set_autocast_enabled(device, true);
+    at::autocast::increment_nesting();
+    return 0;
+  } catch (...) {
+    return -1;
+  }
+}
+
+int fusion_autocast_exit(int device_type) {
+  try {
+    auto device = device_type == 1 ? at::kCUDA : at::kCPU;
+    at::autocast::set_autocast_enabled(device, false);
+    if (at::autocast::decrement_nesting() == 0) {
+      at::autocast::clear_cache();
+    }
     return 0;
   } catch (...) {
     return -1;
