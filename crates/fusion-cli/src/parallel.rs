@@ -99,6 +99,7 @@ pub fn launch(
         if let Some(epochs) = epochs {
             command.args(["--epochs", &epochs.to_string()]);
         }
+        end_with_this_process(&mut command);
         match command.spawn() {
             Ok(child) => ranks.push(child),
             Err(e) => {
@@ -145,6 +146,28 @@ fn rank_device(device: DeviceChoice, rank: usize) -> DeviceChoice {
         other => other,
     }
 }
+
+/// A rank is sent SIGTERM when this launcher dies however it dies (SIGKILL too), instead
+/// of training on alone and holding the run folder's lock.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn end_with_this_process(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: runs in the child between fork and exec; prctl is a plain system call
+    // (async-signal-safe) and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn end_with_this_process(_command: &mut Command) {}
 
 fn stop(ranks: &mut [Child]) {
     for child in ranks.iter_mut() {

@@ -1250,3 +1250,62 @@ fn two_local_ranks_train_data_parallel_as_one_process_does() {
     );
     assert!(no_config.contains("--rank needs --config"), "{no_config}");
 }
+
+/// Processes whose command line names `needle` (Linux's /proc).
+fn processes_naming(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| {
+                    let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+                    let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+                    String::from_utf8_lossy(&cmdline).contains(needle).then_some(pid)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn ranks_end_when_their_launcher_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    dataset(dir.path());
+    let long = config(dir.path(), r#"{"family": "early", "method": "concat"}"#, "")
+        .to_string_lossy()
+        .into_owned();
+    let text = std::fs::read_to_string(&long)
+        .unwrap()
+        .replace("\"epochs\": 3", "\"epochs\": 100000");
+    std::fs::write(&long, text).unwrap();
+    let run = dir.path().join("orphans");
+    let mut launcher = Command::new(env!("CARGO_BIN_EXE_fusion"))
+        .args(["--quiet", "--device", "cpu", "train", "--config", &long, "--run"])
+        .arg(&run)
+        .args(["--world-size", "2"])
+        .spawn()
+        .unwrap();
+    let needle = format!("{}\0--world-size\02\0--rank", run.display());
+    let waited = |done: &dyn Fn(usize) -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            if done(processes_naming(&needle).len()) {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        false
+    };
+    assert!(waited(&|ranks| ranks == 2), "the two ranks never started");
+    launcher.kill().unwrap();
+    launcher.wait().unwrap();
+    if !waited(&|ranks| ranks == 0) {
+        let orphans = processes_naming(&needle);
+        // Not left training for ever after a failed test.
+        let _ = Command::new("kill")
+            .arg("-9")
+            .args(orphans.iter().map(u32::to_string))
+            .status();
+        panic!("ranks outlived their launcher: {orphans:?}");
+    }
+}

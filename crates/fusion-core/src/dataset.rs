@@ -71,10 +71,16 @@ impl TensorDataset {
         self.len() == 0
     }
 
-    /// The `len` samples from `start` on (views, no copy).
-    pub fn rows(&self, start: i64, len: i64) -> Self {
+    /// The `len` samples from `start` on (views, no copy); a range past the end is an error.
+    pub fn rows(&self, start: i64, len: i64) -> Result<Self> {
+        if start < 0 || len < 0 || start.checked_add(len).is_none_or(|end| end > self.len()) {
+            return Err(Error::Shape(format!(
+                "samples {start}..{start}+{len} of a dataset of {}",
+                self.len()
+            )));
+        }
         let cut = |t: &Tensor| t.narrow(0, start, len);
-        Self {
+        Ok(Self {
             features: self.features.iter().map(cut).collect(),
             padding: self.padding.iter().map(|p| p.as_ref().map(cut)).collect(),
             present: self.present.iter().map(cut).collect(),
@@ -83,7 +89,7 @@ impl TensorDataset {
                 .groups
                 .as_ref()
                 .map(|g| g[start as usize..(start + len) as usize].to_vec()),
-        }
+        })
     }
 
     /// Bytes of the inputs and labels.
@@ -221,6 +227,22 @@ mod tests {
         data.padding[0] = Some(Tensor::from_slice(&[true, false, true, false]).repeat([3]).view([3, 4]));
         let (inputs, _) = data.batch(&Tensor::from_slice(&[0i64]), Device::Cpu);
         assert_eq!(Vec::<i64>::try_from(inputs[0].features.view([-1]))?, [0, 1, 2]);
+        Ok(())
+    }
+
+    #[test]
+    fn rows_are_views_of_a_range_and_a_range_past_the_end_is_an_error() -> Result<()> {
+        let features = Tensor::arange(10, (Kind::Float, Device::Cpu)).view([5, 2]);
+        let data = TensorDataset::dense(vec![features], Tensor::arange(5, (Kind::Int64, Device::Cpu)))?;
+        let middle = data.rows(1, 3)?;
+        assert_eq!(Vec::<i64>::try_from(&middle.labels)?, [1, 2, 3]);
+        assert_eq!(
+            Vec::<f32>::try_from(middle.features[0].view([-1]))?,
+            [2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+        );
+        for (start, len) in [(4, 2), (-1, 1), (0, -1), (i64::MAX, 1)] {
+            assert!(matches!(data.rows(start, len), Err(Error::Shape(_))), "{start}+{len}");
+        }
         Ok(())
     }
 

@@ -25,9 +25,13 @@ pub trait ProcessGroup {
 }
 
 /// The rows of a global batch that `rank` of `world` trains on: a contiguous share, sizes
-/// differing by at most one, so every rank's share is known without communication.
+/// differing by at most one, so every rank's share is known without communication. A
+/// rank outside `0..world` gets no rows.
 pub fn shard(batch: &Tensor, rank: usize, world: usize) -> Tensor {
     let len = batch.size()[0] as usize;
+    if rank >= world {
+        return batch.narrow(0, 0, 0);
+    }
     let start = len * rank / world;
     let end = len * (rank + 1) / world;
     batch.narrow(0, start as i64, (end - start) as i64)
@@ -98,5 +102,7 @@ mod tests {
         let tiny = Tensor::arange(1, (Kind::Int64, tch::Device::Cpu));
         assert_eq!(shard(&tiny, 0, 2).size(), [0]);
         assert_eq!(shard(&tiny, 1, 2).size(), [1]);
+        assert_eq!(shard(&batch, 0, 0).size(), [0], "no world: no rows, no panic");
+        assert_eq!(shard(&batch, 3, 3).size(), [0]);
     }
 }

@@ -406,7 +406,7 @@ fn stream_inputs(data: &TensorDataset, folder: &Path) -> Result<ShardedDataset> 
     let mut start = 0;
     while start < rows {
         let len = chunk.min(rows - start);
-        writer.append(&data.rows(start, len))?;
+        writer.append(&data.rows(start, len)?)?;
         start += len;
     }
     Ok(writer.finish()?)
