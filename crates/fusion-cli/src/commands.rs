@@ -534,7 +534,7 @@ pub fn train(
         "parameters": trained.parameters,
         "resumed_from": trained.summary.resumed_from,
         "streamed_from": trained.streamed,
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": fusion_core::peak_rss_bytes().map(|b| b as f64 / MB),
         "peak_gpu_mb": gpu.map(|g| serde_json::json!({
             "allocated": g.peak_allocated as f64 / MB,
             "reserved": g.peak_reserved as f64 / MB,
@@ -547,14 +547,6 @@ pub fn train(
 
 /// Bytes in a MiB.
 const MB: f64 = (1 << 20) as f64;
-
-/// This process's peak resident memory in MiB (`VmHWM`), where the system reports it.
-fn peak_rss_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
 
 /// The run's data for `split` from `manifest` (default: the run's).
 pub fn run_split(

@@ -85,6 +85,21 @@ pub fn cuda_available() -> bool {
     tch::Cuda::is_available()
 }
 
+/// This process's peak resident memory in bytes (`VmHWM`), where the system reports it.
+pub fn peak_rss_bytes() -> Option<u64> {
+    proc_bytes("/proc/self/status", "VmHWM")
+}
+
+/// A `Key:   N kB` line of a Linux /proc file, in bytes.
+pub(crate) fn proc_bytes(file: &str, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let line = text
+        .lines()
+        .find(|l| l.strip_prefix(key).is_some_and(|rest| rest.starts_with(':')))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// Number of CUDA devices libtorch sees (0 on a CPU-only machine or build).
 pub fn cuda_device_count() -> usize {
     usize::try_from(tch::Cuda::device_count()).unwrap_or(0)
@@ -138,6 +153,17 @@ pub fn reset_gpu_peak_memory(device: tch::Device) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proc_fields_are_read_by_their_whole_key() {
+        assert!(
+            peak_rss_bytes().is_some_and(|b| b > 1 << 20),
+            "a process holds over a MiB"
+        );
+        // `VmHW` is a prefix of `VmHWM`, not a key of its own.
+        assert_eq!(proc_bytes("/proc/self/status", "VmHW"), None);
+        assert_eq!(proc_bytes("/no/such/file", "VmHWM"), None);
+    }
 
     #[test]
     fn gpu_peak_memory_follows_allocations_and_the_cpu_has_none() {

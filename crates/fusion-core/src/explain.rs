@@ -313,13 +313,6 @@ pub fn complexity(
         parameters,
         train_step_seconds,
         inference_seconds,
-        peak_rss_bytes: peak_rss_bytes(),
+        peak_rss_bytes: crate::peak_rss_bytes(),
     })
-}
-
-fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
 }

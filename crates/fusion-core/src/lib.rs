@@ -81,7 +81,9 @@ pub use config::{
     Task, deserialize_strict, with_suggestion,
 };
 pub use dataset::{TensorDataset, seeded_batches};
-pub use device::{DeviceChoice, GpuMemory, cuda_available, cuda_device_count, gpu_peak_memory, reset_gpu_peak_memory};
+pub use device::{
+    DeviceChoice, GpuMemory, cuda_available, cuda_device_count, gpu_peak_memory, peak_rss_bytes, reset_gpu_peak_memory,
+};
 pub use early::EarlyFusion;
 pub use ensemble::{Selection, log_loss, probability_metrics, select_ensemble, weighted_average};
 pub use error::{Error, Result};

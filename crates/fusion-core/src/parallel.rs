@@ -40,10 +40,8 @@ pub fn shard(batch: &Tensor, rank: usize, world: usize) -> Tensor {
 /// Sums the gradients of `params` over the group in one flat buffer (one collective per
 /// step rather than one per tensor). Every parameter must have a gradient.
 pub(crate) fn all_reduce_gradients(group: &dyn ProcessGroup, params: &[Tensor]) -> Result<()> {
-    let grads: Vec<Tensor> = params.iter().map(Tensor::grad).collect();
-    let mut flat = Tensor::cat(&grads.iter().map(|g| g.reshape([-1])).collect::<Vec<_>>(), 0);
-    group.all_reduce_sum(&mut flat)?;
-    copy_back(&flat, grads)
+    let grads = params.iter().map(Tensor::grad).collect();
+    through_one_buffer(grads, |flat| group.all_reduce_sum(flat))
 }
 
 /// Gives every rank rank 0's copy of `tensors` (variables, buffers, optimizer state), in
@@ -56,20 +54,21 @@ pub(crate) fn broadcast_from_rank0(group: &dyn ProcessGroup, tensors: &[Tensor])
         }
     }
     for kind in kinds {
-        let same: Vec<Tensor> = tensors
+        let same = tensors
             .iter()
             .filter(|t| t.kind() == kind)
             .map(Tensor::shallow_clone)
             .collect();
-        let mut flat = Tensor::cat(&same.iter().map(|t| t.detach().reshape([-1])).collect::<Vec<_>>(), 0);
-        group.broadcast(&mut flat, 0)?;
-        copy_back(&flat, same)?;
+        through_one_buffer(same, |flat| group.broadcast(flat, 0))?;
     }
     Ok(())
 }
 
-/// Copies consecutive pieces of `flat` into `targets`, in order.
-fn copy_back(flat: &Tensor, targets: Vec<Tensor>) -> Result<()> {
+/// Runs `collective` on `targets` laid end to end in one flat buffer (one call rather than
+/// one per tensor), then copies its pieces back into them, in order.
+fn through_one_buffer(targets: Vec<Tensor>, collective: impl FnOnce(&mut Tensor) -> Result<()>) -> Result<()> {
+    let mut flat = Tensor::cat(&targets.iter().map(|t| t.detach().reshape([-1])).collect::<Vec<_>>(), 0);
+    collective(&mut flat)?;
     tch::no_grad(|| {
         let mut offset = 0;
         for mut target in targets {

@@ -364,6 +364,21 @@ impl ShardedDataset {
         })
     }
 
+    /// Writes `data` into `folder` as shards of about `shard_bytes` each and opens them.
+    pub fn write(data: &TensorDataset, folder: impl Into<PathBuf>, shard_bytes: u64) -> Result<Self> {
+        let rows = data.len();
+        let per_row = (data.bytes() / rows.max(1) as u64).max(1);
+        let chunk = (shard_bytes / per_row).clamp(1, rows.max(1) as u64) as i64;
+        let mut writer = ShardWriter::create(folder)?;
+        let mut start = 0;
+        while start < rows {
+            let len = chunk.min(rows - start);
+            writer.append(&data.rows(start, len)?)?;
+            start += len;
+        }
+        writer.finish()
+    }
+
     /// The folder read.
     pub fn folder(&self) -> &Path {
         &self.folder

@@ -256,10 +256,7 @@ impl DataSource {
 
 /// Memory the system could give this process now (`MemAvailable`), where it reports it.
 pub fn available_memory() -> Option<u64> {
-    let info = fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    crate::device::proc_bytes("/proc/meminfo", "MemAvailable")
 }
 
 /// Variables whose name starts with `prefix` train at learning rate `lr`.
@@ -492,12 +489,7 @@ impl Optimizer {
     /// before clipping as a 0-dimensional tensor on the gradients' device (nothing is read
     /// back to the host, so a GPU is never waited for).
     pub fn clip_grad_norm(&mut self, max_norm: f64) -> Tensor {
-        let grads: Vec<Tensor> = self
-            .params
-            .iter()
-            .map(|(_, p)| p.grad())
-            .filter(Tensor::defined)
-            .collect();
+        let grads = self.grads();
         let Some(first) = grads.first() else {
             return Tensor::from(0.0f64);
         };
@@ -932,11 +924,12 @@ fn train_in(
                 // A rank whose share of a short last batch is empty adds nothing.
                 Tensor::zeros([], (Kind::Float, device))
             };
+            // Each rank's mean weighted by its share of the batch: their sum is the whole
+            // batch's mean (one process has all of it).
+            let share = labels.size()[0] as f64 / batches[step].size()[0] as f64;
             if let Some(group) = group {
-                // Each rank's mean weighted by its share of the batch: their sum is the
-                // whole batch's mean. The zero term gives every parameter a gradient, so
-                // every rank sums buffers of the same layout.
-                let share = labels.size()[0] as f64 / batches[step].size()[0] as f64;
+                // The zero term gives every parameter a gradient, so every rank sums
+                // buffers of the same layout.
                 ((&loss * share + optimizer.zero_term()) * loss_scale(&scaler)).f_backward()?;
                 optimizer.all_reduce_gradients(group)?;
             } else {
@@ -956,10 +949,7 @@ fn train_in(
             }
             let loss = loss.detach().to_kind(Kind::Double);
             // Summed over the ranks at the end of the epoch: the whole batches' mean loss.
-            let counted = match group {
-                Some(_) => &loss * (labels.size()[0] as f64 / batches[step].size()[0] as f64),
-                None => loss.shallow_clone(),
-            };
+            let counted = &loss * share;
             loss_sum = if step == 0 { counted } else { loss_sum + &counted };
             // Reading a value back waits for the device: done every few steps, not each.
             if step == 0 || (step + 1) % LOSS_READ_EVERY == 0 || step + 1 == steps {

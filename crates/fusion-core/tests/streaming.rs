@@ -273,6 +273,24 @@ fn streamed_batches_are_the_in_memory_batches() {
     // An index past the end is an error, not a crash.
     let mut past = streamed.assemble(vec![Tensor::from_slice(&[3i64, 16])], Device::Cpu);
     assert!(matches!(past.next(), Some(Err(Error::Shape(_)))));
+
+    // A dataset in memory written whole, in shards of about 400 bytes: 5 samples of 80
+    // (features 12, tokens 48, padding 6, two presence flags, labels 12).
+    let rewritten = ShardedDataset::write(&memory, dir.path().join("whole"), 400).unwrap_or_else(|e| panic!("{e}"));
+    let shards = std::fs::read_dir(rewritten.folder())
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "safetensors"))
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(shards, 4, "16 samples in shards of 5");
+    let every = Tensor::arange(16, (Kind::Int64, Device::Cpu));
+    let (a, b) = (
+        rewritten.batch(&every).unwrap_or_else(|e| panic!("{e}")),
+        memory.batch(&every, Device::Cpu),
+    );
+    assert!(a.1.equal(&b.1) && a.0[1].features.equal(&b.0[1].features));
 }
 
 #[test]

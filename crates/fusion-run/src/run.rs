@@ -7,8 +7,8 @@ use std::{
 };
 
 use fusion_core::{
-    Encoder, FusionConfig, FusionModel, ProcessGroup, Progress, RunFolder, ShardWriter, ShardedDataset, Task,
-    TensorDataset, TrainSummary, TrainingData,
+    Encoder, FusionConfig, FusionModel, ProcessGroup, Progress, RunFolder, ShardedDataset, Task, TensorDataset,
+    TrainSummary, TrainingData,
 };
 use fusion_data::{Extraction, FeatureSpec, Manifest, Problem, Record, Split};
 use serde::{Deserialize, Serialize};
@@ -355,7 +355,7 @@ fn train_in(
                     .path()
                     .to_path_buf(),
             };
-            let shards = stream_inputs(&train_data.data, &folder)?;
+            let shards = ShardedDataset::write(&train_data.data, folder, SHARD_BYTES)?;
             // Read from disk from now on: the copy in memory goes.
             train_data.data = TensorDataset::dense(Vec::new(), Tensor::zeros([0], (tch::Kind::Int64, Device::Cpu)))?;
             Some(shards)
@@ -394,23 +394,8 @@ fn train_in(
     })
 }
 
-/// Shards of about this many bytes.
+/// Streamed training inputs go to shards of about this many bytes.
 const SHARD_BYTES: u64 = 64 << 20;
-
-/// Writes `data` into `folder` as shards of about [`SHARD_BYTES`] and opens them.
-fn stream_inputs(data: &TensorDataset, folder: &Path) -> Result<ShardedDataset> {
-    let rows = data.len();
-    let per_row = (data.bytes() / rows.max(1) as u64).max(1);
-    let chunk = (SHARD_BYTES / per_row).clamp(1, rows.max(1) as u64) as i64;
-    let mut writer = ShardWriter::create(folder)?;
-    let mut start = 0;
-    while start < rows {
-        let len = chunk.min(rows - start);
-        writer.append(&data.rows(start, len)?)?;
-        start += len;
-    }
-    Ok(writer.finish()?)
-}
 
 /// A trained run loaded for prediction: its configuration, classes and model.
 #[derive(Debug)]
