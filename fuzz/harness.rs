@@ -83,6 +83,7 @@ pub fn video(data: &[u8]) -> bool {
         frames: 2,
         size: 8,
         grey: true,
+        normalize: fusion_data::ImageNormalization::None,
     };
     compute(&config, &Prepared::default(), data, &path)
 }

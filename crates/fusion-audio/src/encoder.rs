@@ -60,14 +60,24 @@ fn masked_mean(x: &Tensor, mask: Option<&Tensor>) -> Tensor {
 }
 
 /// A 2-D CNN over the log-mel image: blocks of 3×3 convolution, batch norm, ReLU and 2×2
-/// max pooling (channels doubling from `base_channels`), a global average over what is
-/// left of time and frequency, and a linear layer to `output_dim`.
+/// max pooling (channels doubling from `base_channels`), then the mean and the maximum over
+/// time of every channel at every remaining frequency, and a linear layer to `output_dim`.
+///
+/// Frequency is kept to the end: which bands carry energy is most of what tells sounds
+/// apart. (An average over frequency too, as this encoder once took, left a bag of local
+/// patches: on spoken digits it trained to 0.63 accuracy in eight epochs where a linear
+/// model on band statistics scores 0.94.)
 #[derive(Debug)]
 pub struct AudioCnn {
     blocks: Vec<(nn::Conv2D, nn::BatchNorm)>,
     projection: nn::Linear,
     n_mels: i64,
     output_dim: i64,
+}
+
+/// Bands left after `blocks` halvings of `n_mels` (max pooling floors odd sizes).
+fn bands_after(n_mels: i64, blocks: usize) -> i64 {
+    (0..blocks).fold(n_mels, |bands, _| bands / 2)
 }
 
 impl AudioCnn {
@@ -78,7 +88,7 @@ impl AudioCnn {
             ..Default::default()
         };
         let mut channels = 1;
-        let blocks = (0..blocks)
+        let blocks: Vec<(nn::Conv2D, nn::BatchNorm)> = (0..blocks)
             .map(|i| {
                 let out = base_channels << i;
                 let block = (
@@ -89,9 +99,10 @@ impl AudioCnn {
                 block
             })
             .collect();
+        let bands = bands_after(n_mels, blocks.len());
         Self {
+            projection: fusion_core::linear(p / "projection", 2 * channels * bands, output_dim),
             blocks,
-            projection: fusion_core::linear(p / "projection", channels, output_dim),
             n_mels,
             output_dim,
         }
@@ -122,8 +133,10 @@ impl Encoder for AudioCnn {
         for (conv, norm) in &self.blocks {
             x = conv.forward(&x).apply_t(norm, train).relu().max_pool2d_default(2);
         }
-        self.projection
-            .forward(&x.mean_dim([2, 3].as_slice(), false, Kind::Float))
+        // [B, C, T', F'] → mean and max over time → [B, 2 · C · F'].
+        let mean = x.mean_dim(2, false, Kind::Float).flatten(1, -1);
+        let (max, _) = x.max_dim(2, false);
+        self.projection.forward(&Tensor::cat(&[mean, max.flatten(1, -1)], 1))
     }
 }
 

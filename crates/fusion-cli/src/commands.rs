@@ -12,7 +12,7 @@ use fusion_core::{
     missing_modality_accuracy, noise_robustness, shapley_values,
 };
 use fusion_data::{Extraction, FeatureCache, FeatureSpec, Manifest, Problem, Shard, Split};
-use fusion_run::{NamedFusion, Run, RunConfig, SplitData, describe, held_out_split, split_dataset};
+use fusion_run::{ModalityAlone, NamedFusion, Run, RunConfig, SplitData, describe, held_out_split, split_dataset};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
@@ -260,6 +260,9 @@ pub fn train_one(
     for problem in &trained.skipped {
         ui.warn(format!("skipped training record {}", describe(problem)));
     }
+    for warning in trained.alone.iter().filter_map(ModalityAlone::warning) {
+        ui.warn(warning);
+    }
     let resumed_from = trained.summary.resumed_from;
     if resumed_from >= config.train.epochs && resumed_from > 0 {
         ui.warn(format!(
@@ -284,6 +287,9 @@ pub fn train_one(
     } else {
         Some(evaluate_into(run, &data, &trained.classes, split_name(target), device)?)
     };
+    if let Some(eval) = &eval {
+        baselines_into(run, config, loaded, &data, &trained.classes, (target, eval), ui, device)?;
+    }
     if let Some(folder) = &trained.streamed {
         ui.say(format!("training inputs streamed from {}", folder.display()));
     }
@@ -294,6 +300,53 @@ pub fn train_one(
         parameters: trained.parameters,
         streamed: trained.streamed,
     })
+}
+
+/// Fits the simple baselines of a classification run (see [`fusion_run::fit_baselines`]) on
+/// its own inputs, writes them to `baselines.json` and says how the run compares.
+#[allow(clippy::too_many_arguments)]
+fn baselines_into(
+    run: &Run,
+    config: &RunConfig,
+    loaded: &Loaded,
+    held_out: &SplitData,
+    classes: &[String],
+    (split, eval): (Split, &EvalRecord),
+    ui: Ui,
+    device: Device,
+) -> Result<()> {
+    if config.task != fusion_core::Task::Classification {
+        return Ok(());
+    }
+    let of = |split| split_dataset(config, &loaded.extraction, &loaded.specs, split, classes, device);
+    let (train, val) = (of(Split::Train)?, of(Split::Val)?);
+    let Some(baselines) = fusion_run::fit_baselines(
+        config,
+        &train.data,
+        &val.data,
+        &held_out.data,
+        split_name(split),
+        classes.len(),
+    )?
+    else {
+        return Ok(());
+    };
+    run.write_json("baselines.json", &baselines)?;
+    for row in &baselines.rows {
+        ui.say(format!(
+            "  baseline {}: accuracy {:.4}, macro-F1 {:.4}",
+            row.name, row.accuracy, row.macro_f1
+        ));
+    }
+    if let Some(best) = baselines.best() {
+        let gain = eval.metrics.accuracy - best.accuracy;
+        let line = format!(
+            "fusion gain over the best simple baseline ({}): {gain:+.4} accuracy",
+            best.name
+        );
+        if gain < 0.0 { ui.warn(line) } else { ui.say(line) }
+    }
+    Ok(())
 }
 
 fn plot_training(run: &Run, summary: &TrainSummary, config: &RunConfig) -> Result<()> {

@@ -2,6 +2,7 @@
 
 mod commands;
 mod ensemble;
+mod glyphs;
 mod parallel;
 mod plots;
 mod report;
@@ -327,8 +328,21 @@ fn keep_freed_buffers() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn keep_freed_buffers() {}
 
+/// A file-size limit (`ulimit -f`) reached while writing kills the process with SIGXFSZ
+/// by default, silently and mid-write; ignored, the write fails with EFBIG instead, which
+/// reaches the user as an error naming the file (and the atomic writer removes its
+/// temporary).
+#[allow(unsafe_code)]
+fn file_size_limit_is_an_error() {
+    // SAFETY: sets one signal's disposition to "ignore" before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
+
 fn main() -> Result<()> {
     keep_freed_buffers();
+    file_size_limit_is_an_error();
     let cli = Cli::parse();
     let ui = Ui {
         quiet: cli.quiet,

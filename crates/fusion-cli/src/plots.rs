@@ -64,7 +64,9 @@ macro_rules! render {
         let png = $stem.with_extension("png");
         let svg = $stem.with_extension("svg");
         {
-            let $area = BitMapBackend::new(&png, $size).into_drawing_area();
+            let $area = crate::glyphs::SetText::new(BitMapBackend::new(&png, $size), FONT)
+                .map_err(|e| anyhow!("the bundled font: {e}"))?
+                .into_drawing_area();
             $area.fill(&WHITE).map_err(|e| anyhow!("{}: {e}", png.display()))?;
             (|| -> Result<()> { $body })().map_err(|e| anyhow!("{}: {e}", png.display()))?;
             $area.present().map_err(|e| anyhow!("{}: {e}", png.display()))?;
@@ -146,13 +148,18 @@ pub fn lines(stem: &Path, title: &str, x_label: &str, panels: &[Panel]) -> Resul
             x_range.0 + 1.0
         },
     );
+    // Epochs and other counts: ticks on whole numbers only, written without decimals.
+    let whole = panels
+        .iter()
+        .flat_map(|p| p.series.iter().flat_map(|(_, points)| points.iter()))
+        .all(|p| p.0.fract() == 0.0);
     render!(stem, (width, height), |area| {
         let mut rest = titled(&area, &title, title_size)?;
         for (index, panel) in panels.iter().enumerate() {
             let (this, below) = rest.split_vertically(panel_height);
             rest = below;
             let (plot, legend) = this.split_horizontally(width - legend_width);
-            draw_panel(&plot, panel, (x0, x1), x_label, index * 10)?;
+            draw_panel(&plot, panel, (x0, x1, whole), x_label, index * 10)?;
             for (i, (name, _)) in panel.series.iter().enumerate() {
                 let color = Palette99::pick(index * 10 + i).to_rgba();
                 let y = (2 * MARGIN + i as u32 * LEGEND_ROW) as i32;
@@ -179,7 +186,7 @@ pub fn lines(stem: &Path, title: &str, x_label: &str, panels: &[Panel]) -> Resul
 fn draw_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     panel: &Panel,
-    (x0, x1): (f64, f64),
+    (x0, x1, whole): (f64, f64, bool),
     x_label: &str,
     colour_offset: usize,
 ) -> Result<()> {
@@ -192,13 +199,17 @@ fn draw_panel<DB: DrawingBackend>(
         .y_label_area_size(70)
         .build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))
         .map_err(plot_error)?;
-    chart
-        .configure_mesh()
-        .x_desc(x_label)
+    let whole_number = |x: &f64| format!("{x:.0}");
+    let mut mesh = chart.configure_mesh();
+    mesh.x_desc(x_label)
         .y_desc(panel.y_label.as_str())
-        .label_style(("sans-serif", LABEL_SIZE))
-        .draw()
-        .map_err(plot_error)?;
+        .label_style(("sans-serif", LABEL_SIZE));
+    if whole {
+        // No more ticks than whole numbers in the range, so every tick falls on one.
+        mesh.x_labels(((x1 - x0) as usize + 1).min(10))
+            .x_label_formatter(&whole_number);
+    }
+    mesh.draw().map_err(plot_error)?;
     for (i, (_, points)) in panel.series.iter().enumerate() {
         let color = Palette99::pick(colour_offset + i).to_rgba();
         chart

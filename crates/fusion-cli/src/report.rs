@@ -28,6 +28,42 @@ fn epochs(run: &Run) -> Vec<EpochRecord> {
 
 /// The evaluation section: the task's metrics, per-group rows, the confusion matrix of a
 /// classification, and the records left out.
+/// The simple baselines on the same records, and the run's gain over the best of them.
+fn write_baselines(out: &mut String, baselines: &fusion_run::Baselines, accuracy: f64) {
+    let _ = writeln!(
+        out,
+        "## Simple baselines on {}
+
+A logistic regression per modality on the same inputs (L2 penalty chosen on val; a record without the modality counts as wrong) and the late fusion of those regressions (the sum of their log-probabilities over a record's modalities).
+
+| baseline | L2 | val accuracy | accuracy | macro-F1 |
+|---|---|---|---|---|",
+        baselines.split
+    );
+    for row in &baselines.rows {
+        let l2 = row.l2.map_or("–".to_string(), |l2| format!("{l2:.0e}"));
+        let _ = writeln!(
+            out,
+            "| {} | {l2} | {:.4} | {:.4} | {:.4} |",
+            row.name, row.val_accuracy, row.accuracy, row.macro_f1
+        );
+    }
+    for skipped in &baselines.skipped {
+        let _ = writeln!(out, "
+No baseline for {skipped}.");
+    }
+    if let Some(best) = baselines.best() {
+        let _ = writeln!(
+            out,
+            "
+Fusion gain over the best baseline ({}): **{:+.4}** accuracy.
+",
+            best.name,
+            accuracy - best.accuracy
+        );
+    }
+}
+
 fn write_eval(out: &mut String, run: &Run, eval: &EvalRecord) {
     if eval.task != TaskMetrics::Classification {
         let _ = writeln!(out, "## Evaluation on {}\n\n{}.\n", eval.split, headline(eval));
@@ -122,8 +158,41 @@ pub fn write(run: &Run) -> Result<()> {
         }
         image(&mut out, run, "training", "training curves");
     }
+    if let Some(alone) = optional::<Vec<fusion_run::ModalityAlone>>(run, "modalities.json")
+        && !alone.is_empty()
+    {
+        out += "## Each modality alone
+
+The best weights on the validation records that have the modality, every other modality absent; chance is always answering the commonest class of those records.
+
+| modality | records | accuracy | chance | |
+|---|---|---|---|---|
+";
+        for a in &alone {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.4} | {:.4} | {} |",
+                a.modality,
+                a.samples,
+                a.accuracy,
+                a.chance,
+                if a.at_chance { "**at chance**" } else { "" }
+            );
+        }
+        for warning in alone.iter().filter_map(fusion_run::ModalityAlone::warning) {
+            let _ = writeln!(out, "
+> {warning}");
+        }
+        out += "
+";
+    }
     if let Some(eval) = optional::<EvalRecord>(run, "eval.json") {
         write_eval(&mut out, run, &eval);
+        if let Some(baselines) = optional::<fusion_run::Baselines>(run, "baselines.json")
+            && baselines.split == eval.split
+        {
+            write_baselines(&mut out, &baselines, eval.metrics.accuracy);
+        }
     }
     if let Some(explain) = optional::<ExplainRecord>(run, "explain.json") {
         let s = &explain.shapley;

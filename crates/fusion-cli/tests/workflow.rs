@@ -1124,12 +1124,13 @@ fn a_checkpoint_write_that_fails_leaves_the_previous_one() {
     ok(&["train", "--config", c, "--run", r, "--epochs", "2", "--device", "cpu"]);
     let checkpoint = run.join("checkpoints/last.safetensors");
     let before = std::fs::read(&checkpoint).unwrap();
-    // `ulimit -f` counts 1024-byte blocks; SIGXFSZ ignored, a write past it fails (EFBIG).
+    // `ulimit -f` counts 1024-byte blocks. SIGXFSZ keeps its default (kill) disposition
+    // here: the program itself must turn it into a failed write (EFBIG).
     let blocks = before.len() / 2 / 1024;
     assert!(blocks >= 4, "checkpoint of {} bytes", before.len());
     let limited = Command::new("bash")
         .arg("-c")
-        .arg(format!("ulimit -f {blocks}; trap '' XFSZ; exec \"$0\" \"$@\""))
+        .arg(format!("ulimit -f {blocks}; trap - XFSZ; exec \"$0\" \"$@\""))
         .arg(env!("CARGO_BIN_EXE_fusion"))
         .args(["train", "--config", c, "--run", r, "--epochs", "4", "--device", "cpu"])
         .env("FUSION_TEST", "1")

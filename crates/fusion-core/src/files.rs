@@ -12,11 +12,44 @@ use tch::{Device, Tensor};
 
 use crate::{Error, Result};
 
+/// Prefix of the temporary files [`write_atomic`] makes for `name`: the writer's process id
+/// is in it, so a later write can tell a dead writer's leftover from a live one's file.
+fn temporary_prefix(name: &str, pid: u32) -> String {
+    format!("{name}.{pid}.")
+}
+
+/// Removes `NAME.PID.*.tmp` files in `folder` whose writer (`PID`) no longer runs on this
+/// machine: what a killed write left behind.
+fn remove_stale_temporaries(folder: &Path, name: &str) {
+    let Ok(entries) = fs::read_dir(folder) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(rest) = file_name
+            .to_str()
+            .and_then(|n| n.strip_prefix(name))
+            .and_then(|n| n.strip_prefix('.'))
+            .filter(|n| n.ends_with(".tmp"))
+        else {
+            continue;
+        };
+        let Some(pid) = rest.split('.').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        let gone = Path::new("/proc/self").exists() && !Path::new("/proc").join(pid.to_string()).exists();
+        if gone {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// Writes `path` through `write` into a temporary file beside it, synced, then renamed
 /// into place: a reader sees the old file or the new one, never a mixture, and a failed
-/// write (full disk, read-only folder, killed process) leaves the old file and no
-/// temporary behind (unless the process dies mid-write: then a `NAME.*.tmp` stays, which
-/// no reader takes for the file).
+/// write (full disk, file-size limit, read-only folder) leaves the old file and no
+/// temporary behind. A process killed mid-write leaves a `NAME.PID.*.tmp`, which no reader
+/// takes for the file and the next write of `NAME` removes. The file's mode is 0666 less
+/// the process's umask, like any file a program creates.
 pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -31,9 +64,11 @@ pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Res
     let name = path
         .file_name()
         .map_or("file".into(), |n| n.to_string_lossy().into_owned());
+    remove_stale_temporaries(folder, &name);
     let temporary = tempfile::Builder::new()
-        .prefix(&format!("{name}."))
+        .prefix(&temporary_prefix(&name, std::process::id()))
         .suffix(".tmp")
+        .permissions(<fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o666))
         .tempfile_in(folder)
         .map_err(io(folder))?;
     write(temporary.path())?;
@@ -227,6 +262,39 @@ mod tests {
             ),
             ("a.step".into(), Tensor::from(7i64)),
         ]
+    }
+
+    /// The process's umask, from `/proc/self/status` (reading it through umask(2) would
+    /// change it for a moment under other tests' feet).
+    fn umask() -> u32 {
+        let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Umask:"))
+            .and_then(|m| u32::from_str_radix(m.trim(), 8).ok())
+            .unwrap_or(0o022)
+    }
+
+    #[test]
+    fn written_files_follow_the_umask_and_dead_writers_temporaries_are_removed() -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = temp_dir()?;
+        let target = dir.path().join("eval.json");
+        // A killed writer's leftover (no process has this id: pid_max is at most 2^22) and
+        // a live writer's file (this process).
+        let dead = dir.path().join("eval.json.999999999.aBc123.tmp");
+        let live = dir.path().join(format!("eval.json.{}.xYz789.tmp", std::process::id()));
+        let other = dir.path().join("train.json.999999999.aBc123.tmp");
+        for path in [&dead, &live, &other] {
+            write(path, "partial")?;
+        }
+        write_file_atomic(&target, "{}")?;
+        assert!(!dead.exists(), "a dead writer's temporary is removed");
+        assert!(live.exists(), "a live writer's temporary is kept");
+        assert!(other.exists(), "another file's temporary is not this write's business");
+        let mode = fs::metadata(&target).map_err(io(&target))?.permissions().mode() & 0o777;
+        assert_eq!(mode, 0o666 & !umask(), "mode {mode:o}");
+        Ok(())
     }
 
     #[test]

@@ -55,6 +55,12 @@ pub enum FeatureConfig {
     /// The same log-mel picture of a video file's own sound track (read from the
     /// record's `video` field; a clip without sound is a missing modality).
     SoundTrack(LogMelConfig),
+    /// Statistics of the clip's log-mel bands over its own frames (at most `frames` of
+    /// them; never the padding): per band the mean and standard deviation, and the mean
+    /// absolute value and standard deviation of the frame-to-frame change, `[4 · n_mels]`
+    /// on the same `[0, 1]` scale. What a linear model on speech reads well: cheap, fixed
+    /// size, no training of a network over time.
+    LogMelStats(LogMelConfig),
     /// Hashed bag of lower-cased words and word bigrams (FNV-1a into `dim` buckets),
     /// L2-normalised.
     HashedWords {
@@ -71,8 +77,8 @@ pub enum FeatureConfig {
         #[serde(default = "default_max_tokens")]
         max_len: usize,
     },
-    /// `frames` frames spread uniformly over a video, `size × size`, values in `[0, 1]`,
-    /// `[frames, C, size, size]` (grey: one channel).
+    /// `frames` frames spread uniformly over a video, `size × size`, values in `[0, 1]`
+    /// (or ImageNet-normalised), `[frames, C, size, size]` (grey: one channel).
     VideoFrames {
         /// Frames kept.
         frames: usize,
@@ -81,6 +87,10 @@ pub enum FeatureConfig {
         /// One luminance channel instead of RGB.
         #[serde(default = "yes")]
         grey: bool,
+        /// Per-channel normalisation after scaling to `[0, 1]` (ImageNet's for a
+        /// pretrained frame encoder).
+        #[serde(default, skip_serializing_if = "ImageNormalization::is_none")]
+        normalize: ImageNormalization,
     },
     /// The record's table cells as one vector (see `fusion-tabular`): per numeric column
     /// the standardised value and a missing-value indicator, per categorical column the
@@ -110,7 +120,7 @@ pub struct LogMelConfig {
     pub hop_length: usize,
 }
 
-/// Per-channel normalisation of [`FeatureConfig::Image`].
+/// Per-channel normalisation of [`FeatureConfig::Image`] and [`FeatureConfig::VideoFrames`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ImageNormalization {
@@ -121,9 +131,16 @@ pub enum ImageNormalization {
     Imagenet,
 }
 
-#[cfg(feature = "image")]
+impl ImageNormalization {
+    /// Whether values stay in `[0, 1]`.
+    pub fn is_none(&self) -> bool {
+        *self == Self::None
+    }
+}
+
+#[cfg(any(feature = "image", feature = "video"))]
 const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-#[cfg(feature = "image")]
+#[cfg(any(feature = "image", feature = "video"))]
 const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
 fn yes() -> bool {
@@ -174,6 +191,7 @@ impl FeatureConfig {
             Self::Pixels { grey, .. } => vec![side.saturating_mul(side).saturating_mul(channels(*grey))],
             Self::Image { grey, .. } => vec![channels(*grey), side, side],
             Self::LogMel(mel) | Self::SoundTrack(mel) => vec![mel.frames, mel.n_mels],
+            Self::LogMelStats(mel) => vec![mel.n_mels.saturating_mul(STATS_PER_BAND)],
             Self::HashedWords { dim } => vec![*dim],
             Self::Tokens { max_len, .. } => vec![*max_len],
             Self::VideoFrames { frames, grey, .. } => vec![*frames, channels(*grey), side, side],
@@ -184,6 +202,13 @@ impl FeatureConfig {
     /// Whether samples differ in length along the first axis (padded per batch).
     pub fn variable_length(&self) -> bool {
         matches!(self, Self::Tokens { .. })
+    }
+
+    /// Whether each value gets its own scale when a model standardises these features
+    /// (statistics of different kinds side by side); otherwise one scale for all, which
+    /// keeps a picture's values comparable.
+    pub fn scaled_per_value(&self) -> bool {
+        matches!(self, Self::LogMelStats(_))
     }
 
     /// Whether the values are integer ids (handed to encoders as int64).
@@ -200,7 +225,7 @@ impl FeatureConfig {
     pub fn modality(&self) -> Modality {
         match self {
             Self::Pixels { .. } | Self::Image { .. } => Modality::Image,
-            Self::LogMel(_) => Modality::Audio,
+            Self::LogMel(_) | Self::LogMelStats(_) => Modality::Audio,
             Self::HashedWords { .. } | Self::Tokens { .. } => Modality::Text,
             Self::VideoFrames { .. } | Self::SoundTrack(_) => Modality::Video,
             Self::Table { .. } => Modality::Table,
@@ -238,7 +263,7 @@ impl FeatureConfig {
             );
         }
         #[cfg(feature = "audio")]
-        if let Self::LogMel(mel) | Self::SoundTrack(mel) = self
+        if let Self::LogMel(mel) | Self::SoundTrack(mel) | Self::LogMelStats(mel) = self
             && let Err(e) = mel.extractor()
         {
             return bad("sample_rate/n_fft/hop_length/n_mels", e.to_string());
@@ -321,13 +346,19 @@ impl FeatureConfig {
                 image_values(bytes, path, *size, *grey, *normalize, &prepared.limits)
             }
             Self::LogMel(mel) => log_mel_of(mel, bytes, path, &prepared.limits),
+            Self::LogMelStats(mel) => log_mel_stats_of(mel, bytes, path, &prepared.limits),
             Self::SoundTrack(_) => Err("a sound track is read by compute_prepared".into()),
             Self::HashedWords { dim } => {
                 let text = std::str::from_utf8(bytes).map_err(|e| format!("text is not UTF-8: {e}"))?;
                 hashed_words(text, *dim)
             }
             Self::Tokens { .. } => tokens_of(prepared, bytes),
-            Self::VideoFrames { frames, size, grey } => frames_of(*frames, *size, *grey, path),
+            Self::VideoFrames {
+                frames,
+                size,
+                grey,
+                normalize,
+            } => frames_of(*frames, *size, *grey, *normalize, path),
             Self::Table { columns } => {
                 let cells: BTreeMap<String, String> =
                     serde_json::from_slice(bytes).map_err(|e| format!("table cells: {e}"))?;
@@ -343,8 +374,12 @@ fn missing_feature(feature: &str) -> String {
     format!("fusion-data was built without the `{feature}` feature")
 }
 
+/// Statistics per mel band of [`FeatureConfig::LogMelStats`].
+const STATS_PER_BAND: usize = 4;
+
+/// The mono signal of a WAV file at `mel`'s sample rate.
 #[cfg(feature = "audio")]
-fn log_mel_of(
+fn samples_of(
     mel: &LogMelConfig,
     bytes: &[u8],
     path: &Path,
@@ -353,16 +388,45 @@ fn log_mel_of(
     let clip = fusion_audio::read_wav_bytes(bytes, path, &limits.wav())
         .map_err(|e| e.to_string())?
         .to_mono();
-    let samples = if clip.sample_rate == mel.sample_rate {
-        clip.samples
+    if clip.sample_rate == mel.sample_rate {
+        Ok(clip.samples)
     } else {
-        fusion_audio::resample(&clip.samples, clip.sample_rate, mel.sample_rate).map_err(|e| e.to_string())?
-    };
-    mel.compute(&samples)
+        fusion_audio::resample(&clip.samples, clip.sample_rate, mel.sample_rate).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(feature = "audio")]
+fn log_mel_of(
+    mel: &LogMelConfig,
+    bytes: &[u8],
+    path: &Path,
+    limits: &crate::Limits,
+) -> std::result::Result<Vec<f32>, String> {
+    mel.compute(&samples_of(mel, bytes, path, limits)?)
+}
+
+#[cfg(feature = "audio")]
+fn log_mel_stats_of(
+    mel: &LogMelConfig,
+    bytes: &[u8],
+    path: &Path,
+    limits: &crate::Limits,
+) -> std::result::Result<Vec<f32>, String> {
+    mel.statistics(&samples_of(mel, bytes, path, limits)?)
 }
 
 #[cfg(not(feature = "audio"))]
 fn log_mel_of(_: &LogMelConfig, _: &[u8], _: &Path, _: &crate::Limits) -> std::result::Result<Vec<f32>, String> {
+    Err(missing_feature("audio"))
+}
+
+#[cfg(not(feature = "audio"))]
+fn log_mel_stats_of(
+    _: &LogMelConfig,
+    _: &[u8],
+    _: &Path,
+    _: &crate::Limits,
+) -> std::result::Result<Vec<f32>, String> {
     Err(missing_feature("audio"))
 }
 
@@ -407,7 +471,13 @@ fn tokens_of(_: &Prepared, _: &[u8]) -> std::result::Result<Vec<f32>, String> {
 }
 
 #[cfg(feature = "video")]
-fn frames_of(frames: usize, size: u32, grey: bool, path: &Path) -> std::result::Result<Vec<f32>, String> {
+fn frames_of(
+    frames: usize,
+    size: u32,
+    grey: bool,
+    normalize: ImageNormalization,
+    path: &Path,
+) -> std::result::Result<Vec<f32>, String> {
     let frame_size = fusion_video::FrameSize {
         width: size,
         height: size,
@@ -419,14 +489,17 @@ fn frames_of(frames: usize, size: u32, grey: bool, path: &Path) -> std::result::
         return Err("no frame could be decoded".into());
     }
     // Grey as PIL's L; a short clip repeats its last frame.
-    let values: Vec<f32> = if grey {
-        decoded
+    let values: Vec<f32> = match (grey, normalize) {
+        (true, ImageNormalization::None) => decoded
             .rgb
             .chunks_exact(3)
             .map(|p| (f32::from(p[0]) * 299.0 + f32::from(p[1]) * 587.0 + f32::from(p[2]) * 114.0) / 255_000.0)
-            .collect()
-    } else {
-        decoded.to_chw([0.0; 3], [1.0; 3])
+            .collect(),
+        (true, ImageNormalization::Imagenet) => {
+            return Err("grey frames are not ImageNet-normalised (set `grey: false`)".into());
+        }
+        (false, ImageNormalization::None) => decoded.to_chw([0.0; 3], [1.0; 3]),
+        (false, ImageNormalization::Imagenet) => decoded.to_chw(IMAGENET_MEAN, IMAGENET_STD),
     };
     let per_frame = values.len() / decoded.timestamps.len();
     let mut out = Vec::with_capacity(frames * per_frame);
@@ -438,7 +511,7 @@ fn frames_of(frames: usize, size: u32, grey: bool, path: &Path) -> std::result::
 }
 
 #[cfg(not(feature = "video"))]
-fn frames_of(_: usize, _: u32, _: bool, _: &Path) -> std::result::Result<Vec<f32>, String> {
+fn frames_of(_: usize, _: u32, _: bool, _: ImageNormalization, _: &Path) -> std::result::Result<Vec<f32>, String> {
     Err(missing_feature("video"))
 }
 
@@ -452,8 +525,9 @@ impl LogMelConfig {
         fusion_audio::MelExtractor::new(mel)
     }
 
-    /// `[frames, n_mels]`, time first, of a mono signal at `sample_rate`.
-    fn compute(&self, samples: &[f32]) -> std::result::Result<Vec<f32>, String> {
+    /// The clip's log-mel bands first `[n_mels, T]` (T its own frames), in dB relative
+    /// to its peak with an 80 dB floor, mapped to `[0, 1]`.
+    fn scaled_log_mel(&self, samples: &[f32]) -> std::result::Result<fusion_audio::Spectrogram, String> {
         if samples.is_empty() {
             return Err("the recording has no samples".into());
         }
@@ -463,15 +537,60 @@ impl LogMelConfig {
             amin: 1e-10,
             top_db: Some(80.0),
         };
-        let log_mel = extractor.log_mel(samples, &db).map_err(|e| e.to_string())?;
+        let mut log_mel = extractor.log_mel(samples, &db).map_err(|e| e.to_string())?;
         let peak = log_mel.data.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let fixed = fusion_audio::fixed_width(&log_mel, self.frames);
+        for value in &mut log_mel.data {
+            *value = ((*value - peak + 80.0) / 80.0).clamp(0.0, 1.0);
+        }
+        Ok(log_mel)
+    }
+
+    /// `[frames, n_mels]`, time first, of a mono signal at `sample_rate`.
+    fn compute(&self, samples: &[f32]) -> std::result::Result<Vec<f32>, String> {
+        let fixed = fusion_audio::fixed_width(&self.scaled_log_mel(samples)?, self.frames);
         // The spectrogram is bands first: transpose to frames first.
         let mut out = Vec::with_capacity(fixed.rows * fixed.frames);
         for t in 0..fixed.frames {
             for r in 0..fixed.rows {
-                out.push(((fixed.data[r * fixed.frames + t] - peak + 80.0) / 80.0).clamp(0.0, 1.0));
+                out.push(fixed.data[r * fixed.frames + t]);
             }
+        }
+        Ok(out)
+    }
+
+    /// `[4 · n_mels]`: per band, over the clip's first `frames` frames, the mean and
+    /// standard deviation of the level, then the mean absolute value and standard
+    /// deviation of its change from one frame to the next.
+    fn statistics(&self, samples: &[f32]) -> std::result::Result<Vec<f32>, String> {
+        let log_mel = self.scaled_log_mel(samples)?;
+        let frames = log_mel.frames.min(self.frames);
+        let mut out = vec![0f32; log_mel.rows * STATS_PER_BAND];
+        if frames == 0 {
+            return Ok(out);
+        }
+        let moments = |values: &mut dyn Iterator<Item = f32>| {
+            let (mut n, mut sum, mut squares, mut absolute) = (0f64, 0f64, 0f64, 0f64);
+            for v in values {
+                let v = f64::from(v);
+                n += 1.0;
+                sum += v;
+                squares += v * v;
+                absolute += v.abs();
+            }
+            if n == 0.0 {
+                return (0.0, 0.0, 0.0);
+            }
+            let mean = sum / n;
+            ((mean) as f32, (squares / n - mean * mean).max(0.0).sqrt() as f32, (absolute / n) as f32)
+        };
+        for band in 0..log_mel.rows {
+            let row = &log_mel.data[band * log_mel.frames..band * log_mel.frames + frames];
+            let (mean, std, _) = moments(&mut row.iter().copied());
+            let (_, change_std, change_abs) = moments(&mut row.windows(2).map(|w| w[1] - w[0]));
+            out[band] = mean;
+            out[log_mel.rows + band] = std;
+            out[2 * log_mel.rows + band] = change_abs;
+            out[3 * log_mel.rows + band] = change_std;
         }
         Ok(out)
     }
@@ -897,14 +1016,17 @@ fn shard_checksum<'a>(arrays: impl Iterator<Item = (&'a str, &'a [usize], &'a [u
 }
 
 /// Writes through a uniquely named temporary file in the same folder (so writers on
-/// several machines sharing the folder never collide), synced, then renamed into place.
+/// several machines sharing the folder never collide), synced, then renamed into place;
+/// mode 0666 less the umask, as any file a program creates.
 pub(crate) fn write_atomic(target: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
+    use std::{io::Write, os::unix::fs::PermissionsExt};
     let folder = target
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let mut file = tempfile::NamedTempFile::new_in(folder)?;
+    let mut file = tempfile::Builder::new()
+        .permissions(std::fs::Permissions::from_mode(0o666))
+        .tempfile_in(folder)?;
     file.write_all(data)?;
     file.as_file().sync_all()?;
     file.persist(target).map(drop).map_err(|e| e.error)

@@ -308,6 +308,10 @@ fn is_id_name(name: &str) -> bool {
     ["id", "uid", "key", "identifier", "record_id", "sample_id"].contains(&lower.as_str()) || lower.ends_with("_id")
 }
 
+fn is_group_name(name: &str) -> bool {
+    ["group", "groups", "subgroup", "subgroups"].contains(&name.to_ascii_lowercase().as_str())
+}
+
 /// Kind of a column from its cells (non-empty ones in `cells`), with the reason.
 fn infer_kind(name: &str, cells: &[&str], rows: usize, base: &Path, scope: PathScope) -> (ColumnKind, String) {
     let distinct: HashSet<&str> = cells.iter().copied().collect();
@@ -320,6 +324,14 @@ fn infer_kind(name: &str, cells: &[&str], rows: usize, base: &Path, scope: PathS
     }
     if is_id_name(name) && unique {
         return (ColumnKind::Id, "an id's name, one value per row".into());
+    }
+    // Groups are what per-group metrics are reported over (a speaker, a site), not an
+    // input: named so and repeated, never one per row.
+    if is_group_name(name) && !unique {
+        return (
+            ColumnKind::Group,
+            format!("a group's name, {} groups (per-group metrics)", distinct.len()),
+        );
     }
     if let Some((kind, reason)) = file_kind(cells, base, scope) {
         return (kind, reason);
@@ -529,7 +541,7 @@ mod tests {
             write(&format!("p{i}.png"), b"\x89PNG\r\n\x1a\n....").map_err(|e| Error::Config(e.to_string()))?;
             write(&format!("s{i}.wav"), b"RIFF\0\0\0\0WAVEfmt ").map_err(|e| Error::Config(e.to_string()))?;
         }
-        let mut csv = String::from("sample_id,picture,sound,review,price,colour,split,same,code,empty,title,y\n");
+        let mut csv = String::from("sample_id,picture,sound,review,price,colour,split,same,code,empty,title,Group,y\n");
         let reviews = [
             "a fine red thing",
             "not good at all",
@@ -539,10 +551,11 @@ mod tests {
         for i in 0..4 {
             let colour = ["red", "blue"][i % 2];
             csv.push_str(&format!(
-                "r{i},p{i}.png,s{i}.wav,{},{}.5,{colour},{},x,c{i},,Heavy Laser{i},{}\n",
+                "r{i},p{i}.png,s{i}.wav,{},{}.5,{colour},{},x,c{i},,Heavy Laser{i},{},{}\n",
                 reviews[i],
                 i * 10,
                 ["train", "val"][i % 2],
+                ["north", "south"][i / 2],
                 i % 2
             ));
         }
@@ -566,6 +579,7 @@ mod tests {
                 ("code", Categorical),
                 ("empty", Ignore),
                 ("title", Text),
+                ("Group", Group),
                 ("y", Label),
             ]
         );

@@ -172,13 +172,28 @@ impl Record {
             if path.is_relative() {
                 *path = base.join(&*path);
             }
-            if scope == PathScope::ManifestFolder && !lexically_inside(path, base) {
+            if scope == PathScope::Anywhere {
+                continue;
+            }
+            let opt_in = "not read unless paths outside it are allowed (`allow_paths_outside_manifest` \
+                          in a run configuration, `--allow-paths-outside-manifest` on the command line)";
+            if !lexically_inside(path, base) {
                 return Err(format!(
-                    "`{field}` {} is outside the manifest's folder {}: not read unless paths outside \
-                     it are allowed (`allow_paths_outside_manifest` in a run configuration, \
-                     `--allow-paths-outside-manifest` on the command line)",
+                    "`{field}` {} is outside the manifest's folder {}: {opt_in}",
                     path.display(),
                     absolute_lexical(base).display()
+                ));
+            }
+            // A symbolic link inside the folder may lead out of it: the file read is the
+            // resolved one. (A file that does not exist yet is reported when it is read.)
+            if let (Ok(resolved), Ok(folder)) = (path.canonicalize(), base.canonicalize())
+                && !resolved.starts_with(&folder)
+            {
+                return Err(format!(
+                    "`{field}` {} leads through a symbolic link to {}, outside the manifest's folder {}: {opt_in}",
+                    path.display(),
+                    resolved.display(),
+                    folder.display()
                 ));
             }
         }
@@ -190,8 +205,9 @@ impl Record {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PathScope {
     /// Only files in the manifest's folder or below it (`../../etc/passwd` or
-    /// `/proc/self/environ` reject the record). Checked on the path's text: a symbolic link
-    /// inside the folder is followed.
+    /// `/proc/self/environ` reject the record), checked on the path's text and on the path
+    /// with symbolic links resolved (a link inside the folder to a file outside it rejects
+    /// the record too).
     #[default]
     ManifestFolder,
     /// Any file the process can read.
@@ -955,6 +971,34 @@ mod tests {
         assert!(rejected[2].1.starts_with("`video` "));
         let anywhere = Manifest::load_with(&jsonl, PathScope::Anywhere)?;
         assert_eq!(anywhere.records.len(), 5);
+
+        // Symbolic links: to a file outside (directly, or through a linked folder) rejects
+        // the line; to a file inside the folder is fine.
+        let secret = dir.path().join("secret.txt");
+        std::fs::write(&secret, "outside").expect("secret");
+        std::fs::write(data.join("inside.txt"), "inside").expect("inside");
+        std::os::unix::fs::symlink(&secret, data.join("shadow.txt")).expect("link");
+        std::os::unix::fs::symlink(dir.path(), data.join("up")).expect("folder link");
+        std::os::unix::fs::symlink(data.join("inside.txt"), data.join("alias.txt")).expect("link in");
+        let linked = data.join("links.jsonl");
+        std::fs::write(
+            &linked,
+            [
+                r#"{"id": "shadow", "label": "1", "text_path": "shadow.txt"}"#,
+                r#"{"id": "through", "label": "1", "text_path": "up/secret.txt"}"#,
+                r#"{"id": "alias", "label": "1", "text_path": "alias.txt"}"#,
+            ]
+            .join("\n"),
+        )
+        .expect("write manifest");
+        let manifest = Manifest::load(&linked)?;
+        assert_eq!(manifest.records.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["alias"]);
+        assert_eq!(manifest.rejected.len(), 2);
+        for rejected in &manifest.rejected {
+            assert!(rejected.reason.contains("symbolic link to"), "{}", rejected.reason);
+            assert!(rejected.reason.contains("secret.txt"), "{}", rejected.reason);
+        }
+        assert_eq!(Manifest::load_with(&linked, PathScope::Anywhere)?.records.len(), 3);
         assert!(anywhere.rejected.is_empty());
 
         let csv = data.join("m.csv");

@@ -38,6 +38,7 @@ fn specs() -> Vec<FeatureSpec> {
                 frames: 2,
                 size: 4,
                 grey: true,
+                normalize: ImageNormalization::None,
             },
         },
     ]
@@ -276,7 +277,23 @@ fn shaped_features_keep_their_layout() {
     let time_first = FeatureConfig::LogMel(mel.clone())
         .compute(&std::fs::read(&wav).unwrap(), &wav)
         .unwrap();
-    assert_eq!(FeatureConfig::LogMel(mel).shape(), [6, 8]);
+    assert_eq!(FeatureConfig::LogMel(mel.clone()).shape(), [6, 8]);
+    // Band statistics over the same six frames, by hand from the picture.
+    let stats_config = FeatureConfig::LogMelStats(mel.clone());
+    assert_eq!(stats_config.shape(), [32]);
+    let stats = stats_config.compute(&std::fs::read(&wav).unwrap(), &wav).unwrap();
+    for band in [0, 3, 7] {
+        let levels: Vec<f64> = (0..6).map(|t| f64::from(time_first[t * 8 + band])).collect();
+        let changes: Vec<f64> = levels.windows(2).map(|w| w[1] - w[0]).collect();
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let std = |v: &[f64]| (v.iter().map(|x| (x - mean(v)).powi(2)).sum::<f64>() / v.len() as f64).sqrt();
+        let abs: Vec<f64> = changes.iter().map(|c| c.abs()).collect();
+        let want = [mean(&levels), std(&levels), mean(&abs), std(&changes)];
+        for (k, want) in want.into_iter().enumerate() {
+            let got = f64::from(stats[k * 8 + band]);
+            assert!((got - want).abs() < 1e-5, "band {band} statistic {k}: {got} vs {want}");
+        }
+    }
     let clip = fusion_audio::read_wav(&wav, &fusion_audio::WavLimits::default())
         .unwrap()
         .to_mono();
@@ -306,10 +323,32 @@ fn shaped_features_keep_their_layout() {
         frames: 3,
         size: 8,
         grey: false,
+        normalize: ImageNormalization::None,
     };
     assert_eq!(rgb_frames.shape(), [3, 3, 8, 8]);
     let values = rgb_frames.compute(&std::fs::read(&video).unwrap(), &video).unwrap();
     assert_eq!(values.len(), 3 * 3 * 64);
+    // ImageNet-normalised frames: each plane shifted and scaled by its channel's constants.
+    let imagenet = FeatureConfig::VideoFrames {
+        frames: 3,
+        size: 8,
+        grey: false,
+        normalize: ImageNormalization::Imagenet,
+    };
+    let normalised = imagenet.compute(&[], &video).unwrap();
+    let (mean, std) = ([0.485f32, 0.456, 0.406], [0.229f32, 0.224, 0.225]);
+    for (i, (plain, scaled)) in values.iter().zip(&normalised).enumerate() {
+        let channel = (i / 64) % 3;
+        assert!(((plain - mean[channel]) / std[channel] - scaled).abs() < 1e-5, "value {i}");
+    }
+    assert_ne!(imagenet.hash(), rgb_frames.hash());
+    let grey_imagenet = FeatureConfig::VideoFrames {
+        frames: 3,
+        size: 8,
+        grey: true,
+        normalize: ImageNormalization::Imagenet,
+    };
+    assert!(grey_imagenet.compute(&[], &video).is_err_and(|e| e.contains("grey")));
 
     // The sound track of a video, time first, like a recording's log-mel.
     let sound = FeatureConfig::SoundTrack(LogMelConfig {

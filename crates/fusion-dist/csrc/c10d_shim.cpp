@@ -48,17 +48,28 @@ extern "C" {
 // Joins a group of `world` processes: rank 0 serves the rendezvous store on host:port,
 // the others connect to it. Gloo picks its network interface as PyTorch does
 // (GLOO_SOCKET_IFNAME, else the address the hostname resolves to).
-char* fusion_c10d_new(const char* host, int port, int rank, int world, long timeout_ms, void** out) {
+// Rank 0 passes a socket already bound to the master address (listen_fd >= 0): the store
+// serves on it instead of binding every interface. With a loopback master (listen_local),
+// Gloo's pairs bind the loopback address too.
+char* fusion_c10d_new(const char* host, int port, int rank, int world, long timeout_ms, int listen_fd,
+                      int listen_local, void** out) {
   return guarded([&] {
     auto timeout = std::chrono::milliseconds(timeout_ms);
     c10d::TCPStoreOptions options;
     options.port = static_cast<std::uint16_t>(port);
     options.isServer = rank == 0;
+    if (listen_fd >= 0) {
+      options.masterListenFd = listen_fd;
+    }
     options.numWorkers = world;
     options.waitWorkers = true;
     options.timeout = timeout;
     auto store = c10::make_intrusive<c10d::TCPStore>(std::string(host), options);
     auto group_options = c10d::ProcessGroupGloo::Options::create_default(timeout);
+    if (listen_local) {
+      // A group on this machine: Gloo's own connections stay on the loopback interface.
+      group_options->devices = {c10d::ProcessGroupGloo::createDeviceForHostname(std::string(host))};
+    }
     auto group = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, group_options);
     *out = new Group{store, group};
   });

@@ -39,6 +39,8 @@ unsafe extern "C" {
         rank: c_int,
         world: c_int,
         timeout_ms: c_long,
+        listen_fd: c_int,
+        listen_local: c_int,
         out: *mut *mut c_void,
     ) -> *mut c_char;
     fn fusion_c10d_drop(group: *mut c_void);
@@ -75,6 +77,14 @@ impl FromStr for Master {
             host: host.to_string(),
             port,
         })
+    }
+}
+
+impl Master {
+    /// Whether the host is this machine's loopback (`localhost`, `127.x.y.z`, `::1`): the
+    /// whole group then talks over the loopback interface alone.
+    pub fn is_loopback(&self) -> bool {
+        self.host == "localhost" || self.host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
     }
 }
 
@@ -115,7 +125,8 @@ fn checked(message: *mut c_char, what: &str) -> Result<()> {
 
 impl GlooGroup {
     /// Joins the group of `world` processes as `rank`: rank 0 serves the rendezvous store
-    /// on `master` and every rank connects to it. Returns once all `world` have joined, or
+    /// on `master` (bound to that address alone: `127.0.0.1` is reachable from this
+    /// machine only) and every rank connects to it. Returns once all `world` have joined, or
     /// fails after `timeout` (which also bounds every later collective).
     pub fn join(master: &Master, rank: usize, world: usize, timeout: Duration) -> Result<Self> {
         if world == 0 || rank >= world {
@@ -129,8 +140,19 @@ impl GlooGroup {
         let host = CString::new(master.host.as_str())
             .map_err(|_| Error::Config(format!("--master host `{}` holds a NUL byte", master.host)))?;
         let timeout_ms = c_long::try_from(timeout.as_millis()).unwrap_or(c_long::MAX);
+        // Rank 0 listens on the master address only (c10d alone would listen on every
+        // interface); the store takes the socket over.
+        let listen_fd = if rank == 0 {
+            use std::os::fd::IntoRawFd;
+            let listener = std::net::TcpListener::bind((master.host.as_str(), master.port))
+                .map_err(|e| Error::Collective(format!("rank 0 cannot listen on {master}: {e}")))?;
+            listener.into_raw_fd()
+        } else {
+            -1
+        };
         let mut raw = std::ptr::null_mut();
-        // SAFETY: `host` outlives the call; `raw` is written only on success.
+        // SAFETY: `host` outlives the call; `raw` is written only on success; the shim owns
+        // `listen_fd` from here on (the store closes it).
         let message = unsafe {
             fusion_c10d_new(
                 host.as_ptr(),
@@ -138,6 +160,8 @@ impl GlooGroup {
                 as_int(rank, "rank")?,
                 as_int(world, "world size")?,
                 timeout_ms,
+                listen_fd,
+                c_int::from(master.is_loopback()),
                 &mut raw,
             )
         };
@@ -246,6 +270,51 @@ mod tests {
         let mut strided = strided.shallow_clone();
         assert!(matches!(group.all_reduce_sum(&mut strided), Err(Error::Collective(_))));
         group.barrier().unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Sockets listening on `port`, as `/proc/net/tcp{,6}` lists them (local address in
+    /// hex, as the kernel writes it).
+    fn listening_on(port: u16) -> Vec<String> {
+        let mut found = Vec::new();
+        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            let text = std::fs::read_to_string(table).unwrap_or_default();
+            for line in text.lines().skip(1) {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let (Some(local), Some(state)) = (fields.get(1), fields.get(3)) else {
+                    continue;
+                };
+                let Some((address, hex_port)) = local.rsplit_once(':') else {
+                    continue;
+                };
+                if *state == "0A" && u16::from_str_radix(hex_port, 16) == Ok(port) {
+                    found.push(address.to_string());
+                }
+            }
+        }
+        found
+    }
+
+    /// The rendezvous of a group at 127.0.0.1 listens on 127.0.0.1 alone, not on every
+    /// interface (c10d's own bind is the wildcard address).
+    #[test]
+    fn the_rendezvous_listens_on_the_master_address_only() {
+        let port = free_port();
+        let master = Master {
+            host: "127.0.0.1".into(),
+            port,
+        };
+        assert!(master.is_loopback());
+        let group = GlooGroup::join(&master, 0, 1, Duration::from_secs(30)).unwrap_or_else(|e| panic!("{e}"));
+        // 127.0.0.1 as /proc/net/tcp writes it (little-endian hex).
+        assert_eq!(listening_on(port), ["0100007F"]);
+        drop(group);
+        let taken = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap_or_else(|e| panic!("{e}"));
+        let busy = Master {
+            host: "127.0.0.1".into(),
+            port: taken.local_addr().map(|a| a.port()).unwrap_or(1),
+        };
+        let error = GlooGroup::join(&busy, 0, 1, Duration::from_secs(5)).err().map(|e| e.to_string());
+        assert!(error.as_deref().is_some_and(|e| e.contains("cannot listen on 127.0.0.1:")), "{error:?}");
     }
 
     fn free_port() -> u16 {

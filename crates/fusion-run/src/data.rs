@@ -252,9 +252,11 @@ fn build(
 
 /// Standardisation statistics of each modality fitted on the present samples of `data`:
 /// per-value mean and one standard deviation of the centred values (one scale per
-/// modality, so values constant in training cannot blow up at test time). `None` for
-/// modalities that are not standardised (token ids, pretrained encoders' inputs).
-pub fn fit_standardization(data: &TensorDataset, modalities: &[ModalitySpec]) -> Result<Vec<Option<(Tensor, f64)>>> {
+/// modality, so values constant in training cannot blow up at test time), or, for
+/// features scaled per value, each value's own deviation (at least a tenth of the common
+/// one, for the same reason). `None` for modalities that are not standardised (token ids,
+/// pretrained encoders' inputs).
+pub fn fit_standardization(data: &TensorDataset, modalities: &[ModalitySpec]) -> Result<Vec<Option<(Tensor, Tensor)>>> {
     let mut fitted = Vec::new();
     for ((features, present), spec) in data.features.iter().zip(&data.present).zip(modalities) {
         if !standardized(spec) {
@@ -265,14 +267,25 @@ pub fn fit_standardization(data: &TensorDataset, modalities: &[ModalitySpec]) ->
             .index_select(0, &present.nonzero().squeeze_dim(1))
             .to_kind(Kind::Float)
             .to_device(Device::Cpu);
+        let shape = &features.size()[1..];
+        let scale_shape = if spec.features.scaled_per_value() { shape } else { &[1][..] };
         if rows.size()[0] == 0 {
-            let shape = &features.size()[1..];
-            fitted.push(Some((Tensor::zeros(shape, (Kind::Float, Device::Cpu)), 1.0)));
+            fitted.push(Some((
+                Tensor::zeros(shape, (Kind::Float, Device::Cpu)),
+                Tensor::ones(scale_shape, (Kind::Float, Device::Cpu)),
+            )));
             continue;
         }
         let mean = rows.mean_dim(0, false, Kind::Float);
-        let std = f64::try_from((&rows - &mean).square().mean(Kind::Float).sqrt())?;
-        fitted.push(Some((mean, if std > 1e-6 { std } else { 1.0 })));
+        let centred = (&rows - &mean).square();
+        let common = f64::try_from(centred.mean(Kind::Float).sqrt())?;
+        let common = if common > 1e-6 { common } else { 1.0 };
+        let scale = if spec.features.scaled_per_value() {
+            centred.mean_dim(0, false, Kind::Float).sqrt().clamp_min(common / 10.0)
+        } else {
+            Tensor::from_slice(&[common as f32])
+        };
+        fitted.push(Some((mean, scale)));
     }
     Ok(fitted)
 }

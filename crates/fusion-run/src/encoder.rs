@@ -518,7 +518,10 @@ impl EncoderSpec {
                 positive("width", width.unwrap_or(1))?;
             }
             Self::Video { frame, .. } => {
-                let FeatureConfig::VideoFrames { size, grey, .. } = features else {
+                let FeatureConfig::VideoFrames {
+                    size, grey, normalize, ..
+                } = features
+                else {
                     return refuse("frames [T, C, H, W] (features `video_frames`)");
                 };
                 if !matches!(
@@ -536,7 +539,7 @@ impl EncoderSpec {
                 let per_frame = FeatureConfig::Image {
                     size: *size,
                     grey: *grey,
-                    normalize: fusion_data::ImageNormalization::None,
+                    normalize: *normalize,
                 };
                 frame.check(&per_frame, &format!("{field}.frame"))?;
             }
@@ -695,19 +698,24 @@ impl EncoderSpec {
                     .map_err(|e| Error::Config(format!("feature_tokenizer: {e}")))?,
             ),
             Self::Video { frame, pooling } => {
-                let FeatureConfig::VideoFrames { size, grey, .. } = features else {
+                let FeatureConfig::VideoFrames {
+                    size, grey, normalize, ..
+                } = features
+                else {
                     return Err(Error::Config("video: needs video_frames features".into()));
                 };
                 let per_frame = FeatureConfig::Image {
                     size: *size,
                     grey: *grey,
-                    normalize: fusion_data::ImageNormalization::None,
+                    normalize: *normalize,
                 };
                 let frames = frame.build(&(p / "frame"), &per_frame, hidden_dim, dropout)?;
                 if *pooling == VideoPooling::Sequence {
                     Box::new(FrameSequence(frames))
                 } else {
-                    video_encoder(p, frames, pooling)?
+                    // A frozen frame encoder pooled without parameters is a fixed function
+                    // of the clip: its output is cached per file like a frozen image's.
+                    frozen_if(video_encoder(p, frames, pooling)?, self.caches_outputs())
                 }
             }
         })
@@ -863,8 +871,9 @@ impl Encoder for FrameSequence {
 }
 
 /// Input standardisation inside the model: `(x − mean) / std` with the training split's
-/// per-value mean and one scale per modality, stored as (untrained) variables so that they
-/// travel with every checkpoint and exported module; absent samples stay zero.
+/// per-value mean and one scale per modality (or per value), stored as (untrained)
+/// variables so that they travel with every checkpoint and exported module; absent samples
+/// stay zero.
 #[derive(Debug)]
 pub(crate) struct Standardized {
     inner: Box<dyn Encoder>,
@@ -873,15 +882,23 @@ pub(crate) struct Standardized {
 }
 
 impl Standardized {
-    /// Variables `mean` (`shape`) and `std` (`[1]`) under `p`, set to `fitted` when given
-    /// (training) and left for the checkpoint to fill otherwise (loading).
-    pub(crate) fn new(p: &nn::Path, inner: Box<dyn Encoder>, shape: &[i64], fitted: Option<&(Tensor, f64)>) -> Self {
+    /// Variables `mean` (`shape`) and `std` (`[1]`, or `shape` when `per_value`) under
+    /// `p`, set to `fitted` when given (training) and left for the checkpoint to fill
+    /// otherwise (loading).
+    pub(crate) fn new(
+        p: &nn::Path,
+        inner: Box<dyn Encoder>,
+        shape: &[i64],
+        per_value: bool,
+        fitted: Option<&(Tensor, Tensor)>,
+    ) -> Self {
+        let scale_shape = if per_value { shape } else { &[1][..] };
         let mut mean = p.zeros_no_train("mean", shape);
-        let mut std = p.ones_no_train("std", &[1]);
+        let mut std = p.ones_no_train("std", scale_shape);
         if let Some((values, scale)) = fitted {
             tch::no_grad(|| {
                 mean.copy_(&values.view(shape).to_device(mean.device()));
-                let _ = std.fill_(*scale);
+                std.copy_(&scale.view(scale_shape).to_device(std.device()));
             });
         }
         Self { inner, mean, std }
@@ -924,6 +941,9 @@ impl EncoderSpec {
         match self {
             Self::EfficientnetLite0 { frozen, .. } => *frozen,
             Self::Bert { frozen, pooling, .. } => *frozen && *pooling != Some(TextPooling::Sequence),
+            Self::Video { frame, pooling } => {
+                frame.caches_outputs() && matches!(pooling, VideoPooling::Mean | VideoPooling::Max)
+            }
             _ => false,
         }
     }

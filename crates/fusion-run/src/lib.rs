@@ -33,6 +33,8 @@
 //! # Ok::<(), fusion_run::Error>(())
 //! ```
 
+mod alone;
+mod baselines;
 mod config;
 mod data;
 mod encoder;
@@ -41,6 +43,8 @@ mod frozen;
 mod preset;
 mod run;
 
+pub use alone::{ModalityAlone, modalities_alone};
+pub use baselines::{Baseline, Baselines, MAX_BASELINE_INPUTS, fit_baselines, fit_logistic};
 pub use config::{Augment, MAX_HIDDEN_DIM, ModalitySpec, NamedFusion, OnBadFile, RunConfig};
 pub use data::{
     REGRESSION_OUTPUT, SplitData, TAG_SEPARATOR, classes_of, dataset, fit_standardization, modality_tensor, outputs_of,

@@ -16,6 +16,7 @@ use tch::{Device, Tensor, nn};
 
 use crate::{
     Error, Result, RunConfig,
+    alone::{ModalityAlone, modalities_alone},
     data::{SplitData, dataset, fit_standardization, outputs_of, standardized},
     encoder::{Augmented, Standardized},
     frozen::{FrozenCounts, encode_frozen},
@@ -30,7 +31,7 @@ pub fn build_model(
     config: &RunConfig,
     classes: &[String],
     fusion: &FusionConfig,
-    fitted: Option<&[Option<(Tensor, f64)>]>,
+    fitted: Option<&[Option<(Tensor, Tensor)>]>,
 ) -> Result<FusionModel> {
     let root = vs.root();
     let mut encoders: Vec<Box<dyn Encoder>> = Vec::new();
@@ -51,6 +52,7 @@ pub fn build_model(
                 &(&root / "input" / spec.name.as_str()),
                 encoder,
                 &shape,
+                spec.features.scaled_per_value(),
                 fit,
             ))
         } else {
@@ -132,6 +134,9 @@ pub struct Trained {
     pub classes: Vec<String>,
     /// Train and val records left out (no label, or one the task cannot use).
     pub skipped: Vec<Problem>,
+    /// Each modality alone on the validation records, with the best weights
+    /// (classification with a validation split; also in the run's `modalities.json`).
+    pub alone: Vec<ModalityAlone>,
     /// Frozen-encoder outputs read from the cache and computed, for train and val.
     pub frozen: FrozenCounts,
     /// Where the training inputs were streamed from, when they were (see
@@ -381,10 +386,21 @@ fn train_in(
         ),
         None => fusion_core::train(&model, &vs, &train_config, inputs, val_data, &run.folder, progress),
     }?;
+    let seconds = started.elapsed().as_secs_f64();
+    let alone = match (leader, config.task, val_data) {
+        (true, Task::Classification, Some(val_data)) => {
+            fusion_core::load_weights(&vs, &run.folder.best_weights())?;
+            let alone = modalities_alone(&model, model.modality_names(), val_data, train_config.batch_size)?;
+            run.write_json("modalities.json", &alone)?;
+            alone
+        }
+        _ => Vec::new(),
+    };
     Ok(Trained {
         summary,
-        seconds: started.elapsed().as_secs_f64(),
+        seconds,
         parameters,
+        alone,
         classes,
         skipped: [train_data.problems, val.problems].concat(),
         frozen,

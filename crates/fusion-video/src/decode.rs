@@ -10,7 +10,7 @@ use ffmpeg_next::{
     util::format::sample::{Sample, Type as SampleType},
 };
 
-use crate::{Error, Result, probe::init_ffmpeg};
+use crate::{Error, Result, input};
 
 /// Which frames to keep.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -110,6 +110,8 @@ const MAX_CONSECUTIVE_ERRORS: usize = 64;
 
 struct VideoReader {
     path: PathBuf,
+    /// The open file, for the second demuxer.
+    file: std::fs::File,
     input: format::context::Input,
     decoder: decoder::Video,
     stream: usize,
@@ -130,12 +132,11 @@ fn seconds(ts: i64, base: Rational) -> f64 {
 
 impl VideoReader {
     fn open(path: &Path) -> Result<Self> {
-        init_ffmpeg();
         let ffmpeg = |source| Error::Ffmpeg {
             path: path.to_path_buf(),
             source,
         };
-        let input = format::input(path).map_err(ffmpeg)?;
+        let (file, input) = input::open(path)?;
         let stream = input
             .streams()
             .best(media::Type::Video)
@@ -174,6 +175,7 @@ impl VideoReader {
         let index = stream.index();
         Ok(Self {
             path: path.into(),
+            file,
             input,
             decoder,
             stream: index,
@@ -259,7 +261,7 @@ impl VideoReader {
     /// with a second demuxer so the decoder keeps its place. `None` when unknown.
     fn landing(&mut self, target: f64) -> Result<Option<f64>> {
         if self.probe.is_none() {
-            self.probe = Some(format::input(&self.path).map_err(|e| self.error(e))?);
+            self.probe = Some(input::demuxer(&self.file, &self.path)?);
         }
         let Some(probe) = self.probe.as_mut() else {
             return Ok(None);
@@ -476,7 +478,6 @@ pub struct SoundTrack {
 /// Decodes the best audio stream of `path` to mono f32 at `sample_rate` with swresample.
 /// A file without sound gives `Ok(None)`: a missing modality, not an error.
 pub fn read_sound_track(path: impl AsRef<Path>, sample_rate: u32) -> Result<Option<SoundTrack>> {
-    init_ffmpeg();
     let path = path.as_ref();
     let ffmpeg = |source| Error::Ffmpeg {
         path: path.to_path_buf(),
@@ -485,7 +486,7 @@ pub fn read_sound_track(path: impl AsRef<Path>, sample_rate: u32) -> Result<Opti
     if sample_rate == 0 {
         return Err(Error::InvalidSetting("sample rate 0".into()));
     }
-    let mut input = format::input(path).map_err(ffmpeg)?;
+    let (_file, mut input) = input::open(path)?;
     let Some(stream) = input.streams().best(media::Type::Audio) else {
         return Ok(None);
     };

@@ -13,6 +13,14 @@ pub enum Error {
         /// FFmpeg's error.
         source: ffmpeg_next::Error,
     },
+    /// The file could not be opened as a regular file.
+    #[error("cannot read video {path}: {reason}")]
+    Unreadable {
+        /// The media file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The file opened but holds no video stream.
     #[error("{path} has no video stream")]
     NoVideoStream {

@@ -22,10 +22,12 @@ mod decode;
 #[cfg(feature = "torch")]
 mod encoder;
 mod error;
+mod input;
 mod probe;
 
 pub use decode::{Fit, FrameSize, Frames, MAX_FRAME_PIXELS, Sampling, SoundTrack, read_frames, read_sound_track};
 #[cfg(feature = "torch")]
 pub use encoder::{TemporalPooling, VideoEncoder};
 pub use error::{Error, Result};
+pub use input::ALLOWED_DEMUXERS;
 pub use probe::{VideoInfo, probe};

@@ -1,6 +1,6 @@
 use std::{path::Path, sync::Once};
 
-use ffmpeg_next::{codec, format, media};
+use ffmpeg_next::{codec, media};
 
 use crate::{Error, Result};
 
@@ -47,13 +47,12 @@ pub(crate) fn init_ffmpeg() {
 
 /// Opens a media file and reads its streams' metadata.
 pub fn probe(path: impl AsRef<Path>) -> Result<VideoInfo> {
-    init_ffmpeg();
     let path = path.as_ref();
     let ffmpeg_error = |source| Error::Ffmpeg {
         path: path.to_path_buf(),
         source,
     };
-    let input = format::input(path).map_err(ffmpeg_error)?;
+    let (_file, input) = crate::input::open(path)?;
     let video = input
         .streams()
         .best(media::Type::Video)

@@ -267,3 +267,44 @@ fn a_huge_frame_size_is_refused_before_decoding() {
         1
     );
 }
+
+/// A file named like a video that holds a playlist (HLS, concat) naming a video outside
+/// the folder must not be read through it: only single-file containers are demuxed, and
+/// nothing opens a second file. A FIFO named `.mp4` is refused, not waited on.
+#[test]
+fn playlists_and_fifos_named_like_videos_open_no_other_file() {
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("secret.mp4");
+    std::fs::copy(fixture("testsrc_h264_aac.mp4"), &secret).unwrap();
+    // The file itself reads (the attack below would work with FFmpeg's defaults).
+    assert!(!read_frames(&secret, Sampling::Uniform(2), None).unwrap().is_empty());
+    let folder = tempfile::tempdir().unwrap();
+    let playlists = [
+        (
+            "hls.mp4",
+            format!("#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\n{}\n#EXT-X-ENDLIST\n", secret.display()),
+        ),
+        ("concat.mp4", format!("ffconcat version 1.0\nfile '{}'\n", secret.display())),
+    ];
+    for (name, text) in playlists {
+        let clip = folder.path().join(name);
+        std::fs::write(&clip, text).unwrap();
+        let read = read_frames(&clip, Sampling::Uniform(2), None);
+        assert!(
+            matches!(&read, Err(Error::Ffmpeg { path, .. }) if *path == clip),
+            "{name}: {:?}",
+            read.map(|f| f.len())
+        );
+        assert!(fusion_video::probe(&clip).is_err(), "{name}");
+        assert!(read_sound_track(&clip, 16000).is_err(), "{name}");
+    }
+    let fifo = folder.path().join("fifo.mp4");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    match read_frames(&fifo, Sampling::Uniform(1), None) {
+        Err(Error::Unreadable { path, reason }) => {
+            assert_eq!(path, fifo);
+            assert!(reason.contains("not a regular file"), "{reason}");
+        }
+        other => panic!("{:?}", other.map(|f| f.len())),
+    }
+}
