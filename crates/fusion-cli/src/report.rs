@@ -49,8 +49,11 @@ A logistic regression per modality on the same inputs (L2 penalty chosen on val;
         );
     }
     for skipped in &baselines.skipped {
-        let _ = writeln!(out, "
-No baseline for {skipped}.");
+        let _ = writeln!(
+            out,
+            "
+No baseline for {skipped}."
+        );
     }
     if let Some(best) = baselines.best() {
         let _ = writeln!(
@@ -180,8 +183,11 @@ The best weights on the validation records that have the modality, every other m
             );
         }
         for warning in alone.iter().filter_map(fusion_run::ModalityAlone::warning) {
-            let _ = writeln!(out, "
-> {warning}");
+            let _ = writeln!(
+                out,
+                "
+> {warning}"
+            );
         }
         out += "
 ";

@@ -421,12 +421,7 @@ fn log_mel_of(_: &LogMelConfig, _: &[u8], _: &Path, _: &crate::Limits) -> std::r
 }
 
 #[cfg(not(feature = "audio"))]
-fn log_mel_stats_of(
-    _: &LogMelConfig,
-    _: &[u8],
-    _: &Path,
-    _: &crate::Limits,
-) -> std::result::Result<Vec<f32>, String> {
+fn log_mel_stats_of(_: &LogMelConfig, _: &[u8], _: &Path, _: &crate::Limits) -> std::result::Result<Vec<f32>, String> {
     Err(missing_feature("audio"))
 }
 
@@ -581,7 +576,11 @@ impl LogMelConfig {
                 return (0.0, 0.0, 0.0);
             }
             let mean = sum / n;
-            ((mean) as f32, (squares / n - mean * mean).max(0.0).sqrt() as f32, (absolute / n) as f32)
+            (
+                (mean) as f32,
+                (squares / n - mean * mean).max(0.0).sqrt() as f32,
+                (absolute / n) as f32,
+            )
         };
         for band in 0..log_mel.rows {
             let row = &log_mel.data[band * log_mel.frames..band * log_mel.frames + frames];

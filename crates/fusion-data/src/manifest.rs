@@ -992,7 +992,10 @@ mod tests {
         )
         .expect("write manifest");
         let manifest = Manifest::load(&linked)?;
-        assert_eq!(manifest.records.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["alias"]);
+        assert_eq!(
+            manifest.records.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["alias"]
+        );
         assert_eq!(manifest.rejected.len(), 2);
         for rejected in &manifest.rejected {
             assert!(rejected.reason.contains("symbolic link to"), "{}", rejected.reason);

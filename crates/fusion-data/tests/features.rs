@@ -339,7 +339,10 @@ fn shaped_features_keep_their_layout() {
     let (mean, std) = ([0.485f32, 0.456, 0.406], [0.229f32, 0.224, 0.225]);
     for (i, (plain, scaled)) in values.iter().zip(&normalised).enumerate() {
         let channel = (i / 64) % 3;
-        assert!(((plain - mean[channel]) / std[channel] - scaled).abs() < 1e-5, "value {i}");
+        assert!(
+            ((plain - mean[channel]) / std[channel] - scaled).abs() < 1e-5,
+            "value {i}"
+        );
     }
     assert_ne!(imagenet.hash(), rgb_frames.hash());
     let grey_imagenet = FeatureConfig::VideoFrames {

@@ -313,8 +313,15 @@ mod tests {
             host: "127.0.0.1".into(),
             port: taken.local_addr().map(|a| a.port()).unwrap_or(1),
         };
-        let error = GlooGroup::join(&busy, 0, 1, Duration::from_secs(5)).err().map(|e| e.to_string());
-        assert!(error.as_deref().is_some_and(|e| e.contains("cannot listen on 127.0.0.1:")), "{error:?}");
+        let error = GlooGroup::join(&busy, 0, 1, Duration::from_secs(5))
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|e| e.contains("cannot listen on 127.0.0.1:")),
+            "{error:?}"
+        );
     }
 
     fn free_port() -> u16 {

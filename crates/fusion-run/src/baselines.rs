@@ -80,7 +80,9 @@ pub fn fit_baselines(
     let mut test_fused = Tensor::zeros([held_out.len(), classes as i64], (Kind::Float, Device::Cpu));
     for (m, spec) in config.modalities.iter().enumerate() {
         let flat = |d: &TensorDataset| cpu(&d.features[m]).flatten(1, -1).to_kind(Kind::Float);
-        if spec.features.integer() || train.padding[m].is_some() {
+        // A frozen text encoder's cached outputs are a vector like any other; token ids
+        // and padded sequences are not.
+        if !train.features[m].is_floating_point() || train.padding[m].is_some() {
             skipped.push(format!("{}: token ids or sequences, not a fixed vector", spec.name));
             continue;
         }
@@ -289,8 +291,10 @@ mod tests {
         // The values need not repeat: any draw has an optimum to reach.
         tch::manual_seed(3);
         let x = Tensor::randn([300, 5], (Kind::Float, Device::Cpu));
-        let truth = Tensor::from_slice(&[2.0f32, -1.0, 0.5, 0.0, 1.5, -2.0, 0.3, 1.0, -0.5, 0.0, 0.2, 1.1, -1.3, 0.7, 0.0])
-            .view([5, 3]);
+        let truth = Tensor::from_slice(&[
+            2.0f32, -1.0, 0.5, 0.0, 1.5, -2.0, 0.3, 1.0, -0.5, 0.0, 0.2, 1.1, -1.3, 0.7, 0.0,
+        ])
+        .view([5, 3]);
         let y = (x.matmul(&truth) + Tensor::randn([300, 3], (Kind::Float, Device::Cpu)) * 0.5).argmax(-1, false);
         let l2 = 1e-3;
         let (weights, bias) = fit_logistic(&x, &y, 3, l2)?;
@@ -304,7 +308,13 @@ mod tests {
             assert!(largest < 1e-4, "gradient {largest}");
         }
         // It separates the training data about as well as the generating weights do.
-        let fitted = f64::try_from((x.matmul(&weights) + &bias).argmax(-1, false).eq_tensor(&y).to_kind(Kind::Float).mean(Kind::Float))?;
+        let fitted = f64::try_from(
+            (x.matmul(&weights) + &bias)
+                .argmax(-1, false)
+                .eq_tensor(&y)
+                .to_kind(Kind::Float)
+                .mean(Kind::Float),
+        )?;
         assert!(fitted > 0.8, "training accuracy {fitted}");
         Ok(())
     }

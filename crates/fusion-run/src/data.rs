@@ -268,7 +268,11 @@ pub fn fit_standardization(data: &TensorDataset, modalities: &[ModalitySpec]) ->
             .to_kind(Kind::Float)
             .to_device(Device::Cpu);
         let shape = &features.size()[1..];
-        let scale_shape = if spec.features.scaled_per_value() { shape } else { &[1][..] };
+        let scale_shape = if spec.features.scaled_per_value() {
+            shape
+        } else {
+            &[1][..]
+        };
         if rows.size()[0] == 0 {
             fitted.push(Some((
                 Tensor::zeros(shape, (Kind::Float, Device::Cpu)),

@@ -282,9 +282,15 @@ fn playlists_and_fifos_named_like_videos_open_no_other_file() {
     let playlists = [
         (
             "hls.mp4",
-            format!("#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\n{}\n#EXT-X-ENDLIST\n", secret.display()),
+            format!(
+                "#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\n{}\n#EXT-X-ENDLIST\n",
+                secret.display()
+            ),
         ),
-        ("concat.mp4", format!("ffconcat version 1.0\nfile '{}'\n", secret.display())),
+        (
+            "concat.mp4",
+            format!("ffconcat version 1.0\nfile '{}'\n", secret.display()),
+        ),
     ];
     for (name, text) in playlists {
         let clip = folder.path().join(name);
@@ -299,7 +305,13 @@ fn playlists_and_fifos_named_like_videos_open_no_other_file() {
         assert!(read_sound_track(&clip, 16000).is_err(), "{name}");
     }
     let fifo = folder.path().join("fifo.mp4");
-    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
     match read_frames(&fifo, Sampling::Uniform(1), None) {
         Err(Error::Unreadable { path, reason }) => {
             assert_eq!(path, fifo);
