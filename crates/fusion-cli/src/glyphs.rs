@@ -166,3 +166,58 @@ impl<B: DrawingBackend> DrawingBackend for SetText<'_, B> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn font() -> FontRef<'static> {
+        FontRef::try_from_slice(crate::plots::FONT).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Ink of a glyph starts at the pen plus its left side bearing (plotters drew it at the
+    /// pen), and every glyph sits on one baseline.
+    #[test]
+    fn glyphs_keep_their_side_bearing_and_baseline() {
+        let font = font();
+        let scaled = font.as_scaled(PxScale::from(80.0));
+        let inked = |text: &str| -> Vec<(i32, i32)> {
+            rasterize(&font, text, 80.0)
+                .0
+                .into_iter()
+                .filter(|p| p.2 > 0.5)
+                .map(|p| (p.0, p.1))
+                .collect()
+        };
+        let hyphen = font.glyph_id('-');
+        let bearing = scaled.h_side_bearing(hyphen);
+        assert!(bearing >= 3.0, "DejaVu's hyphen has a bearing: {bearing}");
+        let left = inked("-").iter().map(|p| p.0).min().unwrap_or(0);
+        assert!((left as f32 - bearing).abs() <= 1.0, "ink at {left}, bearing {bearing}");
+        // After a T, the hyphen's ink begins a bearing past the T's advance.
+        let t = scaled.h_advance(font.glyph_id('T')) + scaled.kern(font.glyph_id('T'), hyphen);
+        let after_t = inked("T-");
+        let hyphen_left = after_t
+            .iter()
+            .filter(|p| p.1 > inked("T").iter().map(|q| q.1).min().unwrap_or(0) + 24)
+            .filter(|p| p.0 as f32 > t - 1.0)
+            .map(|p| p.0)
+            .min()
+            .unwrap_or(0);
+        assert!(
+            (hyphen_left as f32 - (t + bearing)).abs() <= 1.5,
+            "{hyphen_left} vs {}",
+            t + bearing
+        );
+        let bottom = |text: &str| inked(text).iter().map(|p| p.1).max().unwrap_or(0);
+        assert!(
+            (bottom("x") - bottom("X")).abs() <= 1,
+            "{} vs {}",
+            bottom("x"),
+            bottom("X")
+        );
+        let (_, width, _) = rasterize(&font, "Sandal", 80.0);
+        let advances: f32 = "Sandal".chars().map(|c| scaled.h_advance(font.glyph_id(c))).sum();
+        assert!((width as f32 - advances).abs() <= 2.0, "{width} vs {advances}");
+    }
+}

@@ -12,7 +12,7 @@ use plotters::{
     style::text_anchor::{HPos, Pos, VPos},
 };
 
-static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+pub(crate) static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 
 const TITLE_SIZE: u32 = 22;
 const SMALLEST_TITLE: u32 = 12;
@@ -574,6 +574,40 @@ mod tests {
             ],
         )?;
         assert_readable(&files[1]);
+        Ok(())
+    }
+
+    /// Epochs (whole numbers) get whole-number ticks, written without decimals; other x
+    /// values keep plotters' own ticks.
+    #[test]
+    fn whole_number_x_values_get_whole_number_ticks() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let tick_labels = |points: Vec<(f64, f64)>, name: &str| -> Result<Vec<String>> {
+            let files = lines(
+                &dir.path().join(name),
+                "Training",
+                "epoch",
+                &[Panel {
+                    y_label: "loss".into(),
+                    series: vec![("val loss".into(), points)],
+                }],
+            )?;
+            let svg = std::fs::read_to_string(&files[1])?;
+            let (_, placed) = texts(&svg);
+            // The x tick labels: the lowest row of numbers (the y ticks stand above it).
+            let numbers: Vec<Placed> = placed.into_iter().filter(|p| p.text.parse::<f64>().is_ok()).collect();
+            let lowest = numbers.iter().map(|p| p.top).fold(0.0, f64::max);
+            Ok(numbers
+                .into_iter()
+                .filter(|p| p.top > lowest - 2.0)
+                .map(|p| p.text)
+                .collect())
+        };
+        let epochs = tick_labels((1..=7).map(|e| (f64::from(e), 1.0 / f64::from(e))).collect(), "epochs")?;
+        assert!(!epochs.is_empty());
+        assert!(epochs.iter().all(|t| !t.contains('.')), "{epochs:?}");
+        let fractions = tick_labels((0..6).map(|i| (f64::from(i) * 0.2, 0.5)).collect(), "noise")?;
+        assert!(fractions.iter().any(|t| t.contains('.')), "{fractions:?}");
         Ok(())
     }
 

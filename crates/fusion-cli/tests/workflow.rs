@@ -866,6 +866,38 @@ fn a_table_trains_with_no_configuration_and_its_written_config_reruns() {
     // 15 % of each class's 40 records held out for test.
     assert_eq!(eval["metrics"]["count"], 18, "{eval}");
     assert!(eval["metrics"]["accuracy"].as_f64().unwrap() >= 0.8, "{eval}");
+    // Beside the run: a logistic regression per modality on the same inputs (the frozen
+    // text encoder's outputs for the descriptions, whose marker word names the class) and
+    // their late fusion; and each modality alone on val.
+    let read = |name: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(run.join(name)).unwrap()).unwrap()
+    };
+    let baselines = read("baselines.json");
+    let names: Vec<&str> = baselines["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names.last(),
+        Some(&"late fusion of the logistic regressions"),
+        "{baselines}"
+    );
+    assert!(names.contains(&"logistic regression: table"), "{baselines}");
+    let fused = &baselines["rows"][names.len() - 1];
+    assert!(fused["accuracy"].as_f64().unwrap() >= 0.8, "{baselines}");
+    let alone = read("modalities.json");
+    let text = alone
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["modality"] == "text")
+        .unwrap();
+    assert_eq!(text["at_chance"], false, "{alone}");
+    let report = std::fs::read_to_string(run.join("report.md")).unwrap();
+    assert!(report.contains("## Simple baselines on test") && report.contains("Fusion gain over the best baseline"));
+    assert!(report.contains("## Each modality alone"));
 
     let again = dir.path().join("again");
     let config = run.join("config.json");

@@ -920,17 +920,19 @@ impl FeatureCache {
     }
 
     /// Stores `vectors` (content hash → features) as one new shard.
-    pub fn store(&self, config: &FeatureConfig, vectors: &BTreeMap<String, Vec<f32>>) -> Result<()> {
+    pub fn store<V: AsRef<[f32]>>(&self, config: &FeatureConfig, vectors: &BTreeMap<String, V>) -> Result<()> {
         let shape = config.shape();
-        let shaped = vectors
+        // Borrowed, not copied: a chunk of pictures is hundreds of megabytes.
+        let shaped: BTreeMap<String, (Vec<usize>, &[f32])> = vectors
             .iter()
             .map(|(key, v)| {
+                let v = v.as_ref();
                 let shape = if config.variable_length() {
                     vec![v.len()]
                 } else {
                     shape.clone()
                 };
-                (key.clone(), (shape, v.clone()))
+                (key.clone(), (shape, v))
             })
             .collect();
         let description = serde_json::to_value(config).unwrap_or_default();
@@ -939,10 +941,10 @@ impl FeatureCache {
 
     /// Stores `arrays` (key → shape and values) as one new shard of the folder `name`,
     /// with `description` saved once as its `config.json`.
-    pub fn store_named(
+    pub fn store_named<V: AsRef<[f32]>>(
         &self,
         name: &str,
-        arrays: &BTreeMap<String, ShapedArray>,
+        arrays: &BTreeMap<String, (Vec<usize>, V)>,
         description: &serde_json::Value,
     ) -> Result<()> {
         if arrays.is_empty() {
@@ -959,15 +961,9 @@ impl FeatureCache {
             let text = serde_json::to_string_pretty(description).unwrap_or_default();
             write_atomic(&config_file, text.as_bytes()).map_err(|e| io(&config_file, e))?;
         }
-        let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = arrays
+        let bytes: Vec<(String, Vec<usize>, std::borrow::Cow<'_, [u8]>)> = arrays
             .iter()
-            .map(|(key, (shape, v))| {
-                (
-                    key.clone(),
-                    shape.clone(),
-                    v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                )
-            })
+            .map(|(key, (shape, v))| (key.clone(), shape.clone(), little_endian_bytes(v.as_ref())))
             .collect();
         let views = bytes
             .iter()
@@ -983,13 +979,23 @@ impl FeatureCache {
         let keys: String = arrays.keys().map(String::as_str).collect();
         let shard = format!("{}.safetensors", &hex(&Sha256::digest(keys.as_bytes()))[..24]);
         let target = folder.join(shard);
-        let sum = shard_checksum(bytes.iter().map(|(k, s, d)| (k.as_str(), s.as_slice(), d.as_slice())));
+        let sum = shard_checksum(bytes.iter().map(|(k, s, d)| (k.as_str(), s.as_slice(), d.as_ref())));
         let metadata = HashMap::from([(CHECKSUM_FIELD.to_string(), sum)]);
         let data = safetensors::serialize(views, &Some(metadata)).map_err(|e| Error::Cache {
             path: target.clone(),
             reason: format!("{e:?}"),
         })?;
         write_atomic(&target, &data).map_err(|e| io(&target, e))
+    }
+}
+
+/// The values as safetensors stores them (little-endian): the memory itself where the
+/// machine is little-endian, a converted copy elsewhere.
+fn little_endian_bytes(values: &[f32]) -> std::borrow::Cow<'_, [u8]> {
+    if cfg!(target_endian = "little") {
+        std::borrow::Cow::Borrowed(bytemuck::cast_slice(values))
+    } else {
+        std::borrow::Cow::Owned(values.iter().flat_map(|x| x.to_le_bytes()).collect())
     }
 }
 
@@ -1060,10 +1066,12 @@ pub fn extract(
             })
         })
         .collect::<Result<_>>()?;
-    let mut stored: Vec<HashMap<String, Vec<f32>>> = match cache {
+    let stored: Vec<HashMap<String, Vec<f32>>> = match cache {
         Some(cache) => specs.iter().map(|s| cache.load(&s.config)).collect::<Result<_>>()?,
         None => specs.iter().map(|_| HashMap::new()).collect(),
     };
+    // Per modality, where a vector computed in an earlier chunk is (a file may appear twice).
+    let mut computed_at: Vec<HashMap<String, usize>> = vec![HashMap::new(); specs.len()];
     let records: Vec<&Record> = manifest
         .records
         .iter()
@@ -1091,9 +1099,10 @@ pub fn extract(
             .map(|record| {
                 let outcome = specs
                     .iter()
+                    .enumerate()
                     .zip(&stored)
                     .zip(&prepared)
-                    .map(|((spec, stored), prepared)| {
+                    .map(|(((m, spec), stored), prepared)| {
                         let problem = |path: Option<PathBuf>, reason: String| Problem {
                             id: record.id.clone(),
                             modality: Some(spec.name.clone()),
@@ -1105,7 +1114,10 @@ pub fn extract(
                         };
                         let (bytes, path) = found.map_err(|(path, reason)| problem(Some(path), reason))?;
                         let key = hex(&Sha256::digest(&bytes));
-                        if let Some(values) = stored.get(&key) {
+                        let earlier = computed_at[m]
+                            .get(&key)
+                            .and_then(|&row| extraction.features[m][row].as_ref());
+                        if let Some(values) = stored.get(&key).or(earlier) {
                             return Ok(Some((key, values.clone(), true)));
                         }
                         let values = spec
@@ -1119,7 +1131,8 @@ pub fn extract(
                 outcome
             })
             .collect();
-        let mut fresh: Vec<BTreeMap<String, Vec<f32>>> = vec![BTreeMap::new(); specs.len()];
+        // Per modality, the rows this chunk computed, by key: cached from where they lie.
+        let mut fresh: Vec<BTreeMap<String, usize>> = vec![BTreeMap::new(); specs.len()];
         for (record, outcome) in chunk.iter().copied().zip(outcomes) {
             let mut failed = Vec::new();
             let values: Vec<Option<(String, Vec<f32>, bool)>> = outcome
@@ -1153,30 +1166,34 @@ pub fn extract(
             extraction.absent.append(&mut failed);
             extraction.records.push(record.clone());
             for (m, value) in values.into_iter().enumerate() {
+                let row = extraction.features[m].len();
                 extraction.keys[m].push(value.as_ref().map(|(key, _, _)| key.clone()));
                 extraction.features[m].push(value.map(|(key, values, cached)| {
                     if cached {
                         extraction.cached += 1;
                     } else {
                         extraction.computed += 1;
-                        fresh[m].insert(key, values.clone());
+                        fresh[m].insert(key, row);
                     }
                     values
                 }));
             }
         }
+        for (m, rows) in fresh.iter().enumerate() {
+            computed_at[m].extend(rows.iter().map(|(key, &row)| (key.clone(), row)));
+        }
         let Some(cache) = cache else { continue };
-        for (spec, vectors) in specs.iter().zip(&fresh) {
-            if let Err(e) = cache.store(&spec.config, vectors) {
+        for (m, (spec, rows)) in specs.iter().zip(&fresh).enumerate() {
+            let vectors: BTreeMap<String, &[f32]> = rows
+                .iter()
+                .filter_map(|(key, &row)| extraction.features[m][row].as_deref().map(|v| (key.clone(), v)))
+                .collect();
+            if let Err(e) = cache.store(&spec.config, &vectors) {
                 let error = e.to_string();
                 if !extraction.cache_errors.contains(&error) {
                     extraction.cache_errors.push(error);
                 }
             }
-        }
-        // Later chunks reuse what this one computed (a file may appear twice).
-        for (stored, vectors) in stored.iter_mut().zip(fresh) {
-            stored.extend(vectors);
         }
     }
     Ok(extraction)

@@ -148,6 +148,37 @@ pub fn dataset(
     columns: &[usize],
     device: Device,
 ) -> Result<SplitData> {
+    labelled(
+        extraction,
+        indices,
+        (task, outputs),
+        modalities,
+        columns,
+        device,
+        Inputs::Raw,
+    )
+}
+
+/// Which inputs a dataset holds for a modality whose frozen encoder's outputs are cached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Inputs {
+    /// The raw features, as for any modality.
+    Raw,
+    /// `[N, 0]`: nothing, for the encoder's outputs to replace (its raw inputs, a 224²
+    /// picture per record, are never gathered into one tensor).
+    EncodedLater,
+}
+
+/// [`dataset`], choosing what cached frozen encoders' modalities hold.
+pub(crate) fn labelled(
+    extraction: &Extraction,
+    indices: &[usize],
+    (task, outputs): (Task, &[String]),
+    modalities: &[ModalitySpec],
+    columns: &[usize],
+    device: Device,
+    inputs: Inputs,
+) -> Result<SplitData> {
     let mut kept = Vec::new();
     let mut targets = Vec::new();
     let mut problems = Vec::new();
@@ -175,6 +206,7 @@ pub fn dataset(
         columns,
         device,
         problems,
+        inputs,
     )
 }
 
@@ -199,6 +231,7 @@ pub fn unlabelled(
         columns,
         device,
         Vec::new(),
+        Inputs::Raw,
     )
 }
 
@@ -212,6 +245,7 @@ fn build(
     columns: &[usize],
     device: Device,
     problems: Vec<Problem>,
+    inputs: Inputs,
 ) -> Result<SplitData> {
     let labels = match task {
         Task::Classification => Tensor::from_slice(targets).to_kind(Kind::Int64),
@@ -224,6 +258,13 @@ fn build(
     let mut padding = Vec::new();
     let mut present = Vec::new();
     for (spec, &column) in modalities.iter().zip(columns) {
+        if inputs == Inputs::EncodedLater && spec.encoder.caches_outputs() {
+            let here: Vec<bool> = kept.iter().map(|&i| extraction.features[column][i].is_some()).collect();
+            features.push(Tensor::zeros([kept.len() as i64, 0], (Kind::Float, device)));
+            padding.push(None);
+            present.push(Tensor::from_slice(&here).to_device(device));
+            continue;
+        }
         let (values, mask, here) = modality_tensor(extraction, column, spec, &kept);
         features.push(values.to_device(device));
         padding.push(mask.map(|m| m.to_device(device)));

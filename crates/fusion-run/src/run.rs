@@ -17,7 +17,7 @@ use tch::{Device, Tensor, nn};
 use crate::{
     Error, Result, RunConfig,
     alone::{ModalityAlone, modalities_alone},
-    data::{SplitData, dataset, fit_standardization, outputs_of, standardized},
+    data::{Inputs, SplitData, fit_standardization, labelled, outputs_of, standardized},
     encoder::{Augmented, Standardized},
     frozen::{FrozenCounts, encode_frozen},
 };
@@ -167,13 +167,14 @@ pub fn split_dataset(
     classes: &[String],
     device: Device,
 ) -> Result<SplitData> {
-    let mut data = dataset(
+    let mut data = labelled(
         extraction,
         &extraction.split_indices(split),
         (config.task, classes),
         &config.modalities,
         &config.columns(specs)?,
         device,
+        Inputs::EncodedLater,
     )?;
     encode_frozen(config, extraction, specs, &mut data, device)?;
     Ok(data)
@@ -296,13 +297,14 @@ fn train_in(
         .copied()
         .filter(|&i| columns.iter().any(|&c| extraction.features[c][i].is_some()))
         .collect();
-    let mut train_data = dataset(
+    let mut train_data = labelled(
         extraction,
         &trainable,
         (config.task, &classes),
         &config.modalities,
         &columns,
         device,
+        Inputs::EncodedLater,
     )?;
     if let (true, Some(first)) = (train_data.records.is_empty(), train_data.problems.first()) {
         return Err(Error::Config(format!(
@@ -313,13 +315,14 @@ fn train_in(
         )));
     }
     let mut frozen = encode_frozen(config, extraction, specs, &mut train_data, device)?;
-    let mut val = dataset(
+    let mut val = labelled(
         extraction,
         &extraction.split_indices(Split::Val),
         (config.task, &classes),
         &config.modalities,
         &columns,
         device,
+        Inputs::EncodedLater,
     )?;
     let counts = encode_frozen(config, extraction, specs, &mut val, device)?;
     frozen.cached += counts.cached;
