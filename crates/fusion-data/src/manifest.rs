@@ -201,6 +201,14 @@ impl Record {
     }
 }
 
+/// The folder of the manifest at `path`: `.` for a bare file name (whose parent is the
+/// empty path, which every path would count as being inside).
+pub(crate) fn manifest_folder(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
 /// Which files a manifest may name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PathScope {
@@ -616,7 +624,7 @@ impl Manifest {
     /// Turns parsed lines (line number, fields or why the line is unreadable) into records,
     /// rejecting bad lines, repeated ids and paths outside the manifest's folder.
     fn add_lines(&mut self, lines: Vec<ParsedLine>, path: &Path, scope: PathScope, columns: Option<&ColumnMap>) {
-        let base = path.parent().unwrap_or(Path::new("."));
+        let base = manifest_folder(path);
         let mut seen = std::collections::HashSet::new();
         for (line, fields) in lines {
             let mut unknown = Vec::new();
@@ -1016,6 +1024,15 @@ mod tests {
             PathScope::ManifestFolder,
         );
         assert_eq!(relative.records.len(), 1);
+        // A bare file name's folder is the current one, not the empty path (inside which
+        // every path counted: `fusion validate m.jsonl` read /etc/shadow).
+        let bare = Manifest::parse_jsonl(
+            b"{\"id\": \"a\", \"text_path\": \"/etc/shadow\"}\n{\"id\": \"b\", \"text_path\": \"../../etc/passwd\"}",
+            Path::new("m.jsonl"),
+            PathScope::ManifestFolder,
+        );
+        assert!(bare.records.is_empty(), "{:?}", bare.records);
+        assert_eq!(bare.rejected.len(), 2);
         Ok(())
     }
 

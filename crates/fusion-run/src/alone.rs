@@ -40,11 +40,12 @@ impl ModalityAlone {
     }
 }
 
-/// Fewest records on which a judgement is made.
-const FEWEST: usize = 20;
+/// Fewest records on which a judgement is made (the margin over chance widens as they
+/// get fewer).
+const FEWEST: usize = 10;
 
 /// Each modality of `model` (named `names`) alone on the classification dataset `val`.
-/// Modalities present in fewer than 20 validation records are left out.
+/// Modalities present in fewer than 10 validation records are left out.
 pub fn modalities_alone(
     model: &FusionModel,
     names: &[String],
