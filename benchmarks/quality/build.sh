@@ -3,7 +3,7 @@
 #   benchmarks/quality/build.sh                 # all three
 #   benchmarks/quality/build.sh xor_pair        # one
 # Needs (Debian): apt-get install -y dataset-fashion-mnist espeak-ng ffmpeg
-# and /work/shared/data/{mnist,fsdd,video}. The Python venv is made on first use.
+# and the shared data mirror (../shared/data beside the checkout, or FUSION_DATA_MIRROR) with mnist, fsdd and video. The Python venv is made on first use.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 VENV=${QUALITY_VENV:-$HOME/.cache/quality-venv}

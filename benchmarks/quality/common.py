@@ -19,9 +19,15 @@ from scipy.io import wavfile
 from scipy.signal import resample_poly
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"  # Debian package dataset-fashion-mnist
-MNIST_DIR = "/work/shared/data/mnist"
-FSDD_DIR = "/work/shared/data/fsdd/recordings"
-BBB_MP4 = "/work/shared/data/video/bbb_360p_h264.mp4"
+# The shared data mirror beside the checkout (FUSION_DATA_MIRROR overrides it), as
+# `cargo xtask data` reads it.
+DATA_DIR = os.environ.get(
+    "FUSION_DATA_MIRROR",
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared", "data"),
+)
+MNIST_DIR = os.path.join(DATA_DIR, "mnist")
+FSDD_DIR = os.path.join(DATA_DIR, "fsdd", "recordings")
+BBB_MP4 = os.path.join(DATA_DIR, "video", "bbb_360p_h264.mp4")
 
 FASHION_NAMES = ["T-shirt", "trouser", "pullover", "dress", "coat",
                  "sandal", "shirt", "sneaker", "bag", "ankle boot"]
