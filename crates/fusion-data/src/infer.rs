@@ -443,7 +443,7 @@ pub fn infer_columns(
     if let Some(name) = given.keys().find(|g| !names.contains(g)) {
         return Err(unknown("--column-types", name));
     }
-    let base = crate::manifest::manifest_folder(path);
+    let base = path.parent().unwrap_or(Path::new("."));
     let mut label_kind = LabelKind::Classes;
     let mut inferred: Vec<(ColumnKind, String, Vec<&str>)> = Vec::new();
     for name in &names {

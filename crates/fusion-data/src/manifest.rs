@@ -186,7 +186,7 @@ impl Record {
             }
             // A symbolic link inside the folder may lead out of it: the file read is the
             // resolved one. (A file that does not exist yet is reported when it is read.)
-            if let (Ok(resolved), Ok(folder)) = (path.canonicalize(), base.canonicalize())
+            if let (Ok(resolved), Ok(folder)) = (path.canonicalize(), current_if_empty(base).canonicalize())
                 && !resolved.starts_with(&folder)
             {
                 return Err(format!(
@@ -199,14 +199,6 @@ impl Record {
         }
         Ok(())
     }
-}
-
-/// The folder of the manifest at `path`: `.` for a bare file name (whose parent is the
-/// empty path, which every path would count as being inside).
-pub(crate) fn manifest_folder(path: &Path) -> &Path {
-    path.parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
 }
 
 /// Which files a manifest may name.
@@ -222,9 +214,21 @@ pub enum PathScope {
     Anywhere,
 }
 
+/// `.` for the empty path: the folder of a manifest named by a bare file name (`m.jsonl`),
+/// whose parent is the empty path — inside which every path counted, so `fusion validate
+/// m.jsonl` read `/etc/shadow`.
+fn current_if_empty(folder: &Path) -> &Path {
+    if folder.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        folder
+    }
+}
+
 /// `path` made absolute against the current folder with `.` and `..` folded away, without
 /// touching the file system.
 fn absolute_lexical(path: &Path) -> PathBuf {
+    let path = current_if_empty(path);
     let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let mut folded = PathBuf::new();
     for component in absolute.components() {
@@ -624,7 +628,7 @@ impl Manifest {
     /// Turns parsed lines (line number, fields or why the line is unreadable) into records,
     /// rejecting bad lines, repeated ids and paths outside the manifest's folder.
     fn add_lines(&mut self, lines: Vec<ParsedLine>, path: &Path, scope: PathScope, columns: Option<&ColumnMap>) {
-        let base = manifest_folder(path);
+        let base = path.parent().unwrap_or(Path::new("."));
         let mut seen = std::collections::HashSet::new();
         for (line, fields) in lines {
             let mut unknown = Vec::new();
