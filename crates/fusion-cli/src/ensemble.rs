@@ -306,8 +306,32 @@ pub fn build(folders: &[PathBuf], out: &Path, rounds: usize, ui: Ui, device: Dev
     ui.result(&serde_json::json!({"ensemble": file, "eval": eval}))
 }
 
+/// Reads `ensemble.json` and checks it against its members: each member's classes are the
+/// file's, in its order, and the weights are a distribution (an edited file otherwise
+/// blends probabilities of other classes into nonsense that still exits 0).
 fn read(folder: &Path) -> Result<EnsembleFile> {
-    Ok(Run::new(folder).read_json(ENSEMBLE_FILE)?)
+    let file: EnsembleFile = Run::new(folder).read_json(ENSEMBLE_FILE)?;
+    let path = folder.join(ENSEMBLE_FILE);
+    let weights: Vec<f64> = file.members.iter().map(|m| m.weight).collect();
+    let total: f64 = weights.iter().sum();
+    if weights.iter().any(|w| !w.is_finite() || *w < 0.0) || !(total > 0.0 && (total - 1.0).abs() < 1e-6) {
+        bail!(
+            "{}: member weights {weights:?} must be finite, non-negative and sum to 1",
+            path.display()
+        );
+    }
+    for member in &file.members {
+        let classes = Run::new(&member.run).classes()?;
+        if classes != file.classes {
+            bail!(
+                "{}: the classes {:?} are not those of member {} ({classes:?}); rebuild the ensemble with `fusion ensemble`",
+                path.display(),
+                file.classes,
+                member.run.display()
+            );
+        }
+    }
+    Ok(file)
 }
 
 fn evaluate_ensemble(

@@ -499,6 +499,33 @@ fn ensemble_of_the_compared_runs(dir: &Path, rows: &[serde_json::Value]) {
     let into_a_run = fusion(&["ensemble", "--out", members[1], "--runs", members[0], members[1]]);
     assert!(String::from_utf8_lossy(&into_a_run.stderr).contains("holds a trained run"));
     assert!(!Path::new(members[1]).join("ensemble.json").exists());
+
+    // An ensemble.json edited to other classes, or to weights that are no distribution,
+    // is refused naming the file (it once blended into accuracy 0.07 and exit 0).
+    let file = e.join("ensemble.json");
+    let original = std::fs::read_to_string(&file).unwrap();
+    let mut edited: serde_json::Value = serde_json::from_str(&original).unwrap();
+    edited["classes"] = serde_json::json!(["c2", "c1", "c0"]);
+    std::fs::write(&file, edited.to_string()).unwrap();
+    let refused = fusion(&["eval", "--run", e.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && said.contains("ensemble.json") && said.contains("are not those of member"),
+        "{said}"
+    );
+    let mut edited: serde_json::Value = serde_json::from_str(&original).unwrap();
+    edited["members"][0]["weight"] = serde_json::json!(5.0);
+    std::fs::write(&file, edited.to_string()).unwrap();
+    let refused = fusion(&[
+        "predict",
+        "--run",
+        e.to_str().unwrap(),
+        "--out",
+        dir.join("x.jsonl").to_str().unwrap(),
+    ]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && said.contains("sum to 1"), "{said}");
+    std::fs::write(&file, original).unwrap();
 }
 
 #[test]

@@ -308,6 +308,26 @@ fn is_id_name(name: &str) -> bool {
     ["id", "uid", "key", "identifier", "record_id", "sample_id"].contains(&lower.as_str()) || lower.ends_with("_id")
 }
 
+/// Cells that spreadsheets and data tools write for a missing or undefined number.
+fn is_missing_number(cell: &str) -> bool {
+    [
+        "nan",
+        "inf",
+        "+inf",
+        "-inf",
+        "infinity",
+        "+infinity",
+        "-infinity",
+        "na",
+        "n/a",
+        "null",
+        "none",
+        "?",
+        "-",
+    ]
+    .contains(&cell.trim().to_ascii_lowercase().as_str())
+}
+
 fn is_group_name(name: &str) -> bool {
     ["group", "groups", "subgroup", "subgroups"].contains(&name.to_ascii_lowercase().as_str())
 }
@@ -343,11 +363,19 @@ fn infer_kind(name: &str, cells: &[&str], rows: usize, base: &Path, scope: PathS
         .iter()
         .filter(|c| fusion_tabular::parse_number(c).is_some())
         .count();
-    if numbers * 20 >= cells.len() * 19 {
-        return (
-            ColumnKind::Numeric,
-            format!("{numbers} of {} cells are numbers", cells.len()),
-        );
+    // `NaN`, `inf`, `n/a` and the like stand for a missing number, not for a word.
+    let missing = cells.iter().filter(|c| is_missing_number(c)).count();
+    if numbers > 0 && numbers * 20 >= (cells.len() - missing) * 19 {
+        let odd = cells.len() - numbers;
+        let reason = if odd == 0 {
+            format!("{numbers} of {} cells are numbers", cells.len())
+        } else {
+            format!(
+                "{numbers} of {} cells are numbers; {odd} other cells (`NaN`, `inf`, `n/a`, …) are read as missing",
+                cells.len()
+            )
+        };
+        return (ColumnKind::Numeric, reason);
     }
     let words = cells.iter().map(|c| c.split_whitespace().count()).sum::<usize>() as f64 / cells.len() as f64;
     // Short names, one per row (`outfit:Heavy Laser`, `r17`): what records are called.
@@ -375,6 +403,23 @@ type Rows = (Vec<String>, Vec<BTreeMap<String, String>>);
 
 fn read_rows(path: &Path) -> Result<Rows> {
     let bytes = crate::manifest::manifest_bytes(path)?;
+    let table_error = |reason: String| Error::Csv {
+        path: path.to_path_buf(),
+        reason,
+    };
+    // Not UTF-8 (a Latin-1 or Windows-1252 export): every row would be unreadable.
+    if let Err(e) = std::str::from_utf8(&bytes) {
+        let at = e.valid_up_to();
+        let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        return Err(table_error(format!(
+            "not UTF-8 text: byte {at} (line {line}) is 0x{:02X}; save the table as UTF-8 (it may be Latin-1 \
+             or Windows-1252)",
+            bytes[at]
+        )));
+    }
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(table_error("the file is empty: no header row and no records".into()));
+    }
     let mut names: Vec<String> = Vec::new();
     let mut rows = Vec::new();
     if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
@@ -392,9 +437,21 @@ fn read_rows(path: &Path) -> Result<Rows> {
             .iter()
             .map(str::to_string)
             .collect();
-        // Unreadable rows are reported when the manifest is read; here they are skipped.
+        // Unreadable rows are reported when the manifest is read; here they are skipped. A
+        // row of another length than the header shifts or drops cells: refused, by line.
         for row in reader.records().flatten() {
+            if row.len() != names.len() {
+                let line = row.position().map_or(0, |p| p.line());
+                return Err(table_error(format!(
+                    "line {line} has {} cells where the header has {}",
+                    row.len(),
+                    names.len()
+                )));
+            }
             rows.push(names.iter().cloned().zip(row.iter().map(str::to_string)).collect());
+        }
+        if rows.is_empty() {
+            return Err(table_error("a header row and no records".into()));
         }
     } else {
         for line in bytes.split(|&b| b == b'\n') {
@@ -515,6 +572,57 @@ mod tests {
         let inference = infer_columns(&path, "y", &BTreeMap::new(), PathScope::ManifestFolder)?;
         assert_eq!(inference.columns[0].kind, ColumnKind::Id, "{:?}", inference.columns[0]);
         assert!(inference.columns[0].reason.starts_with(SHORT_NAMES));
+        Ok(())
+    }
+
+    /// Tables a user exports by accident: Latin-1 text, an empty file, a header alone, a
+    /// row with a cell too many, and a numeric column with a few `NaN`/`inf`/`n/a` cells.
+    #[test]
+    fn odd_tables_are_named_errors_and_odd_numbers_are_missing() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::Config(e.to_string()))?;
+        let write = |name: &str, bytes: &[u8]| -> Result<PathBuf> {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).map_err(|e| Error::Config(e.to_string()))?;
+            Ok(path)
+        };
+        let error = |path: &Path| {
+            infer_columns(path, "y", &BTreeMap::new(), PathScope::ManifestFolder)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        let latin1 = write("latin1.csv", b"name,y\ncaf\xe9,a\nthe,b\n")?;
+        let said = error(&latin1);
+        assert!(
+            said.contains("latin1.csv") && said.contains("not UTF-8") && said.contains("line 2"),
+            "{said}"
+        );
+        let empty = write("empty.csv", b"\n")?;
+        assert!(error(&empty).contains("empty"), "{}", error(&empty));
+        let header = write("header.csv", b"x,y\n")?;
+        assert!(error(&header).contains("no records"), "{}", error(&header));
+        let ragged = write("ragged.csv", b"x,y\n1,a\n2,b,extra\n3,c\n")?;
+        let said = error(&ragged);
+        assert!(said.contains("line 3 has 3 cells where the header has 2"), "{said}");
+
+        let mut csv = String::from("price,y\n");
+        for i in 0..120 {
+            let cell = match i % 11 {
+                0 => "NaN".to_string(),
+                5 if i < 60 => "inf".into(),
+                5 => "n/a".into(),
+                _ => format!("{}.5", i * 3),
+            };
+            csv.push_str(&format!("{cell},{}\n", ["a", "b"][i % 2]));
+        }
+        let odd = write("odd.csv", csv.as_bytes())?;
+        let inference = infer_columns(&odd, "y", &BTreeMap::new(), PathScope::ManifestFolder)?;
+        let price = &inference.columns[0];
+        assert_eq!(price.kind, ColumnKind::Numeric, "{price:?}");
+        assert!(
+            price.reason.contains("22 other cells") && price.reason.contains("missing"),
+            "{price:?}"
+        );
         Ok(())
     }
 

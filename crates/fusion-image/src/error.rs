@@ -13,6 +13,13 @@ pub enum Error {
         /// The decoder's error.
         source: image::ImageError,
     },
+    /// A JPEG whose last scan has no end-of-image marker after it: the file was cut short
+    /// (decoders fill the missing rows with grey and say nothing).
+    #[error("image {path} is cut short: its last scan never ends (no end-of-image marker)")]
+    Truncated {
+        /// The image file.
+        path: PathBuf,
+    },
     /// Mean/std lists that do not match the channel count.
     #[error("normalisation needs one mean and one std per channel: {channels} channels, {means} means, {stds} stds")]
     Normalization {

@@ -221,7 +221,26 @@ pub fn decode(path: &Path, pixel_budget: u64) -> Result<Decoded> {
         source: image::ImageError::IoError(e),
     };
     let reader = ImageReader::open(path).map_err(io)?.with_guessed_format().map_err(io)?;
+    if reader.format() == Some(image::ImageFormat::Jpeg) {
+        check_jpeg_complete(&std::fs::read(path).map_err(io)?, path)?;
+    }
     decode_from(reader, path, pixel_budget)
+}
+
+/// Refuses a JPEG cut short: its last start-of-scan (`FF DA`) must be followed by an
+/// end-of-image marker (`FF D9`). Inside entropy-coded data a `FF` byte is always followed
+/// by `00` or a restart marker, so these two byte pairs are markers; an EXIF thumbnail's
+/// own scan and end marker come before the main scan.
+fn check_jpeg_complete(bytes: &[u8], path: &Path) -> Result<()> {
+    let last = |marker: u8| bytes.windows(2).rposition(|w| w == [0xFF, marker]);
+    match (last(0xDA), last(0xD9)) {
+        (Some(scan), Some(end)) if end > scan => Ok(()),
+        // No scan at all: the decoder reports that itself.
+        (None, _) => Ok(()),
+        _ => Err(Error::Truncated {
+            path: path.to_path_buf(),
+        }),
+    }
 }
 
 /// [`decode`] for a file already in memory; `path` names it in errors.
@@ -232,6 +251,9 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, pixel_budget: u64) -> Result<Deco
             path: path.to_path_buf(),
             source: image::ImageError::IoError(e),
         })?;
+    if reader.format() == Some(image::ImageFormat::Jpeg) {
+        check_jpeg_complete(bytes, path)?;
+    }
     decode_from(reader, path, pixel_budget)
 }
 

@@ -276,3 +276,26 @@ fn gif_and_tiff_decode_to_the_same_pixels() {
         }
     }
 }
+
+/// A JPEG cut to a third decodes, with the image crate alone, to grey rows and no error;
+/// here it is refused naming the file, from a path and from bytes alike. The whole file,
+/// and one with an EXIF thumbnail (its own scan and end marker first), still decode.
+#[test]
+fn jpegs_cut_short_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["bunny_480x270.jpg", "bunny_exif_rotated.jpg"] {
+        let whole = std::fs::read(fixtures().join(name)).unwrap();
+        assert!(fusion_image::decode(&fixtures().join(name), 1 << 26).is_ok(), "{name}");
+        let cut = dir.path().join(format!("cut_{name}"));
+        std::fs::write(&cut, &whole[..whole.len() / 3]).unwrap();
+        for result in [
+            fusion_image::decode(&cut, 1 << 26),
+            fusion_image::decode_bytes(&whole[..whole.len() / 3], &cut, 1 << 26),
+        ] {
+            match result {
+                Err(Error::Truncated { path }) => assert_eq!(path, cut),
+                other => panic!("{name}: {:?}", other.map(|d| d.image.width())),
+            }
+        }
+    }
+}
