@@ -196,6 +196,18 @@ fn default_lenet_channels() -> i64 {
 /// Most channels a CNN stage may have (a typo in a width would otherwise allocate
 /// gigabytes of weights).
 const MAX_CNN_CHANNELS: i64 = 1 << 14;
+
+/// Widest layer a configuration may ask for (`hidden`, `width`, `output_dim`…): a
+/// 16384 × 16384 layer is 1 GiB of weights. Wider ones made libtorch's allocation fail
+/// inside tch, which panics.
+pub const MAX_WIDTH: i64 = 1 << 14;
+
+/// Most weights in one fully connected layer (1 GiB of `f32`): the first layer of an MLP
+/// over wide inputs is bounded by it, not by its width alone.
+const MAX_LAYER_WEIGHTS: i64 = 1 << 28;
+
+/// Most layers of a recurrent or transformer encoder.
+const MAX_LAYERS: i64 = 64;
 fn default_base_channels() -> i64 {
     16
 }
@@ -327,12 +339,37 @@ impl EncoderSpec {
                 described()
             )))
         };
-        let positive = |name: &str, value: i64| {
-            if value < 1 {
-                Err(Error::Config(format!("{field}.{name}: {value} is not positive")))
-            } else {
+        // Every size a configuration gives is bounded here, before anything is allocated.
+        let within = |name: &str, value: i64, most: i64| {
+            if (1..=most).contains(&value) {
                 Ok(())
+            } else {
+                Err(Error::Config(format!("{field}.{name}: {value} is outside 1..={most}")))
             }
+        };
+        let positive = |name: &str, value: i64| {
+            let most = if name == "layers" { MAX_LAYERS } else { MAX_WIDTH };
+            within(name, value, most)
+        };
+        // Hidden sizes of a stack of fully connected layers over `inputs` values.
+        let layers = |name: &str, hidden: &[i64], inputs: i64| {
+            if hidden.is_empty() {
+                return Err(Error::Config(format!(
+                    "{field}.{name}: {hidden:?} needs positive sizes"
+                )));
+            }
+            let mut previous = inputs.max(1);
+            for &h in hidden {
+                within(name, h, MAX_WIDTH)?;
+                if previous.saturating_mul(h) > MAX_LAYER_WEIGHTS {
+                    return Err(Error::Config(format!(
+                        "{field}.{name}: a layer of {previous} × {h} weights is over {MAX_LAYER_WEIGHTS}; {}",
+                        described()
+                    )));
+                }
+                previous = h;
+            }
+            Ok(())
         };
         let is_image = matches!(features, FeatureConfig::Image { .. });
         let is_log_mel = matches!(features, FeatureConfig::LogMel(_) | FeatureConfig::SoundTrack(_));
@@ -355,11 +392,12 @@ impl EncoderSpec {
                 if is_tokens {
                     return refuse("float features (token ids need `bert` or `transformer`)");
                 }
-                if hidden.is_empty() || hidden.iter().any(|&h| h < 1) {
-                    return Err(Error::Config(format!(
-                        "{field}.hidden: {hidden:?} needs positive sizes"
-                    )));
-                }
+                let inputs = if *sequence {
+                    shape.last().copied().unwrap_or(1)
+                } else {
+                    features.dim()
+                };
+                layers("hidden", hidden, i64::try_from(inputs).unwrap_or(i64::MAX))?;
                 if *sequence && shape.len() != 2 {
                     return refuse("a sequence [T, D] with `sequence: true`");
                 }
@@ -504,12 +542,12 @@ impl EncoderSpec {
                 if !is_table {
                     return refuse("table rows (features `table`)");
                 }
-                if hidden.is_empty() || hidden.iter().any(|&h| h < 1) {
-                    return Err(Error::Config(format!(
-                        "{field}.hidden: {hidden:?} needs positive sizes"
-                    )));
-                }
                 positive("embedding_dim", *embedding_dim)?;
+                // Each value of the row becomes at most one embedding.
+                let inputs = i64::try_from(features.dim())
+                    .unwrap_or(i64::MAX)
+                    .saturating_mul(*embedding_dim);
+                layers("hidden", hidden, inputs)?;
             }
             Self::FeatureTokenizer { width } => {
                 if !is_table {

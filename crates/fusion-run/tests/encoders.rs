@@ -318,6 +318,27 @@ fn mismatched_encoders_name_the_field() {
             r#"{"name": "text", "features": {"kind": "tokens", "tokenizer": "TOKENIZER"}, "encoder": {"kind": "transformer", "width": 10, "heads": 3}}"#,
             "modalities[0].encoder.heads",
         ),
+        // Sizes that made libtorch's allocation fail inside tch (a panic, exit 101).
+        (
+            r#"{"name": "image", "features": {"kind": "pixels", "size": 8}, "encoder": {"kind": "mlp", "hidden": [50000]}}"#,
+            "modalities[0].encoder.hidden: 50000 is outside 1..=16384",
+        ),
+        (
+            r#"{"name": "image", "features": {"kind": "pixels", "size": 224}, "encoder": {"kind": "mlp", "hidden": [16384]}}"#,
+            "modalities[0].encoder.hidden: a layer of 50176 × 16384 weights",
+        ),
+        (
+            r#"{"name": "audio", "features": {"kind": "log_mel", "sample_rate": 8000, "n_mels": 8, "frames": 8}, "encoder": {"kind": "audio_gru", "hidden": 100000}}"#,
+            "modalities[0].encoder.hidden: 100000 is outside",
+        ),
+        (
+            r#"{"name": "image", "features": {"kind": "image", "size": 32}, "encoder": {"kind": "resnet18", "output_dim": 1000000}}"#,
+            "modalities[0].encoder.output_dim: 1000000 is outside",
+        ),
+        (
+            r#"{"name": "text", "features": {"kind": "tokens", "tokenizer": "TOKENIZER"}, "encoder": {"kind": "transformer", "width": 32, "heads": 4, "layers": 1000}}"#,
+            "modalities[0].encoder.layers: 1000 is outside 1..=64",
+        ),
     ];
     for (modality, expected) in cases {
         let config = config(dir.path(), modality, r#"{"family": "late", "combiner": "mean"}"#, 1);
