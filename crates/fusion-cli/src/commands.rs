@@ -287,9 +287,6 @@ pub fn train_one(
     } else {
         Some(evaluate_into(run, &data, &trained.classes, split_name(target), device)?)
     };
-    if let Some(eval) = &eval {
-        baselines_into(run, config, loaded, &data, &trained.classes, (target, eval), ui, device)?;
-    }
     if let Some(folder) = &trained.streamed {
         ui.say(format!("training inputs streamed from {}", folder.display()));
     }
@@ -303,23 +300,23 @@ pub fn train_one(
 }
 
 /// Fits the simple baselines of a classification run (see [`fusion_run::fit_baselines`]) on
-/// its own inputs, writes them to `baselines.json` and says how the run compares.
-#[allow(clippy::too_many_arguments)]
+/// its own inputs and the split `eval` is on, writes them to `baselines.json` and says how
+/// the run compares.
 fn baselines_into(
     run: &Run,
     config: &RunConfig,
     loaded: &Loaded,
-    held_out: &SplitData,
-    classes: &[String],
-    (split, eval): (Split, &EvalRecord),
+    eval: &EvalRecord,
     ui: Ui,
     device: Device,
 ) -> Result<()> {
     if config.task != fusion_core::Task::Classification {
         return Ok(());
     }
-    let of = |split| split_dataset(config, &loaded.extraction, &loaded.specs, split, classes, device);
-    let (train, val) = (of(Split::Train)?, of(Split::Val)?);
+    let classes = run.classes()?;
+    let split = held_out_split(&loaded.extraction);
+    let of = |split| split_dataset(config, &loaded.extraction, &loaded.specs, split, &classes, device);
+    let (train, val, held_out) = (of(Split::Train)?, of(Split::Val)?, of(split)?);
     let Some(baselines) = fusion_run::fit_baselines(
         config,
         &train.data,
@@ -556,6 +553,10 @@ pub fn train(
     let trained = train_one(&config, &loaded, &run, ui, device, group)?;
     if !leader {
         return Ok(());
+    }
+    // Beside a trained run (not each compare row: they share their inputs).
+    if let Some(eval) = &trained.eval {
+        baselines_into(&run, &config, &loaded, eval, ui, device)?;
     }
     run.write_json("skipped.json", &loaded.extraction.problems)?;
     run.write_json("unusable.json", &loaded.extraction.absent)?;
