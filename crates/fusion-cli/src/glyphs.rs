@@ -1,9 +1,9 @@
 //! Text on PNG charts set glyph by glyph with each glyph's own bounds. plotters' bitmap text
-//! drops each glyph's left side bearing and places it by its top edge, so narrow or
-//! overhanging glyphs land in the wrong place ("T-shirt" loses its hyphen under the T,
-//! "Trouser"'s T runs into its r, "Sandal" reads "San dal"). This backend passes every
-//! drawing call to the bitmap backend and sets text itself: the pen advances by the font's
-//! advance and kerning, each outline is placed at the pen on the baseline.
+//! drops each glyph's left side bearing (its outline is drawn from the pen, not from the
+//! pen plus the bearing), so narrow or overhanging glyphs land in the wrong place (users saw
+//! "T-shirt" as "Tshirt", "San dal", "Ank le boot"). This backend passes every drawing call
+//! to the bitmap backend and sets text itself: the pen advances by the font's advance and
+//! kerning, each outline is placed at the pen plus its bearing, on the baseline.
 
 use ab_glyph::{Font, FontRef, PxScale, ScaleFont, point};
 use plotters::prelude::*;
