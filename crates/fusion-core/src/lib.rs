@@ -100,7 +100,7 @@ pub use input::{ModalityInput, modality_dropout};
 pub use late::LateFusion;
 pub use metrics::{
     BinaryMetrics, ECE_BINS, GroupMetrics, Metrics, MultiLabelMetrics, RegressionMetrics, THRESHOLD,
-    expected_calibration_error,
+    expected_calibration_error, macro_f1,
 };
 pub use model::{BranchOutput, Encoder, FusionModel, FusionOutput, IdentityEncoder, MlpEncoder, linear};
 pub use parallel::ProcessGroup;

@@ -23,6 +23,30 @@ pub struct Metrics {
     pub binary: Option<BinaryMetrics>,
 }
 
+/// Unweighted mean of the F1 of the first `classes` classes of `confusion`
+/// (`confusion[true][predicted]`), over those that occur in labels or predictions. Rows and
+/// columns past `classes` (an extra "no prediction" column) count as misses of the row's
+/// class, never as a class of their own.
+pub fn macro_f1(confusion: &[Vec<usize>], classes: usize) -> f64 {
+    let mut f1_sum = 0.0;
+    let mut classes_seen = 0;
+    for c in 0..classes {
+        let true_positive = confusion[c][c] as f64;
+        let actual: usize = confusion[c].iter().sum();
+        let predicted: usize = confusion.iter().map(|row| row[c]).sum();
+        if actual + predicted == 0 {
+            continue;
+        }
+        classes_seen += 1;
+        f1_sum += 2.0 * true_positive / (actual + predicted) as f64;
+    }
+    if classes_seen == 0 {
+        0.0
+    } else {
+        f1_sum / f64::from(classes_seen)
+    }
+}
+
 /// Number of confidence bins for the expected calibration error.
 pub const ECE_BINS: usize = 15;
 
@@ -50,27 +74,10 @@ impl Metrics {
         }
         let correct: usize = (0..num_classes).map(|c| confusion[c][c]).sum();
         let accuracy = if count == 0 { 0.0 } else { correct as f64 / count as f64 };
-        let mut f1_sum = 0.0;
-        let mut classes_seen = 0;
-        for c in 0..num_classes {
-            let true_positive = confusion[c][c] as f64;
-            let actual: usize = confusion[c].iter().sum();
-            let predicted_c: usize = confusion.iter().map(|row| row[c]).sum();
-            if actual + predicted_c == 0 {
-                continue;
-            }
-            classes_seen += 1;
-            f1_sum += 2.0 * true_positive / (actual + predicted_c) as f64;
-        }
-        let macro_f1 = if classes_seen == 0 {
-            0.0
-        } else {
-            f1_sum / classes_seen as f64
-        };
         Self {
             count,
             accuracy,
-            macro_f1,
+            macro_f1: macro_f1(&confusion, num_classes),
             ece: expected_calibration_error(predicted, labels, confidence),
             confusion,
             binary: None,

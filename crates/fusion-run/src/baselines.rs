@@ -172,25 +172,7 @@ fn scores(log_p: &Tensor, labels: &Tensor, present: &Tensor, classes: usize) -> 
         .collect();
     let truth: Vec<usize> = truth.iter().map(|&t| t as usize).collect();
     let metrics = fusion_core::Metrics::compute(&predicted, &truth, &vec![1.0; truth.len()], classes + 1);
-    Ok((metrics.accuracy, macro_f1_of_classes(&metrics.confusion, classes)))
-}
-
-/// Macro-F1 over the real classes (the last row and column of `confusion` hold "no
-/// prediction"), over classes that occur in labels or predictions.
-fn macro_f1_of_classes(confusion: &[Vec<usize>], classes: usize) -> f64 {
-    let mut sum = 0.0;
-    let mut counted = 0;
-    for c in 0..classes {
-        let tp = confusion[c][c] as f64;
-        let actual: usize = confusion[c].iter().sum();
-        let predicted: usize = confusion.iter().map(|row| row[c]).sum();
-        if actual + predicted == 0 {
-            continue;
-        }
-        sum += 2.0 * tp / (actual + predicted) as f64;
-        counted += 1;
-    }
-    if counted == 0 { 0.0 } else { sum / f64::from(counted) }
+    Ok((metrics.accuracy, fusion_core::macro_f1(&metrics.confusion, classes)))
 }
 
 /// Weights `[D, C]` and bias `[C]` minimising the mean cross-entropy of `x` `[N, D]` to
@@ -324,7 +306,7 @@ mod tests {
         // Two classes and "none": class 0 right twice, class 1 once right, once absent.
         let confusion = vec![vec![2, 0, 0], vec![0, 1, 1], vec![0, 0, 0]];
         // F1 of class 0: 2·2/(2+2) = 1; class 1: 2·1/(2+1) = 2/3.
-        let f1 = macro_f1_of_classes(&confusion, 2);
+        let f1 = fusion_core::macro_f1(&confusion, 2);
         assert!((f1 - (1.0 + 2.0 / 3.0) / 2.0).abs() < 1e-12, "{f1}");
     }
 }

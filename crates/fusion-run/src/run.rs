@@ -167,17 +167,33 @@ pub fn split_dataset(
     classes: &[String],
     device: Device,
 ) -> Result<SplitData> {
+    let indices = extraction.split_indices(split);
+    Ok(encoded_dataset(config, extraction, specs, &indices, classes, device)?.0)
+}
+
+/// The dataset of the extraction's records at `indices` as the model reads it: a cached
+/// frozen encoder's outputs in place of its raw inputs, which are never gathered into one
+/// tensor (the outputs come from the cache, or are computed from the extraction a few
+/// records at a time).
+fn encoded_dataset(
+    config: &RunConfig,
+    extraction: &Extraction,
+    specs: &[FeatureSpec],
+    indices: &[usize],
+    classes: &[String],
+    device: Device,
+) -> Result<(SplitData, FrozenCounts)> {
     let mut data = labelled(
         extraction,
-        &extraction.split_indices(split),
+        indices,
         (config.task, classes),
         &config.modalities,
         &config.columns(specs)?,
         device,
         Inputs::EncodedLater,
     )?;
-    encode_frozen(config, extraction, specs, &mut data, device)?;
-    Ok(data)
+    let counts = encode_frozen(config, extraction, specs, &mut data, device)?;
+    Ok((data, counts))
 }
 
 /// Writes the model inputs of every split that has records to one safetensors file, for
@@ -297,15 +313,7 @@ fn train_in(
         .copied()
         .filter(|&i| columns.iter().any(|&c| extraction.features[c][i].is_some()))
         .collect();
-    let mut train_data = labelled(
-        extraction,
-        &trainable,
-        (config.task, &classes),
-        &config.modalities,
-        &columns,
-        device,
-        Inputs::EncodedLater,
-    )?;
+    let (mut train_data, mut frozen) = encoded_dataset(config, extraction, specs, &trainable, &classes, device)?;
     if let (true, Some(first)) = (train_data.records.is_empty(), train_data.problems.first()) {
         return Err(Error::Config(format!(
             "no training record has a label a {} can use ({} left out; the first: {})",
@@ -314,17 +322,8 @@ fn train_in(
             describe(first)
         )));
     }
-    let mut frozen = encode_frozen(config, extraction, specs, &mut train_data, device)?;
-    let mut val = labelled(
-        extraction,
-        &extraction.split_indices(Split::Val),
-        (config.task, &classes),
-        &config.modalities,
-        &columns,
-        device,
-        Inputs::EncodedLater,
-    )?;
-    let counts = encode_frozen(config, extraction, specs, &mut val, device)?;
+    let val_indices = extraction.split_indices(Split::Val);
+    let (val, counts) = encoded_dataset(config, extraction, specs, &val_indices, &classes, device)?;
     frozen.cached += counts.cached;
     frozen.computed += counts.computed;
     let fitted = fit_standardization(&train_data.data, &config.modalities)?;

@@ -136,7 +136,8 @@ impl VideoReader {
             path: path.to_path_buf(),
             source,
         };
-        let (file, input) = input::open(path)?;
+        let file = input::open_regular(path)?;
+        let input = input::demuxer(&file, path)?;
         let stream = input
             .streams()
             .best(media::Type::Video)
@@ -486,7 +487,7 @@ pub fn read_sound_track(path: impl AsRef<Path>, sample_rate: u32) -> Result<Opti
     if sample_rate == 0 {
         return Err(Error::InvalidSetting("sample rate 0".into()));
     }
-    let (_file, mut input) = input::open(path)?;
+    let mut input = input::open(path)?;
     let Some(stream) = input.streams().best(media::Type::Audio) else {
         return Ok(None);
     };

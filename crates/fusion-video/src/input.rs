@@ -96,9 +96,7 @@ pub(crate) fn demuxer(file: &File, path: &Path) -> Result<format::context::Input
     format::input_from_stream(io, name, Some(options)).map_err(ffmpeg)
 }
 
-/// Opens `path` (a regular file) and a demuxer over it.
-pub(crate) fn open(path: &Path) -> Result<(File, format::context::Input)> {
-    let file = open_regular(path)?;
-    let input = demuxer(&file, path)?;
-    Ok((file, input))
+/// A demuxer over `path` (a regular file), which holds its own handle on the file.
+pub(crate) fn open(path: &Path) -> Result<format::context::Input> {
+    demuxer(&open_regular(path)?, path)
 }

@@ -52,7 +52,7 @@ pub fn probe(path: impl AsRef<Path>) -> Result<VideoInfo> {
         path: path.to_path_buf(),
         source,
     };
-    let (_file, input) = crate::input::open(path)?;
+    let input = crate::input::open(path)?;
     let video = input
         .streams()
         .best(media::Type::Video)
