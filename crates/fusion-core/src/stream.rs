@@ -1,12 +1,15 @@
 //! Training data larger than memory: model inputs in safetensors shards on disk, an index
-//! from record to (shard, row), memory-mapped reads, and batches assembled on a background
-//! thread into a bounded queue, in the same seeded order as the in-memory path, so a run
-//! gives the same numbers whichever path fed it.
+//! from record to (shard, row), positional reads of the rows a batch needs, and batches
+//! assembled on a background thread into a bounded queue, in the same seeded order as the
+//! in-memory path, so a run gives the same numbers whichever path fed it.
 //!
 //! A folder holds `index.json` (the columns and the shards, in record order) and the shards
 //! `NNNNN.safetensors`, each with `features.{m}`, `present.{m}` and, for padded sequences,
-//! `padding.{m}` per modality `m`, and `labels`. Pages of a mapped shard belong to the page
-//! cache, not to the process: the kernel drops them under pressure and reads them again.
+//! `padding.{m}` per modality `m`, `labels`, and `row_crc`: a CRC-32 of each row's bytes
+//! across those tensors. Every row read is checked against it, so a shard changed or cut
+//! short while training reads it is an error naming the file (a memory map would have
+//! died of SIGBUS, or trained on whatever was written). The shards' pages stay in the page
+//! cache, not in the process.
 
 use std::{
     collections::HashMap,
@@ -64,8 +67,11 @@ impl TrainingData for TensorDataset {
     }
 }
 
-/// Version of the folder layout.
-const LAYOUT_VERSION: u32 = 1;
+/// Version of the folder layout (2: a CRC-32 per row).
+const LAYOUT_VERSION: u32 = 2;
+
+/// The tensor of a shard holding each row's CRC-32.
+const ROW_CRC: &str = "row_crc";
 
 /// `index.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -216,7 +222,9 @@ impl ShardWriter {
             )));
         }
         let file = format!("{:05}.safetensors", index.shards.len());
-        let mut named = vec![("labels".to_string(), chunk.labels.to_device(Device::Cpu).contiguous())];
+        // In the order of `Shard::row_spans`: the row checksums cover them so.
+        let cpu = |t: &Tensor| t.to_device(Device::Cpu).contiguous();
+        let mut named = Vec::new();
         for (m, ((features, present), padding)) in chunk
             .features
             .iter()
@@ -224,13 +232,15 @@ impl ShardWriter {
             .zip(&chunk.padding)
             .enumerate()
         {
-            let cpu = |t: &Tensor| t.to_device(Device::Cpu).contiguous();
             named.push((format!("features.{m}"), cpu(features)));
             named.push((format!("present.{m}"), cpu(&present.to_kind(Kind::Bool))));
             if let Some(mask) = padding {
                 named.push((format!("padding.{m}"), cpu(&mask.to_kind(Kind::Bool))));
             }
         }
+        named.push(("labels".to_string(), cpu(&chunk.labels)));
+        let row_crc = row_checksums(&named, chunk.len() as usize)?;
+        named.push((ROW_CRC.to_string(), Tensor::from_slice(&row_crc)));
         write_checked_safetensors(&named, &self.folder.join(&file))?;
         index.shards.push(ShardEntry {
             file,
@@ -264,22 +274,76 @@ pub const PREFETCH_BATCHES: usize = 4;
 /// Where one tensor of a shard lies in its file.
 #[derive(Debug, Clone, Copy)]
 struct Span {
-    offset: usize,
+    offset: u64,
     row_bytes: usize,
 }
 
+/// One shard, open for positional reads.
 #[derive(Debug)]
-struct MappedShard {
-    map: memmap2::Mmap,
+struct Shard {
+    path: PathBuf,
+    file: File,
     features: Vec<Span>,
     present: Vec<Span>,
     padding: Vec<Option<Span>>,
+    labels: Span,
+    /// Each row's CRC-32 over its bytes in `row_spans` order.
+    row_crc: Vec<u32>,
+}
+
+impl Shard {
+    /// The spans a row's checksum covers, in the order the writer hashed them.
+    fn row_spans(&self) -> impl Iterator<Item = Span> + '_ {
+        (0..self.features.len())
+            .flat_map(|m| [Some(self.features[m]), Some(self.present[m]), self.padding[m]])
+            .flatten()
+            .chain([self.labels])
+    }
+
+    /// Row `row` of `span`, read from the file into `into`.
+    fn read_row(&self, span: Span, row: u32, into: &mut Vec<u8>) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let start = into.len();
+        into.resize(start + span.row_bytes, 0);
+        let offset = span.offset + u64::from(row) * span.row_bytes as u64;
+        self.file
+            .read_exact_at(&mut into[start..], offset)
+            .map_err(|e| Error::Checkpoint {
+                path: self.path.clone(),
+                reason: format!(
+                    "row {row} cannot be read ({e}): the shard was cut short or replaced while training read it"
+                ),
+            })
+    }
+}
+
+/// CRC-32 of each of `rows` rows over the tensors in order (each split into `rows` equal rows).
+fn row_checksums(tensors: &[(String, Tensor)], rows: usize) -> Result<Vec<i64>> {
+    let bytes = tensors
+        .iter()
+        .map(|(_, t)| {
+            let numel = t.numel();
+            let mut bytes = vec![0u8; numel * t.kind().elt_size_in_bytes()];
+            t.f_copy_data_u8(&mut bytes, numel)?;
+            Ok(bytes)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((0..rows)
+        .map(|r| {
+            let mut hasher = crc32fast::Hasher::new();
+            for tensor in &bytes {
+                let row_bytes = tensor.len() / rows.max(1);
+                hasher.update(&tensor[r * row_bytes..(r + 1) * row_bytes]);
+            }
+            i64::from(hasher.finalize())
+        })
+        .collect())
 }
 
 #[derive(Debug)]
 struct Inner {
     modalities: Vec<Column>,
-    shards: Vec<MappedShard>,
+    shards: Vec<Shard>,
     /// Record → (shard, row within it).
     rows: Vec<(u32, u32)>,
 }
@@ -295,8 +359,8 @@ pub struct ShardedDataset {
 
 impl ShardedDataset {
     /// Opens the dataset in `folder`: reads the index and each shard's header, checks
-    /// every tensor against the index (element type, shape, extent within the file), maps
-    /// the shards and reads the labels. A damaged folder is an error naming the file.
+    /// every tensor against the index (element type, shape, extent within the file), and
+    /// reads the labels and row checksums. A damaged folder is an error naming the file.
     pub fn open(folder: impl AsRef<Path>) -> Result<Self> {
         let folder = folder.as_ref().to_path_buf();
         let index_path = folder.join(INDEX_FILE);
@@ -341,9 +405,9 @@ impl ShardedDataset {
         let mut bytes = 0u64;
         for (s, entry) in index.shards.iter().enumerate() {
             let path = folder.join(&entry.file);
-            let (shard, shard_labels) = map_shard(&path, &index, entry.rows)?;
-            bytes += shard.map.len() as u64;
-            // Below 2^32 (checked above), and each row takes bytes of the mapped file.
+            let (shard, shard_labels, length) = open_shard(&path, &index, entry.rows)?;
+            bytes += length;
+            // Below 2^32 (checked above), and each row takes bytes of the file.
             rows.extend((0..entry.rows as u32).map(|r| (s as u32, r)));
             labels.push(shard_labels);
             shards.push(shard);
@@ -538,27 +602,41 @@ impl Inner {
             })
             .collect::<Result<Vec<_>>>()?;
         let batch = located.len() as i64;
-        // Every span's row size was checked at open against its shape (more than 0 bytes),
-        // and every row against the file's length.
-        let gather = |span_of: &dyn Fn(&MappedShard) -> Option<Span>, shape: &[i64], kind: Kind| -> Result<Tensor> {
-            let mut bytes = Vec::new();
-            for &(s, r) in &located {
-                let shard = &self.shards[s as usize];
-                let span = span_of(shard).ok_or_else(|| Error::Shape("a shard lacks a padding mask".into()))?;
-                let start = span.offset + r as usize * span.row_bytes;
-                bytes.extend_from_slice(&shard.map[start..start + span.row_bytes]);
+        // Each row's bytes, column by column in `row_spans` order, checked against the
+        // row's checksum; the labels are read for the check only (they are in memory).
+        let columns = self.shards.first().map_or(0, |s| s.row_spans().count());
+        let mut read: Vec<Vec<u8>> = vec![Vec::new(); columns];
+        for &(s, r) in &located {
+            let shard = &self.shards[s as usize];
+            let mut hasher = crc32fast::Hasher::new();
+            for (column, span) in read.iter_mut().zip(shard.row_spans()) {
+                let start = column.len();
+                shard.read_row(span, r, column)?;
+                hasher.update(&column[start..]);
             }
+            let (actual, stored) = (hasher.finalize(), shard.row_crc[r as usize]);
+            if actual != stored {
+                return Err(Error::Checkpoint {
+                    path: shard.path.clone(),
+                    reason: format!(
+                        "row {r} changed since it was written (checksum {actual:08x}, stored {stored:08x}): the shard was overwritten while training read it"
+                    ),
+                });
+            }
+        }
+        let mut read = read.into_iter();
+        let mut tensor = |shape: &[i64], kind: Kind| -> Result<Tensor> {
+            let bytes = read.next().unwrap_or_default();
             let size: Vec<i64> = std::iter::once(batch).chain(shape.iter().copied()).collect();
             Ok(Tensor::f_from_data_size(&bytes, &size, kind)?)
         };
         self.modalities
             .iter()
-            .enumerate()
-            .map(|(m, column)| {
-                let features = gather(&|s| Some(s.features[m]), &column.shape, column.kind())?;
-                let present = gather(&|s| Some(s.present[m]), &[], Kind::Bool)?;
+            .map(|column| {
+                let features = tensor(&column.shape, column.kind())?;
+                let present = tensor(&[], Kind::Bool)?;
                 let padding_mask = match column.padded {
-                    true => Some(gather(&|s| s.padding[m], &column.shape[..1], Kind::Bool)?),
+                    true => Some(tensor(&column.shape[..1], Kind::Bool)?),
                     false => None,
                 };
                 let (features, padding_mask) = match padding_mask {
@@ -578,24 +656,25 @@ impl Inner {
     }
 }
 
-/// Maps one shard, checks its tensors against the index, and reads its labels.
-fn map_shard(path: &Path, index: &Index, rows: u64) -> Result<(MappedShard, Tensor)> {
+/// Opens one shard, checks its tensors against the index, and reads its labels and row
+/// checksums. Returns the shard, its labels and its length in bytes.
+fn open_shard(path: &Path, index: &Index, rows: u64) -> Result<(Shard, Tensor, u64)> {
+    use std::os::unix::fs::FileExt;
     let damaged = |reason: String| Error::Checkpoint {
         path: path.into(),
         reason,
     };
-    let file = File::open(path).map_err(|source| Error::Io {
+    let io = |source| Error::Io {
         path: path.into(),
         source,
-    })?;
-    // SAFETY: shards are written once, atomically (a new file renamed into place), and never
-    // modified: a replaced shard keeps the old inode alive under this mapping.
-    #[allow(unsafe_code)]
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| Error::Io {
-        path: path.into(),
-        source,
-    })?;
-    let header = read_header(&map).map_err(damaged)?;
+    };
+    let file = File::open(path).map_err(io)?;
+    let metadata = file.metadata().map_err(io)?;
+    if !metadata.is_file() {
+        return Err(damaged("not a regular file".into()));
+    }
+    let length = metadata.len();
+    let header = read_header(&file, length).map_err(damaged)?;
     let span = |name: &str, column: &Column| -> Result<Span> {
         let info = header
             .tensors
@@ -610,7 +689,7 @@ fn map_shard(path: &Path, index: &Index, rows: u64) -> Result<(MappedShard, Tens
             || info.shape != expected
             || bytes.is_none()
             || end.checked_sub(start) != bytes
-            || header.data_start.checked_add(end).is_none_or(|e| e > map.len())
+            || header.data_start.checked_add(end as u64).is_none_or(|e| e > length)
         {
             return Err(damaged(format!(
                 "`{name}` is {} {:?} at bytes {start}..{end}; the index says {} {expected:?} ({bytes:?} bytes)",
@@ -618,7 +697,7 @@ fn map_shard(path: &Path, index: &Index, rows: u64) -> Result<(MappedShard, Tens
             )));
         }
         Ok(Span {
-            offset: header.data_start + start,
+            offset: header.data_start + start as u64,
             row_bytes,
         })
     };
@@ -636,24 +715,47 @@ fn map_shard(path: &Path, index: &Index, rows: u64) -> Result<(MappedShard, Tens
             false => None,
         });
     }
+    // Both below the file's length (checked by `span`), so they fit in memory's addresses.
+    let whole = |span: Span| -> Result<Vec<u8>> {
+        let mut bytes = vec![0u8; rows as usize * span.row_bytes];
+        file.read_exact_at(&mut bytes, span.offset).map_err(io)?;
+        Ok(bytes)
+    };
     let labels_span = span("labels", &index.labels)?;
+    let crc_span = span(
+        ROW_CRC,
+        &Column {
+            dtype: "I64".into(),
+            shape: Vec::new(),
+            padded: false,
+        },
+    )?;
     let mut size = vec![rows as i64];
     size.extend(&index.labels.shape);
-    let label_bytes = &map[labels_span.offset..labels_span.offset + rows as usize * labels_span.row_bytes];
-    let labels = Tensor::f_from_data_size(label_bytes, &size, index.labels.kind())?;
-    let shard = MappedShard {
-        map,
+    let labels = Tensor::f_from_data_size(&whole(labels_span)?, &size, index.labels.kind())?;
+    let row_crc = whole(crc_span)?
+        .chunks_exact(8)
+        .map(|b| {
+            let value = i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+            u32::try_from(value).map_err(|_| damaged(format!("row checksum {value} is not a CRC-32")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let shard = Shard {
+        path: path.into(),
+        file,
         features,
         present,
         padding,
+        labels: labels_span,
+        row_crc,
     };
-    Ok((shard, labels))
+    Ok((shard, labels, length))
 }
 
 struct Header {
     tensors: HashMap<String, TensorInfo>,
     /// File offset of the data area.
-    data_start: usize,
+    data_start: u64,
 }
 
 #[derive(Deserialize)]
@@ -663,18 +765,21 @@ struct TensorInfo {
     data_offsets: (usize, usize),
 }
 
-/// The safetensors header: an 8-byte little-endian length, then that much JSON.
-fn read_header(bytes: &[u8]) -> std::result::Result<Header, String> {
-    let length = bytes
-        .get(..8)
-        .map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
-        .ok_or("shorter than a safetensors header")?;
-    if length > MAX_HEADER_BYTES || 8 + length as usize > bytes.len() {
-        return Err(format!("header of {length} bytes in a file of {}", bytes.len()));
+/// The safetensors header of a file of `length` bytes: an 8-byte little-endian length,
+/// then that much JSON.
+fn read_header(file: &File, length: u64) -> std::result::Result<Header, String> {
+    use std::os::unix::fs::FileExt;
+    let mut prefix = [0u8; 8];
+    file.read_exact_at(&mut prefix, 0)
+        .map_err(|_| "shorter than a safetensors header".to_string())?;
+    let header_length = u64::from_le_bytes(prefix);
+    if header_length > MAX_HEADER_BYTES || 8 + header_length > length {
+        return Err(format!("header of {header_length} bytes in a file of {length}"));
     }
-    let json = &bytes[8..8 + length as usize];
+    let mut json = vec![0u8; header_length as usize];
+    file.read_exact_at(&mut json, 8).map_err(|e| format!("header: {e}"))?;
     let mut entries: HashMap<String, serde_json::Value> =
-        serde_json::from_slice(json).map_err(|e| format!("header: {e}"))?;
+        serde_json::from_slice(&json).map_err(|e| format!("header: {e}"))?;
     entries.remove("__metadata__");
     let tensors = entries
         .into_iter()
@@ -686,6 +791,6 @@ fn read_header(bytes: &[u8]) -> std::result::Result<Header, String> {
         .collect::<std::result::Result<_, _>>()?;
     Ok(Header {
         tensors,
-        data_start: 8 + length as usize,
+        data_start: 8 + header_length,
     })
 }

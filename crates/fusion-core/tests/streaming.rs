@@ -370,3 +370,68 @@ fn damaged_folders_and_mismatched_chunks_are_errors_naming_the_file() {
         );
     }
 }
+
+/// A shard overwritten in place or cut short while a run reads it: the batch that reads a
+/// changed row is an error naming the shard (a memory map once died of SIGBUS on the cut,
+/// and trained on the overwritten bytes); rows nobody touched still read.
+#[test]
+fn shards_changed_while_training_reads_them_are_errors_naming_the_file() {
+    let _rng = common::rng_lock();
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let data = chunk(0, 40, 6);
+    let streamed = ShardedDataset::write(&data, dir.path(), 500).unwrap_or_else(|e| panic!("{e}"));
+    let shard = dir.path().join("00000.safetensors");
+    let rows_in_first = 500 / (6 * 4 + 1 + 8);
+    let whole = std::fs::read(&shard).unwrap_or_else(|e| panic!("{e}"));
+    let read = |rows: &[i64]| {
+        streamed
+            .batch(&Tensor::from_slice(rows))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(read(&[0, 1, 39]), "");
+
+    // One byte of row 1's features flipped in place (same inode, same length).
+    let header = u64::from_le_bytes(whole[..8].try_into().unwrap_or_default()) as usize;
+    let meta: serde_json::Value = serde_json::from_slice(&whole[8..8 + header]).unwrap_or_default();
+    let start = meta["features.0"]["data_offsets"][0].as_u64().unwrap_or(0) as usize;
+    let mut changed = whole.clone();
+    changed[8 + header + start + 6 * 4 + 2] ^= 0x40;
+    {
+        use std::io::{Seek, Write};
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&shard)
+            .unwrap_or_else(|e| panic!("{e}"));
+        file.seek(std::io::SeekFrom::Start(0)).unwrap_or_else(|e| panic!("{e}"));
+        file.write_all(&changed).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let error = read(&[0, 1]);
+    assert!(
+        error.contains("00000.safetensors") && error.contains("row 1 changed"),
+        "{error}"
+    );
+    assert_eq!(read(&[0, 2]), "", "untouched rows still read");
+    assert!(rows_in_first > 2);
+
+    // Cut to its header: every row is gone.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&shard)
+        .and_then(|f| f.set_len(8 + header as u64))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let error = read(&[2]);
+    assert!(
+        error.contains("00000.safetensors") && error.contains("cut short"),
+        "{error}"
+    );
+    // Training on it ends with the same error, not a signal.
+    let mut batches = streamed.assemble(vec![Tensor::from_slice(&[0i64, 3])], Device::Cpu);
+    let error = batches
+        .next()
+        .and_then(|b| b.err())
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(error.contains("00000.safetensors"), "{error}");
+}
