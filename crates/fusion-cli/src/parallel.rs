@@ -4,6 +4,7 @@
 //! N local ranks itself and waits for them.
 
 use std::{
+    os::unix::ffi::OsStrExt,
     path::Path,
     process::{Child, Command},
     time::Duration,
@@ -11,7 +12,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use fusion_core::DeviceChoice;
-use fusion_dist::{GlooGroup, Master};
+use fusion_dist::{GlooGroup, Master, SECRET_ENV, SharedSecret};
 
 /// Data-parallel flags of `fusion train`.
 #[derive(Debug, Clone, clap::Args)]
@@ -29,6 +30,11 @@ pub struct ParallelArgs {
     /// extracts the features the others then read from its cache.
     #[arg(long, default_value_t = 30, value_parser = at_least_one)]
     pub group_timeout: usize,
+    /// A file (readable by its owner alone) holding a secret every rank must prove it
+    /// holds before the group forms; FUSION_DIST_SECRET gives one too. Ranks this
+    /// process starts itself share a fresh random one.
+    #[arg(long, requires = "rank")]
+    pub secret_file: Option<std::path::PathBuf>,
 }
 
 fn at_least_one(text: &str) -> std::result::Result<usize, String> {
@@ -44,7 +50,11 @@ impl ParallelArgs {
         match (&self.rank, &self.master) {
             (Some(rank), Some(master)) => {
                 let timeout = Duration::from_secs(60 * self.group_timeout as u64);
-                let group = GlooGroup::join(master, *rank, self.world_size, timeout)?;
+                let secret = match &self.secret_file {
+                    Some(path) => Some(SharedSecret::from_file(path)?),
+                    None => SharedSecret::from_env()?,
+                };
+                let group = GlooGroup::join(master, *rank, self.world_size, timeout, secret.as_ref())?;
                 Ok(Some(group))
             }
             _ => Ok(None),
@@ -77,10 +87,14 @@ pub fn launch(
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         (cores / world).max(1).to_string()
     });
+    // The local ranks prove this to one another: a process that reaches the port
+    // cannot join them.
+    let secret = SharedSecret::generate()?;
     let mut ranks: Vec<Child> = Vec::with_capacity(world);
     for rank in 0..world {
         let mut command = Command::new(&exe);
         command.env("OMP_NUM_THREADS", &threads);
+        command.env(SECRET_ENV, std::ffi::OsStr::from_bytes(secret.expose()));
         command.arg("--device").arg(rank_device(device, rank).to_string());
         if rank > 0 {
             command.arg("--quiet");

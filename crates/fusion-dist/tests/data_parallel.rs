@@ -13,7 +13,7 @@ use fusion_core::{
     EarlyMethod, FusionConfig, FusionModel, ModalityConfig, ModelConfig, OptimizerConfig, Progress, RunFolder,
     TensorDataset, TrainConfig, synthetic::complementary_task, train, train_data_parallel,
 };
-use fusion_dist::{GlooGroup, Master};
+use fusion_dist::{GlooGroup, Master, SECRET_ENV, SharedSecret};
 use tch::{Device, Tensor, nn::VarStore};
 
 const RANK: &str = "FUSION_DIST_TEST_RANK";
@@ -105,7 +105,7 @@ fn rank_process() {
     let world: usize = var(WORLD).parse().unwrap_or_else(|e| panic!("{e}"));
     let master: Master = var(MASTER).parse().unwrap_or_else(|e| panic!("{e}"));
     let epochs: usize = var(EPOCHS).parse().unwrap_or_else(|e| panic!("{e}"));
-    let group = GlooGroup::join(&master, rank, world, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
+    let group = GlooGroup::join(&master, rank, world, Duration::from_secs(60), None).unwrap_or_else(|e| panic!("{e}"));
     // Each rank starts from other weights: the first broadcast must make them rank 0's.
     let steps = train_recording(Some(&group), rank as i64, Path::new(&var(RUN)), epochs);
     Tensor::write_safetensors(&[("steps", steps)], var(OUT)).unwrap_or_else(|e| panic!("{e}"));
@@ -239,4 +239,76 @@ fn ranks_holding_different_data_all_fail_with_the_reason() {
         assert!(!out.status.success(), "rank {rank} trained on mismatched data");
         assert!(printed.contains("differ from rank 0"), "rank {rank}: {printed}");
     }
+}
+
+#[test]
+#[ignore = "one rank of `a_rank_joins_only_with_the_groups_secret`, started by it"]
+fn secret_rank_process() {
+    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set"));
+    let rank: usize = var(RANK).parse().unwrap_or_else(|e| panic!("{e}"));
+    let master: Master = var(MASTER).parse().unwrap_or_else(|e| panic!("{e}"));
+    let secret = SharedSecret::from_env().unwrap_or_else(|e| panic!("{e}"));
+    GlooGroup::join(&master, rank, 2, Duration::from_secs(60), secret.as_ref()).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Two ranks, rank r with `secrets[r]` in FUSION_DIST_SECRET (unset for `None`): what each
+/// printed when it failed, `None` when it joined.
+fn join_pair(secrets: [Option<&str>; 2]) -> [Option<String>; 2] {
+    let master = format!("127.0.0.1:{}", free_port());
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
+    let children: Vec<Child> = secrets
+        .iter()
+        .enumerate()
+        .map(|(rank, secret)| {
+            let mut command = Command::new(&exe);
+            command
+                .args(["--ignored", "--exact", "secret_rank_process", "--test-threads", "1"])
+                .env(RANK, rank.to_string())
+                .env(MASTER, &master)
+                .env_remove(SECRET_ENV)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            if let Some(secret) = secret {
+                command.env(SECRET_ENV, secret);
+            }
+            command
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start rank {rank}: {e}"))
+        })
+        .collect();
+    let mut results = children.into_iter().map(|child| {
+        let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+        (!out.status.success()).then(|| String::from_utf8_lossy(&[out.stdout, out.stderr].concat()).into_owned())
+    });
+    [results.next().flatten(), results.next().flatten()]
+}
+
+/// Ranks with the same secret form a group; a rank with another secret or none is refused
+/// by both ranks, naming why. Breaking the proof (any proof accepted) fails the second case.
+#[test]
+fn a_rank_joins_only_with_the_groups_secret() {
+    let secret = "the group's secret, 16 bytes or more";
+    assert_eq!(join_pair([Some(secret), Some(secret)]), [None, None]);
+    assert_eq!(join_pair([None, None]), [None, None]);
+    for (rank, error) in join_pair([Some(secret), Some("another secret of enough length")])
+        .into_iter()
+        .enumerate()
+    {
+        let error = error.unwrap_or_else(|| panic!("rank {rank} joined with another secret"));
+        assert!(
+            error.contains("did not prove the shared secret"),
+            "rank {rank}: {error}"
+        );
+    }
+    let [zero, one] = join_pair([Some(secret), None]);
+    assert!(
+        zero.as_deref()
+            .is_some_and(|e| e.contains("rank 1 holds no shared secret")),
+        "{zero:?}"
+    );
+    assert!(
+        one.as_deref()
+            .is_some_and(|e| e.contains("rank 0 holds a shared secret")),
+        "{one:?}"
+    );
 }
