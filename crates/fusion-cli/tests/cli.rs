@@ -1,6 +1,6 @@
 //! Runs the built `fusion` binary: it must start (find libtorch at run time) and report sanely.
 
-use std::process::Command;
+use std::{path::Path, process::Command};
 
 fn fusion(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_fusion"))
@@ -163,12 +163,24 @@ fn hostile_headers_stay_within_a_memory_limit() {
     let mut y4m = b"YUV4MPEG2 W16000 H16000 F10:1 Ip A1:1 C420jpeg\nFRAME\n".to_vec();
     y4m.extend([128u8; 4608]);
     write("huge.y4m", y4m);
+    let video_fixture = |name: &str| {
+        std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../fixtures/video")
+                .join(name),
+        )
+        .expect(name)
+    };
+    write("huge_h264.mp4", video_fixture("black_16000x16000.mp4"));
+    write("ten_hours.mp4", video_fixture("ten_hours_16x16.mp4"));
     let records = [
         r#"{"id": "png", "label": "a", "image": "bomb.png"}"#,
         r#"{"id": "hz1", "label": "a", "audio": "one_hz.wav"}"#,
         r#"{"id": "ghz", "label": "b", "audio": "four_ghz.wav"}"#,
         r#"{"id": "long", "label": "b", "audio": "ten_hours.wav"}"#,
         r#"{"id": "y4m", "label": "b", "video": "huge.y4m", "text": "kept"}"#,
+        r#"{"id": "h264", "label": "a", "video": "huge_h264.mp4", "text": "kept"}"#,
+        r#"{"id": "tenh", "label": "b", "video": "ten_hours.mp4", "text": "kept"}"#,
     ];
     write("m.jsonl", records.join("\n").into_bytes());
     let config = r#"{"manifest": "m.jsonl", "cache": "cache", "modalities": [
@@ -204,6 +216,8 @@ fn hostile_headers_stay_within_a_memory_limit() {
         "bad ghz (audio): unusable WAV four_ghz.wav: a sample rate of 4294967291 Hz",
         "bad long (audio): unusable WAV ten_hours.wav: 36000.0 s long",
         "bad y4m (video): huge.y4m: 16000×16000 frames",
+        "bad h264 (video): huge_h264.mp4: 16000×16000 frames",
+        "bad tenh (video): ten_hours.mp4: a video of 36000.0 s, over the limit of 3600 s",
     ] {
         assert!(said.contains(expected), "{expected}: {said}");
     }
@@ -215,7 +229,7 @@ fn hostile_headers_stay_within_a_memory_limit() {
     );
     assert!(extracted.status.success(), "{said}");
     assert!(
-        said.contains("5 records: 1 usable, 4 skipped, 1 files unusable"),
+        said.contains("7 records: 3 usable, 4 skipped, 3 files unusable"),
         "{said}"
     );
 }

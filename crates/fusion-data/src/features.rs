@@ -332,7 +332,7 @@ impl FeatureConfig {
         path: &Path,
     ) -> std::result::Result<Option<Vec<f32>>, String> {
         if let Self::SoundTrack(mel) = self {
-            return sound_track_of(mel, path);
+            return sound_track_of(mel, path, &prepared.limits);
         }
         self.compute_present(prepared, bytes, path).map(Some)
     }
@@ -358,7 +358,7 @@ impl FeatureConfig {
                 size,
                 grey,
                 normalize,
-            } => frames_of(*frames, *size, *grey, *normalize, path),
+            } => frames_of(*frames, *size, *grey, *normalize, path, &prepared.limits),
             Self::Table { columns } => {
                 let cells: BTreeMap<String, String> =
                     serde_json::from_slice(bytes).map_err(|e| format!("table cells: {e}"))?;
@@ -426,8 +426,12 @@ fn log_mel_stats_of(_: &LogMelConfig, _: &[u8], _: &Path, _: &crate::Limits) -> 
 }
 
 #[cfg(all(feature = "audio", feature = "video"))]
-fn sound_track_of(mel: &LogMelConfig, path: &Path) -> std::result::Result<Option<Vec<f32>>, String> {
-    match fusion_video::read_sound_track(path, mel.sample_rate) {
+fn sound_track_of(
+    mel: &LogMelConfig,
+    path: &Path,
+    limits: &crate::Limits,
+) -> std::result::Result<Option<Vec<f32>>, String> {
+    match fusion_video::read_sound_track_within(path, mel.sample_rate, &limits.video()) {
         Ok(Some(track)) => mel.compute(&track.samples).map(Some),
         Ok(None) => Ok(None),
         Err(e) => Err(e.to_string()),
@@ -435,7 +439,7 @@ fn sound_track_of(mel: &LogMelConfig, path: &Path) -> std::result::Result<Option
 }
 
 #[cfg(not(all(feature = "audio", feature = "video")))]
-fn sound_track_of(_: &LogMelConfig, _: &Path) -> std::result::Result<Option<Vec<f32>>, String> {
+fn sound_track_of(_: &LogMelConfig, _: &Path, _: &crate::Limits) -> std::result::Result<Option<Vec<f32>>, String> {
     Err(missing_feature("audio` and `video"))
 }
 
@@ -472,13 +476,15 @@ fn frames_of(
     grey: bool,
     normalize: ImageNormalization,
     path: &Path,
+    limits: &crate::Limits,
 ) -> std::result::Result<Vec<f32>, String> {
     let frame_size = fusion_video::FrameSize {
         width: size,
         height: size,
         fit: fusion_video::Fit::Stretch,
     };
-    let decoded = fusion_video::read_frames(path, fusion_video::Sampling::Uniform(frames), Some(frame_size))
+    let sampling = fusion_video::Sampling::Uniform(frames);
+    let decoded = fusion_video::read_frames_within(path, sampling, Some(frame_size), &limits.video())
         .map_err(|e| e.to_string())?;
     if decoded.timestamps.is_empty() {
         return Err("no frame could be decoded".into());
@@ -506,7 +512,14 @@ fn frames_of(
 }
 
 #[cfg(not(feature = "video"))]
-fn frames_of(_: usize, _: u32, _: bool, _: ImageNormalization, _: &Path) -> std::result::Result<Vec<f32>, String> {
+fn frames_of(
+    _: usize,
+    _: u32,
+    _: bool,
+    _: ImageNormalization,
+    _: &Path,
+    _: &crate::Limits,
+) -> std::result::Result<Vec<f32>, String> {
     Err(missing_feature("video"))
 }
 

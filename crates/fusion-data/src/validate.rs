@@ -71,6 +71,14 @@ impl Limits {
         }
     }
 
+    /// The video limits, as the video reader takes them.
+    #[cfg(feature = "video")]
+    pub fn video(&self) -> fusion_video::VideoLimits {
+        fusion_video::VideoLimits {
+            max_seconds: self.video_seconds,
+        }
+    }
+
     /// Largest file of `modality` read, in bytes.
     pub fn bytes_of(&self, modality: Modality) -> u64 {
         match modality {
@@ -240,17 +248,12 @@ fn check_audio(_: &Path, _: &Limits) -> Option<Failure> {
 
 #[cfg(feature = "video")]
 fn check_video(path: &Path, limits: &Limits) -> Option<Failure> {
-    match fusion_video::probe(path) {
-        Ok(info) if info.duration_s > limits.video_seconds => Some(Failure::Own(format!(
-            "{:.1} s, over {} s",
-            info.duration_s, limits.video_seconds
-        ))),
-        // Opening is not decoding: one frame proves the stream decodes.
-        Ok(_) => match fusion_video::read_frames(path, fusion_video::Sampling::Uniform(1), None) {
-            Ok(frames) if frames.is_empty() => Some(Failure::Own("no frame decodes".into())),
-            Ok(_) => None,
-            Err(e) => Some(Failure::Named(e.to_string())),
-        },
+    // Opening checks the header against the limits, as extraction does; one frame proves
+    // the stream decodes.
+    let first = fusion_video::Sampling::Uniform(1);
+    match fusion_video::read_frames_within(path, first, None, &limits.video()) {
+        Ok(frames) if frames.is_empty() => Some(Failure::Own("no frame decodes".into())),
+        Ok(_) => None,
         Err(e) => Some(Failure::Named(e.to_string())),
     }
 }

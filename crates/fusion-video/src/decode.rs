@@ -103,6 +103,33 @@ impl Frames {
 /// otherwise have the decoder's frame pool take gigabytes per thread.
 pub const MAX_FRAME_PIXELS: u64 = 36 << 20;
 
+/// Limits a file must respect beyond the fixed [`MAX_FRAME_PIXELS`]. fusion-data's
+/// `Limits::video` gives validation and extraction the same ones.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VideoLimits {
+    /// Longest video or sound track, in seconds: by its header, and by what is decoded
+    /// of a sound track whose header does not say or lies.
+    pub max_seconds: f64,
+}
+
+impl Default for VideoLimits {
+    fn default() -> Self {
+        Self { max_seconds: 3600.0 }
+    }
+}
+
+impl VideoLimits {
+    fn check_duration(&self, seconds: f64, path: &Path, what: &str) -> Result<()> {
+        if seconds > self.max_seconds {
+            return Err(Error::TooLarge {
+                path: path.into(),
+                reason: format!("{what} of {seconds:.1} s, over the limit of {} s", self.max_seconds),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Seek instead of decoding forward when the next target is this far ahead (seconds).
 const SEEK_GAP: f64 = 1.0;
 /// Give up after this many consecutive unreadable packets.
@@ -131,7 +158,7 @@ fn seconds(ts: i64, base: Rational) -> f64 {
 }
 
 impl VideoReader {
-    fn open(path: &Path) -> Result<Self> {
+    fn open(path: &Path, limits: &VideoLimits) -> Result<Self> {
         let ffmpeg = |source| Error::Ffmpeg {
             path: path.to_path_buf(),
             source,
@@ -148,6 +175,13 @@ impl VideoReader {
             count: 0,
             ..Default::default()
         });
+        // Frames larger than the header said (or than it could say) are refused by the
+        // decoder before their buffers are allocated.
+        #[allow(unsafe_code)]
+        // SAFETY: a field of the codec context this function owns, before it is opened.
+        unsafe {
+            (*context.as_mut_ptr()).max_pixels = MAX_FRAME_PIXELS as i64;
+        }
         let decoder = context.decoder().video().map_err(ffmpeg)?;
         let pixels = u64::from(decoder.width()) * u64::from(decoder.height());
         if pixels > MAX_FRAME_PIXELS {
@@ -173,6 +207,7 @@ impl VideoReader {
         } else {
             0.0
         };
+        limits.check_duration(duration, path, "a video")?;
         let index = stream.index();
         Ok(Self {
             path: path.into(),
@@ -358,10 +393,20 @@ impl VideoReader {
 }
 
 /// Decodes the frames `sampling` picks from the video stream of `path`, converted to RGB
-/// at `size` (or the stream's own size when `None`).
+/// at `size` (or the stream's own size when `None`), within the default [`VideoLimits`].
 pub fn read_frames(path: impl AsRef<Path>, sampling: Sampling, size: Option<FrameSize>) -> Result<Frames> {
+    read_frames_within(path, sampling, size, &VideoLimits::default())
+}
+
+/// [`read_frames`] within `limits`.
+pub fn read_frames_within(
+    path: impl AsRef<Path>,
+    sampling: Sampling,
+    size: Option<FrameSize>,
+    limits: &VideoLimits,
+) -> Result<Frames> {
     let path = path.as_ref();
-    let mut reader = VideoReader::open(path)?;
+    let mut reader = VideoReader::open(path, limits)?;
     let size = size.unwrap_or(FrameSize {
         width: reader.decoder.width(),
         height: reader.decoder.height(),
@@ -476,9 +521,20 @@ pub struct SoundTrack {
     pub corrupt_packets: usize,
 }
 
-/// Decodes the best audio stream of `path` to mono f32 at `sample_rate` with swresample.
-/// A file without sound gives `Ok(None)`: a missing modality, not an error.
+/// Decodes the best audio stream of `path` to mono f32 at `sample_rate` with swresample,
+/// within the default [`VideoLimits`]. A file without sound gives `Ok(None)`: a missing
+/// modality, not an error.
 pub fn read_sound_track(path: impl AsRef<Path>, sample_rate: u32) -> Result<Option<SoundTrack>> {
+    read_sound_track_within(path, sample_rate, &VideoLimits::default())
+}
+
+/// [`read_sound_track`] within `limits`: a track longer than `max_seconds` by its header,
+/// or once that much is decoded, is refused.
+pub fn read_sound_track_within(
+    path: impl AsRef<Path>,
+    sample_rate: u32,
+    limits: &VideoLimits,
+) -> Result<Option<SoundTrack>> {
     let path = path.as_ref();
     let ffmpeg = |source| Error::Ffmpeg {
         path: path.to_path_buf(),
@@ -492,6 +548,10 @@ pub fn read_sound_track(path: impl AsRef<Path>, sample_rate: u32) -> Result<Opti
         return Ok(None);
     };
     let index = stream.index();
+    if input.duration() > 0 {
+        let seconds = input.duration() as f64 / f64::from(ffmpeg_next::ffi::AV_TIME_BASE);
+        limits.check_duration(seconds, path, "a file")?;
+    }
     let mut decoder = codec::context::Context::from_parameters(stream.parameters())
         .and_then(|c| c.decoder().audio())
         .map_err(ffmpeg)?;
@@ -542,6 +602,7 @@ pub fn read_sound_track(path: impl AsRef<Path>, sample_rate: u32) -> Result<Opti
                         corrupt += 1;
                     }
                     drain(&mut decoder, &mut resampler, &mut samples)?;
+                    limits.check_duration(samples.len() as f64 / f64::from(sample_rate), path, "a sound track")?;
                 }
             }
             Err(ffmpeg_next::Error::Eof) => break,

@@ -93,7 +93,89 @@ pub(crate) fn demuxer(file: &File, path: &Path) -> Result<format::context::Input
     // No protocol is named "none": a demuxer that tries to open a second file fails.
     options.set("protocol_whitelist", "none");
     let name = path.file_name().and_then(|n| n.to_str());
-    format::input_from_stream(io, name, Some(options)).map_err(ffmpeg)
+    open_bounded(io, name, options, path)
+}
+
+/// `avformat_open_input`, then — before `avformat_find_stream_info`, which decodes a first
+/// frame to learn a stream's pixel format — a check of every video stream's frame size from
+/// the container's header, and the probing decoders bounded by `max_pixels` (for streams
+/// whose header does not say) on one thread each. FFmpeg's own open, through
+/// `input_from_stream`, let the probe of a 16000² H.264 file take 600 MB before any size
+/// could be checked.
+fn open_bounded(
+    mut io: format::context::StreamIo,
+    name: Option<&str>,
+    options: Dictionary,
+    path: &Path,
+) -> Result<format::context::Input> {
+    use ffmpeg_next::ffi;
+    let ffmpeg = |code: i32| Error::Ffmpeg {
+        path: path.to_path_buf(),
+        source: ffmpeg_next::Error::from(code),
+    };
+    let name = name.and_then(|n| std::ffi::CString::new(n).ok());
+    let name_ptr = name.as_ref().map_or(std::ptr::null(), |n| n.as_ptr());
+    #[allow(unsafe_code)]
+    // SAFETY: the context is allocated here and either closed on every error path or
+    // handed, with the I/O context it reads through, to `Input`, which frees both; the
+    // dictionaries are owned here and freed after the call that reads them.
+    unsafe {
+        let mut context = ffi::avformat_alloc_context();
+        if context.is_null() {
+            return Err(ffmpeg(ffi::AVERROR(libc::ENOMEM)));
+        }
+        (*context).pb = io.as_mut_ptr();
+        (*context).flags |= ffi::AVFMT_FLAG_CUSTOM_IO;
+        let mut options = options.disown();
+        let opened = ffi::avformat_open_input(&mut context, name_ptr, std::ptr::null(), &mut options);
+        ffi::av_dict_free(&mut options);
+        if opened < 0 {
+            // avformat_open_input frees the context when it fails.
+            return Err(ffmpeg(opened));
+        }
+        let streams = (*context).nb_streams as usize;
+        let mut too_large = None;
+        for s in 0..streams {
+            let parameters = (**(*context).streams.add(s)).codecpar;
+            let (width, height) = (
+                u64::try_from((*parameters).width).unwrap_or(0),
+                u64::try_from((*parameters).height).unwrap_or(0),
+            );
+            if (*parameters).codec_type == ffi::AVMediaType::AVMEDIA_TYPE_VIDEO
+                && width * height > crate::MAX_FRAME_PIXELS
+            {
+                too_large = Some((width, height));
+            }
+        }
+        if let Some((width, height)) = too_large {
+            ffi::avformat_close_input(&mut context);
+            return Err(Error::TooLarge {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "{width}×{height} frames ({} pixels), over the limit of {}",
+                    width * height,
+                    crate::MAX_FRAME_PIXELS
+                ),
+            });
+        }
+        let mut probing: Vec<*mut ffi::AVDictionary> = vec![std::ptr::null_mut(); streams];
+        for dictionary in &mut probing {
+            let max_pixels = std::ffi::CString::new(crate::MAX_FRAME_PIXELS.to_string()).unwrap_or_default();
+            ffi::av_dict_set(dictionary, c"max_pixels".as_ptr(), max_pixels.as_ptr(), 0);
+            // What FFmpeg picks itself when given no options (H.264 keeps its parameter
+            // sets out of the extradata under frame threading).
+            ffi::av_dict_set(dictionary, c"threads".as_ptr(), c"1".as_ptr(), 0);
+        }
+        let probed = ffi::avformat_find_stream_info(context, probing.as_mut_ptr());
+        for dictionary in &mut probing {
+            ffi::av_dict_free(dictionary);
+        }
+        if probed < 0 {
+            ffi::avformat_close_input(&mut context);
+            return Err(ffmpeg(probed));
+        }
+        Ok(format::context::Input::wrap_with_custom_io(context, io))
+    }
 }
 
 /// A demuxer over `path` (a regular file), which holds its own handle on the file.

@@ -25,7 +25,10 @@ mod error;
 mod input;
 mod probe;
 
-pub use decode::{Fit, FrameSize, Frames, MAX_FRAME_PIXELS, Sampling, SoundTrack, read_frames, read_sound_track};
+pub use decode::{
+    Fit, FrameSize, Frames, MAX_FRAME_PIXELS, Sampling, SoundTrack, VideoLimits, read_frames, read_frames_within,
+    read_sound_track, read_sound_track_within,
+};
 #[cfg(feature = "torch")]
 pub use encoder::{TemporalPooling, VideoEncoder};
 pub use error::{Error, Result};

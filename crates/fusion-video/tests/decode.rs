@@ -268,6 +268,62 @@ fn a_huge_frame_size_is_refused_before_decoding() {
     );
 }
 
+/// Peak resident memory of this process, in KiB (`VmHWM`).
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+#[ignore = "run alone in a child by `a_huge_h264_stream_is_refused_from_its_header`"]
+fn refuse_in_child() {
+    let path = std::env::var("FUSION_VIDEO_REFUSE").unwrap_or_default();
+    let before = peak_rss_kib();
+    let refused = read_frames(&path, Sampling::Uniform(1), None).err();
+    let probed = fusion_video::probe(&path).err();
+    println!(
+        "grew {} KiB; {}; {}",
+        peak_rss_kib().saturating_sub(before),
+        refused.map(|e| e.to_string()).unwrap_or_default(),
+        probed.map(|e| e.to_string()).unwrap_or_default()
+    );
+}
+
+/// A 48 KB H.264 file of one black 16000×16000 frame is refused from its container's
+/// header, by `read_frames` and `probe` alike, before FFmpeg's stream probe decodes that
+/// frame (600 MB of frame buffers per file, more with frame threads; six such files being
+/// refused at once took 3.4–3.9 GB). Measured in a child process of its own, as growth of
+/// its peak resident memory.
+#[test]
+fn a_huge_h264_stream_is_refused_from_its_header() {
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "refuse_in_child",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("FUSION_VIDEO_REFUSE", fixture("black_16000x16000.mp4"))
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout).into_owned();
+    // libtest prints the test's name before what it printed.
+    let line = printed.split_once("grew ").map_or("", |(_, rest)| rest);
+    let grew: u64 = line
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(u64::MAX);
+    assert!(grew < 64 << 10, "refusing took {grew} KiB: {printed}");
+    assert_eq!(line.matches("16000×16000 frames").count(), 2, "{line}");
+}
+
 /// A file named like a video that holds a playlist (HLS, concat) naming a video outside
 /// the folder must not be read through it: only single-file containers are demuxed, and
 /// nothing opens a second file. A FIFO named `.mp4` is refused, not waited on.
