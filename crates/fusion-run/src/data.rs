@@ -67,8 +67,12 @@ fn target_of(task: Task, label: &str, outputs: &[String]) -> std::result::Result
             }
             Ok(row)
         }
+        // Targets are trained on as 32-bit floats: 1e308 would become infinite there.
         Task::Regression => match label.trim().parse::<f64>() {
-            Ok(v) if v.is_finite() => Ok(vec![v]),
+            Ok(v) if v.is_finite() && v.abs() <= f64::from(f32::MAX) => Ok(vec![v]),
+            Ok(v) if v.is_finite() => Err(format!(
+                "label `{label}` is beyond ±3.4e38, the range of the 32-bit floats targets are trained on"
+            )),
             _ => Err(format!("label `{label}` is not a finite number")),
         },
     }
@@ -357,9 +361,10 @@ mod tests {
         assert_eq!(target_of(Task::MultiLabel, "a;d", &tags), Ok(vec![1.0, 0.0, 0.0]));
         let value = outputs_of(Task::Regression, ["3"].into_iter());
         assert_eq!(target_of(Task::Regression, " -2.5e1", &value), Ok(vec![-25.0]));
-        for bad in ["cheap", "NaN", "inf"] {
+        for bad in ["cheap", "NaN", "inf", "1e308", "-3.5e38"] {
             assert!(target_of(Task::Regression, bad, &value).is_err(), "{bad}");
         }
+        assert_eq!(target_of(Task::Regression, "3e38", &value), Ok(vec![3e38]));
         let classes = outputs_of(Task::Classification, ["y", "x"].into_iter());
         assert_eq!(target_of(Task::Classification, "y", &classes), Ok(vec![1.0]));
         assert!(target_of(Task::Classification, "", &classes).is_err_and(|e| e == "has no label"));

@@ -161,9 +161,14 @@ pub fn check_columns(columns: &[Column]) -> Result<()> {
         }
         match column {
             Column::Numeric { mean, std, .. } => {
-                if mean.is_some_and(|m| !m.is_finite()) || std.is_some_and(|s| !(s.is_finite() && s > 0.0)) {
+                if let Some(m) = mean.filter(|m| !m.is_finite()) {
                     return Err(Error::Columns(format!(
-                        "columns[{i}] (`{name}`): mean {mean:?} and std {std:?} must be finite, std positive"
+                        "columns[{i}] (`{name}`): mean {m} is not finite"
+                    )));
+                }
+                if let Some(s) = std.filter(|s| !(s.is_finite() && *s > 0.0)) {
+                    return Err(Error::Columns(format!(
+                        "columns[{i}] (`{name}`): std {s} is not a finite positive number"
                     )));
                 }
             }
@@ -201,10 +206,7 @@ pub fn fit<'a>(columns: &mut [Column], rows: impl Iterator<Item = &'a BTreeMap<S
                     .clone()
                     .filter_map(|row| row.get(name.as_str()).and_then(|cell| parse_number(cell)))
                     .collect();
-                let count = values.len().max(1) as f64;
-                let fitted_mean = values.iter().sum::<f64>() / count;
-                let variance = values.iter().map(|v| (v - fitted_mean).powi(2)).sum::<f64>() / count;
-                let deviation = variance.sqrt();
+                let (fitted_mean, deviation) = mean_and_deviation(&values);
                 *mean = Some(*mean.get_or_insert(fitted_mean));
                 *std = Some(std.unwrap_or(if deviation > 1e-12 { deviation } else { 1.0 }));
             }
@@ -225,6 +227,32 @@ pub fn fit<'a>(columns: &mut [Column], rows: impl Iterator<Item = &'a BTreeMap<S
     Ok(())
 }
 
+/// Mean and population standard deviation of `values` (0 and 0 for none), finite for any
+/// finite values: computed on the values divided by the largest magnitude, so ±1e308
+/// cells do not overflow the sums.
+fn mean_and_deviation(values: &[f64]) -> (f64, f64) {
+    let scale = values.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    if values.is_empty() || scale == 0.0 {
+        return (0.0, 0.0);
+    }
+    let count = values.len() as f64;
+    let mean = values.iter().map(|v| v / scale).sum::<f64>() / count;
+    let variance = values.iter().map(|v| (v / scale - mean).powi(2)).sum::<f64>() / count;
+    // Both at most 1 in scaled units, so at most `scale` once scaled back.
+    (mean * scale, variance.sqrt() * scale)
+}
+
+/// A standardised value, `(x − mean) / std` without overflowing, clipped to ±[`MAX_STANDARD`].
+fn standard(x: f64, mean: f64, std: f64) -> f32 {
+    let z = (x - mean) / std;
+    let z = if z.is_finite() { z } else { x / std - mean / std };
+    z.clamp(-MAX_STANDARD, MAX_STANDARD) as f32
+}
+
+/// Largest standardised value given to a model, in deviations: a cell far outside the
+/// training rows' range (1e308 where they held units) is clipped, not infinite.
+pub const MAX_STANDARD: f64 = 1e6;
+
 /// A row's vector (see the crate documentation); an error when a column is not fitted.
 pub fn encode_row(columns: &[Column], row: &BTreeMap<String, String>) -> Result<Vec<f32>> {
     let mut values = Vec::with_capacity(row_width(columns));
@@ -236,7 +264,7 @@ pub fn encode_row(columns: &[Column], row: &BTreeMap<String, String>) -> Result<
                 std: Some(std),
                 ..
             } => match cell.and_then(parse_number) {
-                Some(x) => values.extend([((x - mean) / std) as f32, 0.0]),
+                Some(x) => values.extend([standard(x, *mean, *std), 0.0]),
                 None => values.extend([0.0, 1.0]),
             },
             Column::Categorical {
@@ -268,6 +296,45 @@ mod tests {
             .iter()
             .map(|row| row.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
             .collect()
+    }
+
+    /// Cells of ±1e308 (finite) once overflowed the sums to an infinite deviation, which
+    /// the column check then refused in Rust debug text; a cell far beyond the training
+    /// range is clipped, not infinite.
+    #[test]
+    fn numbers_near_the_largest_double_have_finite_statistics() -> Result<()> {
+        let rows: Vec<BTreeMap<String, String>> = ["1e308", "-1e308", "0", "0"]
+            .iter()
+            .map(|v| BTreeMap::from([("x".to_string(), v.to_string())]))
+            .collect();
+        let mut columns = vec![Column::numeric("x")];
+        fit(&mut columns, rows.iter())?;
+        let Column::Numeric {
+            mean: Some(mean),
+            std: Some(std),
+            ..
+        } = columns[0]
+        else {
+            panic!("not fitted: {columns:?}")
+        };
+        assert_eq!(mean, 0.0);
+        assert!((std / (0.5f64.sqrt() * 1e308) - 1.0).abs() < 1e-12, "{std}");
+        let encoded = encode_row(&columns, &rows[0])?;
+        assert!((encoded[0] - 2f32.sqrt()).abs() < 1e-6, "{encoded:?}");
+        let unit = vec![Column::Numeric {
+            name: "x".into(),
+            mean: Some(-1e308),
+            std: Some(1.0),
+        }];
+        assert_eq!(encode_row(&unit, &rows[0])?, [MAX_STANDARD as f32, 0.0]);
+        let bad = vec![Column::Numeric {
+            name: "x".into(),
+            mean: Some(0.0),
+            std: Some(f64::INFINITY),
+        }];
+        let error = check_columns(&bad).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.contains("std inf is not a finite positive number"), "{error}");
+        Ok(())
     }
 
     #[test]
