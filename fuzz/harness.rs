@@ -16,7 +16,7 @@ use fusion_data::{FeatureCache, FeatureConfig, LogMelConfig, Manifest, PathScope
 pub type Target = fn(&[u8]) -> bool;
 
 /// The fuzz targets, by name.
-pub const TARGETS: [(&str, Target); 9] = [
+pub const TARGETS: [(&str, Target); 13] = [
     ("wav_log_mel", wav_log_mel),
     ("image", image),
     ("video", video),
@@ -26,6 +26,10 @@ pub const TARGETS: [(&str, Target); 9] = [
     ("feature_shard", feature_shard),
     ("run_config", run_config),
     ("checkpoint", checkpoint),
+    ("table_inference", table_inference),
+    ("ensemble_file", ensemble_file),
+    ("shard_index", shard_index),
+    ("run_json", run_json),
 ];
 
 fn compute(config: &FeatureConfig, prepared: &Prepared, data: &[u8], path: &Path) -> bool {
@@ -140,4 +144,73 @@ pub fn run_config(data: &[u8]) -> bool {
 pub fn checkpoint(data: &[u8]) -> bool {
     let path = write_scratch("fuzz.safetensors", data);
     fusion_core::read_checked_safetensors(&path).is_ok()
+}
+
+/// Zero-config table inference and the configuration built from it: the first byte picks
+/// CSV (even) or JSON Lines (odd), the rest is the table; its `label` column is the label.
+pub fn table_inference(data: &[u8]) -> bool {
+    let Some((kind, table)) = data.split_first() else {
+        return false;
+    };
+    let name = if kind % 2 == 0 { "table.csv" } else { "table.jsonl" };
+    let path = write_scratch(name, table);
+    let given = std::collections::BTreeMap::new();
+    let Ok(inference) = fusion_data::infer_columns(&path, "label", &given, PathScope::ManifestFolder) else {
+        return false;
+    };
+    let _ = inference.table();
+    fusion_run::zero_config(&inference, fusion_run::Preset::Fast).is_ok_and(|(config, _)| config.validate().is_ok())
+}
+
+/// An ensemble's `ensemble.json`: parsing and its checks.
+pub fn ensemble_file(data: &[u8]) -> bool {
+    fusion_run::EnsembleFile::parse(data, Path::new("/fuzz/ensemble.json")).is_ok()
+}
+
+/// The folder of a streamed dataset whose `index.json` is the input, over three shards
+/// written once (two modalities: flat numbers, and token ids with a padding mask): opening checks
+/// the index against the shards, then every row is read.
+pub fn shard_index(data: &[u8]) -> bool {
+    static SHARDS: OnceLock<PathBuf> = OnceLock::new();
+    let folder = SHARDS.get_or_init(|| {
+        let folder = scratch().join("shards");
+        let rows = 6;
+        let flat = tch::Tensor::arange(rows * 3, (tch::Kind::Float, tch::Device::Cpu)).view([rows, 3]);
+        let tokens = tch::Tensor::arange(rows * 4, (tch::Kind::Int64, tch::Device::Cpu)).view([rows, 4]);
+        let labels = tch::Tensor::arange(rows, (tch::Kind::Int64, tch::Device::Cpu)).remainder(2);
+        let mut data =
+            fusion_core::TensorDataset::dense(vec![flat, tokens.shallow_clone()], labels).expect("a small dataset");
+        data.padding[1] = Some(tokens.ge(2));
+        fusion_core::ShardedDataset::write(&data, &folder, 150).expect("shards written");
+        folder
+    });
+    let _ = std::fs::write(folder.join("index.json"), data);
+    let Ok(dataset) = fusion_core::ShardedDataset::open(folder) else {
+        return false;
+    };
+    let rows = fusion_core::TrainingData::len(&dataset);
+    dataset
+        .batch(&tch::Tensor::arange(rows, (tch::Kind::Int64, tch::Device::Cpu)))
+        .is_ok()
+}
+
+/// A run folder's JSON files as the library reads them back: the first byte picks the
+/// file (`run.json`, `classes.json`, `model.json`, `train.json`), the rest is its content.
+pub fn run_json(data: &[u8]) -> bool {
+    let Some((which, content)) = data.split_first() else {
+        return false;
+    };
+    let folder = scratch().join("run");
+    let _ = std::fs::create_dir_all(&folder);
+    let run = fusion_run::Run::new(&folder);
+    let name = ["run.json", "classes.json", "model.json", "train.json"][usize::from(*which) % 4];
+    let _ = std::fs::write(folder.join(name), content);
+    match name {
+        "run.json" => run.config().is_ok(),
+        "classes.json" => run.classes().is_ok(),
+        "model.json" => run.folder.load_model_config().is_ok_and(|c| c.validate().is_ok()),
+        _ => run
+            .read_json::<fusion_core::TrainConfig>(name)
+            .is_ok_and(|c| c.validate().is_ok()),
+    }
 }

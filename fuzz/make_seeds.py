@@ -80,3 +80,32 @@ sum_ = crc(weights, lambda a: kind[a.dtype] + "[" + ", ".join(str(d) for d in a.
 weights["__checksum__.crc32"] = np.array(sum_, dtype=np.int64)
 put("checkpoint", "weights.safetensors", save(weights))
 print("seeds written to", corpus)
+
+# Zero-config tables: first byte 0 for CSV, 1 for JSON Lines; a `label` column.
+rows = ["id,label,size,colour,note"]
+for i in range(24):
+    rows.append(f"r{i},{'yes' if i % 3 else 'no'},{i * 1.5},{['red', 'blue'][i % 2]},a short note number {i}")
+put("table_inference", "table.csv", b"\x00" + ("\n".join(rows) + "\n").encode())
+lines = [json.dumps({"id": f"r{i}", "label": i % 2, "x": i / 7, "kind": "ab"[i % 2]}) for i in range(20)]
+put("table_inference", "table.jsonl", b"\x01" + ("\n".join(lines) + "\n").encode())
+
+put("ensemble_file", "ensemble.json", json.dumps({
+    "members": [{"run": "/runs/a", "weight": 0.75, "loss": 0.41}, {"run": "/runs/b", "weight": 0.25, "loss": 0.52}],
+    "classes": ["cat", "dog"], "selected_on": "val", "records": 10, "rounds": 4, "losses": [0.41, 0.39],
+}, indent=2).encode())
+
+# Run folders' JSON: first byte 0 run.json, 1 classes.json, 2 model.json, 3 train.json.
+demo = json.loads((fixtures / "demo/config.json").read_text())
+put("run_json", "run.json", b"\x00" + json.dumps(demo).encode())
+put("run_json", "classes.json", b"\x01" + json.dumps(["cat", "dog", "bird"]).encode())
+put("run_json", "model.json", b"\x02" + json.dumps({
+    "modalities": [{"name": "x", "input_dim": 6, "encoder": {"kind": "mlp", "hidden": [8]}}],
+    "num_classes": 3, "task": "classification", "hidden_dim": 16, "dropout": 0.1,
+    "fusion": {"family": "early", "method": "concat"}}).encode())
+put("run_json", "train.json", b"\x03" + json.dumps({"epochs": 1, "batch_size": 32, "optimizer": {"kind": "adam_w", "lr": 0.001, "weight_decay": 0.01, "beta1": 0.9, "beta2": 0.999, "eps": 1e-08}, "schedule": {"kind": "constant"}, "grad_clip": None, "early_stopping": {"metric": "loss", "patience": 5}, "seed": 0, "modality_dropout": 0.1, "branch_loss_weight": 1.0, "checkpoint_every_s": 30.0}).encode())
+
+# Streamed datasets: the index of the three shards `shard_index` writes on its first call.
+index = {"version": 2, "modalities": [{"dtype": "F32", "shape": [3], "padded": False},
+         {"dtype": "I64", "shape": [4], "padded": True}], "labels": {"dtype": "I64", "shape": [], "padded": False},
+         "shards": [{"file": f"0000{i}.safetensors", "rows": 2} for i in range(3)]}
+put("shard_index", "index.json", (json.dumps(index, indent=2) + "\n").encode())

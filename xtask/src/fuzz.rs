@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use crate::{paths, setup};
 
 /// The targets of `fuzz/Cargo.toml` (and of `fuzz/harness.rs`).
-pub const TARGETS: [&str; 9] = [
+pub const TARGETS: [&str; 13] = [
     "wav_log_mel",
     "image",
     "video",
@@ -22,6 +22,10 @@ pub const TARGETS: [&str; 9] = [
     "feature_shard",
     "run_config",
     "checkpoint",
+    "table_inference",
+    "ensemble_file",
+    "shard_index",
+    "run_json",
 ];
 
 #[derive(Debug, PartialEq)]

@@ -651,7 +651,7 @@ pub fn split_data(
 
 /// `fusion eval`.
 pub fn eval(run_dir: &Path, manifest: Option<&Path>, split: Split, ui: Ui, device: Device) -> Result<()> {
-    if crate::ensemble::is_ensemble(run_dir) {
+    if fusion_run::is_ensemble(run_dir) {
         return crate::ensemble::eval(run_dir, manifest, split, ui, device);
     }
     let run = Run::new(run_dir);
@@ -796,7 +796,7 @@ pub fn write_lines(out: &Path, lines: &[String]) -> Result<()> {
 /// `fusion predict`: one JSON line per record, bad records as `{"id", "error"}` lines;
 /// fails (after writing them) when no record could be predicted.
 pub fn predict(run_dir: &Path, manifest: Option<&Path>, out: Option<&Path>, ui: Ui, device: Device) -> Result<()> {
-    if crate::ensemble::is_ensemble(run_dir) {
+    if fusion_run::is_ensemble(run_dir) {
         return crate::ensemble::predict(run_dir, manifest, out, ui, device);
     }
     let run = Run::new(run_dir);

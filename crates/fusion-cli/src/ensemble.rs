@@ -11,51 +11,12 @@ use std::{
 use anyhow::{Context, Result, bail};
 use fusion_core::{evaluate, log_loss, probability_metrics, select_ensemble};
 use fusion_data::Split;
-use fusion_run::Run;
-use serde::{Deserialize, Serialize};
+use fusion_run::{ENSEMBLE_FILE, EnsembleFile, Member, Run, is_ensemble};
 use tch::Device;
 
 use crate::commands::{
     EVAL_BATCH, EvalRecord, Prediction, Ui, predict_records, run_split, say_eval, split_name, write_lines,
 };
-
-/// The file that makes a folder an ensemble.
-const ENSEMBLE_FILE: &str = "ensemble.json";
-
-/// One member of an ensemble.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Member {
-    /// The member's run folder (absolute).
-    pub run: PathBuf,
-    /// Its weight in the average of probabilities.
-    pub weight: f64,
-    /// Its own log loss on the selection records.
-    pub loss: f64,
-}
-
-/// `ensemble.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EnsembleFile {
-    /// Members and weights (weights sum to 1; a member never picked has weight 0).
-    pub members: Vec<Member>,
-    /// The classes, shared by every member, in the probabilities' order.
-    pub classes: Vec<String>,
-    /// Split the weights were selected on.
-    pub selected_on: String,
-    /// Records of that split every member could predict.
-    pub records: usize,
-    /// Selection rounds.
-    pub rounds: usize,
-    /// The ensemble's log loss on those records after each round.
-    pub losses: Vec<f64>,
-}
-
-/// Whether `folder` holds an ensemble rather than a trained run.
-pub fn is_ensemble(folder: &Path) -> bool {
-    folder.join(ENSEMBLE_FILE).is_file()
-}
 
 /// Fails for commands that need one model (explain, robustness, export).
 pub fn refuse(folder: &Path, command: &str) -> Result<()> {
@@ -306,34 +267,6 @@ pub fn build(folders: &[PathBuf], out: &Path, rounds: usize, ui: Ui, device: Dev
     ui.result(&serde_json::json!({"ensemble": file, "eval": eval}))
 }
 
-/// Reads `ensemble.json` and checks it against its members: each member's classes are the
-/// file's, in its order, and the weights are a distribution (an edited file otherwise
-/// blends probabilities of other classes into nonsense that still exits 0).
-fn read(folder: &Path) -> Result<EnsembleFile> {
-    let file: EnsembleFile = Run::new(folder).read_json(ENSEMBLE_FILE)?;
-    let path = folder.join(ENSEMBLE_FILE);
-    let weights: Vec<f64> = file.members.iter().map(|m| m.weight).collect();
-    let total: f64 = weights.iter().sum();
-    if weights.iter().any(|w| !w.is_finite() || *w < 0.0) || !(total > 0.0 && (total - 1.0).abs() < 1e-6) {
-        bail!(
-            "{}: member weights {weights:?} must be finite, non-negative and sum to 1",
-            path.display()
-        );
-    }
-    for member in &file.members {
-        let classes = Run::new(&member.run).classes()?;
-        if classes != file.classes {
-            bail!(
-                "{}: the classes {:?} are not those of member {} ({classes:?}); rebuild the ensemble with `fusion ensemble`",
-                path.display(),
-                file.classes,
-                member.run.display()
-            );
-        }
-    }
-    Ok(file)
-}
-
 fn evaluate_ensemble(
     file: &EnsembleFile,
     manifest: Option<&Path>,
@@ -388,7 +321,7 @@ fn evaluate_ensemble(
 
 /// `fusion eval` on an ensemble folder.
 pub fn eval(folder: &Path, manifest: Option<&Path>, split: Split, ui: Ui, device: Device) -> Result<()> {
-    let file = read(folder)?;
+    let file = EnsembleFile::read(folder)?;
     let record = evaluate_ensemble(&file, manifest, split, ui, device)?;
     say_eval(ui, &record);
     let ensemble = Run::new(folder);
@@ -400,7 +333,7 @@ pub fn eval(folder: &Path, manifest: Option<&Path>, split: Split, ui: Ui, device
 /// `fusion predict` on an ensemble folder: every record some member could predict, with
 /// the weights of the members that did renormalised; the others as `{"id", "error"}` lines.
 pub fn predict(folder: &Path, manifest: Option<&Path>, out: Option<&Path>, ui: Ui, device: Device) -> Result<()> {
-    let file = read(folder)?;
+    let file = EnsembleFile::read(folder)?;
     let out = out.map_or_else(|| folder.join("predictions.jsonl"), Path::to_path_buf);
     let mut blend = Blend::new();
     let mut errors: HashMap<String, String> = HashMap::new();

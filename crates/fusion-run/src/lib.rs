@@ -38,6 +38,7 @@ mod baselines;
 mod config;
 mod data;
 mod encoder;
+mod ensemble;
 mod error;
 mod frozen;
 mod preset;
@@ -51,6 +52,7 @@ pub use data::{
     tags_of, unlabelled,
 };
 pub use encoder::{EncoderSpec, Layout, TextPooling, VideoPooling, models_dir};
+pub use ensemble::{ENSEMBLE_FILE, EnsembleFile, Member, is_ensemble};
 pub use error::{Error, Result};
 pub use frozen::FrozenCounts;
 pub use preset::{HOLDOUT_FRACTION, Preset, zero_config};

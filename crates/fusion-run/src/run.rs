@@ -63,6 +63,25 @@ pub fn build_model(
     Ok(FusionModel::with_encoders(&root, &model_config, encoders)?)
 }
 
+/// Largest JSON file of a run folder read, in bytes.
+const MAX_RUN_JSON_BYTES: u64 = 64 << 20;
+
+/// Why a list of class names cannot be a model's outputs: none, too many, or one twice.
+pub(crate) fn check_classes(classes: &[String]) -> std::result::Result<(), String> {
+    const MAX_CLASSES: usize = 1 << 20;
+    if classes.is_empty() {
+        return Err("no class: a model has at least one output".into());
+    }
+    if classes.len() > MAX_CLASSES {
+        return Err(format!("{} classes, at most {MAX_CLASSES}", classes.len()));
+    }
+    let mut seen = std::collections::HashSet::new();
+    match classes.iter().find(|c| !seen.insert(c.as_str())) {
+        Some(twice) => Err(format!("class `{twice}` twice")),
+        None => Ok(()),
+    }
+}
+
 /// The files of a run folder: fusion-core's (`model.json`, `train.json`, checkpoints,
 /// `metrics.jsonl`) and `run.json` (the run configuration) and `classes.json`.
 #[derive(Debug, Clone)]
@@ -91,25 +110,39 @@ impl Run {
         let text = serde_json::to_string_pretty(value).map_err(|e| Error::Config(e.to_string()))?;
         Ok(fusion_core::write_file_atomic(&self.file(name), text)?)
     }
-    /// Reads a JSON file of the run.
+    /// Reads a JSON file of the run (at most 64 MiB).
     pub fn read_json<T: for<'de> Deserialize<'de>>(&self, name: &str) -> Result<T> {
         let path = self.file(name);
-        let text = std::fs::read_to_string(&path).map_err(|e| {
+        let bytes = fusion_data::read_bounded(&path, MAX_RUN_JSON_BYTES).map_err(|e| {
             Error::Config(format!(
-                "cannot read {} (is {} a run folder?): {e}",
+                "{}: {e} (is {} a run folder?)",
                 path.display(),
                 self.root().display()
             ))
         })?;
-        serde_json::from_str(&text).map_err(|e| Error::Config(format!("{} is damaged: {e}", path.display())))
+        serde_json::from_slice(&bytes).map_err(|e| Error::Config(format!("{} is damaged: {e}", path.display())))
     }
-    /// The run's configuration.
+    /// The run's configuration, parsed (relative paths against the run folder) and checked
+    /// as a configuration given to `train` is: an edited `run.json` cannot size what
+    /// `train` would refuse.
     pub fn config(&self) -> Result<RunConfig> {
-        self.read_json("run.json")
+        let path = self.file("run.json");
+        let bytes = fusion_data::read_bounded(&path, crate::config::MAX_CONFIG_BYTES).map_err(|e| {
+            Error::Config(format!(
+                "{}: {e} (is {} a run folder?)",
+                path.display(),
+                self.root().display()
+            ))
+        })?;
+        let config = RunConfig::parse(&bytes, &path)?;
+        config.validate()?;
+        Ok(config)
     }
-    /// The class names in index order.
+    /// The class names in index order (present and distinct).
     pub fn classes(&self) -> Result<Vec<String>> {
-        self.read_json("classes.json")
+        let classes: Vec<String> = self.read_json("classes.json")?;
+        check_classes(&classes).map_err(|e| Error::Config(format!("{}: {e}", self.file("classes.json").display())))?;
+        Ok(classes)
     }
     /// The trained model (best weights) on `device`, rebuilt from `run.json`.
     pub fn model(&self, device: Device) -> Result<(FusionModel, nn::VarStore)> {

@@ -1,0 +1,9 @@
+#![no_main]
+#![allow(dead_code)]
+
+#[path = "../harness.rs"]
+mod harness;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    harness::shard_index(data);
+});
