@@ -515,7 +515,7 @@ pub fn zero_config(table: &Table, run_dir: &Path, ui: Ui) -> Result<PathBuf> {
     std::fs::create_dir_all(run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
     let run = Run::new(run_dir);
     run.write_json("columns.json", &inference)?;
-    run.write_json("config.json", &config)?;
+    run.write_json("config.json", &config.portable())?;
     let path = run.file("config.json");
     ui.say(format!(
         "configuration: {} (edit it and train again with --config)",
@@ -525,6 +525,44 @@ pub fn zero_config(table: &Table, run_dir: &Path, ui: Ui) -> Result<PathBuf> {
 }
 
 /// `fusion train`, alone or as one rank of a data-parallel `group`.
+/// When this process started (set first thing by `main`).
+pub static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+/// Seconds since this process started.
+fn process_seconds() -> f64 {
+    STARTED.get().map_or(0.0, |t| t.elapsed().as_secs_f64())
+}
+
+/// `resources.json`: what a training run cost, start to end of the process's work.
+pub const RESOURCES_FILE: &str = "resources.json";
+
+/// What a run cost: wall time from the process's start (extraction, training, evaluation,
+/// baselines), training alone, and the peak resident memory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// Seconds from the process's start to the end of the run's work.
+    pub wall_seconds: f64,
+    /// Seconds of training.
+    pub train_seconds: f64,
+    /// Peak resident memory in MB, where the system reports it.
+    pub peak_rss_mb: Option<f64>,
+}
+
+impl std::fmt::Display for Resources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "wall time {:.1} s (training {:.1} s), peak memory ",
+            self.wall_seconds, self.train_seconds
+        )?;
+        match self.peak_rss_mb {
+            Some(mb) => write!(f, "{mb:.0} MB"),
+            None => f.write_str("not reported by this system"),
+        }
+    }
+}
+
 pub fn train(
     config_path: &Path,
     run_dir: &Path,
@@ -560,6 +598,12 @@ pub fn train(
     }
     run.write_json("skipped.json", &loaded.extraction.problems)?;
     run.write_json("unusable.json", &loaded.extraction.absent)?;
+    let resources = Resources {
+        wall_seconds: process_seconds(),
+        train_seconds: trained.seconds,
+        peak_rss_mb: fusion_core::peak_rss_bytes().map(|b| b as f64 / MB),
+    };
+    run.write_json(RESOURCES_FILE, &resources)?;
     let best = trained.summary.best_epoch;
     ui.say(format!(
         "trained {} epochs in {:.1} s ({} parameters); best epoch {best}",
@@ -579,6 +623,7 @@ pub fn train(
         ));
     }
     report::write(&run)?;
+    ui.say(resources.to_string());
     ui.say(format!("report: {}", run.file("report.md").display()));
     ui.result(&serde_json::json!({
         "run": run.root(),

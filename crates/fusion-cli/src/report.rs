@@ -127,6 +127,9 @@ pub fn write(run: &Run) -> Result<()> {
         config.dropout,
         serde_json::to_string(&config.train)?
     );
+    if let Ok(resources) = run.read_json::<crate::commands::Resources>(crate::commands::RESOURCES_FILE) {
+        let _ = writeln!(out, "Cost: {resources}.\n");
+    }
     let records = epochs(run);
     if !records.is_empty() {
         out += "## Training\n\n";

@@ -925,6 +925,15 @@ fn a_table_trains_with_no_configuration_and_its_written_config_reruns() {
     let report = std::fs::read_to_string(run.join("report.md")).unwrap();
     assert!(report.contains("## Simple baselines on test") && report.contains("Fusion gain over the best baseline"));
     assert!(report.contains("## Each modality alone"));
+    // What the run cost, from the process's start: recorded, and in the report.
+    let resources = read("resources.json");
+    let (wall, training) = (
+        resources["wall_seconds"].as_f64().unwrap(),
+        resources["train_seconds"].as_f64().unwrap(),
+    );
+    assert!(wall > training && training > 0.0, "{resources}");
+    assert!(resources["peak_rss_mb"].as_f64().unwrap() > 10.0, "{resources}");
+    assert!(report.contains("Cost: wall time"), "{report}");
 
     let again = dir.path().join("again");
     let config = run.join("config.json");

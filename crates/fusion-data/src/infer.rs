@@ -191,6 +191,45 @@ pub struct ColumnInference {
     pub label: LabelKind,
     /// Every column, in the table's order.
     pub columns: Vec<InferredColumn>,
+    /// What the headers of a sample of the image column's files say (`None` without an
+    /// image column, or when none of the sample could be read).
+    pub images: Option<ImageSample>,
+}
+
+/// The pictures of an image column, from the headers of up to 32 of its files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageSample {
+    /// Median of each picture's longer side, in pixels.
+    pub median_side: u32,
+    /// Whether every sampled picture is stored as luminance.
+    pub grey: bool,
+    /// Pictures whose header was read.
+    pub read: usize,
+}
+
+/// The headers of up to [`SNIFFED_FILES`] of an image column's files.
+#[cfg(feature = "image")]
+fn sample_images(cells: &[&str], base: &Path, scope: PathScope) -> Option<ImageSample> {
+    let headers: Vec<fusion_image::Header> = cells
+        .iter()
+        .take(SNIFFED_FILES)
+        .map(|cell| base.join(cell))
+        .filter(|path| scope == PathScope::Anywhere || crate::manifest::lexically_inside(path, base))
+        .filter(|path| path.metadata().is_ok_and(|m| m.is_file()))
+        .filter_map(|path| fusion_image::header(&path).ok())
+        .collect();
+    let mut sides: Vec<u32> = headers.iter().map(|h| h.width.max(h.height)).collect();
+    sides.sort_unstable();
+    Some(ImageSample {
+        median_side: *sides.get(sides.len() / 2)?,
+        grey: headers.iter().all(|h| h.grey),
+        read: headers.len(),
+    })
+}
+
+#[cfg(not(feature = "image"))]
+fn sample_images(_: &[&str], _: &Path, _: PathScope) -> Option<ImageSample> {
+    None
 }
 
 impl ColumnInference {
@@ -530,6 +569,7 @@ pub fn infer_columns(
         .find(|(name, (kind, _, _))| *kind == ColumnKind::Id && !short_names(name, *kind))
         .map(|(name, _)| name.clone());
     let mut columns: Vec<InferredColumn> = Vec::new();
+    let mut images = None;
     for (name, (kind, reason, cells)) in names.iter().zip(inferred) {
         let (kind, reason) = match &id {
             Some(id) if short_names(name, kind) => (ColumnKind::Text, format!("{reason}; `{id}` is the id")),
@@ -543,6 +583,9 @@ pub fn infer_columns(
             ),
             None => (kind, reason),
         };
+        if kind == ColumnKind::Image {
+            images = sample_images(&cells, base, scope);
+        }
         columns.push(InferredColumn {
             name: name.clone(),
             kind,
@@ -556,6 +599,7 @@ pub fn infer_columns(
         rows: rows.len(),
         label: label_kind,
         columns,
+        images,
     })
 }
 
@@ -708,6 +752,52 @@ mod tests {
         let two = BTreeMap::from([("sound".to_string(), Image)]);
         let inference = infer_columns(&path, "y", &two, PathScope::ManifestFolder)?;
         assert!(inference.columns[2].kind == Ignore && inference.columns[2].reason.contains("`picture` is used"));
+        Ok(())
+    }
+
+    /// The image column's pictures are sampled from their headers: the median longer
+    /// side and whether all are grey.
+    #[test]
+    #[cfg(feature = "avmnist")]
+    fn image_headers_give_the_median_side_and_colour() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::Config(e.to_string()))?;
+        let save = |name: &str, image: image::DynamicImage| {
+            image
+                .save(dir.path().join(name))
+                .map_err(|e| Error::Config(e.to_string()))
+        };
+        let mut csv = String::from("picture,y\n");
+        for i in 0..3 {
+            save(&format!("g{i}.png"), image::DynamicImage::new_luma8(20, 28))?;
+            csv.push_str(&format!("g{i}.png,{}\n", i % 2));
+        }
+        let table = |csv: &str| -> Result<Option<ImageSample>> {
+            let path = dir.path().join("t.csv");
+            std::fs::write(&path, csv).map_err(|e| Error::Config(e.to_string()))?;
+            Ok(infer_columns(&path, "y", &BTreeMap::new(), PathScope::ManifestFolder)?.images)
+        };
+        let grey = table(&csv)?;
+        assert_eq!(
+            grey,
+            Some(ImageSample {
+                median_side: 28,
+                grey: true,
+                read: 3
+            })
+        );
+        save("big.jpg", image::DynamicImage::new_rgb8(300, 100))?;
+        save("big2.jpg", image::DynamicImage::new_rgb8(100, 300))?;
+        let mixed = table(&format!("{csv}big.jpg,1\nbig2.jpg,0\n"))?;
+        assert_eq!(
+            mixed,
+            Some(ImageSample {
+                median_side: 28,
+                grey: false,
+                read: 5
+            })
+        );
+        let large = table(&format!("{csv}big.jpg,1\nbig2.jpg,0\nbig.jpg,1\nbig2.jpg,0\n"))?;
+        assert_eq!(large.map(|s| s.median_side), Some(300));
         Ok(())
     }
 }

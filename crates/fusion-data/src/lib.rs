@@ -34,7 +34,7 @@ pub use features::{
     EXTRACT_CHUNK, Extraction, FEATURE_VERSION, FeatureCache, FeatureConfig, FeatureSpec, ImageNormalization,
     LogMelConfig, MAX_FEATURE_DIM, MAX_FEATURE_MAGNITUDE, Prepared, Shard, extract,
 };
-pub use infer::{ColumnInference, ColumnKind, InferredColumn, LabelKind, infer_columns, infer_label};
+pub use infer::{ColumnInference, ColumnKind, ImageSample, InferredColumn, LabelKind, infer_columns, infer_label};
 pub use manifest::{
     ColumnMap, ColumnRole, Holdout, MAX_LINE_BYTES, MAX_MANIFEST_BYTES, Manifest, Modality, PathScope, RECORD_FIELDS,
     Record, RejectedLine, Split, UnknownField, check_column_map,

@@ -32,5 +32,7 @@ pub use efficientnet::EfficientNetLite0;
 #[cfg(feature = "torch")]
 pub use encoder::{LeNet, MultibenchLeNet, ResNet18, batch_images};
 pub use error::{Error, Result};
-pub use pipeline::{Crop, DEFAULT_PIXEL_BUDGET, Decoded, Filter, Pipeline, Resize, SplitMix64, decode, decode_bytes};
+pub use pipeline::{
+    Crop, DEFAULT_PIXEL_BUDGET, Decoded, Filter, Header, Pipeline, Resize, SplitMix64, decode, decode_bytes, header,
+};
 pub use preprocess::{Channels, ChwImage, load_normalized, normalize};

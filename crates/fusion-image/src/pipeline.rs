@@ -257,6 +257,35 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, pixel_budget: u64) -> Result<Deco
     decode_from(reader, path, pixel_budget)
 }
 
+/// What an image's header says, read without decoding its pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Whether it is stored as luminance (with or without alpha).
+    pub grey: bool,
+}
+
+/// Reads `path`'s header: size and colour type, no pixel decoded.
+pub fn header(path: &Path) -> Result<Header> {
+    let error = |source: image::ImageError| Error::Decode {
+        path: path.to_path_buf(),
+        source,
+    };
+    let reader = ImageReader::open(path)
+        .and_then(|r| r.with_guessed_format())
+        .map_err(|e| error(image::ImageError::IoError(e)))?;
+    let decoder = reader.into_decoder().map_err(error)?;
+    let (width, height) = decoder.dimensions();
+    let grey = matches!(
+        decoder.color_type(),
+        image::ColorType::L8 | image::ColorType::La8 | image::ColorType::L16 | image::ColorType::La16
+    );
+    Ok(Header { width, height, grey })
+}
+
 /// A decoded image and its share of the process's decode budget (see
 /// [`crate::set_decode_budget`]), given back when this is dropped: keep it while the pixels
 /// are in use.

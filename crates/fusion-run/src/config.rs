@@ -217,6 +217,28 @@ impl RunConfig {
         Ok(config)
     }
 
+    /// This configuration as it is written into a run folder: a tokenizer of a fetched
+    /// model is named by the model (`all-MiniLM-L6-v2/tokenizer.json`, found again in the
+    /// models folder of whichever machine reads it), not by this machine's path.
+    pub fn portable(&self) -> Self {
+        let mut config = self.clone();
+        let Some(models) = crate::models_dir() else {
+            return config;
+        };
+        let modalities = config
+            .modalities
+            .iter_mut()
+            .chain(config.compare.iter_mut().flat_map(|c| c.modalities.iter_mut()));
+        for m in modalities {
+            if let FeatureConfig::Tokens { tokenizer, .. } = &mut m.features
+                && let Ok(name) = tokenizer.strip_prefix(&models)
+            {
+                *tokenizer = name.to_path_buf();
+            }
+        }
+        config
+    }
+
     /// Makes every relative path absolute against `base`.
     pub fn resolve_paths(&mut self, base: &Path) {
         self.manifest = absolute(&base.join(&self.manifest));

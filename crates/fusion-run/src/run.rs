@@ -368,7 +368,7 @@ fn train_in(
         // extract its rows' features).
         let saved = RunConfig {
             compare: Vec::new(),
-            ..config.clone()
+            ..config.portable()
         };
         run.write_json("run.json", &saved)?;
         run.write_json("classes.json", &classes)?;
