@@ -813,14 +813,7 @@ pub fn predict_records(run: &Run, manifest: Option<&Path>, ui: Ui, device: Devic
     let (model, _vs) = run.model(device)?;
     let all: Vec<usize> = (0..extraction.records.len()).collect();
     // Labels are not used to predict (a manifest may have none).
-    let data = fusion_run::unlabelled(
-        extraction,
-        &all,
-        (config.task, &classes),
-        &config.modalities,
-        &columns,
-        device,
-    )?;
+    let data = fusion_run::prediction_dataset(&config, extraction, &loaded.specs, &all, &classes, device)?;
     let evaluation = evaluate(&model, &data.data, EVAL_BATCH)?;
     Ok(Predicted {
         config,

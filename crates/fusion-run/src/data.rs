@@ -216,13 +216,14 @@ pub(crate) fn labelled(
 
 /// Every record at `indices` as model inputs whatever its label (to predict): the labels
 /// are placeholders of the task's kind.
-pub fn unlabelled(
+pub(crate) fn unlabelled(
     extraction: &Extraction,
     indices: &[usize],
     (task, outputs): (Task, &[String]),
     modalities: &[ModalitySpec],
     columns: &[usize],
     device: Device,
+    inputs: Inputs,
 ) -> Result<SplitData> {
     let width = if task == Task::MultiLabel { outputs.len() } else { 1 };
     let targets = vec![0.0; indices.len() * width];
@@ -235,7 +236,7 @@ pub fn unlabelled(
         columns,
         device,
         Vec::new(),
-        Inputs::Raw,
+        inputs,
     )
 }
 

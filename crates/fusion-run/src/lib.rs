@@ -49,7 +49,7 @@ pub use baselines::{Baseline, Baselines, MAX_BASELINE_INPUTS, fit_baselines, fit
 pub use config::{Augment, MAX_HIDDEN_DIM, ModalitySpec, NamedFusion, OnBadFile, RunConfig};
 pub use data::{
     REGRESSION_OUTPUT, SplitData, TAG_SEPARATOR, classes_of, dataset, fit_standardization, modality_tensor, outputs_of,
-    tags_of, unlabelled,
+    tags_of,
 };
 pub use encoder::{EncoderSpec, Layout, TextPooling, VideoPooling, models_dir};
 pub use ensemble::{ENSEMBLE_FILE, EnsembleFile, Member, is_ensemble};
@@ -58,5 +58,5 @@ pub use frozen::FrozenCounts;
 pub use preset::{HOLDOUT_FRACTION, Preset, zero_config};
 pub use run::{
     Prediction, Predictor, Run, Trained, build_model, decision, describe, example_inputs, export_features,
-    held_out_split, split_dataset, train, train_data_parallel,
+    held_out_split, prediction_dataset, split_dataset, train, train_data_parallel,
 };
