@@ -621,6 +621,24 @@ impl EncoderSpec {
         hidden_dim: i64,
         dropout: f64,
     ) -> Result<Box<dyn Encoder>> {
+        if self.caches_outputs() {
+            // A frozen pretrained network is a fixed function of the models folder's file:
+            // its variables live apart from the model's, so checkpoints do not copy them
+            // (they made a run's checkpoints 330 MB).
+            let own = nn::VarStore::new(p.device());
+            let encoder = self.build_in(&own.root(), features, hidden_dim, dropout)?;
+            return Ok(Box::new(Pretrained { encoder, _vs: own }));
+        }
+        self.build_in(p, features, hidden_dim, dropout)
+    }
+
+    fn build_in(
+        &self,
+        p: &nn::Path,
+        features: &FeatureConfig,
+        hidden_dim: i64,
+        dropout: f64,
+    ) -> Result<Box<dyn Encoder>> {
         let shape: Vec<i64> = features.shape().iter().map(|&s| s as i64).collect();
         let output = |dim: &Option<i64>| dim.unwrap_or(hidden_dim);
         // Images [C, H, W] as they are; a log-mel picture [T, M] gains one channel.
@@ -845,6 +863,25 @@ impl Encoder for Frozen {
             return input.features.shallow_clone();
         }
         tch::no_grad(|| self.0.encode(input, false))
+    }
+}
+
+/// A frozen pretrained encoder with the variables it owns, outside the model's store.
+#[derive(Debug)]
+struct Pretrained {
+    encoder: Box<dyn Encoder>,
+    _vs: nn::VarStore,
+}
+
+impl Encoder for Pretrained {
+    fn output_dim(&self) -> i64 {
+        self.encoder.output_dim()
+    }
+    fn check_input(&self, features: &Tensor) -> std::result::Result<(), String> {
+        self.encoder.check_input(features)
+    }
+    fn encode(&self, input: &ModalityInput, train: bool) -> Tensor {
+        self.encoder.encode(input, train)
     }
 }
 
