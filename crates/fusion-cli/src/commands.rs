@@ -299,9 +299,32 @@ pub fn train_one(
     })
 }
 
-/// Fits the simple baselines of a classification run (see [`fusion_run::fit_baselines`]) on
-/// its own inputs and the split `eval` is on, writes them to `baselines.json` and says how
-/// the run compares.
+/// The simple baselines (see [`fusion_run::fit_baselines`]) of a classification with
+/// `config`'s inputs over `classes`, on the split evaluation uses.
+fn fit_simple_baselines(
+    config: &RunConfig,
+    loaded: &Loaded,
+    classes: &[String],
+    device: Device,
+) -> Result<Option<fusion_run::Baselines>> {
+    if config.task != fusion_core::Task::Classification {
+        return Ok(None);
+    }
+    let split = held_out_split(&loaded.extraction);
+    let of = |split| split_dataset(config, &loaded.extraction, &loaded.specs, split, classes, device);
+    let (train, val, held_out) = (of(Split::Train)?, of(Split::Val)?, of(split)?);
+    Ok(fusion_run::fit_baselines(
+        config,
+        &train.data,
+        &val.data,
+        &held_out.data,
+        split_name(split),
+        classes.len(),
+    )?)
+}
+
+/// Fits the simple baselines of a classification run on its own inputs, writes them to
+/// `baselines.json` and says how the run compares.
 fn baselines_into(
     run: &Run,
     config: &RunConfig,
@@ -310,22 +333,7 @@ fn baselines_into(
     ui: Ui,
     device: Device,
 ) -> Result<()> {
-    if config.task != fusion_core::Task::Classification {
-        return Ok(());
-    }
-    let classes = run.classes()?;
-    let split = held_out_split(&loaded.extraction);
-    let of = |split| split_dataset(config, &loaded.extraction, &loaded.specs, split, &classes, device);
-    let (train, val, held_out) = (of(Split::Train)?, of(Split::Val)?, of(split)?);
-    let Some(baselines) = fusion_run::fit_baselines(
-        config,
-        &train.data,
-        &val.data,
-        &held_out.data,
-        split_name(split),
-        classes.len(),
-    )?
-    else {
+    let Some(baselines) = fit_simple_baselines(config, loaded, &run.classes()?, device)? else {
         return Ok(());
     };
     run.write_json("baselines.json", &baselines)?;
@@ -1081,8 +1089,9 @@ pub fn export(run_dir: &Path, out: Option<&Path>, ui: Ui, device: Device) -> Res
 pub struct CompareRow {
     /// Method name.
     pub name: String,
-    /// Run folder.
-    pub run: PathBuf,
+    /// Run folder (none for a simple baseline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<PathBuf>,
     /// Split evaluated (test, or val when there is none).
     pub split: String,
     /// Samples evaluated.
@@ -1167,7 +1176,7 @@ pub fn compare(config_path: &Path, out: &Path, ui: Ui, device: Device) -> Result
         })?;
         rows.push(CompareRow {
             name: name.clone(),
-            run: run.root().to_path_buf(),
+            run: Some(run.root().to_path_buf()),
             split: eval.split.clone(),
             samples: eval.metrics.count,
             accuracy: task_score(&eval),
@@ -1177,6 +1186,26 @@ pub fn compare(config_path: &Path, out: &Path, ui: Ui, device: Device) -> Result
         });
     }
     let compare = Run::new(out);
+    // The simple baselines on the same inputs and test records, as rows of their own.
+    let first_run = rows.first().and_then(|r| r.run.as_ref()).map(Run::new);
+    if let Some(first_run) = first_run {
+        let baselines = fit_simple_baselines(&config, &loaded, &first_run.classes()?, device)?;
+        for b in baselines.iter().flat_map(|b| &b.rows) {
+            rows.push(CompareRow {
+                name: format!("baseline: {}", b.name),
+                run: None,
+                split: rows[0].split.clone(),
+                samples: rows[0].samples,
+                accuracy: b.accuracy,
+                ece: b.ece,
+                parameters: b.parameters,
+                seconds: b.seconds,
+            });
+        }
+        if let Some(baselines) = &baselines {
+            compare.write_json("baselines.json", baselines)?;
+        }
+    }
     compare.write_json("compare.json", &rows)?;
     compare.write_json("skipped.json", &loaded.extraction.problems)?;
     compare.write_json("unusable.json", &loaded.extraction.absent)?;

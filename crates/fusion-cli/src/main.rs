@@ -576,28 +576,29 @@ fn demo(data: &Path, out: &Path, ui: Ui, device: tch::Device) -> Result<()> {
     let fused = rows
         .iter()
         .filter(|r| !r.name.ends_with(" only"))
-        .max_by(|a, b| a.accuracy.total_cmp(&b.accuracy));
-    if let Some(best) = fused {
+        .filter_map(|r| Some((r, r.run.as_ref()?)))
+        .max_by(|a, b| a.0.accuracy.total_cmp(&b.0.accuracy));
+    if let Some((best, best_run)) = fused {
         step.say(format!(
             "\nbest fusion method: {} ({:.4}); explaining it",
             best.name, best.accuracy
         ));
         // The best run reads the same features as the comparison: no second extraction.
-        let run = fusion_run::Run::new(&best.run);
+        let run = fusion_run::Run::new(best_run);
         let (data, _) = commands::split_data(&run, &run.config()?, &loaded, Split::Test, step, device)?;
         commands::explain_on(&run, &data, Split::Test, step, device)?;
         commands::robustness_on(&run, &data, Split::Test, true, step, device)?;
-        step.say(format!("its report: {}", best.run.join("report.md").display()));
+        step.say(format!("its report: {}", best_run.join("report.md").display()));
     }
     let seconds = started.elapsed().as_secs_f64();
     step.say(format!("demo finished in {seconds:.0} s"));
     let read = |name: &str| -> Option<serde_json::Value> {
-        let path = fused?.run.join(name);
+        let path = fused?.1.join(name);
         serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
     };
     ui.result(&serde_json::json!({
         "compare": rows,
-        "best": fused.map(|r| &r.name),
+        "best": fused.map(|(r, _)| &r.name),
         "explain": read("explain.json"),
         "robustness": read("robustness.json"),
         "report": out.join("report.md"),

@@ -299,12 +299,15 @@ pub fn write_compare(run: &Run, config: &RunConfig, rows: &[CompareRow], loaded:
     image(&mut out, run, "compare", "accuracy by method");
     out += "\nRuns (each with its own report):\n\n";
     for r in rows {
-        let name = r
-            .run
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_default();
+        let Some(name) = r.run.as_ref().and_then(|run| run.file_name()) else {
+            continue;
+        };
+        let name = name.to_string_lossy();
         let _ = writeln!(out, "- {}: [{name}/report.md]({name}/report.md)", r.name);
+    }
+    if rows.iter().any(|r| r.run.is_none()) {
+        out += "
+The `baseline:` rows are logistic regressions fitted on the same inputs (one per modality, L2 penalty chosen on val) and their late fusion; `baselines.json` holds them.\n";
     }
     if !loaded.extraction.problems.is_empty() {
         out += "\nRecords left out:\n\n";

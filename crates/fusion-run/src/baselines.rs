@@ -27,6 +27,16 @@ pub struct Baseline {
     pub accuracy: f64,
     /// Macro-F1 on the held-out split.
     pub macro_f1: f64,
+    /// Expected calibration error on the held-out split (a record without the modality
+    /// counts as a wrong answer given with no confidence).
+    #[serde(default)]
+    pub ece: f64,
+    /// Weights and biases fitted (the fusion: those of its regressions).
+    #[serde(default)]
+    pub parameters: i64,
+    /// Seconds of fitting (every penalty tried; the fusion: its regressions').
+    #[serde(default)]
+    pub seconds: f64,
 }
 
 /// Baselines of a classification run.
@@ -109,6 +119,7 @@ pub fn fit_baselines(
         let x = scale(&x);
         let (val_x, test_x) = (scale(&flat(val)), scale(&flat(held_out)));
         let (val_present, test_present) = (present(val), present(held_out));
+        let started = std::time::Instant::now();
         let mut best: Option<(f64, f64, Tensor, Tensor)> = None;
         for l2 in PENALTIES {
             let (weights, bias) = fit_logistic(&x, &y, classes as i64, l2)?;
@@ -127,24 +138,30 @@ pub fn fit_baselines(
         let (val_log_p, test_log_p) = (log_p(&val_x, &val_present), log_p(&test_x, &test_present));
         val_fused += &val_log_p;
         test_fused += &test_log_p;
-        let (accuracy, macro_f1) = scores(&test_log_p, &test_y, &test_present, classes)?;
+        let (accuracy, macro_f1, ece) = scores(&test_log_p, &test_y, &test_present, classes)?;
         rows.push(Baseline {
             name: format!("logistic regression: {}", spec.name),
             l2: Some(l2),
             val_accuracy,
             accuracy,
             macro_f1,
+            ece,
+            parameters: (weights.numel() + bias.numel()) as i64,
+            seconds: started.elapsed().as_secs_f64(),
         });
     }
     if rows.len() > 1 {
         let everyone = |d: &TensorDataset| Tensor::ones([d.len()], (Kind::Bool, Device::Cpu));
-        let (accuracy, macro_f1) = scores(&test_fused, &test_y, &everyone(held_out), classes)?;
+        let (accuracy, macro_f1, ece) = scores(&test_fused, &test_y, &everyone(held_out), classes)?;
         rows.push(Baseline {
             name: "late fusion of the logistic regressions".into(),
             l2: None,
             val_accuracy: accuracy_where(&val_fused, &val_y, &everyone(val))?,
             accuracy,
             macro_f1,
+            ece,
+            parameters: rows.iter().map(|r| r.parameters).sum(),
+            seconds: rows.iter().map(|r| r.seconds).sum(),
         });
     }
     Ok(Some(Baselines {
@@ -160,9 +177,14 @@ fn accuracy_where(log_p: &Tensor, labels: &Tensor, present: &Tensor) -> Result<f
     Ok(f64::try_from(right.to_kind(Kind::Double).mean(Kind::Double))?)
 }
 
-/// Accuracy and macro-F1; a record without the modality is predicted as no class.
-fn scores(log_p: &Tensor, labels: &Tensor, present: &Tensor, classes: usize) -> Result<(f64, f64)> {
+/// Accuracy, macro-F1 and ECE of `log_p` (log-probabilities, or their sum over modalities:
+/// renormalised here); a record without the modality is predicted as no class, with no
+/// confidence.
+fn scores(log_p: &Tensor, labels: &Tensor, present: &Tensor, classes: usize) -> Result<(f64, f64, f64)> {
     let predicted: Vec<i64> = Vec::try_from(log_p.argmax(-1, false))?;
+    let confidence: Vec<f64> = Vec::try_from(
+        log_p.log_softmax(-1, Kind::Double).exp().amax(&[-1i64][..], false) * present.to_kind(Kind::Double),
+    )?;
     let present: Vec<bool> = Vec::try_from(present)?;
     let truth: Vec<i64> = Vec::try_from(labels)?;
     let predicted: Vec<usize> = predicted
@@ -171,8 +193,12 @@ fn scores(log_p: &Tensor, labels: &Tensor, present: &Tensor, classes: usize) -> 
         .map(|(&p, &here)| if here { p as usize } else { classes })
         .collect();
     let truth: Vec<usize> = truth.iter().map(|&t| t as usize).collect();
-    let metrics = fusion_core::Metrics::compute(&predicted, &truth, &vec![1.0; truth.len()], classes + 1);
-    Ok((metrics.accuracy, fusion_core::macro_f1(&metrics.confusion, classes)))
+    let metrics = fusion_core::Metrics::compute(&predicted, &truth, &confidence, classes + 1);
+    Ok((
+        metrics.accuracy,
+        fusion_core::macro_f1(&metrics.confusion, classes),
+        metrics.ece,
+    ))
 }
 
 /// Weights `[D, C]` and bias `[C]` minimising the mean cross-entropy of `x` `[N, D]` to
