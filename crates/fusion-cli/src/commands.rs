@@ -7,20 +7,20 @@ use std::{
 
 use anyhow::{Context, Result, anyhow, bail};
 use fusion_core::{
-    FusionConfig, GroupMetrics, Metrics, ModalityInput, NOISE_LEVELS, NoiseCurve, ProcessGroup, Progress,
-    ShapleyReport, SubsetAccuracy, Task, TaskMetrics, TrainSummary, evaluate, export_torchscript,
-    missing_modality_accuracy, noise_robustness, shapley_values,
+    FusionConfig, ModalityInput, NOISE_LEVELS, NoiseCurve, ProcessGroup, Progress, ShapleyReport, SubsetAccuracy, Task,
+    TaskMetrics, TrainSummary, evaluate, export_torchscript, missing_modality_accuracy, noise_robustness,
+    shapley_values,
 };
-use fusion_data::{Extraction, FeatureCache, FeatureSpec, Manifest, Problem, Shard, Split};
-use fusion_run::{ModalityAlone, NamedFusion, Run, RunConfig, SplitData, describe, held_out_split, split_dataset};
+use fusion_data::{Shard, Split};
+use fusion_run::{
+    EVAL_BATCH, EvalRecord, Loaded, ModalityAlone, NamedFusion, Run, RunConfig, SplitData, describe, held_out_split,
+    split_dataset, split_name,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use crate::{plots, report};
-
-/// Batch size of evaluation passes.
-pub const EVAL_BATCH: usize = 256;
 
 /// How much the program prints: text with progress bars, nothing, or one JSON value.
 #[derive(Debug, Clone, Copy)]
@@ -73,24 +73,18 @@ impl Ui {
     }
 }
 
-/// A manifest's records turned into features, bad ones listed.
-pub struct Loaded {
-    /// The manifest read.
-    pub manifest: Manifest,
-    /// The features extracted, one column each.
-    pub specs: Vec<FeatureSpec>,
-    /// Features of the good records.
-    pub extraction: Extraction,
-}
-
 /// Loads `manifest` (default: the configuration's) and extracts the configuration's
-/// features through the cache, reporting bad lines and records. Table statistics the
-/// configuration lacks are fitted on the manifest's training records first.
+/// features through the cache (see [`fusion_run::load`]) with a progress bar, reporting bad
+/// lines, records and files.
 pub fn load_data(config: &mut RunConfig, manifest: Option<&Path>, shard: Option<Shard>, ui: Ui) -> Result<Loaded> {
     let path = manifest.unwrap_or(&config.manifest).to_path_buf();
-    let path = path.as_path();
-    let manifest = config.load_manifest(Some(path))?;
-    config.fit_tables(&manifest)?;
+    let bar = ui.bar(0, "features");
+    let loaded = fusion_run::load(config, Some(&path), shard, &|done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    let manifest = &loaded.manifest;
     for line in &manifest.rejected {
         ui.warn(format!("skipped {}: {line}", path.display()));
     }
@@ -101,18 +95,7 @@ pub fn load_data(config: &mut RunConfig, manifest: Option<&Path>, shard: Option<
             fusion_core::with_suggestion(&field.to_string())
         ));
     }
-    let cache = config.cache_folder().map(FeatureCache::new);
-    let records = manifest.records.len();
-    let total = shard.map_or(records, |s| records.saturating_sub(s.index).div_ceil(s.count));
-    let bar = ui.bar(total as u64, "features");
-    let specs = config.feature_specs();
-    let mut extraction = fusion_data::extract(&manifest, &specs, cache.as_ref(), shard, &config.limits, &|n| {
-        bar.set_position(n as u64)
-    })?;
-    bar.finish_and_clear();
-    if config.on_bad_file == fusion_run::OnBadFile::SkipRecord {
-        extraction.skip_records_with_absent_files();
-    }
+    let extraction = &loaded.extraction;
     for problem in &extraction.absent {
         ui.warn(format!("unusable file, its modality left out: {}", describe(problem)));
     }
@@ -122,27 +105,19 @@ pub fn load_data(config: &mut RunConfig, manifest: Option<&Path>, shard: Option<
     for error in &extraction.cache_errors {
         ui.warn(format!("warning: features not cached: {error}"));
     }
+    let total = manifest.records.len();
+    let total = shard.map_or(total, |s| total.saturating_sub(s.index).div_ceil(s.count));
     ui.say(format!(
         "{} records: {} usable, {} skipped, {} files unusable (modality left out), {} unreadable manifest lines; features {} from cache, {} computed",
         total,
         extraction.records.len(),
-        skipped_records(&extraction),
+        loaded.skipped_records(),
         extraction.absent.len(),
         manifest.rejected.len(),
         extraction.cached,
         extraction.computed
     ));
-    Ok(Loaded {
-        manifest,
-        specs,
-        extraction,
-    })
-}
-
-/// Records left out of `extraction` (a record with several bad files counts once).
-fn skipped_records(extraction: &fusion_data::Extraction) -> usize {
-    let ids: std::collections::HashSet<&str> = extraction.problems.iter().map(|p| p.id.as_str()).collect();
-    ids.len()
+    Ok(loaded)
 }
 
 /// Where the stem of a plot of `run` goes (`.png` and `.svg` are added).
@@ -150,28 +125,6 @@ pub fn plot_path(run: &Run, name: &str) -> Result<PathBuf> {
     let dir = run.file("plots");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     Ok(dir.join(name))
-}
-
-/// An evaluation as stored in `eval.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EvalRecord {
-    /// Split evaluated.
-    pub split: String,
-    /// Mean loss of the task (negative log-likelihood, binary cross-entropy per label, or
-    /// squared error of the standardised target).
-    pub loss: f64,
-    /// Accuracy, ECE, confusion matrix (see [`fusion_core::Evaluation::metrics`] for the
-    /// other tasks).
-    pub metrics: Metrics,
-    /// The task's own metrics (multi-label, regression).
-    #[serde(default)]
-    pub task: TaskMetrics,
-    /// Per-group metrics when records have groups.
-    pub groups: Option<GroupMetrics>,
-    /// Class names of the confusion matrix.
-    pub classes: Vec<String>,
-    /// Records left out with the reason.
-    pub skipped: Vec<Problem>,
 }
 
 /// Outcome of training one configuration.
@@ -186,14 +139,6 @@ pub struct Trained {
     pub parameters: i64,
     /// Where the training inputs were streamed from, when they were.
     pub streamed: Option<std::path::PathBuf>,
-}
-
-pub fn split_name(split: Split) -> &'static str {
-    match split {
-        Split::Train => "train",
-        Split::Val => "val",
-        Split::Test => "test",
-    }
 }
 
 /// Trains `config` on the loaded data into `run` (see [`fusion_run::train`]) with a
@@ -395,27 +340,10 @@ fn plot_training(run: &Run, summary: &TrainSummary, config: &RunConfig) -> Resul
     Ok(())
 }
 
-/// Evaluates the run's best weights on `data`, writing `eval.json` and the confusion plot.
+/// Evaluates the run's best weights on `data` (see [`Run::evaluate`]), then plots the
+/// confusion matrix.
 fn evaluate_into(run: &Run, data: &SplitData, classes: &[String], split: &str, device: Device) -> Result<EvalRecord> {
-    let (model, _vs) = run.model(device)?;
-    let evaluation = evaluate(&model, &data.data, EVAL_BATCH)?;
-    let record = EvalRecord {
-        split: split.to_string(),
-        loss: evaluation.loss,
-        metrics: evaluation.metrics,
-        task: evaluation.task,
-        groups: evaluation.groups,
-        classes: classes.to_vec(),
-        skipped: data.problems.clone(),
-    };
-    if record.metrics.count == 0 {
-        bail!(
-            "no {split} record has a label the run can use ({}): nothing to evaluate",
-            classes.join(", ")
-        );
-    }
-    run.write_json("eval.json", &record)
-        .with_context(|| format!("{}, but", headline(&record)))?;
+    let record = run.evaluate(data, classes, split, device)?;
     if record.task == TaskMetrics::Classification {
         plots::confusion(
             &plot_path(run, "confusion")?,
@@ -890,7 +818,7 @@ pub fn predict(run_dir: &Path, manifest: Option<&Path>, out: Option<&Path>, ui: 
     }
     lines.extend(errors);
     write_lines(&out, &lines)?;
-    let skipped = skipped_records(extraction);
+    let skipped = loaded.skipped_records();
     ui.say(format!(
         "{} predictions and {skipped} skipped records written to {}",
         records.len(),

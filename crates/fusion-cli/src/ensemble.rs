@@ -11,12 +11,10 @@ use std::{
 use anyhow::{Context, Result, bail};
 use fusion_core::{evaluate, log_loss, probability_metrics, select_ensemble};
 use fusion_data::Split;
-use fusion_run::{ENSEMBLE_FILE, EnsembleFile, Member, Run, is_ensemble};
+use fusion_run::{ENSEMBLE_FILE, EVAL_BATCH, EnsembleFile, EvalRecord, Member, Run, is_ensemble, split_name};
 use tch::Device;
 
-use crate::commands::{
-    EVAL_BATCH, EvalRecord, Prediction, Ui, predict_records, run_split, say_eval, split_name, write_lines,
-};
+use crate::commands::{Prediction, Ui, predict_records, run_split, say_eval, write_lines};
 
 /// Fails for commands that need one model (explain, robustness, export).
 pub fn refuse(folder: &Path, command: &str) -> Result<()> {

@@ -8,7 +8,9 @@ use fusion_core::{EpochRecord, Task, TaskMetrics};
 
 use fusion_run::{Run, RunConfig, describe};
 
-use crate::commands::{CompareRow, EvalRecord, ExplainRecord, Loaded, RobustnessRecord, headline, score_name};
+use fusion_run::{EvalRecord, Loaded};
+
+use crate::commands::{CompareRow, ExplainRecord, RobustnessRecord, headline, score_name};
 
 fn image(out: &mut String, run: &Run, stem: &str, alt: &str) {
     if run.file(&format!("plots/{stem}.png")).exists() {

@@ -179,6 +179,17 @@ fn train_and_check(dir: &Path, config: &RunConfig, run_name: &str) -> (f64, fusi
             .mean(Kind::Double),
     )
     .unwrap();
+    // The library path from the configuration alone: the same records, and an evaluation
+    // (written to eval.json) with the accuracy computed here.
+    let loaded = fusion_run::load(&mut config.clone(), None, None, &|_, _| {}).unwrap();
+    assert_eq!(loaded.extraction.records.len(), extraction.records.len());
+    let eval = run.evaluate(&test, &trained.classes, "test", device).unwrap();
+    assert!(
+        (eval.metrics.accuracy - accuracy).abs() < 1e-9,
+        "{} vs {accuracy}",
+        eval.metrics.accuracy
+    );
+    assert!(run.file("eval.json").exists());
     (accuracy, trained)
 }
 
