@@ -442,7 +442,14 @@ pub fn zero_config(table: &Table, run_dir: &Path, ui: Ui) -> Result<PathBuf> {
     }
     ui.say(format!("{} rows; columns as read:", inference.rows));
     ui.say(inference.table());
-    let (mut config, notes) = fusion_run::zero_config(&inference, table.preset)?;
+    // `best` on classes is a portfolio (see [`portfolio`]) over the `fast` encoders.
+    let portfolio = table.preset == fusion_run::Preset::Best && inference.label == fusion_data::LabelKind::Classes;
+    let preset = if portfolio {
+        fusion_run::Preset::Fast
+    } else {
+        table.preset
+    };
+    let (mut config, notes) = fusion_run::zero_config(&inference, preset)?;
     config.allow_paths_outside_manifest = table.anywhere;
     for note in notes {
         ui.say(note);
@@ -498,6 +505,61 @@ impl std::fmt::Display for Resources {
         }
     }
 }
+
+/// Members of the `best` preset's portfolio, by name: the `fast` preset's encoders under
+/// each fusion family.
+fn portfolio_fusions(fast: &FusionConfig) -> Vec<(&'static str, FusionConfig)> {
+    let parse = |json: &str| serde_json::from_str::<FusionConfig>(json).unwrap_or_else(|_| fast.clone());
+    vec![
+        ("late", fast.clone()),
+        ("early", parse(r#"{"family": "early", "method": "concat"}"#)),
+        (
+            "hybrid",
+            parse(r#"{"family": "hybrid", "early": {"method": "concat"}, "combiner": {"combiner": "learned"}}"#),
+        ),
+    ]
+}
+
+/// The `best` preset of a classification table (AutoGluon's recipe, Erickson et al. 2020,
+/// without its bagging): the `fast` configuration at `config_path` trained under each
+/// fusion family into `RUN/members/`, then a greedy ensemble of them (weights selected on
+/// val) in `run_dir`, which `eval` and `predict` read like a run.
+pub fn portfolio(config_path: &Path, run_dir: &Path, epochs: Option<usize>, ui: Ui, device: Device) -> Result<()> {
+    let base = RunConfig::load(config_path)?;
+    let members = portfolio_fusions(&base.fusion);
+    ui.say(format!(
+        "best: {} members ({}), then a greedy ensemble of them selected on val",
+        members.len(),
+        members.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+    ));
+    let quiet = Ui { epochs: false, ..ui };
+    let mut folders = Vec::new();
+    for (i, (name, fusion)) in members.into_iter().enumerate() {
+        let folder = run_dir.join("members").join(name);
+        let member = RunConfig { fusion, ..base.clone() };
+        std::fs::create_dir_all(&folder).with_context(|| format!("cannot create {}", folder.display()))?;
+        let path = folder.join("config.json");
+        Run::new(&folder).write_json("config.json", &member.portable())?;
+        ui.say(format!("[{}/3] {name}", i + 1));
+        train(
+            &path,
+            &folder,
+            epochs,
+            Ui {
+                json: false,
+                quiet: true,
+                ..quiet
+            },
+            device,
+            None,
+        )?;
+        folders.push(folder);
+    }
+    crate::ensemble::build(&folders, run_dir, PORTFOLIO_ROUNDS, ui, device)
+}
+
+/// Greedy selection rounds of the `best` preset's ensemble.
+const PORTFOLIO_ROUNDS: usize = 25;
 
 pub fn train(
     config_path: &Path,

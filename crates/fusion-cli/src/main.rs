@@ -444,7 +444,13 @@ fn main() -> Result<()> {
                         task,
                         anywhere: allow_paths_outside_manifest,
                     };
-                    commands::zero_config(&table, &run, ui)?
+                    let config = commands::zero_config(&table, &run, ui)?;
+                    let classification =
+                        fusion_run::RunConfig::load(&config)?.task == fusion_core::Task::Classification;
+                    if preset == fusion_run::Preset::Best && classification && !parallel.launches() {
+                        return commands::portfolio(&config, &run, epochs, ui, device()?);
+                    }
+                    config
                 }
                 _ => anyhow::bail!("give --config, or --manifest and --label"),
             };
