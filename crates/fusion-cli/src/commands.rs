@@ -8,13 +8,12 @@ use std::{
 use anyhow::{Context, Result, anyhow, bail};
 use fusion_core::{
     FusionConfig, ModalityInput, NOISE_LEVELS, NoiseCurve, ProcessGroup, Progress, ShapleyReport, SubsetAccuracy, Task,
-    TaskMetrics, TrainSummary, evaluate, export_torchscript, missing_modality_accuracy, noise_robustness,
-    shapley_values,
+    TaskMetrics, TrainSummary, export_torchscript, missing_modality_accuracy, noise_robustness, shapley_values,
 };
 use fusion_data::{Shard, Split};
 use fusion_run::{
-    EVAL_BATCH, EvalRecord, Loaded, ModalityAlone, NamedFusion, Run, RunConfig, SplitData, describe, held_out_split,
-    split_dataset, split_name,
+    EVAL_BATCH, EvalRecord, Loaded, ModalityAlone, NamedFusion, Predicted, Run, RunConfig, SplitData, describe,
+    held_out_split, split_dataset, split_name,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -755,72 +754,30 @@ impl<'a> Prediction<'a> {
     }
 }
 
-/// A run's class probabilities for every usable record of a manifest.
-pub struct Predicted {
-    /// The run's configuration.
-    pub config: RunConfig,
-    /// The run's classes (the probabilities' columns).
-    pub classes: Vec<String>,
-    /// The manifest's records and features.
-    pub loaded: Loaded,
-    /// Index into `loaded.extraction.records` of each prediction.
-    pub records: Vec<usize>,
-    /// Class probabilities of each prediction.
-    pub probabilities: Vec<Vec<f32>>,
-    /// The extraction column of each of the run's modalities.
-    pub columns: Vec<usize>,
-}
-
-impl Predicted {
-    /// `{"id", "error", ...}` lines of the records that could not be read.
-    pub fn error_lines(&self) -> Result<Vec<String>> {
-        self.loaded
-            .extraction
-            .problems
-            .iter()
-            .map(|problem| {
-                serde_json::to_string(&serde_json::json!({
-                    "id": problem.id,
-                    "error": problem.reason,
-                    "modality": problem.modality,
-                    "path": problem.path,
-                }))
-                .map_err(Into::into)
-            })
-            .collect()
-    }
+/// `{"id", "error", ...}` lines of the records a prediction could not read.
+pub fn error_lines(predicted: &Predicted) -> Result<Vec<String>> {
+    predicted
+        .loaded
+        .extraction
+        .problems
+        .iter()
+        .map(|problem| {
+            serde_json::to_string(&serde_json::json!({
+                "id": problem.id,
+                "error": problem.reason,
+                "modality": problem.modality,
+                "path": problem.path,
+            }))
+            .map_err(Into::into)
+        })
+        .collect()
 }
 
 /// Runs `run` on every usable record of `manifest` (default: the run's).
 pub fn predict_records(run: &Run, manifest: Option<&Path>, ui: Ui, device: Device) -> Result<Predicted> {
     let mut config = run.config()?;
-    let classes = run.classes()?;
     let loaded = load_data(&mut config, manifest, None, ui)?;
-    let columns = config.columns(&loaded.specs)?;
-    let extraction = &loaded.extraction;
-    if extraction.records.is_empty() {
-        return Ok(Predicted {
-            config,
-            classes,
-            loaded,
-            records: Vec::new(),
-            probabilities: Vec::new(),
-            columns,
-        });
-    }
-    let (model, _vs) = run.model(device)?;
-    let all: Vec<usize> = (0..extraction.records.len()).collect();
-    // Labels are not used to predict (a manifest may have none).
-    let data = fusion_run::prediction_dataset(&config, extraction, &loaded.specs, &all, &classes, device)?;
-    let evaluation = evaluate(&model, &data.data, EVAL_BATCH)?;
-    Ok(Predicted {
-        config,
-        classes,
-        loaded,
-        records: data.records,
-        probabilities: evaluation.probabilities,
-        columns,
-    })
+    Ok(run.predict_loaded(config, loaded, device)?)
 }
 
 /// Writes prediction lines to `out` atomically.
@@ -838,7 +795,7 @@ pub fn predict(run_dir: &Path, manifest: Option<&Path>, out: Option<&Path>, ui: 
     let run = Run::new(run_dir);
     let predicted = predict_records(&run, manifest, ui, device)?;
     let out = out.map_or_else(|| run.file("predictions.jsonl"), Path::to_path_buf);
-    let errors = predicted.error_lines()?;
+    let errors = error_lines(&predicted)?;
     let Predicted {
         config,
         classes,

@@ -339,7 +339,7 @@ pub fn predict(folder: &Path, manifest: Option<&Path>, out: Option<&Path>, ui: U
         let predicted = predict_records(&Run::new(&member.run), manifest, ui, device)?;
         // One error line per problem, in order.
         let problems = &predicted.loaded.extraction.problems;
-        for (problem, line) in problems.iter().zip(predicted.error_lines()?) {
+        for (problem, line) in problems.iter().zip(crate::commands::error_lines(&predicted)?) {
             errors.entry(problem.id.clone()).or_insert(line);
         }
         for (&i, probabilities) in predicted.records.iter().zip(&predicted.probabilities) {

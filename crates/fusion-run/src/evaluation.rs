@@ -119,3 +119,48 @@ impl Run {
         Ok(record)
     }
 }
+
+/// A run's outputs for every usable record of loaded data.
+#[derive(Debug)]
+pub struct Predicted {
+    /// The run's configuration.
+    pub config: RunConfig,
+    /// The run's outputs (the probabilities' columns): classes, tags, or `value`.
+    pub classes: Vec<String>,
+    /// The records and features the prediction read.
+    pub loaded: Loaded,
+    /// Index into `loaded.extraction.records` of each prediction.
+    pub records: Vec<usize>,
+    /// Scores of each prediction (see [`fusion_core::FusionOutput::scores`]).
+    pub probabilities: Vec<Vec<f32>>,
+    /// The extraction column of each of the run's modalities.
+    pub columns: Vec<usize>,
+}
+
+impl Run {
+    /// The run's best weights on every usable record of `loaded` (read with the run's
+    /// configuration `config`), whatever their labels; frozen encoders' outputs come from
+    /// the cache as in an evaluation.
+    pub fn predict_loaded(&self, config: RunConfig, loaded: Loaded, device: Device) -> Result<Predicted> {
+        let classes = self.classes()?;
+        let columns = config.columns(&loaded.specs)?;
+        let extraction = &loaded.extraction;
+        let (records, probabilities) = if extraction.records.is_empty() {
+            (Vec::new(), Vec::new())
+        } else {
+            let (model, _vs) = self.model(device)?;
+            let all: Vec<usize> = (0..extraction.records.len()).collect();
+            let data = crate::prediction_dataset(&config, extraction, &loaded.specs, &all, &classes, device)?;
+            let evaluation = fusion_core::evaluate(&model, &data.data, EVAL_BATCH)?;
+            (data.records, evaluation.probabilities)
+        };
+        Ok(Predicted {
+            config,
+            classes,
+            loaded,
+            records,
+            probabilities,
+            columns,
+        })
+    }
+}

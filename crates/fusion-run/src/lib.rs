@@ -55,7 +55,7 @@ pub use data::{
 pub use encoder::{EncoderSpec, Layout, TextPooling, VideoPooling, models_dir};
 pub use ensemble::{ENSEMBLE_FILE, EnsembleFile, Member, is_ensemble};
 pub use error::{Error, Result};
-pub use evaluation::{EVAL_BATCH, EvalRecord, Loaded, load, split_name};
+pub use evaluation::{EVAL_BATCH, EvalRecord, Loaded, Predicted, load, split_name};
 pub use frozen::FrozenCounts;
 pub use preset::{HOLDOUT_FRACTION, Preset, zero_config};
 pub use run::{

@@ -190,6 +190,19 @@ fn train_and_check(dir: &Path, config: &RunConfig, run_name: &str) -> (f64, fusi
         eval.metrics.accuracy
     );
     assert!(run.file("eval.json").exists());
+    // Predicting every loaded record gives the test records the trained model's outputs.
+    let predicted = run.predict_loaded(config.clone(), loaded, device).unwrap();
+    assert_eq!(predicted.records.len(), extraction.records.len());
+    let expected: Vec<Vec<f32>> = Vec::try_from(trained_out.exp().to_kind(Kind::Float)).unwrap();
+    for (k, &i) in test.records.iter().enumerate() {
+        let row = predicted.records.iter().position(|&r| r == i).unwrap();
+        let worst = predicted.probabilities[row]
+            .iter()
+            .zip(&expected[k])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-5, "record {i}: {worst}");
+    }
     (accuracy, trained)
 }
 
