@@ -522,36 +522,52 @@ fn portfolio_fusions(fast: &FusionConfig) -> Vec<(&'static str, FusionConfig)> {
 /// The `best` preset of a classification table (AutoGluon's recipe, Erickson et al. 2020,
 /// without its bagging): the `fast` configuration at `config_path` trained under each
 /// fusion family into `RUN/members/`, then a greedy ensemble of them (weights selected on
-/// val) in `run_dir`, which `eval` and `predict` read like a run.
-pub fn portfolio(config_path: &Path, run_dir: &Path, epochs: Option<usize>, ui: Ui, device: Device) -> Result<()> {
+/// val) in `run_dir`, which `eval` and `predict` read like a run. With `time_limit`
+/// (seconds from the process's start), a member that would end past it (judged by the
+/// slowest member so far) is not started; the first always is.
+pub fn portfolio(
+    config_path: &Path,
+    run_dir: &Path,
+    epochs: Option<usize>,
+    time_limit: Option<f64>,
+    ui: Ui,
+    device: Device,
+) -> Result<()> {
     let base = RunConfig::load(config_path)?;
     let members = portfolio_fusions(&base.fusion);
+    let count = members.len();
     ui.say(format!(
-        "best: {} members ({}), then a greedy ensemble of them selected on val",
-        members.len(),
+        "best: {count} members ({}), then a greedy ensemble of them selected on val",
         members.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
     ));
-    let quiet = Ui { epochs: false, ..ui };
     let mut folders = Vec::new();
+    let mut slowest = 0.0f64;
     for (i, (name, fusion)) in members.into_iter().enumerate() {
+        let started = process_seconds();
+        if let Some(limit) = time_limit.filter(|_| i > 0) {
+            let eta = started + slowest;
+            if eta > limit {
+                ui.warn(format!(
+                    "time limit: {} of {count} members trained; the next would end at about {eta:.0} s, past {limit:.0} s",
+                    folders.len()
+                ));
+                break;
+            }
+        }
         let folder = run_dir.join("members").join(name);
         let member = RunConfig { fusion, ..base.clone() };
         std::fs::create_dir_all(&folder).with_context(|| format!("cannot create {}", folder.display()))?;
         let path = folder.join("config.json");
         Run::new(&folder).write_json("config.json", &member.portable())?;
-        ui.say(format!("[{}/3] {name}", i + 1));
-        train(
-            &path,
-            &folder,
-            epochs,
-            Ui {
-                json: false,
-                quiet: true,
-                ..quiet
-            },
-            device,
-            None,
-        )?;
+        let remaining = time_limit.map_or(String::new(), |l| format!(", {:.0} s left", (l - started).max(0.0)));
+        ui.say(format!("[{}/{count}] {name}{remaining}", i + 1));
+        let quiet = Ui {
+            quiet: true,
+            json: false,
+            epochs: false,
+        };
+        train(&path, &folder, epochs, quiet, device, None)?;
+        slowest = slowest.max(process_seconds() - started);
         folders.push(folder);
     }
     crate::ensemble::build(&folders, run_dir, PORTFOLIO_ROUNDS, ui, device)

@@ -98,10 +98,16 @@ enum Command {
         /// The column to predict (with --manifest).
         #[arg(long, requires = "manifest")]
         label: Option<String>,
-        /// With --manifest: `fast` (frozen pretrained encoders, a fusion MLP) or `best`
-        /// (fine-tuned encoders, column tokens, a fusion transformer).
+        /// With --manifest: `fast` (frozen pretrained encoders, small pictures through a
+        /// LeNet, a head per modality fused late) or `best` (classification: `fast`'s
+        /// encoders under late, early and hybrid fusion, then a greedy ensemble of them;
+        /// otherwise fine-tuned encoders and a fusion transformer).
         #[arg(long, default_value = "fast", requires = "manifest")]
         preset: fusion_run::Preset,
+        /// With `--preset best`: seconds the portfolio may take; a member that would end
+        /// past them is not started (the first always is).
+        #[arg(long, requires = "manifest")]
+        time_limit: Option<f64>,
         /// With --manifest: kinds of some columns instead of the inferred ones, as
         /// `name=kind,...` (id, split, group, image, audio, video, text, numeric,
         /// categorical, ignore).
@@ -420,6 +426,7 @@ fn main() -> Result<()> {
             manifest,
             label,
             preset,
+            time_limit,
             column_types,
             task,
             allow_paths_outside_manifest,
@@ -427,6 +434,11 @@ fn main() -> Result<()> {
             epochs,
             parallel,
         } => {
+            if let Some(limit) = time_limit
+                && (preset != fusion_run::Preset::Best || !(limit > 0.0))
+            {
+                anyhow::bail!("--time-limit {limit}: a positive number of seconds, with --preset best");
+            }
             if parallel.rank.is_some() && config.is_none() {
                 // Every rank must train the same configuration: write it once, then share it.
                 anyhow::bail!(
@@ -448,7 +460,7 @@ fn main() -> Result<()> {
                     let classification =
                         fusion_run::RunConfig::load(&config)?.task == fusion_core::Task::Classification;
                     if preset == fusion_run::Preset::Best && classification && !parallel.launches() {
-                        return commands::portfolio(&config, &run, epochs, ui, device()?);
+                        return commands::portfolio(&config, &run, epochs, time_limit, ui, device()?);
                     }
                     config
                 }

@@ -1470,6 +1470,48 @@ fn a_planted_modality_is_learned_by_every_preset_and_fusion_family() {
         assert!(accuracy(&out) >= 0.95, "{preset}: {}", json(&out)["eval"]);
         fast_config.get_or_insert(run.join("config.json"));
     }
+    // A time limit that the first member already spends: the ensemble is that member.
+    let limited = dir.path().join("limited");
+    let out = fusion(&[
+        "train",
+        "--manifest",
+        csv.to_str().unwrap(),
+        "--label",
+        "kind",
+        "--preset",
+        "best",
+        "--time-limit",
+        "0.001",
+        "--run",
+        limited.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && said.contains("time limit: 1 of 3 members trained"),
+        "{said}"
+    );
+    let ensemble: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(limited.join("ensemble.json")).unwrap()).unwrap();
+    assert_eq!(ensemble["members"].as_array().unwrap().len(), 1, "{ensemble}");
+    let fast_run = dir.path().join("fast-limited");
+    let fast_only = fusion(&[
+        "train",
+        "--manifest",
+        csv.to_str().unwrap(),
+        "--label",
+        "kind",
+        "--time-limit",
+        "5",
+        "--run",
+        fast_run.to_str().unwrap(),
+    ]);
+    let said = String::from_utf8_lossy(&fast_only.stderr);
+    assert!(
+        !fast_only.status.success() && said.contains("with --preset best"),
+        "{said}"
+    );
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fast_config.unwrap()).unwrap()).unwrap();
     let families = [
