@@ -435,7 +435,7 @@ fn main() -> Result<()> {
             parallel,
         } => {
             if let Some(limit) = time_limit
-                && (preset != fusion_run::Preset::Best || !(limit > 0.0))
+                && (preset != fusion_run::Preset::Best || limit.is_nan() || limit <= 0.0)
             {
                 anyhow::bail!("--time-limit {limit}: a positive number of seconds, with --preset best");
             }
