@@ -28,6 +28,13 @@ fn cache_name(spec: &ModalitySpec) -> Result<String> {
     hasher.update(b"frozen encoder outputs, version 1");
     hasher.update(spec.features.hash().as_bytes());
     hasher.update(serde_json::to_vec(&spec.encoder.without_paths()).unwrap_or_default());
+    hash_weight_files(spec, &mut hasher);
+    let digest: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("frozen-{}", &digest[..16]))
+}
+
+/// Feeds the names and contents' SHA-256 of a pretrained encoder's weight files to `hasher`.
+fn hash_weight_files(spec: &ModalitySpec, hasher: &mut Sha256) {
     for file in spec.encoder.weight_files() {
         // Optional files (a folder without pooling settings) hash as absent.
         if let Ok(bytes) = std::fs::read(&file) {
@@ -39,8 +46,26 @@ fn cache_name(spec: &ModalitySpec) -> Result<String> {
             hasher.update(Sha256::digest(&bytes));
         }
     }
-    let digest: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    Ok(format!("frozen-{}", &digest[..16]))
+}
+
+/// The file of a run that names, per modality, the weights its frozen pretrained encoder
+/// was trained with (they are not in its checkpoints).
+pub(crate) const BACKBONES_FILE: &str = "backbones.json";
+
+/// SHA-256 of the weight files of every modality of `config` whose frozen pretrained
+/// encoder lives outside the checkpoints, by modality name.
+pub(crate) fn backbone_digests(config: &RunConfig) -> BTreeMap<String, String> {
+    config
+        .modalities
+        .iter()
+        .filter(|spec| spec.encoder.caches_outputs())
+        .map(|spec| {
+            let mut hasher = Sha256::new();
+            hash_weight_files(spec, &mut hasher);
+            let digest: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+            (spec.name.clone(), digest)
+        })
+        .collect()
 }
 
 /// Replaces, in `data` (built from `extraction` for `config`), the raw inputs of every

@@ -144,9 +144,22 @@ impl Run {
         check_classes(&classes).map_err(|e| Error::Config(format!("{}: {e}", self.file("classes.json").display())))?;
         Ok(classes)
     }
-    /// The trained model (best weights) on `device`, rebuilt from `run.json`.
+    /// The trained model (best weights) on `device`, rebuilt from `run.json`. A frozen
+    /// pretrained encoder's weights come from the models folder: a file that changed since
+    /// the run trained (`backbones.json`) is refused, not silently used.
     pub fn model(&self, device: Device) -> Result<(FusionModel, nn::VarStore)> {
         let config = self.config()?;
+        if self.file(crate::frozen::BACKBONES_FILE).exists() {
+            let trained: std::collections::BTreeMap<String, String> = self.read_json(crate::frozen::BACKBONES_FILE)?;
+            let now = crate::frozen::backbone_digests(&config);
+            if let Some((name, _)) = trained.iter().find(|(name, digest)| now.get(*name) != Some(*digest)) {
+                return Err(Error::Config(format!(
+                    "{}: the pretrained weights of modality `{name}` are not those it was trained with \
+                     (the models folder's file changed; fetch the same version or train again)",
+                    self.root().display()
+                )));
+            }
+        }
         let classes = self.classes()?;
         let vs = nn::VarStore::new(device);
         let model = build_model(&vs, &config, &classes, &config.fusion, None)?;
@@ -398,6 +411,7 @@ fn train_in(
         };
         run.write_json("run.json", &saved)?;
         run.write_json("classes.json", &classes)?;
+        run.write_json(crate::frozen::BACKBONES_FILE, &crate::frozen::backbone_digests(config))?;
     }
     let parameters = vs
         .trainable_variables()

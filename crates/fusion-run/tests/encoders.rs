@@ -456,6 +456,25 @@ fn frozen_efficientnet_runs_once_per_file_and_fine_tuned_moves() {
         assert!(saved.iter().all(|(k, _)| !k.contains("encoder.image.")), "{checkpoint}");
         assert!(std::fs::metadata(&path).unwrap().len() < 2 << 20, "{checkpoint}");
     }
+    // The run names the weights it was trained with; other weights are refused on loading.
+    let backbones = dir.path().join("frozen/backbones.json");
+    let named = std::fs::read_to_string(&backbones).unwrap();
+    let digest: std::collections::BTreeMap<String, String> = serde_json::from_str(&named).unwrap();
+    assert_eq!(digest["image"].len(), 64, "{named}");
+    let other = named.replace(&digest["image"], &"0".repeat(64));
+    std::fs::write(&backbones, other).unwrap();
+    let refused = Run::new(dir.path().join("frozen"))
+        .model(test_device())
+        .err()
+        .map(|e| e.to_string());
+    assert!(
+        refused
+            .as_deref()
+            .is_some_and(|e| e.contains("modality `image` are not those it was trained with")),
+        "{refused:?}"
+    );
+    std::fs::write(&backbones, named).unwrap();
+    assert!(Run::new(dir.path().join("frozen")).model(test_device()).is_ok());
 
     let tuned = config(
         dir.path(),
