@@ -534,6 +534,13 @@ pub fn portfolio(
     device: Device,
 ) -> Result<()> {
     let base = RunConfig::load(config_path)?;
+    // The ensemble cannot go where a run is: refused before any member trains.
+    if run_dir.join("run.json").exists() {
+        bail!(
+            "{} holds a trained run: give the `best` preset a folder of its own",
+            run_dir.display()
+        );
+    }
     let members = portfolio_fusions(&base.fusion);
     let count = members.len();
     ui.say(format!(

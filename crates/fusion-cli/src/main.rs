@@ -462,6 +462,11 @@ fn main() -> Result<()> {
                     if preset == fusion_run::Preset::Best && classification && !parallel.launches() {
                         return commands::portfolio(&config, &run, epochs, time_limit, ui, device()?);
                     }
+                    if time_limit.is_some() {
+                        anyhow::bail!(
+                            "--time-limit applies to `--preset best` on a classification table, in one process"
+                        );
+                    }
                     config
                 }
                 _ => anyhow::bail!("give --config, or --manifest and --label"),

@@ -1023,6 +1023,13 @@ impl EncoderSpec {
         }
     }
 
+    /// Whether some of the encoder's weights live outside the model's variables (a frozen
+    /// pretrained network whose outputs are cached, or such a network per video frame):
+    /// they come from the models folder and are not in checkpoints.
+    pub(crate) fn has_external_weights(&self) -> bool {
+        self.caches_outputs() || matches!(self, Self::Video { frame, .. } if frame.has_external_weights())
+    }
+
     /// The files whose content decides a pretrained encoder's outputs.
     pub(crate) fn weight_files(&self) -> Vec<PathBuf> {
         match self {

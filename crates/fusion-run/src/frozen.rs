@@ -58,7 +58,7 @@ pub(crate) fn backbone_digests(config: &RunConfig) -> BTreeMap<String, String> {
     config
         .modalities
         .iter()
-        .filter(|spec| spec.encoder.caches_outputs())
+        .filter(|spec| spec.encoder.has_external_weights())
         .map(|spec| {
             let mut hasher = Sha256::new();
             hash_weight_files(spec, &mut hasher);

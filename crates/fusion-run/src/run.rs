@@ -152,7 +152,11 @@ impl Run {
         if self.file(crate::frozen::BACKBONES_FILE).exists() {
             let trained: std::collections::BTreeMap<String, String> = self.read_json(crate::frozen::BACKBONES_FILE)?;
             let now = crate::frozen::backbone_digests(&config);
-            if let Some((name, _)) = trained.iter().find(|(name, digest)| now.get(*name) != Some(*digest)) {
+            let changed = trained
+                .keys()
+                .chain(now.keys())
+                .find(|name| trained.get(*name) != now.get(*name));
+            if let Some(name) = changed {
                 return Err(Error::Config(format!(
                     "{}: the pretrained weights of modality `{name}` are not those it was trained with \
                      (the models folder's file changed; fetch the same version or train again)",

@@ -246,6 +246,12 @@ fn mean_and_deviation(values: &[f64]) -> (f64, f64) {
 fn standard(x: f64, mean: f64, std: f64) -> f32 {
     let z = (x - mean) / std;
     let z = if z.is_finite() { z } else { x / std - mean / std };
+    // Both quotients infinite with one sign: the side of the mean decides.
+    let z = if z.is_nan() {
+        if x >= mean { MAX_STANDARD } else { -MAX_STANDARD }
+    } else {
+        z
+    };
     z.clamp(-MAX_STANDARD, MAX_STANDARD) as f32
 }
 
@@ -327,6 +333,14 @@ mod tests {
             std: Some(1.0),
         }];
         assert_eq!(encode_row(&unit, &rows[0])?, [MAX_STANDARD as f32, 0.0]);
+        // Both quotients overflow with one sign: still the side of the mean, never NaN.
+        let tiny = vec![Column::Numeric {
+            name: "x".into(),
+            mean: Some(1e300),
+            std: Some(1e-10),
+        }];
+        assert_eq!(encode_row(&tiny, &rows[0])?, [MAX_STANDARD as f32, 0.0]);
+        assert_eq!(encode_row(&tiny, &rows[1])?, [-(MAX_STANDARD as f32), 0.0]);
         let bad = vec![Column::Numeric {
             name: "x".into(),
             mean: Some(0.0),
