@@ -1489,7 +1489,7 @@ fn a_planted_modality_is_learned_by_every_preset_and_fusion_family() {
     ]);
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(
-        out.status.success() && said.contains("time limit: 1 of 3 members trained"),
+        out.status.success() && said.contains("time limit: 1 of 4 members trained"),
         "{said}"
     );
     let ensemble: serde_json::Value =
