@@ -105,7 +105,7 @@ pub fn load_data(config: &mut RunConfig, manifest: Option<&Path>, shard: Option<
         ui.warn(format!("warning: features not cached: {error}"));
     }
     let total = manifest.records.len();
-    let total = shard.map_or(total, |s| total.saturating_sub(s.index).div_ceil(s.count));
+    let total = shard.map_or(total, |s| s.share_of(total));
     ui.say(format!(
         "{} records: {} usable, {} skipped, {} files unusable (modality left out), {} unreadable manifest lines; features {} from cache, {} computed",
         total,

@@ -708,6 +708,13 @@ pub struct Shard {
     pub count: usize,
 }
 
+impl Shard {
+    /// How many of `records` records fall in this part.
+    pub fn share_of(&self, records: usize) -> usize {
+        records.saturating_sub(self.index).div_ceil(self.count)
+    }
+}
+
 impl std::str::FromStr for Shard {
     type Err = String;
 

@@ -49,7 +49,7 @@ pub fn load(
     let cache = config.cache_folder().map(FeatureCache::new);
     let specs = config.feature_specs();
     let records = manifest.records.len();
-    let total = shard.map_or(records, |s| records.saturating_sub(s.index).div_ceil(s.count));
+    let total = shard.map_or(records, |s| s.share_of(records));
     let mut extraction = fusion_data::extract(&manifest, &specs, cache.as_ref(), shard, &config.limits, &|n| {
         progress(n, total)
     })?;
