@@ -10,10 +10,10 @@ use fusion_core::{
     FusionConfig, ModalityInput, NOISE_LEVELS, NoiseCurve, ProcessGroup, Progress, ShapleyReport, SubsetAccuracy, Task,
     TaskMetrics, TrainSummary, export_torchscript, missing_modality_accuracy, noise_robustness, shapley_values,
 };
-use fusion_data::{Shard, Split};
+use fusion_data::{Problem, Shard, Split};
 use fusion_run::{
-    EVAL_BATCH, EvalRecord, Loaded, ModalityAlone, NamedFusion, Predicted, Run, RunConfig, SplitData, describe,
-    held_out_split, split_dataset, split_name,
+    EVAL_BATCH, EvalRecord, Loaded, ModalityAlone, NamedFusion, Observer, Predictor, Run, RunConfig, SplitData,
+    describe, held_out_split, split_dataset, split_name,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -72,51 +72,83 @@ impl Ui {
     }
 }
 
-/// Loads `manifest` (default: the configuration's) and extracts the configuration's
-/// features through the cache (see [`fusion_run::load`]) with a progress bar, reporting bad
-/// lines, records and files.
-pub fn load_data(config: &mut RunConfig, manifest: Option<&Path>, shard: Option<Shard>, ui: Ui) -> Result<Loaded> {
-    let path = manifest.unwrap_or(&config.manifest).to_path_buf();
-    let bar = ui.bar(0, "features");
-    let loaded = fusion_run::load(config, Some(&path), shard, &|done, total| {
+/// Shows a library call's progress: a bar while features are extracted, then what the
+/// loading found (bad lines, records and files) and a summary line.
+pub struct Shown {
+    ui: Ui,
+    bar: std::sync::Mutex<Option<ProgressBar>>,
+}
+
+impl Shown {
+    /// Shows through `ui`.
+    pub fn new(ui: Ui) -> Self {
+        Self {
+            ui,
+            bar: std::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl Observer for Shown {
+    fn features(&self, done: usize, total: usize) {
+        let mut bar = self.bar.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let bar = bar.get_or_insert_with(|| self.ui.bar(0, "features"));
         bar.set_length(total as u64);
         bar.set_position(done as u64);
-    })?;
-    bar.finish_and_clear();
-    let manifest = &loaded.manifest;
-    for line in &manifest.rejected {
-        ui.warn(format!("skipped {}: {line}", path.display()));
     }
-    for field in &manifest.unknown_fields {
-        ui.warn(format!(
-            "{}: {}",
-            path.display(),
-            fusion_core::with_suggestion(&field.to_string())
+
+    fn loaded(&self, loaded: &Loaded) {
+        let bar = self
+            .bar
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        let (ui, manifest) = (self.ui, &loaded.manifest);
+        let path = manifest.path.display();
+        for line in &manifest.rejected {
+            ui.warn(format!("skipped {path}: {line}"));
+        }
+        for field in &manifest.unknown_fields {
+            ui.warn(format!("{path}: {}", fusion_core::with_suggestion(&field.to_string())));
+        }
+        let extraction = &loaded.extraction;
+        for problem in &extraction.absent {
+            ui.warn(format!("unusable file, its modality left out: {}", describe(problem)));
+        }
+        for problem in &extraction.problems {
+            ui.warn(format!("skipped record {}", describe(problem)));
+        }
+        for error in &extraction.cache_errors {
+            ui.warn(format!("warning: features not cached: {error}"));
+        }
+        ui.say(format!(
+            "{} records: {} usable, {} skipped, {} files unusable (modality left out), {} unreadable manifest lines; features {} from cache, {} computed",
+            loaded.considered(),
+            extraction.records.len(),
+            loaded.skipped_records(),
+            extraction.absent.len(),
+            manifest.rejected.len(),
+            extraction.cached,
+            extraction.computed
         ));
     }
-    let extraction = &loaded.extraction;
-    for problem in &extraction.absent {
-        ui.warn(format!("unusable file, its modality left out: {}", describe(problem)));
+
+    fn step(&self, text: &str) {
+        self.ui.say(text);
     }
-    for problem in &extraction.problems {
-        ui.warn(format!("skipped record {}", describe(problem)));
+
+    fn warn(&self, text: &str) {
+        self.ui.warn(text);
     }
-    for error in &extraction.cache_errors {
-        ui.warn(format!("warning: features not cached: {error}"));
-    }
-    let total = manifest.records.len();
-    let total = shard.map_or(total, |s| s.share_of(total));
-    ui.say(format!(
-        "{} records: {} usable, {} skipped, {} files unusable (modality left out), {} unreadable manifest lines; features {} from cache, {} computed",
-        total,
-        extraction.records.len(),
-        loaded.skipped_records(),
-        extraction.absent.len(),
-        manifest.rejected.len(),
-        extraction.cached,
-        extraction.computed
-    ));
-    Ok(loaded)
+}
+
+/// Loads `manifest` (default: the configuration's) and extracts the configuration's
+/// features through the cache (see [`fusion_run::load`]), shown through `ui`.
+pub fn load_data(config: &mut RunConfig, manifest: Option<&Path>, shard: Option<Shard>, ui: Ui) -> Result<Loaded> {
+    Ok(fusion_run::load(config, manifest, shard, &Shown::new(ui))?)
 }
 
 /// Where the stem of a plot of `run` goes (`.png` and `.svg` are added).
@@ -343,15 +375,24 @@ fn plot_training(run: &Run, summary: &TrainSummary, config: &RunConfig) -> Resul
 /// confusion matrix.
 fn evaluate_into(run: &Run, data: &SplitData, classes: &[String], split: &str, device: Device) -> Result<EvalRecord> {
     let record = run.evaluate(data, classes, split, device)?;
+    plot_confusion(run, &record)?;
+    Ok(record)
+}
+
+/// The confusion matrix of a classification's evaluation, as a plot of `run`.
+fn plot_confusion(run: &Run, record: &EvalRecord) -> Result<()> {
     if record.task == TaskMetrics::Classification {
         plots::confusion(
             &plot_path(run, "confusion")?,
-            &format!("Confusion on {split} (accuracy {:.4})", record.metrics.accuracy),
-            classes,
+            &format!(
+                "Confusion on {} (accuracy {:.4})",
+                record.split, record.metrics.accuracy
+            ),
+            &record.classes,
             &record.metrics.confusion,
         )?;
     }
-    Ok(record)
+    Ok(())
 }
 
 /// One line of an evaluation's main metrics, for its task.
@@ -683,205 +724,69 @@ pub fn train(
 const MB: f64 = (1 << 20) as f64;
 
 /// The run's data for `split` from `manifest` (default: the run's).
-pub fn run_split(
-    run: &Run,
-    manifest: Option<&Path>,
-    split: Split,
-    ui: Ui,
-    device: Device,
-) -> Result<(SplitData, Vec<String>, Loaded)> {
-    let mut config = run.config()?;
-    let loaded = load_data(&mut config, manifest, None, ui)?;
-    let (data, classes) = split_data(run, &config, &loaded, split, ui, device)?;
-    Ok((data, classes, loaded))
+pub fn run_split(run: &Run, manifest: Option<&Path>, split: Split, ui: Ui, device: Device) -> Result<SplitData> {
+    Ok(run.split(manifest, split, device, &Shown::new(ui))?.0)
 }
 
-/// The run's standardised dataset for `split` of data loaded with the run's configuration
-/// `config`, and the run's classes.
-pub fn split_data(
-    run: &Run,
-    config: &RunConfig,
-    loaded: &Loaded,
-    split: Split,
-    ui: Ui,
-    device: Device,
-) -> Result<(SplitData, Vec<String>)> {
-    let classes = run.classes()?;
-    let indices = loaded.extraction.split_indices(split);
-    if indices.is_empty() {
-        bail!(
-            "{}: no usable `{}` records",
-            loaded.manifest.path.display(),
-            split_name(split)
-        );
-    }
-    let data = split_dataset(config, &loaded.extraction, &loaded.specs, split, &classes, device)?;
-    for problem in &data.problems {
-        ui.warn(format!("skipped record {}", describe(problem)));
-    }
-    if data.records.is_empty() {
-        bail!(
-            "{}: no `{}` record has one of the run's labels",
-            loaded.manifest.path.display(),
-            split_name(split)
-        );
-    }
-    Ok((data, classes))
-}
-
-/// `fusion eval`.
-pub fn eval(run_dir: &Path, manifest: Option<&Path>, split: Split, ui: Ui, device: Device) -> Result<()> {
-    if fusion_run::is_ensemble(run_dir) {
-        return crate::ensemble::eval(run_dir, manifest, split, ui, device);
-    }
-    let run = Run::new(run_dir);
-    let (data, classes, loaded) = run_split(&run, manifest, split, ui, device)?;
-    let mut record = evaluate_into(&run, &data, &classes, split_name(split), device)?;
-    record.skipped.extend(loaded.extraction.problems);
+/// `fusion eval` of a run or an ensemble.
+pub fn eval(folder: &Path, manifest: Option<&Path>, split: Split, ui: Ui, device: Device) -> Result<()> {
+    let predictor = Predictor::load(folder, device)?;
+    let record = predictor.evaluate(manifest, split, &Shown::new(ui))?;
     say_eval(ui, &record);
-    run.write_json("eval.json", &record)?;
-    report::write(&run)?;
+    match predictor.ensemble() {
+        Some(file) => crate::ensemble::write_report(folder, file, Some(&record))?,
+        None => {
+            let run = Run::new(folder);
+            plot_confusion(&run, &record)?;
+            report::write(&run)?;
+        }
+    }
     ui.result(&record)
 }
 
-/// One line of `predict`'s output (of a run, or of an ensemble).
-#[derive(Debug, Serialize)]
-pub struct Prediction<'a> {
-    /// The record.
-    pub id: &'a str,
-    /// The most probable class, the `;`-joined labels at or above the threshold
-    /// (multi-label), or the number (regression).
-    pub prediction: String,
-    /// The predicted class's probability (classification).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub confidence: Option<f32>,
-    /// Every class's (or label's) probability; a regression's number as `value`.
-    pub probabilities: std::collections::BTreeMap<&'a str, f32>,
-    /// The record's label, when it has one.
-    #[serde(skip_serializing_if = "str::is_empty")]
-    pub label: &'a str,
-    /// The run's modalities the record lacks.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub missing: Option<Vec<&'a str>>,
-    /// Files of the record that could not be used (their modality is in `missing`).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub unusable: Vec<String>,
-    /// How many members of an ensemble predicted the record (their weights renormalised).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub members: Option<usize>,
-}
-
-impl<'a> Prediction<'a> {
-    /// The line of a `task`'s scores `probabilities` (in the order of `classes`; see
-    /// [`fusion_core::FusionOutput::scores`]).
-    pub fn new(id: &'a str, label: &'a str, task: Task, classes: &'a [String], probabilities: &[f32]) -> Self {
-        Self {
-            id,
-            prediction: fusion_run::decision(task, classes, probabilities),
-            confidence: (task == Task::Classification).then(|| probabilities[fusion_core::argmax(probabilities)]),
-            probabilities: classes
-                .iter()
-                .map(String::as_str)
-                .zip(probabilities.iter().copied())
-                .collect(),
-            label,
-            missing: None,
-            unusable: Vec::new(),
-            members: None,
-        }
-    }
-}
-
-/// `{"id", "error", ...}` lines of the records a prediction could not read.
-pub fn error_lines(predicted: &Predicted) -> Result<Vec<String>> {
-    predicted
-        .loaded
-        .extraction
-        .problems
-        .iter()
-        .map(|problem| {
-            serde_json::to_string(&serde_json::json!({
-                "id": problem.id,
-                "error": problem.reason,
-                "modality": problem.modality,
-                "path": problem.path,
-            }))
-            .map_err(Into::into)
-        })
-        .collect()
-}
-
-/// Runs `run` on every usable record of `manifest` (default: the run's).
-pub fn predict_records(run: &Run, manifest: Option<&Path>, ui: Ui, device: Device) -> Result<Predicted> {
-    let mut config = run.config()?;
-    let loaded = load_data(&mut config, manifest, None, ui)?;
-    Ok(run.predict_loaded(config, loaded, device)?)
+/// A `{"id", "error", ...}` line of a record that could not be predicted.
+fn error_line(problem: &Problem) -> Result<String> {
+    Ok(serde_json::to_string(&serde_json::json!({
+        "id": problem.id,
+        "error": problem.reason,
+        "modality": problem.modality,
+        "path": problem.path,
+    }))?)
 }
 
 /// Writes prediction lines to `out` atomically.
-pub fn write_lines(out: &Path, lines: &[String]) -> Result<()> {
+fn write_lines(out: &Path, lines: &[String]) -> Result<()> {
     fusion_core::write_file_atomic(out, lines.join("\n") + "\n")
         .with_context(|| format!("cannot write {}", out.display()))
 }
 
-/// `fusion predict`: one JSON line per record, bad records as `{"id", "error"}` lines;
-/// fails (after writing them) when no record could be predicted.
-pub fn predict(run_dir: &Path, manifest: Option<&Path>, out: Option<&Path>, ui: Ui, device: Device) -> Result<()> {
-    if fusion_run::is_ensemble(run_dir) {
-        return crate::ensemble::predict(run_dir, manifest, out, ui, device);
+/// `fusion predict` of a run or an ensemble: one JSON line per record, then the records
+/// that could not be predicted as `{"id", "error"}` lines; fails (after writing them)
+/// when no record could be predicted.
+pub fn predict(folder: &Path, manifest: Option<&Path>, out: Option<&Path>, ui: Ui, device: Device) -> Result<()> {
+    let predicted = Predictor::load(folder, device)?.predict_manifest(manifest, &Shown::new(ui))?;
+    let out = out.map_or_else(|| folder.join("predictions.jsonl"), Path::to_path_buf);
+    let mut lines = predicted
+        .predictions
+        .iter()
+        .map(serde_json::to_string)
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    for problem in &predicted.errors {
+        lines.push(error_line(problem)?);
     }
-    let run = Run::new(run_dir);
-    let predicted = predict_records(&run, manifest, ui, device)?;
-    let out = out.map_or_else(|| run.file("predictions.jsonl"), Path::to_path_buf);
-    let errors = error_lines(&predicted)?;
-    let Predicted {
-        config,
-        classes,
-        loaded,
-        records,
-        probabilities,
-        columns,
-    } = &predicted;
-    let extraction = &loaded.extraction;
-    if records.is_empty() {
-        write_lines(&out, &errors)?;
+    write_lines(&out, &lines)?;
+    let (count, skipped) = (predicted.predictions.len(), predicted.skipped);
+    if count == 0 {
         bail!(
-            "no record could be predicted: {} skipped, listed in {}",
-            extraction.problems.len(),
+            "no record could be predicted: {skipped} skipped, listed in {}",
             out.display()
         );
     }
-    let mut lines = Vec::new();
-    for (k, &i) in records.iter().enumerate() {
-        let record = &extraction.records[i];
-        let missing = config
-            .modalities
-            .iter()
-            .enumerate()
-            .filter(|(m, _)| extraction.features[columns[*m]][i].is_none())
-            .map(|(_, spec)| spec.name.as_str())
-            .collect();
-        let line = Prediction {
-            missing: Some(missing),
-            unusable: extraction
-                .absent
-                .iter()
-                .filter(|p| p.id == record.id)
-                .map(describe)
-                .collect(),
-            ..Prediction::new(&record.id, &record.label, config.task, classes, &probabilities[k])
-        };
-        lines.push(serde_json::to_string(&line)?);
-    }
-    lines.extend(errors);
-    write_lines(&out, &lines)?;
-    let skipped = loaded.skipped_records();
     ui.say(format!(
-        "{} predictions and {skipped} skipped records written to {}",
-        records.len(),
+        "{count} predictions and {skipped} skipped records written to {}",
         out.display()
     ));
-    ui.result(&serde_json::json!({"predictions": records.len(), "skipped": skipped, "out": out}))
+    ui.result(&serde_json::json!({"predictions": count, "skipped": skipped, "out": out}))
 }
 
 /// What `explain` stores.
@@ -896,11 +801,11 @@ pub struct ExplainRecord {
 /// `fusion explain`: exact per-modality Shapley values and their plot.
 pub fn explain(run_dir: &Path, manifest: Option<&Path>, split: Split, ui: Ui, device: Device) -> Result<()> {
     let run = Run::new(run_dir);
-    let (data, _, _) = run_split(&run, manifest, split, ui, device)?;
+    let data = run_split(&run, manifest, split, ui, device)?;
     explain_on(&run, &data, split, ui, device)
 }
 
-/// [`explain`] on data already loaded (see [`split_data`]).
+/// [`explain`] on data already loaded (see [`Run::split_of`]).
 pub fn explain_on(run: &Run, data: &SplitData, split: Split, ui: Ui, device: Device) -> Result<()> {
     let (model, _vs) = run.model(device)?;
     let shapley = shapley_values(&model, &data.data, EVAL_BATCH)?;
@@ -955,11 +860,11 @@ pub fn robustness(
     device: Device,
 ) -> Result<()> {
     let run = Run::new(run_dir);
-    let (data, _, _) = run_split(&run, manifest, split, ui, device)?;
+    let data = run_split(&run, manifest, split, ui, device)?;
     robustness_on(&run, &data, split, noise, ui, device)
 }
 
-/// [`robustness`] on data already loaded (see [`split_data`]).
+/// [`robustness`] on data already loaded (see [`Run::split_of`]).
 pub fn robustness_on(run: &Run, data: &SplitData, split: Split, noise: bool, ui: Ui, device: Device) -> Result<()> {
     let (model, _vs) = run.model(device)?;
     let subsets = missing_modality_accuracy(&model, &data.data, EVAL_BATCH)?;

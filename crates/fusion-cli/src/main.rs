@@ -608,7 +608,7 @@ fn demo(data: &Path, out: &Path, ui: Ui, device: tch::Device) -> Result<()> {
         ));
         // The best run reads the same features as the comparison: no second extraction.
         let run = fusion_run::Run::new(best_run);
-        let (data, _) = commands::split_data(&run, &run.config()?, &loaded, Split::Test, step, device)?;
+        let data = run.split_of(&loaded, Split::Test, device, &commands::Shown::new(step))?;
         commands::explain_on(&run, &data, Split::Test, step, device)?;
         commands::robustness_on(&run, &data, Split::Test, true, step, device)?;
         step.say(format!("its report: {}", best_run.join("report.md").display()));

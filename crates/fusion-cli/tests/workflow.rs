@@ -980,7 +980,46 @@ fn a_table_trains_with_no_configuration_and_its_written_config_reruns() {
     assert!((loss(&rerun) - loss(&trained)).abs() < 1e-5);
     let predictions = dir.path().join("p.jsonl");
     ok(&["predict", "--run", r, "--out", predictions.to_str().unwrap(), "--quiet"]);
-    assert_eq!(std::fs::read_to_string(&predictions).unwrap().lines().count(), 120);
+    let predicted = std::fs::read_to_string(&predictions).unwrap();
+    assert_eq!(predicted.lines().count(), 120);
+
+    // The run folder and its data moved to another machine: another folder, another cache
+    // folder (the models linked in, no cached features), the old files gone. It predicts
+    // the same, to the last digit.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let moved = |path: &Path| elsewhere.path().join(path.strip_prefix(dir.path()).unwrap());
+    for file in walk(&run)
+        .into_iter()
+        .chain(walk(&dir.path().join("photos")))
+        .chain([csv.clone()])
+    {
+        std::fs::create_dir_all(moved(&file).parent().unwrap()).unwrap();
+        std::fs::copy(&file, moved(&file)).unwrap();
+    }
+    std::fs::remove_dir_all(dir.path().join("photos")).unwrap();
+    let cache = elsewhere.path().join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    if let Some(models) = fusion_run::models_dir().filter(|m| m.exists()) {
+        // Models are named, not found by this machine's paths (which exist here still).
+        let written = std::fs::read_to_string(run.join("run.json")).unwrap();
+        assert!(!written.contains(models.to_str().unwrap()), "{written}");
+        std::os::unix::fs::symlink(models, cache.join("models")).unwrap();
+    }
+    let there = elsewhere.path().join("p.jsonl");
+    let output = Command::new(env!("CARGO_BIN_EXE_fusion"))
+        .args(["predict", "--run", moved(&run).to_str().unwrap(), "--quiet"])
+        .args([
+            "--manifest",
+            moved(&csv).to_str().unwrap(),
+            "--out",
+            there.to_str().unwrap(),
+        ])
+        .env("FUSION_CACHE_DIR", &cache)
+        .env("XDG_CACHE_HOME", elsewhere.path().join("xdg"))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(std::fs::read_to_string(&there).unwrap(), predicted);
 }
 
 /// A table of two numbers and a colour with a numeric label and a tag-set label.

@@ -98,6 +98,67 @@ impl EnsembleFile {
     }
 }
 
+/// The runs of `folders` as members of an ensemble to be written in `out`, checked:
+/// distinct, trained classification runs with one class list, none of them `out`, and no
+/// trained run in `out` (an ensemble file there would turn it into an ensemble).
+pub(crate) fn check_members(folders: &[PathBuf], out: &Path) -> Result<Vec<Run>> {
+    let absolute = |folder: &Path| {
+        std::path::absolute(folder).map_err(|source| Error::Io {
+            path: folder.to_path_buf(),
+            source,
+        })
+    };
+    if folders.is_empty() {
+        return Err(Error::Config("an ensemble needs at least one run".into()));
+    }
+    let mut runs: Vec<Run> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut classes: Option<Vec<String>> = None;
+    for folder in folders {
+        let root = absolute(folder)?;
+        if !seen.insert(root.clone()) {
+            return Err(Error::Config(format!("{} is listed twice", folder.display())));
+        }
+        if is_ensemble(&root) {
+            return Err(Error::Config(format!(
+                "{} is an ensemble; list its members instead",
+                folder.display()
+            )));
+        }
+        let run = Run::new(&root);
+        let task = run.config()?.task;
+        if task != fusion_core::Task::Classification {
+            // Greedy selection minimises the log loss of class probabilities.
+            return Err(Error::Config(format!(
+                "{} is a {} run: ensembles combine classification runs",
+                folder.display(),
+                task.name()
+            )));
+        }
+        let own = run.classes()?;
+        match &classes {
+            None => classes = Some(own),
+            Some(first) if *first != own => {
+                return Err(Error::Config(format!(
+                    "{} has the classes {own:?}, {} has {first:?}: members must share their classes",
+                    folder.display(),
+                    runs[0].root().display()
+                )));
+            }
+            Some(_) => {}
+        }
+        runs.push(run);
+    }
+    let target = absolute(out)?;
+    if runs.iter().any(|r| r.root() == target) || target.join("run.json").exists() {
+        return Err(Error::Config(format!(
+            "{} holds a trained run: give the ensemble a folder of its own",
+            out.display()
+        )));
+    }
+    Ok(runs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

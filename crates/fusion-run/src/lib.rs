@@ -14,7 +14,9 @@
 //!   model (statistics stored as variables), so checkpoints and exported modules take raw
 //!   features.
 //! - [`train`]: features → datasets → training into a [`Run`] folder, resumable.
-//! - [`Predictor`]: a run folder loaded back, predicting new records from their raw files.
+//! - [`Predictor`]: a run or ensemble folder loaded back, evaluating a split and predicting
+//!   new records (from a manifest through the feature cache, or from raw files): the one
+//!   path of `fusion eval`, `fusion predict` and an application.
 //!
 //! Predicting one new record with a trained run:
 //!
@@ -29,7 +31,7 @@
 //!     ..Record::default()
 //! };
 //! let prediction = &predictor.predict(&[record])?[0];
-//! println!("{} ({:?} missing)", prediction.class, prediction.missing);
+//! println!("{} ({:?} missing)", prediction.prediction, prediction.missing);
 //! # Ok::<(), fusion_run::Error>(())
 //! ```
 
@@ -42,6 +44,7 @@ mod ensemble;
 mod error;
 mod evaluation;
 mod frozen;
+mod predictor;
 mod preset;
 mod run;
 
@@ -55,10 +58,11 @@ pub use data::{
 pub use encoder::{EncoderSpec, Layout, TextPooling, VideoPooling, models_dir};
 pub use ensemble::{ENSEMBLE_FILE, EnsembleFile, Member, is_ensemble};
 pub use error::{Error, Result};
-pub use evaluation::{EVAL_BATCH, EvalRecord, Loaded, Predicted, load, split_name};
+pub use evaluation::{EVAL_BATCH, EvalRecord, Loaded, load, split_name};
 pub use frozen::FrozenCounts;
+pub use predictor::{Observer, Prediction, Predictions, Predictor, build_ensemble};
 pub use preset::{HOLDOUT_FRACTION, Preset, zero_config};
 pub use run::{
-    Prediction, Predictor, Run, Trained, build_model, decision, describe, example_inputs, export_features,
-    held_out_split, prediction_dataset, split_dataset, train, train_data_parallel,
+    Run, Trained, build_model, decision, describe, example_inputs, export_features, held_out_split, prediction_dataset,
+    split_dataset, train, train_data_parallel,
 };

@@ -10,7 +10,7 @@ use fusion_core::{
     Encoder, FusionConfig, FusionModel, ProcessGroup, Progress, RunFolder, ShardedDataset, Task, TensorDataset,
     TrainSummary, TrainingData,
 };
-use fusion_data::{Extraction, FeatureSpec, Manifest, Problem, Record, Split};
+use fusion_data::{Extraction, FeatureSpec, Problem, Split};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor, nn};
 
@@ -492,31 +492,6 @@ fn train_in(
 /// Streamed training inputs go to shards of about this many bytes.
 const SHARD_BYTES: u64 = 64 << 20;
 
-/// A trained run loaded for prediction: its configuration, classes and model.
-#[derive(Debug)]
-pub struct Predictor {
-    config: RunConfig,
-    classes: Vec<String>,
-    model: FusionModel,
-    _vs: nn::VarStore,
-}
-
-/// One record's prediction.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Prediction {
-    /// The prediction as a label: the most probable class, the `;`-joined labels at or
-    /// above the threshold (multi-label), or the number (regression).
-    pub class: String,
-    /// Probability of each class (or label), in the run's order; a regression's one
-    /// entry is its number.
-    pub probabilities: Vec<(String, f64)>,
-    /// A regression's predicted number.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub value: Option<f64>,
-    /// Modalities the record lacks (the model predicted without them).
-    pub missing: Vec<String>,
-}
-
 /// A prediction's label from its scores (see [`fusion_core::FusionOutput::scores`]): the
 /// most probable class, the labels at or above [`fusion_core::THRESHOLD`] joined by `;`,
 /// or the number.
@@ -531,96 +506,6 @@ pub fn decision(task: Task, outputs: &[String], scores: &[f32]) -> String {
             .collect::<Vec<_>>()
             .join(&crate::TAG_SEPARATOR.to_string()),
         Task::Regression => scores.first().map(|v| v.to_string()).unwrap_or_default(),
-    }
-}
-
-impl Predictor {
-    /// Loads the run folder `run` on `device`.
-    pub fn load(run: impl AsRef<Path>, device: Device) -> Result<Self> {
-        let run = Run::new(run.as_ref());
-        let (model, vs) = run.model(device)?;
-        Ok(Self {
-            config: run.config()?,
-            classes: run.classes()?,
-            model,
-            _vs: vs,
-        })
-    }
-
-    /// The class names in index order.
-    pub fn classes(&self) -> &[String] {
-        &self.classes
-    }
-
-    /// The model.
-    pub fn model(&self) -> &FusionModel {
-        &self.model
-    }
-
-    /// Predicts `records` from their raw files (features computed as in training, without
-    /// the cache). A record whose file cannot be read or decoded is an error naming it.
-    pub fn predict(&self, records: &[Record]) -> Result<Vec<Prediction>> {
-        let manifest = Manifest {
-            path: PathBuf::from("(records)"),
-            records: records.to_vec(),
-            ..Manifest::default()
-        };
-        let specs: Vec<FeatureSpec> = self
-            .config
-            .modalities
-            .iter()
-            .map(|m| FeatureSpec {
-                name: m.name.clone(),
-                config: m.features.clone(),
-            })
-            .collect();
-        let extraction = fusion_data::extract(&manifest, &specs, None, None, &self.config.limits, &|_| {})?;
-        // Here every file counts: a caller handing records expects each used as given.
-        if let Some(problem) = extraction.problems.first().or(extraction.absent.first()) {
-            return Err(Error::Record(describe(problem)));
-        }
-        let columns: Vec<usize> = (0..specs.len()).collect();
-        let mut inputs = Vec::new();
-        for (spec, &column) in self.config.modalities.iter().zip(&columns) {
-            let all: Vec<usize> = (0..extraction.records.len()).collect();
-            let (features, padding, present) = crate::data::modality_tensor(&extraction, column, spec, &all);
-            let device = self.model.device();
-            inputs.push(fusion_core::ModalityInput {
-                features: features.to_device(device),
-                padding_mask: padding.map(|p| p.to_device(device)),
-                present: present.to_device(device),
-            });
-        }
-        let output = tch::no_grad(|| self.model.forward_t(&inputs, false))?;
-        let rows: Vec<Vec<f32>> = Vec::<Vec<f32>>::try_from(output.scores().to_device(Device::Cpu))?;
-        let task = self.model.task();
-        Ok(rows
-            .into_iter()
-            .enumerate()
-            .map(|(r, row)| {
-                Prediction {
-                    class: decision(task, &self.classes, &row),
-                    value: (task == Task::Regression)
-                        .then(|| row.first().copied().map(f64::from))
-                        .flatten(),
-                    probabilities: self
-                        .classes
-                        .iter()
-                        .cloned()
-                        .zip(row.iter().map(|&p| f64::from(p)))
-                        .collect(),
-                    // As the model saw it: a video without sound lacks `sound_track`.
-                    missing: self
-                        .config
-                        .modalities
-                        .iter()
-                        .enumerate()
-                        .filter(|(m, _)| extraction.features[*m][r].is_none())
-                        .map(|(_, spec)| spec.name.clone())
-                        .collect(),
-                }
-            })
-            .collect())
     }
 }
 

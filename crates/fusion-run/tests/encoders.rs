@@ -136,7 +136,7 @@ fn train_and_check(dir: &Path, config: &RunConfig, run_name: &str) -> (f64, fusi
     let predictions = Predictor::load(run.root(), device).unwrap().predict(&records).unwrap();
     let predicted: Vec<f64> = predictions
         .iter()
-        .flat_map(|p| p.probabilities.iter().map(|(_, v)| *v))
+        .flat_map(|p| p.scores.iter().map(|&v| f64::from(v)))
         .collect();
     let expected = Vec::<f64>::try_from(trained_out.exp().to_kind(Kind::Double).view([-1])).unwrap();
     let worst = predicted
@@ -181,7 +181,7 @@ fn train_and_check(dir: &Path, config: &RunConfig, run_name: &str) -> (f64, fusi
     .unwrap();
     // The library path from the configuration alone: the same records, and an evaluation
     // (written to eval.json) with the accuracy computed here.
-    let loaded = fusion_run::load(&mut config.clone(), None, None, &|_, _| {}).unwrap();
+    let loaded = fusion_run::load(&mut config.clone(), None, None, &()).unwrap();
     assert_eq!(loaded.extraction.records.len(), extraction.records.len());
     let eval = run.evaluate(&test, &trained.classes, "test", device).unwrap();
     assert!(
@@ -190,18 +190,26 @@ fn train_and_check(dir: &Path, config: &RunConfig, run_name: &str) -> (f64, fusi
         eval.metrics.accuracy
     );
     assert!(run.file("eval.json").exists());
-    // Predicting every loaded record gives the test records the trained model's outputs.
-    let predicted = run.predict_loaded(config.clone(), loaded, device).unwrap();
-    assert_eq!(predicted.records.len(), extraction.records.len());
+    // Predicting every record of the manifest (through the feature cache, as `fusion
+    // predict` does) gives the test records the trained model's outputs, and the raw-file
+    // path gives the same predictions: one path, two sources of features.
+    let predictor = Predictor::load(run.root(), device).unwrap();
+    let predicted = predictor.predict_manifest(None, &()).unwrap();
+    assert_eq!(predicted.predictions.len(), loaded.extraction.records.len());
     let expected: Vec<Vec<f32>> = Vec::try_from(trained_out.exp().to_kind(Kind::Float)).unwrap();
     for (k, &i) in test.records.iter().enumerate() {
-        let row = predicted.records.iter().position(|&r| r == i).unwrap();
-        let worst = predicted.probabilities[row]
+        let id = &extraction.records[i].id;
+        let line = predicted.predictions.iter().find(|p| &p.id == id).unwrap();
+        let worst = line
+            .scores
             .iter()
             .zip(&expected[k])
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
         assert!(worst < 1e-5, "record {i}: {worst}");
+        let from_files = &predictions[k];
+        assert_eq!((&from_files.id, &from_files.prediction), (&line.id, &line.prediction));
+        assert_eq!(from_files.missing, line.missing);
     }
     (accuracy, trained)
 }

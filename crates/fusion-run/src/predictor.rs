@@ -1,0 +1,595 @@
+//! A trained model in a folder (one run, or an ensemble of runs) loaded once, then
+//! evaluated and predicted through one path: `fusion eval` and `fusion predict`, a Rust
+//! application's [`Predictor::predict`] and a server all come here.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::{Path, PathBuf},
+};
+
+use fusion_core::{FusionModel, Task};
+use fusion_data::{Manifest, Problem, Record, Split};
+use serde::Serialize;
+use tch::{Device, nn};
+
+use crate::{
+    EVAL_BATCH, EnsembleFile, Error, EvalRecord, Loaded, Result, Run, RunConfig, SplitData, decision, describe,
+    is_ensemble, split_name,
+};
+
+/// What a long library call tells its caller as it goes. Every method does nothing unless
+/// overridden; `()` observes nothing.
+pub trait Observer: Sync {
+    /// `done` of `total` records' features extracted.
+    fn features(&self, _done: usize, _total: usize) {}
+    /// A manifest read and its features extracted (its rejected lines, unusable files and
+    /// skipped records are in `loaded`).
+    fn loaded(&self, _loaded: &Loaded) {}
+    /// A step worth a line of its own.
+    fn step(&self, _text: &str) {}
+    /// Something the caller should know, such as a record left out of a split.
+    fn warn(&self, _text: &str) {}
+}
+
+impl Observer for () {}
+
+/// One record's prediction: a line of `fusion predict`'s output, and what
+/// [`Predictor::predict`] returns.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Prediction {
+    /// The record.
+    pub id: String,
+    /// The most probable class, the `;`-joined labels at or above the threshold
+    /// (multi-label), or the number (regression).
+    pub prediction: String,
+    /// The predicted class's probability (classification).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f32>,
+    /// Every class's (or label's) probability; a regression's number as `value`.
+    pub probabilities: BTreeMap<String, f32>,
+    /// The record's label, when it has one.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub label: String,
+    /// The run's modalities the record lacks (one run; an ensemble's members may differ).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub missing: Option<Vec<String>>,
+    /// Files of the record that could not be used (their modality is in `missing`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unusable: Vec<String>,
+    /// How many members of an ensemble predicted the record (their weights renormalised).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub members: Option<usize>,
+    /// The scores in the order of [`Predictor::outputs`] (see
+    /// [`fusion_core::FusionOutput::scores`]).
+    #[serde(skip)]
+    pub scores: Vec<f32>,
+}
+
+impl Prediction {
+    /// The prediction of record `id` (labelled `label`, empty when unknown) from a
+    /// `task`'s `scores` over `outputs`.
+    pub fn new(id: &str, label: &str, task: Task, outputs: &[String], scores: Vec<f32>) -> Self {
+        Self {
+            id: id.to_string(),
+            prediction: decision(task, outputs, &scores),
+            confidence: (task == Task::Classification).then(|| scores[fusion_core::argmax(&scores)]),
+            probabilities: outputs.iter().cloned().zip(scores.iter().copied()).collect(),
+            label: label.to_string(),
+            missing: None,
+            unusable: Vec::new(),
+            members: None,
+            scores,
+        }
+    }
+}
+
+/// The predictions of a manifest's records.
+#[derive(Debug, Clone)]
+pub struct Predictions {
+    /// One per record the model could read, in the manifest's order.
+    pub predictions: Vec<Prediction>,
+    /// Why records could not be predicted: one run's every problem (a record may have
+    /// several), an ensemble's first problem of each record no member could read.
+    pub errors: Vec<Problem>,
+    /// Records left out.
+    pub skipped: usize,
+}
+
+/// One run of the folder, its model built once.
+#[derive(Debug)]
+struct LoadedRun {
+    run: Run,
+    config: RunConfig,
+    classes: Vec<String>,
+    model: FusionModel,
+    weight: f64,
+    _vs: nn::VarStore,
+}
+
+/// One run's outputs on the labelled records of a split.
+struct SplitScores {
+    ids: Vec<String>,
+    labels: Vec<usize>,
+    groups: Option<Vec<String>>,
+    probabilities: Vec<Vec<f32>>,
+    skipped: Vec<Problem>,
+}
+
+impl LoadedRun {
+    fn load(run: Run, weight: f64, device: Device) -> Result<Self> {
+        let (model, vs) = run.model(device)?;
+        Ok(Self {
+            config: run.config()?,
+            classes: run.classes()?,
+            run,
+            model,
+            weight,
+            _vs: vs,
+        })
+    }
+
+    /// Every usable record of `loaded` (read with this run's configuration) through the
+    /// best weights, whatever its label; frozen encoders' outputs come from the cache as
+    /// in an evaluation.
+    fn predict(&self, loaded: &Loaded) -> Result<Predictions> {
+        let extraction = &loaded.extraction;
+        let columns = self.config.columns(&loaded.specs)?;
+        let mut predictions = Vec::new();
+        if !extraction.records.is_empty() {
+            let all: Vec<usize> = (0..extraction.records.len()).collect();
+            let device = self.model.device();
+            let data = crate::prediction_dataset(&self.config, extraction, &loaded.specs, &all, &self.classes, device)?;
+            let evaluation = fusion_core::evaluate(&self.model, &data.data, EVAL_BATCH)?;
+            for (&i, scores) in data.records.iter().zip(evaluation.probabilities) {
+                let record = &extraction.records[i];
+                predictions.push(Prediction {
+                    // As the model saw it: a video without sound lacks `sound_track`.
+                    missing: Some(
+                        self.config
+                            .modalities
+                            .iter()
+                            .zip(&columns)
+                            .filter(|(_, c)| extraction.features[**c][i].is_none())
+                            .map(|(spec, _)| spec.name.clone())
+                            .collect(),
+                    ),
+                    unusable: extraction
+                        .absent
+                        .iter()
+                        .filter(|p| p.id == record.id)
+                        .map(describe)
+                        .collect(),
+                    ..Prediction::new(&record.id, &record.label, self.config.task, &self.classes, scores)
+                });
+            }
+        }
+        Ok(Predictions {
+            predictions,
+            errors: extraction.problems.clone(),
+            skipped: loaded.skipped_records(),
+        })
+    }
+
+    fn split_scores(&self, manifest: Option<&Path>, split: Split, observer: &dyn Observer) -> Result<SplitScores> {
+        let (data, loaded) = self.run.split(manifest, split, self.model.device(), observer)?;
+        let evaluation = fusion_core::evaluate(&self.model, &data.data, EVAL_BATCH)?;
+        // The records of this split left out: unknown labels, and unreadable records.
+        let in_split: std::collections::HashSet<&str> = loaded
+            .manifest
+            .records
+            .iter()
+            .filter(|r| r.split_or_train() == split)
+            .map(|r| r.id.as_str())
+            .collect();
+        let mut skipped = data.problems;
+        skipped.extend(
+            loaded
+                .extraction
+                .problems
+                .iter()
+                .filter(|p| in_split.contains(p.id.as_str()))
+                .cloned(),
+        );
+        Ok(SplitScores {
+            ids: data
+                .records
+                .iter()
+                .map(|&i| loaded.extraction.records[i].id.clone())
+                .collect(),
+            labels: evaluation.labels,
+            groups: data.data.groups,
+            probabilities: evaluation.probabilities,
+            skipped,
+        })
+    }
+}
+
+impl Run {
+    /// The run's dataset of `split` from `manifest` (default: the run's), with the data it
+    /// was read from (see [`Run::split_of`]).
+    pub fn split(
+        &self,
+        manifest: Option<&Path>,
+        split: Split,
+        device: Device,
+        observer: &dyn Observer,
+    ) -> Result<(SplitData, Loaded)> {
+        let loaded = crate::load(&mut self.config()?, manifest, None, observer)?;
+        Ok((self.split_of(&loaded, split, device, observer)?, loaded))
+    }
+
+    /// The run's dataset of `split` of `loaded` (read with the run's configuration). No
+    /// usable record of the split, or none with one of the run's labels, is an error;
+    /// records left out are told to `observer`.
+    pub fn split_of(
+        &self,
+        loaded: &Loaded,
+        split: Split,
+        device: Device,
+        observer: &dyn Observer,
+    ) -> Result<SplitData> {
+        let config = self.config()?;
+        let classes = self.classes()?;
+        let path = loaded.manifest.path.display();
+        if loaded.extraction.split_indices(split).is_empty() {
+            return Err(Error::Config(format!(
+                "{path}: no usable `{}` records",
+                split_name(split)
+            )));
+        }
+        let data = crate::split_dataset(&config, &loaded.extraction, &loaded.specs, split, &classes, device)?;
+        for problem in &data.problems {
+            observer.warn(&format!("skipped record {}", describe(problem)));
+        }
+        if data.records.is_empty() {
+            return Err(Error::Config(format!(
+                "{path}: no `{}` record has one of the run's labels",
+                split_name(split)
+            )));
+        }
+        Ok(data)
+    }
+}
+
+/// A trained model loaded from its folder: one run, or an ensemble of runs (the weighted
+/// mean of its members' probabilities).
+#[derive(Debug)]
+pub struct Predictor {
+    root: PathBuf,
+    ensemble: Option<EnsembleFile>,
+    classes: Vec<String>,
+    task: Task,
+    members: Vec<LoadedRun>,
+}
+
+impl Predictor {
+    /// Loads the run or ensemble folder `folder` on `device` (an ensemble's members with a
+    /// weight).
+    pub fn load(folder: impl AsRef<Path>, device: Device) -> Result<Self> {
+        let root = folder.as_ref().to_path_buf();
+        if !is_ensemble(&root) {
+            let run = LoadedRun::load(Run::new(&root), 1.0, device)?;
+            return Ok(Self {
+                classes: run.classes.clone(),
+                task: run.config.task,
+                members: vec![run],
+                ensemble: None,
+                root,
+            });
+        }
+        let file = EnsembleFile::read(&root)?;
+        let members = file
+            .members
+            .iter()
+            .filter(|m| m.weight > 0.0)
+            .map(|m| LoadedRun::load(Run::new(&m.run), m.weight, device))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            classes: file.classes.clone(),
+            task: Task::Classification,
+            members,
+            ensemble: Some(file),
+            root,
+        })
+    }
+
+    /// The folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The outputs in the scores' order: classes, tags, or `value`.
+    pub fn outputs(&self) -> &[String] {
+        &self.classes
+    }
+
+    /// The task.
+    pub fn task(&self) -> Task {
+        self.task
+    }
+
+    /// The ensemble's file, when the folder is one.
+    pub fn ensemble(&self) -> Option<&EnsembleFile> {
+        self.ensemble.as_ref()
+    }
+
+    /// One run's model (`None` for an ensemble).
+    pub fn model(&self) -> Option<&FusionModel> {
+        match (&self.ensemble, self.members.as_slice()) {
+            (None, [run]) => Some(&run.model),
+            _ => None,
+        }
+    }
+
+    /// Predicts `records` from their raw files (features computed as in training, without
+    /// the cache). A record whose file cannot be read or decoded is an error naming it.
+    pub fn predict(&self, records: &[Record]) -> Result<Vec<Prediction>> {
+        let manifest = Manifest {
+            path: PathBuf::from("(records)"),
+            records: records.to_vec(),
+            ..Manifest::default()
+        };
+        let each = self
+            .members
+            .iter()
+            .map(|member| {
+                let specs = member.config.feature_specs();
+                let extraction = fusion_data::extract(&manifest, &specs, None, None, &member.config.limits, &|_| {})?;
+                // Here every file counts: a caller handing records expects each used as given.
+                if let Some(problem) = extraction.problems.first().or(extraction.absent.first()) {
+                    return Err(Error::Record(describe(problem)));
+                }
+                member.predict(&Loaded {
+                    manifest: manifest.clone(),
+                    specs,
+                    extraction,
+                    shard: None,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(self.combine(each)?.predictions)
+    }
+
+    /// Predicts every usable record of `manifest` (default: each run's own), its features
+    /// read through the cache as training read them.
+    pub fn predict_manifest(&self, manifest: Option<&Path>, observer: &dyn Observer) -> Result<Predictions> {
+        let each = self
+            .members
+            .iter()
+            .map(|member| {
+                let mut config = member.config.clone();
+                member.predict(&crate::load(&mut config, manifest, None, observer)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.combine(each)
+    }
+
+    /// One run's predictions as they are; an ensemble's blended record by record.
+    fn combine(&self, mut each: Vec<Predictions>) -> Result<Predictions> {
+        if self.ensemble.is_none() {
+            return Ok(each.remove(0));
+        }
+        let mut blend = Blend::new();
+        let mut errors: HashMap<String, Problem> = HashMap::new();
+        for (member, predictions) in self.members.iter().zip(each) {
+            for problem in predictions.errors {
+                errors.entry(problem.id.clone()).or_insert(problem);
+            }
+            for p in predictions.predictions {
+                blend.add(&p.id, || p.label.clone(), &p.scores, member.weight);
+            }
+        }
+        let predictions: Vec<Prediction> = blend
+            .records()
+            .map(|(id, label, scores, members)| Prediction {
+                members: Some(members),
+                ..Prediction::new(id, label, self.task, &self.classes, scores)
+            })
+            .collect();
+        let mut errors: Vec<Problem> = errors
+            .into_values()
+            .filter(|p| !blend.entries.contains_key(&p.id))
+            .collect();
+        errors.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(Predictions {
+            predictions,
+            skipped: errors.len(),
+            errors,
+        })
+    }
+
+    /// Evaluates the model on `split` of `manifest` (default: each run's own) and writes
+    /// `eval.json` into the folder. An ensemble evaluates every record some member
+    /// predicts, with the weights of the members that did renormalised.
+    pub fn evaluate(&self, manifest: Option<&Path>, split: Split, observer: &dyn Observer) -> Result<EvalRecord> {
+        let record = match self.ensemble {
+            None => {
+                let run = &self.members[0];
+                let (data, loaded) = run.run.split(manifest, split, run.model.device(), observer)?;
+                let mut record = crate::evaluation::eval_record(&run.model, &data, &self.classes, split_name(split))?;
+                record.skipped.extend(loaded.extraction.problems);
+                record
+            }
+            Some(_) => self.evaluate_ensemble(manifest, split, observer)?,
+        };
+        Run::new(&self.root).write_json("eval.json", &record)?;
+        Ok(record)
+    }
+
+    fn evaluate_ensemble(&self, manifest: Option<&Path>, split: Split, observer: &dyn Observer) -> Result<EvalRecord> {
+        let mut blend = Blend::new();
+        let mut skipped: Vec<Problem> = Vec::new();
+        for member in &self.members {
+            let scores = member.split_scores(manifest, split, observer)?;
+            for (k, id) in scores.ids.iter().enumerate() {
+                let label = scores.labels[k];
+                let group = scores.groups.as_ref().map(|g| g[k].clone());
+                let first = blend.add(id, || (label, group), &scores.probabilities[k], member.weight);
+                if first.0 != label {
+                    return Err(Error::Config(format!(
+                        "record {id} has another label for {} than for the members before it: the members must share one dataset",
+                        member.run.root().display()
+                    )));
+                }
+            }
+            for p in scores.skipped {
+                if !skipped.iter().any(|s| s.id == p.id) {
+                    skipped.push(p);
+                }
+            }
+        }
+        // A record one member left out but another predicted is evaluated, not skipped.
+        skipped.retain(|p| !blend.entries.contains_key(&p.id));
+        let (mut averaged, mut labels, mut groups) = (Vec::new(), Vec::new(), Vec::new());
+        for (_, (label, group), probabilities, _) in blend.records() {
+            averaged.push(probabilities);
+            labels.push(*label);
+            groups.extend(group.clone());
+        }
+        if labels.is_empty() {
+            return Err(Error::Config(format!(
+                "no {} record is predicted by any member",
+                split_name(split)
+            )));
+        }
+        let groups = (groups.len() == labels.len()).then_some(groups);
+        let (loss, metrics, groups, _) =
+            fusion_core::probability_metrics(&averaged, &labels, groups.as_deref(), self.classes.len());
+        Ok(EvalRecord {
+            split: split_name(split).into(),
+            loss,
+            metrics,
+            task: fusion_core::TaskMetrics::Classification,
+            groups,
+            classes: self.classes.clone(),
+            skipped,
+        })
+    }
+}
+
+/// Weighted sums of members' probabilities per record id, in order of first appearance;
+/// `T` is what the first member to predict a record says about it (its label…).
+struct Blend<T> {
+    order: Vec<String>,
+    entries: HashMap<String, (T, Vec<f64>, f64, usize)>,
+}
+
+impl<T> Blend<T> {
+    fn new() -> Self {
+        Self {
+            order: Vec::new(),
+            entries: HashMap::new(),
+        }
+    }
+
+    /// Adds `weight · probabilities` to record `id`; returns what the record's first member
+    /// said of it.
+    fn add(&mut self, id: &str, about: impl FnOnce() -> T, probabilities: &[f32], weight: f64) -> &T {
+        let entry = self.entries.entry(id.to_string()).or_insert_with(|| {
+            self.order.push(id.to_string());
+            (about(), vec![0.0; probabilities.len()], 0.0, 0)
+        });
+        for (sum, &p) in entry.1.iter_mut().zip(probabilities) {
+            *sum += weight * f64::from(p);
+        }
+        entry.2 += weight;
+        entry.3 += 1;
+        &entry.0
+    }
+
+    /// Per record in order: what its first member said, its probabilities (the weights of
+    /// the members that predicted it renormalised), how many members did.
+    fn records(&self) -> impl Iterator<Item = (&str, &T, Vec<f32>, usize)> {
+        self.order.iter().map(|id| {
+            let (about, sum, weight, members) = &self.entries[id];
+            let probabilities = sum.iter().map(|s| (s / weight) as f32).collect();
+            (id.as_str(), about, probabilities, *members)
+        })
+    }
+}
+
+/// Builds an ensemble of the trained classification runs `folders` in `out`: greedy
+/// selection (Caruana et al. 2004, `rounds` rounds with replacement) on the val records
+/// every member predicts, written to `ensemble.json` and `classes.json`. The ensemble is
+/// then a folder [`Predictor::load`] reads like a run.
+pub fn build_ensemble(
+    folders: &[PathBuf],
+    out: &Path,
+    rounds: usize,
+    device: Device,
+    observer: &dyn Observer,
+) -> Result<EnsembleFile> {
+    let runs = crate::ensemble::check_members(folders, out)?;
+    let mut scores = Vec::new();
+    let mut loaded = Vec::new();
+    for run in runs {
+        observer.step(&format!("predicting val with {}", run.root().display()));
+        let member = LoadedRun::load(run, 1.0, device)?;
+        scores.push(member.split_scores(None, Split::Val, observer)?);
+        loaded.push(member);
+    }
+    let (members, labels) = align(&loaded, &scores)?;
+    if labels.is_empty() {
+        return Err(Error::Config(
+            "no val record is predicted by every member: nothing to select the weights on".into(),
+        ));
+    }
+    let selection = fusion_core::select_ensemble(&members, &labels, rounds)?;
+    let file = EnsembleFile {
+        members: loaded
+            .iter()
+            .zip(&selection.weights)
+            .zip(&members)
+            .map(|((member, &weight), probabilities)| crate::Member {
+                run: member.run.root().to_path_buf(),
+                weight,
+                loss: fusion_core::log_loss(probabilities, &labels),
+            })
+            .collect(),
+        classes: loaded[0].classes.clone(),
+        selected_on: "val".into(),
+        records: labels.len(),
+        rounds,
+        losses: selection.losses,
+    };
+    let ensemble = Run::new(out);
+    ensemble.write_json(crate::ENSEMBLE_FILE, &file)?;
+    ensemble.write_json("classes.json", &file.classes)?;
+    Ok(file)
+}
+
+/// Class probabilities of each record, per member.
+type MemberProbabilities = Vec<Vec<Vec<f32>>>;
+
+/// Every member's predictions on the records all of them predicted, in the first member's
+/// order, and those records' labels.
+fn align(runs: &[LoadedRun], scores: &[SplitScores]) -> Result<(MemberProbabilities, Vec<usize>)> {
+    let lookups: Vec<HashMap<&str, usize>> = scores
+        .iter()
+        .map(|p| p.ids.iter().enumerate().map(|(k, id)| (id.as_str(), k)).collect())
+        .collect();
+    let first = &scores[0];
+    let mut members = vec![Vec::new(); scores.len()];
+    let mut labels = Vec::new();
+    for (k, id) in first.ids.iter().enumerate() {
+        let Some(rows) = lookups
+            .iter()
+            .map(|l| l.get(id.as_str()).copied())
+            .collect::<Option<Vec<_>>>()
+        else {
+            continue;
+        };
+        for (m, &row) in rows.iter().enumerate() {
+            if scores[m].labels[row] != first.labels[k] {
+                return Err(Error::Config(format!(
+                    "record {id} has another label for {} than for {}: the members must share one dataset",
+                    runs[m].run.root().display(),
+                    runs[0].run.root().display()
+                )));
+            }
+            members[m].push(scores[m].probabilities[row].clone());
+        }
+        labels.push(first.labels[k]);
+    }
+    Ok((members, labels))
+}
