@@ -12,8 +12,8 @@ use fusion_core::{
 };
 use fusion_data::{Problem, Shard, Split};
 use fusion_run::{
-    EVAL_BATCH, EvalRecord, Loaded, ModalityAlone, NamedFusion, Observer, Predictor, Run, RunConfig, SplitData,
-    describe, held_out_split, split_dataset, split_name,
+    EVAL_BATCH, EvalRecord, Fitted, Loaded, NamedFusion, Observer, Predictor, Run, RunConfig, SplitData,
+    describe, split_name,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -77,6 +77,7 @@ impl Ui {
 pub struct Shown {
     ui: Ui,
     bar: std::sync::Mutex<Option<ProgressBar>>,
+    training: std::sync::Mutex<Option<ProgressBar>>,
 }
 
 impl Shown {
@@ -85,13 +86,19 @@ impl Shown {
         Self {
             ui,
             bar: std::sync::Mutex::new(None),
+            training: std::sync::Mutex::new(None),
         }
     }
 }
 
+/// The bar in `slot`, whatever a panicking holder left.
+fn lock(slot: &std::sync::Mutex<Option<ProgressBar>>) -> std::sync::MutexGuard<'_, Option<ProgressBar>> {
+    slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl Observer for Shown {
     fn features(&self, done: usize, total: usize) {
-        let mut bar = self.bar.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut bar = lock(&self.bar);
         let bar = bar.get_or_insert_with(|| self.ui.bar(0, "features"));
         bar.set_length(total as u64);
         bar.set_position(done as u64);
@@ -136,6 +143,49 @@ impl Observer for Shown {
         ));
     }
 
+    fn training(&self, epochs: usize, steps: usize) {
+        *lock(&self.training) = Some(self.ui.bar((epochs * steps) as u64, "training"));
+    }
+
+    fn progress(&self, progress: &Progress<'_>) {
+        let training = lock(&self.training);
+        let Some(bar) = training.as_ref() else {
+            return;
+        };
+        match progress {
+            Progress::Step {
+                epoch,
+                step,
+                steps,
+                loss,
+            } => {
+                bar.set_position(((epoch - 1) * steps + step) as u64);
+                bar.set_message(format!("epoch {epoch} loss {loss:.3}"));
+            }
+            Progress::Epoch(record) if self.ui.epochs => {
+                let val = match (record.val_accuracy, record.val_r2) {
+                    (Some(a), _) => format!(", val accuracy {a:.4}"),
+                    (None, Some(r2)) => format!(", val R² {r2:.4}"),
+                    (None, None) => String::new(),
+                };
+                let line = format!("epoch {:>3}: train loss {:.4}{val}", record.epoch, record.train_loss);
+                // A hidden bar (no terminal) drops its println: print the line plainly.
+                if bar.is_hidden() {
+                    self.ui.say(line);
+                } else {
+                    bar.println(line);
+                }
+            }
+            Progress::Epoch(_) => {}
+        }
+    }
+
+    fn trained(&self) {
+        if let Some(bar) = lock(&self.training).take() {
+            bar.finish_and_clear();
+        }
+    }
+
     fn step(&self, text: &str) {
         self.ui.say(text);
     }
@@ -158,25 +208,9 @@ pub fn plot_path(run: &Run, name: &str) -> Result<PathBuf> {
     Ok(dir.join(name))
 }
 
-/// Outcome of training one configuration.
-pub struct Trained {
-    /// Epoch records.
-    pub summary: TrainSummary,
-    /// Evaluation of the best weights on test (or val).
-    pub eval: Option<EvalRecord>,
-    /// Wall time of training.
-    pub seconds: f64,
-    /// Trainable parameters.
-    pub parameters: i64,
-    /// Where the training inputs were streamed from, when they were.
-    pub streamed: Option<std::path::PathBuf>,
-}
-
-/// Trains `config` on the loaded data into `run` (see [`fusion_run::train`]) with a
-/// progress bar, plots the curves, then evaluates the best weights on test (or val when
-/// there is no test split).
-/// As one rank of a data-parallel `group`, a rank other than 0 only trains (nothing
-/// plotted, evaluated or written).
+/// Trains `config` on the loaded data into `run` (see [`fusion_run::fit_loaded`]) with a
+/// progress bar, then plots the curves and the confusion matrix. A rank other than 0 of a
+/// data-parallel `group` only trains.
 pub fn train_one(
     config: &RunConfig,
     loaded: &Loaded,
@@ -184,135 +218,19 @@ pub fn train_one(
     ui: Ui,
     device: Device,
     group: Option<&dyn ProcessGroup>,
-) -> Result<Trained> {
-    let extraction = &loaded.extraction;
-    let train_records = extraction.split_indices(Split::Train).len();
-    let steps_per_epoch = train_records.div_ceil(config.train.batch_size.max(1));
-    let bar = ui.bar((config.train.epochs * steps_per_epoch) as u64, "training");
-    let mut progress = |progress: Progress<'_>| {
-        match progress {
-            Progress::Step {
-                epoch,
-                step,
-                steps,
-                loss,
-            } => {
-                bar.set_position(((epoch - 1) * steps + step) as u64);
-                bar.set_message(format!("epoch {epoch} loss {loss:.3}"));
-            }
-            Progress::Epoch(record) if ui.epochs => {
-                let val = match (record.val_accuracy, record.val_r2) {
-                    (Some(a), _) => format!(", val accuracy {a:.4}"),
-                    (None, Some(r2)) => format!(", val R² {r2:.4}"),
-                    (None, None) => String::new(),
-                };
-                let line = format!("epoch {:>3}: train loss {:.4}{val}", record.epoch, record.train_loss);
-                // A hidden bar (no terminal) drops its println: print the line plainly.
-                if bar.is_hidden() {
-                    ui.say(line);
-                } else {
-                    bar.println(line);
-                }
-            }
-            Progress::Epoch(_) => {}
+) -> Result<Fitted> {
+    let fitted = fusion_run::fit_loaded(config, loaded, run, device, group, &Shown::new(ui))?;
+    if group.is_none_or(|g| g.rank() == 0) {
+        plot_training(run, &fitted.summary, config)?;
+        if let Some(eval) = &fitted.eval {
+            plot_confusion(run, eval)?;
         }
-    };
-    let trained = match group {
-        Some(group) => {
-            fusion_run::train_data_parallel(config, extraction, &loaded.specs, run, device, group, &mut progress)
-        }
-        None => fusion_run::train(config, extraction, &loaded.specs, run, device, &mut progress),
-    }?;
-    bar.finish_and_clear();
-    if group.is_some_and(|g| g.rank() != 0) {
-        return Ok(Trained {
-            eval: None,
-            seconds: trained.seconds,
-            parameters: trained.parameters,
-            summary: trained.summary,
-            streamed: trained.streamed,
-        });
     }
-    for problem in &trained.skipped {
-        ui.warn(format!("skipped training record {}", describe(problem)));
-    }
-    for warning in trained.alone.iter().filter_map(ModalityAlone::warning) {
-        ui.warn(warning);
-    }
-    let resumed_from = trained.summary.resumed_from;
-    if resumed_from >= config.train.epochs && resumed_from > 0 {
-        ui.warn(format!(
-            "{} already trained {resumed_from} epochs (asked for {}): nothing trained; evaluating its best weights (epoch {})",
-            run.root().display(),
-            config.train.epochs,
-            trained.summary.best_epoch
-        ));
-    } else if resumed_from > 0 {
-        ui.say(format!("resumed from epoch {resumed_from}"));
-    }
-    plot_training(run, &trained.summary, config)?;
-    let target = held_out_split(extraction);
-    let data = split_dataset(config, extraction, &loaded.specs, target, &trained.classes, device)?;
-    let eval = if data.records.is_empty() {
-        // Not an accuracy over nothing; the training itself is fine.
-        ui.warn(format!(
-            "no {} record has a label the run can use: nothing evaluated",
-            split_name(target)
-        ));
-        None
-    } else {
-        Some(evaluate_into(run, &data, &trained.classes, split_name(target), device)?)
-    };
-    if let Some(folder) = &trained.streamed {
-        ui.say(format!("training inputs streamed from {}", folder.display()));
-    }
-    Ok(Trained {
-        summary: trained.summary,
-        eval,
-        seconds: trained.seconds,
-        parameters: trained.parameters,
-        streamed: trained.streamed,
-    })
+    Ok(fitted)
 }
 
-/// The simple baselines (see [`fusion_run::fit_baselines`]) of a classification with
-/// `config`'s inputs over `classes`, on the split evaluation uses.
-fn fit_simple_baselines(
-    config: &RunConfig,
-    loaded: &Loaded,
-    classes: &[String],
-    device: Device,
-) -> Result<Option<fusion_run::Baselines>> {
-    if config.task != fusion_core::Task::Classification {
-        return Ok(None);
-    }
-    let split = held_out_split(&loaded.extraction);
-    let of = |split| split_dataset(config, &loaded.extraction, &loaded.specs, split, classes, device);
-    let (train, val, held_out) = (of(Split::Train)?, of(Split::Val)?, of(split)?);
-    Ok(fusion_run::fit_baselines(
-        config,
-        &train.data,
-        &val.data,
-        &held_out.data,
-        split_name(split),
-        classes.len(),
-    )?)
-}
-
-/// Fits the simple baselines of a classification run on its own inputs, writes them to
-/// `baselines.json` and says how the run compares.
-fn baselines_into(
-    run: &Run,
-    config: &RunConfig,
-    loaded: &Loaded,
-    eval: &EvalRecord,
-    ui: Ui,
-    device: Device,
-) -> Result<()> {
-    let Some(baselines) = fit_simple_baselines(config, loaded, &run.classes()?, device)? else {
-        return Ok(());
-    };
-    run.write_json("baselines.json", &baselines)?;
+/// Says how a classification run compares with its simple baselines.
+fn say_baselines(baselines: &fusion_run::Baselines, eval: &EvalRecord, ui: Ui) {
     for row in &baselines.rows {
         ui.say(format!(
             "  baseline {}: accuracy {:.4}, macro-F1 {:.4}",
@@ -327,7 +245,6 @@ fn baselines_into(
         );
         if gain < 0.0 { ui.warn(line) } else { ui.say(line) }
     }
-    Ok(())
 }
 
 fn plot_training(run: &Run, summary: &TrainSummary, config: &RunConfig) -> Result<()> {
@@ -369,14 +286,6 @@ fn plot_training(run: &Run, summary: &TrainSummary, config: &RunConfig) -> Resul
     };
     plots::lines(&plot_path(run, "training")?, "Training", "epoch", &[losses, accuracy])?;
     Ok(())
-}
-
-/// Evaluates the run's best weights on `data` (see [`Run::evaluate`]), then plots the
-/// confusion matrix.
-fn evaluate_into(run: &Run, data: &SplitData, classes: &[String], split: &str, device: Device) -> Result<EvalRecord> {
-    let record = run.evaluate(data, classes, split, device)?;
-    plot_confusion(run, &record)?;
-    Ok(record)
 }
 
 /// The confusion matrix of a classification's evaluation, as a plot of `run`.
@@ -507,43 +416,17 @@ pub fn zero_config(table: &Table, run_dir: &Path, ui: Ui) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// `fusion train`, alone or as one rank of a data-parallel `group`.
 /// When this process started (set first thing by `main`).
 pub static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
 
+/// When this process started.
+pub fn started() -> std::time::Instant {
+    *STARTED.get_or_init(std::time::Instant::now)
+}
+
 /// Seconds since this process started.
 fn process_seconds() -> f64 {
-    STARTED.get().map_or(0.0, |t| t.elapsed().as_secs_f64())
-}
-
-/// `resources.json`: what a training run cost, start to end of the process's work.
-pub const RESOURCES_FILE: &str = "resources.json";
-
-/// What a run cost: wall time from the process's start (extraction, training, evaluation,
-/// baselines), training alone, and the peak resident memory.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Resources {
-    /// Seconds from the process's start to the end of the run's work.
-    pub wall_seconds: f64,
-    /// Seconds of training.
-    pub train_seconds: f64,
-    /// Peak resident memory in MB, where the system reports it.
-    pub peak_rss_mb: Option<f64>,
-}
-
-impl std::fmt::Display for Resources {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "wall time {:.1} s (training {:.1} s), peak memory ",
-            self.wall_seconds, self.train_seconds
-        )?;
-        match self.peak_rss_mb {
-            Some(mb) => write!(f, "{mb:.0} MB"),
-            None => f.write_str("not reported by this system"),
-        }
-    }
+    started().elapsed().as_secs_f64()
 }
 
 /// Members of the `best` preset's portfolio, by name: the `fast` configuration `base`
@@ -639,6 +522,8 @@ pub fn portfolio(
 /// Greedy selection rounds of the `best` preset's ensemble.
 const PORTFOLIO_ROUNDS: usize = 25;
 
+/// `fusion train`, alone or as one rank of a data-parallel `group` (see
+/// [`fusion_run::fit`]): progress, the evaluation and baselines said, plots and report.
 pub fn train(
     config_path: &Path,
     run_dir: &Path,
@@ -651,43 +536,26 @@ pub fn train(
     if let Some(epochs) = epochs {
         config.train.epochs = epochs;
     }
-    config.validate()?;
-    // Rank 0 fills the feature cache first; the others then read it rather than compute it.
-    let leader = group.is_none_or(|g| g.rank() == 0);
-    if let Some(group) = group.filter(|_| !leader) {
-        group.barrier()?;
-    }
-    // A rank 0 that fails here exits, and the others' barrier fails with it.
-    let loaded = load_data(&mut config, None, None, ui)?;
-    if let Some(group) = group.filter(|_| leader) {
-        group.barrier()?;
-    }
-    config.check_manifest(&loaded.manifest)?;
     let run = Run::new(run_dir);
-    let trained = train_one(&config, &loaded, &run, ui, device, group)?;
-    if !leader {
+    let (fitted, loaded) = fusion_run::fit(config.clone(), &run, device, group, started(), &Shown::new(ui))?;
+    if group.is_some_and(|g| g.rank() != 0) {
         return Ok(());
     }
-    // Beside a trained run (not each compare row: they share their inputs).
-    if let Some(eval) = &trained.eval {
-        baselines_into(&run, &config, &loaded, eval, ui, device)?;
+    plot_training(&run, &fitted.summary, &config)?;
+    if let Some(eval) = &fitted.eval {
+        plot_confusion(&run, eval)?;
     }
-    run.write_json("skipped.json", &loaded.extraction.problems)?;
-    run.write_json("unusable.json", &loaded.extraction.absent)?;
-    let resources = Resources {
-        wall_seconds: process_seconds(),
-        train_seconds: trained.seconds,
-        peak_rss_mb: fusion_core::peak_rss_bytes().map(|b| b as f64 / MB),
-    };
-    run.write_json(RESOURCES_FILE, &resources)?;
-    let best = trained.summary.best_epoch;
+    if let (Some(baselines), Some(eval)) = (&fitted.baselines, &fitted.eval) {
+        say_baselines(baselines, eval, ui);
+    }
+    let best = fitted.summary.best_epoch;
     ui.say(format!(
         "trained {} epochs in {:.1} s ({} parameters); best epoch {best}",
-        trained.summary.epochs.len(),
-        trained.seconds,
-        trained.parameters
+        fitted.summary.epochs.len(),
+        fitted.seconds,
+        fitted.parameters
     ));
-    if let Some(eval) = &trained.eval {
+    if let Some(eval) = &fitted.eval {
         say_eval(ui, eval);
     }
     let gpu = fusion_core::gpu_peak_memory(device);
@@ -699,22 +567,23 @@ pub fn train(
         ));
     }
     report::write(&run)?;
+    let resources: fusion_run::Resources = run.read_json(fusion_run::RESOURCES_FILE)?;
     ui.say(resources.to_string());
     ui.say(format!("report: {}", run.file("report.md").display()));
     ui.result(&serde_json::json!({
         "run": run.root(),
-        "epochs": trained.summary.epochs,
+        "epochs": fitted.summary.epochs,
         "best_epoch": best,
-        "train_seconds": trained.seconds,
-        "parameters": trained.parameters,
-        "resumed_from": trained.summary.resumed_from,
-        "streamed_from": trained.streamed,
-        "peak_rss_mb": fusion_core::peak_rss_bytes().map(|b| b as f64 / MB),
+        "train_seconds": fitted.seconds,
+        "parameters": fitted.parameters,
+        "resumed_from": fitted.summary.resumed_from,
+        "streamed_from": fitted.streamed,
+        "peak_rss_mb": fusion_run::peak_rss_mb(),
         "peak_gpu_mb": gpu.map(|g| serde_json::json!({
             "allocated": g.peak_allocated as f64 / MB,
             "reserved": g.peak_reserved as f64 / MB,
         })),
-        "eval": trained.eval,
+        "eval": fitted.eval,
         "skipped": loaded.extraction.problems,
         "unusable": loaded.extraction.absent,
     }))
@@ -1079,7 +948,7 @@ pub fn compare(config_path: &Path, out: &Path, ui: Ui, device: Device) -> Result
     // The simple baselines on the same inputs and test records, as rows of their own.
     let first_run = rows.first().and_then(|r| r.run.as_ref()).map(Run::new);
     if let Some(first_run) = first_run {
-        let baselines = fit_simple_baselines(&config, &loaded, &first_run.classes()?, device)?;
+        let baselines = fusion_run::simple_baselines(&config, &loaded, &first_run.classes()?, device)?;
         for b in baselines.iter().flat_map(|b| &b.rows) {
             rows.push(CompareRow {
                 name: format!("baseline: {}", b.name),

@@ -347,7 +347,7 @@ fn file_size_limit_is_an_error() {
 }
 
 fn main() -> Result<()> {
-    let _ = commands::STARTED.set(std::time::Instant::now());
+    commands::started();
     keep_freed_buffers();
     file_size_limit_is_an_error();
     let cli = Cli::parse();

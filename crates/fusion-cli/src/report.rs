@@ -129,7 +129,7 @@ pub fn write(run: &Run) -> Result<()> {
         config.dropout,
         serde_json::to_string(&config.train)?
     );
-    if let Ok(resources) = run.read_json::<crate::commands::Resources>(crate::commands::RESOURCES_FILE) {
+    if let Ok(resources) = run.read_json::<fusion_run::Resources>(fusion_run::RESOURCES_FILE) {
         let _ = writeln!(out, "Cost: {resources}.\n");
     }
     let records = epochs(run);

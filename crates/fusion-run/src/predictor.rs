@@ -25,6 +25,12 @@ pub trait Observer: Sync {
     /// A manifest read and its features extracted (its rejected lines, unusable files and
     /// skipped records are in `loaded`).
     fn loaded(&self, _loaded: &Loaded) {}
+    /// Training begins: `epochs` epochs of `steps` steps each.
+    fn training(&self, _epochs: usize, _steps: usize) {}
+    /// A training step or epoch done.
+    fn progress(&self, _progress: &fusion_core::Progress<'_>) {}
+    /// Training ended.
+    fn trained(&self) {}
     /// A step worth a line of its own.
     fn step(&self, _text: &str) {}
     /// Something the caller should know, such as a record left out of a split.
