@@ -12,8 +12,8 @@ use fusion_core::{
 };
 use fusion_data::{Problem, Shard, Split};
 use fusion_run::{
-    EVAL_BATCH, EvalRecord, Fitted, Loaded, NamedFusion, Observer, Predictor, Run, RunConfig, SplitData,
-    describe, split_name,
+    EVAL_BATCH, EvalRecord, Fitted, Loaded, NamedFusion, Observer, Predictor, Run, RunConfig, SplitData, describe,
+    split_name,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -424,103 +424,51 @@ pub fn started() -> std::time::Instant {
     *STARTED.get_or_init(std::time::Instant::now)
 }
 
-/// Seconds since this process started.
-fn process_seconds() -> f64 {
-    started().elapsed().as_secs_f64()
-}
-
-/// Members of the `best` preset's portfolio, by name: the `fast` configuration `base`
-/// under each fusion family, and one for labels that need modalities together: low-rank
-/// tensor fusion (Liu et al. 2018) trained longer and stopped on accuracy (on a development
-/// draw of xor_pair, where each modality alone is at chance: 0.27 test accuracy against
-/// 0.11 for `fast`; its overconfident log loss leaves it a small weight where it helps).
-fn portfolio_members(base: &RunConfig) -> Vec<(&'static str, RunConfig)> {
-    let parse = |json: &str| serde_json::from_str::<FusionConfig>(json).unwrap_or_else(|_| base.fusion.clone());
-    let with = |fusion: FusionConfig| RunConfig { fusion, ..base.clone() };
-    let mut interactions = with(parse(r#"{"family": "early", "method": "low_rank", "rank": 8}"#));
-    interactions.train.epochs = interactions.train.epochs.max(INTERACTION_EPOCHS);
-    interactions.train.early_stopping = Some(fusion_core::EarlyStopping {
-        metric: fusion_core::StopMetric::Accuracy,
-        patience: INTERACTION_EPOCHS / 2 - 10,
-    });
-    vec![
-        ("late", base.clone()),
-        ("early", with(parse(r#"{"family": "early", "method": "concat"}"#))),
-        (
-            "hybrid",
-            with(parse(
-                r#"{"family": "hybrid", "early": {"method": "concat"}, "combiner": {"combiner": "learned"}}"#,
-            )),
-        ),
-        ("interactions", interactions),
-    ]
-}
-
-/// Epochs of the portfolio's interaction member (at least).
-const INTERACTION_EPOCHS: usize = 80;
-
-/// The `best` preset of a classification table (AutoGluon's recipe, Erickson et al. 2020,
-/// without its bagging): the members of [`portfolio_members`] (the `fast` configuration at
-/// `config_path` under each fusion family, and an interaction member) trained into
-/// `RUN/members/`, then a greedy ensemble of them (weights selected on val) in `run_dir`, which `eval` and `predict` read like a run. With `time_limit`
-/// (seconds from the process's start), a member that would end past it (judged by the
-/// slowest member so far) is not started; the first always is.
+/// The `best` preset of a classification table (see [`fusion_run::train_portfolio`]):
+/// the members' reports and curves, the ensemble's weights, evaluation and report.
 pub fn portfolio(
     config_path: &Path,
     run_dir: &Path,
     epochs: Option<usize>,
     time_limit: Option<f64>,
+    folds: Option<usize>,
     ui: Ui,
     device: Device,
 ) -> Result<()> {
-    let base = RunConfig::load(config_path)?;
-    // The ensemble cannot go where a run is: refused before any member trains.
-    if run_dir.join("run.json").exists() {
-        bail!(
-            "{} holds a trained run: give the `best` preset a folder of its own",
-            run_dir.display()
-        );
+    let mut base = RunConfig::load(config_path)?;
+    if let Some(epochs) = epochs {
+        base.train.epochs = epochs;
     }
-    let members = portfolio_members(&base);
-    let count = members.len();
-    ui.say(format!(
-        "best: {count} members ({}), then a greedy ensemble of them selected on val",
-        members.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
-    ));
-    let mut folders = Vec::new();
-    let mut slowest = 0.0f64;
-    for (i, (name, member)) in members.into_iter().enumerate() {
-        let started = process_seconds();
-        if let Some(limit) = time_limit.filter(|_| i > 0) {
-            let eta = started + slowest;
-            if eta > limit {
-                ui.warn(format!(
-                    "time limit: {} of {count} members trained; the next would end at about {eta:.0} s, past {limit:.0} s",
-                    folders.len()
-                ));
-                break;
-            }
+    let portfolio = fusion_run::train_portfolio(base, run_dir, time_limit, folds, started(), device, &Shown::new(ui))?;
+    for (_, runs) in &portfolio.members {
+        for (run, fitted) in runs {
+            plot_training(run, &fitted.summary, &run.config()?)?;
+            report::write(run)?;
         }
-        let folder = run_dir.join("members").join(name);
-        std::fs::create_dir_all(&folder).with_context(|| format!("cannot create {}", folder.display()))?;
-        let path = folder.join("config.json");
-        Run::new(&folder).write_json("config.json", &member.portable())?;
-        let remaining = time_limit.map_or(String::new(), |l| format!(", {:.0} s left", (l - started).max(0.0)));
-        ui.say(format!("[{}/{count}] {name}{remaining}", i + 1));
-        let quiet = Ui {
-            quiet: true,
-            json: false,
-            epochs: false,
-        };
-        train(&path, &folder, epochs, quiet, device, None)?;
-        slowest = slowest.max(process_seconds() - started);
-        folders.push(folder);
     }
-    crate::ensemble::build(&folders, run_dir, PORTFOLIO_ROUNDS, ui, device)
+    let file = &portfolio.ensemble;
+    for member in file.members.iter().filter(|m| m.weight > 0.0) {
+        ui.say(format!(
+            "{}: weight {:.3}, {} log loss {:.4}",
+            member.run.display(),
+            member.weight,
+            file.selected_on,
+            member.loss
+        ));
+    }
+    ui.say(format!(
+        "ensemble: {} log loss {:.4} on {} records",
+        file.selected_on,
+        file.losses.last().copied().unwrap_or(f64::NAN),
+        file.records
+    ));
+    if let Some(eval) = &portfolio.eval {
+        say_eval(ui, eval);
+    }
+    crate::ensemble::write_report(run_dir, file, portfolio.eval.as_ref())?;
+    ui.say(format!("report: {}", run_dir.join("report.md").display()));
+    ui.result(&serde_json::json!({"ensemble": file, "eval": portfolio.eval, "folds": portfolio.folds}))
 }
-
-/// Greedy selection rounds of the `best` preset's ensemble.
-const PORTFOLIO_ROUNDS: usize = 25;
 
 /// `fusion train`, alone or as one rank of a data-parallel `group` (see
 /// [`fusion_run::fit`]): progress, the evaluation and baselines said, plots and report.

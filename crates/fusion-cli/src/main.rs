@@ -108,6 +108,10 @@ enum Command {
         /// past them is not started (the first always is).
         #[arg(long, requires = "manifest")]
         time_limit: Option<f64>,
+        /// With `--preset best`: folds each member is bagged over (1: no bagging); by
+        /// default 5 when the val split holds fewer than 500 records, else 1
+        #[arg(long, requires = "manifest")]
+        folds: Option<usize>,
         /// With --manifest: kinds of some columns instead of the inferred ones, as
         /// `name=kind,...` (id, split, group, image, audio, video, text, numeric,
         /// categorical, ignore).
@@ -427,6 +431,7 @@ fn main() -> Result<()> {
             label,
             preset,
             time_limit,
+            folds,
             column_types,
             task,
             allow_paths_outside_manifest,
@@ -438,6 +443,14 @@ fn main() -> Result<()> {
                 && (preset != fusion_run::Preset::Best || limit.is_nan() || limit <= 0.0)
             {
                 anyhow::bail!("--time-limit {limit}: a positive number of seconds, with --preset best");
+            }
+            if let Some(folds) = folds
+                && (preset != fusion_run::Preset::Best || !(1..=fusion_run::MAX_FOLDS).contains(&folds))
+            {
+                anyhow::bail!(
+                    "--folds {folds}: 1 to {} folds, with --preset best",
+                    fusion_run::MAX_FOLDS
+                );
             }
             if parallel.rank.is_some() && config.is_none() {
                 // Every rank must train the same configuration: write it once, then share it.
@@ -460,7 +473,7 @@ fn main() -> Result<()> {
                     let classification =
                         fusion_run::RunConfig::load(&config)?.task == fusion_core::Task::Classification;
                     if preset == fusion_run::Preset::Best && classification && !parallel.launches() {
-                        return commands::portfolio(&config, &run, epochs, time_limit, ui, device()?);
+                        return commands::portfolio(&config, &run, epochs, time_limit, folds, ui, device()?);
                     }
                     if time_limit.is_some() {
                         anyhow::bail!(

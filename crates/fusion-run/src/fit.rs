@@ -94,9 +94,7 @@ pub fn fit_loaded(
     );
     let mut progress = |progress: fusion_core::Progress<'_>| observer.progress(&progress);
     let trained = match group {
-        Some(group) => {
-            crate::train_data_parallel(config, extraction, &loaded.specs, run, device, group, &mut progress)
-        }
+        Some(group) => crate::train_data_parallel(config, extraction, &loaded.specs, run, device, group, &mut progress),
         None => crate::train(config, extraction, &loaded.specs, run, device, &mut progress),
     }?;
     observer.trained();

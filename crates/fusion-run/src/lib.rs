@@ -45,6 +45,7 @@ mod error;
 mod evaluation;
 mod fit;
 mod frozen;
+mod portfolio;
 mod predictor;
 mod preset;
 mod run;
@@ -62,6 +63,10 @@ pub use error::{Error, Result};
 pub use evaluation::{EVAL_BATCH, EvalRecord, Loaded, load, split_name};
 pub use fit::{Fitted, RESOURCES_FILE, Resources, fit, fit_loaded, peak_rss_mb, simple_baselines};
 pub use frozen::FrozenCounts;
+pub use portfolio::{
+    BAG_BELOW_VAL, BAG_FOLDS, INTERACTION_EPOCHS, MAX_FOLDS, PORTFOLIO_ROUNDS, Portfolio, portfolio_members,
+    train_portfolio,
+};
 pub use predictor::{Observer, Prediction, Predictions, Predictor, build_ensemble};
 pub use preset::{HOLDOUT_FRACTION, Preset, zero_config};
 pub use run::{
