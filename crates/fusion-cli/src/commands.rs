@@ -13,7 +13,6 @@ use fusion_core::{
 use fusion_data::{Problem, Shard, Split};
 use fusion_run::{
     EVAL_BATCH, EvalRecord, Fitted, Loaded, NamedFusion, Observer, Predictor, Run, RunConfig, SplitData, describe,
-    split_name,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -648,7 +647,7 @@ pub fn explain_on(run: &Run, data: &SplitData, split: Split, ui: Ui, device: Dev
         &shapley.mean_abs,
     )?;
     let record = ExplainRecord {
-        split: split_name(split).into(),
+        split: split.name().into(),
         shapley,
     };
     run.write_json("explain.json", &record)?;
@@ -737,7 +736,7 @@ pub fn robustness_on(run: &Run, data: &SplitData, split: Split, noise: bool, ui:
         )?;
     }
     let record = RobustnessRecord {
-        split: split_name(split).into(),
+        split: split.name().into(),
         subsets,
         noise,
     };

@@ -217,7 +217,7 @@ struct RunArgs {
     #[arg(long)]
     manifest: Option<PathBuf>,
     /// Split to use.
-    #[arg(long, default_value = "test", value_parser = parse_split)]
+    #[arg(long, default_value = "test")]
     split: Split,
 }
 
@@ -238,15 +238,6 @@ fn parse_column_types(
             Ok((name.trim().to_string(), kind))
         })
         .collect()
-}
-
-fn parse_split(text: &str) -> std::result::Result<Split, String> {
-    match text {
-        "train" => Ok(Split::Train),
-        "val" => Ok(Split::Val),
-        "test" => Ok(Split::Test),
-        other => Err(format!("unknown split `{other}` (train, val or test)")),
-    }
 }
 
 fn default_demo_data() -> PathBuf {

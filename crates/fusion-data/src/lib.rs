@@ -37,6 +37,6 @@ pub use features::{
 pub use infer::{ColumnInference, ColumnKind, ImageSample, InferredColumn, LabelKind, infer_columns, infer_label};
 pub use manifest::{
     ColumnMap, ColumnRole, Holdout, MAX_LINE_BYTES, MAX_MANIFEST_BYTES, Manifest, Modality, PathScope, RECORD_FIELDS,
-    Record, RejectedLine, Split, UnknownField, check_column_map,
+    Record, RejectedLine, Split, UnknownField, UnknownSplit, check_column_map,
 };
 pub use validate::{DEFAULT_PIXEL_BUDGET, Limits, Problem, ValidationReport, check_readable, read_bounded, validate};

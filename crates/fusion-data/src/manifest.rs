@@ -20,6 +20,42 @@ pub enum Split {
     Test,
 }
 
+impl Split {
+    /// Every split, in order.
+    pub const ALL: [Split; 3] = [Split::Train, Split::Val, Split::Test];
+
+    /// The split's name in manifests, files and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Val => "val",
+            Split::Test => "test",
+        }
+    }
+}
+
+impl std::fmt::Display for Split {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A split name that is none of `train`, `val`, `test`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown split `{0}` (train, val or test)")]
+pub struct UnknownSplit(pub String);
+
+impl std::str::FromStr for Split {
+    type Err = UnknownSplit;
+
+    fn from_str(text: &str) -> std::result::Result<Self, Self::Err> {
+        Split::ALL
+            .into_iter()
+            .find(|s| s.name() == text)
+            .ok_or_else(|| UnknownSplit(text.to_string()))
+    }
+}
+
 /// The modalities a record can carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Modality {
@@ -709,6 +745,17 @@ impl Manifest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn splits_read_back_what_they_print() {
+        for split in Split::ALL {
+            assert_eq!(split.to_string().parse::<Split>(), Ok(split));
+        }
+        assert_eq!(
+            "Test".parse::<Split>().map_err(|e| e.to_string()),
+            Err("unknown split `Test` (train, val or test)".to_string())
+        );
+    }
 
     #[test]
     fn a_column_map_reads_any_table_and_a_holdout_stratifies_by_label() -> Result<()> {

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use fusion_core::{FusionModel, GroupMetrics, Metrics, TaskMetrics};
-use fusion_data::{Extraction, FeatureCache, FeatureSpec, Manifest, Problem, Shard, Split};
+use fusion_data::{Extraction, FeatureCache, FeatureSpec, Manifest, Problem, Shard};
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
@@ -72,15 +72,6 @@ pub fn load(
     };
     observer.loaded(&loaded);
     Ok(loaded)
-}
-
-/// The name of a split in files and messages.
-pub fn split_name(split: Split) -> &'static str {
-    match split {
-        Split::Train => "train",
-        Split::Val => "val",
-        Split::Test => "test",
-    }
 }
 
 /// An evaluation as stored in `eval.json`.

@@ -13,7 +13,7 @@ use tch::Device;
 
 use crate::{
     Baselines, EvalRecord, Loaded, ModalityAlone, Observer, Result, Run, RunConfig, describe, held_out_split,
-    split_dataset, split_name,
+    split_dataset,
 };
 
 /// `resources.json`: what a training run cost.
@@ -133,10 +133,10 @@ pub fn fit_loaded(
         // Not an accuracy over nothing; the training itself is fine.
         observer.warn(&format!(
             "no {} record has a label the run can use: nothing evaluated",
-            split_name(target)
+            target.name()
         ));
     } else {
-        fitted.eval = Some(run.evaluate(&data, &trained.classes, split_name(target), device)?);
+        fitted.eval = Some(run.evaluate(&data, &trained.classes, target.name(), device)?);
     }
     if let Some(folder) = &fitted.streamed {
         observer.step(&format!("training inputs streamed from {}", folder.display()));
@@ -209,7 +209,7 @@ pub fn simple_baselines(
         &train.data,
         &val.data,
         &held_out.data,
-        split_name(split),
+        split.name(),
         classes.len(),
     )
 }

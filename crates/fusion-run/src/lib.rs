@@ -60,7 +60,7 @@ pub use data::{
 pub use encoder::{EncoderSpec, Layout, TextPooling, VideoPooling, models_dir};
 pub use ensemble::{ENSEMBLE_FILE, EnsembleFile, Member, is_ensemble};
 pub use error::{Error, Result};
-pub use evaluation::{EVAL_BATCH, EvalRecord, Loaded, load, split_name};
+pub use evaluation::{EVAL_BATCH, EvalRecord, Loaded, load};
 pub use fit::{Fitted, RESOURCES_FILE, Resources, fit, fit_loaded, peak_rss_mb, simple_baselines};
 pub use frozen::FrozenCounts;
 pub use portfolio::{

@@ -14,7 +14,7 @@ use tch::{Device, nn};
 
 use crate::{
     EVAL_BATCH, EnsembleFile, Error, EvalRecord, Loaded, Result, Run, RunConfig, SplitData, decision, describe,
-    is_ensemble, split_name,
+    is_ensemble,
 };
 
 /// What a long library call tells its caller as it goes. Every method does nothing unless
@@ -238,10 +238,7 @@ impl Run {
         let classes = self.classes()?;
         let path = loaded.manifest.path.display();
         if loaded.extraction.split_indices(split).is_empty() {
-            return Err(Error::Config(format!(
-                "{path}: no usable `{}` records",
-                split_name(split)
-            )));
+            return Err(Error::Config(format!("{path}: no usable `{}` records", split.name())));
         }
         let data = crate::split_dataset(&config, &loaded.extraction, &loaded.specs, split, &classes, device)?;
         for problem in &data.problems {
@@ -250,7 +247,7 @@ impl Run {
         if data.records.is_empty() {
             return Err(Error::Config(format!(
                 "{path}: no `{}` record has one of the run's labels",
-                split_name(split)
+                split.name()
             )));
         }
         Ok(data)
@@ -412,7 +409,7 @@ impl Predictor {
             None => {
                 let run = &self.members[0];
                 let (data, loaded) = run.run.split(manifest, split, run.model.device(), observer)?;
-                let mut record = crate::evaluation::eval_record(&run.model, &data, &self.classes, split_name(split))?;
+                let mut record = crate::evaluation::eval_record(&run.model, &data, &self.classes, split.name())?;
                 record.skipped.extend(loaded.extraction.problems);
                 record
             }
@@ -455,14 +452,14 @@ impl Predictor {
         if labels.is_empty() {
             return Err(Error::Config(format!(
                 "no {} record is predicted by any member",
-                split_name(split)
+                split.name()
             )));
         }
         let groups = (groups.len() == labels.len()).then_some(groups);
         let (loss, metrics, groups, _) =
             fusion_core::probability_metrics(&averaged, &labels, groups.as_deref(), self.classes.len());
         Ok(EvalRecord {
-            split: split_name(split).into(),
+            split: split.name().into(),
             loss,
             metrics,
             task: fusion_core::TaskMetrics::Classification,
