@@ -7,16 +7,15 @@ use std::{
 
 use anyhow::{Context, Result, anyhow, bail};
 use fusion_core::{
-    FusionConfig, ModalityInput, NOISE_LEVELS, NoiseCurve, ProcessGroup, Progress, ShapleyReport, SubsetAccuracy, Task,
-    TaskMetrics, TrainSummary, export_torchscript, missing_modality_accuracy, noise_robustness, shapley_values,
+    FusionConfig, ModalityInput, ProcessGroup, Progress, Task, TaskMetrics, TrainSummary, export_torchscript,
 };
 use fusion_data::{Problem, Shard, Split};
 use fusion_run::{
-    EVAL_BATCH, EvalRecord, Fitted, Loaded, NamedFusion, Observer, Predictor, Run, RunConfig, SplitData, describe,
+    CompareRow, EvalRecord, Loaded, Observer, Predictor, Run, RunConfig, SplitData, describe, score_name,
 };
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::{Deserialize, Serialize};
-use tch::{Device, Tensor};
+use serde::Serialize;
+use tch::Device;
 
 use crate::{plots, report};
 
@@ -205,27 +204,6 @@ pub fn plot_path(run: &Run, name: &str) -> Result<PathBuf> {
     let dir = run.file("plots");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     Ok(dir.join(name))
-}
-
-/// Trains `config` on the loaded data into `run` (see [`fusion_run::fit_loaded`]) with a
-/// progress bar, then plots the curves and the confusion matrix. A rank other than 0 of a
-/// data-parallel `group` only trains.
-pub fn train_one(
-    config: &RunConfig,
-    loaded: &Loaded,
-    run: &Run,
-    ui: Ui,
-    device: Device,
-    group: Option<&dyn ProcessGroup>,
-) -> Result<Fitted> {
-    let fitted = fusion_run::fit_loaded(config, loaded, run, device, group, &Shown::new(ui))?;
-    if group.is_none_or(|g| g.rank() == 0) {
-        plot_training(run, &fitted.summary, config)?;
-        if let Some(eval) = &fitted.eval {
-            plot_confusion(run, eval)?;
-        }
-    }
-    Ok(fitted)
 }
 
 /// Says how a classification run compares with its simple baselines.
@@ -605,15 +583,6 @@ pub fn predict(folder: &Path, manifest: Option<&Path>, out: Option<&Path>, ui: U
     ui.result(&serde_json::json!({"predictions": count, "skipped": skipped, "out": out}))
 }
 
-/// What `explain` stores.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ExplainRecord {
-    /// Split explained.
-    pub split: String,
-    /// Per-modality Shapley values of the true class's probability.
-    pub shapley: ShapleyReport,
-}
-
 /// `fusion explain`: exact per-modality Shapley values and their plot.
 pub fn explain(run_dir: &Path, manifest: Option<&Path>, split: Split, ui: Ui, device: Device) -> Result<()> {
     let run = Run::new(run_dir);
@@ -623,8 +592,8 @@ pub fn explain(run_dir: &Path, manifest: Option<&Path>, split: Split, ui: Ui, de
 
 /// [`explain`] on data already loaded (see [`Run::split_of`]).
 pub fn explain_on(run: &Run, data: &SplitData, split: Split, ui: Ui, device: Device) -> Result<()> {
-    let (model, _vs) = run.model(device)?;
-    let shapley = shapley_values(&model, &data.data, EVAL_BATCH)?;
+    let record = run.explain(data, split, device)?;
+    let shapley = &record.shapley;
     for (m, name) in shapley.modalities.iter().enumerate() {
         ui.say(format!(
             "{name}: mean Shapley value {:+.4}, mean |value| {:.4} (over the {} of {} records that have it)",
@@ -634,7 +603,7 @@ pub fn explain_on(run: &Run, data: &SplitData, split: Split, ui: Ui, device: Dev
             shapley.values.len()
         ));
     }
-    let of_what = match model.task() {
+    let of_what = match run.config()?.task {
         Task::Classification => "the predicted class's probability",
         Task::MultiLabel => "the predicted labels' mean probability",
         Task::Regression => "the predicted number",
@@ -646,24 +615,8 @@ pub fn explain_on(run: &Run, data: &SplitData, split: Split, ui: Ui, device: Dev
         &shapley.modalities,
         &shapley.mean_abs,
     )?;
-    let record = ExplainRecord {
-        split: split.name().into(),
-        shapley,
-    };
-    run.write_json("explain.json", &record)?;
     report::write(run)?;
     ui.result(&record)
-}
-
-/// What `robustness` stores.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct RobustnessRecord {
-    /// Split measured.
-    pub split: String,
-    /// Accuracy with only each subset of modalities present.
-    pub subsets: Vec<SubsetAccuracy>,
-    /// Accuracy as Gaussian noise grows on each modality.
-    pub noise: Vec<NoiseCurve>,
 }
 
 /// `fusion robustness`: accuracy under missing modalities and growing noise, with plots.
@@ -682,27 +635,17 @@ pub fn robustness(
 
 /// [`robustness`] on data already loaded (see [`Run::split_of`]).
 pub fn robustness_on(run: &Run, data: &SplitData, split: Split, noise: bool, ui: Ui, device: Device) -> Result<()> {
-    let (model, _vs) = run.model(device)?;
-    let subsets = missing_modality_accuracy(&model, &data.data, EVAL_BATCH)?;
-    // Gaussian noise on token ids means nothing: runs with them get no noise curves.
-    let noise = if !noise {
-        Vec::new()
-    } else if data.data.features.iter().all(Tensor::is_floating_point) {
-        noise_robustness(&model, &data.data, EVAL_BATCH, &NOISE_LEVELS, 0)?
-    } else {
-        ui.warn("noise curves skipped: a modality is token ids (integers)");
-        Vec::new()
-    };
-    let score = score_name(model.task());
-    for subset in &subsets {
+    let record = run.robustness(data, split, noise, device, &Shown::new(ui))?;
+    let score = score_name(run.config()?.task);
+    for subset in &record.subsets {
         ui.say(format!(
             "with {}: {score} {:.4}",
             subset.modalities.join(" + "),
             subset.accuracy
         ));
     }
-    let labels: Vec<String> = subsets.iter().map(|s| s.modalities.join("+")).collect();
-    let values: Vec<f64> = subsets.iter().map(|s| s.accuracy).collect();
+    let labels: Vec<String> = record.subsets.iter().map(|s| s.modalities.join("+")).collect();
+    let values: Vec<f64> = record.subsets.iter().map(|s| s.accuracy).collect();
     plots::bars(
         &plot_path(run, "missing_modalities")?,
         &format!("{} with only these modalities", capitalised(score)),
@@ -710,7 +653,7 @@ pub fn robustness_on(run: &Run, data: &SplitData, split: Split, noise: bool, ui:
         &labels,
         &values,
     )?;
-    for curve in &noise {
+    for curve in &record.noise {
         let points: Vec<String> = curve
             .points
             .iter()
@@ -722,9 +665,12 @@ pub fn robustness_on(run: &Run, data: &SplitData, split: Split, noise: bool, ui:
             points.join(", ")
         ));
     }
-    if !noise.is_empty() {
-        let series: Vec<(String, Vec<(f64, f64)>)> =
-            noise.iter().map(|c| (c.modality.clone(), c.points.clone())).collect();
+    if !record.noise.is_empty() {
+        let series: Vec<(String, Vec<(f64, f64)>)> = record
+            .noise
+            .iter()
+            .map(|c| (c.modality.clone(), c.points.clone()))
+            .collect();
         plots::lines(
             &plot_path(run, "noise")?,
             &format!("{} as noise grows on one modality", capitalised(score)),
@@ -735,29 +681,8 @@ pub fn robustness_on(run: &Run, data: &SplitData, split: Split, noise: bool, ui:
             }],
         )?;
     }
-    let record = RobustnessRecord {
-        split: split.name().into(),
-        subsets,
-        noise,
-    };
-    run.write_json("robustness.json", &record)?;
     report::write(run)?;
     ui.result(&record)
-}
-
-/// The score `compare` and robustness rank by (see [`score_name`]); a regression with a
-/// constant target (no R²) scores 0.
-pub fn task_score(eval: &EvalRecord) -> f64 {
-    eval.task.accuracy(&eval.metrics).unwrap_or(0.0)
-}
-
-/// What robustness measures for a task (see [`fusion_core::SubsetAccuracy::accuracy`]).
-pub fn score_name(task: Task) -> &'static str {
-    match task {
-        Task::Classification => "accuracy",
-        Task::MultiLabel => "subset accuracy",
-        Task::Regression => "R²",
-    }
 }
 
 fn capitalised(text: &str) -> String {
@@ -790,133 +715,24 @@ pub fn export(run_dir: &Path, out: Option<&Path>, ui: Ui, device: Device) -> Res
     ui.result(&serde_json::json!({"model": out, "signature": signature}))
 }
 
-/// One row of a comparison.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CompareRow {
-    /// Method name.
-    pub name: String,
-    /// Run folder (none for a simple baseline).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run: Option<PathBuf>,
-    /// Split evaluated (test, or val when there is none).
-    pub split: String,
-    /// Samples evaluated.
-    pub samples: usize,
-    /// Test (or val) score of the best weights: accuracy (a multi-label run's subset
-    /// accuracy, a regression's R²; see [`score_name`]).
-    pub accuracy: f64,
-    /// Expected calibration error.
-    pub ece: f64,
-    /// Trainable parameters.
-    pub parameters: i64,
-    /// Training wall time, seconds.
-    pub seconds: f64,
-}
-
-/// The methods compared when the configuration names none.
-pub fn default_methods() -> Vec<NamedFusion> {
-    let parse = |name: &str, json: &str| NamedFusion {
-        name: name.into(),
-        fusion: serde_json::from_str(json).unwrap_or(FusionConfig::Late {
-            combiner: fusion_core::LateCombiner::Mean,
-        }),
-        modalities: Vec::new(),
-    };
-    vec![
-        parse("early: concat", r#"{"family": "early", "method": "concat"}"#),
-        parse("early: tensor", r#"{"family": "early", "method": "tensor"}"#),
-        parse("late: mean", r#"{"family": "late", "combiner": "mean"}"#),
-        parse("late: learned", r#"{"family": "late", "combiner": "learned"}"#),
-        parse(
-            "hybrid: concat + learned",
-            r#"{"family": "hybrid", "early": {"method": "concat"}, "combiner": {"combiner": "learned"}}"#,
-        ),
-    ]
-}
-
-/// `fusion compare`: every method of the configuration (same encoders, features and seed)
-/// and each modality alone, one table and one plot.
+/// `fusion compare` (see [`fusion_run::compare`]): every row's curves, confusion and
+/// report, then one table, one plot and the comparison's report.
 /// Returns the rows and the data loaded for them.
 pub fn compare(config_path: &Path, out: &Path, ui: Ui, device: Device) -> Result<(Vec<CompareRow>, Loaded)> {
-    let mut config = RunConfig::load(config_path)?;
-    config.validate()?;
-    let loaded = load_data(&mut config, None, None, ui)?;
-    config.check_manifest(&loaded.manifest)?;
-    let methods = if config.compare.is_empty() {
-        default_methods()
-    } else {
-        config.compare.clone()
-    };
-    // Each modality alone, then the methods, all from the one extraction. Every row is
-    // tested on the same records: where a unimodal model's modality is absent it has
-    // nothing to go on and outputs the uniform distribution.
-    let mut plan: Vec<(String, RunConfig)> = Vec::new();
-    for (m, spec) in config.modalities.iter().enumerate() {
-        plan.push((format!("{} only", spec.name), config.only(m)));
+    let config = RunConfig::load(config_path)?;
+    let shown = Shown::new(Ui { epochs: false, ..ui });
+    let compared = fusion_run::compare(config, out, device, &shown)?;
+    for (run, fitted) in &compared.runs {
+        plot_training(run, &fitted.summary, &run.config()?)?;
+        if let Some(eval) = &fitted.eval {
+            plot_confusion(run, eval)?;
+        }
+        report::write(run)?;
     }
-    for method in &methods {
-        plan.push((method.name.clone(), config.for_row(method)));
-    }
-    let mut rows = Vec::new();
-    let quiet_epochs = Ui { epochs: false, ..ui };
-    for (i, (name, run_config)) in plan.iter().enumerate() {
-        ui.say(format!("[{}/{}] {name}", i + 1, plan.len()));
-        let slug: String = name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_lowercase()
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let run = Run::new(out.join(format!("{i:02}_{}", slug.trim_matches('_'))));
-        let trained = train_one(run_config, &loaded, &run, quiet_epochs, device, None)?;
-        report::write(&run)?;
-        let eval = trained.eval.ok_or_else(|| {
-            anyhow!(
-                "{}: no test or val records to compare on",
-                loaded.manifest.path.display()
-            )
-        })?;
-        rows.push(CompareRow {
-            name: name.clone(),
-            run: Some(run.root().to_path_buf()),
-            split: eval.split.clone(),
-            samples: eval.metrics.count,
-            accuracy: task_score(&eval),
-            ece: eval.metrics.ece,
-            parameters: trained.parameters,
-            seconds: trained.seconds,
-        });
-    }
+    let rows = compared.rows;
     let compare = Run::new(out);
-    // The simple baselines on the same inputs and test records, as rows of their own.
-    let first_run = rows.first().and_then(|r| r.run.as_ref()).map(Run::new);
-    if let Some(first_run) = first_run {
-        let baselines = fusion_run::simple_baselines(&config, &loaded, &first_run.classes()?, device)?;
-        for b in baselines.iter().flat_map(|b| &b.rows) {
-            rows.push(CompareRow {
-                name: format!("baseline: {}", b.name),
-                run: None,
-                split: rows[0].split.clone(),
-                samples: rows[0].samples,
-                accuracy: b.accuracy,
-                ece: b.ece,
-                parameters: b.parameters,
-                seconds: b.seconds,
-            });
-        }
-        if let Some(baselines) = &baselines {
-            compare.write_json("baselines.json", baselines)?;
-        }
-    }
-    compare.write_json("compare.json", &rows)?;
-    compare.write_json("skipped.json", &loaded.extraction.problems)?;
-    compare.write_json("unusable.json", &loaded.extraction.absent)?;
     let split = rows.first().map_or("test", |r| r.split.as_str());
-    let score = score_name(config.task);
+    let score = score_name(compared.config.task);
     plots::bars(
         &plot_path(&compare, "compare")?,
         &format!("{} on {split} by fusion method", capitalised(score)),
@@ -924,10 +740,10 @@ pub fn compare(config_path: &Path, out: &Path, ui: Ui, device: Device) -> Result
         &rows.iter().map(|r| r.name.clone()).collect::<Vec<_>>(),
         &rows.iter().map(|r| r.accuracy).collect::<Vec<_>>(),
     )?;
-    let table = report::compare_table(&rows, config.task);
-    report::write_compare(&compare, &config, &rows, &loaded)?;
+    let table = report::compare_table(&rows, compared.config.task);
+    report::write_compare(&compare, &compared.config, &rows, &compared.loaded)?;
     ui.say(format!("\n{table}"));
     ui.say(format!("report: {}", compare.file("report.md").display()));
     ui.result(&rows)?;
-    Ok((rows, loaded))
+    Ok((rows, compared.loaded))
 }

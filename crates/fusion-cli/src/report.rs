@@ -10,7 +10,9 @@ use fusion_run::{Run, RunConfig, describe};
 
 use fusion_run::{EvalRecord, Loaded};
 
-use crate::commands::{CompareRow, ExplainRecord, RobustnessRecord, headline, score_name};
+use fusion_run::{CompareRow, ExplainRecord, RobustnessRecord, score_name};
+
+use crate::commands::headline;
 
 fn image(out: &mut String, run: &Run, stem: &str, alt: &str) {
     if run.file(&format!("plots/{stem}.png")).exists() {

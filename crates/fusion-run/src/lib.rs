@@ -36,7 +36,9 @@
 //! ```
 
 mod alone;
+mod analysis;
 mod baselines;
+mod compare;
 mod config;
 mod data;
 mod encoder;
@@ -51,7 +53,9 @@ mod preset;
 mod run;
 
 pub use alone::{ModalityAlone, modalities_alone};
+pub use analysis::{ExplainRecord, RobustnessRecord};
 pub use baselines::{Baseline, Baselines, MAX_BASELINE_INPUTS, fit_baselines, fit_logistic};
+pub use compare::{CompareRow, Compared, compare, default_methods, score_name, task_score};
 pub use config::{Augment, MAX_HIDDEN_DIM, ModalitySpec, NamedFusion, OnBadFile, RunConfig};
 pub use data::{
     REGRESSION_OUTPUT, SplitData, TAG_SEPARATOR, classes_of, dataset, fit_standardization, modality_tensor, outputs_of,
