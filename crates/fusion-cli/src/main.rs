@@ -1,19 +1,19 @@
 //! The `fusion` command-line program.
 
 mod commands;
-mod ensemble;
 mod glyphs;
 mod parallel;
 mod plots;
 mod report;
+mod ui;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use commands::Ui;
-use fusion_core::{DeviceChoice, cuda_available, cuda_device_count};
+use fusion_core::DeviceChoice;
 use fusion_data::{Shard, Split};
+use ui::Ui;
 
 #[derive(Parser)]
 #[command(name = "fusion", version, about = "Multi-modal fusion: train, evaluate, explain")]
@@ -353,7 +353,7 @@ fn main() -> Result<()> {
     };
     let device = || cli.device.resolve();
     match cli.command {
-        Command::Info => info(cli.device, cli.json),
+        Command::Info => commands::info::info(cli.device, cli.json),
         Command::Validate {
             manifest,
             report,
@@ -379,7 +379,7 @@ fn main() -> Result<()> {
             } else {
                 fusion_data::PathScope::ManifestFolder
             };
-            let clean = validate(&manifest, scope, report.as_deref(), &limits, ui)?;
+            let clean = commands::validate::validate(&manifest, scope, report.as_deref(), &limits, ui)?;
             if strict && !clean {
                 // The report is out already; the status tells a script (1 is an error).
                 std::process::exit(2);
@@ -389,7 +389,7 @@ fn main() -> Result<()> {
         Command::Extract { config, shard, export } => {
             let mut config = fusion_run::RunConfig::load(&config)?;
             config.validate()?;
-            let loaded = commands::load_data(&mut config, None, shard, ui)?;
+            let loaded = ui::load_data(&mut config, None, shard, ui)?;
             let classes = match &export {
                 Some(path) => Some(fusion_run::export_features(
                     &config,
@@ -452,7 +452,7 @@ fn main() -> Result<()> {
             let config = match (config, manifest, label) {
                 (Some(config), _, _) => config,
                 (None, Some(manifest), Some(label)) => {
-                    let table = commands::Table {
+                    let table = commands::train::Table {
                         path: &manifest,
                         label: &label,
                         preset,
@@ -460,11 +460,11 @@ fn main() -> Result<()> {
                         task,
                         anywhere: allow_paths_outside_manifest,
                     };
-                    let config = commands::zero_config(&table, &run, ui)?;
+                    let config = commands::train::zero_config(&table, &run, ui)?;
                     let classification =
                         fusion_run::RunConfig::load(&config)?.task == fusion_core::Task::Classification;
                     if preset == fusion_run::Preset::Best && classification && !parallel.launches() {
-                        return commands::portfolio(&config, &run, epochs, time_limit, folds, ui, device()?);
+                        return commands::train::portfolio(&config, &run, epochs, time_limit, folds, ui, device()?);
                     }
                     if time_limit.is_some() {
                         anyhow::bail!(
@@ -480,26 +480,26 @@ fn main() -> Result<()> {
             }
             let group = parallel.join()?;
             let group = group.as_ref().map(|g| g as &dyn fusion_core::ProcessGroup);
-            commands::train(&config, &run, epochs, ui, device()?, group)
+            commands::train::train(&config, &run, epochs, ui, device()?, group)
         }
-        Command::Eval(a) => commands::eval(&a.run, a.manifest.as_deref(), a.split, ui, device()?),
+        Command::Eval(a) => commands::eval::eval(&a.run, a.manifest.as_deref(), a.split, ui, device()?),
         Command::Predict { run, manifest, out } => {
-            commands::predict(&run, manifest.as_deref(), out.as_deref(), ui, device()?)
+            commands::predict::predict(&run, manifest.as_deref(), out.as_deref(), ui, device()?)
         }
         Command::Explain(a) => {
-            ensemble::refuse(&a.run, "explain")?;
-            commands::explain(&a.run, a.manifest.as_deref(), a.split, ui, device()?)
+            commands::ensemble::refuse(&a.run, "explain")?;
+            commands::explain::explain(&a.run, a.manifest.as_deref(), a.split, ui, device()?)
         }
         Command::Robustness { run: a, no_noise } => {
-            ensemble::refuse(&a.run, "robustness")?;
-            commands::robustness(&a.run, a.manifest.as_deref(), a.split, !no_noise, ui, device()?)
+            commands::ensemble::refuse(&a.run, "robustness")?;
+            commands::explain::robustness(&a.run, a.manifest.as_deref(), a.split, !no_noise, ui, device()?)
         }
         Command::Export { run, out } => {
-            ensemble::refuse(&run, "export")?;
-            commands::export(&run, out.as_deref(), ui, device()?)
+            commands::ensemble::refuse(&run, "export")?;
+            commands::export::export(&run, out.as_deref(), ui, device()?)
         }
-        Command::Ensemble { runs, out, rounds } => ensemble::build(&runs, &out, rounds, ui, device()?),
-        Command::Compare { config, out } => commands::compare(&config, &out, ui, device()?).map(drop),
+        Command::Ensemble { runs, out, rounds } => commands::ensemble::build(&runs, &out, rounds, ui, device()?),
+        Command::Compare { config, out } => commands::compare::compare(&config, &out, ui, device()?).map(drop),
         Command::Data(DataCommand::Avmnist(args)) => {
             let summary = fusion_data::build_avmnist(&args.mnist, &args.fsdd, &args.out, &args.options()?)?;
             ui.say(format!(
@@ -519,116 +519,6 @@ fn main() -> Result<()> {
                 "manifest_sha256": summary.manifest_sha256,
             }))
         }
-        Command::Demo { data, out } => demo(&data, &out, ui, device()?),
+        Command::Demo { data, out } => commands::demo::demo(&data, &out, ui, device()?),
     }
-}
-
-/// Validates `path` and reports; returns whether the manifest is clean.
-fn validate(
-    path: &Path,
-    scope: fusion_data::PathScope,
-    report_path: Option<&Path>,
-    limits: &fusion_data::Limits,
-    ui: Ui,
-) -> Result<bool> {
-    let manifest = fusion_data::Manifest::load_with(path, scope)?;
-    let report = fusion_data::validate(&manifest, limits);
-    if let Some(out) = report_path {
-        report
-            .write_json(out)
-            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
-    }
-    for line in &report.rejected_lines {
-        ui.say(format!("rejected {}: {line}", path.display()));
-    }
-    for field in &report.unknown_fields {
-        ui.say(format!("{}: {}", path.display(), fusion_core::with_suggestion(field)));
-    }
-    for problem in &report.problems {
-        let modality = problem.modality.as_deref().unwrap_or("record");
-        ui.say(format!("bad {} ({modality}): {}", problem.id, problem.reason));
-    }
-    ui.say(format!(
-        "{} records checked: {} valid, {} with problems, {} unreadable lines",
-        report.checked,
-        report.valid.len(),
-        report.checked - report.valid.len(),
-        report.rejected_lines.len()
-    ));
-    ui.result(&report)?;
-    Ok(report.is_clean())
-}
-
-fn info(choice: DeviceChoice, json: bool) -> Result<()> {
-    let device = choice.resolve()?;
-    let report = serde_json::json!({
-        "cuda_available": cuda_available(),
-        "cuda_devices": cuda_device_count(),
-        "device": format!("{device:?}"),
-        "threads": tch::get_num_threads(),
-    });
-    if json {
-        println!("{report}");
-    } else {
-        println!("CUDA available: {}", cuda_available());
-        println!("CUDA devices:   {}", cuda_device_count());
-        println!("device:         {device:?}");
-        println!("CPU threads:    {}", tch::get_num_threads());
-    }
-    Ok(())
-}
-
-/// The main job: compare fusion methods on the built-in dataset, then explain and stress
-/// the best fused model.
-fn demo(data: &Path, out: &Path, ui: Ui, device: tch::Device) -> Result<()> {
-    let config = data.join("config.json");
-    if !config.exists() {
-        anyhow::bail!(
-            "{} not found: pass --data with the demo dataset folder (fixtures/demo in the repository)",
-            config.display()
-        );
-    }
-    let started = std::time::Instant::now();
-    // In JSON mode the steps stay silent and one combined value is printed at the end.
-    let step = if ui.json {
-        Ui {
-            quiet: true,
-            json: false,
-            ..ui
-        }
-    } else {
-        ui
-    };
-    let (rows, loaded) = commands::compare(&config, out, step, device)?;
-    let fused = rows
-        .iter()
-        .filter(|r| !r.name.ends_with(" only"))
-        .filter_map(|r| Some((r, r.run.as_ref()?)))
-        .max_by(|a, b| a.0.accuracy.total_cmp(&b.0.accuracy));
-    if let Some((best, best_run)) = fused {
-        step.say(format!(
-            "\nbest fusion method: {} ({:.4}); explaining it",
-            best.name, best.accuracy
-        ));
-        // The best run reads the same features as the comparison: no second extraction.
-        let run = fusion_run::Run::new(best_run);
-        let data = run.split_of(&loaded, Split::Test, device, &commands::Shown::new(step))?;
-        commands::explain_on(&run, &data, Split::Test, step, device)?;
-        commands::robustness_on(&run, &data, Split::Test, true, step, device)?;
-        step.say(format!("its report: {}", best_run.join("report.md").display()));
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    step.say(format!("demo finished in {seconds:.0} s"));
-    let read = |name: &str| -> Option<serde_json::Value> {
-        let path = fused?.1.join(name);
-        serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
-    };
-    ui.result(&serde_json::json!({
-        "compare": rows,
-        "best": fused.map(|(r, _)| &r.name),
-        "explain": read("explain.json"),
-        "robustness": read("robustness.json"),
-        "report": out.join("report.md"),
-        "seconds": seconds,
-    }))
 }

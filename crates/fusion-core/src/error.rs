@@ -3,6 +3,14 @@ use thiserror::Error;
 /// Errors of fusion-core.
 #[derive(Debug, Error)]
 pub enum Error {
+    /// A run folder another process is training or writing into.
+    #[error("{folder} is in use by another process (it holds {lock}); wait for it to finish or use another folder")]
+    Busy {
+        /// The run folder.
+        folder: std::path::PathBuf,
+        /// Its lock file.
+        lock: std::path::PathBuf,
+    },
     /// A device string that is not `cpu`, `cuda`, `cuda:N` or `auto`.
     #[error("unknown device `{0}`: expected cpu, cuda, cuda:N or auto")]
     UnknownDevice(String),

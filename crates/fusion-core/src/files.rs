@@ -209,11 +209,10 @@ impl RunLock {
         match file.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
-                return Err(Error::Config(format!(
-                    "{} is in use by another process (it holds {}); wait for it to finish or use another folder",
-                    root.display(),
-                    path.display()
-                )));
+                return Err(Error::Busy {
+                    folder: root.clone(),
+                    lock: path,
+                });
             }
             Err(fs::TryLockError::Error(source)) => return Err(Error::Io { path, source }),
         }

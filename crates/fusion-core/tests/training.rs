@@ -239,7 +239,7 @@ fn killed_and_resumed(checkpoint_every_s: f64) -> usize {
     // While it trains, nobody else may train into its folder.
     let refused = try_training(&folder, 12, false, checkpoint_every_s).map(|_| ());
     assert!(
-        matches!(&refused, Err(fusion_core::Error::Config(m)) if m.contains("in use by another process")),
+        matches!(&refused, Err(fusion_core::Error::Busy { folder, .. }) if folder.ends_with("killed")),
         "{refused:?}"
     );
     child.kill().unwrap();

@@ -12,7 +12,10 @@ use fusion_data::Split;
 use fusion_run::{EnsembleFile, EvalRecord, Predictor, is_ensemble};
 use tch::Device;
 
-use crate::commands::{Shown, Ui, say_eval};
+use crate::{
+    commands::say_eval,
+    ui::{Shown, Ui},
+};
 
 /// Fails for commands that need one model (explain, robustness, export).
 pub fn refuse(folder: &Path, command: &str) -> Result<()> {
