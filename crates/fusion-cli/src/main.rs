@@ -147,6 +147,21 @@ enum Command {
         /// Output file (default: RUN/predictions.jsonl).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Add to each line a conformal prediction `set` holding the label with this
+        /// probability (e.g. 0.9); needs `fusion calibrate` first.
+        #[arg(long)]
+        coverage: Option<f64>,
+    },
+    /// Fit a run's (or ensemble's) calibration on its val split: a temperature for its
+    /// class probabilities and the scores of conformal prediction sets, stored with it and
+    /// applied by `eval` and `predict` from then on.
+    Calibrate {
+        /// Run or ensemble folder.
+        #[arg(long)]
+        run: PathBuf,
+        /// Manifest (default: the run's).
+        #[arg(long)]
+        manifest: Option<PathBuf>,
     },
     /// Per-modality Shapley values of a trained run, with a plot.
     Explain(RunArgs),
@@ -483,8 +498,14 @@ fn main() -> Result<()> {
             commands::train::train(&config, &run, epochs, ui, device()?, group)
         }
         Command::Eval(a) => commands::eval::eval(&a.run, a.manifest.as_deref(), a.split, ui, device()?),
-        Command::Predict { run, manifest, out } => {
-            commands::predict::predict(&run, manifest.as_deref(), out.as_deref(), ui, device()?)
+        Command::Predict {
+            run,
+            manifest,
+            out,
+            coverage,
+        } => commands::predict::predict(&run, manifest.as_deref(), out.as_deref(), coverage, ui, device()?),
+        Command::Calibrate { run, manifest } => {
+            commands::calibrate::calibrate(&run, manifest.as_deref(), ui, device()?)
         }
         Command::Explain(a) => {
             commands::ensemble::refuse(&a.run, "explain")?;

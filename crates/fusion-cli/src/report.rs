@@ -93,6 +93,26 @@ fn write_eval(out: &mut String, run: &Run, eval: &EvalRecord) {
         }
         image(out, run, "confusion", "confusion matrix");
     }
+    if let Some(c) = &eval.calibration {
+        let _ = writeln!(
+            out,
+            "### Calibration\n\nTemperature {:.4} (fitted on val), on these records:\n\n| | accuracy | NLL | ECE | Brier |\n|---|---|---|---|---|\n| the model's probabilities | {:.4} | {:.4} | {:.4} | {:.4} |\n| calibrated | {:.4} | {:.4} | {:.4} | {:.4} |\n",
+            c.temperature,
+            c.before.accuracy,
+            c.before.nll,
+            c.before.ece,
+            c.before.brier,
+            c.after.accuracy,
+            c.after.nll,
+            c.after.ece,
+            c.after.brier
+        );
+        *out += "| conformal sets at | coverage | classes per set |\n|---|---|---|\n";
+        for k in &c.coverage {
+            let _ = writeln!(out, "| {:.2} | {:.4} | {:.2} |", k.target, k.achieved, k.mean_set_size);
+        }
+        *out += "\n";
+    }
     if !eval.skipped.is_empty() {
         let _ = writeln!(
             out,

@@ -1020,6 +1020,85 @@ fn a_table_trains_with_no_configuration_and_its_written_config_reruns() {
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(std::fs::read_to_string(&there).unwrap(), predicted);
+
+    // Calibration on val: the fitted temperature lowers val's NLL, leaves every decision
+    // as it was, and from then on eval and predict apply it (on the moved data: the
+    // pictures above are gone).
+    let data = moved(&csv);
+    let m = data.to_str().unwrap();
+    let refused = fusion(&["predict", "--run", again.to_str().unwrap(), "--coverage", "0.9"]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && said.contains("not calibrated"), "{said}");
+    let calibrated = json(&ok(&[
+        "calibrate",
+        "--run",
+        r,
+        "--manifest",
+        m,
+        "--json",
+        "--device",
+        "cpu",
+    ]));
+    let (before, after) = (&calibrated["before"], &calibrated["after"]);
+    assert!(calibrated["temperature"].as_f64().unwrap() > 0.0, "{calibrated}");
+    assert!(
+        after["nll"].as_f64().unwrap() <= before["nll"].as_f64().unwrap() + 1e-9,
+        "{calibrated}"
+    );
+    assert_eq!(after["accuracy"], before["accuracy"], "{calibrated}");
+    let eval = json(&ok(&["eval", "--run", r, "--manifest", m, "--json", "--device", "cpu"]));
+    assert_eq!(
+        eval["metrics"]["accuracy"], trained["eval"]["metrics"]["accuracy"],
+        "{eval}"
+    );
+    let coverage = eval["calibration"]["coverage"].as_array().unwrap();
+    assert_eq!(coverage.len(), 3, "{eval}");
+    // Predictions apply the stored temperature, whatever it is: one that softens
+    // near-certain outputs visibly is written in.
+    let file = run.join("calibration.json");
+    let mut stored: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    stored["temperature"] = serde_json::json!(3.0);
+    std::fs::write(&file, stored.to_string()).unwrap();
+    let with_sets = dir.path().join("sets.jsonl");
+    ok(&[
+        "predict",
+        "--run",
+        r,
+        "--coverage",
+        "0.9",
+        "--manifest",
+        m,
+        "--out",
+        with_sets.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let temperature = 3.0;
+    for (line, raw) in std::fs::read_to_string(&with_sets)
+        .unwrap()
+        .lines()
+        .zip(predicted.lines())
+    {
+        let (line, raw): (serde_json::Value, serde_json::Value) =
+            (serde_json::from_str(line).unwrap(), serde_json::from_str(raw).unwrap());
+        let set = line["set"].as_array().unwrap();
+        assert_eq!(set[0], line["prediction"], "{line}");
+        // Each probability is the model's own at the temperature: p ∝ exp(ln p / T).
+        let scaled: Vec<(String, f64)> = raw["probabilities"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(c, p)| (c.clone(), (p.as_f64().unwrap().max(1e-12).ln() / temperature).exp()))
+            .collect();
+        let total: f64 = scaled.iter().map(|(_, p)| p).sum();
+        for (class, p) in scaled {
+            let written = line["probabilities"][&class].as_f64().unwrap();
+            assert!(
+                (written - p / total).abs() < 1e-4,
+                "{class}: {written} vs {} at T {temperature}",
+                p / total
+            );
+        }
+    }
 }
 
 /// A table of two numbers and a colour with a numeric label and a tag-set label.

@@ -54,6 +54,7 @@
 //! ```
 
 mod attention;
+mod calibration;
 mod config;
 mod cross_modal;
 mod dataset;
@@ -76,6 +77,9 @@ mod stream;
 pub mod synthetic;
 mod train;
 
+pub use calibration::{
+    brier_score, conformal_scores, conformal_threshold, fit_temperature, nll_at, prediction_set, with_temperature,
+};
 pub use config::{
     ConfidenceMeasure, EarlyMethod, EncoderConfig, FusionConfig, GatingForm, LateCombiner, ModalityConfig, ModelConfig,
     Task, deserialize_strict, with_suggestion,

@@ -94,6 +94,10 @@ pub struct EvalRecord {
     pub classes: Vec<String>,
     /// Records left out with the reason.
     pub skipped: Vec<Problem>,
+    /// What calibration did, when the run or ensemble is calibrated (the metrics above are
+    /// then of the calibrated probabilities).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<crate::CalibratedEval>,
 }
 
 impl Run {
@@ -124,6 +128,7 @@ pub(crate) fn eval_record(
         groups: evaluation.groups,
         classes: classes.to_vec(),
         skipped: data.problems.clone(),
+        calibration: None,
     };
     if record.metrics.count == 0 {
         return Err(Error::Config(format!(

@@ -38,6 +38,7 @@
 mod alone;
 mod analysis;
 mod baselines;
+mod calibration;
 mod compare;
 mod config;
 mod data;
@@ -55,6 +56,7 @@ mod run;
 pub use alone::{ModalityAlone, modalities_alone};
 pub use analysis::{ExplainRecord, RobustnessRecord};
 pub use baselines::{Baseline, Baselines, MAX_BASELINE_INPUTS, fit_baselines, fit_logistic};
+pub use calibration::{CALIBRATION_FILE, COVERAGE_TARGETS, CalibratedEval, Calibration, Coverage, ProbabilityScores};
 pub use compare::{CompareRow, Compared, compare, default_methods, score_name, task_score};
 pub use config::{Augment, MAX_HIDDEN_DIM, ModalitySpec, NamedFusion, OnBadFile, RunConfig};
 pub use data::{

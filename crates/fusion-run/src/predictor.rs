@@ -13,8 +13,8 @@ use serde::Serialize;
 use tch::{Device, nn};
 
 use crate::{
-    EVAL_BATCH, EnsembleFile, Error, EvalRecord, Loaded, Result, Run, RunConfig, SplitData, decision, describe,
-    is_ensemble,
+    Calibration, EVAL_BATCH, EnsembleFile, Error, EvalRecord, Loaded, Result, Run, RunConfig, SplitData, decision,
+    describe, is_ensemble,
 };
 
 /// What a long library call tells its caller as it goes. Every method does nothing unless
@@ -53,6 +53,10 @@ pub struct Prediction {
     pub confidence: Option<f32>,
     /// Every class's (or label's) probability; a regression's number as `value`.
     pub probabilities: BTreeMap<String, f32>,
+    /// The conformal prediction set, most probable first (with a coverage asked for; see
+    /// [`Predictor::with_coverage`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub set: Option<Vec<String>>,
     /// The record's label, when it has one.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub label: String,
@@ -80,6 +84,7 @@ impl Prediction {
             prediction: decision(task, outputs, &scores),
             confidence: (task == Task::Classification).then(|| scores[fusion_core::argmax(&scores)]),
             probabilities: outputs.iter().cloned().zip(scores.iter().copied()).collect(),
+            set: None,
             label: label.to_string(),
             missing: None,
             unusable: Vec::new(),
@@ -263,6 +268,8 @@ pub struct Predictor {
     classes: Vec<String>,
     task: Task,
     members: Vec<LoadedRun>,
+    calibration: Option<Calibration>,
+    coverage: Option<f64>,
 }
 
 impl Predictor {
@@ -277,6 +284,8 @@ impl Predictor {
                 task: run.config.task,
                 members: vec![run],
                 ensemble: None,
+                calibration: Calibration::read(&root)?,
+                coverage: None,
                 root,
             });
         }
@@ -292,8 +301,49 @@ impl Predictor {
             task: Task::Classification,
             members,
             ensemble: Some(file),
+            calibration: Calibration::read(&root)?,
+            coverage: None,
             root,
         })
+    }
+
+    /// Predictions also carry a conformal prediction set holding the label with
+    /// probability at least `coverage` (in (0, 1)); needs a calibrated folder.
+    pub fn with_coverage(mut self, coverage: f64) -> Result<Self> {
+        if !(coverage > 0.0 && coverage < 1.0) {
+            return Err(Error::Config(format!("coverage {coverage}: a number between 0 and 1")));
+        }
+        if self.calibration.is_none() {
+            return Err(Error::Config(format!(
+                "{} is not calibrated: prediction sets come from its calibration (`fusion calibrate --run {}`)",
+                self.root.display(),
+                self.root.display()
+            )));
+        }
+        self.coverage = Some(coverage);
+        Ok(self)
+    }
+
+    /// The calibration applied, when the folder has one.
+    pub fn calibration(&self) -> Option<&Calibration> {
+        self.calibration.as_ref()
+    }
+
+    /// Fits a calibration on the val split of `manifest` (default: the run's) to the
+    /// model's own probabilities and writes it into the folder (`calibration.json`), from
+    /// where every later evaluation and prediction applies it. Classification only.
+    pub fn calibrate(&mut self, manifest: Option<&Path>, observer: &dyn Observer) -> Result<Calibration> {
+        if self.task != Task::Classification {
+            return Err(Error::Config(format!(
+                "calibration scales class probabilities: a {} run is not calibrated",
+                self.task.name()
+            )));
+        }
+        let scores = self.split_scores(manifest, Split::Val, observer)?;
+        let calibration = Calibration::fit(&scores.probabilities, &scores.labels, self.classes.len(), "val");
+        Run::new(&self.root).write_json(crate::CALIBRATION_FILE, &calibration)?;
+        self.calibration = Some(calibration.clone());
+        Ok(calibration)
     }
 
     /// The folder.
@@ -350,7 +400,7 @@ impl Predictor {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(self.combine(each)?.predictions)
+        Ok(self.finish(self.combine(each)?).predictions)
     }
 
     /// Predicts every usable record of `manifest` (default: each run's own), its features
@@ -364,7 +414,32 @@ impl Predictor {
                 member.predict(&crate::load(&mut config, manifest, None, observer)?)
             })
             .collect::<Result<Vec<_>>>()?;
-        self.combine(each)
+        Ok(self.finish(self.combine(each)?))
+    }
+
+    /// Calibrated probabilities (and their decision) and conformal sets, where asked for.
+    fn finish(&self, mut predictions: Predictions) -> Predictions {
+        let Some(calibration) = &self.calibration else {
+            return predictions;
+        };
+        for p in &mut predictions.predictions {
+            let scores = calibration.apply(&p.scores);
+            let set = self.coverage.map(|c| {
+                calibration
+                    .set(&scores, c)
+                    .into_iter()
+                    .map(|k| self.classes[k].clone())
+                    .collect()
+            });
+            *p = Prediction {
+                set,
+                missing: p.missing.take(),
+                unusable: std::mem::take(&mut p.unusable),
+                members: p.members,
+                ..Prediction::new(&p.id, &p.label, self.task, &self.classes, scores)
+            };
+        }
+        predictions
     }
 
     /// One run's predictions as they are; an ensemble's blended record by record.
@@ -405,21 +480,26 @@ impl Predictor {
     /// `eval.json` into the folder. An ensemble evaluates every record some member
     /// predicts, with the weights of the members that did renormalised.
     pub fn evaluate(&self, manifest: Option<&Path>, split: Split, observer: &dyn Observer) -> Result<EvalRecord> {
-        let record = match self.ensemble {
-            None => {
+        let record = match (&self.ensemble, &self.calibration) {
+            (None, None) => {
                 let run = &self.members[0];
                 let (data, loaded) = run.run.split(manifest, split, run.model.device(), observer)?;
                 let mut record = crate::evaluation::eval_record(&run.model, &data, &self.classes, split.name())?;
                 record.skipped.extend(loaded.extraction.problems);
                 record
             }
-            Some(_) => self.evaluate_ensemble(manifest, split, observer)?,
+            _ => self.evaluate_probabilities(manifest, split, observer)?,
         };
         Run::new(&self.root).write_json("eval.json", &record)?;
         Ok(record)
     }
 
-    fn evaluate_ensemble(&self, manifest: Option<&Path>, split: Split, observer: &dyn Observer) -> Result<EvalRecord> {
+    /// The model's class probabilities (before any calibration) on the labelled records
+    /// of `split`: one run's, or an ensemble's blend of every record some member predicts.
+    fn split_scores(&self, manifest: Option<&Path>, split: Split, observer: &dyn Observer) -> Result<SplitScores> {
+        if self.ensemble.is_none() {
+            return self.members[0].split_scores(manifest, split, observer);
+        }
         let mut blend = Blend::new();
         let mut skipped: Vec<Problem> = Vec::new();
         for member in &self.members {
@@ -443,9 +523,10 @@ impl Predictor {
         }
         // A record one member left out but another predicted is evaluated, not skipped.
         skipped.retain(|p| !blend.entries.contains_key(&p.id));
-        let (mut averaged, mut labels, mut groups) = (Vec::new(), Vec::new(), Vec::new());
-        for (_, (label, group), probabilities, _) in blend.records() {
-            averaged.push(probabilities);
+        let (mut ids, mut probabilities, mut labels, mut groups) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (id, (label, group), averaged, _) in blend.records() {
+            ids.push(id.to_string());
+            probabilities.push(averaged);
             labels.push(*label);
             groups.extend(group.clone());
         }
@@ -456,8 +537,38 @@ impl Predictor {
             )));
         }
         let groups = (groups.len() == labels.len()).then_some(groups);
-        let (loss, metrics, groups, _) =
-            fusion_core::probability_metrics(&averaged, &labels, groups.as_deref(), self.classes.len());
+        Ok(SplitScores {
+            ids,
+            labels,
+            groups,
+            probabilities,
+            skipped,
+        })
+    }
+
+    /// An evaluation computed from class probabilities: an ensemble's, or a calibrated
+    /// run's (with the calibration's effect and the conformal sets' coverage).
+    fn evaluate_probabilities(
+        &self,
+        manifest: Option<&Path>,
+        split: Split,
+        observer: &dyn Observer,
+    ) -> Result<EvalRecord> {
+        let scores = self.split_scores(manifest, split, observer)?;
+        let calibrated = self
+            .calibration
+            .as_ref()
+            .map(|c| c.evaluate(&scores.probabilities, &scores.labels));
+        let probabilities = match &self.calibration {
+            Some(c) => c.apply_all(&scores.probabilities),
+            None => scores.probabilities,
+        };
+        let (loss, metrics, groups, _) = fusion_core::probability_metrics(
+            &probabilities,
+            &scores.labels,
+            scores.groups.as_deref(),
+            self.classes.len(),
+        );
         Ok(EvalRecord {
             split: split.name().into(),
             loss,
@@ -465,7 +576,8 @@ impl Predictor {
             task: fusion_core::TaskMetrics::Classification,
             groups,
             classes: self.classes.clone(),
-            skipped,
+            skipped: scores.skipped,
+            calibration: calibrated,
         })
     }
 }

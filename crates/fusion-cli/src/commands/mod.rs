@@ -2,6 +2,7 @@
 //! nothing of its own: it calls fusion-run, then prints, plots and writes the report.
 //! Helpers the commands share are here.
 
+pub mod calibrate;
 pub mod compare;
 pub mod demo;
 pub mod ensemble;
@@ -146,6 +147,20 @@ pub fn say_eval(ui: Ui, eval: &EvalRecord) {
             "  largest gap between groups: accuracy {:.4}, macro-F1 {:.4}",
             groups.accuracy_gap, groups.macro_f1_gap
         ));
+    }
+    if let Some(calibrated) = &eval.calibration {
+        ui.say(format!(
+            "  calibrated (temperature {:.4}): before {}",
+            calibrated.temperature,
+            calibrate::scores_line(&calibrated.before)
+        ));
+        ui.say(format!("  after {}", calibrate::scores_line(&calibrated.after)));
+        for c in &calibrated.coverage {
+            ui.say(format!(
+                "  conformal sets at {:.2}: coverage {:.4}, {:.2} classes per set",
+                c.target, c.achieved, c.mean_set_size
+            ));
+        }
     }
 }
 

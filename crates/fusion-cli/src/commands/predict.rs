@@ -28,8 +28,19 @@ fn write_lines(out: &Path, lines: &[String]) -> Result<()> {
 /// `fusion predict` of a run or an ensemble: one JSON line per record, then the records
 /// that could not be predicted as `{"id", "error"}` lines; fails (after writing them)
 /// when no record could be predicted.
-pub fn predict(folder: &Path, manifest: Option<&Path>, out: Option<&Path>, ui: Ui, device: Device) -> Result<()> {
-    let predicted = Predictor::load(folder, device)?.predict_manifest(manifest, &Shown::new(ui))?;
+pub fn predict(
+    folder: &Path,
+    manifest: Option<&Path>,
+    out: Option<&Path>,
+    coverage: Option<f64>,
+    ui: Ui,
+    device: Device,
+) -> Result<()> {
+    let mut predictor = Predictor::load(folder, device)?;
+    if let Some(coverage) = coverage {
+        predictor = predictor.with_coverage(coverage)?;
+    }
+    let predicted = predictor.predict_manifest(manifest, &Shown::new(ui))?;
     let out = out.map_or_else(|| folder.join("predictions.jsonl"), Path::to_path_buf);
     let mut lines = predicted
         .predictions
