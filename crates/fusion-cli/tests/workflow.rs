@@ -1586,6 +1586,16 @@ fn a_planted_modality_is_learned_by_every_preset_and_fusion_family() {
             "cpu",
         ]);
         assert!(accuracy(&out) >= 0.95, "{preset}: {}", json(&out)["eval"]);
+        // The evaluation training printed is the one `fusion eval` gives the folder (the
+        // portfolio blends its runs' test scores in memory; eval reads them back).
+        let again = ok(&["eval", "--run", run.to_str().unwrap(), "--json", "--device", "cpu"]);
+        let (trained, read) = (&json(&out)["eval"], json(&again));
+        assert_eq!(read["metrics"]["accuracy"], trained["metrics"]["accuracy"], "{preset}");
+        let loss = |v: &serde_json::Value| v["loss"].as_f64().unwrap();
+        assert!(
+            (loss(&read) - loss(trained)).abs() < 1e-5,
+            "{preset}: {read} vs {trained}"
+        );
         fast_config.get_or_insert(run.join("config.json"));
     }
     // A time limit that the first member already spends: the ensemble is that member.

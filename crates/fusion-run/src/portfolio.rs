@@ -11,9 +11,7 @@ use fusion_core::{EarlyMethod, EarlyStopping, FusionConfig, LateCombiner, StopMe
 use fusion_data::Split;
 use tch::Device;
 
-use crate::{
-    EVAL_BATCH, EnsembleFile, Error, EvalRecord, Fitted, Loaded, Member, Observer, Predictor, Result, Run, RunConfig,
-};
+use crate::{EVAL_BATCH, EnsembleFile, Error, EvalRecord, Fitted, Loaded, Member, Observer, Result, Run, RunConfig};
 
 /// Epochs of the portfolio's interaction member (at least).
 pub const INTERACTION_EPOCHS: usize = 80;
@@ -136,7 +134,9 @@ pub fn train_portfolio(
     let elapsed = || started.elapsed().as_secs_f64();
     let mut trained = Vec::new();
     // Per member: the scores of each selection record (index into the extraction).
-    let mut scores: Vec<BTreeMap<usize, Vec<f32>>> = Vec::new();
+    let mut scores: Vec<RecordScores> = Vec::new();
+    // Per run, in training order: its scores of the test records.
+    let mut test_scores: Vec<RecordScores> = Vec::new();
     let mut slowest = 0.0f64;
     for (i, (name, member)) in members.into_iter().enumerate() {
         let began = elapsed();
@@ -168,12 +168,14 @@ pub fn train_portfolio(
             run.write_json("config.json", &member.portable())?;
             let original = folds.as_ref().map(|f| assign_fold(&mut loaded, f, fold));
             let fitted = crate::fit_loaded(&member, &loaded, &run, device, None, &());
-            let held_out = fitted.and_then(|fitted| Ok((selection_scores(&run, &loaded, device)?, fitted)));
+            // Val is the fold's held-out records while they are assigned; test is untouched.
+            let held_out = fitted.and_then(|fitted| Ok((scores_of(&run, &loaded, device)?, fitted)));
             if let Some(original) = original {
                 restore_splits(&mut loaded, original);
             }
-            let (held_out, fitted) = held_out?;
-            member_scores.extend(held_out);
+            let ((selection, test), fitted) = held_out?;
+            member_scores.extend(selection);
+            test_scores.push(test);
             runs.push((run, fitted));
         }
         slowest = slowest.max(elapsed() - began);
@@ -184,13 +186,11 @@ pub fn train_portfolio(
     let out = Run::new(run_dir);
     out.write_json(crate::ENSEMBLE_FILE, &ensemble)?;
     out.write_json("classes.json", &ensemble.classes)?;
-    let eval = match Predictor::load(run_dir, device).and_then(|p| p.evaluate(None, Split::Test, observer)) {
-        Ok(record) => Some(record),
-        Err(e) => {
-            observer.warn(&format!("not evaluated on test: {e}"));
-            None
-        }
-    };
+    let eval = test_evaluation(&ensemble, &test_scores, &loaded);
+    match &eval {
+        Some(record) => out.write_json("eval.json", record)?,
+        None => observer.warn("not evaluated on test: no test record has one of the classes"),
+    }
     Ok(Portfolio {
         members: trained,
         ensemble,
@@ -242,20 +242,85 @@ fn restore_splits(loaded: &mut Loaded, original: Vec<Option<Split>>) {
     }
 }
 
-/// The run's best weights on the val records of `loaded` as it stands (a fold's held-out
-/// records when bagged), by index into the extraction.
-fn selection_scores(run: &Run, loaded: &Loaded, device: Device) -> Result<BTreeMap<usize, Vec<f32>>> {
-    let data = run.split_of(loaded, Split::Val, device, &())?;
+/// Class probabilities by index into the extraction.
+type RecordScores = BTreeMap<usize, Vec<f32>>;
+
+/// The run's best weights (loaded once) on the val records of `loaded` as it stands (a
+/// fold's held-out records when bagged) and on its test records (none without a test
+/// split, or without a usable label), by index into the extraction.
+fn scores_of(run: &Run, loaded: &Loaded, device: Device) -> Result<(RecordScores, RecordScores)> {
     let (model, _vs) = run.model(device)?;
-    let evaluation = fusion_core::evaluate(&model, &data.data, EVAL_BATCH)?;
-    Ok(data.records.into_iter().zip(evaluation.probabilities).collect())
+    let score = |data: crate::SplitData| -> Result<RecordScores> {
+        let evaluation = fusion_core::evaluate(&model, &data.data, EVAL_BATCH)?;
+        Ok(data.records.into_iter().zip(evaluation.probabilities).collect())
+    };
+    let selection = score(run.split_of(loaded, Split::Val, device, &())?)?;
+    let test = match run.split_of(loaded, Split::Test, device, &()) {
+        Ok(data) => score(data)?,
+        Err(_) => BTreeMap::new(),
+    };
+    Ok((selection, test))
+}
+
+/// The ensemble on the test records, from its runs' scores (`test_scores`, in the order of
+/// the file's members): per record the weighted mean of the runs that scored it, as
+/// [`Predictor`] blends them. `None` without a scored test record.
+fn test_evaluation(ensemble: &EnsembleFile, test_scores: &[RecordScores], loaded: &Loaded) -> Option<EvalRecord> {
+    let mut sums: BTreeMap<usize, (Vec<f64>, f64)> = BTreeMap::new();
+    for (member, scores) in ensemble.members.iter().zip(test_scores) {
+        for (&i, p) in scores.iter().filter(|_| member.weight > 0.0) {
+            let (sum, weight) = sums.entry(i).or_insert_with(|| (vec![0.0; p.len()], 0.0));
+            for (s, &q) in sum.iter_mut().zip(p) {
+                *s += member.weight * f64::from(q);
+            }
+            *weight += member.weight;
+        }
+    }
+    let classes = &ensemble.classes;
+    let records = &loaded.extraction.records;
+    let (mut probabilities, mut labels, mut groups) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, (sum, weight)) in sums {
+        let Some(label) = classes.iter().position(|c| *c == records[i].label) else {
+            continue;
+        };
+        probabilities.push(sum.iter().map(|s| (s / weight) as f32).collect::<Vec<f32>>());
+        labels.push(label);
+        groups.extend(records[i].group.clone());
+    }
+    if labels.is_empty() {
+        return None;
+    }
+    let groups = (groups.len() == labels.len()).then_some(groups);
+    let (loss, metrics, groups, _) =
+        fusion_core::probability_metrics(&probabilities, &labels, groups.as_deref(), classes.len());
+    let test: std::collections::HashSet<&str> = records
+        .iter()
+        .filter(|r| r.split_or_train() == Split::Test)
+        .map(|r| r.id.as_str())
+        .collect();
+    Some(EvalRecord {
+        split: Split::Test.name().into(),
+        loss,
+        metrics,
+        task: fusion_core::TaskMetrics::Classification,
+        groups,
+        classes: classes.clone(),
+        skipped: loaded
+            .extraction
+            .problems
+            .iter()
+            .filter(|p| test.contains(p.id.as_str()))
+            .cloned()
+            .collect(),
+        calibration: None,
+    })
 }
 
 /// Greedy selection over the members' scores on the records every member scored; a
 /// bagged member's weight is shared by its folds.
 fn select(
     trained: &[(String, Vec<(Run, Fitted)>)],
-    scores: &[BTreeMap<usize, Vec<f32>>],
+    scores: &[RecordScores],
     loaded: &Loaded,
     k: usize,
 ) -> Result<EnsembleFile> {
