@@ -463,6 +463,13 @@ fn ensemble_of_the_compared_runs(dir: &Path, rows: &[serde_json::Value]) {
         assert!(ensemble_loss <= member["loss"].as_f64().unwrap() + 1e-9, "{chosen}");
     }
     assert_eq!(built["eval"]["split"], "test");
+    // A calibration fitted to the ensemble goes when the ensemble is built again (it would
+    // scale other members' probabilities).
+    let calibrated = json(&ok(&["calibrate", "--run", e.to_str().unwrap(), "--json"]));
+    assert!(calibrated["temperature"].as_f64().unwrap() > 0.0, "{calibrated}");
+    assert!(e.join("calibration.json").exists());
+    ok(&args);
+    assert!(!e.join("calibration.json").exists(), "a stale calibration was kept");
     let eval = json(&ok(&["eval", "--run", e.to_str().unwrap(), "--json"]));
     assert_eq!(eval["metrics"], built["eval"]["metrics"]);
     assert!(eval["metrics"]["accuracy"].as_f64().unwrap() > 0.8, "{eval}");
@@ -1598,6 +1605,13 @@ fn a_planted_modality_is_learned_by_every_preset_and_fusion_family() {
         );
         fast_config.get_or_insert(run.join("config.json"));
     }
+    // The bagged members trained on val too: nothing held out to calibrate on.
+    let refused = fusion(&["calibrate", "--run", dir.path().join("best").to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && said.contains("no held-out split to calibrate on"),
+        "{said}"
+    );
     // A time limit that the first member already spends: the ensemble is that member.
     let limited = dir.path().join("limited");
     let out = fusion(&[

@@ -150,6 +150,16 @@ impl Calibration {
         }
     }
 
+    /// Removes the calibration of `folder`, if any: the model it was fitted to changes
+    /// (trained again, an ensemble rebuilt).
+    pub fn forget(folder: &Path) -> Result<()> {
+        let path = folder.join(CALIBRATION_FILE);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Io { path, source: e }),
+            _ => Ok(()),
+        }
+    }
+
     /// The calibration of the run or ensemble at `folder`, when it has one; a damaged or
     /// edited file is an error naming it.
     pub fn read(folder: &Path) -> Result<Option<Self>> {

@@ -70,8 +70,8 @@ pub use evaluation::{EVAL_BATCH, EvalRecord, Loaded, load};
 pub use fit::{Fitted, RESOURCES_FILE, Resources, fit, fit_loaded, peak_rss_mb, simple_baselines};
 pub use frozen::FrozenCounts;
 pub use portfolio::{
-    BAG_BELOW_VAL, BAG_FOLDS, INTERACTION_EPOCHS, MAX_FOLDS, PORTFOLIO_ROUNDS, Portfolio, portfolio_members,
-    train_portfolio,
+    BAG_BELOW_VAL, BAG_FOLDS, INTERACTION_EPOCHS, MAX_FOLDS, PORTFOLIO_ROUNDS, Portfolio, PortfolioOptions,
+    portfolio_members, train_portfolio,
 };
 pub use predictor::{Observer, Prediction, Predictions, Predictor, build_ensemble};
 pub use preset::{HOLDOUT_FRACTION, Preset, zero_config};

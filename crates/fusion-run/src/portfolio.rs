@@ -66,6 +66,18 @@ pub fn portfolio_members(base: &RunConfig) -> Vec<(&'static str, RunConfig)> {
     ]
 }
 
+/// How long the portfolio may train, and how it bags.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PortfolioOptions {
+    /// Every member's epoch count instead of its own.
+    pub epochs: Option<usize>,
+    /// Seconds since the start the portfolio may take (see [`train_portfolio`]).
+    pub time_limit: Option<f64>,
+    /// Folds each member is bagged over (1: none); by default [`BAG_FOLDS`] when val
+    /// holds fewer than [`BAG_BELOW_VAL`] records.
+    pub folds: Option<usize>,
+}
+
 /// What the portfolio trained and selected.
 #[derive(Debug)]
 pub struct Portfolio {
@@ -73,8 +85,8 @@ pub struct Portfolio {
     pub members: Vec<(String, Vec<(Run, Fitted)>)>,
     /// The ensemble written in the portfolio's folder.
     pub ensemble: EnsembleFile,
-    /// The ensemble on test (or val without a test split); `None` when nothing could be
-    /// evaluated (said to the observer).
+    /// The ensemble on test; `None` without a test record with a usable label (said to
+    /// the observer).
     pub eval: Option<EvalRecord>,
     /// Folds of each member (1: not bagged).
     pub folds: usize,
@@ -83,18 +95,22 @@ pub struct Portfolio {
 /// Trains the portfolio of `base` (a classification) into `run_dir`: its members (see
 /// [`portfolio_members`]) from one extraction, bagged over [`BAG_FOLDS`] folds of
 /// train+val when val holds fewer than [`BAG_BELOW_VAL`] records, then the greedy ensemble
-/// of them, evaluated. With `time_limit` (seconds since `started`), a member that would end
+/// of them, evaluated. With a time limit (seconds since `started`), a member that would end
 /// past it (judged by the slowest member so far) is not started; the first always is.
-/// `folds` sets the bagging instead (1: none; at most [`MAX_FOLDS`]).
+/// `options.folds` sets the bagging instead (1: none; at most [`MAX_FOLDS`]).
 pub fn train_portfolio(
     base: RunConfig,
     run_dir: &Path,
-    time_limit: Option<f64>,
-    folds: Option<usize>,
+    options: PortfolioOptions,
     started: Instant,
     device: Device,
     observer: &dyn Observer,
 ) -> Result<Portfolio> {
+    let PortfolioOptions {
+        epochs,
+        time_limit,
+        folds,
+    } = options;
     let mut base = base;
     base.validate()?;
     if let Some(folds) = folds.filter(|f| !(1..=MAX_FOLDS).contains(f)) {
@@ -115,7 +131,10 @@ pub fn train_portfolio(
     }
     let mut loaded = crate::load(&mut base, None, None, observer)?;
     base.check_manifest(&loaded.manifest)?;
-    let members = portfolio_members(&base);
+    let mut members = portfolio_members(&base);
+    for (_, member) in members.iter_mut().filter(|_| epochs.is_some()) {
+        member.train.epochs = epochs.unwrap_or(member.train.epochs);
+    }
     let folds = fold_of_records(&loaded, folds);
     let k = folds
         .as_ref()
@@ -137,6 +156,7 @@ pub fn train_portfolio(
     let mut scores: Vec<RecordScores> = Vec::new();
     // Per run, in training order: its scores of the test records.
     let mut test_scores: Vec<RecordScores> = Vec::new();
+    let mut first_classes: Option<Vec<String>> = None;
     let mut slowest = 0.0f64;
     for (i, (name, member)) in members.into_iter().enumerate() {
         let began = elapsed();
@@ -174,6 +194,17 @@ pub fn train_portfolio(
                 restore_splits(&mut loaded, original);
             }
             let ((selection, test), fitted) = held_out?;
+            let classes = run.classes()?;
+            match &first_classes {
+                None => first_classes = Some(classes),
+                Some(first) if *first != classes => {
+                    return Err(Error::Config(format!(
+                        "{} learned the classes {classes:?}, the portfolio's first run {first:?}: its runs must share them",
+                        run.root().display()
+                    )));
+                }
+                Some(_) => {}
+            }
             member_scores.extend(selection);
             test_scores.push(test);
             runs.push((run, fitted));
@@ -184,6 +215,7 @@ pub fn train_portfolio(
     }
     let ensemble = select(&trained, &scores, &loaded, k)?;
     let out = Run::new(run_dir);
+    crate::Calibration::forget(run_dir)?;
     out.write_json(crate::ENSEMBLE_FILE, &ensemble)?;
     out.write_json("classes.json", &ensemble.classes)?;
     let eval = test_evaluation(&ensemble, &test_scores, &loaded);
@@ -213,9 +245,18 @@ fn fold_of_records(loaded: &Loaded, folds: Option<usize>) -> Option<Vec<Option<u
     if k < 2 || pool.len() < 2 * k {
         return None;
     }
+    // A label with fewer records than folds stays in every fold's training records: held
+    // out, it would be missing from one fold's classes.
+    let mut per_label: BTreeMap<&str, usize> = BTreeMap::new();
+    for &i in &pool {
+        *per_label.entry(extraction.records[i].label.as_str()).or_insert(0) += 1;
+    }
     let mut folds = vec![None; extraction.records.len()];
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
-    for &i in &pool {
+    for &i in pool
+        .iter()
+        .filter(|&&i| per_label[extraction.records[i].label.as_str()] >= k)
+    {
         let turn = seen.entry(extraction.records[i].label.as_str()).or_insert(0);
         folds[i] = Some(*turn % k);
         *turn += 1;

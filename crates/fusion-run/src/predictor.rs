@@ -279,12 +279,17 @@ impl Predictor {
         let root = folder.as_ref().to_path_buf();
         if !is_ensemble(&root) {
             let run = LoadedRun::load(Run::new(&root), 1.0, device)?;
+            // Calibration scales class probabilities: other tasks have none to read.
+            let calibration = match run.config.task {
+                Task::Classification => Calibration::read(&root)?,
+                _ => None,
+            };
             return Ok(Self {
                 classes: run.classes.clone(),
                 task: run.config.task,
                 members: vec![run],
                 ensemble: None,
-                calibration: Calibration::read(&root)?,
+                calibration,
                 coverage: None,
                 root,
             });
@@ -337,6 +342,13 @@ impl Predictor {
             return Err(Error::Config(format!(
                 "calibration scales class probabilities: a {} run is not calibrated",
                 self.task.name()
+            )));
+        }
+        if let Some(file) = self.ensemble.as_ref().filter(|f| f.selected_on != "val") {
+            return Err(Error::Config(format!(
+                "{}: its members trained on the val records too (weights selected on {}): no held-out split to calibrate on",
+                self.root.display(),
+                file.selected_on
             )));
         }
         let scores = self.split_scores(manifest, Split::Val, observer)?;
@@ -668,6 +680,7 @@ pub fn build_ensemble(
         losses: selection.losses,
     };
     let ensemble = Run::new(out);
+    Calibration::forget(out)?;
     ensemble.write_json(crate::ENSEMBLE_FILE, &file)?;
     ensemble.write_json("classes.json", &file.classes)?;
     Ok(file)

@@ -382,6 +382,10 @@ fn train_in(
     }
     // Held until training ends: a second process on this folder is refused, not interleaved.
     let _lock = leader.then(|| fusion_core::RunLock::acquire(run.root())).transpose()?;
+    if leader {
+        // A calibration fitted to other weights would be applied to these.
+        crate::Calibration::forget(run.root())?;
+    }
     let columns = config.columns(specs)?;
     // A training sample with none of the model's modalities teaches it nothing.
     let trainable: Vec<usize> = train_indices

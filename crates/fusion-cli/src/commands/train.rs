@@ -102,11 +102,13 @@ pub fn portfolio(
     ui: Ui,
     device: Device,
 ) -> Result<()> {
-    let mut base = RunConfig::load(config_path)?;
-    if let Some(epochs) = epochs {
-        base.train.epochs = epochs;
-    }
-    let portfolio = fusion_run::train_portfolio(base, run_dir, time_limit, folds, started(), device, &Shown::new(ui))?;
+    let base = RunConfig::load(config_path)?;
+    let options = fusion_run::PortfolioOptions {
+        epochs,
+        time_limit,
+        folds,
+    };
+    let portfolio = fusion_run::train_portfolio(base, run_dir, options, started(), device, &Shown::new(ui))?;
     for (_, runs) in &portfolio.members {
         for (run, fitted) in runs {
             plot_training(run, &fitted.summary, &run.config()?)?;
