@@ -52,14 +52,19 @@ pub fn predict(
     }
     write_lines(&out, &lines)?;
     let (count, skipped) = (predicted.predictions.len(), predicted.skipped);
+    // An ensemble's skipped records are those no member could read.
+    let (by, left_out) = match predictor.ensemble() {
+        Some(_) => (" by any member", "records no member could read"),
+        None => ("", "skipped records"),
+    };
     if count == 0 {
         bail!(
-            "no record could be predicted: {skipped} skipped, listed in {}",
+            "no record could be predicted{by}: {skipped} skipped, listed in {}",
             out.display()
         );
     }
     ui.say(format!(
-        "{count} predictions and {skipped} skipped records written to {}",
+        "{count} predictions and {skipped} {left_out} written to {}",
         out.display()
     ));
     ui.result(&serde_json::json!({"predictions": count, "skipped": skipped, "out": out}))
