@@ -2,7 +2,7 @@
 //! over frames. Both take `[B, T, n_mels]` (frames first, so a padding mask `[B, T]` marks
 //! real frames) and implement fusion-core's [`Encoder`].
 
-use fusion_core::{Encoder, ModalityInput};
+use fusion_core::{Encoder, InputMismatch, ModalityInput};
 use tch::{Device, Kind, Tensor, nn, nn::Module};
 
 use crate::Spectrogram;
@@ -35,14 +35,14 @@ pub fn batch_spectrograms(spectrograms: &[Spectrogram], device: Device) -> (Tens
     (features, mask)
 }
 
-fn check_frames(features: &Tensor, n_mels: i64) -> Result<(), String> {
+fn check_frames(features: &Tensor, n_mels: i64) -> Result<(), InputMismatch> {
     let size = features.size();
     if size.len() == 3 && size[2] == n_mels && features.is_floating_point() {
         Ok(())
     } else {
-        Err(format!(
-            "expected float log-mel [B, T, {n_mels}] (frames first), got {:?} {size:?}",
-            features.kind()
+        Err(InputMismatch::new(
+            format!("float log-mel [B, T, {n_mels}] (frames first)"),
+            features,
         ))
     }
 }
@@ -114,15 +114,17 @@ impl Encoder for AudioCnn {
         self.output_dim
     }
 
-    fn check_input(&self, features: &Tensor) -> Result<(), String> {
+    fn check_input(&self, features: &Tensor) -> Result<(), InputMismatch> {
         check_frames(features, self.n_mels)?;
         let frames = features.size()[1];
         let shrink = 1i64 << self.blocks.len();
         if frames < shrink || self.n_mels < shrink {
-            return Err(format!(
-                "{frames} frames × {} mels is too small for {} pooling blocks",
-                self.n_mels,
-                self.blocks.len()
+            return Err(InputMismatch::new(
+                format!(
+                    "at least {shrink} frames and {shrink} mels, or the {} pooling blocks leave nothing",
+                    self.blocks.len()
+                ),
+                features,
             ));
         }
         Ok(())
@@ -196,7 +198,7 @@ impl Encoder for AudioGru {
         self.output_dim
     }
 
-    fn check_input(&self, features: &Tensor) -> Result<(), String> {
+    fn check_input(&self, features: &Tensor) -> Result<(), InputMismatch> {
         check_frames(features, self.n_mels)
     }
 

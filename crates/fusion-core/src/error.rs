@@ -44,6 +44,14 @@ pub enum Error {
     /// Inputs whose shapes cannot be combined.
     #[error("shape mismatch: {0}")]
     Shape(String),
+    /// A modality's input its encoder cannot read.
+    #[error("shape mismatch: modality `{modality}`: {mismatch}")]
+    Input {
+        /// The modality.
+        modality: String,
+        /// What its encoder expects and what it was given.
+        mismatch: InputMismatch,
+    },
     /// A collective operation of a data-parallel group that failed (a peer gone, a timeout).
     #[error("data-parallel group: {0}")]
     Collective(String),
@@ -54,3 +62,26 @@ pub enum Error {
 
 /// Result with fusion-core's [`enum@Error`].
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// An input batch an encoder cannot read: what it expects, and what it was given.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("expected {expected}, got {kind} {shape:?}")]
+pub struct InputMismatch {
+    /// What the encoder reads, such as `float images [B, 3, H, W] with H, W ≥ 32`.
+    pub expected: String,
+    /// The element type given (`Float`, `Int64`…).
+    pub kind: String,
+    /// The shape given.
+    pub shape: Vec<i64>,
+}
+
+impl InputMismatch {
+    /// `features` where `expected` was wanted.
+    pub fn new(expected: impl Into<String>, features: &tch::Tensor) -> Self {
+        Self {
+            expected: expected.into(),
+            kind: format!("{:?}", features.kind()),
+            shape: features.size(),
+        }
+    }
+}

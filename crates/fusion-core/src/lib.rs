@@ -90,7 +90,7 @@ pub use device::{
 };
 pub use early::EarlyFusion;
 pub use ensemble::{Selection, log_loss, probability_metrics, select_ensemble, weighted_average};
-pub use error::{Error, Result};
+pub use error::{Error, InputMismatch, Result};
 pub use explain::{
     Complexity, NOISE_LEVELS, NoiseCurve, ShapleyReport, SubsetAccuracy, complexity, missing_modality_accuracy,
     noise_robustness, shapley_values,

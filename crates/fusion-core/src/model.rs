@@ -4,7 +4,7 @@
 use tch::{Kind, Tensor, nn, nn::Module};
 
 use crate::{
-    Error, Result,
+    Error, InputMismatch, Result,
     config::{EarlyMethod, EncoderConfig, FusionConfig, ModelConfig, Task},
     early::EarlyFusion,
     input::{ModalityInput, common_batch_size, pool, presence_matrix},
@@ -18,22 +18,30 @@ pub trait Encoder: std::fmt::Debug {
     /// Size of the last dimension of the output.
     fn output_dim(&self) -> i64;
     /// Checks a batch's features before encoding; the error says what was expected.
-    fn check_input(&self, features: &Tensor) -> std::result::Result<(), String>;
+    fn check_input(&self, features: &Tensor) -> std::result::Result<(), InputMismatch>;
     /// Encodes `input` (its padding mask, when there is one, marks real tokens); `train`
     /// enables dropout and other training-only behaviour. A sequence output keeps the
-    /// input's token positions, so the input's padding mask still applies to it.
+    /// input's token positions, so the input's padding mask still applies to it. Expects
+    /// an input [`Encoder::check_input`] accepts (libtorch panics on others): call
+    /// [`Encoder::try_encode`] with an unchecked one.
     fn encode(&self, input: &ModalityInput, train: bool) -> Tensor;
+    /// [`Encoder::encode`] after [`Encoder::check_input`]: a wrongly shaped or typed input
+    /// is an error, not a panic inside libtorch.
+    fn try_encode(&self, input: &ModalityInput, train: bool) -> std::result::Result<Tensor, InputMismatch> {
+        self.check_input(&input.features)?;
+        Ok(self.encode(input, train))
+    }
 }
 
 /// Accepts float features `[B, input_dim]` or `[B, T, input_dim]`.
-fn check_feature_vectors(features: &Tensor, input_dim: i64) -> std::result::Result<(), String> {
+fn check_feature_vectors(features: &Tensor, input_dim: i64) -> std::result::Result<(), InputMismatch> {
     let size = features.size();
     if (2..=3).contains(&size.len()) && size.last() == Some(&input_dim) && features.is_floating_point() {
         Ok(())
     } else {
-        Err(format!(
-            "expected float [B, {input_dim}] or [B, T, {input_dim}] features, got {:?} {size:?}",
-            features.kind()
+        Err(InputMismatch::new(
+            format!("float [B, {input_dim}] or [B, T, {input_dim}] features"),
+            features,
         ))
     }
 }
@@ -56,7 +64,7 @@ impl Encoder for IdentityEncoder {
         self.dim
     }
 
-    fn check_input(&self, features: &Tensor) -> std::result::Result<(), String> {
+    fn check_input(&self, features: &Tensor) -> std::result::Result<(), InputMismatch> {
         check_feature_vectors(features, self.dim)
     }
 
@@ -95,7 +103,7 @@ impl Encoder for MlpEncoder {
         self.layers.last().map_or(0, |l| l.ws.size()[0])
     }
 
-    fn check_input(&self, features: &Tensor) -> std::result::Result<(), String> {
+    fn check_input(&self, features: &Tensor) -> std::result::Result<(), InputMismatch> {
         check_feature_vectors(features, self.input_dim)
     }
 
@@ -524,9 +532,10 @@ impl FusionModel {
         }
         common_batch_size(inputs, &self.names)?;
         for ((input, encoder), name) in inputs.iter().zip(&self.encoders).zip(&self.names) {
-            encoder
-                .check_input(&input.features)
-                .map_err(|why| Error::Shape(format!("modality `{name}`: {why}")))?;
+            encoder.check_input(&input.features).map_err(|mismatch| Error::Input {
+                modality: name.clone(),
+                mismatch,
+            })?;
         }
         let presence = presence_matrix(inputs);
         let sequences: Vec<(Tensor, Option<Tensor>)> = inputs

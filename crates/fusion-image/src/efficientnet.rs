@@ -176,12 +176,12 @@ impl Encoder for EfficientNetLite0 {
         HEAD
     }
 
-    fn check_input(&self, features: &Tensor) -> std::result::Result<(), String> {
+    fn check_input(&self, features: &Tensor) -> std::result::Result<(), fusion_core::InputMismatch> {
         match features.size().as_slice() {
             [_, 3, h, w] if features.is_floating_point() && *h >= 32 && *w >= 32 => Ok(()),
-            size => Err(format!(
-                "expected float images [B, 3, H, W] with H, W ≥ 32, got {:?} {size:?}",
-                features.kind()
+            _ => Err(fusion_core::InputMismatch::new(
+                "float images [B, 3, H, W] with H, W ≥ 32",
+                features,
             )),
         }
     }

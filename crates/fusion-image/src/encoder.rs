@@ -2,7 +2,7 @@
 //! ResNet-18-style CNN, both trainable from scratch; they take `[B, C, H, W]` and
 //! implement fusion-core's [`Encoder`].
 
-use fusion_core::{Encoder, ModalityInput};
+use fusion_core::{Encoder, InputMismatch, ModalityInput};
 use tch::{Kind, Tensor, nn, nn::Module};
 
 use crate::ChwImage;
@@ -25,13 +25,13 @@ pub fn batch_images(images: &[ChwImage], device: tch::Device) -> Result<Tensor, 
         .to_device(device))
 }
 
-fn check_images(features: &Tensor, channels: i64, min_side: i64) -> Result<(), String> {
+fn check_images(features: &Tensor, channels: i64, min_side: i64) -> Result<(), InputMismatch> {
     let size = features.size();
     match size.as_slice() {
         [_, c, h, w] if *c == channels && features.is_floating_point() && *h >= min_side && *w >= min_side => Ok(()),
-        _ => Err(format!(
-            "expected float images [B, {channels}, H, W] with H, W ≥ {min_side}, got {:?} {size:?}",
-            features.kind()
+        _ => Err(InputMismatch::new(
+            format!("float images [B, {channels}, H, W] with H, W ≥ {min_side}"),
+            features,
         )),
     }
 }
@@ -74,7 +74,7 @@ impl Encoder for LeNet {
         self.output_dim
     }
 
-    fn check_input(&self, features: &Tensor) -> Result<(), String> {
+    fn check_input(&self, features: &Tensor) -> Result<(), InputMismatch> {
         check_images(features, self.channels, 12)
     }
 
@@ -153,7 +153,7 @@ impl Encoder for MultibenchLeNet {
         self.output_dim
     }
 
-    fn check_input(&self, features: &Tensor) -> Result<(), String> {
+    fn check_input(&self, features: &Tensor) -> Result<(), InputMismatch> {
         check_images(features, self.channels, Self::min_side(self.stages.len() - 1))
     }
 
@@ -278,7 +278,7 @@ impl Encoder for ResNet18 {
         self.output_dim
     }
 
-    fn check_input(&self, features: &Tensor) -> Result<(), String> {
+    fn check_input(&self, features: &Tensor) -> Result<(), InputMismatch> {
         check_images(features, self.channels, if self.small_inputs { 8 } else { 32 })
     }
 

@@ -86,7 +86,7 @@ fn inputs_are_checked_and_batches_need_one_shape() {
         let encoder = encoder(index, &vs);
         let rgb = Tensor::zeros([2, 3, 28, 28], (Kind::Float, Device::Cpu));
         assert!(
-            encoder.check_input(&rgb).unwrap_err().contains("[B, 1, H, W]"),
+            encoder.check_input(&rgb).unwrap_err().expected.contains("[B, 1, H, W]"),
             "{name}"
         );
         let tiny = Tensor::zeros([2, 1, 4, 4], (Kind::Float, Device::Cpu));

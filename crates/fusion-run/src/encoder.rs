@@ -852,7 +852,7 @@ impl Encoder for Frozen {
     fn output_dim(&self) -> i64 {
         self.0.output_dim()
     }
-    fn check_input(&self, features: &Tensor) -> std::result::Result<(), String> {
+    fn check_input(&self, features: &Tensor) -> std::result::Result<(), fusion_core::InputMismatch> {
         if self.accepts_encoded(features) {
             return Ok(());
         }
@@ -877,7 +877,7 @@ impl Encoder for Pretrained {
     fn output_dim(&self) -> i64 {
         self.encoder.output_dim()
     }
-    fn check_input(&self, features: &Tensor) -> std::result::Result<(), String> {
+    fn check_input(&self, features: &Tensor) -> std::result::Result<(), fusion_core::InputMismatch> {
         self.encoder.check_input(features)
     }
     fn encode(&self, input: &ModalityInput, train: bool) -> Tensor {
@@ -893,9 +893,9 @@ impl Encoder for AddChannel {
     fn output_dim(&self) -> i64 {
         self.0.output_dim()
     }
-    fn check_input(&self, features: &Tensor) -> std::result::Result<(), String> {
+    fn check_input(&self, features: &Tensor) -> std::result::Result<(), fusion_core::InputMismatch> {
         if features.dim() != 3 {
-            return Err(format!("expected pictures [B, T, M], got {:?}", features.size()));
+            return Err(fusion_core::InputMismatch::new("pictures [B, T, M]", features));
         }
         self.0.check_input(&features.unsqueeze(1))
     }
@@ -912,7 +912,7 @@ impl Encoder for TokenStates {
     fn output_dim(&self) -> i64 {
         self.0.output_dim()
     }
-    fn check_input(&self, features: &Tensor) -> std::result::Result<(), String> {
+    fn check_input(&self, features: &Tensor) -> std::result::Result<(), fusion_core::InputMismatch> {
         self.0.check_input(features)
     }
     fn encode(&self, input: &ModalityInput, train: bool) -> Tensor {
@@ -932,9 +932,9 @@ impl Encoder for FrameSequence {
     fn output_dim(&self) -> i64 {
         self.0.output_dim()
     }
-    fn check_input(&self, features: &Tensor) -> std::result::Result<(), String> {
+    fn check_input(&self, features: &Tensor) -> std::result::Result<(), fusion_core::InputMismatch> {
         if features.dim() != 5 {
-            return Err(format!("expected frames [B, T, C, H, W], got {:?}", features.size()));
+            return Err(fusion_core::InputMismatch::new("frames [B, T, C, H, W]", features));
         }
         self.0.check_input(&features.flatten(0, 1))
     }
@@ -984,17 +984,13 @@ impl Encoder for Standardized {
     fn output_dim(&self) -> i64 {
         self.inner.output_dim()
     }
-    fn check_input(&self, features: &Tensor) -> std::result::Result<(), String> {
+    fn check_input(&self, features: &Tensor) -> std::result::Result<(), fusion_core::InputMismatch> {
         let size = features.size();
         if size.get(1..) != Some(&self.mean.size()[..]) {
-            return Err(format!(
-                "expected features [B, {}], got {size:?}",
-                self.mean
-                    .size()
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
+            let dims: Vec<String> = self.mean.size().iter().map(ToString::to_string).collect();
+            return Err(fusion_core::InputMismatch::new(
+                format!("features [B, {}]", dims.join(", ")),
+                features,
             ));
         }
         self.inner.check_input(features)
@@ -1106,7 +1102,7 @@ impl Encoder for Augmented {
     fn output_dim(&self) -> i64 {
         self.inner.output_dim()
     }
-    fn check_input(&self, features: &Tensor) -> std::result::Result<(), String> {
+    fn check_input(&self, features: &Tensor) -> std::result::Result<(), fusion_core::InputMismatch> {
         self.inner.check_input(features)
     }
     fn encode(&self, input: &ModalityInput, train: bool) -> Tensor {

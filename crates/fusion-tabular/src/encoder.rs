@@ -1,7 +1,7 @@
 //! Table encoders on libtorch (feature `torch`): both read the row vectors of
 //! [`crate::encode_row`], `[B, width]`, and implement fusion-core's [`Encoder`].
 
-use fusion_core::{Encoder, ModalityInput};
+use fusion_core::{Encoder, InputMismatch, ModalityInput};
 use tch::{Kind, Tensor, nn, nn::Module};
 
 use crate::{Column, Error, Result};
@@ -37,15 +37,12 @@ fn slots(columns: &[Column]) -> Result<Vec<Slot>> {
         .collect()
 }
 
-fn check_rows(features: &Tensor, width: i64) -> std::result::Result<(), String> {
+fn check_rows(features: &Tensor, width: i64) -> std::result::Result<(), InputMismatch> {
     let size = features.size();
     if size.len() == 2 && size[1] == width && features.is_floating_point() {
         Ok(())
     } else {
-        Err(format!(
-            "expected table rows [B, {width}] (float), got {:?} {size:?}",
-            features.kind()
-        ))
+        Err(InputMismatch::new(format!("table rows [B, {width}] (float)"), features))
     }
 }
 
@@ -117,7 +114,7 @@ impl Encoder for TabularMlp {
         self.layers.last().map_or(0, |l| l.ws.size()[0])
     }
 
-    fn check_input(&self, features: &Tensor) -> std::result::Result<(), String> {
+    fn check_input(&self, features: &Tensor) -> std::result::Result<(), InputMismatch> {
         check_rows(features, self.width)
     }
 
@@ -201,7 +198,7 @@ impl Encoder for FeatureTokenizer {
         self.dim
     }
 
-    fn check_input(&self, features: &Tensor) -> std::result::Result<(), String> {
+    fn check_input(&self, features: &Tensor) -> std::result::Result<(), InputMismatch> {
         check_rows(features, self.width)
     }
 
@@ -269,7 +266,7 @@ mod tests {
         let vs = nn::VarStore::new(tch::Device::Cpu);
         let tokenizer = FeatureTokenizer::new(&vs.root(), &fitted(), 4)?;
         let x = batch(&[[("x", "2"), ("c", "b")], [("x", ""), ("c", "zzz")]]);
-        tokenizer.check_input(&x).map_err(Error::Columns)?;
+        tokenizer.check_input(&x).map_err(|e| Error::Columns(e.to_string()))?;
         let tokens = tokenizer.encode(&ModalityInput::dense(x), true);
         assert_eq!(tokens.size(), [2, 2, 4]);
         let (w, b, m) = (&tokenizer.weights, &tokenizer.biases, &tokenizer.missing);

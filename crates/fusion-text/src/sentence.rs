@@ -205,17 +205,17 @@ impl Encoder for TextEncoder {
         self.bert.config().hidden_size
     }
 
-    fn check_input(&self, features: &Tensor) -> std::result::Result<(), String> {
+    fn check_input(&self, features: &Tensor) -> std::result::Result<(), fusion_core::InputMismatch> {
         let size = features.size();
         let limit = self.bert.config().max_position_embeddings;
         if size.len() != 2 || features.kind() != Kind::Int64 {
-            return Err(format!(
-                "expected token ids [B, T] of int64, got {:?} {size:?}",
-                features.kind()
-            ));
+            return Err(fusion_core::InputMismatch::new("token ids [B, T] of int64", features));
         }
         if size[1] > limit {
-            return Err(format!("{} tokens exceed the encoder's {limit} positions", size[1]));
+            return Err(fusion_core::InputMismatch::new(
+                format!("at most the encoder's {limit} positions of tokens"),
+                features,
+            ));
         }
         Ok(())
     }

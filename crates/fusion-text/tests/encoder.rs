@@ -207,7 +207,13 @@ fn token_ids_of_the_wrong_kind_or_length_are_rejected() {
     );
     let encoder = TextEncoder::new(&vs.root(), &tiny_config(), Pooling::Cls, true).unwrap();
     let too_long = Tensor::zeros([1, 40], (Kind::Int64, Device::Cpu));
-    assert!(encoder.check_input(&too_long).unwrap_err().contains("32 positions"));
+    assert!(
+        encoder
+            .check_input(&too_long)
+            .unwrap_err()
+            .expected
+            .contains("32 positions")
+    );
 }
 
 /// A word-level tokenizer over a tiny vocabulary.

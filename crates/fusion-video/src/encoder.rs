@@ -63,14 +63,13 @@ impl Encoder for VideoEncoder {
         self.frames.output_dim()
     }
 
-    fn check_input(&self, features: &Tensor) -> Result<(), String> {
-        let size = features.size();
-        if size.len() != 5 {
-            return Err(format!("expected frames [B, T, C, H, W], got {size:?}"));
+    fn check_input(&self, features: &Tensor) -> Result<(), fusion_core::InputMismatch> {
+        if features.size().len() != 5 {
+            return Err(fusion_core::InputMismatch::new("frames [B, T, C, H, W]", features));
         }
-        self.frames
-            .check_input(&features.flatten(0, 1))
-            .map_err(|why| format!("frames: {why}"))
+        self.frames.check_input(&features.flatten(0, 1)).map_err(|inner| {
+            fusion_core::InputMismatch::new(format!("frames [B, T, C, H, W] each of {}", inner.expected), features)
+        })
     }
 
     fn encode(&self, input: &ModalityInput, train: bool) -> Tensor {

@@ -53,6 +53,7 @@ fn padded_frames_change_nothing_and_every_parameter_learns() {
             encoder
                 .check_input(&real.select(1, 0))
                 .unwrap_err()
+                .expected
                 .contains("[B, T, C, H, W]")
         );
         let alone = encoder.encode(&ModalityInput::dense(real.shallow_clone()), false);
