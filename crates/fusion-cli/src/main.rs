@@ -249,7 +249,7 @@ fn parse_column_types(
             let kind = kind
                 .trim()
                 .parse()
-                .map_err(|e: String| fusion_core::with_suggestion(&e))?;
+                .map_err(|e: fusion_data::UnknownName| fusion_core::with_suggestion(&e.to_string()))?;
             Ok((name.trim().to_string(), kind))
         })
         .collect()

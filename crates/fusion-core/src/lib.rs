@@ -108,7 +108,7 @@ pub use metrics::{
 };
 pub use model::{BranchOutput, Encoder, FusionModel, FusionOutput, IdentityEncoder, MlpEncoder, linear};
 pub use parallel::ProcessGroup;
-pub use params::ParameterSet;
+pub use params::{ParameterSet, WeightsMismatch};
 pub use precision::{Autocast, LossScaler, Precision};
 pub use stream::{Batch, Batches, PREFETCH_BATCHES, ShardWriter, ShardedDataset, TrainingData};
 pub use train::{

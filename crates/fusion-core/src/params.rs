@@ -98,25 +98,28 @@ impl ParameterSet {
     /// Copies values from a safetensors file: each key as it is or behind one of
     /// `prefixes` (e.g. `bert.`). Every tensor must be there with its shape; extra entries
     /// are ignored. The error says which key and why.
-    pub fn load_safetensors(&self, path: &Path, prefixes: &[&str]) -> Result<(), String> {
-        let saved = crate::read_checked_safetensors(path).map_err(|e| e.to_string())?;
+    pub fn load_safetensors(&self, path: &Path, prefixes: &[&str]) -> Result<(), WeightsMismatch> {
+        let saved = crate::read_checked_safetensors(path).map_err(|e| WeightsMismatch::File(Box::new(e)))?;
         tch::no_grad(|| {
             for (key, tensor) in &self.entries {
                 let value = std::iter::once(String::new())
                     .chain(prefixes.iter().map(|p| p.to_string()))
                     .find_map(|prefix| saved.get(&format!("{prefix}{key}")))
-                    .ok_or_else(|| format!("`{key}` is missing"))?;
+                    .ok_or_else(|| WeightsMismatch::Missing { key: key.clone() })?;
                 if value.size() != tensor.size() {
-                    return Err(format!(
-                        "`{key}` has shape {:?}, the configuration needs {:?}",
-                        value.size(),
-                        tensor.size()
-                    ));
+                    return Err(WeightsMismatch::Shape {
+                        key: key.clone(),
+                        saved: value.size(),
+                        needed: tensor.size(),
+                    });
                 }
                 let mut target = tensor.shallow_clone();
                 target
                     .f_copy_(&value.to_kind(tensor.kind()).to_device(tensor.device()))
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|source| WeightsMismatch::Copy {
+                        key: key.clone(),
+                        source,
+                    })?;
             }
             Ok(())
         })
@@ -136,4 +139,36 @@ impl ParameterSet {
     pub fn is_trainable(&self) -> bool {
         self.entries.first().is_some_and(|(_, t)| t.requires_grad())
     }
+}
+
+/// Why a weights file does not fit a set of parameters.
+#[derive(Debug, thiserror::Error)]
+pub enum WeightsMismatch {
+    /// The file itself cannot be read or is not safetensors.
+    #[error(transparent)]
+    File(Box<crate::Error>),
+    /// A parameter the file lacks.
+    #[error("`{key}` is missing")]
+    Missing {
+        /// The parameter.
+        key: String,
+    },
+    /// A parameter of another shape.
+    #[error("`{key}` has shape {saved:?}, the configuration needs {needed:?}")]
+    Shape {
+        /// The parameter.
+        key: String,
+        /// Its shape in the file.
+        saved: Vec<i64>,
+        /// The shape the configuration builds.
+        needed: Vec<i64>,
+    },
+    /// A value libtorch would not copy.
+    #[error("`{key}`: {source}")]
+    Copy {
+        /// The parameter.
+        key: String,
+        /// Why.
+        source: tch::TchError,
+    },
 }

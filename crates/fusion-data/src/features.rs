@@ -715,24 +715,29 @@ impl Shard {
     }
 }
 
+/// A `--shard` that is not `i/n` with `0 ≤ i < n`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadShard(pub String);
+
 impl std::str::FromStr for Shard {
-    type Err = String;
+    type Err = BadShard;
 
     /// Parses `i/n`.
-    fn from_str(text: &str) -> std::result::Result<Self, String> {
+    fn from_str(text: &str) -> std::result::Result<Self, BadShard> {
         let (i, n) = text
             .split_once('/')
-            .ok_or_else(|| format!("shard `{text}` is not i/n"))?;
+            .ok_or_else(|| BadShard(format!("shard `{text}` is not i/n")))?;
         let index = i
             .trim()
             .parse()
-            .map_err(|_| format!("shard index `{i}` is not a number"))?;
+            .map_err(|_| BadShard(format!("shard index `{i}` is not a number")))?;
         let count = n
             .trim()
             .parse()
-            .map_err(|_| format!("shard count `{n}` is not a number"))?;
+            .map_err(|_| BadShard(format!("shard count `{n}` is not a number")))?;
         if count == 0 || index >= count {
-            return Err(format!("shard {index}/{count}: need 0 ≤ i < n"));
+            return Err(BadShard(format!("shard {index}/{count}: need 0 ≤ i < n")));
         }
         Ok(Self { index, count })
     }
@@ -826,7 +831,7 @@ fn source(record: &Record, modality: Modality, limits: &crate::Limits) -> Option
     Some(
         crate::read_bounded(path, limits.bytes_of(modality))
             .map(|bytes| (bytes, path.clone()))
-            .map_err(|reason| (path.clone(), reason)),
+            .map_err(|reason| (path.clone(), reason.to_string())),
     )
 }
 
@@ -892,7 +897,7 @@ impl FeatureCache {
                 path: path.clone(),
                 reason,
             };
-            let bytes = crate::read_bounded(&path, MAX_SHARD_BYTES).map_err(broken)?;
+            let bytes = crate::read_bounded(&path, MAX_SHARD_BYTES).map_err(|e| broken(e.to_string()))?;
             let (_, metadata) =
                 safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| broken(format!("{e:?}")))?;
             let stored_sum = metadata

@@ -91,16 +91,30 @@ impl ColumnKind {
     }
 }
 
-impl std::str::FromStr for ColumnKind {
-    type Err = String;
+/// A name that is none of the values it could be.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} `{value}`, expected {expected}")]
+pub struct UnknownName {
+    /// What the name was for (`variant`, `task`, `preset`).
+    pub what: &'static str,
+    /// The name given.
+    pub value: String,
+    /// The names it could be.
+    pub expected: String,
+}
 
-    fn from_str(text: &str) -> std::result::Result<Self, String> {
-        Self::ALL.into_iter().find(|k| k.name() == text).ok_or_else(|| {
-            format!(
-                "unknown variant `{text}`, expected one of {}",
-                Self::ALL.map(|k| format!("`{}`", k.name())).join(", ")
-            )
-        })
+impl std::str::FromStr for ColumnKind {
+    type Err = UnknownName;
+
+    fn from_str(text: &str) -> std::result::Result<Self, UnknownName> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == text)
+            .ok_or_else(|| UnknownName {
+                what: "variant",
+                value: text.into(),
+                expected: format!("one of {}", Self::ALL.map(|k| format!("`{}`", k.name())).join(", ")),
+            })
     }
 }
 
@@ -138,17 +152,19 @@ pub enum LabelKind {
 }
 
 impl std::str::FromStr for LabelKind {
-    type Err = String;
+    type Err = UnknownName;
 
     /// The task names of `--task`.
-    fn from_str(text: &str) -> std::result::Result<Self, String> {
+    fn from_str(text: &str) -> std::result::Result<Self, UnknownName> {
         match text {
             "classification" => Ok(Self::Classes),
             "multi_label" => Ok(Self::Tags),
             "regression" => Ok(Self::Numbers),
-            other => Err(format!(
-                "unknown task `{other}`, expected `classification`, `multi_label` or `regression`"
-            )),
+            other => Err(UnknownName {
+                what: "task",
+                value: other.into(),
+                expected: "`classification`, `multi_label` or `regression`".into(),
+            }),
         }
     }
 }

@@ -31,12 +31,16 @@ pub use avmnist::{AvMnistOptions, AvMnistSummary, build_avmnist};
 pub use degrade::{Pca, add_noise};
 pub use error::{Error, Result};
 pub use features::{
-    EXTRACT_CHUNK, Extraction, FEATURE_VERSION, FeatureCache, FeatureConfig, FeatureSpec, ImageNormalization,
+    BadShard, EXTRACT_CHUNK, Extraction, FEATURE_VERSION, FeatureCache, FeatureConfig, FeatureSpec, ImageNormalization,
     LogMelConfig, MAX_FEATURE_DIM, MAX_FEATURE_MAGNITUDE, Prepared, Shard, extract,
 };
-pub use infer::{ColumnInference, ColumnKind, ImageSample, InferredColumn, LabelKind, infer_columns, infer_label};
+pub use infer::{
+    ColumnInference, ColumnKind, ImageSample, InferredColumn, LabelKind, UnknownName, infer_columns, infer_label,
+};
 pub use manifest::{
     ColumnMap, ColumnRole, Holdout, MAX_LINE_BYTES, MAX_MANIFEST_BYTES, Manifest, Modality, PathScope, RECORD_FIELDS,
     Record, RejectedLine, Split, UnknownField, UnknownSplit, check_column_map,
 };
-pub use validate::{DEFAULT_PIXEL_BUDGET, Limits, Problem, ValidationReport, check_readable, read_bounded, validate};
+pub use validate::{
+    DEFAULT_PIXEL_BUDGET, Limits, Problem, Unreadable, ValidationReport, check_readable, read_bounded, validate,
+};

@@ -432,17 +432,17 @@ impl ColumnRole {
 pub type ColumnMap = BTreeMap<String, ColumnRole>;
 
 /// Checks a column map: one column at most per single-field role, and a label.
-pub fn check_column_map(columns: &ColumnMap) -> std::result::Result<(), String> {
+pub fn check_column_map(columns: &ColumnMap) -> Result<()> {
     for (name, role) in columns.iter().filter(|(_, r)| r.single()) {
         if let Some((other, _)) = columns.iter().find(|(n, r)| *r == role && *n < name) {
-            return Err(format!(
+            return Err(Error::Config(format!(
                 "columns `{other}` and `{name}` are both `{}`: a record has one",
                 role.field().unwrap_or_default()
-            ));
+            )));
         }
     }
     if !columns.values().any(|r| *r == ColumnRole::Label) {
-        return Err("no column is the `label`".into());
+        return Err(Error::Config("no column is the `label`".into()));
     }
     Ok(())
 }
@@ -465,15 +465,15 @@ pub struct Holdout {
 
 impl Holdout {
     /// Checks the fractions: each in `[0, 1)`, together below 1.
-    pub fn check(&self) -> std::result::Result<(), String> {
+    pub fn check(&self) -> Result<()> {
         let fraction = |x: f64| (0.0..1.0).contains(&x);
         if fraction(self.val) && fraction(self.test) && self.val + self.test < 1.0 {
             Ok(())
         } else {
-            Err(format!(
+            Err(Error::Config(format!(
                 "val {} and test {} must be fractions in [0, 1) with a sum below 1",
                 self.val, self.test
-            ))
+            )))
         }
     }
 
@@ -777,7 +777,7 @@ mod tests {
         .into_iter()
         .map(|(name, role)| (name.to_string(), role))
         .collect();
-        check_column_map(&columns).map_err(Error::Config)?;
+        check_column_map(&columns)?;
         let manifest = Manifest::load_mapped(&path, PathScope::ManifestFolder, Some(&columns))?;
         assert!(manifest.rejected.is_empty(), "{:?}", manifest.rejected);
         let ids: Vec<_> = manifest.records.iter().map(|r| r.id.as_str()).collect();
@@ -799,7 +799,7 @@ mod tests {
 
         let mut twice = columns.clone();
         twice.insert("other".into(), ColumnRole::Image);
-        assert!(check_column_map(&twice).is_err_and(|e| e.contains("`other` and `photo`")));
+        assert!(check_column_map(&twice).is_err_and(|e| e.to_string().contains("`other` and `photo`")));
 
         // 10 records of one label and 20 of another: 20 % each to val and test, per label.
         let mut records: Vec<Record> = (0..30)

@@ -88,22 +88,50 @@ impl Limits {
     }
 }
 
+/// Why a file was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum Unreadable {
+    /// The system refused.
+    #[error("cannot read: {0}")]
+    Io(#[from] std::io::Error),
+    /// A folder, FIFO or device: a FIFO would block the reader, `/dev/zero` never end.
+    #[error("not a regular file (a folder, FIFO or device): not read")]
+    NotAFile,
+    /// Larger than allowed.
+    #[error("{bytes} bytes, over the limit of {limit} bytes")]
+    TooLarge {
+        /// The file's size.
+        bytes: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// Grew past the limit while read.
+    #[error("grew past the limit of {limit} bytes while read")]
+    Grew {
+        /// The limit.
+        limit: u64,
+    },
+}
+
 /// Whether `path` is a regular file of at most `max_bytes`, from its metadata alone
-/// (a FIFO would block the reader, `/dev/zero` would never end).
-pub fn check_readable(path: &Path, max_bytes: u64) -> Result<u64, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
+/// (a FIFO would block the reader, `/dev/zero` would never end); its size.
+pub fn check_readable(path: &Path, max_bytes: u64) -> Result<u64, Unreadable> {
+    let meta = std::fs::metadata(path)?;
     if !meta.is_file() {
-        return Err("not a regular file (a folder, FIFO or device): not read".into());
+        return Err(Unreadable::NotAFile);
     }
     if meta.len() > max_bytes {
-        return Err(format!("{} bytes, over the limit of {max_bytes} bytes", meta.len()));
+        return Err(Unreadable::TooLarge {
+            bytes: meta.len(),
+            limit: max_bytes,
+        });
     }
     Ok(meta.len())
 }
 
 /// Reads a regular file of at most `max_bytes` (see [`check_readable`]); one that grows
 /// past the limit while read is refused too.
-pub fn read_bounded(path: &Path, max_bytes: u64) -> Result<Vec<u8>, String> {
+pub fn read_bounded(path: &Path, max_bytes: u64) -> Result<Vec<u8>, Unreadable> {
     use std::io::Read;
     let size = check_readable(path, max_bytes)?;
     let mut options = std::fs::OpenOptions::new();
@@ -111,16 +139,14 @@ pub fn read_bounded(path: &Path, max_bytes: u64) -> Result<Vec<u8>, String> {
     // Never blocks on a FIFO swapped in since the check; the open file is checked again.
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
-    let file = options.open(path).map_err(|e| format!("cannot read: {e}"))?;
+    let file = options.open(path)?;
     if !file.metadata().is_ok_and(|m| m.is_file()) {
-        return Err("not a regular file (a folder, FIFO or device): not read".into());
+        return Err(Unreadable::NotAFile);
     }
     let mut bytes = Vec::with_capacity(size as usize);
-    file.take(max_bytes.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read: {e}"))?;
+    file.take(max_bytes.saturating_add(1)).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > max_bytes {
-        return Err(format!("grew past the limit of {max_bytes} bytes while read"));
+        return Err(Unreadable::Grew { limit: max_bytes });
     }
     Ok(bytes)
 }
@@ -176,7 +202,7 @@ fn check(record: &Record, modality: Modality, limits: &Limits) -> Option<(Option
         Modality::Video => record.video.clone(),
     }?;
     let problem = match (modality, check_readable(&path, limits.bytes_of(modality))) {
-        (_, Err(reason)) => Some(Failure::Own(reason)),
+        (_, Err(reason)) => Some(Failure::Own(reason.to_string())),
         (Modality::Text, Ok(_)) => check_text(&path),
         (Modality::Image, Ok(_)) => check_image(&path, limits),
         (Modality::Audio, Ok(_)) => check_audio(&path, limits),

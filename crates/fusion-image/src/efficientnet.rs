@@ -124,7 +124,7 @@ impl EfficientNetLite0 {
             .load_safetensors(weights, &[])
             .map_err(|reason| Error::Weights {
                 path: weights.into(),
-                reason,
+                reason: reason.to_string(),
             })?;
         Ok(network)
     }

@@ -8,15 +8,15 @@ use tch::{Kind, Tensor, nn, nn::Module};
 use crate::ChwImage;
 
 /// Stacks same-sized images into `[B, C, H, W]`.
-pub fn batch_images(images: &[ChwImage], device: tch::Device) -> Result<Tensor, String> {
+pub fn batch_images(images: &[ChwImage], device: tch::Device) -> crate::Result<Tensor> {
     let Some(first) = images.first() else {
-        return Err("no images to batch".into());
+        return Err(crate::Error::InvalidSetting("no images to batch".into()));
     };
     if let Some(other) = images.iter().find(|i| i.shape != first.shape) {
-        return Err(format!(
+        return Err(crate::Error::InvalidSetting(format!(
             "images of shapes {:?} and {:?} cannot share a batch",
             first.shape, other.shape
-        ));
+        )));
     }
     let data: Vec<f32> = images.iter().flat_map(|i| i.data.iter().copied()).collect();
     let [c, h, w] = first.shape.map(|d| d as i64);

@@ -103,6 +103,7 @@ fn inputs_are_checked_and_batches_need_one_shape() {
     assert!(
         batch_images(&[a.clone(), b], Device::Cpu)
             .unwrap_err()
+            .to_string()
             .contains("[1, 2, 2]")
     );
     assert_eq!(batch_images(&[a.clone(), a], Device::Cpu).unwrap().size(), [2, 1, 2, 2]);

@@ -23,13 +23,17 @@ pub enum Preset {
 }
 
 impl std::str::FromStr for Preset {
-    type Err = String;
+    type Err = fusion_data::UnknownName;
 
-    fn from_str(text: &str) -> std::result::Result<Self, String> {
+    fn from_str(text: &str) -> std::result::Result<Self, Self::Err> {
         match text {
             "fast" => Ok(Self::Fast),
             "best" => Ok(Self::Best),
-            other => Err(format!("unknown preset `{other}`, expected `fast` or `best`")),
+            other => Err(fusion_data::UnknownName {
+                what: "preset",
+                value: other.into(),
+                expected: "`fast` or `best`".into(),
+            }),
         }
     }
 }

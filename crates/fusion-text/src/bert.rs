@@ -72,7 +72,7 @@ impl BertConfig {
         };
         let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
         let config: Self = serde_json::from_str(&text).map_err(|e| fail(e.to_string()))?;
-        config.validate().map_err(fail)?;
+        config.validate().map_err(|e| fail(e.to_string()))?;
         Ok(config)
     }
 
@@ -95,7 +95,7 @@ impl BertConfig {
     }
 
     /// Says what cannot work, naming the field.
-    pub fn validate(&self) -> std::result::Result<(), String> {
+    pub fn validate(&self) -> Result<()> {
         let positive = [
             ("vocab_size", self.vocab_size),
             ("hidden_size", self.hidden_size),
@@ -106,28 +106,28 @@ impl BertConfig {
             ("type_vocab_size", self.type_vocab_size),
         ];
         if let Some((field, value)) = positive.iter().find(|(_, v)| *v < 1) {
-            return Err(format!("{field} = {value} must be positive"));
+            return Err(Error::InvalidSetting(format!("{field} = {value} must be positive")));
         }
         if self.hidden_size % self.num_attention_heads != 0 {
-            return Err(format!(
+            return Err(Error::InvalidSetting(format!(
                 "num_attention_heads = {} does not divide hidden_size = {}",
                 self.num_attention_heads, self.hidden_size
-            ));
+            )));
         }
         if !matches!(
             self.hidden_act.as_str(),
             "gelu" | "gelu_new" | "gelu_pytorch_tanh" | "relu"
         ) {
-            return Err(format!(
+            return Err(Error::InvalidSetting(format!(
                 "hidden_act `{}` is not supported (gelu, gelu_new, relu)",
                 self.hidden_act
-            ));
+            )));
         }
         if self.position_embedding_type != "absolute" {
-            return Err(format!(
+            return Err(Error::InvalidSetting(format!(
                 "position_embedding_type `{}` is not supported (absolute)",
                 self.position_embedding_type
-            ));
+            )));
         }
         Ok(())
     }
@@ -161,7 +161,7 @@ impl Bert {
     /// A randomly initialised encoder with parameters under `p` (keys as in HuggingFace
     /// checkpoints).
     pub fn new(p: &nn::Path, config: &BertConfig) -> Result<Self> {
-        config.validate().map_err(Error::InvalidSetting)?;
+        config.validate()?;
         let mut params = ParameterSet::default();
         let (hidden, eps) = (config.hidden_size, config.layer_norm_eps);
         let word = params.embedding(p, "embeddings.word_embeddings", config.vocab_size, hidden);
@@ -217,7 +217,7 @@ impl Bert {
             .load_safetensors(path, &["bert."])
             .map_err(|reason| Error::Weights {
                 path: path.into(),
-                reason,
+                reason: reason.to_string(),
             })
     }
 
