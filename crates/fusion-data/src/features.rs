@@ -1046,8 +1046,9 @@ fn shard_checksum<'a>(arrays: impl Iterator<Item = (&'a str, &'a [usize], &'a [u
 }
 
 /// Writes through a uniquely named temporary file in the same folder (so writers on
-/// several machines sharing the folder never collide), synced, then renamed into place;
-/// mode 0666 less the umask, as any file a program creates.
+/// several machines sharing the folder never collide), synced, then renamed into place
+/// and the folder synced (the rename is durable then); mode 0666 less the umask, as any
+/// file a program creates.
 pub(crate) fn write_atomic(target: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::{io::Write, os::unix::fs::PermissionsExt};
     let folder = target
@@ -1059,7 +1060,12 @@ pub(crate) fn write_atomic(target: &Path, data: &[u8]) -> std::io::Result<()> {
         .tempfile_in(folder)?;
     file.write_all(data)?;
     file.as_file().sync_all()?;
-    file.persist(target).map(drop).map_err(|e| e.error)
+    file.persist(target).map_err(|e| e.error)?;
+    // Best effort: not every file system lets a folder be opened.
+    if let Ok(dir) = std::fs::File::open(folder) {
+        let _ = dir.sync_all();
+    }
+    Ok(())
 }
 
 /// Records extracted (in parallel) between two writes to the cache.
