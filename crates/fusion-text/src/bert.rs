@@ -24,10 +24,9 @@ pub struct BertConfig {
     pub num_attention_heads: i64,
     /// Width of the feed-forward layer.
     pub intermediate_size: i64,
-    /// Feed-forward activation: `gelu` (exact), `gelu_new`/`gelu_pytorch_tanh` (tanh
-    /// approximation) or `relu`.
-    #[serde(default = "default_activation")]
-    pub hidden_act: String,
+    /// Feed-forward activation.
+    #[serde(default)]
+    pub hidden_act: HiddenAct,
     /// Longest input in tokens.
     pub max_position_embeddings: i64,
     /// Number of token types (segments).
@@ -47,8 +46,20 @@ pub struct BertConfig {
     pub position_embedding_type: String,
 }
 
-fn default_activation() -> String {
-    "gelu".into()
+/// The feed-forward activation of a BERT layer, as HuggingFace configurations name it; any
+/// other name is refused when the configuration is read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HiddenAct {
+    /// Exact GELU.
+    #[default]
+    #[serde(rename = "gelu")]
+    Gelu,
+    /// GELU's tanh approximation.
+    #[serde(rename = "gelu_new", alias = "gelu_pytorch_tanh")]
+    GeluTanh,
+    /// ReLU.
+    #[serde(rename = "relu")]
+    Relu,
 }
 fn default_type_vocab() -> i64 {
     2
@@ -84,7 +95,7 @@ impl BertConfig {
             num_hidden_layers: 2,
             num_attention_heads: 4,
             intermediate_size: 256,
-            hidden_act: default_activation(),
+            hidden_act: HiddenAct::Gelu,
             max_position_embeddings: 512,
             type_vocab_size: 2,
             layer_norm_eps: 1e-12,
@@ -112,15 +123,6 @@ impl BertConfig {
             return Err(Error::InvalidSetting(format!(
                 "num_attention_heads = {} does not divide hidden_size = {}",
                 self.num_attention_heads, self.hidden_size
-            )));
-        }
-        if !matches!(
-            self.hidden_act.as_str(),
-            "gelu" | "gelu_new" | "gelu_pytorch_tanh" | "relu"
-        ) {
-            return Err(Error::InvalidSetting(format!(
-                "hidden_act `{}` is not supported (gelu, gelu_new, relu)",
-                self.hidden_act
             )));
         }
         if self.position_embedding_type != "absolute" {
@@ -288,10 +290,10 @@ impl Bert {
     }
 
     fn activation(&self, x: &Tensor) -> Tensor {
-        match self.config.hidden_act.as_str() {
-            "relu" => x.relu(),
-            "gelu_new" | "gelu_pytorch_tanh" => x.gelu("tanh"),
-            _ => x.gelu("none"),
+        match self.config.hidden_act {
+            HiddenAct::Relu => x.relu(),
+            HiddenAct::GeluTanh => x.gelu("tanh"),
+            HiddenAct::Gelu => x.gelu("none"),
         }
     }
 }
@@ -299,4 +301,24 @@ impl Bert {
 /// Longest input a configuration allows, in tokens.
 pub(crate) fn default_max_tokens(config: &BertConfig) -> usize {
     config.max_position_embeddings.max(1) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn activations_are_read_by_their_huggingface_names_and_others_refused() {
+        let with = |act: &str| {
+            let mut config = serde_json::to_value(BertConfig::small(100)).unwrap_or_default();
+            config["hidden_act"] = serde_json::json!(act);
+            serde_json::from_value::<BertConfig>(config).map(|c| c.hidden_act)
+        };
+        assert_eq!(with("gelu").ok(), Some(HiddenAct::Gelu));
+        assert_eq!(with("gelu_new").ok(), Some(HiddenAct::GeluTanh));
+        assert_eq!(with("gelu_pytorch_tanh").ok(), Some(HiddenAct::GeluTanh));
+        assert_eq!(with("relu").ok(), Some(HiddenAct::Relu));
+        let refused = with("swish").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(refused.contains("unknown variant `swish`"), "{refused}");
+    }
 }

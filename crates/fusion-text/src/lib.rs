@@ -37,7 +37,7 @@ mod sentence;
 mod tokenize;
 
 #[cfg(feature = "torch")]
-pub use bert::{Bert, BertConfig};
+pub use bert::{Bert, BertConfig, HiddenAct};
 pub use error::{Error, Result};
 #[cfg(feature = "torch")]
 pub use sentence::{Pooling, SentenceEncoder, TextEncoder};
