@@ -112,6 +112,23 @@ fn write_eval(out: &mut String, run: &Run, eval: &EvalRecord) {
             let _ = writeln!(out, "| {:.2} | {:.4} | {:.2} |", k.target, k.achieved, k.mean_set_size);
         }
         *out += "\n";
+        if !c.groups.is_empty() {
+            *out += "Coverage within each group (the sets' guarantee is on average over records, not per group):\n\n| group | records | ";
+            *out += &c
+                .coverage
+                .iter()
+                .map(|k| format!("{:.2}", k.target))
+                .collect::<Vec<_>>()
+                .join(" | ");
+            *out += " |\n|---|---|";
+            *out += &"---|".repeat(c.coverage.len());
+            *out += "\n";
+            for g in &c.groups {
+                let cells: Vec<String> = g.coverage.iter().map(|k| format!("{:.4}", k.achieved)).collect();
+                let _ = writeln!(out, "| {} | {} | {} |", g.group, g.records, cells.join(" | "));
+            }
+            *out += "\n";
+        }
     }
     if !eval.skipped.is_empty() {
         let _ = writeln!(

@@ -67,6 +67,22 @@ pub struct CalibratedEval {
     pub after: ProbabilityScores,
     /// Conformal sets at each of [`COVERAGE_TARGETS`].
     pub coverage: Vec<Coverage>,
+    /// The same per group, when records have groups (a set's coverage holds on average
+    /// over records, not within each group).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<GroupCoverage>,
+}
+
+/// Conformal sets' coverage within one group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupCoverage {
+    /// The group.
+    pub group: String,
+    /// Its records.
+    pub records: usize,
+    /// At each of [`COVERAGE_TARGETS`].
+    pub coverage: Vec<Coverage>,
 }
 
 /// `calibration.json`.
@@ -124,29 +140,48 @@ impl Calibration {
     }
 
     /// What the calibration does to the model's `probabilities` of records labelled
-    /// `labels`, and how its conformal sets cover them.
-    pub fn evaluate(&self, probabilities: &[Vec<f32>], labels: &[usize]) -> CalibratedEval {
+    /// `labels`, and how its conformal sets cover them, overall and within each of the
+    /// records' `groups`.
+    pub fn evaluate(&self, probabilities: &[Vec<f32>], labels: &[usize], groups: Option<&[String]>) -> CalibratedEval {
         let classes = probabilities.first().map_or(0, Vec::len);
         let calibrated = self.apply_all(probabilities);
-        let coverage = COVERAGE_TARGETS
-            .iter()
-            .map(|&target| {
-                let sets: Vec<Vec<usize>> = calibrated.iter().map(|p| self.set(p, target)).collect();
-                let held = sets.iter().zip(labels).filter(|(s, l)| s.contains(l)).count();
-                let sizes: usize = sets.iter().map(Vec::len).sum();
-                let n = labels.len().max(1) as f64;
-                Coverage {
-                    target,
-                    achieved: held as f64 / n,
-                    mean_set_size: sizes as f64 / n,
-                }
-            })
-            .collect();
+        let all: Vec<usize> = (0..labels.len()).collect();
+        let coverage_of = |records: &[usize]| -> Vec<Coverage> {
+            COVERAGE_TARGETS
+                .iter()
+                .map(|&target| {
+                    let sets: Vec<(Vec<usize>, usize)> = records
+                        .iter()
+                        .map(|&r| (self.set(&calibrated[r], target), labels[r]))
+                        .collect();
+                    let held = sets.iter().filter(|(s, l)| s.contains(l)).count();
+                    let sizes: usize = sets.iter().map(|(s, _)| s.len()).sum();
+                    let n = records.len().max(1) as f64;
+                    Coverage {
+                        target,
+                        achieved: held as f64 / n,
+                        mean_set_size: sizes as f64 / n,
+                    }
+                })
+                .collect()
+        };
+        let mut by_group: std::collections::BTreeMap<&str, Vec<usize>> = std::collections::BTreeMap::new();
+        for (r, group) in groups.unwrap_or_default().iter().enumerate() {
+            by_group.entry(group.as_str()).or_default().push(r);
+        }
         CalibratedEval {
             temperature: self.temperature,
             before: ProbabilityScores::of(probabilities, labels, classes),
             after: ProbabilityScores::of(&calibrated, labels, classes),
-            coverage,
+            coverage: coverage_of(&all),
+            groups: by_group
+                .into_iter()
+                .map(|(group, records)| GroupCoverage {
+                    group: group.to_string(),
+                    records: records.len(),
+                    coverage: coverage_of(&records),
+                })
+                .collect(),
         }
     }
 
@@ -177,5 +212,44 @@ impl Calibration {
             return Err(bad("conformal scores must be sorted numbers from 0 to 1"));
         }
         Ok(Some(calibration))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coverage_is_counted_overall_and_within_each_group() {
+        // Held-out scores 0.2 and 0.6: at 0.8 the threshold is the ⌈3 · 0.8⌉ = 3rd of 2,
+        // so every class; at any target the most probable class is in.
+        let calibration = Calibration {
+            temperature: 1.0,
+            fitted_on: "val".into(),
+            records: 2,
+            before: ProbabilityScores::of(&[], &[], 2),
+            after: ProbabilityScores::of(&[], &[], 2),
+            conformal_scores: vec![0.2, 0.6],
+        };
+        let probabilities = vec![vec![0.9, 0.1], vec![0.7, 0.3], vec![0.4, 0.6]];
+        let labels = [0, 1, 1];
+        let groups = ["a".to_string(), "a".into(), "b".into()];
+        let eval = calibration.evaluate(&probabilities, &labels, Some(&groups));
+        // Every set holds both classes: full coverage, two classes per set, in each group.
+        assert_eq!(eval.coverage[0].achieved, 1.0);
+        assert_eq!(eval.coverage[0].mean_set_size, 2.0);
+        assert_eq!(eval.groups.len(), 2);
+        assert_eq!((eval.groups[0].group.as_str(), eval.groups[0].records), ("a", 2));
+        assert_eq!(eval.groups[1].coverage[0].achieved, 1.0);
+        // With more held-out scores the sets shrink: 1 − p ≤ 0.35 keeps p ≥ 0.65.
+        let tight = Calibration {
+            conformal_scores: vec![0.05, 0.1, 0.2, 0.3, 0.35, 0.35, 0.35, 0.35, 0.35],
+            ..calibration
+        };
+        let eval = tight.evaluate(&probabilities, &labels, Some(&groups));
+        // Sets {0}, {0}, {1}: record 2 of group a is missed.
+        assert_eq!(eval.groups[0].coverage[0].achieved, 0.5);
+        assert_eq!(eval.groups[1].coverage[0].achieved, 1.0);
+        assert!((eval.coverage[0].achieved - 2.0 / 3.0).abs() < 1e-12);
     }
 }

@@ -570,7 +570,7 @@ impl Predictor {
         let calibrated = self
             .calibration
             .as_ref()
-            .map(|c| c.evaluate(&scores.probabilities, &scores.labels));
+            .map(|c| c.evaluate(&scores.probabilities, &scores.labels, scores.groups.as_deref()));
         let probabilities = match &self.calibration {
             Some(c) => c.apply_all(&scores.probabilities),
             None => scores.probabilities,

@@ -161,6 +161,15 @@ pub fn say_eval(ui: Ui, eval: &EvalRecord) {
                 c.target, c.achieved, c.mean_set_size
             ));
         }
+        for group in &calibrated.groups {
+            let at = |c: &fusion_run::Coverage| format!("{:.2}: {:.4}", c.target, c.achieved);
+            ui.say(format!(
+                "    group {} ({} records): coverage {}",
+                group.group,
+                group.records,
+                group.coverage.iter().map(at).collect::<Vec<_>>().join(", ")
+            ));
+        }
     }
 }
 
