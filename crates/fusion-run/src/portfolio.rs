@@ -304,27 +304,23 @@ fn scores_of(run: &Run, loaded: &Loaded, device: Device) -> Result<(RecordScores
 }
 
 /// The ensemble on the test records, from its runs' scores (`test_scores`, in the order of
-/// the file's members): per record the weighted mean of the runs that scored it, as
-/// [`Predictor`] blends them. `None` without a scored test record.
+/// the file's members): per record the weighted mean of the runs that scored it, blended as
+/// [`crate::Predictor`] blends them. `None` without a scored test record.
 fn test_evaluation(ensemble: &EnsembleFile, test_scores: &[RecordScores], loaded: &Loaded) -> Option<EvalRecord> {
-    let mut sums: BTreeMap<usize, (Vec<f64>, f64)> = BTreeMap::new();
+    let records = &loaded.extraction.records;
+    let mut blend = crate::predictor::Blend::new();
     for (member, scores) in ensemble.members.iter().zip(test_scores) {
         for (&i, p) in scores.iter().filter(|_| member.weight > 0.0) {
-            let (sum, weight) = sums.entry(i).or_insert_with(|| (vec![0.0; p.len()], 0.0));
-            for (s, &q) in sum.iter_mut().zip(p) {
-                *s += member.weight * f64::from(q);
-            }
-            *weight += member.weight;
+            blend.add(&records[i].id, || i, p, member.weight);
         }
     }
     let classes = &ensemble.classes;
-    let records = &loaded.extraction.records;
     let (mut probabilities, mut labels, mut groups) = (Vec::new(), Vec::new(), Vec::new());
-    for (i, (sum, weight)) in sums {
+    for (_, &i, blended, _) in blend.records() {
         let Some(label) = classes.iter().position(|c| *c == records[i].label) else {
             continue;
         };
-        probabilities.push(sum.iter().map(|s| (s / weight) as f32).collect::<Vec<f32>>());
+        probabilities.push(blended);
         labels.push(label);
         groups.extend(records[i].group.clone());
     }

@@ -596,13 +596,13 @@ impl Predictor {
 
 /// Weighted sums of members' probabilities per record id, in order of first appearance;
 /// `T` is what the first member to predict a record says about it (its label…).
-struct Blend<T> {
+pub(crate) struct Blend<T> {
     order: Vec<String>,
     entries: HashMap<String, (T, Vec<f64>, f64, usize)>,
 }
 
 impl<T> Blend<T> {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             order: Vec::new(),
             entries: HashMap::new(),
@@ -611,7 +611,7 @@ impl<T> Blend<T> {
 
     /// Adds `weight · probabilities` to record `id`; returns what the record's first member
     /// said of it.
-    fn add(&mut self, id: &str, about: impl FnOnce() -> T, probabilities: &[f32], weight: f64) -> &T {
+    pub(crate) fn add(&mut self, id: &str, about: impl FnOnce() -> T, probabilities: &[f32], weight: f64) -> &T {
         let entry = self.entries.entry(id.to_string()).or_insert_with(|| {
             self.order.push(id.to_string());
             (about(), vec![0.0; probabilities.len()], 0.0, 0)
@@ -626,7 +626,7 @@ impl<T> Blend<T> {
 
     /// Per record in order: what its first member said, its probabilities (the weights of
     /// the members that predicted it renormalised), how many members did.
-    fn records(&self) -> impl Iterator<Item = (&str, &T, Vec<f32>, usize)> {
+    pub(crate) fn records(&self) -> impl Iterator<Item = (&str, &T, Vec<f32>, usize)> {
         self.order.iter().map(|id| {
             let (about, sum, weight, members) = &self.entries[id];
             let probabilities = sum.iter().map(|s| (s / weight) as f32).collect();

@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use fusion_data::Split;
-use fusion_run::{EnsembleFile, EvalRecord, Predictor, is_ensemble};
+use fusion_run::{EnsembleFile, EvalRecord, Member, Predictor, is_ensemble};
 use tch::Device;
 
 use crate::{
@@ -34,19 +34,7 @@ pub fn refuse(folder: &Path, command: &str) -> Result<()> {
 pub fn build(folders: &[PathBuf], out: &Path, rounds: usize, ui: Ui, device: Device) -> Result<()> {
     let shown = Shown::new(ui);
     let file = fusion_run::build_ensemble(folders, out, rounds, device, &shown)?;
-    for member in &file.members {
-        ui.say(format!(
-            "{}: weight {:.3}, val log loss {:.4}",
-            member.run.display(),
-            member.weight,
-            member.loss
-        ));
-    }
-    ui.say(format!(
-        "ensemble: val log loss {:.4} on {} records",
-        file.losses.last().copied().unwrap_or(f64::NAN),
-        file.records
-    ));
+    say_selection(ui, &file, &file.members.iter().collect::<Vec<_>>());
     let eval = match Predictor::load(out, device).and_then(|p| p.evaluate(None, Split::Test, &shown)) {
         Ok(record) => {
             say_eval(ui, &record);
@@ -60,6 +48,26 @@ pub fn build(folders: &[PathBuf], out: &Path, rounds: usize, ui: Ui, device: Dev
     write_report(out, &file, eval.as_ref())?;
     ui.say(format!("report: {}", out.join("report.md").display()));
     ui.result(&serde_json::json!({"ensemble": file, "eval": eval}))
+}
+
+/// The weights greedy selection gave `members` (of `file`) and the ensemble's loss on the
+/// records it selected on.
+pub fn say_selection(ui: Ui, file: &EnsembleFile, members: &[&Member]) {
+    for member in members {
+        ui.say(format!(
+            "{}: weight {:.3}, {} log loss {:.4}",
+            member.run.display(),
+            member.weight,
+            file.selected_on,
+            member.loss
+        ));
+    }
+    ui.say(format!(
+        "ensemble: {} log loss {:.4} on {} records",
+        file.selected_on,
+        file.losses.last().copied().unwrap_or(f64::NAN),
+        file.records
+    ));
 }
 
 /// The ensemble's `report.md`: members, weights and its evaluation.

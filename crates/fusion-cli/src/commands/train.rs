@@ -116,21 +116,9 @@ pub fn portfolio(
         }
     }
     let file = &portfolio.ensemble;
-    for member in file.members.iter().filter(|m| m.weight > 0.0) {
-        ui.say(format!(
-            "{}: weight {:.3}, {} log loss {:.4}",
-            member.run.display(),
-            member.weight,
-            file.selected_on,
-            member.loss
-        ));
-    }
-    ui.say(format!(
-        "ensemble: {} log loss {:.4} on {} records",
-        file.selected_on,
-        file.losses.last().copied().unwrap_or(f64::NAN),
-        file.records
-    ));
+    // Twenty fold runs of which most get no weight: only the chosen ones.
+    let chosen: Vec<_> = file.members.iter().filter(|m| m.weight > 0.0).collect();
+    super::ensemble::say_selection(ui, file, &chosen);
     if let Some(eval) = &portfolio.eval {
         say_eval(ui, eval);
     }
