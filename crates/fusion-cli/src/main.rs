@@ -152,6 +152,47 @@ enum Command {
         #[arg(long)]
         coverage: Option<f64>,
     },
+    /// Serve a trained run (or ensemble) over HTTP with dynamic batching: `POST
+    /// /v1/predict`, `GET /v1/signature`, `/healthz`, `/readyz`, `/metrics` and a page to
+    /// try the model at `/`. Stops on SIGTERM or Ctrl-C after answering what it admitted.
+    Serve {
+        /// Run or ensemble folder.
+        #[arg(long)]
+        run: PathBuf,
+        /// Address to listen on (loopback unless told otherwise; port 0 picks a free one).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: std::net::SocketAddr,
+        /// Most records in one pass through the model.
+        #[arg(long, default_value_t = 32)]
+        max_batch: usize,
+        /// Longest a request waits for others to join its batch, in milliseconds.
+        #[arg(long, default_value_t = 5)]
+        max_delay_ms: u64,
+        /// Most records admitted at once; a request beyond is answered 429 at once.
+        #[arg(long, default_value_t = 256)]
+        queue: usize,
+        /// Most records in one request.
+        #[arg(long, default_value_t = 64)]
+        max_records: usize,
+        /// Longest a request may take, in milliseconds.
+        #[arg(long, default_value_t = 30_000)]
+        deadline_ms: u64,
+        /// Requests decoded at once (default: the cores).
+        #[arg(long)]
+        decode_threads: Option<usize>,
+        /// Largest request body, in MiB.
+        #[arg(long, default_value_t = 64)]
+        max_body_mb: usize,
+        /// A file holding the bearer token `/v1/*` and `/metrics` require.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// The one folder whose files a request may name by path (none otherwise).
+        #[arg(long)]
+        files: Option<PathBuf>,
+        /// Where uploads are written while decoded (default: the system's temporary folder).
+        #[arg(long)]
+        scratch: Option<PathBuf>,
+    },
     /// Fit a run's (or ensemble's) calibration on its val split: a temperature for its
     /// class probabilities and the scores of conformal prediction sets, stored with it and
     /// applied by `eval` and `predict` from then on.
@@ -504,6 +545,41 @@ fn main() -> Result<()> {
             out,
             coverage,
         } => commands::predict::predict(&run, manifest.as_deref(), out.as_deref(), coverage, ui, device()?),
+        Command::Serve {
+            run,
+            addr,
+            max_batch,
+            max_delay_ms,
+            queue,
+            max_records,
+            deadline_ms,
+            decode_threads,
+            max_body_mb,
+            token_file,
+            files,
+            scratch,
+        } => {
+            let mut batch = fusion_serve::BatchOptions {
+                max_batch,
+                max_delay: std::time::Duration::from_millis(max_delay_ms),
+                queue,
+                max_records,
+                deadline: std::time::Duration::from_millis(deadline_ms),
+                ..Default::default()
+            };
+            if let Some(threads) = decode_threads {
+                batch.decode_threads = threads;
+            }
+            let options = commands::serve::Options {
+                addr,
+                batch,
+                max_body_bytes: max_body_mb << 20,
+                token_file,
+                files,
+                scratch,
+            };
+            commands::serve::serve(&run, options, ui, device()?)
+        }
         Command::Calibrate { run, manifest } => {
             commands::calibrate::calibrate(&run, manifest.as_deref(), ui, device()?)
         }

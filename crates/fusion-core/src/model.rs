@@ -14,7 +14,7 @@ use crate::{
 /// Turns one modality's input into an embedding `[B, D]` or a sequence `[B, T, D]`.
 /// Modality crates implement it for their encoders (CNNs, text transformers); the input
 /// may be anything batch-first (token ids, images, spectrograms).
-pub trait Encoder: std::fmt::Debug {
+pub trait Encoder: std::fmt::Debug + Send {
     /// Size of the last dimension of the output.
     fn output_dim(&self) -> i64;
     /// Checks a batch's features before encoding; the error says what was expected.

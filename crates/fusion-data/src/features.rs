@@ -744,7 +744,7 @@ impl std::str::FromStr for Shard {
 }
 
 /// Features of the good records of a manifest.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Extraction {
     /// The records with at least one configured modality extracted, in manifest order.
     pub records: Vec<Record>,

@@ -193,8 +193,9 @@ impl Record {
     }
 
     /// Resolves relative paths against `base` (the manifest's folder); with
-    /// [`PathScope::ManifestFolder`], a path that leaves it is an error naming the field.
-    fn resolve_paths(&mut self, base: &Path, scope: PathScope) -> std::result::Result<(), String> {
+    /// [`PathScope::ManifestFolder`], a path that leaves it, by its text or through a
+    /// symbolic link, is an error naming the field.
+    pub fn resolve_paths(&mut self, base: &Path, scope: PathScope) -> std::result::Result<(), String> {
         let fields = [
             ("text_path", &mut self.text_path),
             ("image", &mut self.image),

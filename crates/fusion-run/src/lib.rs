@@ -73,7 +73,7 @@ pub use portfolio::{
     BAG_BELOW_VAL, BAG_FOLDS, INTERACTION_EPOCHS, MAX_FOLDS, PORTFOLIO_ROUNDS, Portfolio, PortfolioOptions,
     portfolio_members, train_portfolio,
 };
-pub use predictor::{Observer, Prediction, Predictions, Predictor, build_ensemble};
+pub use predictor::{Observer, Prediction, Predictions, Predictor, Prepared, Preparer, build_ensemble};
 pub use preset::{HOLDOUT_FRACTION, Preset, zero_config};
 pub use run::{
     Run, Trained, build_model, decision, describe, example_inputs, export_features, held_out_split, prediction_dataset,

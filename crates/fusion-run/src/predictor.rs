@@ -8,7 +8,7 @@ use std::{
 };
 
 use fusion_core::{FusionModel, Task};
-use fusion_data::{Manifest, Problem, Record, Split};
+use fusion_data::{Extraction, FeatureSpec, Manifest, Problem, Record, Split};
 use serde::Serialize;
 use tch::{Device, nn};
 
@@ -104,6 +104,147 @@ pub struct Predictions {
     pub errors: Vec<Problem>,
     /// Records left out.
     pub skipped: usize,
+}
+
+/// Reads records into a [`Predictor`]'s features (see [`Predictor::preparer`]); holds no
+/// model, so it can be cloned onto other threads.
+#[derive(Debug, Clone)]
+pub struct Preparer {
+    /// Per member: its features and limits.
+    members: Vec<(Vec<FeatureSpec>, fusion_data::Limits)>,
+}
+
+impl Preparer {
+    /// Reads and decodes `records`' files within the runs' limits, each member's features
+    /// computed as in training (without the cache). A file that cannot be used leaves its
+    /// modality absent, said in [`Prepared::problems`].
+    pub fn prepare(&self, records: &[Record]) -> Result<Prepared> {
+        let manifest = Manifest {
+            path: PathBuf::from("(records)"),
+            records: records.to_vec(),
+            ..Manifest::default()
+        };
+        let members = self
+            .members
+            .iter()
+            .map(|(specs, limits)| {
+                let extraction = fusion_data::extract(&manifest, specs, None, None, limits, &|_| {})?;
+                Ok(Loaded {
+                    manifest: manifest.clone(),
+                    specs: specs.clone(),
+                    extraction,
+                    shard: None,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Prepared {
+            records: records.len(),
+            members,
+        })
+    }
+
+    /// The modalities read, with their features: the first run's (every run's, for an
+    /// ensemble, in order of first appearance).
+    pub fn modalities(&self) -> Vec<&FeatureSpec> {
+        let mut seen: Vec<&FeatureSpec> = Vec::new();
+        for spec in self.members.iter().flat_map(|(specs, _)| specs) {
+            if !seen.iter().any(|s| s.name == spec.name) {
+                seen.push(spec);
+            }
+        }
+        seen
+    }
+
+    /// The runs' limits on what a record's files may hold (the first run's: an ensemble's
+    /// members are checked to share one dataset, not one configuration).
+    pub fn limits(&self) -> &fusion_data::Limits {
+        &self.members[0].1
+    }
+}
+
+/// Records read into every member's features by a [`Preparer`], ready for
+/// [`Predictor::predict_prepared`].
+#[derive(Debug)]
+pub struct Prepared {
+    records: usize,
+    members: Vec<Loaded>,
+}
+
+/// Joins a group's index to a record id while groups share one pass (ids cannot hold it:
+/// manifests are text and the character is a control one).
+const GROUP_MARK: char = '\u{1f}';
+
+impl Prepared {
+    /// Records handed to [`Preparer::prepare`].
+    pub fn len(&self) -> usize {
+        self.records
+    }
+
+    /// Whether no record was handed.
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    /// Files that could not be used (their modality is absent for their record) and records
+    /// with no usable modality, as the first member read them.
+    pub fn problems(&self) -> impl Iterator<Item = &Problem> {
+        let extraction = &self.members[0].extraction;
+        extraction.problems.iter().chain(&extraction.absent)
+    }
+
+    /// Member `m`'s extractions of `groups` as one, each record id tagged with its group.
+    fn merged(groups: &[&Prepared], m: usize) -> Loaded {
+        let first = &groups[0].members[m];
+        let mut manifest = Manifest {
+            path: first.manifest.path.clone(),
+            ..Manifest::default()
+        };
+        let mut extraction = Extraction {
+            features: vec![Vec::new(); first.specs.len()],
+            keys: vec![Vec::new(); first.specs.len()],
+            ..Extraction::default()
+        };
+        let tag = |group: usize, id: &str| format!("{group}{GROUP_MARK}{id}");
+        for (group, prepared) in groups.iter().enumerate() {
+            let part = &prepared.members[m];
+            manifest.records.extend(part.manifest.records.iter().map(|r| Record {
+                id: tag(group, &r.id),
+                ..r.clone()
+            }));
+            extraction
+                .records
+                .extend(part.extraction.records.iter().map(|r| Record {
+                    id: tag(group, &r.id),
+                    ..r.clone()
+                }));
+            for (all, these) in extraction.features.iter_mut().zip(&part.extraction.features) {
+                all.extend(these.iter().cloned());
+            }
+            for (all, these) in extraction.keys.iter_mut().zip(&part.extraction.keys) {
+                all.extend(these.iter().cloned());
+            }
+            let tagged = |p: &Problem| Problem {
+                id: tag(group, &p.id),
+                ..p.clone()
+            };
+            extraction.problems.extend(part.extraction.problems.iter().map(tagged));
+            extraction.absent.extend(part.extraction.absent.iter().map(tagged));
+        }
+        Loaded {
+            manifest,
+            specs: first.specs.clone(),
+            extraction,
+            shard: None,
+        }
+    }
+
+    /// Removes the group tag from `id`; returns the group.
+    fn untag(id: &mut String) -> usize {
+        let (group, rest) = id.split_once(GROUP_MARK).expect("every merged record id is tagged");
+        let group = group.parse().expect("a group tag is a number");
+        *id = rest.to_string();
+        group
+    }
 }
 
 /// One run of the folder, its model built once.
@@ -389,30 +530,93 @@ impl Predictor {
     /// Predicts `records` from their raw files (features computed as in training, without
     /// the cache). A record whose file cannot be read or decoded is an error naming it.
     pub fn predict(&self, records: &[Record]) -> Result<Vec<Prediction>> {
-        let manifest = Manifest {
-            path: PathBuf::from("(records)"),
-            records: records.to_vec(),
-            ..Manifest::default()
-        };
+        let prepared = self.preparer().prepare(records)?;
+        // Here every file counts: a caller handing records expects each used as given.
+        if let Some(problem) = prepared.problems().next() {
+            return Err(Error::Record(describe(problem)));
+        }
+        Ok(self.predict_prepared(&[&prepared])?.remove(0).predictions)
+    }
+
+    /// What reads records into this model's features (every member's), without the model:
+    /// a server decodes requests with it on many threads while one thread predicts.
+    pub fn preparer(&self) -> Preparer {
+        Preparer {
+            members: self
+                .members
+                .iter()
+                .map(|m| (m.config.feature_specs(), m.config.limits.clone()))
+                .collect(),
+        }
+    }
+
+    /// Predicts several prepared groups of records in one pass through each member (the
+    /// groups' record ids may repeat one another); one [`Predictions`] per group, in
+    /// order. A record with an unusable file is predicted without that modality (its
+    /// `unusable` says which), one with no usable modality is in its group's `errors`.
+    pub fn predict_prepared(&self, groups: &[&Prepared]) -> Result<Vec<Predictions>> {
+        if let Some(group) = groups.iter().find(|g| g.members.len() != self.members.len()) {
+            return Err(Error::Config(format!(
+                "records prepared for {} runs, this folder has {}",
+                group.members.len(),
+                self.members.len()
+            )));
+        }
         let each = self
             .members
             .iter()
-            .map(|member| {
-                let specs = member.config.feature_specs();
-                let extraction = fusion_data::extract(&manifest, &specs, None, None, &member.config.limits, &|_| {})?;
-                // Here every file counts: a caller handing records expects each used as given.
-                if let Some(problem) = extraction.problems.first().or(extraction.absent.first()) {
-                    return Err(Error::Record(describe(problem)));
-                }
-                member.predict(&Loaded {
-                    manifest: manifest.clone(),
-                    specs,
-                    extraction,
-                    shard: None,
-                })
-            })
+            .enumerate()
+            .map(|(m, member)| member.predict(&Prepared::merged(groups, m)))
             .collect::<Result<Vec<_>>>()?;
-        Ok(self.finish(self.combine(each)?).predictions)
+        let all = self.finish(self.combine(each)?);
+        let mut split: Vec<Predictions> = groups
+            .iter()
+            .map(|_| Predictions {
+                predictions: Vec::new(),
+                errors: Vec::new(),
+                skipped: 0,
+            })
+            .collect();
+        for mut p in all.predictions {
+            let group = Prepared::untag(&mut p.id);
+            split[group].predictions.push(p);
+        }
+        for mut problem in all.errors {
+            let group = Prepared::untag(&mut problem.id);
+            split[group].errors.push(problem);
+        }
+        for (group, predictions) in groups.iter().zip(&mut split) {
+            // Records with no usable modality, once each.
+            let mut ids: Vec<&str> = predictions.errors.iter().map(|p| p.id.as_str()).collect();
+            ids.dedup();
+            predictions.skipped = ids.len();
+            debug_assert!(predictions.predictions.len() + predictions.skipped <= group.len());
+        }
+        Ok(split)
+    }
+
+    /// Exact per-modality Shapley values of the predictions of `prepared` (one run's model,
+    /// before any calibration; records with no usable modality are left out). An ensemble
+    /// has none: its members may differ in their modalities.
+    pub fn explain_prepared(&self, prepared: &Prepared) -> Result<fusion_core::ShapleyReport> {
+        let (None, [run]) = (&self.ensemble, self.members.as_slice()) else {
+            return Err(Error::Config(format!(
+                "{} is an ensemble of {} runs: explanations are of one run's modalities",
+                self.root.display(),
+                self.members.len()
+            )));
+        };
+        let loaded = &prepared.members[0];
+        let all: Vec<usize> = (0..loaded.extraction.records.len()).collect();
+        let data = crate::prediction_dataset(
+            &run.config,
+            &loaded.extraction,
+            &loaded.specs,
+            &all,
+            &self.classes,
+            run.model.device(),
+        )?;
+        Ok(fusion_core::shapley_values(&run.model, &data.data, EVAL_BATCH)?)
     }
 
     /// Predicts every usable record of `manifest` (default: each run's own), its features

@@ -1,0 +1,346 @@
+//! The HTTP endpoints over a [`Batcher`], and the server that runs them until a signal.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Instant, SystemTime},
+};
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, FromRequest, MatchedPath, Multipart, Request, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    middleware::{self, Next},
+    response::{Html, IntoResponse, Response},
+    routing::{get, post},
+};
+use fusion_run::{Prediction, Predictor};
+use serde::Serialize;
+use subtle::ConstantTimeEq;
+
+use crate::{Answer, BatchOptions, Batcher, Metrics, ServeError, request};
+
+pub use crate::request::Access;
+
+/// Everything `fusion serve` is started with.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Where to listen (loopback unless told otherwise).
+    pub addr: SocketAddr,
+    /// Batching and queue bounds.
+    pub batch: BatchOptions,
+    /// Token, allowed folder and scratch folder.
+    pub access: Access,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            batch: BatchOptions::default(),
+            access: Access::default(),
+            max_body_bytes: 64 << 20,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Shared {
+    batcher: Batcher,
+    access: Arc<Access>,
+}
+
+impl IntoResponse for ServeError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Busy => StatusCode::TOO_MANY_REQUESTS,
+            Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Deadline(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::Model(_) | Self::Internal(_) | Self::Options(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let mut response = (status, Json(serde_json::json!({"error": self.to_string()}))).into_response();
+        let headers = response.headers_mut();
+        match self {
+            Self::Busy | Self::ShuttingDown => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Self::Unauthorized => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+/// The endpoints over `batcher`, as a router an application can mount or nest:
+/// `GET /` (a page to try the model), `POST /v1/predict`, `GET /v1/signature`,
+/// `GET /healthz`, `GET /readyz` and `GET /metrics`. With a token in `access`, `/v1/*` and
+/// `/metrics` need it.
+pub fn router(batcher: Batcher, access: Access, max_body_bytes: usize) -> Router {
+    let shared = Shared {
+        batcher,
+        access: Arc::new(access),
+    };
+    let guarded = Router::new()
+        .route("/v1/predict", post(predict))
+        .route("/v1/signature", get(signature))
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(shared.clone(), authorize));
+    Router::new()
+        .route("/", get(|| async { Html(include_str!("page.html")) }))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .merge(guarded)
+        .layer(middleware::from_fn_with_state(shared.clone(), measure))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(shared)
+}
+
+/// Serves `predictor` at `options.addr` until SIGTERM or Ctrl-C; then refuses new
+/// requests, answers those admitted and returns. `listening` is told the bound address
+/// (a port of 0 picks a free one).
+pub async fn serve(
+    predictor: Predictor,
+    options: ServeOptions,
+    listening: impl FnOnce(SocketAddr),
+) -> Result<(), ServeError> {
+    let listener = tokio::net::TcpListener::bind(options.addr)
+        .await
+        .map_err(|e| ServeError::Options(format!("cannot listen on {}: {e}", options.addr)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| ServeError::Options(format!("cannot read the bound address: {e}")))?;
+    // Registered before anyone is told the address: from then on a SIGTERM stops the
+    // server gracefully, never the process outright.
+    let signals = StopSignals::register()?;
+    let batcher = Batcher::start(predictor, options.batch.clone(), Arc::new(Metrics::default()))?;
+    let app = router(batcher.clone(), options.access.clone(), options.max_body_bytes);
+    log(
+        "listening",
+        &[("addr", addr.to_string()), ("model", batcher.signature().name.clone())],
+    );
+    listening(addr);
+    let stopping = batcher.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let signal = signals.recv().await;
+            stopping.close();
+            log(
+                "stopping",
+                &[
+                    ("signal", signal.to_string()),
+                    ("in_flight", stopping.in_flight().to_string()),
+                ],
+            );
+        })
+        .await
+        .map_err(|e| ServeError::Internal(format!("the server failed: {e}")))?;
+    log("stopped", &[]);
+    Ok(())
+}
+
+/// SIGTERM and SIGINT, caught.
+struct StopSignals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn register() -> Result<Self, ServeError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let caught =
+            |kind: SignalKind| signal(kind).map_err(|e| ServeError::Options(format!("cannot catch stop signals: {e}")));
+        Ok(Self {
+            terminate: caught(SignalKind::terminate())?,
+            interrupt: caught(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Waits for either; returns its name.
+    async fn recv(mut self) -> &'static str {
+        tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+        }
+    }
+}
+
+/// One structured log line on standard error.
+fn log(event: &str, fields: &[(&str, String)]) {
+    let mut line = serde_json::Map::new();
+    let seconds = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    line.insert("time".into(), seconds.into());
+    line.insert("event".into(), event.into());
+    for (key, value) in fields {
+        line.insert((*key).into(), value.clone().into());
+    }
+    eprintln!("{}", serde_json::Value::Object(line));
+}
+
+async fn authorize(State(shared): State<Shared>, request: Request, next: Next) -> Response {
+    if let Some(token) = &shared.access.token {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+            return ServeError::Unauthorized.into_response();
+        }
+    }
+    next.run(request).await
+}
+
+async fn measure(State(shared): State<Shared>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let endpoint = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "other".to_string(), |p| p.as_str().to_string());
+    let response = next.run(request).await;
+    let status = response.status();
+    shared
+        .batcher
+        .metrics()
+        .request(&endpoint, status.as_u16(), started.elapsed().as_secs_f64());
+    if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
+        log(
+            "error",
+            &[("endpoint", endpoint), ("status", status.as_u16().to_string())],
+        );
+    }
+    response
+}
+
+async fn ready(State(shared): State<Shared>) -> Response {
+    if shared.batcher.is_closed() {
+        return ServeError::ShuttingDown.into_response();
+    }
+    Json(serde_json::json!({"ready": true, "model": shared.batcher.signature().name})).into_response()
+}
+
+async fn signature(State(shared): State<Shared>) -> Response {
+    Json(shared.batcher.signature()).into_response()
+}
+
+async fn metrics(State(shared): State<Shared>) -> Response {
+    let batcher = &shared.batcher;
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        batcher.metrics().render(batcher.queue_depth(), batcher.in_flight()),
+    )
+        .into_response()
+}
+
+/// One record's answer: its prediction and, when asked for, each modality's contribution.
+#[derive(Serialize)]
+struct Predicted {
+    #[serde(flatten)]
+    prediction: Prediction,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    explanation: Option<BTreeMap<String, f64>>,
+}
+
+/// A record that could not be predicted.
+#[derive(Serialize)]
+struct Unpredicted {
+    id: String,
+    error: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    modality: Option<String>,
+}
+
+#[derive(Serialize)]
+struct PredictResponse {
+    predictions: Vec<Predicted>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    errors: Vec<Unpredicted>,
+}
+
+async fn predict(State(shared): State<Shared>, headers: HeaderMap, request: Request) -> Result<Response, ServeError> {
+    let batcher = &shared.batcher;
+    if batcher.is_closed() {
+        return Err(ServeError::ShuttingDown);
+    }
+    let signature = batcher.signature().clone();
+    let limits = batcher.limits().clone();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let incoming = if content_type.starts_with("multipart/form-data") {
+        let multipart = Multipart::from_request(request, &())
+            .await
+            .map_err(|e| ServeError::BadRequest(e.body_text()))?;
+        request::from_multipart(multipart, &signature, &shared.access, &limits).await?
+    } else {
+        let bytes = Bytes::from_request(request, &()).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ServeError::TooLarge(format!("the body is over the server's limit: {}", e.body_text()))
+            } else {
+                ServeError::BadRequest(e.body_text())
+            }
+        })?;
+        let access = shared.access.clone();
+        tokio::task::spawn_blocking(move || request::from_json(&bytes, &signature, &access, &limits))
+            .await
+            .map_err(|e| ServeError::Internal(format!("reading the request stopped: {e}")))??
+    };
+    let Answer {
+        predictions,
+        explanation,
+    } = batcher.predict(incoming.records.clone(), incoming.explain).await?;
+    let mut explained = explanation.map(|report| {
+        let names = report.modalities;
+        report
+            .values
+            .into_iter()
+            .map(move |row| names.iter().cloned().zip(row).collect::<BTreeMap<_, _>>())
+    });
+    let answered: Vec<Predicted> = predictions
+        .predictions
+        .into_iter()
+        .map(|mut prediction| {
+            prediction.unusable = prediction.unusable.iter().map(|u| incoming.clean(u)).collect();
+            Predicted {
+                explanation: explained.as_mut().and_then(Iterator::next),
+                prediction,
+            }
+        })
+        .collect();
+    let errors = predictions
+        .errors
+        .iter()
+        .map(|problem| Unpredicted {
+            id: problem.id.clone(),
+            error: incoming.clean(&fusion_run::describe(problem)),
+            modality: problem.modality.clone(),
+        })
+        .collect();
+    // Nothing predicted: the request's files were the problem, not the server.
+    let status = if answered.is_empty() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(PredictResponse {
+            predictions: answered,
+            errors,
+        }),
+    )
+        .into_response())
+}

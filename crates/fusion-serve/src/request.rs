@@ -1,0 +1,356 @@
+//! A predict request's body turned into records: JSON with base64 files (or server-side
+//! paths, when the operator allows a folder) and one-record multipart uploads. Uploaded
+//! files are written into a private scratch folder removed with the request.
+
+use std::{collections::BTreeMap, path::PathBuf};
+
+use base64::Engine;
+use fusion_data::{PathScope, Record};
+use serde::Deserialize;
+use tempfile::TempDir;
+
+use crate::{ServeError, Signature};
+
+/// Fields of a record a request may give, by the run's modalities' fields.
+const FILE_FIELDS: [&str; 4] = ["text_path", "image", "audio", "video"];
+
+/// Where a request's files may come from.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// A bearer token every `/v1/*` and `/metrics` request must carry.
+    pub token: Option<String>,
+    /// The one folder (and below) whose files a request may name by path; none when unset.
+    pub files: Option<PathBuf>,
+    /// Where uploaded files are written while their request is decoded (the system's
+    /// temporary folder when unset).
+    pub scratch: Option<PathBuf>,
+}
+
+/// The records of one request, with the files they name.
+pub(crate) struct Incoming {
+    pub records: Vec<Record>,
+    pub explain: bool,
+    /// Uploaded files; removed when the request is done.
+    pub scratch: Option<TempDir>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Body {
+    records: Vec<RecordBody>,
+    #[serde(default)]
+    explain: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RecordBody {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    text_path: Option<FileBody>,
+    #[serde(default)]
+    image: Option<FileBody>,
+    #[serde(default)]
+    audio: Option<FileBody>,
+    #[serde(default)]
+    video: Option<FileBody>,
+    #[serde(default)]
+    table: BTreeMap<String, serde_json::Value>,
+}
+
+/// A file given in a JSON record: its bytes in base64, or a path in the allowed folder.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileBody {
+    #[serde(default)]
+    base64: Option<String>,
+    #[serde(default)]
+    path: Option<String>,
+}
+
+/// A file's contents or where it is.
+enum Source {
+    Bytes(Vec<u8>),
+    Path(String),
+}
+
+impl RecordBody {
+    fn files(&mut self) -> [(&'static str, Option<FileBody>); 4] {
+        [
+            ("text_path", self.text_path.take()),
+            ("image", self.image.take()),
+            ("audio", self.audio.take()),
+            ("video", self.video.take()),
+        ]
+    }
+}
+
+/// Reads a JSON predict body (`{"records": [...], "explain": bool}`).
+pub(crate) fn from_json(
+    bytes: &[u8],
+    signature: &Signature,
+    access: &Access,
+    limits: &fusion_data::Limits,
+) -> Result<Incoming, ServeError> {
+    let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
+    let body: Body = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let at = e.path().to_string();
+        let inner = e.into_inner();
+        ServeError::BadRequest(if at == "." {
+            format!("the body is not a predict request: {inner}")
+        } else {
+            format!("{at}: {inner}")
+        })
+    })?;
+    let mut records = Vec::with_capacity(body.records.len());
+    for (k, mut record) in body.records.into_iter().enumerate() {
+        let files = record
+            .files()
+            .into_iter()
+            .filter_map(|(field, file)| file.map(|f| (field, f)))
+            .map(|(field, file)| match (file.base64, file.path) {
+                (Some(text), None) => decode_base64(&text, field, limits).map(|b| (field, Source::Bytes(b))),
+                (None, Some(path)) => Ok((field, Source::Path(path))),
+                _ => Err(ServeError::BadRequest(format!(
+                    "records[{k}].{field}: give exactly one of `base64` and `path`"
+                ))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let table = record
+            .table
+            .into_iter()
+            .map(|(column, value)| cell(&column, value).map(|c| (column, c)))
+            .collect::<Result<_, _>>()
+            .map_err(|e| ServeError::BadRequest(format!("records[{k}].table: {e}")))?;
+        records.push(Draft {
+            id: record.id.unwrap_or_else(|| (k + 1).to_string()),
+            text: record.text,
+            table,
+            files,
+        });
+    }
+    build(records, body.explain, signature, access, limits)
+}
+
+/// One record of a request before its files are placed.
+pub(crate) struct Draft {
+    id: String,
+    text: Option<String>,
+    table: BTreeMap<String, String>,
+    files: Vec<(&'static str, Source)>,
+}
+
+/// Reads the fields of a one-record multipart upload: `id`, `explain`, `text`, files
+/// `text_path`, `image`, `audio`, `video`, and table cells `table.COLUMN`.
+pub(crate) async fn from_multipart(
+    mut multipart: axum::extract::Multipart,
+    signature: &Signature,
+    access: &Access,
+    limits: &fusion_data::Limits,
+) -> Result<Incoming, ServeError> {
+    let mut draft = Draft {
+        id: "1".into(),
+        text: None,
+        table: BTreeMap::new(),
+        files: Vec::new(),
+    };
+    let mut explain = false;
+    let bad = |e: axum::extract::multipart::MultipartError| {
+        let status = e.status();
+        let text = format!("multipart body: {}", e.body_text());
+        if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ServeError::TooLarge(text)
+        } else {
+            ServeError::BadRequest(text)
+        }
+    };
+    while let Some(field) = multipart.next_field().await.map_err(bad)? {
+        let name = field.name().unwrap_or_default().to_string();
+        if let Some(&file) = FILE_FIELDS.iter().find(|f| **f == name) {
+            let bytes = field.bytes().await.map_err(bad)?;
+            if bytes.is_empty() {
+                continue; // an empty file input of a form
+            }
+            check_size(bytes.len() as u64, file, limits)?;
+            draft.files.push((file, Source::Bytes(bytes.to_vec())));
+            continue;
+        }
+        let value = field.text().await.map_err(bad)?;
+        match name.as_str() {
+            "id" => draft.id = value,
+            "explain" => explain = matches!(value.as_str(), "true" | "1" | "on" | "yes"),
+            "text" if !value.is_empty() => draft.text = Some(value),
+            "text" => {}
+            other => match other.strip_prefix("table.") {
+                Some(column) => {
+                    draft.table.insert(column.to_string(), value);
+                }
+                None => {
+                    return Err(ServeError::BadRequest(format!(
+                        "multipart field `{other}`: expected id, explain, text, text_path, image, audio, video or table.COLUMN"
+                    )));
+                }
+            },
+        }
+    }
+    build(vec![draft], explain, signature, access, limits)
+}
+
+/// A table cell as a manifest reads it.
+fn cell(column: &str, value: serde_json::Value) -> Result<String, String> {
+    match value {
+        serde_json::Value::Null => Ok(String::new()),
+        serde_json::Value::String(text) => Ok(text),
+        serde_json::Value::Number(n) => Ok(n.to_string()),
+        serde_json::Value::Bool(b) => Ok(b.to_string()),
+        _ => Err(format!(
+            "cell `{column}`: expected a string, a number, a boolean or null"
+        )),
+    }
+}
+
+/// The limit on one file of `field`, in bytes.
+fn limit_of(field: &str, limits: &fusion_data::Limits) -> u64 {
+    if field == "text_path" {
+        limits.text_bytes
+    } else {
+        limits.file_bytes
+    }
+}
+
+fn check_size(bytes: u64, field: &str, limits: &fusion_data::Limits) -> Result<(), ServeError> {
+    let limit = limit_of(field, limits);
+    if bytes > limit {
+        return Err(ServeError::TooLarge(format!(
+            "`{field}`: {bytes} bytes, over the run's limit of {limit}"
+        )));
+    }
+    Ok(())
+}
+
+/// Decodes a base64 file, refusing it by its encoded length before decoding when too large.
+fn decode_base64(text: &str, field: &str, limits: &fusion_data::Limits) -> Result<Vec<u8>, ServeError> {
+    check_size((text.len() as u64 / 4) * 3, field, limits)?;
+    base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|e| ServeError::BadRequest(format!("`{field}`: not base64 ({e})")))
+}
+
+/// Checks the drafts against the model's modalities and places their files.
+fn build(
+    drafts: Vec<Draft>,
+    explain: bool,
+    signature: &Signature,
+    access: &Access,
+    limits: &fusion_data::Limits,
+) -> Result<Incoming, ServeError> {
+    let read: Vec<&str> = signature.modalities.iter().map(|m| m.field.as_str()).collect();
+    let columns: Vec<&str> = signature
+        .modalities
+        .iter()
+        .flat_map(|m| m.columns.iter().map(|c| c.name.as_str()))
+        .collect();
+    let reads = |field: &str| read.contains(&if field == "text_path" { "text" } else { field });
+    let mut seen = std::collections::HashSet::new();
+    let mut scratch: Option<TempDir> = None;
+    let mut records = Vec::with_capacity(drafts.len());
+    for (k, draft) in drafts.into_iter().enumerate() {
+        let at = format!("record {} ({})", k + 1, draft.id);
+        if !seen.insert(draft.id.clone()) {
+            return Err(ServeError::BadRequest(format!("{at}: the id is given twice")));
+        }
+        let given = draft
+            .files
+            .iter()
+            .map(|(f, _)| *f)
+            .chain(draft.text.as_ref().map(|_| "text"));
+        let given: Vec<&str> = given.chain((!draft.table.is_empty()).then_some("table")).collect();
+        if let Some(field) = given.iter().find(|f| !reads(f)) {
+            return Err(ServeError::BadRequest(format!(
+                "{at}: `{field}` is not read by this model (it reads {})",
+                read.join(", ")
+            )));
+        }
+        if let Some(column) = draft.table.keys().find(|c| !columns.contains(&c.as_str())) {
+            return Err(ServeError::BadRequest(format!(
+                "{at}: table column `{column}` is not one of this model's ({})",
+                columns.join(", ")
+            )));
+        }
+        let mut record = Record {
+            id: draft.id,
+            text: draft.text,
+            table: draft.table,
+            ..Record::default()
+        };
+        let mut uploads = Vec::new();
+        for (field, source) in draft.files {
+            match source {
+                Source::Path(path) => {
+                    let Some(folder) = &access.files else {
+                        return Err(ServeError::Forbidden(format!(
+                            "{at}: `{field}` names a file on the server, and this server reads none (the operator allows a folder with --files)"
+                        )));
+                    };
+                    *slot(&mut record, field) = Some(folder.join(path));
+                }
+                Source::Bytes(bytes) => uploads.push((field, bytes)),
+            }
+        }
+        if let Some(folder) = &access.files {
+            record
+                .resolve_paths(folder, PathScope::ManifestFolder)
+                .map_err(|e| ServeError::Forbidden(format!("{at}: {e}")))?;
+        }
+        for (field, bytes) in uploads {
+            check_size(bytes.len() as u64, field, limits)?;
+            let folder = match &scratch {
+                Some(folder) => folder,
+                None => scratch.insert(scratch_folder(access)?),
+            };
+            let path = folder.path().join(format!("{k}.{field}"));
+            std::fs::write(&path, bytes).map_err(|e| {
+                ServeError::Internal(format!("cannot write an upload into {}: {e}", folder.path().display()))
+            })?;
+            *slot(&mut record, field) = Some(path);
+        }
+        records.push(record);
+    }
+    Ok(Incoming {
+        records,
+        explain,
+        scratch,
+    })
+}
+
+fn slot<'r>(record: &'r mut Record, field: &str) -> &'r mut Option<PathBuf> {
+    match field {
+        "text_path" => &mut record.text_path,
+        "image" => &mut record.image,
+        "audio" => &mut record.audio,
+        _ => &mut record.video,
+    }
+}
+
+/// A private folder for one request's uploads (mode 0700 through `tempfile`).
+fn scratch_folder(access: &Access) -> Result<TempDir, ServeError> {
+    let root = access.scratch.clone().unwrap_or_else(std::env::temp_dir);
+    tempfile::Builder::new()
+        .prefix("fusion-request-")
+        .tempdir_in(&root)
+        .map_err(|e| ServeError::Internal(format!("cannot make a scratch folder in {}: {e}", root.display())))
+}
+
+impl Incoming {
+    /// `text` with the scratch folder's path replaced by `upload`: a caller sees which of
+    /// its files failed, not where the server keeps them.
+    pub fn clean(&self, text: &str) -> String {
+        match &self.scratch {
+            Some(folder) => text.replace(&*folder.path().to_string_lossy(), "upload"),
+            None => text.to_string(),
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! The server on a loopback port: predictions equal `fusion predict`'s, bad requests get
+//! their status and reason, a flood beyond the queue is refused at once.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
+
+use common::{as_request, multipart, predict, records, send, trained};
+use fusion_serve::{Access, BatchOptions, Batcher, Metrics};
+
+/// A server for `run` on an ephemeral loopback port, on a runtime of its own.
+struct Server {
+    addr: SocketAddr,
+    batcher: Batcher,
+    _runtime: tokio::runtime::Runtime,
+}
+
+fn start(run: &Path, batch: BatchOptions, access: Access, max_body_bytes: usize) -> Server {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let predictor = fusion_run::Predictor::load(run, tch::Device::Cpu).unwrap();
+    let batcher = Batcher::start(predictor, batch, Arc::new(Metrics::default())).unwrap();
+    let app = fusion_serve::router(batcher.clone(), access, max_body_bytes);
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    runtime.spawn(async move { axum::serve(listener, app).await });
+    Server {
+        addr,
+        batcher,
+        _runtime: runtime,
+    }
+}
+
+#[test]
+fn predictions_over_http_equal_fusion_predict_for_every_task() {
+    for task in ["classification", "multi_label", "regression"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (run, _) = trained(dir.path(), task);
+        // `fusion predict`'s path on the test records.
+        let test: Vec<serde_json::Value> = records(task, 40).into_iter().filter(|r| r["split"] == "test").collect();
+        let manifest = dir.path().join("test.jsonl");
+        let lines: Vec<String> = test.iter().map(|r| r.to_string()).collect();
+        std::fs::write(&manifest, lines.join("\n")).unwrap();
+        let predictor = fusion_run::Predictor::load(&run, tch::Device::Cpu).unwrap();
+        let expected = predictor.predict_manifest(Some(&manifest), &()).unwrap().predictions;
+        assert_eq!(expected.len(), test.len());
+        let batch = BatchOptions {
+            max_batch: 16,
+            max_delay: Duration::from_millis(50),
+            ..BatchOptions::default()
+        };
+        let server = start(&run, batch, Access::default(), 64 << 20);
+        // Five requests of four records at once: they share passes through the model.
+        let answers: Vec<serde_json::Value> = std::thread::scope(|scope| {
+            let handles: Vec<_> = test
+                .chunks(4)
+                .map(|chunk| {
+                    let body = serde_json::json!({"records": chunk.iter().map(as_request).collect::<Vec<_>>()});
+                    scope.spawn(move || predict(server.addr, &body, None).unwrap())
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| {
+                    let answer = h.join().unwrap();
+                    assert_eq!(answer.status, 200, "{}", answer.body);
+                    answer.json()["predictions"].as_array().unwrap().clone()
+                })
+                .collect()
+        });
+        assert_eq!(answers.len(), expected.len(), "{task}");
+        for (got, want) in answers.iter().zip(&expected) {
+            assert_eq!(got["id"], want.id.as_str());
+            assert_eq!(got["prediction"], want.prediction.as_str(), "{task} {}", want.id);
+            for (output, p) in &want.probabilities {
+                let served = got["probabilities"][output].as_f64().unwrap();
+                assert!(
+                    (served - f64::from(*p)).abs() < 1e-5,
+                    "{task} {} {output}: {served} vs {p}",
+                    want.id
+                );
+            }
+            assert_eq!(got["missing"], serde_json::json!([]));
+        }
+        let metrics = send(server.addr, "GET", "/metrics", &[], b"").unwrap().body;
+        let passes: f64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("fusion_batch_records_count "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(passes < 5.0, "{task}: five requests took {passes} passes:\n{metrics}");
+        let signature = send(server.addr, "GET", "/v1/signature", &[], b"").unwrap().json();
+        assert_eq!(signature["task"], task);
+        assert_eq!(
+            signature["outputs"].as_array().unwrap().len(),
+            predictor.outputs().len()
+        );
+    }
+}
+
+#[test]
+fn bad_requests_get_their_status_and_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let (run, _) = trained(dir.path(), "classification");
+    let allowed = dir.path().join("allowed");
+    std::fs::create_dir(&allowed).unwrap();
+    let record = &records("classification", 1)[1];
+    std::fs::copy(record["image"].as_str().unwrap(), allowed.join("digit.png")).unwrap();
+    std::fs::write(dir.path().join("outside.png"), b"secret").unwrap();
+    std::os::unix::fs::symlink(dir.path().join("outside.png"), allowed.join("link.png")).unwrap();
+    let access = Access {
+        token: Some("s3cret-token".into()),
+        files: Some(allowed.canonicalize().unwrap()),
+        scratch: None,
+    };
+    let server = start(&run, BatchOptions::default(), access, 1 << 20);
+    let token = Some("s3cret-token");
+    let good = serde_json::json!({"records": [as_request(record)], "explain": true});
+    let expect = |body: &serde_json::Value, token: Option<&str>, status: u16, words: &str| {
+        let answer = predict(server.addr, body, token).unwrap();
+        assert_eq!(answer.status, status, "{body:.200}: {}", answer.body);
+        let text = answer.json().to_string();
+        assert!(text.contains(words), "{words} not in {text}");
+        answer
+    };
+    // The token: missing, wrong, right.
+    let refused = expect(&good, None, 401, "bearer token");
+    assert!(
+        refused.headers.contains("www-authenticate: Bearer"),
+        "{}",
+        refused.headers
+    );
+    expect(&good, Some("s3cret-tokem"), 401, "bearer token");
+    let answer = expect(&good, token, 200, "prediction");
+    let explanation = &answer.json()["predictions"][0]["explanation"];
+    for modality in ["image", "audio", "text"] {
+        assert!(explanation[modality].is_f64(), "{explanation}");
+    }
+    assert_eq!(send(server.addr, "GET", "/metrics", &[], b"").unwrap().status, 401);
+    // Bodies that are not requests.
+    let raw = send(
+        server.addr,
+        "POST",
+        "/v1/predict",
+        &[
+            ("Authorization", "Bearer s3cret-token"),
+            ("Content-Type", "application/json"),
+        ],
+        b"{\"records\": [",
+    )
+    .unwrap();
+    assert_eq!(raw.status, 400, "{}", raw.body);
+    assert!(raw.body.contains("EOF"), "{}", raw.body);
+    expect(
+        &serde_json::json!({"records": [{"imag": {"base64": ""}}]}),
+        token,
+        400,
+        "records[0].imag: unknown field `imag`",
+    );
+    expect(
+        &serde_json::json!({"records": [{"video": {"base64": "AAAA"}}]}),
+        token,
+        400,
+        "`video` is not read by this model (it reads image, audio, text)",
+    );
+    expect(&serde_json::json!({"records": []}), token, 400, "no records");
+    expect(
+        &serde_json::json!({"records": [{"id": "a", "text": "x"}, {"id": "a", "text": "y"}]}),
+        token,
+        400,
+        "given twice",
+    );
+    expect(
+        &serde_json::json!({"records": [{"image": {"base64": "not base64!"}}]}),
+        token,
+        400,
+        "not base64",
+    );
+    // A file that does not decode: that record's image is absent; alone, nothing is predicted.
+    let broken = serde_json::json!({"records": [{"id": "b", "image": {"base64": "iVBORw0KGgpicm9rZW4="}}]});
+    let answer = expect(&broken, token, 422, "cannot decode image upload/0.image");
+    assert_eq!(answer.json()["errors"][0]["modality"], "image");
+    let mut half = as_request(record);
+    half["image"] = serde_json::json!({"base64": "iVBORw0KGgpicm9rZW4="});
+    let answer = expect(&serde_json::json!({"records": [half]}), token, 200, "prediction");
+    assert_eq!(answer.json()["predictions"][0]["missing"], serde_json::json!(["image"]));
+    assert!(
+        answer.json()["predictions"][0]["unusable"][0]
+            .as_str()
+            .unwrap()
+            .contains("upload/0.image")
+    );
+    // Over the body limit (1 MiB here).
+    let huge = serde_json::json!({"records": [{"text": "x".repeat(2 << 20)}]});
+    expect(&huge, token, 413, "limit");
+    // Files on the server: inside the allowed folder only, links out of it refused.
+    expect(
+        &serde_json::json!({"records": [{"image": {"path": "digit.png"}}]}),
+        token,
+        200,
+        "prediction",
+    );
+    expect(
+        &serde_json::json!({"records": [{"image": {"path": "../outside.png"}}]}),
+        token,
+        403,
+        "outside",
+    );
+    expect(
+        &serde_json::json!({"records": [{"image": {"path": "link.png"}}]}),
+        token,
+        403,
+        "symbolic link",
+    );
+    expect(
+        &serde_json::json!({"records": [{"image": {"path": "/etc/passwd"}}]}),
+        token,
+        403,
+        "outside",
+    );
+    // One record as a multipart upload.
+    let image = std::fs::read(record["image"].as_str().unwrap()).unwrap();
+    let (kind, body) = multipart(
+        &[("id", "m1"), ("text", "the seven"), ("explain", "true")],
+        &[("image", "d.png", &image)],
+    );
+    let answer = send(
+        server.addr,
+        "POST",
+        "/v1/predict",
+        &[("Authorization", "Bearer s3cret-token"), ("Content-Type", &kind)],
+        &body,
+    )
+    .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let json = answer.json();
+    assert_eq!(json["predictions"][0]["id"], "m1");
+    assert_eq!(json["predictions"][0]["missing"], serde_json::json!(["audio"]));
+    assert_eq!(json["predictions"][0]["explanation"]["audio"], 0.0);
+    let (kind, body) = multipart(&[("colour", "red")], &[]);
+    let answer = send(
+        server.addr,
+        "POST",
+        "/v1/predict",
+        &[("Authorization", "Bearer s3cret-token"), ("Content-Type", &kind)],
+        &body,
+    )
+    .unwrap();
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    assert!(answer.body.contains("multipart field `colour`"), "{}", answer.body);
+    // Health, readiness and the page need no token.
+    assert_eq!(send(server.addr, "GET", "/healthz", &[], b"").unwrap().status, 200);
+    assert_eq!(send(server.addr, "GET", "/readyz", &[], b"").unwrap().status, 200);
+    let page = send(server.addr, "GET", "/", &[], b"").unwrap();
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("/v1/signature") && page.body.contains("/v1/predict"));
+    let metrics = send(
+        server.addr,
+        "GET",
+        "/metrics",
+        &[("Authorization", "Bearer s3cret-token")],
+        b"",
+    )
+    .unwrap();
+    assert!(
+        metrics
+            .body
+            .contains("fusion_decode_failures_total{modality=\"image\"} 2"),
+        "{}",
+        metrics.body
+    );
+    assert!(
+        metrics
+            .body
+            .contains("fusion_requests_total{endpoint=\"/v1/predict\",status=\"401\"} 2"),
+        "{}",
+        metrics.body
+    );
+    server.batcher.close();
+    assert_eq!(send(server.addr, "GET", "/readyz", &[], b"").unwrap().status, 503);
+    let answer = predict(server.addr, &good, token).unwrap();
+    assert_eq!(answer.status, 503);
+    assert!(answer.headers.to_ascii_lowercase().contains("retry-after: 1"));
+}
+
+#[test]
+fn a_flood_beyond_the_queue_is_refused_at_once_and_every_admitted_request_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (run, _) = trained(dir.path(), "classification");
+    let batch = BatchOptions {
+        max_batch: 4,
+        max_delay: Duration::from_millis(20),
+        queue: 4,
+        decode_threads: 1,
+        max_records: 2,
+        ..BatchOptions::default()
+    };
+    let server = start(&run, batch, Access::default(), 64 << 20);
+    let test: Vec<serde_json::Value> = records("classification", 40)
+        .into_iter()
+        .filter(|r| r["split"] == "test")
+        .collect();
+    let body = serde_json::json!({"records": [as_request(&test[0]), as_request(&test[1])]});
+    let over = serde_json::json!({"records": [as_request(&test[0]), as_request(&test[1]), as_request(&test[2])]});
+    let answer = predict(server.addr, &over, None).unwrap();
+    assert_eq!(answer.status, 413, "{}", answer.body);
+    let most = std::sync::atomic::AtomicUsize::new(0);
+    let statuses: Vec<(u16, serde_json::Value)> = std::thread::scope(|scope| {
+        let watching = scope.spawn(|| {
+            for _ in 0..200 {
+                most.fetch_max(server.batcher.in_flight(), std::sync::atomic::Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        });
+        let handles: Vec<_> = (0..40)
+            .map(|_| scope.spawn(|| predict(server.addr, &body, None).unwrap()))
+            .collect();
+        let statuses = handles
+            .into_iter()
+            .map(|h| {
+                let a = h.join().unwrap();
+                (a.status, a.json())
+            })
+            .collect();
+        watching.join().unwrap();
+        statuses
+    });
+    let answered = statuses.iter().filter(|(s, _)| *s == 200).count();
+    let refused = statuses.iter().filter(|(s, _)| *s == 429).count();
+    assert_eq!(answered + refused, 40, "{statuses:?}");
+    assert!(refused > 0 && answered > 0, "{answered} answered, {refused} refused");
+    for (_, json) in statuses.iter().filter(|(s, _)| *s == 200) {
+        assert_eq!(json["predictions"].as_array().unwrap().len(), 2, "{json}");
+    }
+    assert!(most.into_inner() <= 4, "more records admitted than the queue holds");
+    assert_eq!(server.batcher.metrics().rejected_count(), refused as u64);
+    assert_eq!(server.batcher.in_flight(), 0);
+}
