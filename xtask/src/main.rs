@@ -8,6 +8,7 @@
 //! - `demo`   runs the main job on the built-in dataset.
 //! - `bench`  trains the AV-MNIST configurations and records the results table.
 //! - `fuzz`   runs one `cargo fuzz` target (nightly) from its seeds for a while.
+//! - `load`   a bounded HTTP load generator for the serving benchmarks.
 //! - `gpu-bundle` builds the binaries `benchmarks/gpu.sh` runs on a GPU machine.
 
 mod bench;
@@ -15,6 +16,7 @@ mod data;
 mod fetch;
 mod fuzz;
 mod gpu;
+mod load;
 mod models;
 mod paths;
 mod pth;
@@ -41,6 +43,10 @@ commands:
                                 whichever ends first (needs nightly and
                                 cargo-fuzz): wav_log_mel, image, video, tokens, manifest_jsonl,
                                 manifest_csv, feature_shard, run_config, checkpoint
+  load --addr HOST:PORT --body FILE [--path P] [--content-type T] [--concurrency C]
+       [--requests N] [--warmup W]
+                                POST one body N times over C kept-alive connections; prints
+                                requests/s and p50/p95/p99 latency (benchmarks/serve)
   gpu-bundle [--out DIR] [--debug] [--cpu]
                                 the release `fusion` and device-aware test binary, linked to CUDA,
                                 in DIR (default target/gpu-bundle) for `sh benchmarks/gpu.sh DIR`
@@ -65,6 +71,7 @@ fn main() -> Result<()> {
         "bench" => bench::run(&bench::Options::parse(rest)?).map(drop),
         "fuzz" => fuzz::run(rest),
         "gpu-bundle" => gpu::run(rest),
+        "load" => load::run(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())

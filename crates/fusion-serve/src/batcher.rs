@@ -25,7 +25,8 @@ pub struct BatchOptions {
     /// Most records in one pass through the model (a single larger request is a pass of
     /// its own).
     pub max_batch: usize,
-    /// Longest a request waits for others to join its batch.
+    /// Longest a request waits for others to join its batch (only while other admitted
+    /// requests are being decoded or queued; a lone request goes at once).
     pub max_delay: Duration,
     /// Most records admitted at once (decoding, queued or being predicted); a request
     /// beyond is refused at once ([`ServeError::Busy`]).
@@ -121,8 +122,11 @@ impl Batcher {
         // Admission bounds the queue, so the channel never fills.
         let (jobs, incoming) = mpsc::sync_channel(options.queue);
         let queued = Arc::new(AtomicUsize::new(0));
+        let admission = Arc::new(Semaphore::new(options.queue));
         let worker = Worker {
             predictor,
+            admission: admission.clone(),
+            queue: options.queue,
             incoming,
             max_batch: options.max_batch,
             max_delay: options.max_delay,
@@ -138,7 +142,7 @@ impl Batcher {
                 preparer,
                 signature,
                 metrics,
-                admission: Arc::new(Semaphore::new(options.queue)),
+                admission,
                 decoding: Semaphore::new(options.decode_threads),
                 options,
                 jobs,
@@ -260,16 +264,25 @@ struct Worker {
     max_delay: Duration,
     metrics: Arc<Metrics>,
     queued: Arc<AtomicUsize>,
+    admission: Arc<Semaphore>,
+    queue: usize,
 }
 
 impl Worker {
+    /// Records admitted and not yet answered, this batch's included.
+    fn in_flight(&self) -> usize {
+        self.queue - self.admission.available_permits()
+    }
+
     fn run(self) {
         while let Ok(first) = self.incoming.recv() {
             self.queued.fetch_sub(1, Ordering::SeqCst);
             let mut records = first.prepared.len();
             let mut batch = vec![first];
             let until = Instant::now() + self.max_delay;
-            while records < self.max_batch {
+            // Wait for more only while other admitted requests are on their way (decoding
+            // or queued): a lone request goes at once instead of waiting out the delay.
+            while records < self.max_batch && self.in_flight() > records {
                 let Some(left) = until.checked_duration_since(Instant::now()) else {
                     break;
                 };
