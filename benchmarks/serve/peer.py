@@ -1,6 +1,6 @@
 """The Python peer of `fusion serve` in benchmarks/serve: FastAPI + uvicorn serving the same
 run exported as TorchScript (`fusion export`), with the same request format and the same
-preprocessing steps (PIL: grey, resize, [0, 1]; WAV → 8 kHz → log-mel through torch.stft),
+preprocessing steps (PIL: grey or RGB, resize, [0, 1], ImageNet statistics for a pretrained encoder; WAV → 8 kHz → log-mel through torch.stft),
 one record per forward pass, as such servers are usually written.
 
     uvicorn --app-dir benchmarks/serve peer:app --port 18090 --workers 2
@@ -25,7 +25,14 @@ MODEL_PATH = os.environ["FUSION_PEER_MODEL"]
 MODEL = torch.jit.load(MODEL_PATH).eval()
 SIGNATURE = json.load(open(MODEL_PATH + ".json"))
 CLASSES = SIGNATURE["classes"]
-SAMPLE_RATE, N_FFT, HOP, N_MELS, FRAMES, SIZE = 8000, 256, 128, 40, 40, 28
+SAMPLE_RATE, N_FFT, HOP, N_MELS, FRAMES = 8000, 256, 128, 40, 40
+# The picture as the export reads it: flat grey pixels [B, S·S], or an RGB image
+# [B, 3, S, S] normalised with ImageNet's statistics (a frozen pretrained encoder).
+IMAGE_SHAPE = next(i["shape"] for i in SIGNATURE["inputs"] if i["name"] == "image.features")
+RGB = len(IMAGE_SHAPE) == 4
+SIZE = IMAGE_SHAPE[-1] if RGB else int(math.isqrt(IMAGE_SHAPE[-1]))
+MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
 def mel_filters(n_mels, n_fft, rate):
@@ -48,8 +55,11 @@ WINDOW = torch.hann_window(N_FFT)
 
 
 def image_features(data):
-    image = Image.open(io.BytesIO(data)).convert("L").resize((SIZE, SIZE), Image.BILINEAR)
-    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).reshape(-1)
+    image = Image.open(io.BytesIO(data)).convert("RGB" if RGB else "L").resize((SIZE, SIZE), Image.BILINEAR)
+    pixels = np.asarray(image, dtype=np.float32) / 255.0
+    if RGB:
+        return torch.from_numpy(((pixels - MEAN) / STD).transpose(2, 0, 1).copy())
+    return torch.from_numpy(pixels).reshape(-1)
 
 
 def audio_features(data):
@@ -83,7 +93,7 @@ def predict(body: dict):
             raise HTTPException(status_code=422, detail=str(e))
         with torch.no_grad():
             scores = MODEL(
-                image.reshape(1, -1), torch.ones(1, dtype=torch.bool),
+                image.unsqueeze(0) if RGB else image.reshape(1, -1), torch.ones(1, dtype=torch.bool),
                 audio.reshape(1, -1), torch.ones(1, dtype=torch.bool),
             )
             probabilities = torch.softmax(scores, dim=-1)[0].tolist()

@@ -4,19 +4,28 @@
 # requests/s and p50/p95/p99 latency at concurrency 1, 4, 16 and 64, one record (the demo's
 # image + audio) per request, through `cargo xtask load` (kept-alive connections).
 #
-#   sh benchmarks/serve/run.sh [PYTHON]      PYTHON: a venv's python with torch 2.11, fastapi,
-#                                            uvicorn, pillow, scipy (default: python3)
-# Needs `cargo build --release -p fusion-cli -p xtask`. Writes runs/serve-bench/results.jsonl.
+#   sh benchmarks/serve/run.sh [PYTHON [MODEL]]
+#     PYTHON: a venv's python with torch 2.11, fastapi, uvicorn, pillow, scipy (default: python3)
+#     MODEL:  mlp (default: the demo's image + audio MLPs, config.json) or frozen (a frozen
+#             pretrained EfficientNet-Lite0 on 224-pixel RGB pictures, config_frozen.json;
+#             needs `cargo xtask models`)
+# Needs `cargo build --release -p fusion-cli -p xtask`. Writes runs/serve-bench/MODEL/results.jsonl.
 set -eu
 cd "$(dirname "$0")/../.."
 PYTHON=${1:-python3}
+MODEL=${2:-mlp}
+case $MODEL in
+    mlp) CONFIG=benchmarks/serve/config.json ;;
+    frozen) CONFIG=benchmarks/serve/config_frozen.json ;;
+    *) echo "MODEL is mlp or frozen" >&2; exit 2 ;;
+esac
 FUSION=target/release/fusion
 LOAD=target/release/xtask
-OUT=runs/serve-bench
+OUT=runs/serve-bench/$MODEL
 REQUESTS=${REQUESTS:-400}
 mkdir -p "$OUT"
 if [ ! -f "$OUT/run/model.pt" ]; then
-    $FUSION --quiet train --config benchmarks/serve/config.json --run "$OUT/run" --device cpu
+    $FUSION --quiet train --config "$CONFIG" --run "$OUT/run" --device cpu
     $FUSION --quiet export --run "$OUT/run" --device cpu
 fi
 "$PYTHON" - "$OUT/body.json" <<'PY'

@@ -18,8 +18,9 @@ pub const TORCH_VERSION: &str = "2.11.0";
 const SLIM_CUDA_RUNTIME: [&str; 2] = ["nvidia-cuda-runtime~=13.0.0", "nvidia-cuda-cupti~=13.0.0"];
 
 /// Debian packages the build needs: FFmpeg's libraries for ffmpeg-next, clang for its
-/// bindgen, and the `ffmpeg` program that regenerates video fixtures.
-const DEBIAN_PACKAGES: [&str; 11] = [
+/// bindgen, the `ffmpeg` program that regenerates video fixtures, and the headless
+/// browser in which the suite tries `fusion serve`'s page.
+const DEBIAN_PACKAGES: [&str; 12] = [
     "libavcodec-dev",
     "libavformat-dev",
     "libavutil-dev",
@@ -31,6 +32,7 @@ const DEBIAN_PACKAGES: [&str; 11] = [
     "clang",
     "libclang-dev",
     "ffmpeg",
+    "chromium",
 ];
 
 /// Variables `setup` writes into `.cargo/local.toml`.

@@ -139,27 +139,44 @@ pub fn send(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]
     head += "\r\n";
     stream.write_all(head.as_bytes()).ok()?;
     stream.write_all(body).ok()?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).ok()?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n")?;
+    // Headers, then as many bytes as they announce (some servers keep the connection open).
+    let mut reader = std::io::BufReader::new(stream);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if std::io::BufRead::read_line(&mut reader, &mut line).ok()? == 0 {
+            return None;
+        }
+        if line == "\r\n" {
+            break;
+        }
+        head += &line;
+    }
     let status = head.split(' ').nth(1)?.parse().ok()?;
     let length: Option<usize> = head
         .lines()
         .find_map(|l| {
             l.to_ascii_lowercase()
-                .strip_prefix("content-length: ")
+                .strip_prefix("content-length:")
                 .map(str::to_string)
         })
         .and_then(|v| v.trim().parse().ok());
-    // A connection cut in the middle of the body is not an answer.
-    if length.is_some_and(|n| body.len() < n) {
-        return None;
+    let mut body = Vec::new();
+    match length {
+        // A connection cut in the middle of the body is not an answer.
+        Some(n) => {
+            body.resize(n, 0);
+            reader.read_exact(&mut body).ok()?;
+        }
+        None => {
+            reader.read_to_end(&mut body).ok()?;
+        }
     }
+    let body = String::from_utf8_lossy(&body).into_owned();
     Some(Answer {
         status,
-        headers: head.to_string(),
-        body: body.to_string(),
+        headers: head,
+        body,
     })
 }
 
