@@ -354,3 +354,88 @@ impl Incoming {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ModalitySignature, Signature};
+
+    fn signature() -> Signature {
+        Signature {
+            name: "run".into(),
+            version: "0".into(),
+            task: "classification".into(),
+            outputs: vec!["a".into(), "b".into()],
+            modalities: vec![ModalitySignature {
+                name: "image".into(),
+                field: "image".into(),
+                features: "pixels".into(),
+                columns: Vec::new(),
+            }],
+            members: 1,
+            calibrated: false,
+            explainable: true,
+        }
+    }
+
+    fn bad(body: serde_json::Value, limits: &fusion_data::Limits) -> ServeError {
+        match from_json(body.to_string().as_bytes(), &signature(), &Access::default(), limits) {
+            Ok(_) => panic!("{body} was accepted"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn files_over_the_runs_limit_are_refused_before_they_are_decoded() {
+        let limits = fusion_data::Limits {
+            file_bytes: 30,
+            ..Default::default()
+        };
+        // 40 base64 characters hold 30 bytes: at the limit; 44 hold 33: over it, refused by
+        // their length even though they are not valid base64.
+        let at = base64::engine::general_purpose::STANDARD.encode([7u8; 30]);
+        let incoming = from_json(
+            serde_json::json!({"records": [{"image": {"base64": at}}]})
+                .to_string()
+                .as_bytes(),
+            &signature(),
+            &Access::default(),
+            &limits,
+        )
+        .unwrap();
+        let path = incoming.records[0].image.clone().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), [7u8; 30]);
+        let scratch = incoming.scratch.as_ref().unwrap().path().to_path_buf();
+        assert!(path.starts_with(&scratch));
+        drop(incoming);
+        assert!(!scratch.exists(), "the uploads outlive their request");
+        let over = bad(
+            serde_json::json!({"records": [{"image": {"base64": "!".repeat(44)}}]}),
+            &limits,
+        );
+        assert!(
+            matches!(&over, ServeError::TooLarge(m) if m.contains("`image`: 33 bytes, over the run's limit of 30")),
+            "{over}"
+        );
+    }
+
+    #[test]
+    fn a_file_is_given_one_way() {
+        let limits = fusion_data::Limits::default();
+        let both = bad(
+            serde_json::json!({"records": [{"image": {"base64": "", "path": "a.png"}}]}),
+            &limits,
+        );
+        assert!(
+            matches!(&both, ServeError::BadRequest(m) if m.contains("exactly one of `base64` and `path`")),
+            "{both}"
+        );
+        let neither = bad(serde_json::json!({"records": [{"image": {}}]}), &limits);
+        assert!(matches!(neither, ServeError::BadRequest(_)));
+        let cell = bad(serde_json::json!({"records": [{"table": {"n": [1]}}]}), &limits);
+        assert!(
+            matches!(&cell, ServeError::BadRequest(m) if m.contains("cell `n`")),
+            "{cell}"
+        );
+    }
+}

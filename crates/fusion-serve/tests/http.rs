@@ -342,3 +342,120 @@ fn a_flood_beyond_the_queue_is_refused_at_once_and_every_admitted_request_answer
     assert_eq!(server.batcher.metrics().rejected_count(), refused as u64);
     assert_eq!(server.batcher.in_flight(), 0);
 }
+
+#[test]
+fn a_request_past_its_deadline_gets_504() {
+    let dir = tempfile::tempdir().unwrap();
+    let (run, _) = trained(dir.path(), "classification");
+    let batch = BatchOptions {
+        deadline: Duration::from_micros(50),
+        ..BatchOptions::default()
+    };
+    let server = start(&run, batch, Access::default(), 64 << 20);
+    let record = &records("classification", 1)[1];
+    let answer = predict(server.addr, &serde_json::json!({"records": [as_request(record)]}), None).unwrap();
+    assert_eq!(answer.status, 504, "{}", answer.body);
+    assert!(answer.body.contains("deadline"), "{}", answer.body);
+    // Nothing admitted is left behind.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(server.batcher.in_flight(), 0);
+}
+
+#[test]
+fn the_batcher_without_http_answers_many_tasks_as_predict_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (run, _) = trained(dir.path(), "classification");
+    let predictor = fusion_run::Predictor::load(&run, tch::Device::Cpu).unwrap();
+    let test: Vec<fusion_data::Record> = records("classification", 40)
+        .into_iter()
+        .filter(|r| r["split"] == "test")
+        .map(|r| serde_json::from_value(r).unwrap())
+        .collect();
+    let expected = predictor.predict(&test).unwrap();
+    let batcher = Batcher::start(predictor, BatchOptions::default(), Arc::new(Metrics::default())).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let answers = runtime.block_on(async {
+        let tasks: Vec<_> = test
+            .iter()
+            .map(|record| {
+                let (batcher, record) = (batcher.clone(), record.clone());
+                tokio::spawn(async move { batcher.predict(vec![record], false).await })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for task in tasks {
+            answers.push(task.await.unwrap().unwrap());
+        }
+        answers
+    });
+    for (answer, want) in answers.iter().zip(&expected) {
+        let got = &answer.predictions.predictions[0];
+        assert_eq!((&got.id, &got.prediction), (&want.id, &want.prediction));
+        for (a, b) in got.scores.iter().zip(&want.scores) {
+            assert!((a - b).abs() < 1e-5, "{}: {a} vs {b}", want.id);
+        }
+        assert!(answer.explanation.is_none());
+    }
+    // Twenty one-record tasks at once share passes through the model.
+    let text = batcher.metrics().render(0, 0);
+    let passes: usize = text
+        .lines()
+        .find_map(|l| l.strip_prefix("fusion_batch_records_count "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(passes < test.len(), "{passes} passes for {} records", test.len());
+}
+
+#[test]
+fn an_ensemble_folder_is_served_and_refuses_explanations() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let (first, _) = trained(&a, "classification");
+    let (second, _) = trained(&b, "classification");
+    let folder = dir.path().join("ensemble");
+    fusion_run::build_ensemble(&[first, second], &folder, 5, tch::Device::Cpu, &()).unwrap();
+    let test: Vec<serde_json::Value> = records("classification", 40)
+        .into_iter()
+        .filter(|r| r["split"] == "test")
+        .collect();
+    let manifest = dir.path().join("test.jsonl");
+    std::fs::write(
+        &manifest,
+        test.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("\n"),
+    )
+    .unwrap();
+    let predictor = fusion_run::Predictor::load(&folder, tch::Device::Cpu).unwrap();
+    let expected = predictor.predict_manifest(Some(&manifest), &()).unwrap().predictions;
+    let server = start(&folder, BatchOptions::default(), Access::default(), 64 << 20);
+    let signature = send(server.addr, "GET", "/v1/signature", &[], b"").unwrap().json();
+    assert_eq!(signature["explainable"], false);
+    let members = predictor
+        .ensemble()
+        .unwrap()
+        .members
+        .iter()
+        .filter(|m| m.weight > 0.0)
+        .count();
+    assert_eq!(signature["members"], members);
+    let body = serde_json::json!({"records": test.iter().take(6).map(as_request).collect::<Vec<_>>()});
+    let answer = predict(server.addr, &body, None).unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    for (got, want) in answer.json()["predictions"].as_array().unwrap().iter().zip(&expected) {
+        assert_eq!(got["prediction"], want.prediction.as_str());
+        assert_eq!(got["members"], want.members.unwrap());
+        let served = got["confidence"].as_f64().unwrap();
+        assert!((served - f64::from(want.confidence.unwrap())).abs() < 1e-5);
+    }
+    let mut explained = body.clone();
+    explained["explain"] = true.into();
+    let answer = predict(server.addr, &explained, None).unwrap();
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    assert!(answer.body.contains("ensemble"), "{}", answer.body);
+}
