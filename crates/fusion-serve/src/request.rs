@@ -356,6 +356,7 @@ impl Incoming {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::{ModalitySignature, Signature};
