@@ -183,6 +183,10 @@ enum Command {
         /// Largest request body, in MiB.
         #[arg(long, default_value_t = 64)]
         max_body_mb: usize,
+        /// Most MiB of request bodies held at once; a body beyond is answered 429 before it
+        /// is read.
+        #[arg(long, default_value_t = 256)]
+        bodies_mb: usize,
         /// A file holding the bearer token `/v1/*` and `/metrics` require.
         #[arg(long)]
         token_file: Option<PathBuf>,
@@ -555,6 +559,7 @@ fn main() -> Result<()> {
             deadline_ms,
             decode_threads,
             max_body_mb,
+            bodies_mb,
             token_file,
             files,
             scratch,
@@ -574,6 +579,7 @@ fn main() -> Result<()> {
                 addr,
                 batch,
                 max_body_bytes: max_body_mb << 20,
+                bodies_bytes: bodies_mb << 20,
                 token_file,
                 files,
                 scratch,

@@ -174,6 +174,9 @@ const MAX_TOKEN_ID: u32 = 1 << 24;
 pub struct Prepared {
     #[cfg(feature = "text")]
     tokenizer: Option<fusion_text::TextTokenizer>,
+    /// Log-mel's FFT plan, window and filters.
+    #[cfg(feature = "audio")]
+    mel: Option<fusion_audio::MelExtractor>,
     /// The limits files are decoded within (set by [`extract`]; the defaults otherwise).
     limits: crate::Limits,
 }
@@ -297,7 +300,7 @@ impl FeatureConfig {
         hex(&hasher.finalize())
     }
 
-    /// Loads what computing these features needs (a tokenizer), once.
+    /// Loads what computing these features needs (a tokenizer, log-mel's filters), once.
     pub fn prepare(&self) -> Result<Prepared> {
         match self {
             #[cfg(feature = "text")]
@@ -310,6 +313,11 @@ impl FeatureConfig {
             }),
             #[cfg(not(feature = "text"))]
             Self::Tokens { .. } => Err(Error::Config(missing_feature("text"))),
+            #[cfg(feature = "audio")]
+            Self::LogMel(mel) | Self::LogMelStats(mel) | Self::SoundTrack(mel) => Ok(Prepared {
+                mel: Some(mel.extractor().map_err(|e| Error::Config(format!("log-mel: {e}")))?),
+                ..Prepared::default()
+            }),
             _ => Ok(Prepared::default()),
         }
     }
@@ -332,7 +340,7 @@ impl FeatureConfig {
         path: &Path,
     ) -> std::result::Result<Option<Vec<f32>>, String> {
         if let Self::SoundTrack(mel) = self {
-            return sound_track_of(mel, path, &prepared.limits);
+            return sound_track_of(mel, path, prepared);
         }
         self.compute_present(prepared, bytes, path).map(Some)
     }
@@ -345,8 +353,8 @@ impl FeatureConfig {
             Self::Image { size, grey, normalize } => {
                 image_values(bytes, path, *size, *grey, *normalize, &prepared.limits)
             }
-            Self::LogMel(mel) => log_mel_of(mel, bytes, path, &prepared.limits),
-            Self::LogMelStats(mel) => log_mel_stats_of(mel, bytes, path, &prepared.limits),
+            Self::LogMel(mel) => log_mel_of(mel, bytes, path, prepared),
+            Self::LogMelStats(mel) => log_mel_stats_of(mel, bytes, path, prepared),
             Self::SoundTrack(_) => Err("a sound track is read by compute_prepared".into()),
             Self::HashedWords { dim } => {
                 let text = std::str::from_utf8(bytes).map_err(|e| format!("text is not UTF-8: {e}"))?;
@@ -400,9 +408,9 @@ fn log_mel_of(
     mel: &LogMelConfig,
     bytes: &[u8],
     path: &Path,
-    limits: &crate::Limits,
+    prepared: &Prepared,
 ) -> std::result::Result<Vec<f32>, String> {
-    mel.compute(&samples_of(mel, bytes, path, limits)?)
+    mel.compute(&samples_of(mel, bytes, path, &prepared.limits)?, prepared.mel.as_ref())
 }
 
 #[cfg(feature = "audio")]
@@ -410,18 +418,18 @@ fn log_mel_stats_of(
     mel: &LogMelConfig,
     bytes: &[u8],
     path: &Path,
-    limits: &crate::Limits,
+    prepared: &Prepared,
 ) -> std::result::Result<Vec<f32>, String> {
-    mel.statistics(&samples_of(mel, bytes, path, limits)?)
+    mel.statistics(&samples_of(mel, bytes, path, &prepared.limits)?, prepared.mel.as_ref())
 }
 
 #[cfg(not(feature = "audio"))]
-fn log_mel_of(_: &LogMelConfig, _: &[u8], _: &Path, _: &crate::Limits) -> std::result::Result<Vec<f32>, String> {
+fn log_mel_of(_: &LogMelConfig, _: &[u8], _: &Path, _: &Prepared) -> std::result::Result<Vec<f32>, String> {
     Err(missing_feature("audio"))
 }
 
 #[cfg(not(feature = "audio"))]
-fn log_mel_stats_of(_: &LogMelConfig, _: &[u8], _: &Path, _: &crate::Limits) -> std::result::Result<Vec<f32>, String> {
+fn log_mel_stats_of(_: &LogMelConfig, _: &[u8], _: &Path, _: &Prepared) -> std::result::Result<Vec<f32>, String> {
     Err(missing_feature("audio"))
 }
 
@@ -429,17 +437,17 @@ fn log_mel_stats_of(_: &LogMelConfig, _: &[u8], _: &Path, _: &crate::Limits) -> 
 fn sound_track_of(
     mel: &LogMelConfig,
     path: &Path,
-    limits: &crate::Limits,
+    prepared: &Prepared,
 ) -> std::result::Result<Option<Vec<f32>>, String> {
-    match fusion_video::read_sound_track_within(path, mel.sample_rate, &limits.video()) {
-        Ok(Some(track)) => mel.compute(&track.samples).map(Some),
+    match fusion_video::read_sound_track_within(path, mel.sample_rate, &prepared.limits.video()) {
+        Ok(Some(track)) => mel.compute(&track.samples, prepared.mel.as_ref()).map(Some),
         Ok(None) => Ok(None),
         Err(e) => Err(e.to_string()),
     }
 }
 
 #[cfg(not(all(feature = "audio", feature = "video")))]
-fn sound_track_of(_: &LogMelConfig, _: &Path, _: &crate::Limits) -> std::result::Result<Option<Vec<f32>>, String> {
+fn sound_track_of(_: &LogMelConfig, _: &Path, _: &Prepared) -> std::result::Result<Option<Vec<f32>>, String> {
     Err(missing_feature("audio` and `video"))
 }
 
@@ -535,11 +543,22 @@ impl LogMelConfig {
 
     /// The clip's log-mel bands first `[n_mels, T]` (T its own frames), in dB relative
     /// to its peak with an 80 dB floor, mapped to `[0, 1]`.
-    fn scaled_log_mel(&self, samples: &[f32]) -> std::result::Result<fusion_audio::Spectrogram, String> {
+    fn scaled_log_mel(
+        &self,
+        samples: &[f32],
+        prepared: Option<&fusion_audio::MelExtractor>,
+    ) -> std::result::Result<fusion_audio::Spectrogram, String> {
         if samples.is_empty() {
             return Err("the recording has no samples".into());
         }
-        let extractor = self.extractor().map_err(|e| e.to_string())?;
+        let built;
+        let extractor = match prepared {
+            Some(extractor) => extractor,
+            None => {
+                built = self.extractor().map_err(|e| e.to_string())?;
+                &built
+            }
+        };
         let db = fusion_audio::DbConfig {
             reference: fusion_audio::DbReference::Max,
             amin: 1e-10,
@@ -554,8 +573,12 @@ impl LogMelConfig {
     }
 
     /// `[frames, n_mels]`, time first, of a mono signal at `sample_rate`.
-    fn compute(&self, samples: &[f32]) -> std::result::Result<Vec<f32>, String> {
-        let fixed = fusion_audio::fixed_width(&self.scaled_log_mel(samples)?, self.frames);
+    fn compute(
+        &self,
+        samples: &[f32],
+        prepared: Option<&fusion_audio::MelExtractor>,
+    ) -> std::result::Result<Vec<f32>, String> {
+        let fixed = fusion_audio::fixed_width(&self.scaled_log_mel(samples, prepared)?, self.frames);
         // The spectrogram is bands first: transpose to frames first.
         let mut out = Vec::with_capacity(fixed.rows * fixed.frames);
         for t in 0..fixed.frames {
@@ -569,8 +592,12 @@ impl LogMelConfig {
     /// `[4 · n_mels]`: per band, over the clip's first `frames` frames, the mean and
     /// standard deviation of the level, then the mean absolute value and standard
     /// deviation of its change from one frame to the next.
-    fn statistics(&self, samples: &[f32]) -> std::result::Result<Vec<f32>, String> {
-        let log_mel = self.scaled_log_mel(samples)?;
+    fn statistics(
+        &self,
+        samples: &[f32],
+        prepared: Option<&fusion_audio::MelExtractor>,
+    ) -> std::result::Result<Vec<f32>, String> {
+        let log_mel = self.scaled_log_mel(samples, prepared)?;
         let frames = log_mel.frames.min(self.frames);
         let mut out = vec![0f32; log_mel.rows * STATS_PER_BAND];
         if frames == 0 {
@@ -1076,7 +1103,7 @@ pub const EXTRACT_CHUNK: usize = 1024;
 /// modality absent for its record ([`Extraction::absent`]); a record left with none of the
 /// configured modalities is left out ([`Extraction::problems`]). Files are read and decoded
 /// within `limits` (those of validation). `progress` is called with the number of records
-/// done so far.
+/// done so far. (An [`Extractor`] does the same many times over, its setup done once.)
 pub fn extract(
     manifest: &Manifest,
     specs: &[FeatureSpec],
@@ -1085,149 +1112,191 @@ pub fn extract(
     limits: &crate::Limits,
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<Extraction> {
-    for (i, spec) in specs.iter().enumerate() {
-        spec.config.validate(&format!("modalities[{i}].features"))?;
-    }
-    let prepared: Vec<Prepared> = specs
-        .iter()
-        .map(|s| {
-            s.config.prepare().map(|mut prepared| {
-                prepared.limits = limits.clone();
-                prepared
+    Extractor::new(specs, limits)?.extract(manifest, cache, shard, progress)
+}
+
+/// Feature configurations checked, with what computing them needs (tokenizers, log-mel
+/// filters) loaded once: for extracting many small manifests, as a server does per request.
+#[derive(Debug)]
+pub struct Extractor {
+    specs: Vec<FeatureSpec>,
+    prepared: Vec<Prepared>,
+    limits: crate::Limits,
+}
+
+impl Extractor {
+    /// Checks `specs` and loads what they need; files will be decoded within `limits`.
+    pub fn new(specs: &[FeatureSpec], limits: &crate::Limits) -> Result<Self> {
+        for (i, spec) in specs.iter().enumerate() {
+            spec.config.validate(&format!("modalities[{i}].features"))?;
+        }
+        let prepared = specs
+            .iter()
+            .map(|s| {
+                s.config.prepare().map(|mut prepared| {
+                    prepared.limits = limits.clone();
+                    prepared
+                })
             })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            specs: specs.to_vec(),
+            prepared,
+            limits: limits.clone(),
         })
-        .collect::<Result<_>>()?;
-    let stored: Vec<HashMap<String, Vec<f32>>> = match cache {
-        Some(cache) => specs.iter().map(|s| cache.load(&s.config)).collect::<Result<_>>()?,
-        None => specs.iter().map(|_| HashMap::new()).collect(),
-    };
-    // Per modality, where a vector computed in an earlier chunk is (a file may appear twice).
-    let mut computed_at: Vec<HashMap<String, usize>> = vec![HashMap::new(); specs.len()];
-    let records: Vec<&Record> = manifest
-        .records
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| shard.is_none_or(|s| i % s.count == s.index))
-        .map(|(_, r)| r)
-        .collect();
-    let done = AtomicUsize::new(0);
-    // Per modality: nothing (absent), the values, or why its file could not be used.
-    type Outcome = Vec<std::result::Result<Option<(String, Vec<f32>, bool)>, Problem>>;
-    let mut extraction = Extraction {
-        records: Vec::new(),
-        features: vec![Vec::new(); specs.len()],
-        keys: vec![Vec::new(); specs.len()],
-        problems: Vec::new(),
-        absent: Vec::new(),
-        cached: 0,
-        computed: 0,
-        cache_errors: Vec::new(),
-    };
-    // In chunks, each cached as soon as it is done: a killed extraction keeps its work.
-    for chunk in records.chunks(EXTRACT_CHUNK) {
-        let outcomes: Vec<Outcome> = chunk
-            .par_iter()
-            .map(|record| {
-                let outcome = specs
-                    .iter()
-                    .enumerate()
-                    .zip(&stored)
-                    .zip(&prepared)
-                    .map(|(((m, spec), stored), prepared)| {
-                        let problem = |path: Option<PathBuf>, reason: String| Problem {
-                            id: record.id.clone(),
-                            modality: Some(spec.name.clone()),
-                            path,
-                            reason,
-                        };
-                        let Some(found) = source(record, spec.config.modality(), limits) else {
-                            return Ok(None);
-                        };
-                        let (bytes, path) = found.map_err(|(path, reason)| problem(Some(path), reason))?;
-                        let key = hex(&Sha256::digest(&bytes));
-                        let earlier = computed_at[m]
-                            .get(&key)
-                            .and_then(|&row| extraction.features[m][row].as_ref());
-                        if let Some(values) = stored.get(&key).or(earlier) {
-                            return Ok(Some((key, values.clone(), true)));
-                        }
-                        let values = spec
-                            .config
-                            .compute_prepared(prepared, &bytes, &path)
-                            .map_err(|reason| problem(Some(path.clone()), reason))?;
-                        Ok(values.map(|values| (key, values, false)))
-                    })
-                    .collect();
-                progress(done.fetch_add(1, Ordering::Relaxed) + 1);
-                outcome
-            })
+    }
+
+    /// The features extracted, in order.
+    pub fn specs(&self) -> &[FeatureSpec] {
+        &self.specs
+    }
+
+    /// The limits files are decoded within.
+    pub fn limits(&self) -> &crate::Limits {
+        &self.limits
+    }
+
+    /// [`extract`] with these features.
+    pub fn extract(
+        &self,
+        manifest: &Manifest,
+        cache: Option<&FeatureCache>,
+        shard: Option<Shard>,
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> Result<Extraction> {
+        let (specs, prepared, limits) = (&self.specs, &self.prepared, &self.limits);
+        let stored: Vec<HashMap<String, Vec<f32>>> = match cache {
+            Some(cache) => specs.iter().map(|s| cache.load(&s.config)).collect::<Result<_>>()?,
+            None => specs.iter().map(|_| HashMap::new()).collect(),
+        };
+        // Per modality, where a vector computed in an earlier chunk is (a file may appear twice).
+        let mut computed_at: Vec<HashMap<String, usize>> = vec![HashMap::new(); specs.len()];
+        let records: Vec<&Record> = manifest
+            .records
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| shard.is_none_or(|s| i % s.count == s.index))
+            .map(|(_, r)| r)
             .collect();
-        // Per modality, the rows this chunk computed, by key: cached from where they lie.
-        let mut fresh: Vec<BTreeMap<String, usize>> = vec![BTreeMap::new(); specs.len()];
-        for (record, outcome) in chunk.iter().copied().zip(outcomes) {
-            let mut failed = Vec::new();
-            let values: Vec<Option<(String, Vec<f32>, bool)>> = outcome
-                .into_iter()
-                .map(|value| {
-                    value.unwrap_or_else(|problem| {
-                        failed.push(problem);
-                        None
-                    })
+        let done = AtomicUsize::new(0);
+        // Per modality: nothing (absent), the values, or why its file could not be used.
+        type Outcome = Vec<std::result::Result<Option<(String, Vec<f32>, bool)>, Problem>>;
+        let mut extraction = Extraction {
+            records: Vec::new(),
+            features: vec![Vec::new(); specs.len()],
+            keys: vec![Vec::new(); specs.len()],
+            problems: Vec::new(),
+            absent: Vec::new(),
+            cached: 0,
+            computed: 0,
+            cache_errors: Vec::new(),
+        };
+        // In chunks, each cached as soon as it is done: a killed extraction keeps its work.
+        for chunk in records.chunks(EXTRACT_CHUNK) {
+            let outcomes: Vec<Outcome> = chunk
+                .par_iter()
+                .map(|record| {
+                    let outcome = specs
+                        .iter()
+                        .enumerate()
+                        .zip(&stored)
+                        .zip(prepared)
+                        .map(|(((m, spec), stored), prepared)| {
+                            let problem = |path: Option<PathBuf>, reason: String| Problem {
+                                id: record.id.clone(),
+                                modality: Some(spec.name.clone()),
+                                path,
+                                reason,
+                            };
+                            let Some(found) = source(record, spec.config.modality(), limits) else {
+                                return Ok(None);
+                            };
+                            let (bytes, path) = found.map_err(|(path, reason)| problem(Some(path), reason))?;
+                            let key = hex(&Sha256::digest(&bytes));
+                            let earlier = computed_at[m]
+                                .get(&key)
+                                .and_then(|&row| extraction.features[m][row].as_ref());
+                            if let Some(values) = stored.get(&key).or(earlier) {
+                                return Ok(Some((key, values.clone(), true)));
+                            }
+                            let values = spec
+                                .config
+                                .compute_prepared(prepared, &bytes, &path)
+                                .map_err(|reason| problem(Some(path.clone()), reason))?;
+                            Ok(values.map(|values| (key, values, false)))
+                        })
+                        .collect();
+                    progress(done.fetch_add(1, Ordering::Relaxed) + 1);
+                    outcome
                 })
                 .collect();
-            // Two feature configurations of one file (e.g. pixels and an image) fail once.
-            let mut seen = std::collections::HashSet::new();
-            failed.retain(|p| seen.insert((p.modality.clone(), p.path.clone())));
-            if values.iter().all(Option::is_none) {
-                if failed.is_empty() {
-                    extraction.problems.push(Problem {
-                        id: record.id.clone(),
-                        modality: None,
-                        path: None,
-                        reason: format!(
-                            "has none of the configured modalities ({})",
-                            specs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
-                        ),
-                    });
-                }
-                // Else its unusable files say why it is left out.
-                extraction.problems.append(&mut failed);
-                continue;
-            }
-            extraction.absent.append(&mut failed);
-            extraction.records.push(record.clone());
-            for (m, value) in values.into_iter().enumerate() {
-                let row = extraction.features[m].len();
-                extraction.keys[m].push(value.as_ref().map(|(key, _, _)| key.clone()));
-                extraction.features[m].push(value.map(|(key, values, cached)| {
-                    if cached {
-                        extraction.cached += 1;
-                    } else {
-                        extraction.computed += 1;
-                        fresh[m].insert(key, row);
+            // Per modality, the rows this chunk computed, by key: cached from where they lie.
+            let mut fresh: Vec<BTreeMap<String, usize>> = vec![BTreeMap::new(); specs.len()];
+            for (record, outcome) in chunk.iter().copied().zip(outcomes) {
+                let mut failed = Vec::new();
+                let values: Vec<Option<(String, Vec<f32>, bool)>> = outcome
+                    .into_iter()
+                    .map(|value| {
+                        value.unwrap_or_else(|problem| {
+                            failed.push(problem);
+                            None
+                        })
+                    })
+                    .collect();
+                // Two feature configurations of one file (e.g. pixels and an image) fail once.
+                let mut seen = std::collections::HashSet::new();
+                failed.retain(|p| seen.insert((p.modality.clone(), p.path.clone())));
+                if values.iter().all(Option::is_none) {
+                    if failed.is_empty() {
+                        extraction.problems.push(Problem {
+                            id: record.id.clone(),
+                            modality: None,
+                            path: None,
+                            reason: format!(
+                                "has none of the configured modalities ({})",
+                                specs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+                            ),
+                        });
                     }
-                    values
-                }));
+                    // Else its unusable files say why it is left out.
+                    extraction.problems.append(&mut failed);
+                    continue;
+                }
+                extraction.absent.append(&mut failed);
+                extraction.records.push(record.clone());
+                for (m, value) in values.into_iter().enumerate() {
+                    let row = extraction.features[m].len();
+                    extraction.keys[m].push(value.as_ref().map(|(key, _, _)| key.clone()));
+                    extraction.features[m].push(value.map(|(key, values, cached)| {
+                        if cached {
+                            extraction.cached += 1;
+                        } else {
+                            extraction.computed += 1;
+                            fresh[m].insert(key, row);
+                        }
+                        values
+                    }));
+                }
             }
-        }
-        for (m, rows) in fresh.iter().enumerate() {
-            computed_at[m].extend(rows.iter().map(|(key, &row)| (key.clone(), row)));
-        }
-        let Some(cache) = cache else { continue };
-        for (m, (spec, rows)) in specs.iter().zip(&fresh).enumerate() {
-            let vectors: BTreeMap<String, &[f32]> = rows
-                .iter()
-                .filter_map(|(key, &row)| extraction.features[m][row].as_deref().map(|v| (key.clone(), v)))
-                .collect();
-            if let Err(e) = cache.store(&spec.config, &vectors) {
-                let error = e.to_string();
-                if !extraction.cache_errors.contains(&error) {
-                    extraction.cache_errors.push(error);
+            for (m, rows) in fresh.iter().enumerate() {
+                computed_at[m].extend(rows.iter().map(|(key, &row)| (key.clone(), row)));
+            }
+            let Some(cache) = cache else { continue };
+            for (m, (spec, rows)) in specs.iter().zip(&fresh).enumerate() {
+                let vectors: BTreeMap<String, &[f32]> = rows
+                    .iter()
+                    .filter_map(|(key, &row)| extraction.features[m][row].as_deref().map(|v| (key.clone(), v)))
+                    .collect();
+                if let Err(e) = cache.store(&spec.config, &vectors) {
+                    let error = e.to_string();
+                    if !extraction.cache_errors.contains(&error) {
+                        extraction.cache_errors.push(error);
+                    }
                 }
             }
         }
+        Ok(extraction)
     }
-    Ok(extraction)
 }
 
 #[cfg(test)]

@@ -31,8 +31,8 @@ pub use avmnist::{AvMnistOptions, AvMnistSummary, build_avmnist};
 pub use degrade::{Pca, add_noise};
 pub use error::{Error, Result};
 pub use features::{
-    BadShard, EXTRACT_CHUNK, Extraction, FEATURE_VERSION, FeatureCache, FeatureConfig, FeatureSpec, ImageNormalization,
-    LogMelConfig, MAX_FEATURE_DIM, MAX_FEATURE_MAGNITUDE, Prepared, Shard, extract,
+    BadShard, EXTRACT_CHUNK, Extraction, Extractor, FEATURE_VERSION, FeatureCache, FeatureConfig, FeatureSpec,
+    ImageNormalization, LogMelConfig, MAX_FEATURE_DIM, MAX_FEATURE_MAGNITUDE, Prepared, Shard, extract,
 };
 pub use infer::{
     ColumnInference, ColumnKind, ImageSample, InferredColumn, LabelKind, UnknownName, infer_columns, infer_label,

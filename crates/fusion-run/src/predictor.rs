@@ -110,8 +110,8 @@ pub struct Predictions {
 /// model, so it can be cloned onto other threads.
 #[derive(Debug, Clone)]
 pub struct Preparer {
-    /// Per member: its features and limits.
-    members: Vec<(Vec<FeatureSpec>, fusion_data::Limits)>,
+    /// Per member: its features, ready to extract.
+    members: std::sync::Arc<Vec<fusion_data::Extractor>>,
 }
 
 impl Preparer {
@@ -127,11 +127,11 @@ impl Preparer {
         let members = self
             .members
             .iter()
-            .map(|(specs, limits)| {
-                let extraction = fusion_data::extract(&manifest, specs, None, None, limits, &|_| {})?;
+            .map(|extractor| {
+                let extraction = extractor.extract(&manifest, None, None, &|_| {})?;
                 Ok(Loaded {
                     manifest: manifest.clone(),
-                    specs: specs.clone(),
+                    specs: extractor.specs().to_vec(),
                     extraction,
                     shard: None,
                 })
@@ -147,7 +147,7 @@ impl Preparer {
     /// ensemble, in order of first appearance).
     pub fn modalities(&self) -> Vec<&FeatureSpec> {
         let mut seen: Vec<&FeatureSpec> = Vec::new();
-        for spec in self.members.iter().flat_map(|(specs, _)| specs) {
+        for spec in self.members.iter().flat_map(|e| e.specs()) {
             if !seen.iter().any(|s| s.name == spec.name) {
                 seen.push(spec);
             }
@@ -158,7 +158,7 @@ impl Preparer {
     /// The runs' limits on what a record's files may hold (the first run's: an ensemble's
     /// members are checked to share one dataset, not one configuration).
     pub fn limits(&self) -> &fusion_data::Limits {
-        &self.members[0].1
+        self.members[0].limits()
     }
 }
 
@@ -530,7 +530,7 @@ impl Predictor {
     /// Predicts `records` from their raw files (features computed as in training, without
     /// the cache). A record whose file cannot be read or decoded is an error naming it.
     pub fn predict(&self, records: &[Record]) -> Result<Vec<Prediction>> {
-        let prepared = self.preparer().prepare(records)?;
+        let prepared = self.preparer()?.prepare(records)?;
         // Here every file counts: a caller handing records expects each used as given.
         if let Some(problem) = prepared.problems().next() {
             return Err(Error::Record(describe(problem)));
@@ -539,15 +539,17 @@ impl Predictor {
     }
 
     /// What reads records into this model's features (every member's), without the model:
-    /// a server decodes requests with it on many threads while one thread predicts.
-    pub fn preparer(&self) -> Preparer {
-        Preparer {
-            members: self
-                .members
-                .iter()
-                .map(|m| (m.config.feature_specs(), m.config.limits.clone()))
-                .collect(),
-        }
+    /// a server decodes requests with it on many threads while one thread predicts. Loads
+    /// tokenizers and log-mel filters once, for every record it prepares.
+    pub fn preparer(&self) -> Result<Preparer> {
+        let members = self
+            .members
+            .iter()
+            .map(|m| fusion_data::Extractor::new(&m.config.feature_specs(), &m.config.limits))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(Preparer {
+            members: std::sync::Arc::new(members),
+        })
     }
 
     /// Predicts several prepared groups of records in one pass through each member (the

@@ -117,7 +117,9 @@ impl Batcher {
     /// Moves `predictor` onto a thread of its own and returns the handle to its queue.
     pub fn start(predictor: Predictor, options: BatchOptions, metrics: Arc<Metrics>) -> Result<Self, ServeError> {
         options.validate()?;
-        let preparer = predictor.preparer();
+        let preparer = predictor
+            .preparer()
+            .map_err(|e| ServeError::Options(format!("cannot prepare the model's features: {e}")))?;
         let signature = Signature::of(&predictor, &preparer);
         // Admission bounds the queue, so the channel never fills.
         let (jobs, incoming) = mpsc::sync_channel(options.queue);

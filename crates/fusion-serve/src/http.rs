@@ -35,6 +35,10 @@ pub struct ServeOptions {
     pub access: Access,
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
+    /// Most bytes of request bodies read and held at once (by their Content-Length, or
+    /// `max_body_bytes` when they give none); a body beyond is answered 429 before it is
+    /// read.
+    pub bodies_bytes: usize,
 }
 
 impl Default for ServeOptions {
@@ -44,6 +48,7 @@ impl Default for ServeOptions {
             batch: BatchOptions::default(),
             access: Access::default(),
             max_body_bytes: 64 << 20,
+            bodies_bytes: 256 << 20,
         }
     }
 }
@@ -52,7 +57,13 @@ impl Default for ServeOptions {
 struct Shared {
     batcher: Batcher,
     access: Arc<Access>,
+    /// Request bodies being read or held, in KiB.
+    bodies: Arc<tokio::sync::Semaphore>,
+    max_body_bytes: usize,
 }
+
+/// Permits of [`Shared::bodies`] are KiB.
+const BODY_UNIT: usize = 1024;
 
 impl IntoResponse for ServeError {
     fn into_response(self) -> Response {
@@ -84,11 +95,19 @@ impl IntoResponse for ServeError {
 /// The endpoints over `batcher`, as a router an application can mount or nest:
 /// `GET /` (a page to try the model), `POST /v1/predict`, `GET /v1/signature`,
 /// `GET /healthz`, `GET /readyz` and `GET /metrics`. With a token in `access`, `/v1/*` and
-/// `/metrics` need it.
-pub fn router(batcher: Batcher, access: Access, max_body_bytes: usize) -> Router {
+/// `/metrics` need it. Bodies are at most `max_body_bytes` each and `bodies_bytes` in all
+/// at once.
+pub fn router(batcher: Batcher, access: Access, max_body_bytes: usize, bodies_bytes: usize) -> Router {
     let shared = Shared {
         batcher,
         access: Arc::new(access),
+        bodies: Arc::new(tokio::sync::Semaphore::new(
+            bodies_bytes
+                .max(max_body_bytes)
+                .div_ceil(BODY_UNIT)
+                .min(tokio::sync::Semaphore::MAX_PERMITS),
+        )),
+        max_body_bytes,
     };
     let guarded = Router::new()
         .route("/v1/predict", post(predict))
@@ -123,7 +142,12 @@ pub async fn serve(
     // server gracefully, never the process outright.
     let signals = StopSignals::register()?;
     let batcher = Batcher::start(predictor, options.batch.clone(), Arc::new(Metrics::default()))?;
-    let app = router(batcher.clone(), options.access.clone(), options.max_body_bytes);
+    let app = router(
+        batcher.clone(),
+        options.access.clone(),
+        options.max_body_bytes,
+        options.bodies_bytes,
+    );
     log(
         "listening",
         &[("addr", addr.to_string()), ("model", batcher.signature().name.clone())],
@@ -274,6 +298,21 @@ async fn predict(State(shared): State<Shared>, headers: HeaderMap, request: Requ
     if batcher.is_closed() {
         return Err(ServeError::ShuttingDown);
     }
+    // Bodies are bounded before they are read: a flood of large ones is refused at once.
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(shared.max_body_bytes)
+        .min(shared.max_body_bytes);
+    let Ok(_body_permit) = shared
+        .bodies
+        .clone()
+        .try_acquire_many_owned(announced.div_ceil(BODY_UNIT).max(1) as u32)
+    else {
+        batcher.metrics().rejected();
+        return Err(ServeError::Busy);
+    };
     let signature = batcher.signature().clone();
     let limits = batcher.limits().clone();
     let content_type = headers

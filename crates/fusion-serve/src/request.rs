@@ -21,8 +21,8 @@ pub struct Access {
     pub token: Option<String>,
     /// The one folder (and below) whose files a request may name by path; none when unset.
     pub files: Option<PathBuf>,
-    /// Where uploaded files are written while their request is decoded (the system's
-    /// temporary folder when unset).
+    /// Where uploaded files are written while their request is decoded (when unset:
+    /// `/dev/shm` where there is one, else the system's temporary folder).
     pub scratch: Option<PathBuf>,
 }
 
@@ -335,12 +335,25 @@ fn slot<'r>(record: &'r mut Record, field: &str) -> &'r mut Option<PathBuf> {
     }
 }
 
-/// A private folder for one request's uploads (mode 0700 through `tempfile`).
+/// A private folder for one request's uploads (mode 0700 through `tempfile`): in the
+/// operator's scratch folder, else in memory (`/dev/shm`) where there is one, else in the
+/// system's temporary folder. (Uploads are bounded by the bodies admitted at once.)
 fn scratch_folder(access: &Access) -> Result<TempDir, ServeError> {
-    let root = access.scratch.clone().unwrap_or_else(std::env::temp_dir);
+    static DEFAULT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let root = match &access.scratch {
+        Some(root) => root,
+        None => DEFAULT.get_or_init(|| {
+            let shared_memory = std::path::Path::new("/dev/shm");
+            if tempfile::tempdir_in(shared_memory).is_ok() {
+                shared_memory.to_path_buf()
+            } else {
+                std::env::temp_dir()
+            }
+        }),
+    };
     tempfile::Builder::new()
         .prefix("fusion-request-")
-        .tempdir_in(&root)
+        .tempdir_in(root)
         .map_err(|e| ServeError::Internal(format!("cannot make a scratch folder in {}: {e}", root.display())))
 }
 

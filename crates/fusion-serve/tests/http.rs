@@ -18,6 +18,10 @@ struct Server {
 }
 
 fn start(run: &Path, batch: BatchOptions, access: Access, max_body_bytes: usize) -> Server {
+    start_with(run, batch, access, max_body_bytes, 256 << 20)
+}
+
+fn start_with(run: &Path, batch: BatchOptions, access: Access, max_body_bytes: usize, bodies_bytes: usize) -> Server {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -25,7 +29,7 @@ fn start(run: &Path, batch: BatchOptions, access: Access, max_body_bytes: usize)
         .unwrap();
     let predictor = fusion_run::Predictor::load(run, tch::Device::Cpu).unwrap();
     let batcher = Batcher::start(predictor, batch, Arc::new(Metrics::default())).unwrap();
-    let app = fusion_serve::router(batcher.clone(), access, max_body_bytes);
+    let app = fusion_serve::router(batcher.clone(), access, max_body_bytes, bodies_bytes);
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let addr = listener.local_addr().unwrap();
     runtime.spawn(async move { axum::serve(listener, app).await });
@@ -458,4 +462,29 @@ fn an_ensemble_folder_is_served_and_refuses_explanations() {
     let answer = predict(server.addr, &explained, None).unwrap();
     assert_eq!(answer.status, 400, "{}", answer.body);
     assert!(answer.body.contains("ensemble"), "{}", answer.body);
+}
+
+#[test]
+fn bodies_beyond_the_budget_are_refused_before_they_are_read() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let (run, _) = trained(dir.path(), "classification");
+    // 64 KiB of bodies at once: a slow client announcing 60 KB holds most of it.
+    let server = start_with(&run, BatchOptions::default(), Access::default(), 64 << 10, 64 << 10);
+    let mut slow = std::net::TcpStream::connect(server.addr).unwrap();
+    let head = format!(
+        "POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 60000\r\n\r\n{{\"records\": ["
+    );
+    slow.write_all(head.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let record = &records("classification", 1)[1];
+    let body = serde_json::json!({"records": [as_request(record)]});
+    let answer = predict(server.addr, &body, None).unwrap();
+    assert_eq!(answer.status, 429, "{}", answer.body);
+    assert!(answer.headers.to_ascii_lowercase().contains("retry-after: 1"));
+    // Once the slow body is gone, the same request is read and answered.
+    drop(slow);
+    std::thread::sleep(Duration::from_millis(200));
+    let answer = predict(server.addr, &body, None).unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
 }

@@ -13,6 +13,7 @@ pub struct Options {
     pub addr: SocketAddr,
     pub batch: fusion_serve::BatchOptions,
     pub max_body_bytes: usize,
+    pub bodies_bytes: usize,
     pub token_file: Option<PathBuf>,
     pub files: Option<PathBuf>,
     pub scratch: Option<PathBuf>,
@@ -55,6 +56,7 @@ pub fn serve(folder: &Path, options: Options, ui: Ui, device: Device) -> Result<
             scratch: options.scratch,
         },
         max_body_bytes: options.max_body_bytes,
+        bodies_bytes: options.bodies_bytes,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
