@@ -472,9 +472,7 @@ fn bodies_beyond_the_budget_are_refused_before_they_are_read() {
     // 64 KiB of bodies at once: a slow client announcing 60 KB holds most of it.
     let server = start_with(&run, BatchOptions::default(), Access::default(), 64 << 10, 64 << 10);
     let mut slow = std::net::TcpStream::connect(server.addr).unwrap();
-    let head = format!(
-        "POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 60000\r\n\r\n{{\"records\": ["
-    );
+    let head = "POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 60000\r\n\r\n{\"records\": [";
     slow.write_all(head.as_bytes()).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let record = &records("classification", 1)[1];
