@@ -187,13 +187,17 @@ enum Command {
         /// is read.
         #[arg(long, default_value_t = 256)]
         bodies_mb: usize,
+        /// Longest a request body may take to arrive, in milliseconds (408 beyond).
+        #[arg(long, default_value_t = 30_000)]
+        body_timeout_ms: u64,
         /// A file holding the bearer token `/v1/*` and `/metrics` require.
         #[arg(long)]
         token_file: Option<PathBuf>,
         /// The one folder whose files a request may name by path (none otherwise).
         #[arg(long)]
         files: Option<PathBuf>,
-        /// Where uploads are written while decoded (default: the system's temporary folder).
+        /// Where uploads are written while decoded (default: /dev/shm when it is not small,
+        /// else the system's temporary folder).
         #[arg(long)]
         scratch: Option<PathBuf>,
     },
@@ -560,6 +564,7 @@ fn main() -> Result<()> {
             decode_threads,
             max_body_mb,
             bodies_mb,
+            body_timeout_ms,
             token_file,
             files,
             scratch,
@@ -578,8 +583,11 @@ fn main() -> Result<()> {
             let options = commands::serve::Options {
                 addr,
                 batch,
-                max_body_bytes: max_body_mb << 20,
-                bodies_bytes: bodies_mb << 20,
+                bodies: fusion_serve::Bodies {
+                    max_bytes: max_body_mb << 20,
+                    total_bytes: bodies_mb << 20,
+                    timeout: std::time::Duration::from_millis(body_timeout_ms),
+                },
                 token_file,
                 files,
                 scratch,

@@ -38,8 +38,8 @@ pub use infer::{
     ColumnInference, ColumnKind, ImageSample, InferredColumn, LabelKind, UnknownName, infer_columns, infer_label,
 };
 pub use manifest::{
-    ColumnMap, ColumnRole, Holdout, MAX_LINE_BYTES, MAX_MANIFEST_BYTES, Manifest, Modality, PathScope, RECORD_FIELDS,
-    Record, RejectedLine, Split, UnknownField, UnknownSplit, check_column_map,
+    ColumnMap, ColumnRole, FILE_FIELDS, Holdout, MAX_LINE_BYTES, MAX_MANIFEST_BYTES, Manifest, Modality, PathScope,
+    RECORD_FIELDS, Record, RejectedLine, Split, UnknownField, UnknownSplit, cell_text, check_column_map,
 };
 pub use validate::{
     DEFAULT_PIXEL_BUDGET, Limits, Problem, Unreadable, ValidationReport, check_readable, read_bounded, validate,

@@ -136,26 +136,34 @@ pub const RECORD_FIELDS: [&str; 10] = [
     "table",
 ];
 
+/// A table cell given as JSON, as a manifest's text holds it (null is an empty, missing
+/// cell); an array or object is an error naming the column.
+pub fn cell_text(column: &str, value: serde_json::Value) -> std::result::Result<String, String> {
+    match value {
+        serde_json::Value::Null => Ok(String::new()),
+        serde_json::Value::String(text) => Ok(text),
+        serde_json::Value::Number(n) => Ok(n.to_string()),
+        serde_json::Value::Bool(b) => Ok(b.to_string()),
+        _ => Err(format!(
+            "table cell `{column}`: expected a string, a number, a boolean or null"
+        )),
+    }
+}
+
 fn cells<'de, D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<BTreeMap<String, String>, D::Error> {
     let object = BTreeMap::<String, serde_json::Value>::deserialize(deserializer)?;
     object
         .into_iter()
         .map(|(column, value)| {
-            let cell = match value {
-                serde_json::Value::Null => String::new(),
-                serde_json::Value::String(text) => text,
-                serde_json::Value::Number(n) => n.to_string(),
-                serde_json::Value::Bool(b) => b.to_string(),
-                _ => {
-                    return Err(serde::de::Error::custom(format!(
-                        "table cell `{column}`: expected a string, a number, a boolean or null"
-                    )));
-                }
-            };
-            Ok((column, cell))
+            cell_text(&column, value)
+                .map(|cell| (column, cell))
+                .map_err(serde::de::Error::custom)
         })
         .collect()
 }
+
+/// The fields of a record that name files.
+pub const FILE_FIELDS: [&str; 4] = ["text_path", "image", "audio", "video"];
 
 fn string_or_integer<'de, D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<String, D::Error> {
     #[derive(Deserialize)]
@@ -180,6 +188,17 @@ impl Record {
         self.split.unwrap_or(Split::Train)
     }
 
+    /// The file field named `field` (one of [`FILE_FIELDS`]).
+    pub fn file_mut(&mut self, field: &str) -> Option<&mut Option<PathBuf>> {
+        match field {
+            "text_path" => Some(&mut self.text_path),
+            "image" => Some(&mut self.image),
+            "audio" => Some(&mut self.audio),
+            "video" => Some(&mut self.video),
+            _ => None,
+        }
+    }
+
     /// Whether the record carries `modality` (a present, non-empty field).
     pub fn has(&self, modality: Modality) -> bool {
         let path_present = |p: &Option<PathBuf>| p.as_ref().is_some_and(|p| !p.as_os_str().is_empty());
@@ -196,11 +215,12 @@ impl Record {
     /// [`PathScope::ManifestFolder`], a path that leaves it, by its text or through a
     /// symbolic link, is an error naming the field.
     pub fn resolve_paths(&mut self, base: &Path, scope: PathScope) -> std::result::Result<(), String> {
+        let [text_path, image, audio, video] = FILE_FIELDS;
         let fields = [
-            ("text_path", &mut self.text_path),
-            ("image", &mut self.image),
-            ("audio", &mut self.audio),
-            ("video", &mut self.video),
+            (text_path, &mut self.text_path),
+            (image, &mut self.image),
+            (audio, &mut self.audio),
+            (video, &mut self.video),
         ];
         for (field, path) in fields {
             let Some(path) = path.as_mut().filter(|p| !p.as_os_str().is_empty()) else {

@@ -110,8 +110,8 @@ pub struct Predictions {
 /// model, so it can be cloned onto other threads.
 #[derive(Debug, Clone)]
 pub struct Preparer {
-    /// Per member: its features, ready to extract.
-    members: std::sync::Arc<Vec<fusion_data::Extractor>>,
+    /// Per member: its features, ready to extract, and what a bad file costs.
+    members: std::sync::Arc<Vec<(fusion_data::Extractor, crate::OnBadFile)>>,
 }
 
 impl Preparer {
@@ -127,8 +127,12 @@ impl Preparer {
         let members = self
             .members
             .iter()
-            .map(|extractor| {
-                let extraction = extractor.extract(&manifest, None, None, &|_| {})?;
+            .map(|(extractor, on_bad_file)| {
+                let mut extraction = extractor.extract(&manifest, None, None, &|_| {})?;
+                // As when the run reads a manifest.
+                if *on_bad_file == crate::OnBadFile::SkipRecord {
+                    extraction.skip_records_with_absent_files();
+                }
                 Ok(Loaded {
                     manifest: manifest.clone(),
                     specs: extractor.specs().to_vec(),
@@ -147,7 +151,7 @@ impl Preparer {
     /// ensemble, in order of first appearance).
     pub fn modalities(&self) -> Vec<&FeatureSpec> {
         let mut seen: Vec<&FeatureSpec> = Vec::new();
-        for spec in self.members.iter().flat_map(|e| e.specs()) {
+        for spec in self.members.iter().flat_map(|(e, _)| e.specs()) {
             if !seen.iter().any(|s| s.name == spec.name) {
                 seen.push(spec);
             }
@@ -158,7 +162,7 @@ impl Preparer {
     /// The runs' limits on what a record's files may hold (the first run's: an ensemble's
     /// members are checked to share one dataset, not one configuration).
     pub fn limits(&self) -> &fusion_data::Limits {
-        self.members[0].limits()
+        self.members[0].0.limits()
     }
 }
 
@@ -186,10 +190,14 @@ impl Prepared {
     }
 
     /// Files that could not be used (their modality is absent for their record) and records
-    /// with no usable modality, as the first member read them.
-    pub fn problems(&self) -> impl Iterator<Item = &Problem> {
-        let extraction = &self.members[0].extraction;
-        extraction.problems.iter().chain(&extraction.absent)
+    /// with no usable modality, as every member read them (each problem once).
+    pub fn problems(&self) -> Vec<&Problem> {
+        let mut seen = std::collections::HashSet::new();
+        self.members
+            .iter()
+            .flat_map(|m| m.extraction.problems.iter().chain(&m.extraction.absent))
+            .filter(|p| seen.insert((&p.id, &p.modality, &p.path)))
+            .collect()
     }
 
     /// Member `m`'s extractions of `groups` as one, each record id tagged with its group.
@@ -238,11 +246,14 @@ impl Prepared {
         }
     }
 
-    /// Removes the group tag from `id`; returns the group.
-    fn untag(id: &mut String) -> usize {
-        let (group, rest) = id.split_once(GROUP_MARK).expect("every merged record id is tagged");
-        let group = group.parse().expect("a group tag is a number");
-        *id = rest.to_string();
+    /// Removes the group tag from the start of `text` (a record id, or a problem's
+    /// description); returns the group (0 for text without one).
+    fn untag(text: &mut String) -> usize {
+        let Some((group, rest)) = text.split_once(GROUP_MARK) else {
+            return 0;
+        };
+        let Ok(group) = group.parse() else { return 0 };
+        *text = rest.to_string();
         group
     }
 }
@@ -532,7 +543,7 @@ impl Predictor {
     pub fn predict(&self, records: &[Record]) -> Result<Vec<Prediction>> {
         let prepared = self.preparer()?.prepare(records)?;
         // Here every file counts: a caller handing records expects each used as given.
-        if let Some(problem) = prepared.problems().next() {
+        if let Some(problem) = prepared.problems().first() {
             return Err(Error::Record(describe(problem)));
         }
         Ok(self.predict_prepared(&[&prepared])?.remove(0).predictions)
@@ -545,8 +556,11 @@ impl Predictor {
         let members = self
             .members
             .iter()
-            .map(|m| fusion_data::Extractor::new(&m.config.feature_specs(), &m.config.limits))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
+            .map(|m| {
+                let extractor = fusion_data::Extractor::new(&m.config.feature_specs(), &m.config.limits)?;
+                Ok((extractor, m.config.on_bad_file))
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Preparer {
             members: std::sync::Arc::new(members),
         })
@@ -581,6 +595,10 @@ impl Predictor {
             .collect();
         for mut p in all.predictions {
             let group = Prepared::untag(&mut p.id);
+            // `unusable` describes problems by their (tagged) record id.
+            for text in &mut p.unusable {
+                Prepared::untag(text);
+            }
             split[group].predictions.push(p);
         }
         for mut problem in all.errors {

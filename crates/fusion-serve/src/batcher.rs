@@ -15,9 +15,13 @@ use std::{
 use fusion_core::ShapleyReport;
 use fusion_data::Record;
 use fusion_run::{Predictions, Predictor, Prepared, Preparer};
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::{Metrics, ServeError, Signature};
+
+/// Longest `deadline` or `max_delay` (an hour: beyond, `Instant` arithmetic could
+/// overflow and no client waits that long).
+pub const MAX_WAIT: Duration = Duration::from_secs(3600);
 
 /// How requests are grouped and bounded.
 #[derive(Debug, Clone)]
@@ -64,8 +68,17 @@ impl BatchOptions {
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ServeError::Options(format!("{name} must be at least 1")));
         }
-        if self.deadline.is_zero() {
-            return Err(ServeError::Options("deadline must be positive".into()));
+        if self.deadline.is_zero() || self.deadline > MAX_WAIT {
+            return Err(ServeError::Options(format!(
+                "deadline must be positive and at most {} s",
+                MAX_WAIT.as_secs()
+            )));
+        }
+        if self.max_delay > MAX_WAIT {
+            return Err(ServeError::Options(format!(
+                "max_delay must be at most {} s",
+                MAX_WAIT.as_secs()
+            )));
         }
         if self.max_records > self.queue {
             return Err(ServeError::Options(format!(
@@ -92,6 +105,9 @@ struct Job {
     explain: bool,
     deadline: Instant,
     reply: oneshot::Sender<Result<Answer, ServeError>>,
+    /// The request's records' places in the queue, given back when the job is done (not
+    /// when its caller stops waiting).
+    _admitted: OwnedSemaphorePermit,
 }
 
 /// The handle to a model behind a batching queue: clone it into as many tasks as needed
@@ -107,10 +123,12 @@ struct Inner {
     options: BatchOptions,
     metrics: Arc<Metrics>,
     admission: Arc<Semaphore>,
-    decoding: Semaphore,
+    decoding: Arc<Semaphore>,
     jobs: mpsc::SyncSender<Job>,
     queued: Arc<AtomicUsize>,
     closing: AtomicBool,
+    /// Whether the model's thread still runs.
+    alive: Arc<AtomicBool>,
 }
 
 impl Batcher {
@@ -121,11 +139,14 @@ impl Batcher {
             .preparer()
             .map_err(|e| ServeError::Options(format!("cannot prepare the model's features: {e}")))?;
         let signature = Signature::of(&predictor, &preparer);
-        // Admission bounds the queue, so the channel never fills.
+        // Jobs hold their admission until answered, so the channel (one place per record
+        // admitted) never fills; it is still only ever tried, never waited on.
         let (jobs, incoming) = mpsc::sync_channel(options.queue);
         let queued = Arc::new(AtomicUsize::new(0));
         let admission = Arc::new(Semaphore::new(options.queue));
+        let alive = Arc::new(AtomicBool::new(true));
         let worker = Worker {
+            alive: alive.clone(),
             predictor,
             admission: admission.clone(),
             queue: options.queue,
@@ -145,7 +166,8 @@ impl Batcher {
                 signature,
                 metrics,
                 admission,
-                decoding: Semaphore::new(options.decode_threads),
+                decoding: Arc::new(Semaphore::new(options.decode_threads)),
+                alive,
                 options,
                 jobs,
                 queued,
@@ -177,19 +199,27 @@ impl Batcher {
             ));
         }
         let deadline = Instant::now() + inner.options.deadline;
-        let Ok(_admitted) = inner.admission.clone().try_acquire_many_owned(count as u32) else {
+        let Ok(admitted) = inner.admission.clone().try_acquire_many_owned(count as u32) else {
             inner.metrics.rejected();
             return Err(ServeError::Busy);
         };
         let answer = async {
-            let prepared = {
-                let _decoding = inner.decoding.acquire().await.map_err(|_| ServeError::ShuttingDown)?;
-                let preparer = inner.preparer.clone();
-                tokio::task::spawn_blocking(move || preparer.prepare(&records))
-                    .await
-                    .map_err(|e| ServeError::Internal(format!("decoding stopped: {e}")))?
-                    .map_err(|e| ServeError::BadRequest(e.to_string()))?
-            };
+            let decoding = inner
+                .decoding
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| ServeError::ShuttingDown)?;
+            let preparer = inner.preparer.clone();
+            // Both permits go with the work: a caller that stops waiting (deadline, closed
+            // connection) frees nothing while its records are still decoded or queued.
+            let (admitted, prepared) = tokio::task::spawn_blocking(move || {
+                let _decoding = decoding;
+                (admitted, preparer.prepare(&records))
+            })
+            .await
+            .map_err(|e| ServeError::Internal(format!("decoding stopped: {e}")))?;
+            let prepared = prepared.map_err(|e| ServeError::BadRequest(e.to_string()))?;
             for problem in prepared.problems() {
                 inner
                     .metrics
@@ -202,10 +232,16 @@ impl Batcher {
                 explain,
                 deadline,
                 reply,
+                _admitted: admitted,
             };
-            if inner.jobs.send(job).is_err() {
+            if let Err(e) = inner.jobs.try_send(job) {
                 inner.queued.fetch_sub(1, Ordering::SeqCst);
-                return Err(ServeError::Internal("the model's thread has stopped".into()));
+                return Err(match e {
+                    mpsc::TrySendError::Full(_) => ServeError::Busy,
+                    mpsc::TrySendError::Disconnected(_) => {
+                        ServeError::Internal("the model's thread has stopped".into())
+                    }
+                });
             }
             answer
                 .await
@@ -214,6 +250,11 @@ impl Batcher {
         tokio::time::timeout_at(deadline.into(), answer)
             .await
             .map_err(|_| ServeError::Deadline(inner.options.deadline))?
+    }
+
+    /// Whether the model's thread is running (a server is not ready without it).
+    pub fn is_alive(&self) -> bool {
+        self.inner.alive.load(Ordering::SeqCst)
     }
 
     /// What the model reads and predicts.
@@ -260,6 +301,7 @@ impl Batcher {
 
 /// The thread that owns the model.
 struct Worker {
+    alive: Arc<AtomicBool>,
     predictor: Predictor,
     incoming: mpsc::Receiver<Job>,
     max_batch: usize,
@@ -277,8 +319,26 @@ impl Worker {
     }
 
     fn run(self) {
-        while let Ok(first) = self.incoming.recv() {
-            self.queued.fetch_sub(1, Ordering::SeqCst);
+        // Whatever ends this thread (a panic included) makes the server not ready.
+        struct Alive(Arc<AtomicBool>);
+        impl Drop for Alive {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::SeqCst);
+            }
+        }
+        let _alive = Alive(self.alive.clone());
+        let mut held: Option<Job> = None;
+        loop {
+            let first = match held.take() {
+                Some(job) => job,
+                None => match self.incoming.recv() {
+                    Ok(job) => {
+                        self.queued.fetch_sub(1, Ordering::SeqCst);
+                        job
+                    }
+                    Err(_) => return,
+                },
+            };
             let mut records = first.prepared.len();
             let mut batch = vec![first];
             let until = Instant::now() + self.max_delay;
@@ -291,6 +351,11 @@ impl Worker {
                 match self.incoming.recv_timeout(left) {
                     Ok(job) => {
                         self.queued.fetch_sub(1, Ordering::SeqCst);
+                        // A job that would overflow the batch starts the next one.
+                        if records + job.prepared.len() > self.max_batch {
+                            held = Some(job);
+                            break;
+                        }
                         records += job.prepared.len();
                         batch.push(job);
                     }
@@ -314,14 +379,24 @@ impl Worker {
         }
         self.metrics.batch(batch.iter().map(|j| j.prepared.len()).sum());
         let groups: Vec<&Prepared> = batch.iter().map(|j| &j.prepared).collect();
-        // A panic in libtorch must not take the model's thread (and every later request) down.
-        let predicted = std::panic::catch_unwind(AssertUnwindSafe(|| self.predictor.predict_prepared(&groups)));
-        let predicted = match predicted {
-            Ok(Ok(predicted)) => predicted,
-            Ok(Err(e)) => return Self::fail(batch, &ServeError::Model(e.to_string())),
-            Err(_) => return Self::fail(batch, &ServeError::Internal("the model panicked".into())),
+        let predicted = match self.predict(&groups) {
+            Ok(predicted) => predicted.into_iter().map(Ok).collect(),
+            // One bad request must not fail the others: each alone, then.
+            Err(_) if groups.len() > 1 => groups
+                .iter()
+                .map(|g| self.predict(&[g]).map(|mut p| p.remove(0)))
+                .collect(),
+            Err(e) => vec![Err(e)],
         };
+        drop(groups);
         for (job, predictions) in batch.into_iter().zip(predicted) {
+            let predictions = match predictions {
+                Ok(predictions) => predictions,
+                Err(e) => {
+                    let _ = job.reply.send(Err(e));
+                    continue;
+                }
+            };
             let explanation = if job.explain && !predictions.predictions.is_empty() {
                 match std::panic::catch_unwind(AssertUnwindSafe(|| self.predictor.explain_prepared(&job.prepared))) {
                     Ok(Ok(report)) => Some(report),
@@ -346,9 +421,13 @@ impl Worker {
         }
     }
 
-    fn fail(batch: Vec<Job>, error: &ServeError) {
-        for job in batch {
-            let _ = job.reply.send(Err(error.clone()));
+    /// One pass through the model; a panic in libtorch must not take the model's thread
+    /// (and every later request) down.
+    fn predict(&self, groups: &[&Prepared]) -> Result<Vec<Predictions>, ServeError> {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.predictor.predict_prepared(groups))) {
+            Ok(Ok(predicted)) => Ok(predicted),
+            Ok(Err(e)) => Err(ServeError::Model(e.to_string())),
+            Err(_) => Err(ServeError::Internal("the model panicked".into())),
         }
     }
 }

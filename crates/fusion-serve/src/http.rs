@@ -33,12 +33,8 @@ pub struct ServeOptions {
     pub batch: BatchOptions,
     /// Token, allowed folder and scratch folder.
     pub access: Access,
-    /// Largest request body, in bytes.
-    pub max_body_bytes: usize,
-    /// Most bytes of request bodies read and held at once (by their Content-Length, or
-    /// `max_body_bytes` when they give none); a body beyond is answered 429 before it is
-    /// read.
-    pub bodies_bytes: usize,
+    /// Bounds on request bodies.
+    pub bodies: Bodies,
 }
 
 impl Default for ServeOptions {
@@ -47,8 +43,29 @@ impl Default for ServeOptions {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             batch: BatchOptions::default(),
             access: Access::default(),
-            max_body_bytes: 64 << 20,
-            bodies_bytes: 256 << 20,
+            bodies: Bodies::default(),
+        }
+    }
+}
+
+/// Bounds on request bodies, applied before and while they are read.
+#[derive(Debug, Clone)]
+pub struct Bodies {
+    /// Largest request body, in bytes (413 beyond).
+    pub max_bytes: usize,
+    /// Most bytes of request bodies read and held at once (by their Content-Length, or
+    /// `max_bytes` when they give none); a body beyond is answered 429 before it is read.
+    pub total_bytes: usize,
+    /// Longest a body may take to arrive (408 beyond).
+    pub timeout: std::time::Duration,
+}
+
+impl Default for Bodies {
+    fn default() -> Self {
+        Self {
+            max_bytes: 64 << 20,
+            total_bytes: 256 << 20,
+            timeout: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -58,8 +75,8 @@ struct Shared {
     batcher: Batcher,
     access: Arc<Access>,
     /// Request bodies being read or held, in KiB.
-    bodies: Arc<tokio::sync::Semaphore>,
-    max_body_bytes: usize,
+    budget: Arc<tokio::sync::Semaphore>,
+    bodies: Bodies,
 }
 
 /// Permits of [`Shared::bodies`] are KiB.
@@ -75,6 +92,7 @@ impl IntoResponse for ServeError {
             Self::Busy => StatusCode::TOO_MANY_REQUESTS,
             Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::Deadline(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::SlowBody(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Model(_) | Self::Internal(_) | Self::Options(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let mut response = (status, Json(serde_json::json!({"error": self.to_string()}))).into_response();
@@ -95,19 +113,19 @@ impl IntoResponse for ServeError {
 /// The endpoints over `batcher`, as a router an application can mount or nest:
 /// `GET /` (a page to try the model), `POST /v1/predict`, `GET /v1/signature`,
 /// `GET /healthz`, `GET /readyz` and `GET /metrics`. With a token in `access`, `/v1/*` and
-/// `/metrics` need it. Bodies are at most `max_body_bytes` each and `bodies_bytes` in all
-/// at once.
-pub fn router(batcher: Batcher, access: Access, max_body_bytes: usize, bodies_bytes: usize) -> Router {
+/// `/metrics` need it. Request bodies are bounded by `bodies`.
+pub fn router(batcher: Batcher, access: Access, bodies: Bodies) -> Router {
     let shared = Shared {
         batcher,
         access: Arc::new(access),
-        bodies: Arc::new(tokio::sync::Semaphore::new(
-            bodies_bytes
-                .max(max_body_bytes)
+        budget: Arc::new(tokio::sync::Semaphore::new(
+            bodies
+                .total_bytes
+                .max(bodies.max_bytes)
                 .div_ceil(BODY_UNIT)
                 .min(tokio::sync::Semaphore::MAX_PERMITS),
         )),
-        max_body_bytes,
+        bodies: bodies.clone(),
     };
     let guarded = Router::new()
         .route("/v1/predict", post(predict))
@@ -120,7 +138,7 @@ pub fn router(batcher: Batcher, access: Access, max_body_bytes: usize, bodies_by
         .route("/readyz", get(ready))
         .merge(guarded)
         .layer(middleware::from_fn_with_state(shared.clone(), measure))
-        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(DefaultBodyLimit::max(bodies.max_bytes))
         .with_state(shared)
 }
 
@@ -142,32 +160,38 @@ pub async fn serve(
     // server gracefully, never the process outright.
     let signals = StopSignals::register()?;
     let batcher = Batcher::start(predictor, options.batch.clone(), Arc::new(Metrics::default()))?;
-    let app = router(
-        batcher.clone(),
-        options.access.clone(),
-        options.max_body_bytes,
-        options.bodies_bytes,
-    );
+    let app = router(batcher.clone(), options.access.clone(), options.bodies.clone());
     log(
         "listening",
         &[("addr", addr.to_string()), ("model", batcher.signature().name.clone())],
     );
     listening(addr);
     let stopping = batcher.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let signal = signals.recv().await;
-            stopping.close();
-            log(
-                "stopping",
-                &[
-                    ("signal", signal.to_string()),
-                    ("in_flight", stopping.in_flight().to_string()),
-                ],
-            );
-        })
-        .await
-        .map_err(|e| ServeError::Internal(format!("the server failed: {e}")))?;
+    let (stopped, stop) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let signal = signals.recv().await;
+        stopping.close();
+        log(
+            "stopping",
+            &[
+                ("signal", signal.to_string()),
+                ("in_flight", stopping.in_flight().to_string()),
+            ],
+        );
+        let _ = stopped.send(());
+    });
+    // Admitted requests end within their deadline; a connection that never finishes does
+    // not keep the server up past it.
+    let grace = options.batch.deadline + std::time::Duration::from_secs(5);
+    tokio::select! {
+        served = std::future::IntoFuture::into_future(server) => {
+            served.map_err(|e| ServeError::Internal(format!("the server failed: {e}")))?;
+        }
+        () = async {
+            let _ = stop.await;
+            tokio::time::sleep(grace).await;
+        } => log("stopped waiting for open connections", &[("after_seconds", grace.as_secs().to_string())]),
+    }
     log("stopped", &[]);
     Ok(())
 }
@@ -218,8 +242,9 @@ async fn authorize(State(shared): State<Shared>, request: Request, next: Next) -
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default();
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map_or("", |(_, token)| token.trim());
         if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
             return ServeError::Unauthorized.into_response();
         }
@@ -252,7 +277,10 @@ async fn ready(State(shared): State<Shared>) -> Response {
     if shared.batcher.is_closed() {
         return ServeError::ShuttingDown.into_response();
     }
-    Json(serde_json::json!({"ready": true, "model": shared.batcher.signature().name})).into_response()
+    if !shared.batcher.is_alive() {
+        return ServeError::Internal("the model's thread has stopped".into()).into_response();
+    }
+    Json(serde_json::json!({"ready": true})).into_response()
 }
 
 async fn signature(State(shared): State<Shared>) -> Response {
@@ -303,10 +331,10 @@ async fn predict(State(shared): State<Shared>, headers: HeaderMap, request: Requ
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(shared.max_body_bytes)
-        .min(shared.max_body_bytes);
+        .unwrap_or(shared.bodies.max_bytes)
+        .min(shared.bodies.max_bytes);
     let Ok(_body_permit) = shared
-        .bodies
+        .budget
         .clone()
         .try_acquire_many_owned(announced.div_ceil(BODY_UNIT).max(1) as u32)
     else {
@@ -319,24 +347,32 @@ async fn predict(State(shared): State<Shared>, headers: HeaderMap, request: Requ
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let incoming = if content_type.starts_with("multipart/form-data") {
-        let multipart = Multipart::from_request(request, &())
-            .await
-            .map_err(|e| ServeError::BadRequest(e.body_text()))?;
-        request::from_multipart(multipart, &signature, &shared.access, &limits).await?
-    } else {
-        let bytes = Bytes::from_request(request, &()).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ServeError::TooLarge(format!("the body is over the server's limit: {}", e.body_text()))
-            } else {
-                ServeError::BadRequest(e.body_text())
-            }
-        })?;
-        let access = shared.access.clone();
-        tokio::task::spawn_blocking(move || request::from_json(&bytes, &signature, &access, &limits))
-            .await
-            .map_err(|e| ServeError::Internal(format!("reading the request stopped: {e}")))??
+    // A client that sends its body slowly holds a share of the body budget: not for long.
+    let patience = shared.bodies.timeout;
+    let read = async {
+        if content_type.starts_with("multipart/form-data") {
+            let multipart = Multipart::from_request(request, &())
+                .await
+                .map_err(|e| ServeError::BadRequest(e.body_text()))?;
+            request::from_multipart(multipart, &signature, &shared.access, &limits).await
+        } else {
+            let bytes = Bytes::from_request(request, &()).await.map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ServeError::TooLarge(format!("the body is over the server's limit: {}", e.body_text()))
+                } else {
+                    ServeError::BadRequest(e.body_text())
+                }
+            })?;
+            let access = shared.access.clone();
+            let max_records = batcher.options().max_records;
+            tokio::task::spawn_blocking(move || request::from_json(&bytes, max_records, &signature, &access, &limits))
+                .await
+                .map_err(|e| ServeError::Internal(format!("reading the request stopped: {e}")))?
+        }
     };
+    let incoming = tokio::time::timeout(patience, read)
+        .await
+        .map_err(|_| ServeError::SlowBody(patience))??;
     let Answer {
         predictions,
         explanation,

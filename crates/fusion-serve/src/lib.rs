@@ -42,7 +42,7 @@ use fusion_run::{Predictor, Preparer};
 use serde::Serialize;
 
 pub use batcher::{Answer, BatchOptions, Batcher};
-pub use http::{Access, ServeOptions, router, serve};
+pub use http::{Access, Bodies, ServeOptions, router, serve};
 pub use metrics::Metrics;
 
 /// Why a request was not answered with predictions.
@@ -60,12 +60,16 @@ pub enum ServeError {
     /// The request names a server-side file the operator did not allow (403).
     #[error("{0}")]
     Forbidden(String),
-    /// The queue is full; try again shortly (429).
-    #[error("the queue is full: try again shortly")]
+    /// The server holds as many requests (records, or bodies being read) as it admits;
+    /// try again shortly (429).
+    #[error("the server is busy: try again shortly")]
     Busy,
     /// The server is stopping (503).
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The request's body did not arrive within the deadline (408).
+    #[error("the request's body did not arrive within {0:?}")]
+    SlowBody(std::time::Duration),
     /// The request was not answered within its deadline (504).
     #[error("no answer within the deadline of {0:?}")]
     Deadline(std::time::Duration),

@@ -5,14 +5,11 @@
 use std::{collections::BTreeMap, path::PathBuf};
 
 use base64::Engine;
-use fusion_data::{PathScope, Record};
+use fusion_data::{FILE_FIELDS, PathScope, Record};
 use serde::Deserialize;
 use tempfile::TempDir;
 
 use crate::{ServeError, Signature};
-
-/// Fields of a record a request may give, by the run's modalities' fields.
-const FILE_FIELDS: [&str; 4] = ["text_path", "image", "audio", "video"];
 
 /// Where a request's files may come from.
 #[derive(Debug, Clone, Default)]
@@ -32,6 +29,8 @@ pub(crate) struct Incoming {
     pub explain: bool,
     /// Uploaded files; removed when the request is done.
     pub scratch: Option<TempDir>,
+    /// The folder `{"path"}` files are read from, if any (kept out of answers).
+    files_folder: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -88,13 +87,31 @@ impl RecordBody {
     }
 }
 
-/// Reads a JSON predict body (`{"records": [...], "explain": bool}`).
+/// Counts a body's records without holding them (a `Vec` of a zero-sized type allocates
+/// nothing), so that a body of millions of tiny records is refused before it is built.
+#[derive(Deserialize)]
+struct RecordCount {
+    #[serde(default)]
+    records: Vec<serde::de::IgnoredAny>,
+}
+
+/// Reads a JSON predict body (`{"records": [...], "explain": bool}`) of at most
+/// `max_records` records.
 pub(crate) fn from_json(
     bytes: &[u8],
+    max_records: usize,
     signature: &Signature,
     access: &Access,
     limits: &fusion_data::Limits,
 ) -> Result<Incoming, ServeError> {
+    if let Ok(count) = serde_json::from_slice::<RecordCount>(bytes)
+        && count.records.len() > max_records
+    {
+        return Err(ServeError::TooLarge(format!(
+            "{} records in one request; at most {max_records}",
+            count.records.len()
+        )));
+    }
     let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
     let body: Body = serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let at = e.path().to_string();
@@ -122,9 +139,9 @@ pub(crate) fn from_json(
         let table = record
             .table
             .into_iter()
-            .map(|(column, value)| cell(&column, value).map(|c| (column, c)))
+            .map(|(column, value)| fusion_data::cell_text(&column, value).map(|c| (column, c)))
             .collect::<Result<_, _>>()
-            .map_err(|e| ServeError::BadRequest(format!("records[{k}].table: {e}")))?;
+            .map_err(|e| ServeError::BadRequest(format!("records[{k}]: {e}")))?;
         records.push(Draft {
             id: record.id.unwrap_or_else(|| (k + 1).to_string()),
             text: record.text,
@@ -167,8 +184,14 @@ pub(crate) async fn from_multipart(
             ServeError::BadRequest(text)
         }
     };
+    let mut seen = std::collections::HashSet::new();
     while let Some(field) = multipart.next_field().await.map_err(bad)? {
         let name = field.name().unwrap_or_default().to_string();
+        if !seen.insert(name.clone()) {
+            return Err(ServeError::BadRequest(format!(
+                "multipart field `{name}` is given twice (one record per multipart request)"
+            )));
+        }
         if let Some(&file) = FILE_FIELDS.iter().find(|f| **f == name) {
             let bytes = field.bytes().await.map_err(bad)?;
             if bytes.is_empty() {
@@ -199,19 +222,6 @@ pub(crate) async fn from_multipart(
     build(vec![draft], explain, signature, access, limits)
 }
 
-/// A table cell as a manifest reads it.
-fn cell(column: &str, value: serde_json::Value) -> Result<String, String> {
-    match value {
-        serde_json::Value::Null => Ok(String::new()),
-        serde_json::Value::String(text) => Ok(text),
-        serde_json::Value::Number(n) => Ok(n.to_string()),
-        serde_json::Value::Bool(b) => Ok(b.to_string()),
-        _ => Err(format!(
-            "cell `{column}`: expected a string, a number, a boolean or null"
-        )),
-    }
-}
-
 /// The limit on one file of `field`, in bytes.
 fn limit_of(field: &str, limits: &fusion_data::Limits) -> u64 {
     if field == "text_path" {
@@ -233,9 +243,15 @@ fn check_size(bytes: u64, field: &str, limits: &fusion_data::Limits) -> Result<(
 
 /// Decodes a base64 file, refusing it by its encoded length before decoding when too large.
 fn decode_base64(text: &str, field: &str, limits: &fusion_data::Limits) -> Result<Vec<u8>, ServeError> {
-    check_size((text.len() as u64 / 4) * 3, field, limits)?;
+    let text = text.trim();
+    let padding = text.bytes().rev().take_while(|b| *b == b'=').count().min(2) as u64;
+    check_size(
+        ((text.len() as u64).div_ceil(4) * 3).saturating_sub(padding),
+        field,
+        limits,
+    )?;
     base64::engine::general_purpose::STANDARD
-        .decode(text.trim())
+        .decode(text)
         .map_err(|e| ServeError::BadRequest(format!("`{field}`: not base64 ({e})")))
 }
 
@@ -256,6 +272,7 @@ fn build(
     let reads = |field: &str| read.contains(&if field == "text_path" { "text" } else { field });
     let mut seen = std::collections::HashSet::new();
     let mut scratch: Option<TempDir> = None;
+    let files_folder = access.files.clone();
     let mut records = Vec::with_capacity(drafts.len());
     for (k, draft) in drafts.into_iter().enumerate() {
         let at = format!("record {} ({})", k + 1, draft.id);
@@ -295,15 +312,24 @@ fn build(
                             "{at}: `{field}` names a file on the server, and this server reads none (the operator allows a folder with --files)"
                         )));
                     };
-                    *slot(&mut record, field) = Some(folder.join(path));
+                    // Checked alone, so that the answer names the path as the client gave
+                    // it, never where the folder or a link's target lies.
+                    let mut alone = Record::default();
+                    if let Some(slot) = alone.file_mut(field) {
+                        *slot = Some(PathBuf::from(&path));
+                    }
+                    alone.resolve_paths(folder, PathScope::ManifestFolder).map_err(|_| {
+                        ServeError::Forbidden(format!(
+                            "{at}: `{field}` {path} is outside the folder this server reads from (or leads out of it through a link)"
+                        ))
+                    })?;
+                    let resolved = alone.file_mut(field).and_then(Option::take);
+                    if let Some(slot) = record.file_mut(field) {
+                        *slot = resolved;
+                    }
                 }
                 Source::Bytes(bytes) => uploads.push((field, bytes)),
             }
-        }
-        if let Some(folder) = &access.files {
-            record
-                .resolve_paths(folder, PathScope::ManifestFolder)
-                .map_err(|e| ServeError::Forbidden(format!("{at}: {e}")))?;
         }
         for (field, bytes) in uploads {
             check_size(bytes.len() as u64, field, limits)?;
@@ -315,7 +341,9 @@ fn build(
             std::fs::write(&path, bytes).map_err(|e| {
                 ServeError::Internal(format!("cannot write an upload into {}: {e}", folder.path().display()))
             })?;
-            *slot(&mut record, field) = Some(path);
+            if let Some(slot) = record.file_mut(field) {
+                *slot = Some(path);
+            }
         }
         records.push(record);
     }
@@ -323,28 +351,21 @@ fn build(
         records,
         explain,
         scratch,
+        files_folder,
     })
 }
 
-fn slot<'r>(record: &'r mut Record, field: &str) -> &'r mut Option<PathBuf> {
-    match field {
-        "text_path" => &mut record.text_path,
-        "image" => &mut record.image,
-        "audio" => &mut record.audio,
-        _ => &mut record.video,
-    }
-}
-
 /// A private folder for one request's uploads (mode 0700 through `tempfile`): in the
-/// operator's scratch folder, else in memory (`/dev/shm`) where there is one, else in the
-/// system's temporary folder. (Uploads are bounded by the bodies admitted at once.)
+/// operator's scratch folder, else in memory (`/dev/shm`) where there is one that is not
+/// small (a container's is often 64 MB), else in the system's temporary folder. (Uploads
+/// are bounded by the bodies admitted at once.)
 fn scratch_folder(access: &Access) -> Result<TempDir, ServeError> {
     static DEFAULT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     let root = match &access.scratch {
         Some(root) => root,
         None => DEFAULT.get_or_init(|| {
             let shared_memory = std::path::Path::new("/dev/shm");
-            if tempfile::tempdir_in(shared_memory).is_ok() {
+            if shared_memory_is_large() && tempfile::tempdir_in(shared_memory).is_ok() {
                 shared_memory.to_path_buf()
             } else {
                 std::env::temp_dir()
@@ -357,14 +378,44 @@ fn scratch_folder(access: &Access) -> Result<TempDir, ServeError> {
         .map_err(|e| ServeError::Internal(format!("cannot make a scratch folder in {}: {e}", root.display())))
 }
 
+/// Whether `/dev/shm` is mounted without a size below 1 GiB (a tmpfs without `size=` holds
+/// half the memory).
+fn shared_memory_is_large() -> bool {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
+        return false;
+    };
+    let Some(options) = mounts.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(1) == Some(&"/dev/shm")).then(|| fields.get(3).copied().unwrap_or_default())
+    }) else {
+        return false;
+    };
+    let Some(size) = options.split(',').find_map(|o| o.strip_prefix("size=")) else {
+        return true;
+    };
+    let (digits, unit) = size.split_at(size.find(|c: char| !c.is_ascii_digit()).unwrap_or(size.len()));
+    let scale: u64 = match unit {
+        "k" | "K" => 1 << 10,
+        "m" | "M" => 1 << 20,
+        "g" | "G" => 1 << 30,
+        _ => 1,
+    };
+    digits.parse::<u64>().is_ok_and(|n| n.saturating_mul(scale) >= 1 << 30)
+}
+
 impl Incoming {
-    /// `text` with the scratch folder's path replaced by `upload`: a caller sees which of
-    /// its files failed, not where the server keeps them.
+    /// `text` with the server's folders taken out (the scratch folder becomes `upload`, the
+    /// allowed folder goes): a caller sees which of its files failed, not where the server
+    /// keeps them.
     pub fn clean(&self, text: &str) -> String {
-        match &self.scratch {
-            Some(folder) => text.replace(&*folder.path().to_string_lossy(), "upload"),
-            None => text.to_string(),
+        let mut text = text.to_string();
+        if let Some(folder) = &self.scratch {
+            text = text.replace(&*folder.path().to_string_lossy(), "upload");
         }
+        if let Some(folder) = &self.files_folder {
+            text = text.replace(&format!("{}/", folder.display()), "");
+        }
+        text
     }
 }
 
@@ -393,7 +444,13 @@ mod tests {
     }
 
     fn bad(body: serde_json::Value, limits: &fusion_data::Limits) -> ServeError {
-        match from_json(body.to_string().as_bytes(), &signature(), &Access::default(), limits) {
+        match from_json(
+            body.to_string().as_bytes(),
+            64,
+            &signature(),
+            &Access::default(),
+            limits,
+        ) {
             Ok(_) => panic!("{body} was accepted"),
             Err(e) => e,
         }
@@ -412,6 +469,7 @@ mod tests {
             serde_json::json!({"records": [{"image": {"base64": at}}]})
                 .to_string()
                 .as_bytes(),
+            64,
             &signature(),
             &Access::default(),
             &limits,
@@ -427,6 +485,15 @@ mod tests {
             serde_json::json!({"records": [{"image": {"base64": "!".repeat(44)}}]}),
             &limits,
         );
+        // Padding counts: 31 bytes are 44 characters ending in `=` and fit a limit of 31.
+        let limits = fusion_data::Limits {
+            file_bytes: 31,
+            ..Default::default()
+        };
+        let padded = base64::engine::general_purpose::STANDARD.encode([7u8; 31]);
+        assert!(padded.len() == 44 && padded.ends_with('='));
+        let body = serde_json::json!({"records": [{"image": {"base64": padded}}]}).to_string();
+        assert!(from_json(body.as_bytes(), 64, &signature(), &Access::default(), &limits).is_ok());
         assert!(
             matches!(&over, ServeError::TooLarge(m) if m.contains("`image`: 33 bytes, over the run's limit of 30")),
             "{over}"

@@ -135,7 +135,7 @@ fn the_page_predicts_an_uploaded_picture_in_a_real_browser() {
         .unwrap();
     let predictor = fusion_run::Predictor::load(&run, tch::Device::Cpu).unwrap();
     let batcher = Batcher::start(predictor, BatchOptions::default(), Arc::new(Metrics::default())).unwrap();
-    let app = fusion_serve::router(batcher, Access::default(), 64 << 20, 256 << 20);
+    let app = fusion_serve::router(batcher, Access::default(), fusion_serve::Bodies::default());
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let addr = listener.local_addr().unwrap();
     runtime.spawn(async move { axum::serve(listener, app).await });

@@ -12,8 +12,7 @@ use crate::ui::Ui;
 pub struct Options {
     pub addr: SocketAddr,
     pub batch: fusion_serve::BatchOptions,
-    pub max_body_bytes: usize,
-    pub bodies_bytes: usize,
+    pub bodies: fusion_serve::Bodies,
     pub token_file: Option<PathBuf>,
     pub files: Option<PathBuf>,
     pub scratch: Option<PathBuf>,
@@ -55,8 +54,7 @@ pub fn serve(folder: &Path, options: Options, ui: Ui, device: Device) -> Result<
             files,
             scratch: options.scratch,
         },
-        max_body_bytes: options.max_body_bytes,
-        bodies_bytes: options.bodies_bytes,
+        bodies: options.bodies,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
