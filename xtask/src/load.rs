@@ -109,8 +109,9 @@ impl Connection {
     }
 }
 
-/// One connection's latencies (ms) and the statuses it saw.
-type Measured = (Vec<f64>, BTreeMap<u16, usize>);
+/// One connection's latencies (ms), the statuses it saw, and when its measured requests
+/// began and ended.
+type Measured = (Vec<f64>, BTreeMap<u16, usize>, Instant, Instant);
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
     let rank = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len());
@@ -127,15 +128,22 @@ pub fn run(args: &[String]) -> Result<()> {
         options.body.len()
     );
     let share = options.requests.div_ceil(options.concurrency);
-    let started = Instant::now();
+    // Every connection warms up, then all start measuring together.
+    let ready = std::sync::Barrier::new(options.concurrency);
     let results: Vec<Result<Measured>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..options.concurrency)
             .map(|_| {
                 scope.spawn(|| -> Result<Measured> {
-                    let mut connection = Connection::open(&options.addr)?;
-                    for _ in 0..options.warmup.div_ceil(options.concurrency) {
-                        connection.send(head.as_bytes(), &options.body)?;
-                    }
+                    let warmed = Connection::open(&options.addr).and_then(|mut connection| {
+                        for _ in 0..options.warmup.div_ceil(options.concurrency) {
+                            connection.send(head.as_bytes(), &options.body)?;
+                        }
+                        Ok(connection)
+                    });
+                    // Wait for the others even after a failure, or they would wait forever.
+                    ready.wait();
+                    let mut connection = warmed?;
+                    let begun = Instant::now();
                     let (mut latencies, mut statuses) = (Vec::with_capacity(share), BTreeMap::new());
                     for _ in 0..share {
                         let sent = Instant::now();
@@ -143,7 +151,7 @@ pub fn run(args: &[String]) -> Result<()> {
                         latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
                         *statuses.entry(status).or_insert(0) += 1;
                     }
-                    Ok((latencies, statuses))
+                    Ok((latencies, statuses, begun, Instant::now()))
                 })
             })
             .collect();
@@ -152,17 +160,23 @@ pub fn run(args: &[String]) -> Result<()> {
             .map(|h| h.join().expect("a load thread panicked"))
             .collect()
     });
-    let seconds = started.elapsed().as_secs_f64();
     let (mut latencies, mut statuses) = (Vec::new(), BTreeMap::new());
+    let (mut first, mut last): (Option<Instant>, Option<Instant>) = (None, None);
     for result in results {
-        let (l, s) = result?;
+        let (l, s, begun, ended) = result?;
+        first = Some(first.map_or(begun, |f| f.min(begun)));
+        last = Some(last.map_or(ended, |l| l.max(ended)));
         latencies.extend(l);
         for (status, count) in s {
             *statuses.entry(status).or_insert(0) += count;
         }
     }
     latencies.sort_by(f64::total_cmp);
-    // Warm-up requests are inside the wall time: a small bias against every server alike.
+    // From the first measured request to the last answer: warm-ups are outside.
+    let seconds = match (first, last) {
+        (Some(first), Some(last)) => (last - first).as_secs_f64(),
+        _ => 0.0,
+    };
     let report = serde_json::json!({
         "concurrency": options.concurrency,
         "requests": latencies.len(),
