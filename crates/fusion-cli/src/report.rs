@@ -112,23 +112,39 @@ fn write_eval(out: &mut String, run: &Run, eval: &EvalRecord) {
             let _ = writeln!(out, "| {:.2} | {:.4} | {:.2} |", k.target, k.achieved, k.mean_set_size);
         }
         *out += "\n";
-        if !c.groups.is_empty() {
-            *out += "Coverage within each group (the sets' guarantee is on average over records, not per group):\n\n| group | records | ";
-            *out += &c
-                .coverage
-                .iter()
-                .map(|k| format!("{:.2}", k.target))
-                .collect::<Vec<_>>()
-                .join(" | ");
-            *out += " |\n|---|---|";
-            *out += &"---|".repeat(c.coverage.len());
-            *out += "\n";
-            for g in &c.groups {
-                let cells: Vec<String> = g.coverage.iter().map(|k| format!("{:.4}", k.achieved)).collect();
-                let _ = writeln!(out, "| {} | {} | {} |", g.group, g.records, cells.join(" | "));
-            }
-            *out += "\n";
+        group_coverage(
+            out,
+            c.groups.iter().map(|g| {
+                (
+                    g.group.as_str(),
+                    g.records,
+                    g.coverage.iter().map(|k| (k.target, k.achieved)).collect(),
+                )
+            }),
+        );
+    }
+    if let Some(intervals) = &eval.intervals {
+        *out += "### Conformal intervals\n\nSplit conformal intervals (prediction ± a quantile of the val records' absolute residuals) on these records:\n\n| coverage asked | achieved | width |\n|---|---|---|\n";
+        for k in &intervals.coverage {
+            let _ = writeln!(
+                out,
+                "| {:.2} | {:.4} | {} |",
+                k.target,
+                k.achieved,
+                crate::commands::calibrate::width(k.width)
+            );
         }
+        *out += "\n";
+        group_coverage(
+            out,
+            intervals.groups.iter().map(|g| {
+                (
+                    g.group.as_str(),
+                    g.records,
+                    g.coverage.iter().map(|k| (k.target, k.achieved)).collect(),
+                )
+            }),
+        );
     }
     if !eval.skipped.is_empty() {
         let _ = writeln!(
@@ -141,6 +157,30 @@ fn write_eval(out: &mut String, run: &Run, eval: &EvalRecord) {
         }
         *out += "\n";
     }
+}
+
+/// A table of conformal coverage within each group: per group, its records and the
+/// (target, achieved) coverage pairs; nothing when there are no groups.
+fn group_coverage<'g>(out: &mut String, groups: impl Iterator<Item = (&'g str, usize, Vec<(f64, f64)>)>) {
+    let groups: Vec<_> = groups.collect();
+    let Some((_, _, first)) = groups.first() else {
+        return;
+    };
+    *out +=
+        "Coverage within each group (the guarantee is on average over records, not per group):\n\n| group | records | ";
+    *out += &first
+        .iter()
+        .map(|(t, _)| format!("{t:.2}"))
+        .collect::<Vec<_>>()
+        .join(" | ");
+    *out += " |\n|---|---|";
+    *out += &"---|".repeat(first.len());
+    *out += "\n";
+    for (group, records, coverage) in &groups {
+        let cells: Vec<String> = coverage.iter().map(|(_, achieved)| format!("{achieved:.4}")).collect();
+        let _ = writeln!(out, "| {group} | {records} | {} |", cells.join(" | "));
+    }
+    *out += "\n";
 }
 
 /// Writes the run's `report.md` from what its folder holds.

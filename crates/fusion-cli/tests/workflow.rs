@@ -1194,6 +1194,62 @@ fn regression_and_multi_label_tables_train_with_no_configuration() {
         .collect();
     assert_eq!(errors.len(), 240);
     assert!(errors.iter().sum::<f64>() / 240.0 < 3.0, "{errors:?}");
+    // Conformal intervals from the val records' residuals: eval reports their coverage on
+    // test, predict --coverage gives each record one.
+    let r = run.to_str().unwrap();
+    assert!(
+        !fusion(&["predict", "--run", r, "--coverage", "0.9", "--quiet"])
+            .status
+            .success()
+    );
+    let intervals = json(&ok(&["calibrate", "--run", r, "--json"]));
+    let residuals: Vec<f64> = intervals["residuals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert!(
+        residuals.len() >= 20 && residuals.windows(2).all(|w| w[0] <= w[1]),
+        "{intervals}"
+    );
+    let eval = json(&ok(&["eval", "--run", r, "--json"]));
+    let at_90 = &eval["intervals"]["coverage"][1];
+    assert_eq!(at_90["target"], 0.9, "{eval}");
+    assert!(at_90["achieved"].as_f64().unwrap() >= 0.75, "{eval}");
+    // The width is twice the ⌈(n + 1) · 0.9⌉-th smallest residual.
+    let q = residuals[((residuals.len() as f64 + 1.0) * 0.9).ceil() as usize - 1];
+    assert!((at_90["width"].as_f64().unwrap() - 2.0 * q).abs() < 1e-9, "{eval}");
+    let covered = dir.path().join("price-intervals.jsonl");
+    ok(&[
+        "predict",
+        "--run",
+        r,
+        "--coverage",
+        "0.9",
+        "--out",
+        covered.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&covered)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut held = 0;
+    for p in &lines {
+        let (low, high) = (p["interval"][0].as_f64().unwrap(), p["interval"][1].as_f64().unwrap());
+        let value = p["probabilities"]["value"].as_f64().unwrap();
+        assert!((value - low - q).abs() < 1e-3 && (high - value - q).abs() < 1e-3, "{p}");
+        let label: f64 = p["label"].as_str().unwrap().parse().unwrap();
+        held += usize::from(low <= label && label <= high);
+    }
+    assert!(held as f64 >= 0.75 * lines.len() as f64, "{held} of {}", lines.len());
+    assert!(
+        std::fs::read_to_string(run.join("report.md"))
+            .unwrap()
+            .contains("### Conformal intervals")
+    );
     let robust = json(&ok(&["robustness", "--run", run.to_str().unwrap(), "--json"]));
     assert!(robust["subsets"][0]["accuracy"].as_f64().unwrap() > 0.9, "{robust}");
     ok(&["explain", "--run", run.to_str().unwrap(), "--quiet"]);

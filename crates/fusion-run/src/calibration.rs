@@ -2,7 +2,8 @@
 //! stored beside it (`calibration.json`), so `eval`, `predict` and every application
 //! read calibrated probabilities: temperature scaling of the class probabilities (of the
 //! combined output, whatever the fusion family), and the held-out scores that give split
-//! conformal prediction sets at any coverage.
+//! conformal prediction sets at any coverage; for a regression, the held-out absolute
+//! residuals that give split conformal intervals (`intervals.json`).
 
 use std::path::Path;
 
@@ -12,6 +13,9 @@ use crate::{Error, Result, Run};
 
 /// The file of a calibrated run or ensemble.
 pub const CALIBRATION_FILE: &str = "calibration.json";
+
+/// The file of a regression run's conformal intervals.
+pub const INTERVALS_FILE: &str = "intervals.json";
 
 /// Coverages `eval` reports the conformal sets' achieved coverage at.
 pub const COVERAGE_TARGETS: [f64; 3] = [0.8, 0.9, 0.95];
@@ -185,14 +189,17 @@ impl Calibration {
         }
     }
 
-    /// Removes the calibration of `folder`, if any: the model it was fitted to changes
-    /// (trained again, an ensemble rebuilt).
+    /// Removes the calibration (and a regression's intervals) of `folder`, if any: the
+    /// model it was fitted to changes (trained again, an ensemble rebuilt).
     pub fn forget(folder: &Path) -> Result<()> {
-        let path = folder.join(CALIBRATION_FILE);
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Io { path, source: e }),
-            _ => Ok(()),
+        for file in [CALIBRATION_FILE, INTERVALS_FILE] {
+            let path = folder.join(file);
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::Io { path, source: e }),
+                _ => {}
+            }
         }
+        Ok(())
     }
 
     /// The calibration of the run or ensemble at `folder`, when it has one; a damaged or
@@ -215,9 +222,195 @@ impl Calibration {
     }
 }
 
+/// `intervals.json`: a regression run's split conformal intervals — the absolute residuals
+/// `|y − ŷ|` of held-out records, sorted. At coverage `c` the interval is `ŷ ± q`, `q` the
+/// `⌈(n + 1) · c⌉`-th smallest residual (unbounded when that exceeds `n`): it holds a new
+/// exchangeable record's value with probability at least `c`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Intervals {
+    /// The split it was fitted on.
+    pub fitted_on: String,
+    /// Records of that split.
+    pub records: usize,
+    /// Their absolute residuals, sorted.
+    pub residuals: Vec<f64>,
+}
+
+/// How often conformal intervals held the value, and how wide they were.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntervalCoverage {
+    /// The coverage asked for.
+    pub target: f64,
+    /// The share of records whose interval held the value.
+    pub achieved: f64,
+    /// The intervals' width (`2q`, the same for every record; infinite when the held-out
+    /// records are too few for the target, written as null).
+    pub width: f64,
+}
+
+/// What the intervals did on an evaluated split (in `eval.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntervalEval {
+    /// At each of [`COVERAGE_TARGETS`].
+    pub coverage: Vec<IntervalCoverage>,
+    /// The same per group, when records have groups.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<GroupIntervalCoverage>,
+}
+
+/// Conformal intervals' coverage within one group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupIntervalCoverage {
+    /// The group.
+    pub group: String,
+    /// Its records.
+    pub records: usize,
+    /// At each of [`COVERAGE_TARGETS`].
+    pub coverage: Vec<IntervalCoverage>,
+}
+
+impl Intervals {
+    /// Keeps the absolute residuals of `predicted` against `targets` (records of `split`).
+    pub fn fit(predicted: &[f64], targets: &[f64], split: &str) -> Self {
+        let mut residuals: Vec<f64> = predicted.iter().zip(targets).map(|(p, t)| (t - p).abs()).collect();
+        residuals.sort_by(f64::total_cmp);
+        Self {
+            fitted_on: split.into(),
+            records: residuals.len(),
+            residuals,
+        }
+    }
+
+    /// Half the width of the intervals at `coverage`.
+    pub fn half_width(&self, coverage: f64) -> f64 {
+        fusion_core::conformal_threshold(&self.residuals, coverage).max(0.0)
+    }
+
+    /// The interval of a predicted `value` at `coverage`.
+    pub fn interval(&self, value: f64, coverage: f64) -> (f64, f64) {
+        let q = self.half_width(coverage);
+        (value - q, value + q)
+    }
+
+    /// How the intervals cover `targets` around `predicted`, overall and within each of
+    /// the records' `groups`.
+    pub fn evaluate(&self, predicted: &[f64], targets: &[f64], groups: Option<&[String]>) -> IntervalEval {
+        let coverage_of = |records: &[usize]| -> Vec<IntervalCoverage> {
+            COVERAGE_TARGETS
+                .iter()
+                .map(|&target| {
+                    let q = self.half_width(target);
+                    let held = records
+                        .iter()
+                        .filter(|&&r| (targets[r] - predicted[r]).abs() <= q)
+                        .count();
+                    IntervalCoverage {
+                        target,
+                        achieved: held as f64 / records.len().max(1) as f64,
+                        width: 2.0 * q,
+                    }
+                })
+                .collect()
+        };
+        let all: Vec<usize> = (0..targets.len()).collect();
+        let mut by_group: std::collections::BTreeMap<&str, Vec<usize>> = std::collections::BTreeMap::new();
+        for (r, group) in groups.unwrap_or_default().iter().enumerate() {
+            by_group.entry(group.as_str()).or_default().push(r);
+        }
+        IntervalEval {
+            coverage: coverage_of(&all),
+            groups: by_group
+                .into_iter()
+                .map(|(group, records)| GroupIntervalCoverage {
+                    group: group.to_string(),
+                    records: records.len(),
+                    coverage: coverage_of(&records),
+                })
+                .collect(),
+        }
+    }
+
+    /// The intervals of the regression run at `folder`, when it has them; a damaged or
+    /// edited file is an error naming it.
+    pub fn read(folder: &Path) -> Result<Option<Self>> {
+        let run = Run::new(folder);
+        if !run.file(INTERVALS_FILE).exists() {
+            return Ok(None);
+        }
+        let intervals: Self = run.read_json(INTERVALS_FILE)?;
+        let residuals = &intervals.residuals;
+        if residuals.iter().any(|r| !(r.is_finite() && *r >= 0.0)) || residuals.windows(2).any(|w| w[0] > w[1]) {
+            return Err(Error::Config(format!(
+                "{}: residuals must be sorted non-negative numbers",
+                run.file(INTERVALS_FILE).display()
+            )));
+        }
+        Ok(Some(intervals))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conformal_intervals_cover_exchangeable_values_over_many_seeds() {
+        // y = 2x + noise, predicted 2x; calibrate on 200, test on 1,000, 40 draws.
+        let mut state = 12345u64;
+        let mut uniform = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        for target in COVERAGE_TARGETS {
+            let mut achieved = 0.0;
+            for _ in 0..40 {
+                let mut draw = |n: usize| -> (Vec<f64>, Vec<f64>) {
+                    (0..n)
+                        .map(|_| {
+                            let x = uniform();
+                            // Heavy-ish noise: the sum of three uniforms, scaled.
+                            let noise = (uniform() + uniform() + uniform() - 1.5) * 3.0;
+                            (2.0 * x, 2.0 * x + noise)
+                        })
+                        .unzip()
+                };
+                let (predicted, targets) = draw(200);
+                let intervals = Intervals::fit(&predicted, &targets, "val");
+                let (predicted, targets) = draw(1000);
+                achieved += intervals.evaluate(&predicted, &targets, None).coverage
+                    [COVERAGE_TARGETS.iter().position(|&t| t == target).unwrap_or(0)]
+                .achieved;
+            }
+            let mean = achieved / 40.0;
+            assert!(mean >= target - 0.01, "coverage {mean} at {target}");
+            assert!(mean <= target + 0.03, "coverage {mean} at {target}: intervals too wide");
+        }
+    }
+
+    #[test]
+    fn intervals_are_the_residual_quantile_around_the_prediction() {
+        // Residuals 1..=9: at 0.8 the ⌈10 · 0.8⌉ = 8th smallest is 8.
+        let predicted = vec![0.0; 9];
+        let targets: Vec<f64> = (1..=9)
+            .map(|k| if k % 2 == 0 { f64::from(k) } else { -f64::from(k) })
+            .collect();
+        let intervals = Intervals::fit(&predicted, &targets, "val");
+        assert_eq!(intervals.residuals, (1..=9).map(f64::from).collect::<Vec<_>>());
+        assert_eq!(intervals.interval(10.0, 0.8), (2.0, 18.0));
+        // At 0.95, ⌈10 · 0.95⌉ = 10 > 9 records: unbounded.
+        assert_eq!(intervals.half_width(0.95), f64::INFINITY);
+        let eval = intervals.evaluate(&[0.0, 0.0], &[7.5, 8.5], Some(&["a".into(), "b".into()]));
+        assert_eq!(eval.coverage[0].achieved, 0.5);
+        assert_eq!(eval.coverage[0].width, 16.0);
+        assert_eq!(eval.groups[0].coverage[0].achieved, 1.0);
+        assert_eq!(eval.groups[1].coverage[0].achieved, 0.0);
+    }
 
     #[test]
     fn coverage_is_counted_overall_and_within_each_group() {

@@ -98,6 +98,9 @@ pub struct EvalRecord {
     /// then of the calibrated probabilities).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibration: Option<crate::CalibratedEval>,
+    /// How a regression's conformal intervals covered the split, when it has them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intervals: Option<crate::IntervalEval>,
 }
 
 impl Run {
@@ -129,6 +132,7 @@ pub(crate) fn eval_record(
         classes: classes.to_vec(),
         skipped: data.problems.clone(),
         calibration: None,
+        intervals: None,
     };
     if record.metrics.count == 0 {
         return Err(Error::Config(format!(

@@ -350,6 +350,7 @@ fn test_evaluation(ensemble: &EnsembleFile, test_scores: &[RecordScores], loaded
             .cloned()
             .collect(),
         calibration: None,
+        intervals: None,
     })
 }
 

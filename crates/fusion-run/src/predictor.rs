@@ -66,6 +66,10 @@ pub struct Prediction {
     /// Files of the record that could not be used (their modality is in `missing`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unusable: Vec<String>,
+    /// A regression's conformal interval `[low, high]` (with a coverage asked for; an
+    /// unbounded end is null).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval: Option<[f64; 2]>,
     /// How many members of an ensemble predicted the record (their weights renormalised).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub members: Option<usize>,
@@ -85,6 +89,7 @@ impl Prediction {
             confidence: (task == Task::Classification).then(|| scores[fusion_core::argmax(&scores)]),
             probabilities: outputs.iter().cloned().zip(scores.iter().copied()).collect(),
             set: None,
+            interval: None,
             label: label.to_string(),
             missing: None,
             unusable: Vec::new(),
@@ -269,6 +274,32 @@ struct LoadedRun {
     _vs: nn::VarStore,
 }
 
+/// A regression run's predicted and true values on the labelled records of a split.
+struct SplitValues {
+    predicted: Vec<f64>,
+    targets: Vec<f64>,
+    groups: Option<Vec<String>>,
+}
+
+impl SplitValues {
+    fn of(model: &FusionModel, data: SplitData) -> Result<Self> {
+        let evaluation = fusion_core::evaluate(model, &data.data, EVAL_BATCH)?;
+        let targets = Vec::<f64>::try_from(
+            data.data
+                .labels
+                .to_kind(tch::Kind::Double)
+                .to_device(Device::Cpu)
+                .reshape([-1]),
+        )
+        .map_err(fusion_core::Error::from)?;
+        Ok(Self {
+            predicted: evaluation.probabilities.iter().map(|p| f64::from(p[0])).collect(),
+            targets,
+            groups: data.data.groups,
+        })
+    }
+}
+
 /// One run's outputs on the labelled records of a split.
 struct SplitScores {
     ids: Vec<String>,
@@ -331,6 +362,11 @@ impl LoadedRun {
             errors: extraction.problems.clone(),
             skipped: loaded.skipped_records(),
         })
+    }
+
+    fn split_values(&self, manifest: Option<&Path>, split: Split, observer: &dyn Observer) -> Result<SplitValues> {
+        let (data, _) = self.run.split(manifest, split, self.model.device(), observer)?;
+        SplitValues::of(&self.model, data)
     }
 
     fn split_scores(&self, manifest: Option<&Path>, split: Split, observer: &dyn Observer) -> Result<SplitScores> {
@@ -421,6 +457,8 @@ pub struct Predictor {
     task: Task,
     members: Vec<LoadedRun>,
     calibration: Option<Calibration>,
+    /// A regression's conformal intervals.
+    intervals: Option<crate::Intervals>,
     coverage: Option<f64>,
 }
 
@@ -431,9 +469,13 @@ impl Predictor {
         let root = folder.as_ref().to_path_buf();
         if !is_ensemble(&root) {
             let run = LoadedRun::load(Run::new(&root), 1.0, device)?;
-            // Calibration scales class probabilities: other tasks have none to read.
+            // Calibration scales class probabilities; a regression has intervals instead.
             let calibration = match run.config.task {
                 Task::Classification => Calibration::read(&root)?,
+                _ => None,
+            };
+            let intervals = match run.config.task {
+                Task::Regression => crate::Intervals::read(&root)?,
                 _ => None,
             };
             return Ok(Self {
@@ -442,6 +484,7 @@ impl Predictor {
                 members: vec![run],
                 ensemble: None,
                 calibration,
+                intervals,
                 coverage: None,
                 root,
             });
@@ -459,20 +502,26 @@ impl Predictor {
             members,
             ensemble: Some(file),
             calibration: Calibration::read(&root)?,
+            intervals: None,
             coverage: None,
             root,
         })
     }
 
-    /// Predictions also carry a conformal prediction set holding the label with
-    /// probability at least `coverage` (in (0, 1)); needs a calibrated folder.
+    /// Predictions also carry a conformal prediction set holding the label (or, for a
+    /// regression, an interval holding the value) with probability at least `coverage`
+    /// (in (0, 1)); needs a calibrated folder.
     pub fn with_coverage(mut self, coverage: f64) -> Result<Self> {
         if !(coverage > 0.0 && coverage < 1.0) {
             return Err(Error::Config(format!("coverage {coverage}: a number between 0 and 1")));
         }
-        if self.calibration.is_none() {
+        if self.calibration.is_none() && self.intervals.is_none() {
+            let what = match self.task {
+                Task::Regression => "intervals come from its held-out residuals",
+                _ => "prediction sets come from its calibration",
+            };
             return Err(Error::Config(format!(
-                "{} is not calibrated: prediction sets come from its calibration (`fusion calibrate --run {}`)",
+                "{} is not calibrated: {what} (`fusion calibrate --run {}`)",
                 self.root.display(),
                 self.root.display()
             )));
@@ -484,6 +533,31 @@ impl Predictor {
     /// The calibration applied, when the folder has one.
     pub fn calibration(&self) -> Option<&Calibration> {
         self.calibration.as_ref()
+    }
+
+    /// A regression's conformal intervals, when fitted.
+    pub fn intervals(&self) -> Option<&crate::Intervals> {
+        self.intervals.as_ref()
+    }
+
+    /// Fits a regression run's conformal intervals on the val split of `manifest`
+    /// (default: the run's) and writes them into the folder (`intervals.json`); from then
+    /// on `evaluate` reports their coverage and, with a coverage asked for, predictions
+    /// carry an `interval`.
+    pub fn fit_intervals(&mut self, manifest: Option<&Path>, observer: &dyn Observer) -> Result<crate::Intervals> {
+        let (None, [run], Task::Regression) = (&self.ensemble, self.members.as_slice(), self.task) else {
+            return Err(Error::Config(format!(
+                "conformal intervals are a regression run's; {} is a {} {}",
+                self.root.display(),
+                self.task.name(),
+                if self.ensemble.is_some() { "ensemble" } else { "run" }
+            )));
+        };
+        let values = run.split_values(manifest, Split::Val, observer)?;
+        let intervals = crate::Intervals::fit(&values.predicted, &values.targets, "val");
+        Run::new(&self.root).write_json(crate::INTERVALS_FILE, &intervals)?;
+        self.intervals = Some(intervals.clone());
+        Ok(intervals)
     }
 
     /// Fits a calibration on the val split of `manifest` (default: the run's) to the
@@ -653,8 +727,15 @@ impl Predictor {
         Ok(self.finish(self.combine(each)?))
     }
 
-    /// Calibrated probabilities (and their decision) and conformal sets, where asked for.
+    /// Calibrated probabilities (and their decision) and conformal sets or intervals,
+    /// where asked for.
     fn finish(&self, mut predictions: Predictions) -> Predictions {
+        if let (Some(intervals), Some(coverage)) = (&self.intervals, self.coverage) {
+            for p in &mut predictions.predictions {
+                let (low, high) = intervals.interval(f64::from(p.scores[0]), coverage);
+                p.interval = Some([low, high]);
+            }
+        }
         let Some(calibration) = &self.calibration else {
             return predictions;
         };
@@ -721,6 +802,11 @@ impl Predictor {
                 let run = &self.members[0];
                 let (data, loaded) = run.run.split(manifest, split, run.model.device(), observer)?;
                 let mut record = crate::evaluation::eval_record(&run.model, &data, &self.classes, split.name())?;
+                if let Some(intervals) = &self.intervals {
+                    let values = SplitValues::of(&run.model, data)?;
+                    record.intervals =
+                        Some(intervals.evaluate(&values.predicted, &values.targets, values.groups.as_deref()));
+                }
                 record.skipped.extend(loaded.extraction.problems);
                 record
             }
@@ -814,6 +900,7 @@ impl Predictor {
             classes: self.classes.clone(),
             skipped: scores.skipped,
             calibration: calibrated,
+            intervals: None,
         })
     }
 }

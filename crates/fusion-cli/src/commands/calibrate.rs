@@ -16,9 +16,34 @@ pub fn scores_line(scores: &ProbabilityScores) -> String {
     )
 }
 
-/// `fusion calibrate`.
+/// An interval's width, or `unbounded` (too few held-out records for the coverage).
+pub fn width(width: f64) -> String {
+    if width.is_finite() {
+        format!("{width:.4}")
+    } else {
+        "unbounded".into()
+    }
+}
+
+/// `fusion calibrate`: a temperature and conformal scores, or a regression's intervals.
 pub fn calibrate(folder: &Path, manifest: Option<&Path>, ui: Ui, device: Device) -> Result<()> {
     let mut predictor = Predictor::load(folder, device)?;
+    if predictor.task() == fusion_core::Task::Regression {
+        let intervals = predictor.fit_intervals(manifest, &Shown::new(ui))?;
+        ui.say(format!(
+            "conformal intervals from {} {} residuals: ± {} at 0.8, ± {} at 0.9, ± {} at 0.95",
+            intervals.records,
+            intervals.fitted_on,
+            width(intervals.half_width(0.8)),
+            width(intervals.half_width(0.9)),
+            width(intervals.half_width(0.95))
+        ));
+        ui.say(format!(
+            "written to {}; `fusion eval` reports their coverage, `fusion predict --coverage 0.9` adds an interval per record",
+            folder.join(fusion_run::INTERVALS_FILE).display()
+        ));
+        return ui.result(&intervals);
+    }
     let calibration = predictor.calibrate(manifest, &Shown::new(ui))?;
     ui.say(format!(
         "temperature {:.4}, fitted on {} {} records",

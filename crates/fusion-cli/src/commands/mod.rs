@@ -149,6 +149,25 @@ pub fn say_eval(ui: Ui, eval: &EvalRecord) {
             groups.accuracy_gap, groups.macro_f1_gap
         ));
     }
+    if let Some(intervals) = &eval.intervals {
+        for c in &intervals.coverage {
+            ui.say(format!(
+                "  conformal intervals at {:.2}: coverage {:.4}, width {}",
+                c.target,
+                c.achieved,
+                calibrate::width(c.width)
+            ));
+        }
+        for group in &intervals.groups {
+            let at = |c: &fusion_run::IntervalCoverage| format!("{:.2}: {:.4}", c.target, c.achieved);
+            ui.say(format!(
+                "    group {} ({} records): coverage {}",
+                group.group,
+                group.records,
+                group.coverage.iter().map(at).collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
     if let Some(calibrated) = &eval.calibration {
         ui.say(format!(
             "  calibrated (temperature {:.4}): before {}",
