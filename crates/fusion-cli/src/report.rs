@@ -107,6 +107,12 @@ fn write_eval(out: &mut String, run: &Run, eval: &EvalRecord) {
             c.after.ece,
             c.after.brier
         );
+        image(
+            out,
+            run,
+            "reliability",
+            "reliability diagram before and after calibration",
+        );
         *out += "| conformal sets at | coverage | classes per set |\n|---|---|---|\n";
         for k in &c.coverage {
             let _ = writeln!(out, "| {:.2} | {:.4} | {:.2} |", k.target, k.achieved, k.mean_set_size);

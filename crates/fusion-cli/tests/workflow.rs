@@ -1060,6 +1060,22 @@ fn a_table_trains_with_no_configuration_and_its_written_config_reruns() {
     );
     let coverage = eval["calibration"]["coverage"].as_array().unwrap();
     assert_eq!(coverage.len(), 3, "{eval}");
+    // The reliability diagram: bins of the records evaluated, before and after, plotted.
+    for side in ["reliability_before", "reliability_after"] {
+        let counted: u64 = eval["calibration"][side]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["count"].as_u64().unwrap())
+            .sum();
+        assert_eq!(counted, eval["metrics"]["count"].as_u64().unwrap(), "{eval}");
+    }
+    assert!(run.join("plots/reliability.png").exists() && run.join("plots/reliability.svg").exists());
+    assert!(
+        std::fs::read_to_string(run.join("report.md"))
+            .unwrap()
+            .contains("plots/reliability.png")
+    );
     // Predictions apply the stored temperature, whatever it is: one that softens
     // near-certain outputs visibly is written in.
     let file = run.join("calibration.json");

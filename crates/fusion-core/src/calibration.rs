@@ -120,9 +120,71 @@ pub fn prediction_set(probabilities: &[f32], threshold: f64) -> Vec<usize> {
     set
 }
 
+/// One confidence bin of a reliability diagram.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReliabilityBin {
+    /// The bin's upper confidence bound (it holds confidences above the previous bound).
+    pub upper: f64,
+    /// Records whose top probability falls in the bin.
+    pub count: usize,
+    /// Their mean top probability.
+    pub confidence: f64,
+    /// The share of them whose most probable class is the label.
+    pub accuracy: f64,
+}
+
+/// The reliability diagram of class `probabilities` against `labels`: per non-empty bin of
+/// the top probability (the [`crate::ECE_BINS`] equal-width bins of the ECE, whose
+/// `Σ count/n · |accuracy − confidence|` it is), the mean confidence and accuracy.
+pub fn reliability(probabilities: &[Vec<f32>], labels: &[usize]) -> Vec<ReliabilityBin> {
+    let bins = crate::ECE_BINS;
+    let mut sums = vec![(0usize, 0.0f64, 0.0f64); bins];
+    for (p, &label) in probabilities.iter().zip(labels) {
+        let top = crate::argmax(p);
+        let confidence = f64::from(p[top]);
+        let bin = ((confidence * bins as f64).ceil() as usize).clamp(1, bins) - 1;
+        sums[bin].0 += 1;
+        sums[bin].1 += confidence;
+        sums[bin].2 += f64::from(u8::from(top == label));
+    }
+    sums.iter()
+        .enumerate()
+        .filter(|(_, (count, _, _))| *count > 0)
+        .map(|(b, &(count, confidence, correct))| ReliabilityBin {
+            upper: (b + 1) as f64 / bins as f64,
+            count,
+            confidence: confidence / count as f64,
+            accuracy: correct / count as f64,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reliability_bins_are_the_eces() {
+        // Top probabilities 0.95 (right), 0.9 (wrong), 0.55 (right), 0.5 (right): bins
+        // (14/15, 1], (13/15, 14/15], (8/15, 9/15], (7/15, 8/15].
+        let probabilities = vec![vec![0.95, 0.05], vec![0.9, 0.1], vec![0.45, 0.55], vec![0.5, 0.5]];
+        let labels = [0, 1, 1, 0];
+        let bins = reliability(&probabilities, &labels);
+        let seen: Vec<(usize, f64, f64)> = bins
+            .iter()
+            .map(|b| (b.count, (b.confidence * 100.0).round() / 100.0, b.accuracy))
+            .collect();
+        assert_eq!(seen, [(1, 0.5, 1.0), (1, 0.55, 1.0), (1, 0.9, 0.0), (1, 0.95, 1.0)]);
+        assert!((bins[2].upper - 14.0 / 15.0).abs() < 1e-12);
+        // Σ count/n · |accuracy − confidence| is the ECE of the same records.
+        let from_bins: f64 = bins
+            .iter()
+            .map(|b| b.count as f64 / 4.0 * (b.accuracy - b.confidence).abs())
+            .sum();
+        let (_, metrics, _, _) = crate::probability_metrics(&probabilities, &labels, None, 2);
+        assert!((from_bins - metrics.ece).abs() < 1e-6, "{from_bins} vs {}", metrics.ece);
+    }
 
     /// A seeded stream of uniform numbers in [0, 1).
     fn uniform(seed: u64) -> impl FnMut() -> f64 {

@@ -78,7 +78,8 @@ pub mod synthetic;
 mod train;
 
 pub use calibration::{
-    brier_score, conformal_scores, conformal_threshold, fit_temperature, nll_at, prediction_set, with_temperature,
+    ReliabilityBin, brier_score, conformal_scores, conformal_threshold, fit_temperature, nll_at, prediction_set,
+    reliability, with_temperature,
 };
 pub use config::{
     ConfidenceMeasure, EarlyMethod, EncoderConfig, FusionConfig, GatingForm, LateCombiner, ModalityConfig, ModelConfig,

@@ -69,6 +69,12 @@ pub struct CalibratedEval {
     pub before: ProbabilityScores,
     /// Calibrated.
     pub after: ProbabilityScores,
+    /// The reliability diagram of the model's probabilities (bins of the top probability).
+    #[serde(default)]
+    pub reliability_before: Vec<fusion_core::ReliabilityBin>,
+    /// Of the calibrated probabilities.
+    #[serde(default)]
+    pub reliability_after: Vec<fusion_core::ReliabilityBin>,
     /// Conformal sets at each of [`COVERAGE_TARGETS`].
     pub coverage: Vec<Coverage>,
     /// The same per group, when records have groups (a set's coverage holds on average
@@ -177,6 +183,8 @@ impl Calibration {
             temperature: self.temperature,
             before: ProbabilityScores::of(probabilities, labels, classes),
             after: ProbabilityScores::of(&calibrated, labels, classes),
+            reliability_before: fusion_core::reliability(probabilities, labels),
+            reliability_after: fusion_core::reliability(&calibrated, labels),
             coverage: coverage_of(&all),
             groups: by_group
                 .into_iter()

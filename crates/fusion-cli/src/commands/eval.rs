@@ -23,6 +23,7 @@ pub fn eval(folder: &Path, manifest: Option<&Path>, split: Split, ui: Ui, device
     let predictor = Predictor::load(folder, device)?;
     let record = predictor.evaluate(manifest, split, &Shown::new(ui))?;
     say_eval(ui, &record);
+    super::plot_reliability(folder, &record)?;
     match predictor.ensemble() {
         Some(file) => super::ensemble::write_report(folder, file, Some(&record))?,
         None => {

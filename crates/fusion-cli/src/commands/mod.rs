@@ -82,6 +82,36 @@ fn plot_training(run: &Run, summary: &TrainSummary, config: &RunConfig) -> Resul
     Ok(())
 }
 
+/// A calibrated evaluation's reliability diagram (accuracy against confidence, before and
+/// after calibration, and the diagonal of perfect calibration), as a plot of `folder`.
+pub fn plot_reliability(folder: &std::path::Path, record: &EvalRecord) -> Result<()> {
+    let Some(calibrated) = &record.calibration else {
+        return Ok(());
+    };
+    let points = |bins: &[fusion_core::ReliabilityBin]| bins.iter().map(|b| (b.confidence, b.accuracy)).collect();
+    let panel = plots::Panel {
+        y_label: "accuracy".into(),
+        series: vec![
+            ("perfectly calibrated".into(), vec![(0.0, 0.0), (1.0, 1.0)]),
+            (
+                "the model's probabilities".into(),
+                points(&calibrated.reliability_before),
+            ),
+            (
+                format!("calibrated (temperature {:.3})", calibrated.temperature),
+                points(&calibrated.reliability_after),
+            ),
+        ],
+    };
+    plots::lines(
+        &plot_path(&Run::new(folder), "reliability")?,
+        &format!("Reliability on {}: accuracy against confidence", record.split),
+        "confidence (top probability, mean per bin)",
+        &[panel],
+    )?;
+    Ok(())
+}
+
 /// The confusion matrix of a classification's evaluation, as a plot of `run`.
 fn plot_confusion(run: &Run, record: &EvalRecord) -> Result<()> {
     if record.task == TaskMetrics::Classification {
