@@ -253,9 +253,9 @@ pub struct IntervalCoverage {
     pub target: f64,
     /// The share of records whose interval held the value.
     pub achieved: f64,
-    /// The intervals' width (`2q`, the same for every record; infinite when the held-out
-    /// records are too few for the target, written as null).
-    pub width: f64,
+    /// The intervals' width (`2q`, the same for every record); none (null) when the
+    /// held-out records are too few for the target: the intervals are unbounded.
+    pub width: Option<f64>,
 }
 
 /// What the intervals did on an evaluated split (in `eval.json`).
@@ -319,7 +319,7 @@ impl Intervals {
                     IntervalCoverage {
                         target,
                         achieved: held as f64 / records.len().max(1) as f64,
-                        width: 2.0 * q,
+                        width: q.is_finite().then_some(2.0 * q),
                     }
                 })
                 .collect()
@@ -415,7 +415,14 @@ mod tests {
         assert_eq!(intervals.half_width(0.95), f64::INFINITY);
         let eval = intervals.evaluate(&[0.0, 0.0], &[7.5, 8.5], Some(&["a".into(), "b".into()]));
         assert_eq!(eval.coverage[0].achieved, 0.5);
-        assert_eq!(eval.coverage[0].width, 16.0);
+        assert_eq!(eval.coverage[0].width, Some(16.0));
+        // Unbounded at 0.95 (9 records): written as null and read back as such.
+        assert_eq!(eval.coverage[2].width, None);
+        let written = serde_json::to_string(&eval).unwrap_or_default();
+        assert_eq!(
+            serde_json::from_str::<IntervalEval>(&written).ok().as_ref(),
+            Some(&eval)
+        );
         assert_eq!(eval.groups[0].coverage[0].achieved, 1.0);
         assert_eq!(eval.groups[1].coverage[0].achieved, 0.0);
     }

@@ -554,6 +554,21 @@ impl Predictor {
             )));
         };
         let values = run.split_values(manifest, Split::Val, observer)?;
+        if values.targets.is_empty() {
+            return Err(Error::Config(format!(
+                "{}: no val record with a number to fit intervals on",
+                self.root.display()
+            )));
+        }
+        if let Some(k) = (0..values.targets.len()).find(|&k| !(values.predicted[k] - values.targets[k]).is_finite()) {
+            return Err(Error::Config(format!(
+                "{}: val record {} has no finite residual (predicted {}, target {}): the model cannot be calibrated",
+                self.root.display(),
+                k + 1,
+                values.predicted[k],
+                values.targets[k]
+            )));
+        }
         let intervals = crate::Intervals::fit(&values.predicted, &values.targets, "val");
         Run::new(&self.root).write_json(crate::INTERVALS_FILE, &intervals)?;
         self.intervals = Some(intervals.clone());

@@ -150,6 +150,11 @@ pub async fn serve(
     options: ServeOptions,
     listening: impl FnOnce(SocketAddr),
 ) -> Result<(), ServeError> {
+    if options.bodies.timeout.is_zero() || options.bodies.max_bytes == 0 {
+        return Err(ServeError::Options(
+            "bodies need a positive size limit and a positive time to arrive".into(),
+        ));
+    }
     let listener = tokio::net::TcpListener::bind(options.addr)
         .await
         .map_err(|e| ServeError::Options(format!("cannot listen on {}: {e}", options.addr)))?;

@@ -384,7 +384,8 @@ fn shared_memory_is_large() -> bool {
     let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
         return false;
     };
-    let Some(options) = mounts.lines().find_map(|line| {
+    // The last mount at /dev/shm is the one in effect.
+    let Some(options) = mounts.lines().rev().find_map(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
         (fields.get(1) == Some(&"/dev/shm")).then(|| fields.get(3).copied().unwrap_or_default())
     }) else {

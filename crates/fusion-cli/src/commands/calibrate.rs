@@ -17,11 +17,10 @@ pub fn scores_line(scores: &ProbabilityScores) -> String {
 }
 
 /// An interval's width, or `unbounded` (too few held-out records for the coverage).
-pub fn width(width: f64) -> String {
-    if width.is_finite() {
-        format!("{width:.4}")
-    } else {
-        "unbounded".into()
+pub fn width(width: Option<f64>) -> String {
+    match width {
+        Some(width) if width.is_finite() => format!("{width:.4}"),
+        _ => "unbounded".into(),
     }
 }
 
@@ -34,9 +33,9 @@ pub fn calibrate(folder: &Path, manifest: Option<&Path>, ui: Ui, device: Device)
             "conformal intervals from {} {} residuals: ± {} at 0.8, ± {} at 0.9, ± {} at 0.95",
             intervals.records,
             intervals.fitted_on,
-            width(intervals.half_width(0.8)),
-            width(intervals.half_width(0.9)),
-            width(intervals.half_width(0.95))
+            width(Some(intervals.half_width(0.8))),
+            width(Some(intervals.half_width(0.9))),
+            width(Some(intervals.half_width(0.95)))
         ));
         ui.say(format!(
             "written to {}; `fusion eval` reports their coverage, `fusion predict --coverage 0.9` adds an interval per record",
