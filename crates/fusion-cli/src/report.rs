@@ -118,16 +118,7 @@ fn write_eval(out: &mut String, run: &Run, eval: &EvalRecord) {
             let _ = writeln!(out, "| {:.2} | {:.4} | {:.2} |", k.target, k.achieved, k.mean_set_size);
         }
         *out += "\n";
-        group_coverage(
-            out,
-            c.groups.iter().map(|g| {
-                (
-                    g.group.as_str(),
-                    g.records,
-                    g.coverage.iter().map(|k| (k.target, k.achieved)).collect(),
-                )
-            }),
-        );
+        group_coverage(out, &c.groups);
     }
     if let Some(intervals) = &eval.intervals {
         *out += "### Conformal intervals\n\nSplit conformal intervals (prediction ± a quantile of the val records' absolute residuals) on these records:\n\n| coverage asked | achieved | width |\n|---|---|---|\n";
@@ -141,16 +132,7 @@ fn write_eval(out: &mut String, run: &Run, eval: &EvalRecord) {
             );
         }
         *out += "\n";
-        group_coverage(
-            out,
-            intervals.groups.iter().map(|g| {
-                (
-                    g.group.as_str(),
-                    g.records,
-                    g.coverage.iter().map(|k| (k.target, k.achieved)).collect(),
-                )
-            }),
-        );
+        group_coverage(out, &intervals.groups);
     }
     if !eval.skipped.is_empty() {
         let _ = writeln!(
@@ -165,26 +147,25 @@ fn write_eval(out: &mut String, run: &Run, eval: &EvalRecord) {
     }
 }
 
-/// A table of conformal coverage within each group: per group, its records and the
-/// (target, achieved) coverage pairs; nothing when there are no groups.
-fn group_coverage<'g>(out: &mut String, groups: impl Iterator<Item = (&'g str, usize, Vec<(f64, f64)>)>) {
-    let groups: Vec<_> = groups.collect();
-    let Some((_, _, first)) = groups.first() else {
+/// A table of conformal coverage within each group; nothing when there are no groups.
+fn group_coverage<C: fusion_run::Achieved>(out: &mut String, groups: &[fusion_run::GroupCoverage<C>]) {
+    let Some(first) = groups.first() else {
         return;
     };
     *out +=
         "Coverage within each group (the guarantee is on average over records, not per group):\n\n| group | records | ";
     *out += &first
+        .achieved()
         .iter()
         .map(|(t, _)| format!("{t:.2}"))
         .collect::<Vec<_>>()
         .join(" | ");
     *out += " |\n|---|---|";
-    *out += &"---|".repeat(first.len());
+    *out += &"---|".repeat(first.coverage.len());
     *out += "\n";
-    for (group, records, coverage) in &groups {
-        let cells: Vec<String> = coverage.iter().map(|(_, achieved)| format!("{achieved:.4}")).collect();
-        let _ = writeln!(out, "| {group} | {records} | {} |", cells.join(" | "));
+    for group in groups {
+        let cells: Vec<String> = group.achieved().iter().map(|(_, a)| format!("{a:.4}")).collect();
+        let _ = writeln!(out, "| {} | {} | {} |", group.group, group.records, cells.join(" | "));
     }
     *out += "\n";
 }

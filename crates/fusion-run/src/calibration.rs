@@ -83,16 +83,61 @@ pub struct CalibratedEval {
     pub groups: Vec<GroupCoverage>,
 }
 
-/// Conformal sets' coverage within one group.
+/// Conformal coverage within one group: of sets ([`Coverage`]) or of a regression's
+/// intervals ([`IntervalCoverage`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct GroupCoverage {
+pub struct GroupCoverage<C = Coverage> {
     /// The group.
     pub group: String,
     /// Its records.
     pub records: usize,
     /// At each of [`COVERAGE_TARGETS`].
-    pub coverage: Vec<Coverage>,
+    pub coverage: Vec<C>,
+}
+
+/// Conformal intervals' coverage within one group.
+pub type GroupIntervalCoverage = GroupCoverage<IntervalCoverage>;
+
+/// A coverage asked for and the one achieved.
+pub trait Achieved {
+    /// `(target, achieved)`.
+    fn achieved(&self) -> (f64, f64);
+}
+
+impl Achieved for Coverage {
+    fn achieved(&self) -> (f64, f64) {
+        (self.target, self.achieved)
+    }
+}
+
+impl Achieved for IntervalCoverage {
+    fn achieved(&self) -> (f64, f64) {
+        (self.target, self.achieved)
+    }
+}
+
+impl<C: Achieved> GroupCoverage<C> {
+    /// `(target, achieved)` at each coverage asked for.
+    pub fn achieved(&self) -> Vec<(f64, f64)> {
+        self.coverage.iter().map(Achieved::achieved).collect()
+    }
+}
+
+/// `coverage_of` the records of each group (by the records' `groups`, in name order).
+fn per_group<C>(groups: Option<&[String]>, coverage_of: impl Fn(&[usize]) -> Vec<C>) -> Vec<GroupCoverage<C>> {
+    let mut by_group: std::collections::BTreeMap<&str, Vec<usize>> = std::collections::BTreeMap::new();
+    for (r, group) in groups.unwrap_or_default().iter().enumerate() {
+        by_group.entry(group.as_str()).or_default().push(r);
+    }
+    by_group
+        .into_iter()
+        .map(|(group, records)| GroupCoverage {
+            group: group.to_string(),
+            records: records.len(),
+            coverage: coverage_of(&records),
+        })
+        .collect()
 }
 
 /// `calibration.json`.
@@ -175,10 +220,6 @@ impl Calibration {
                 })
                 .collect()
         };
-        let mut by_group: std::collections::BTreeMap<&str, Vec<usize>> = std::collections::BTreeMap::new();
-        for (r, group) in groups.unwrap_or_default().iter().enumerate() {
-            by_group.entry(group.as_str()).or_default().push(r);
-        }
         CalibratedEval {
             temperature: self.temperature,
             before: ProbabilityScores::of(probabilities, labels, classes),
@@ -186,14 +227,7 @@ impl Calibration {
             reliability_before: fusion_core::reliability(probabilities, labels),
             reliability_after: fusion_core::reliability(&calibrated, labels),
             coverage: coverage_of(&all),
-            groups: by_group
-                .into_iter()
-                .map(|(group, records)| GroupCoverage {
-                    group: group.to_string(),
-                    records: records.len(),
-                    coverage: coverage_of(&records),
-                })
-                .collect(),
+            groups: per_group(groups, coverage_of),
         }
     }
 
@@ -269,18 +303,6 @@ pub struct IntervalEval {
     pub groups: Vec<GroupIntervalCoverage>,
 }
 
-/// Conformal intervals' coverage within one group.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GroupIntervalCoverage {
-    /// The group.
-    pub group: String,
-    /// Its records.
-    pub records: usize,
-    /// At each of [`COVERAGE_TARGETS`].
-    pub coverage: Vec<IntervalCoverage>,
-}
-
 impl Intervals {
     /// Keeps the absolute residuals of `predicted` against `targets` (records of `split`).
     pub fn fit(predicted: &[f64], targets: &[f64], split: &str) -> Self {
@@ -325,20 +347,9 @@ impl Intervals {
                 .collect()
         };
         let all: Vec<usize> = (0..targets.len()).collect();
-        let mut by_group: std::collections::BTreeMap<&str, Vec<usize>> = std::collections::BTreeMap::new();
-        for (r, group) in groups.unwrap_or_default().iter().enumerate() {
-            by_group.entry(group.as_str()).or_default().push(r);
-        }
         IntervalEval {
             coverage: coverage_of(&all),
-            groups: by_group
-                .into_iter()
-                .map(|(group, records)| GroupIntervalCoverage {
-                    group: group.to_string(),
-                    records: records.len(),
-                    coverage: coverage_of(&records),
-                })
-                .collect(),
+            groups: per_group(groups, coverage_of),
         }
     }
 

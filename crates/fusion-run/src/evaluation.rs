@@ -123,12 +123,22 @@ pub(crate) fn eval_record(
     split: &str,
 ) -> Result<EvalRecord> {
     let evaluation = fusion_core::evaluate(model, &data.data, EVAL_BATCH)?;
+    record_of(&evaluation, data, classes, split)
+}
+
+/// The record of an `evaluation` of `data` (of `split`, over `classes`).
+pub(crate) fn record_of(
+    evaluation: &fusion_core::Evaluation,
+    data: &SplitData,
+    classes: &[String],
+    split: &str,
+) -> Result<EvalRecord> {
     let record = EvalRecord {
         split: split.to_string(),
         loss: evaluation.loss,
-        metrics: evaluation.metrics,
-        task: evaluation.task,
-        groups: evaluation.groups,
+        metrics: evaluation.metrics.clone(),
+        task: evaluation.task.clone(),
+        groups: evaluation.groups.clone(),
         classes: classes.to_vec(),
         skipped: data.problems.clone(),
         calibration: None,

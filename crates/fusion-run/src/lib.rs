@@ -57,8 +57,8 @@ pub use alone::{ModalityAlone, modalities_alone};
 pub use analysis::{ExplainRecord, RobustnessRecord};
 pub use baselines::{Baseline, Baselines, MAX_BASELINE_INPUTS, fit_baselines, fit_logistic};
 pub use calibration::{
-    CALIBRATION_FILE, COVERAGE_TARGETS, CalibratedEval, Calibration, Coverage, GroupIntervalCoverage, INTERVALS_FILE,
-    IntervalCoverage, IntervalEval, Intervals, ProbabilityScores,
+    Achieved, CALIBRATION_FILE, COVERAGE_TARGETS, CalibratedEval, Calibration, Coverage, GroupCoverage,
+    GroupIntervalCoverage, INTERVALS_FILE, IntervalCoverage, IntervalEval, Intervals, ProbabilityScores,
 };
 pub use compare::{CompareRow, Compared, compare, default_methods, score_name, task_score};
 pub use config::{Augment, MAX_HIDDEN_DIM, ModalitySpec, NamedFusion, OnBadFile, RunConfig};

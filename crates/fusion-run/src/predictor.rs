@@ -284,6 +284,11 @@ struct SplitValues {
 impl SplitValues {
     fn of(model: &FusionModel, data: SplitData) -> Result<Self> {
         let evaluation = fusion_core::evaluate(model, &data.data, EVAL_BATCH)?;
+        Self::from_evaluation(&evaluation, data)
+    }
+
+    /// The values of an `evaluation` of `data`.
+    fn from_evaluation(evaluation: &fusion_core::Evaluation, data: SplitData) -> Result<Self> {
         let targets = Vec::<f64>::try_from(
             data.data
                 .labels
@@ -816,9 +821,11 @@ impl Predictor {
             (None, None) => {
                 let run = &self.members[0];
                 let (data, loaded) = run.run.split(manifest, split, run.model.device(), observer)?;
-                let mut record = crate::evaluation::eval_record(&run.model, &data, &self.classes, split.name())?;
+                // One pass through the model serves the metrics and the intervals.
+                let evaluation = fusion_core::evaluate(&run.model, &data.data, EVAL_BATCH)?;
+                let mut record = crate::evaluation::record_of(&evaluation, &data, &self.classes, split.name())?;
                 if let Some(intervals) = &self.intervals {
-                    let values = SplitValues::of(&run.model, data)?;
+                    let values = SplitValues::from_evaluation(&evaluation, data)?;
                     record.intervals =
                         Some(intervals.evaluate(&values.predicted, &values.targets, values.groups.as_deref()));
                 }

@@ -241,45 +241,29 @@ fn bad_requests_get_their_status_and_a_reason() {
         403,
         "outside",
     );
-    // One record as a multipart upload.
+    // One record as a multipart upload (with the token).
     let image = std::fs::read(record["image"].as_str().unwrap()).unwrap();
-    let (kind, body) = multipart(
+    let upload = |fields: &[(&str, &str)], files: &[(&str, &str, &[u8])]| {
+        let (kind, body) = multipart(fields, files);
+        let headers = [
+            ("Authorization", "Bearer s3cret-token"),
+            ("Content-Type", kind.as_str()),
+        ];
+        send(server.addr, "POST", "/v1/predict", &headers, &body).unwrap()
+    };
+    let answer = upload(
         &[("id", "m1"), ("text", "the seven"), ("explain", "true")],
         &[("image", "d.png", &image)],
     );
-    let answer = send(
-        server.addr,
-        "POST",
-        "/v1/predict",
-        &[("Authorization", "Bearer s3cret-token"), ("Content-Type", &kind)],
-        &body,
-    )
-    .unwrap();
     assert_eq!(answer.status, 200, "{}", answer.body);
     let json = answer.json();
     assert_eq!(json["predictions"][0]["id"], "m1");
     assert_eq!(json["predictions"][0]["missing"], serde_json::json!(["audio"]));
     assert_eq!(json["predictions"][0]["explanation"]["audio"], 0.0);
-    let (kind, body) = multipart(&[("text", "one"), ("text", "two")], &[]);
-    let answer = send(
-        server.addr,
-        "POST",
-        "/v1/predict",
-        &[("Authorization", "Bearer s3cret-token"), ("Content-Type", &kind)],
-        &body,
-    )
-    .unwrap();
+    let answer = upload(&[("text", "one"), ("text", "two")], &[]);
     assert_eq!(answer.status, 400, "{}", answer.body);
     assert!(answer.body.contains("`text` is given twice"), "{}", answer.body);
-    let (kind, body) = multipart(&[("colour", "red")], &[]);
-    let answer = send(
-        server.addr,
-        "POST",
-        "/v1/predict",
-        &[("Authorization", "Bearer s3cret-token"), ("Content-Type", &kind)],
-        &body,
-    )
-    .unwrap();
+    let answer = upload(&[("colour", "red")], &[]);
     assert_eq!(answer.status, 400, "{}", answer.body);
     assert!(answer.body.contains("multipart field `colour`"), "{}", answer.body);
     // Health, readiness and the page need no token.

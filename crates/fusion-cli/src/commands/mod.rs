@@ -188,15 +188,7 @@ pub fn say_eval(ui: Ui, eval: &EvalRecord) {
                 calibrate::width(c.width)
             ));
         }
-        for group in &intervals.groups {
-            let at = |c: &fusion_run::IntervalCoverage| format!("{:.2}: {:.4}", c.target, c.achieved);
-            ui.say(format!(
-                "    group {} ({} records): coverage {}",
-                group.group,
-                group.records,
-                group.coverage.iter().map(at).collect::<Vec<_>>().join(", ")
-            ));
-        }
+        say_group_coverage(ui, &intervals.groups);
     }
     if let Some(calibrated) = &eval.calibration {
         ui.say(format!(
@@ -211,15 +203,20 @@ pub fn say_eval(ui: Ui, eval: &EvalRecord) {
                 c.target, c.achieved, c.mean_set_size
             ));
         }
-        for group in &calibrated.groups {
-            let at = |c: &fusion_run::Coverage| format!("{:.2}: {:.4}", c.target, c.achieved);
-            ui.say(format!(
-                "    group {} ({} records): coverage {}",
-                group.group,
-                group.records,
-                group.coverage.iter().map(at).collect::<Vec<_>>().join(", ")
-            ));
-        }
+        say_group_coverage(ui, &calibrated.groups);
+    }
+}
+
+/// A line per group of its conformal coverage at each target.
+fn say_group_coverage<C: fusion_run::Achieved>(ui: Ui, groups: &[fusion_run::GroupCoverage<C>]) {
+    for group in groups {
+        let at = |(target, achieved): (f64, f64)| format!("{target:.2}: {achieved:.4}");
+        ui.say(format!(
+            "    group {} ({} records): coverage {}",
+            group.group,
+            group.records,
+            group.achieved().into_iter().map(at).collect::<Vec<_>>().join(", ")
+        ));
     }
 }
 
