@@ -183,6 +183,7 @@ fn cnn_learns_to_tell_tones_apart_from_log_mel() {
         present: vec![Tensor::ones([80], (Kind::Bool, Device::Cpu))],
         labels,
         groups: None,
+        weights: None,
     };
     let vs = VarStore::new(Device::Cpu);
     let model = single_modality(

@@ -16,8 +16,11 @@ pub struct TensorDataset {
     /// Targets: `[N]` int64 class indices, `[N, L]` 0/1 floats (multi-label), or `[N]`
     /// float numbers (regression).
     pub labels: Tensor,
-    /// Group of each sample, for per-group metrics.
+    /// Group of each sample, for per-group metrics and group-robust training.
     pub groups: Option<Vec<String>>,
+    /// Each sample's weight in the training loss: `[N]`, or `[N, L]` per label of a
+    /// multi-label task; `None`: every sample weighs 1.
+    pub weights: Option<Tensor>,
 }
 
 impl TensorDataset {
@@ -34,6 +37,7 @@ impl TensorDataset {
             present,
             labels,
             groups: None,
+            weights: None,
         };
         dataset.check()?;
         Ok(dataset)
@@ -57,6 +61,9 @@ impl TensorDataset {
             return Err(Error::Shape(format!(
                 "{n} samples but a different number of group labels"
             )));
+        }
+        if self.weights.as_ref().is_some_and(|w| w.size().first() != Some(&n)) {
+            return Err(Error::Shape(format!("{n} samples but a different number of weights")));
         }
         Ok(())
     }
@@ -89,6 +96,7 @@ impl TensorDataset {
                 .groups
                 .as_ref()
                 .map(|g| g[start as usize..(start + len) as usize].to_vec()),
+            weights: self.weights.as_ref().map(cut),
         })
     }
 

@@ -113,7 +113,8 @@ pub use params::{ParameterSet, WeightsMismatch};
 pub use precision::{Autocast, LossScaler, Precision};
 pub use stream::{Batch, Batches, PREFETCH_BATCHES, ShardWriter, ShardedDataset, TrainingData};
 pub use train::{
-    DataSource, EarlyStopping, EpochRecord, Evaluation, Optimizer, OptimizerConfig, ParamGroup, Progress, RunFolder,
-    Schedule, StopMetric, TaskMetrics, TrainConfig, TrainSummary, argmax, available_memory, evaluate, has_gradient,
-    load_weights, parameters_without_gradient, save_weights, train, train_data_parallel,
+    DataSource, EarlyStopping, EpochRecord, Evaluation, GroupDro, Objective, Optimizer, OptimizerConfig, ParamGroup,
+    Progress, RunFolder, Sampling, Schedule, StopMetric, TaskMetrics, TrainConfig, TrainSummary, argmax,
+    available_memory, evaluate, has_gradient, load_weights, parameters_without_gradient, save_weights, train,
+    train_data_parallel, update_group_weights,
 };

@@ -174,20 +174,46 @@ impl FusionOutput {
             .objective
             .per_sample_loss(&self.prediction, labels)
             .mean(Kind::Float);
-        if self.branches.is_empty() || branch_weight == 0.0 {
+        if branch_weight == 0.0 {
             return fused;
         }
+        match self.branch_loss(labels, None) {
+            Some(branches) => fused + branches * branch_weight,
+            None => fused,
+        }
+    }
+
+    /// Per-sample losses `[B]` of the fused prediction times `weights`: `[B]`, one per
+    /// sample, or `[B, L]`, one per label of a multi-label task (weighted before the mean
+    /// over labels). Without weights, [`per_sample_loss`](Self::per_sample_loss).
+    pub fn weighted_sample_losses(&self, labels: &Tensor, weights: Option<&Tensor>) -> Tensor {
+        self.objective.weighted_loss(&self.prediction, labels, weights)
+    }
+
+    /// The mean over branches of each branch's weighted mean loss over the samples where
+    /// it had input (`weights` as in [`weighted_sample_losses`](Self::weighted_sample_losses));
+    /// `None` without branches.
+    pub fn branch_loss(&self, labels: &Tensor, weights: Option<&Tensor>) -> Option<Tensor> {
+        if self.branches.is_empty() {
+            return None;
+        }
+        let mass = weights.map(sample_mass);
         let branch_losses: Vec<Tensor> = self
             .branches
             .iter()
             .map(|b| {
                 let per_sample = self
                     .objective
-                    .per_sample_loss(&self.objective.prediction(&b.logits), labels);
-                (per_sample * &b.present).sum(Kind::Float) / b.present.sum(Kind::Float).clamp_min(1.0)
+                    .weighted_loss(&self.objective.prediction(&b.logits), labels, weights);
+                let total = (per_sample * &b.present).sum(Kind::Float);
+                match &mass {
+                    // Nothing present: a zero loss over no weight.
+                    Some(mass) => total / (&b.present * mass).sum(Kind::Float).clamp_min(1e-12),
+                    None => total / b.present.sum(Kind::Float).clamp_min(1.0),
+                }
             })
             .collect();
-        fused + Tensor::stack(&branch_losses, 0).mean(Kind::Float) * branch_weight
+        Some(Tensor::stack(&branch_losses, 0).mean(Kind::Float))
     }
 
     /// The prediction as a person reads it, `[B, outputs]`: class probabilities, each
@@ -203,6 +229,15 @@ impl FusionOutput {
     /// Per-sample loss `[B]` of the fused prediction (what `loss` averages).
     pub fn per_sample_loss(&self, labels: &Tensor) -> Tensor {
         self.objective.per_sample_loss(&self.prediction, labels)
+    }
+}
+
+/// How much each sample weighs `[B]`: its weight, or the mean of its labels' weights.
+pub fn sample_mass(weights: &Tensor) -> Tensor {
+    if weights.dim() == 2 {
+        weights.mean_dim(-1, false, Kind::Float)
+    } else {
+        weights.to_kind(Kind::Float)
     }
 }
 
@@ -227,22 +262,36 @@ impl Objective {
         }
     }
 
+    /// [`per_sample_loss`](Self::per_sample_loss) times per-sample `[B]` or, for a
+    /// multi-label task, per-label `[B, L]` weights.
+    fn weighted_loss(&self, prediction: &Tensor, labels: &Tensor, weights: Option<&Tensor>) -> Tensor {
+        match (self, weights) {
+            (_, None) => self.per_sample_loss(prediction, labels),
+            (Self::MultiLabel, Some(weights)) if weights.dim() == 2 => {
+                (self.per_label_loss(prediction, labels) * weights).mean_dim(-1, false, Kind::Float)
+            }
+            (_, Some(weights)) => self.per_sample_loss(prediction, labels) * weights,
+        }
+    }
+
+    /// Each label's binary cross-entropy `[B, L]` (multi-label predictions).
+    fn per_label_loss(&self, prediction: &Tensor, labels: &Tensor) -> Tensor {
+        let size = prediction.size();
+        prediction
+            .reshape([-1, 2])
+            .nll_loss_nd::<Tensor>(
+                &labels.to_kind(Kind::Int64).reshape([-1]),
+                None,
+                tch::Reduction::None,
+                -100,
+            )
+            .view([size[0], size[1]])
+    }
+
     fn per_sample_loss(&self, prediction: &Tensor, labels: &Tensor) -> Tensor {
         match self {
             Self::Classification => prediction.nll_loss_nd::<Tensor>(labels, None, tch::Reduction::None, -100),
-            Self::MultiLabel => {
-                let size = prediction.size();
-                prediction
-                    .reshape([-1, 2])
-                    .nll_loss_nd::<Tensor>(
-                        &labels.to_kind(Kind::Int64).reshape([-1]),
-                        None,
-                        tch::Reduction::None,
-                        -100,
-                    )
-                    .view([size[0], size[1]])
-                    .mean_dim(-1, false, Kind::Float)
-            }
+            Self::MultiLabel => self.per_label_loss(prediction, labels).mean_dim(-1, false, Kind::Float),
             Self::Regression { std, .. } => ((prediction - labels.to_kind(Kind::Float)) / std).square(),
         }
     }

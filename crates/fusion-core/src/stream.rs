@@ -39,6 +39,14 @@ pub trait TrainingData {
     fn labels(&self) -> &Tensor;
     /// Checks that the parts agree on the sample count.
     fn check(&self) -> Result<()>;
+    /// Every sample's weight in the loss (see [`TensorDataset::weights`]); `None`: all 1.
+    fn weights(&self) -> Option<&Tensor> {
+        None
+    }
+    /// Every sample's group (group-robust objectives); `None`: no groups.
+    fn groups(&self) -> Option<&[String]> {
+        None
+    }
     /// The batches at `batches` (int64 index tensors), in that order, on `device`.
     fn assemble<'a>(&'a self, batches: Vec<Tensor>, device: Device) -> Batches<'a>;
 }
@@ -60,6 +68,14 @@ impl TrainingData for TensorDataset {
 
     fn check(&self) -> Result<()> {
         TensorDataset::check(self)
+    }
+
+    fn weights(&self) -> Option<&Tensor> {
+        self.weights.as_ref()
+    }
+
+    fn groups(&self) -> Option<&[String]> {
+        self.groups.as_deref()
     }
 
     fn assemble<'a>(&'a self, batches: Vec<Tensor>, device: Device) -> Batches<'a> {
@@ -355,6 +371,8 @@ pub struct ShardedDataset {
     inner: Arc<Inner>,
     labels: Tensor,
     bytes: u64,
+    weights: Option<Tensor>,
+    groups: Option<Vec<String>>,
 }
 
 impl ShardedDataset {
@@ -425,6 +443,8 @@ impl ShardedDataset {
             }),
             labels,
             bytes,
+            weights: None,
+            groups: None,
         })
     }
 
@@ -440,7 +460,26 @@ impl ShardedDataset {
             writer.append(&data.rows(start, len)?)?;
             start += len;
         }
-        writer.finish()
+        writer
+            .finish()?
+            .with_weights_and_groups(data.weights.as_ref().map(Tensor::shallow_clone), data.groups.clone())
+    }
+
+    /// The same samples with these weights and groups (held in memory, as the labels
+    /// are; see [`TensorDataset::weights`] and [`TensorDataset::groups`]).
+    pub fn with_weights_and_groups(mut self, weights: Option<Tensor>, groups: Option<Vec<String>>) -> Result<Self> {
+        let n = self.len();
+        if weights.as_ref().is_some_and(|w| w.size().first() != Some(&n))
+            || groups.as_ref().is_some_and(|g| g.len() as i64 != n)
+        {
+            return Err(Error::Shape(format!(
+                "{}: {n} samples but a different number of weights or groups",
+                self.folder.display()
+            )));
+        }
+        self.weights = weights;
+        self.groups = groups;
+        Ok(self)
     }
 
     /// The folder read.
@@ -480,6 +519,14 @@ impl TrainingData for ShardedDataset {
                 self.len()
             )))
         }
+    }
+
+    fn weights(&self) -> Option<&Tensor> {
+        self.weights.as_ref()
+    }
+
+    fn groups(&self) -> Option<&[String]> {
+        self.groups.as_deref()
     }
 
     fn assemble<'a>(&'a self, batches: Vec<Tensor>, device: Device) -> Batches<'a> {

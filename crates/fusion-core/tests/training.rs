@@ -382,6 +382,7 @@ fn shapley_values_match_their_definition() {
         present: inputs.iter().map(|i| i.present.shallow_clone()).collect(),
         labels,
         groups: None,
+        weights: None,
     };
     let report = shapley_values(&model, &data, 3).unwrap();
     assert_eq!(report.values.len(), 8);

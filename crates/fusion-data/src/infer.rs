@@ -25,6 +25,8 @@ pub enum ColumnKind {
     Split,
     /// Groups of per-group metrics.
     Group,
+    /// Each record's weight in the training loss.
+    Weight,
     /// Image file paths.
     Image,
     /// Audio file paths.
@@ -43,11 +45,12 @@ pub enum ColumnKind {
 
 impl ColumnKind {
     /// Every kind, in the order of the names below.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::Id,
         Self::Label,
         Self::Split,
         Self::Group,
+        Self::Weight,
         Self::Image,
         Self::Audio,
         Self::Video,
@@ -64,6 +67,7 @@ impl ColumnKind {
             Self::Label => "label",
             Self::Split => "split",
             Self::Group => "group",
+            Self::Weight => "weight",
             Self::Image => "image",
             Self::Audio => "audio",
             Self::Video => "video",
@@ -81,6 +85,7 @@ impl ColumnKind {
             Self::Label => ColumnRole::Label,
             Self::Split => ColumnRole::Split,
             Self::Group => ColumnRole::Group,
+            Self::Weight => ColumnRole::Weight,
             Self::Image => ColumnRole::Image,
             Self::Audio => ColumnRole::Audio,
             Self::Video => ColumnRole::Video,
@@ -387,6 +392,10 @@ fn is_group_name(name: &str) -> bool {
     ["group", "groups", "subgroup", "subgroups"].contains(&name.to_ascii_lowercase().as_str())
 }
 
+fn is_weight_name(name: &str) -> bool {
+    ["weight", "weights", "sample_weight"].contains(&name.to_ascii_lowercase().as_str())
+}
+
 /// Kind of a column from its cells (non-empty ones in `cells`), with the reason.
 fn infer_kind(name: &str, cells: &[&str], rows: usize, base: &Path, scope: PathScope) -> (ColumnKind, String) {
     let distinct: HashSet<&str> = cells.iter().copied().collect();
@@ -406,6 +415,17 @@ fn infer_kind(name: &str, cells: &[&str], rows: usize, base: &Path, scope: PathS
         return (
             ColumnKind::Group,
             format!("a group's name, {} groups (per-group metrics)", distinct.len()),
+        );
+    }
+    // A record's weight in the loss, not an input: named so, every cell a number ≥ 0.
+    if is_weight_name(name)
+        && cells
+            .iter()
+            .all(|c| c.trim().parse::<f64>().is_ok_and(|w| w.is_finite() && w >= 0.0))
+    {
+        return (
+            ColumnKind::Weight,
+            "a weight's name, numbers ≥ 0 (each record's weight in the training loss)".into(),
         );
     }
     if let Some((kind, reason)) = file_kind(cells, base, scope) {
@@ -709,7 +729,8 @@ mod tests {
             write(&format!("p{i}.png"), b"\x89PNG\r\n\x1a\n....").map_err(|e| Error::Config(e.to_string()))?;
             write(&format!("s{i}.wav"), b"RIFF\0\0\0\0WAVEfmt ").map_err(|e| Error::Config(e.to_string()))?;
         }
-        let mut csv = String::from("sample_id,picture,sound,review,price,colour,split,same,code,empty,title,Group,y\n");
+        let mut csv =
+            String::from("sample_id,picture,sound,review,price,colour,split,same,code,empty,title,Group,weight,y\n");
         let reviews = [
             "a fine red thing",
             "not good at all",
@@ -719,11 +740,12 @@ mod tests {
         for i in 0..4 {
             let colour = ["red", "blue"][i % 2];
             csv.push_str(&format!(
-                "r{i},p{i}.png,s{i}.wav,{},{}.5,{colour},{},x,c{i},,Heavy Laser{i},{},{}\n",
+                "r{i},p{i}.png,s{i}.wav,{},{}.5,{colour},{},x,c{i},,Heavy Laser{i},{},{},{}\n",
                 reviews[i],
                 i * 10,
                 ["train", "val"][i % 2],
                 ["north", "south"][i / 2],
+                ["1", "2.5", "0", "1"][i],
                 i % 2
             ));
         }
@@ -748,6 +770,7 @@ mod tests {
                 ("empty", Ignore),
                 ("title", Text),
                 ("Group", Group),
+                ("weight", Weight),
                 ("y", Label),
             ]
         );

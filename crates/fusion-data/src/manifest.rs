@@ -98,9 +98,13 @@ pub struct Record {
     /// Split, when the manifest assigns one.
     #[serde(default)]
     pub split: Option<Split>,
-    /// Group for per-group (fairness) metrics.
+    /// Group for per-group (fairness) metrics and group-robust training.
     #[serde(default)]
     pub group: Option<String>,
+    /// How much the record counts in the training loss (a finite number ≥ 0; 1 without
+    /// one): a weight of 2 counts as the record twice.
+    #[serde(default, deserialize_with = "weight")]
+    pub weight: Option<f64>,
     /// Inline text.
     #[serde(default)]
     pub text: Option<String>,
@@ -123,11 +127,12 @@ pub struct Record {
 }
 
 /// The fields a record may have; any other is reported as unknown.
-pub const RECORD_FIELDS: [&str; 10] = [
+pub const RECORD_FIELDS: [&str; 11] = [
     "id",
     "label",
     "split",
     "group",
+    "weight",
     "text",
     "text_path",
     "image",
@@ -180,6 +185,35 @@ fn string_or_integer<'de, D: serde::Deserializer<'de>>(deserializer: D) -> std::
             Scalar::Integer(n) => n.to_string(),
         },
     )
+}
+
+/// A record's weight: a number or a number's text (a CSV cell), finite and ≥ 0; an
+/// empty cell is no weight.
+fn weight<'de, D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Option<f64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Number(f64),
+        Text(String),
+    }
+    let value = match Option::<Scalar>::deserialize(deserializer)
+        .map_err(|_| serde::de::Error::custom("weight: expected a number"))?
+    {
+        None => return Ok(None),
+        Some(Scalar::Number(n)) => n,
+        Some(Scalar::Text(text)) if text.trim().is_empty() => return Ok(None),
+        Some(Scalar::Text(text)) => text
+            .trim()
+            .parse::<f64>()
+            .map_err(|_| serde::de::Error::custom(format!("weight `{text}` is not a number")))?,
+    };
+    if value.is_finite() && value >= 0.0 {
+        Ok(Some(value))
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "weight {value} must be a finite number ≥ 0"
+        )))
+    }
 }
 
 impl Record {
@@ -410,6 +444,8 @@ pub enum ColumnRole {
     Split,
     /// The group of per-group metrics.
     Group,
+    /// The record's weight in the training loss.
+    Weight,
     /// Inline text; several text columns are joined, one per line, in column order.
     Text,
     /// A text file.
@@ -434,6 +470,7 @@ impl ColumnRole {
             Self::Label => "label",
             Self::Split => "split",
             Self::Group => "group",
+            Self::Weight => "weight",
             Self::TextPath => "text_path",
             Self::Image => "image",
             Self::Audio => "audio",
@@ -945,6 +982,35 @@ mod tests {
         assert_eq!(rejected.iter().map(|r| r.0).collect::<Vec<_>>(), [4, 5, 6]);
         assert!(rejected[0].1.contains("holdout") && rejected[1].1.contains("`id`"));
         assert!(rejected[2].1.contains("duplicate id `a`"));
+        Ok(())
+    }
+
+    #[test]
+    fn weights_are_numbers_of_at_least_zero_and_a_bad_one_costs_its_record() -> Result<()> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("manifest.csv");
+        let rows = [
+            "id,label,weight",
+            "a,1,2.5",
+            "b,1,",
+            "c,1,-1",
+            "d,1,heavy",
+            "e,1,inf",
+            "f,0, 0 ",
+        ];
+        std::fs::write(&path, rows.join("\n")).expect("write manifest");
+        let manifest = Manifest::load(&path)?;
+        let weights: Vec<_> = manifest.records.iter().map(|r| (r.id.as_str(), r.weight)).collect();
+        assert_eq!(weights, [("a", Some(2.5)), ("b", None), ("f", Some(0.0))]);
+        let rejected: Vec<_> = manifest.rejected.iter().map(|r| (r.line, r.reason.clone())).collect();
+        assert_eq!(rejected.iter().map(|r| r.0).collect::<Vec<_>>(), [4, 5, 6]);
+        assert!(
+            rejected.iter().all(|(_, reason)| reason.contains("weight")),
+            "{rejected:?}"
+        );
+        let jsonl = dir.path().join("manifest.jsonl");
+        std::fs::write(&jsonl, "{\"id\": \"a\", \"label\": \"1\", \"weight\": 3}\n").expect("write manifest");
+        assert_eq!(Manifest::load(&jsonl)?.records[0].weight, Some(3.0));
         Ok(())
     }
 

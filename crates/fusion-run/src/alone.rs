@@ -77,6 +77,7 @@ pub fn modalities_alone(
                 .collect(),
             labels: pick(&val.labels),
             groups: None,
+            weights: None,
         };
         let accuracy = evaluate(model, &only, batch_size)?.metrics.accuracy;
         let labels = Vec::<i64>::try_from(only.labels.to_device(Device::Cpu).to_kind(Kind::Int64))?;

@@ -113,6 +113,11 @@ pub struct RunConfig {
     /// Records without a split drawn into val and test, stratified by label.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holdout: Option<fusion_data::Holdout>,
+    /// Each class's weight in the training loss, times each record's own `weight`:
+    /// `"balanced"` (inverse to the class's training records) or a weight per class name
+    /// (see [`ClassWeights`](crate::ClassWeights)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_weights: Option<crate::ClassWeights>,
 }
 
 fn is_classification(task: &Task) -> bool {
@@ -286,6 +291,12 @@ impl RunConfig {
                 .map_err(|e| Error::Config(format!("config: field `holdout`: {e}")))?;
         }
         self.train.validate().map_err(|e| config(e.into()))?;
+        // Class names are checked against the training records when they are read.
+        if self.class_weights.is_some() && self.task == Task::Regression {
+            return Err(Error::Config(
+                "config: field `class_weights`: a regression has no classes to weigh".into(),
+            ));
+        }
         self.limits.validate().map_err(|(field, value)| {
             Error::Config(format!("config: field `limits.{field}`: {value} is not positive"))
         })?;

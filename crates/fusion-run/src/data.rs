@@ -287,6 +287,7 @@ fn build(
                 .map(|g| g.unwrap_or_else(|| "(none)".into()))
                 .collect()
         }),
+        weights: None,
     };
     data.check()?;
     Ok(SplitData {

@@ -52,6 +52,7 @@ mod portfolio;
 mod predictor;
 mod preset;
 mod run;
+mod weights;
 
 pub use alone::{ModalityAlone, modalities_alone};
 pub use analysis::{ExplainRecord, RobustnessRecord};
@@ -82,3 +83,4 @@ pub use run::{
     Run, Trained, build_model, decision, describe, example_inputs, export_features, held_out_split, prediction_dataset,
     split_dataset, train, train_data_parallel,
 };
+pub use weights::{ClassWeights, training_weights};

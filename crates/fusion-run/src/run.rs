@@ -402,6 +402,18 @@ fn train_in(
             describe(first)
         )));
     }
+    let record_weights: Vec<Option<f64>> = train_data
+        .records
+        .iter()
+        .map(|&i| extraction.records[i].weight)
+        .collect();
+    train_data.data.weights = crate::weights::training_weights(
+        config.task,
+        &classes,
+        &train_data.data.labels,
+        &record_weights,
+        config.class_weights.as_ref(),
+    )?;
     let val_indices = extraction.split_indices(Split::Val);
     let (val, counts) = encoded_dataset(config, extraction, specs, &val_indices, &classes, device)?;
     frozen.cached += counts.cached;

@@ -267,6 +267,7 @@ fn a_small_encoder_learns_from_scratch() {
         present: vec![Tensor::ones([240], (Kind::Bool, Device::Cpu))],
         labels: Tensor::from_slice(&labels),
         groups: None,
+        weights: None,
     };
     let vs = VarStore::new(Device::Cpu);
     let config = ModelConfig {

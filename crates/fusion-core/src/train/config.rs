@@ -140,6 +140,9 @@ pub enum StopMetric {
     MacroF1,
     /// Validation loss (lower is better).
     Loss,
+    /// The lowest accuracy of any group of the validation records (higher is better; a
+    /// classification with a `group` column).
+    WorstGroupAccuracy,
 }
 
 /// Stop when the metric has not improved for `patience` epochs.
@@ -203,6 +206,18 @@ pub struct TrainConfig {
     /// Evaluation runs in float32.
     #[serde(default, skip_serializing_if = "Precision::is_fp32")]
     pub precision: Precision,
+    /// What the loss is: `erm` (the mean over samples, weighted by their weights),
+    /// `reweight_groups` (every group weighing alike) or `group_dro` (the worst groups'
+    /// loss, Sagawa et al. 2020); the last two need each record's group.
+    #[serde(default, skip_serializing_if = "Objective::is_erm")]
+    pub objective: Objective,
+    /// Group DRO's step size and generalisation adjustment (with `objective: group_dro`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_dro: Option<GroupDro>,
+    /// How batches are drawn: `shuffle` (every sample once per epoch) or `class_balanced`
+    /// (every class equally often, with replacement; classification).
+    #[serde(default, skip_serializing_if = "Sampling::is_shuffle")]
+    pub sampling: Sampling,
 }
 
 /// [`TrainConfig::data`].
@@ -274,6 +289,9 @@ impl TrainConfig {
             checkpoint_every_s: default_checkpoint_every_s(),
             data: DataSource::Auto,
             precision: Precision::Fp32,
+            objective: Objective::Erm,
+            group_dro: None,
+            sampling: Sampling::Shuffle,
         }
     }
 
@@ -350,6 +368,17 @@ impl TrainConfig {
         }
         if !(self.checkpoint_every_s >= 0.0 && self.checkpoint_every_s.is_finite()) {
             return bad("checkpoint_every_s", "must be a finite number of seconds ≥ 0");
+        }
+        if let Some(dro) = &self.group_dro {
+            if self.objective != Objective::GroupDro {
+                return bad("group_dro", "is read only with `objective: group_dro`");
+            }
+            if !(dro.step_size > 0.0 && dro.step_size.is_finite()) {
+                return bad("group_dro.step_size", "must be positive");
+            }
+            if !(dro.adjustment >= 0.0 && dro.adjustment.is_finite()) {
+                return bad("group_dro.adjustment", "must be a finite number ≥ 0");
+            }
         }
         for (i, group) in self.param_groups.iter().enumerate() {
             if !(group.lr > 0.0 && group.lr.is_finite()) {

@@ -51,11 +51,17 @@ impl TaskMetrics {
 impl Evaluation {
     /// The score early stopping and robustness curves compare (higher is better): the
     /// task's accuracy ([`TaskMetrics::accuracy`]) for `Accuracy`, macro-F1 (a regression's
-    /// R²) for `MacroF1`, minus the loss for `Loss` and for a regression without R².
+    /// R²) for `MacroF1`, the lowest group accuracy for `WorstGroupAccuracy`, minus the
+    /// loss for `Loss` and for a regression without R².
     pub fn score(&self, metric: StopMetric) -> f64 {
         let accuracy = self.task.accuracy(&self.metrics);
         match (&self.task, metric) {
             (_, StopMetric::Loss) => -self.loss,
+            (_, StopMetric::WorstGroupAccuracy) => self
+                .groups
+                .as_ref()
+                .and_then(|g| g.groups.values().map(|m| m.accuracy).reduce(f64::min))
+                .unwrap_or(self.metrics.accuracy),
             (TaskMetrics::Regression(_), _) | (_, StopMetric::Accuracy) => accuracy.unwrap_or(-self.loss),
             (_, StopMetric::MacroF1) => self.metrics.macro_f1,
         }

@@ -136,6 +136,8 @@ pub(super) fn loss_scale(scaler: &Option<LossScaler>) -> f64 {
     scaler.as_ref().map_or(1.0, |s| s.scale)
 }
 
+/// Group DRO's group weights in a checkpoint.
+pub(super) const GROUP_WEIGHTS_KEY: &str = "__trainer__.group_weights";
 /// Key prefix of the best weights inside a checkpoint.
 pub(super) const BEST_PREFIX: &str = "__best__.";
 
@@ -167,10 +169,12 @@ pub(super) fn save_named(named: &[(String, Tensor)], path: &Path) -> Result<()> 
     write_checked_safetensors(named, path)
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(super) fn save_checkpoint(
     vs: &VarStore,
     optimizer: &Optimizer,
     scaler: Option<&LossScaler>,
+    group_weights: Option<&[f64]>,
     run: &RunFolder,
     epoch: usize,
     best: Option<(usize, f64)>,
@@ -188,6 +192,9 @@ pub(super) fn save_checkpoint(
     if let Some(scaler) = scaler {
         named.push((SCALE_KEY.into(), Tensor::from(scaler.scale)));
         named.push((GOOD_STEPS_KEY.into(), Tensor::from(i64::from(scaler.good_steps))));
+    }
+    if let Some(weights) = group_weights {
+        named.push((GROUP_WEIGHTS_KEY.into(), Tensor::from_slice(weights)));
     }
     write_checked_safetensors(&named, &run.last_checkpoint())
 }

@@ -11,10 +11,10 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor, nn::VarStore};
+use tch::{Device, Kind, Tensor, nn::VarStore};
 
 use crate::{
-    Error, FusionModel, ModelConfig, Result, RunLock, TensorDataset, TrainingData,
+    Error, FusionModel, FusionOutput, ModelConfig, Result, RunLock, TensorDataset, TrainingData,
     config::Task,
     dataset::seeded_batches,
     input::modality_dropout,
@@ -27,11 +27,13 @@ use crate::{
 mod config;
 mod evaluation;
 mod folder;
+mod objective;
 mod optimizer;
 
 pub use config::*;
 pub use evaluation::*;
 pub use folder::*;
+pub use objective::*;
 pub use optimizer::*;
 
 /// Metrics of one epoch, one line of `metrics.jsonl`.
@@ -154,6 +156,29 @@ fn train_in(
     if config.early_stopping.is_some() && val_set.is_none() {
         return Err(Error::Config("train.early_stopping: needs a validation set".into()));
     }
+    if config
+        .early_stopping
+        .as_ref()
+        .is_some_and(|s| s.metric == StopMetric::WorstGroupAccuracy)
+        && (model.task() != Task::Classification || val_set.is_some_and(|v| v.groups.is_none()))
+    {
+        return Err(Error::Config(
+            "train.early_stopping.metric: `worst_group_accuracy` needs a classification whose validation \
+             records have groups (a `group` column)"
+                .into(),
+        ));
+    }
+    if config.sampling == Sampling::ClassBalanced && model.task() != Task::Classification {
+        return Err(Error::Config(format!(
+            "train.sampling: `class_balanced` needs a classification, not a {}",
+            model.task().name()
+        )));
+    }
+    let mut weighting = Weighting::new(config, train_set)?;
+    let class_labels: Vec<i64> = match config.sampling {
+        Sampling::ClassBalanced => Vec::<i64>::try_from(train_set.labels().to_device(Device::Cpu))?,
+        Sampling::Shuffle => Vec::new(),
+    };
     // Rank 0 alone owns the run folder; the others train in step with it.
     let writes = group.is_none_or(|g| g.rank() == 0);
     let _lock = writes.then(|| RunLock::acquire(&run.root)).transpose()?;
@@ -211,6 +236,22 @@ fn train_in(
             save_named(&saved_best, &run.best_weights())?;
             best_weights = Some(saved_best);
         }
+        if let Some(weighting) = weighting.as_mut().filter(|w| w.has_group_weights())
+            && let Some(saved) = saved.get(GROUP_WEIGHTS_KEY)
+        {
+            let saved = Vec::<f64>::try_from(saved.to_kind(Kind::Double))?;
+            if saved.len() != weighting.group_weights.len() {
+                return Err(Error::Checkpoint {
+                    path,
+                    reason: format!(
+                        "{} group weights for {} groups",
+                        saved.len(),
+                        weighting.group_weights.len()
+                    ),
+                });
+            }
+            weighting.group_weights = saved;
+        }
         epochs = read_metrics(&run.metrics(), resumed_from)?;
         if epochs.len() < resumed_from {
             return Err(Error::Checkpoint {
@@ -229,6 +270,11 @@ fn train_in(
     if let Some(group) = group {
         check_same_setup(group, vs, train_set, val_set)?;
         resumed_from = start_from_rank0(group, vs, &mut optimizer, &mut scaler, resumed_from, &mut best)?;
+        if let Some(weighting) = weighting.as_mut().filter(|w| w.has_group_weights()) {
+            let mut shared = Tensor::from_slice(&weighting.group_weights);
+            group.broadcast(&mut shared, 0)?;
+            weighting.group_weights = Vec::<f64>::try_from(&shared)?;
+        }
     }
 
     let mut stopped_early = false;
@@ -248,17 +294,25 @@ fn train_in(
         // batch order below is the same on every rank.
         let rank = group.map_or(0, |g| g.rank()) as u64;
         tch::manual_seed(epoch_seed(config.seed ^ rank.wrapping_mul(0x9e37_79b9_7f4a_7c15), epoch) as i64);
-        let batches = seeded_batches(train_set.len(), config.batch_size, Some(epoch_seed(config.seed, epoch)));
+        let batches = match config.sampling {
+            Sampling::Shuffle => {
+                seeded_batches(train_set.len(), config.batch_size, Some(epoch_seed(config.seed, epoch)))
+            }
+            Sampling::ClassBalanced => {
+                class_balanced_batches(&class_labels, config.batch_size, epoch_seed(config.seed, epoch))
+            }
+        };
         let steps = batches.len();
         let mut loss_sum = Tensor::from(0.0f64);
         let mut shown_loss = f64::NAN;
-        let mine = batches
+        let mine: Vec<Tensor> = batches
             .iter()
             .map(|indices| match group {
                 Some(g) => shard(indices, g.rank(), g.world_size()),
                 None => indices.shallow_clone(),
             })
             .collect();
+        let rows: Vec<Tensor> = mine.iter().map(Tensor::shallow_clone).collect();
         for (step, batch) in train_set.assemble(mine, device).enumerate() {
             let (mut inputs, labels) = batch?;
             if config.modality_dropout > 0.0 {
@@ -271,23 +325,36 @@ fn train_in(
                 }
             }
             optimizer.zero_grad();
-            let loss = if labels.size()[0] > 0 {
-                let _autocast = Autocast::enter(config.precision, device)?;
-                model.forward_t(&inputs, true)?.loss(&labels, config.branch_loss_weight)
-            } else {
-                // A rank whose share of a short last batch is empty adds nothing.
-                Tensor::zeros([], (Kind::Float, device))
-            };
             // Each rank's mean weighted by its share of the batch: their sum is the whole
             // batch's mean (one process has all of it).
             let share = labels.size()[0] as f64 / batches[step].size()[0] as f64;
+            // This rank's part of the batch's loss: the parts of every rank sum to it.
+            let part = {
+                let _autocast = Autocast::enter(config.precision, device)?;
+                let output = (labels.size()[0] > 0)
+                    .then(|| model.forward_t(&inputs, true))
+                    .transpose()?;
+                match (&mut weighting, &output) {
+                    (Some(weighting), output) => weighting.loss(
+                        output.as_ref().map(|o| (o, &labels)),
+                        &rows[step],
+                        &batches[step],
+                        config.branch_loss_weight,
+                        group,
+                        device,
+                    )?,
+                    (None, Some(output)) => output.loss(&labels, config.branch_loss_weight) * share,
+                    // A rank whose share of a short last batch is empty adds nothing.
+                    (None, None) => Tensor::zeros([], (Kind::Float, device)),
+                }
+            };
             if let Some(group) = group {
                 // The zero term gives every parameter a gradient, so every rank sums
                 // buffers of the same layout.
-                ((&loss * share + optimizer.zero_term()) * loss_scale(&scaler)).f_backward()?;
+                ((&part + optimizer.zero_term()) * loss_scale(&scaler)).f_backward()?;
                 optimizer.all_reduce_gradients(group)?;
             } else {
-                (&loss * loss_scale(&scaler)).f_backward()?;
+                (&part * loss_scale(&scaler)).f_backward()?;
             }
             // An overflowing float16 step is skipped (the same on every rank: the gradients
             // were summed first).
@@ -301,9 +368,10 @@ fn train_in(
                 }
                 optimizer.step(lr);
             }
-            let loss = loss.detach().to_kind(Kind::Double);
+            let counted = part.detach().to_kind(Kind::Double);
+            // The rank's own mean, for the progress bar.
+            let loss = &counted / share.max(1e-12);
             // Summed over the ranks at the end of the epoch: the whole batches' mean loss.
-            let counted = &loss * share;
             loss_sum = if step == 0 { counted } else { loss_sum + &counted };
             // Reading a value back waits for the device: done every few steps, not each.
             if step == 0 || (step + 1) % LOSS_READ_EVERY == 0 || step + 1 == steps {
@@ -393,6 +461,10 @@ fn train_in(
                 vs,
                 &optimizer,
                 scaler.as_ref(),
+                weighting
+                    .as_ref()
+                    .filter(|w| w.has_group_weights())
+                    .map(|w| w.group_weights.as_slice()),
                 run,
                 epoch + 1,
                 best,

@@ -179,6 +179,9 @@ pub fn task_training(epochs: usize, seed: u64) -> TrainConfig {
         checkpoint_every_s: 0.0,
         data: Default::default(),
         precision: Default::default(),
+        objective: Default::default(),
+        group_dro: None,
+        sampling: Default::default(),
     }
 }
 
