@@ -134,6 +134,7 @@ fn write_eval(out: &mut String, run: &Run, eval: &EvalRecord) {
         *out += "\n";
         group_coverage(out, &intervals.groups);
     }
+    write_fairness(out, eval.fairness.as_ref());
     if !eval.skipped.is_empty() {
         let _ = writeln!(
             out,
@@ -144,6 +145,53 @@ fn write_eval(out: &mut String, run: &Run, eval: &EvalRecord) {
             let _ = writeln!(out, "- {}", describe(p));
         }
         *out += "\n";
+    }
+}
+
+/// Per group: the task's metric, calibration and each modality's mean Shapley value; the
+/// worst group, the gap, and the modality leaned on most differently.
+fn write_fairness(out: &mut String, fairness: Option<&fusion_run::Fairness>) {
+    *out += "### Fairness\n\n";
+    let Some(f) = fairness else {
+        *out += "The records have no groups: a manifest column `group` (or `--column-types NAME=group`) gives per-group metrics, calibration and contributions here.\n\n";
+        return;
+    };
+    let number = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.4}"));
+    let _ = write!(out, "| group | records | {} | ECE |", f.metric);
+    for m in &f.modalities {
+        let _ = write!(out, " Shapley {m} |");
+    }
+    let _ = write!(out, "\n|---|---|---|---|{}\n", "---|".repeat(f.modalities.len()));
+    for g in &f.groups {
+        let _ = write!(
+            out,
+            "| {} | {} | {} | {} |",
+            g.group,
+            g.records,
+            number(g.score),
+            number(g.ece)
+        );
+        for v in &g.shapley {
+            let _ = write!(out, " {} |", number(*v));
+        }
+        *out += "\n";
+    }
+    if let (Some(worst), Some(gap)) = (&f.worst, f.gap) {
+        let _ = writeln!(
+            out,
+            "\nWorst group: **{worst}**; gap between the best and the worst group: {gap:.4} {}.",
+            f.metric
+        );
+    }
+    match &f.leaning {
+        Some(l) => {
+            let _ = writeln!(
+                out,
+                "The modality the model leans on most differently between groups: **{}** (mean Shapley value {:.4} for {}, {:.4} for {}).\n",
+                l.modality, l.most.1, l.most.0, l.least.1, l.least.0
+            );
+        }
+        None => *out += "\n",
     }
 }
 

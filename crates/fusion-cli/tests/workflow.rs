@@ -147,6 +147,10 @@ fn train_resume_eval_predict_explain_robustness_export() {
         "{stdout}"
     );
     assert!(stdout.contains("largest gap between groups: accuracy"), "{stdout}");
+    assert!(
+        stdout.contains("worst group ") && stdout.contains("modality leaned on most differently"),
+        "{stdout}"
+    );
     assert!(stderr.contains("skipped record corrupt (image)"), "{stderr}");
     assert!(
         stderr.contains("skipped record lost (audio)") && stderr.contains("lost.wav"),
@@ -234,6 +238,34 @@ fn train_resume_eval_predict_explain_robustness_export() {
     let accuracy = eval["metrics"]["accuracy"].as_f64().unwrap();
     assert!(accuracy > 0.9, "an easy task: {accuracy}");
     assert_eq!(eval["classes"], serde_json::json!(["c0", "c1", "c2"]));
+    // Fairness: each group's accuracy is the per-group metrics' one, the worst group has
+    // the lowest, the gap is the spread, and every modality has a mean Shapley value.
+    let fairness = &eval["fairness"];
+    let groups = fairness["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 2, "{fairness}");
+    let scores: Vec<(String, f64)> = groups
+        .iter()
+        .map(|g| (g["group"].as_str().unwrap().to_string(), g["score"].as_f64().unwrap()))
+        .collect();
+    for (group, score) in &scores {
+        assert_eq!(eval["groups"]["groups"][group]["accuracy"].as_f64(), Some(*score));
+    }
+    let lowest = scores.iter().min_by(|a, b| a.1.total_cmp(&b.1)).unwrap();
+    let highest = scores.iter().map(|s| s.1).fold(f64::MIN, f64::max);
+    assert_eq!(fairness["worst"].as_str(), Some(lowest.0.as_str()));
+    assert!((fairness["gap"].as_f64().unwrap() - (highest - lowest.1)).abs() < 1e-12);
+    assert_eq!(fairness["modalities"], serde_json::json!(["image", "audio"]));
+    assert!(
+        groups
+            .iter()
+            .all(|g| g["shapley"].as_array().unwrap().iter().all(|v| v.is_f64()))
+    );
+    let report = std::fs::read_to_string(run.join("report.md")).unwrap();
+    assert!(
+        report.contains("### Fairness")
+            && report.contains("| group | records | accuracy | ECE | Shapley image | Shapley audio |"),
+        "{report}"
+    );
 
     let predictions = dir.path().join("predictions.jsonl");
     ok(&[

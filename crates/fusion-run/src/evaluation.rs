@@ -101,6 +101,10 @@ pub struct EvalRecord {
     /// How a regression's conformal intervals covered the split, when it has them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intervals: Option<crate::IntervalEval>,
+    /// The task's metric, calibration and modalities' contributions per group, when
+    /// records have groups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fairness: Option<crate::Fairness>,
 }
 
 impl Run {
@@ -123,7 +127,9 @@ pub(crate) fn eval_record(
     split: &str,
 ) -> Result<EvalRecord> {
     let evaluation = fusion_core::evaluate(model, &data.data, EVAL_BATCH)?;
-    record_of(&evaluation, data, classes, split)
+    let mut record = record_of(&evaluation, data, classes, split)?;
+    record.fairness = crate::fairness::of_evaluation(model, &evaluation, &data.data)?;
+    Ok(record)
 }
 
 /// The record of an `evaluation` of `data` (of `split`, over `classes`).
@@ -143,6 +149,7 @@ pub(crate) fn record_of(
         skipped: data.problems.clone(),
         calibration: None,
         intervals: None,
+        fairness: None,
     };
     if record.metrics.count == 0 {
         return Err(Error::Config(format!(

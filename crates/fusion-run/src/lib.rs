@@ -46,6 +46,7 @@ mod encoder;
 mod ensemble;
 mod error;
 mod evaluation;
+mod fairness;
 mod fit;
 mod frozen;
 mod portfolio;
@@ -71,6 +72,7 @@ pub use encoder::{EncoderSpec, Layout, TextPooling, VideoPooling, models_dir};
 pub use ensemble::{ENSEMBLE_FILE, EnsembleFile, Member, is_ensemble};
 pub use error::{Error, Result};
 pub use evaluation::{EVAL_BATCH, EvalRecord, Loaded, load};
+pub use fairness::{Fairness, GroupFairness, Leaning};
 pub use fit::{Fitted, RESOURCES_FILE, Resources, fit, fit_loaded, peak_rss_mb, simple_baselines};
 pub use frozen::FrozenCounts;
 pub use portfolio::{

@@ -328,6 +328,9 @@ fn test_evaluation(ensemble: &EnsembleFile, test_scores: &[RecordScores], loaded
         return None;
     }
     let groups = (groups.len() == labels.len()).then_some(groups);
+    let fairness = groups.as_deref().map(|groups| {
+        crate::Fairness::compute(&probabilities, &crate::fairness::Truth::Classes(&labels), groups, None)
+    });
     let (loss, metrics, groups, _) =
         fusion_core::probability_metrics(&probabilities, &labels, groups.as_deref(), classes.len());
     let test: std::collections::HashSet<&str> = records
@@ -351,6 +354,7 @@ fn test_evaluation(ensemble: &EnsembleFile, test_scores: &[RecordScores], loaded
             .collect(),
         calibration: None,
         intervals: None,
+        fairness,
     })
 }
 

@@ -824,6 +824,7 @@ impl Predictor {
                 // One pass through the model serves the metrics and the intervals.
                 let evaluation = fusion_core::evaluate(&run.model, &data.data, EVAL_BATCH)?;
                 let mut record = crate::evaluation::record_of(&evaluation, &data, &self.classes, split.name())?;
+                record.fairness = crate::fairness::of_evaluation(&run.model, &evaluation, &data.data)?;
                 if let Some(intervals) = &self.intervals {
                     let values = SplitValues::from_evaluation(&evaluation, data)?;
                     record.intervals =
@@ -913,6 +914,15 @@ impl Predictor {
             scores.groups.as_deref(),
             self.classes.len(),
         );
+        // An ensemble has no one model whose modalities' Shapley values to compare.
+        let fairness = scores.groups.as_deref().map(|groups| {
+            crate::Fairness::compute(
+                &probabilities,
+                &crate::fairness::Truth::Classes(&scores.labels),
+                groups,
+                None,
+            )
+        });
         Ok(EvalRecord {
             split: split.name().into(),
             loss,
@@ -923,6 +933,7 @@ impl Predictor {
             skipped: scores.skipped,
             calibration: calibrated,
             intervals: None,
+            fairness,
         })
     }
 }

@@ -179,6 +179,9 @@ pub fn say_eval(ui: Ui, eval: &EvalRecord) {
             groups.accuracy_gap, groups.macro_f1_gap
         ));
     }
+    if let Some(fairness) = &eval.fairness {
+        say_fairness(ui, fairness, eval.groups.is_none());
+    }
     if let Some(intervals) = &eval.intervals {
         for c in &intervals.coverage {
             ui.say(format!(
@@ -204,6 +207,32 @@ pub fn say_eval(ui: Ui, eval: &EvalRecord) {
             ));
         }
         say_group_coverage(ui, &calibrated.groups);
+    }
+}
+
+/// The worst group, the gap and the modality leaned on differently (with a line per group
+/// when `each_group`: the task's metric is not printed per group above).
+fn say_fairness(ui: Ui, fairness: &fusion_run::Fairness, each_group: bool) {
+    let number = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.4}"));
+    if each_group {
+        for g in &fairness.groups {
+            ui.say(format!(
+                "  group {}: {} {} ({} samples)",
+                g.group,
+                fairness.metric,
+                number(g.score),
+                g.records
+            ));
+        }
+    }
+    if let (Some(worst), Some(gap)) = (&fairness.worst, fairness.gap) {
+        ui.say(format!("  worst group {worst}; {} gap {gap:.4}", fairness.metric));
+    }
+    if let Some(l) = &fairness.leaning {
+        ui.say(format!(
+            "  modality leaned on most differently: {} (mean Shapley value {:.4} for {}, {:.4} for {})",
+            l.modality, l.most.1, l.most.0, l.least.1, l.least.0
+        ));
     }
 }
 
