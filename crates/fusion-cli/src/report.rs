@@ -120,6 +120,26 @@ fn write_eval(out: &mut String, run: &Run, eval: &EvalRecord) {
         *out += "\n";
         group_coverage(out, &c.groups);
     }
+    if let Some(labels) = &eval.label_calibration {
+        let _ = writeln!(
+            out,
+            "### Calibration\n\nA temperature per label (fitted on val): {}. On these records:\n\n| | label accuracy | NLL | ECE | Brier |\n|---|---|---|---|---|\n| the model's probabilities | {:.4} | {:.4} | {:.4} | {:.4} |\n| calibrated | {:.4} | {:.4} | {:.4} | {:.4} |\n",
+            labels
+                .temperatures
+                .iter()
+                .map(|t| format!("{t:.3}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            labels.before.label_accuracy,
+            labels.before.nll,
+            labels.before.ece,
+            labels.before.brier,
+            labels.after.label_accuracy,
+            labels.after.nll,
+            labels.after.ece,
+            labels.after.brier
+        );
+    }
     if let Some(intervals) = &eval.intervals {
         *out += "### Conformal intervals\n\nSplit conformal intervals (prediction ± a quantile of the val records' absolute residuals) on these records:\n\n| coverage asked | achieved | width |\n|---|---|---|\n";
         for k in &intervals.coverage {

@@ -1366,6 +1366,55 @@ fn regression_and_multi_label_tables_train_with_no_configuration() {
         })
         .count();
     assert!(exact > 160, "{exact} of 240 label sets right");
+    // A temperature per label, fitted on val: NLL there does not rise, every decision at 0.5
+    // stays, and predictions then carry σ(logit(p) / T) of each label's probability.
+    let r = run.to_str().unwrap();
+    let calibration = json(&ok(&["calibrate", "--run", r, "--json", "--device", "cpu"]));
+    let temperatures: Vec<f64> = calibration["temperatures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_f64().unwrap())
+        .collect();
+    assert_eq!(temperatures.len(), 3, "{calibration}");
+    assert!(
+        calibration["after"]["nll"].as_f64() <= calibration["before"]["nll"].as_f64(),
+        "{calibration}"
+    );
+    assert_eq!(
+        calibration["after"]["label_accuracy"],
+        calibration["before"]["label_accuracy"]
+    );
+    let calibrated = dir.path().join("tags-calibrated.jsonl");
+    ok(&["predict", "--run", r, "--out", calibrated.to_str().unwrap(), "--quiet"]);
+    let lines = |path: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let logit = |p: f64| (p / (1.0 - p)).ln();
+    for (before, after) in lines(&predictions).iter().zip(lines(&calibrated)) {
+        for (k, tag) in ["big", "heavy", "red"].iter().enumerate() {
+            let p = before["probabilities"][tag].as_f64().unwrap();
+            // Near 0 or 1 a float's last digits decide the logit.
+            if !(1e-4..1.0 - 1e-4).contains(&p) {
+                continue;
+            }
+            let expected = 1.0 / (1.0 + (-logit(p) / temperatures[k]).exp());
+            let got = after["probabilities"][tag].as_f64().unwrap();
+            assert!((got - expected).abs() < 1e-4, "{tag}: {got} vs {expected}");
+        }
+    }
+    let eval = json(&ok(&["eval", "--run", r, "--json", "--device", "cpu"]));
+    assert_eq!(
+        eval["label_calibration"]["temperatures"].as_array().unwrap().len(),
+        3,
+        "{eval}"
+    );
+    let refused = fusion(&["predict", "--run", r, "--coverage", "0.9", "--out", "/dev/null"]);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("multi-label run has neither"));
     // `--task` overrides the label's suggestion: tags are not numbers.
     let forced = fusion(&[
         "train",

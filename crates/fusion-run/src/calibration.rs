@@ -234,7 +234,7 @@ impl Calibration {
     /// Removes the calibration (and a regression's intervals) of `folder`, if any: the
     /// model it was fitted to changes (trained again, an ensemble rebuilt).
     pub fn forget(folder: &Path) -> Result<()> {
-        for file in [CALIBRATION_FILE, INTERVALS_FILE] {
+        for file in [CALIBRATION_FILE, INTERVALS_FILE, crate::LABEL_CALIBRATION_FILE] {
             let path = folder.join(file);
             match std::fs::remove_file(&path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::Io { path, source: e }),

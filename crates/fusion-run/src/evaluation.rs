@@ -105,6 +105,10 @@ pub struct EvalRecord {
     /// records have groups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fairness: Option<crate::Fairness>,
+    /// What a multi-label run's per-label temperatures did (the metrics above are then of
+    /// the calibrated probabilities).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_calibration: Option<crate::LabelCalibratedEval>,
 }
 
 impl Run {
@@ -150,6 +154,7 @@ pub(crate) fn record_of(
         calibration: None,
         intervals: None,
         fairness: None,
+        label_calibration: None,
     };
     if record.metrics.count == 0 {
         return Err(Error::Config(format!(

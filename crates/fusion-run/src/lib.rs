@@ -49,6 +49,7 @@ mod evaluation;
 mod fairness;
 mod fit;
 mod frozen;
+mod label_calibration;
 mod portfolio;
 mod predictor;
 mod preset;
@@ -75,6 +76,7 @@ pub use evaluation::{EVAL_BATCH, EvalRecord, Loaded, load};
 pub use fairness::{Fairness, GroupFairness, Leaning};
 pub use fit::{Fitted, RESOURCES_FILE, Resources, fit, fit_loaded, peak_rss_mb, simple_baselines};
 pub use frozen::FrozenCounts;
+pub use label_calibration::{LABEL_CALIBRATION_FILE, LabelCalibratedEval, LabelCalibration, LabelScores};
 pub use portfolio::{
     BAG_BELOW_VAL, BAG_FOLDS, INTERACTION_EPOCHS, MAX_FOLDS, PORTFOLIO_ROUNDS, Portfolio, PortfolioOptions,
     portfolio_members, train_portfolio,

@@ -355,6 +355,7 @@ fn test_evaluation(ensemble: &EnsembleFile, test_scores: &[RecordScores], loaded
         calibration: None,
         intervals: None,
         fairness,
+        label_calibration: None,
     })
 }
 

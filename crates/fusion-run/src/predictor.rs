@@ -462,6 +462,8 @@ pub struct Predictor {
     task: Task,
     members: Vec<LoadedRun>,
     calibration: Option<Calibration>,
+    /// A multi-label run's temperature per label.
+    label_calibration: Option<crate::LabelCalibration>,
     /// A regression's conformal intervals.
     intervals: Option<crate::Intervals>,
     coverage: Option<f64>,
@@ -483,12 +485,17 @@ impl Predictor {
                 Task::Regression => crate::Intervals::read(&root)?,
                 _ => None,
             };
+            let label_calibration = match run.config.task {
+                Task::MultiLabel => crate::LabelCalibration::read(&root, &run.classes)?,
+                _ => None,
+            };
             return Ok(Self {
                 classes: run.classes.clone(),
                 task: run.config.task,
                 members: vec![run],
                 ensemble: None,
                 calibration,
+                label_calibration,
                 intervals,
                 coverage: None,
                 root,
@@ -507,6 +514,7 @@ impl Predictor {
             members,
             ensemble: Some(file),
             calibration: Calibration::read(&root)?,
+            label_calibration: None,
             intervals: None,
             coverage: None,
             root,
@@ -519,6 +527,11 @@ impl Predictor {
     pub fn with_coverage(mut self, coverage: f64) -> Result<Self> {
         if !(coverage > 0.0 && coverage < 1.0) {
             return Err(Error::Config(format!("coverage {coverage}: a number between 0 and 1")));
+        }
+        if self.task == Task::MultiLabel {
+            return Err(Error::Config(
+                "coverage: conformal sets are for a classification, intervals for a regression; a multi-label run has neither".into(),
+            ));
         }
         if self.calibration.is_none() && self.intervals.is_none() {
             let what = match self.task {
@@ -601,6 +614,36 @@ impl Predictor {
         let calibration = Calibration::fit(&scores.probabilities, &scores.labels, self.classes.len(), "val");
         Run::new(&self.root).write_json(crate::CALIBRATION_FILE, &calibration)?;
         self.calibration = Some(calibration.clone());
+        Ok(calibration)
+    }
+
+    /// Fits a temperature per label of a multi-label run on the val split of `manifest`
+    /// (default: the run's) and writes it into the folder (`label_calibration.json`), from
+    /// where `eval`, `predict` and applications apply it.
+    pub fn calibrate_labels(
+        &mut self,
+        manifest: Option<&Path>,
+        observer: &dyn Observer,
+    ) -> Result<crate::LabelCalibration> {
+        let (Task::MultiLabel, [run]) = (self.task, self.members.as_slice()) else {
+            return Err(Error::Config(format!(
+                "per-label temperatures are for a multi-label run, not a {}",
+                self.task.name()
+            )));
+        };
+        let (data, _) = run.run.split(manifest, Split::Val, run.model.device(), observer)?;
+        if data.records.is_empty() {
+            return Err(Error::Config("no val record to calibrate on".into()));
+        }
+        let evaluation = fusion_core::evaluate(&run.model, &data.data, EVAL_BATCH)?;
+        let crate::fairness::Truth::Labels(truths) =
+            crate::fairness::Truth::of(Task::MultiLabel, &data.data, &evaluation.labels)?
+        else {
+            return Err(Error::Config("multi-label targets expected".into()));
+        };
+        let calibration = crate::LabelCalibration::fit(&evaluation.probabilities, &truths, &self.classes, "val");
+        Run::new(&self.root).write_json(crate::LABEL_CALIBRATION_FILE, &calibration)?;
+        self.label_calibration = Some(calibration.clone());
         Ok(calibration)
     }
 
@@ -756,6 +799,16 @@ impl Predictor {
                 p.interval = Some([low, high]);
             }
         }
+        if let Some(calibration) = &self.label_calibration {
+            for p in &mut predictions.predictions {
+                let scores = calibration.apply(&p.scores);
+                *p = Prediction {
+                    missing: p.missing.take(),
+                    unusable: std::mem::take(&mut p.unusable),
+                    ..Prediction::new(&p.id, &p.label, self.task, &self.classes, scores)
+                };
+            }
+        }
         let Some(calibration) = &self.calibration else {
             return predictions;
         };
@@ -825,6 +878,9 @@ impl Predictor {
                 let evaluation = fusion_core::evaluate(&run.model, &data.data, EVAL_BATCH)?;
                 let mut record = crate::evaluation::record_of(&evaluation, &data, &self.classes, split.name())?;
                 record.fairness = crate::fairness::of_evaluation(&run.model, &evaluation, &data.data)?;
+                if let Some(calibration) = &self.label_calibration {
+                    calibrate_labels(&mut record, calibration, &evaluation, &data.data)?;
+                }
                 if let Some(intervals) = &self.intervals {
                     let values = SplitValues::from_evaluation(&evaluation, data)?;
                     record.intervals =
@@ -934,8 +990,37 @@ impl Predictor {
             calibration: calibrated,
             intervals: None,
             fairness,
+            label_calibration: None,
         })
     }
+}
+
+/// `record`'s multi-label metrics recomputed from label-calibrated probabilities, with what
+/// the calibration did.
+fn calibrate_labels(
+    record: &mut EvalRecord,
+    calibration: &crate::LabelCalibration,
+    evaluation: &fusion_core::Evaluation,
+    data: &fusion_core::TensorDataset,
+) -> Result<()> {
+    let crate::fairness::Truth::Labels(truths) =
+        crate::fairness::Truth::of(Task::MultiLabel, data, &evaluation.labels)?
+    else {
+        return Ok(());
+    };
+    let calibrated = calibration.apply_all(&evaluation.probabilities);
+    let widened: Vec<Vec<f64>> = calibrated
+        .iter()
+        .map(|row| row.iter().map(|&p| f64::from(p)).collect())
+        .collect();
+    let task = fusion_core::MultiLabelMetrics::compute(&widened, &truths);
+    let effect = calibration.evaluate(&evaluation.probabilities, &truths);
+    record.metrics.accuracy = task.subset_accuracy;
+    record.metrics.macro_f1 = task.macro_f1;
+    record.metrics.ece = effect.after.ece;
+    record.task = fusion_core::TaskMetrics::MultiLabel(task);
+    record.label_calibration = Some(effect);
+    Ok(())
 }
 
 /// Weighted sums of members' probabilities per record id, in order of first appearance;

@@ -24,7 +24,16 @@ pub fn width(width: Option<f64>) -> String {
     }
 }
 
-/// `fusion calibrate`: a temperature and conformal scores, or a regression's intervals.
+/// A multi-label run's label scores on one line.
+pub fn label_scores_line(scores: &fusion_run::LabelScores) -> String {
+    format!(
+        "label accuracy {:.4}, NLL {:.4}, ECE {:.4}, Brier {:.4}",
+        scores.label_accuracy, scores.nll, scores.ece, scores.brier
+    )
+}
+
+/// `fusion calibrate`: a temperature and conformal scores, a temperature per label, or a
+/// regression's intervals.
 pub fn calibrate(folder: &Path, manifest: Option<&Path>, ui: Ui, device: Device) -> Result<()> {
     let mut predictor = Predictor::load(folder, device)?;
     if predictor.task() == fusion_core::Task::Regression {
@@ -42,6 +51,28 @@ pub fn calibrate(folder: &Path, manifest: Option<&Path>, ui: Ui, device: Device)
             folder.join(fusion_run::INTERVALS_FILE).display()
         ));
         return ui.result(&intervals);
+    }
+    if predictor.task() == fusion_core::Task::MultiLabel {
+        let calibration = predictor.calibrate_labels(manifest, &Shown::new(ui))?;
+        let each: Vec<String> = calibration
+            .labels
+            .iter()
+            .zip(&calibration.temperatures)
+            .map(|(label, t)| format!("{label} {t:.3}"))
+            .collect();
+        ui.say(format!(
+            "a temperature per label, fitted on {} {} records: {}",
+            calibration.records,
+            calibration.fitted_on,
+            each.join(", ")
+        ));
+        ui.say(format!("  before: {}", label_scores_line(&calibration.before)));
+        ui.say(format!("  after:  {}", label_scores_line(&calibration.after)));
+        ui.say(format!(
+            "written to {}; `fusion eval` and `fusion predict` apply it",
+            folder.join(fusion_run::LABEL_CALIBRATION_FILE).display()
+        ));
+        return ui.result(&calibration);
     }
     let calibration = predictor.calibrate(manifest, &Shown::new(ui))?;
     ui.say(format!(

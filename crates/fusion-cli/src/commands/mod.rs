@@ -179,6 +179,13 @@ pub fn say_eval(ui: Ui, eval: &EvalRecord) {
             groups.accuracy_gap, groups.macro_f1_gap
         ));
     }
+    if let Some(labels) = &eval.label_calibration {
+        ui.say(format!(
+            "  calibrated (a temperature per label): before {}",
+            calibrate::label_scores_line(&labels.before)
+        ));
+        ui.say(format!("  after {}", calibrate::label_scores_line(&labels.after)));
+    }
     if let Some(fairness) = &eval.fairness {
         say_fairness(ui, fairness, eval.groups.is_none());
     }
