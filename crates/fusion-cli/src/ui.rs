@@ -25,21 +25,21 @@ impl Ui {
     /// A line of text (not in quiet or JSON mode).
     pub fn say(&self, text: impl std::fmt::Display) {
         if !self.quiet && !self.json {
-            println!("{text}");
+            print_line(&mut std::io::stdout().lock(), &text);
         }
     }
 
     /// A warning on stderr (not in quiet mode).
     pub fn warn(&self, text: impl std::fmt::Display) {
         if !self.quiet {
-            eprintln!("{text}");
+            print_line(&mut std::io::stderr().lock(), &text);
         }
     }
 
     /// The command's result as JSON (JSON mode only).
     pub fn result(&self, value: &impl Serialize) -> Result<()> {
         if self.json {
-            println!("{}", serde_json::to_string(value)?);
+            print_line(&mut std::io::stdout().lock(), &serde_json::to_string(value)?);
         }
         Ok(())
     }
@@ -188,4 +188,10 @@ impl Observer for Shown {
 /// features through the cache (see [`fusion_run::load`]), shown through `ui`.
 pub fn load_data(config: &mut RunConfig, manifest: Option<&Path>, shard: Option<Shard>, ui: Ui) -> Result<Loaded> {
     Ok(fusion_run::load(config, manifest, shard, &Shown::new(ui))?)
+}
+
+/// One line on `out`. A reader that went away (`fusion eval --json | head -c 10`) or a
+/// full disk costs the line, never the command: its files are written already.
+pub fn print_line(out: &mut impl std::io::Write, text: &impl std::fmt::Display) {
+    let _ = writeln!(out, "{text}");
 }

@@ -21,6 +21,25 @@ fn info_reports_runtime_as_json() {
 }
 
 #[test]
+fn a_reader_that_went_away_costs_the_output_not_the_command() {
+    // `fusion info | head -c 0`: stdout's reader is closed before anything is written.
+    for args in [&["info", "--json", "--device", "cpu"][..], &["info", "--device", "cpu"]] {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_fusion"))
+            .args(args)
+            .stdout(writer)
+            .output()
+            .expect("run fusion");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && !stderr.contains("panicked"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
 fn unknown_device_is_rejected_with_its_name() {
     let out = fusion(&["info", "--device", "tpu"]);
     assert!(!out.status.success());

@@ -63,7 +63,10 @@ pub fn serve(folder: &Path, options: Options, ui: Ui, device: Device) -> Result<
     runtime.block_on(fusion_serve::serve(predictor, serve_options, |addr| {
         ui.say(format!("serving {} at http://{addr}/", folder.display()));
         if ui.json {
-            println!("{}", serde_json::json!({"listening": addr.to_string()}));
+            crate::ui::print_line(
+                &mut std::io::stdout().lock(),
+                &serde_json::json!({"listening": addr.to_string()}),
+            );
         }
         let _ = std::io::stdout().flush();
     }))?;
