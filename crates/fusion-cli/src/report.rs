@@ -401,10 +401,15 @@ The best weights on the validation records that have the modality, every other m
 
 /// The comparison as a Markdown table.
 pub fn compare_table(rows: &[CompareRow], task: Task) -> String {
+    let groups = rows.iter().any(|r| r.worst_group.is_some());
     let mut out = format!(
-        "| method | samples | {} | ECE | parameters | train s |\n|---|---|---|---|---|---|\n",
+        "| method | samples | {} | ECE | parameters | train s |",
         score_name(task)
     );
+    out += if groups { " worst group | group gap |\n" } else { "\n" };
+    out += &"|---".repeat(if groups { 8 } else { 6 });
+    out += "|\n";
+    let number = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.4}"));
     for r in rows {
         // A regression has no calibration error to show.
         let ece = if task == Task::Regression {
@@ -412,11 +417,15 @@ pub fn compare_table(rows: &[CompareRow], task: Task) -> String {
         } else {
             format!("{:.4}", r.ece)
         };
-        let _ = writeln!(
+        let _ = write!(
             out,
             "| {} | {} | {:.4} | {ece} | {} | {:.1} |",
             r.name, r.samples, r.accuracy, r.parameters, r.seconds
         );
+        if groups {
+            let _ = write!(out, " {} | {} |", number(r.worst_group), number(r.group_gap));
+        }
+        out += "\n";
     }
     out
 }

@@ -457,6 +457,19 @@ fn compare_trains_every_method_and_the_unimodal_baselines() {
     let image_eval: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("00_image_only/eval.json")).unwrap()).unwrap();
     assert_eq!(image_eval["metrics"]["count"], 17);
+    // The records have groups: each trained row names its worst group's accuracy and the
+    // gap, as its run's evaluation does; the baselines have none.
+    assert!(stdout.contains("| worst group | group gap |"), "{stdout}");
+    let fairness = &image_eval["fairness"];
+    let worst = fairness["worst"].as_str().unwrap();
+    assert_eq!(
+        rows[0]["worst_group"],
+        image_eval["groups"]["groups"][worst]["accuracy"]
+    );
+    assert_eq!(rows[0]["group_gap"], fairness["gap"]);
+    assert!(
+        rows[..4].iter().all(|r| r["worst_group"].is_f64()) && rows[4..].iter().all(|r| r.get("worst_group").is_none())
+    );
     ensemble_of_the_compared_runs(dir.path(), &rows);
 }
 

@@ -32,6 +32,12 @@ pub struct CompareRow {
     pub parameters: i64,
     /// Training wall time, seconds.
     pub seconds: f64,
+    /// The worst group's score, when records have groups (see [`crate::Fairness`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worst_group: Option<f64>,
+    /// Best minus worst group score.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_gap: Option<f64>,
 }
 
 /// The score `compare` and robustness rank by (see [`score_name`]); a regression with a
@@ -141,6 +147,11 @@ pub fn compare(mut config: RunConfig, out: &Path, device: Device, observer: &dyn
             ece: eval.metrics.ece,
             parameters: fitted.parameters,
             seconds: fitted.seconds,
+            worst_group: eval.fairness.as_ref().and_then(|f| {
+                let worst = f.worst.as_ref()?;
+                f.groups.iter().find(|g| &g.group == worst)?.score
+            }),
+            group_gap: eval.fairness.as_ref().and_then(|f| f.gap),
         });
         runs.push((run, fitted));
     }
@@ -159,6 +170,8 @@ pub fn compare(mut config: RunConfig, out: &Path, device: Device, observer: &dyn
                 ece: b.ece,
                 parameters: b.parameters,
                 seconds: b.seconds,
+                worst_group: None,
+                group_gap: None,
             });
         }
         if let Some(baselines) = &baselines {
