@@ -1426,6 +1426,15 @@ fn regression_and_multi_label_tables_train_with_no_configuration() {
         3,
         "{eval}"
     );
+    // The export traces the temperatures in, and says so in its signature.
+    let exported = json(&ok(&["export", "--run", r, "--json", "--device", "cpu"]));
+    let traced: Vec<f64> = exported["signature"]["temperatures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_f64().unwrap())
+        .collect();
+    assert_eq!(traced, temperatures);
     let refused = fusion(&["predict", "--run", r, "--coverage", "0.9", "--out", "/dev/null"]);
     assert!(String::from_utf8_lossy(&refused.stderr).contains("multi-label run has neither"));
     // `--task` overrides the label's suggestion: tags are not numbers.

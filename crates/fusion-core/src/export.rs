@@ -48,11 +48,18 @@ pub struct ExportSignature {
     /// Class (or label) names, in the order of the output's columns; a regression's one
     /// name is `value`.
     pub classes: Vec<String>,
+    /// The calibration traced into the module, when it has one: the classification's
+    /// temperature, or a multi-label model's temperature per label (the output is then of
+    /// the calibrated probabilities).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperatures: Option<Vec<f64>>,
 }
 
 /// Traces `model` (whose variables live in `vs`) in evaluation mode on `example` and saves the TorchScript module at
 /// `path` (written atomically) with its [`ExportSignature`] at `path` + `.json`; `classes`
-/// names the output's columns.
+/// names the output's columns. `temperatures` (a classification's one, or one per label of
+/// a multi-label model) are traced into the module: it then outputs calibrated
+/// log-probabilities, `log_softmax(log p / T)`.
 ///
 /// Each modality contributes `features` and `present`, then `padding_mask` when the
 /// example has one. Tracing records the example's structure: a modality that had a padding
@@ -62,9 +69,11 @@ pub fn export_torchscript(
     vs: &VarStore,
     example: &[ModalityInput],
     classes: &[String],
+    temperatures: Option<&[f64]>,
     path: &Path,
 ) -> Result<ExportSignature> {
     let num_classes = model.config().num_classes;
+    let scale = temperatures.map(|t| temperature_scale(model, t)).transpose()?;
     if classes.len() as i64 != num_classes {
         return Err(Error::Config(format!(
             "{} class names for a model of {num_classes} classes",
@@ -135,7 +144,10 @@ pub fn export_torchscript(
                 })
                 .collect();
             match model.forward_t(&rebuilt, false) {
-                Ok(output) => vec![output.prediction],
+                Ok(output) => vec![match &scale {
+                    Some(scale) => (&output.prediction / scale).log_softmax(-1, tch::Kind::Float),
+                    None => output.prediction,
+                }],
                 Err(e) => {
                     *failure.borrow_mut() = Some(e);
                     Vec::new()
@@ -167,11 +179,38 @@ pub fn export_torchscript(
         task: model.task(),
         num_classes,
         classes: classes.to_vec(),
+        temperatures: temperatures.map(<[f64]>::to_vec),
     };
     let json = serde_json::to_string_pretty(&signature).map_err(|e| Error::Config(e.to_string()))?;
     let sidecar = signature_path(path);
     write_file_atomic(&sidecar, json)?;
     Ok(signature)
+}
+
+/// The divisor of a model's log-probabilities for `temperatures`: `[1]` for a
+/// classification's one, `[1, L, 1]` for a multi-label model's one per label.
+fn temperature_scale(model: &FusionModel, temperatures: &[f64]) -> Result<Tensor> {
+    let labels = model.config().num_classes;
+    let shape: &[i64] = match model.task() {
+        Task::Classification if temperatures.len() == 1 => &[1],
+        Task::MultiLabel if temperatures.len() as i64 == labels => &[1, labels, 1],
+        task => {
+            return Err(Error::Config(format!(
+                "{} temperatures for a {} model of {labels} outputs",
+                temperatures.len(),
+                task.name()
+            )));
+        }
+    };
+    if temperatures.iter().any(|t| !(t.is_finite() && *t > 0.0)) {
+        return Err(Error::Config(format!(
+            "temperatures {temperatures:?}: each must be positive"
+        )));
+    }
+    Ok(Tensor::from_slice(temperatures)
+        .to_kind(tch::Kind::Float)
+        .view(shape)
+        .to_device(model.device()))
 }
 
 /// The positional arguments of an exported module for `inputs`: per modality its features,

@@ -525,9 +525,21 @@ fn torchscript_export_runs_with_the_same_outputs() {
         let model = FusionModel::new(&vs.root(), &three_modality_config(fusion)).unwrap();
         let path = dir.path().join(format!("model_{i}.pt"));
         let classes: Vec<String> = ["cat", "dog", "a bird"].map(String::from).to_vec();
-        let too_few = export_torchscript(&model, &vs, &inputs, &classes[..2], &path);
+        let too_few = export_torchscript(&model, &vs, &inputs, &classes[..2], None, &path);
         assert!(too_few.is_err_and(|e| e.to_string().contains("2 class names for a model of 3 classes")));
-        let signature = export_torchscript(&model, &vs, &inputs, &classes, &path).unwrap();
+        let two = export_torchscript(&model, &vs, &inputs, &classes, Some(&[1.0, 2.0]), &path);
+        assert!(two.is_err_and(|e| e.to_string().contains("2 temperatures")));
+        // A temperature traced in: the module's output is log_softmax(log p / T).
+        let calibrated = dir.path().join(format!("calibrated_{i}.pt"));
+        let signature = export_torchscript(&model, &vs, &inputs, &classes, Some(&[2.5]), &calibrated).unwrap();
+        assert_eq!(signature.temperatures, Some(vec![2.5]));
+        let expected = (model.forward_t(&inputs, false).unwrap().prediction / 2.5).log_softmax(-1, Kind::Float);
+        let traced = tch::CModule::load(&calibrated)
+            .unwrap()
+            .forward_ts(&fusion_core::export_arguments(&inputs))
+            .unwrap();
+        assert!(f64::try_from((&traced - &expected).abs().max()).unwrap() < 1e-5);
+        let signature = export_torchscript(&model, &vs, &inputs, &classes, None, &path).unwrap();
         assert_eq!(signature.classes, classes);
         // The batch is free everywhere, the sequence's length too; feature sizes are fixed.
         let free = |name: &str| fusion_core::Dim::Free(name.into());

@@ -153,6 +153,7 @@ fn train_and_check(dir: &Path, config: &RunConfig, run_name: &str) -> (f64, fusi
         &vs,
         &fusion_run::example_inputs(config, device),
         &trained.classes,
+        None,
         &path,
     )
     .unwrap();

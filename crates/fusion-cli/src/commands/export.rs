@@ -17,7 +17,14 @@ pub fn export(run_dir: &Path, out: Option<&Path>, ui: Ui, device: Device) -> Res
     let (model, vs) = run.model(device)?;
     let example: Vec<ModalityInput> = fusion_run::example_inputs(&config, device);
     let out = out.map_or_else(|| run.file("model.pt"), Path::to_path_buf);
-    let signature = export_torchscript(&model, &vs, &example, &run.classes()?, &out)?;
+    let classes = run.classes()?;
+    // A calibrated run exports its calibrated probabilities.
+    let temperatures = match config.task {
+        fusion_core::Task::Classification => fusion_run::Calibration::read(run_dir)?.map(|c| vec![c.temperature]),
+        fusion_core::Task::MultiLabel => fusion_run::LabelCalibration::read(run_dir, &classes)?.map(|c| c.temperatures),
+        fusion_core::Task::Regression => None,
+    };
+    let signature = export_torchscript(&model, &vs, &example, &classes, temperatures.as_deref(), &out)?;
     ui.say(format!(
         "exported {} ({} inputs: {})",
         out.display(),
