@@ -56,6 +56,7 @@
 mod attention;
 mod calibration;
 mod config;
+pub mod contrastive;
 mod cross_modal;
 mod dataset;
 mod device;

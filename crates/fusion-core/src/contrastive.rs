@@ -1,0 +1,288 @@
+//! Cross-modal alignment as CLIP does it (Radford et al. 2021): each modality's embedding
+//! projected into one L2-normalised space, the symmetric InfoNCE loss over in-batch
+//! negatives with a learned temperature, exact top-k search over an index in blocks, and
+//! the retrieval metrics (recall@K, median rank, mean reciprocal rank) with duplicates
+//! handled.
+
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor, nn};
+
+use crate::{Error, Result};
+
+/// CLIP's starting temperature, 0.07: a logit scale of 1/0.07.
+pub const INITIAL_TEMPERATURE: f64 = 0.07;
+
+/// CLIP's largest logit scale: similarities are multiplied by at most 100.
+pub const MAX_LOGIT_SCALE: f64 = 100.0;
+
+/// The learned temperature as CLIP keeps it: a variable `t`, the logit scale `exp(t)`
+/// clamped to at most [`MAX_LOGIT_SCALE`] (above the clamp the gradient is zero, so the
+/// variable stops there).
+#[derive(Debug)]
+pub struct LogitScale {
+    log_scale: Tensor,
+}
+
+impl LogitScale {
+    /// The variable `logit_scale` under `p`, starting at `ln(1 / 0.07)`.
+    pub fn new(p: &nn::Path) -> Self {
+        let log_scale = p.var("logit_scale", &[], nn::Init::Const((1.0 / INITIAL_TEMPERATURE).ln()));
+        Self { log_scale }
+    }
+
+    /// The scale `exp(min(t, ln 100))` (a scalar tensor).
+    pub fn scale(&self) -> Tensor {
+        self.log_scale.clamp_max(MAX_LOGIT_SCALE.ln()).exp()
+    }
+}
+
+/// The rows of `x` `[B, D]` scaled to unit length (a zero row stays zero).
+pub fn l2_normalize(x: &Tensor) -> Tensor {
+    x / x.norm_scalaropt_dim(2.0, [-1], true).clamp_min(1e-12)
+}
+
+/// The symmetric InfoNCE loss of paired rows: `a` and `b` are `[B, D]` unit vectors, row
+/// `i` of each a positive pair and every other row a negative; with `S = scale · a bᵀ`,
+/// the mean of the cross-entropy of `S`'s rows and of its columns against the diagonal.
+pub fn clip_loss(a: &Tensor, b: &Tensor, scale: &Tensor) -> Tensor {
+    let logits = a.matmul(&b.transpose(0, 1)) * scale;
+    let targets = Tensor::arange(logits.size()[0], (Kind::Int64, logits.device()));
+    let rows = logits.cross_entropy_for_logits(&targets);
+    let columns = logits.transpose(0, 1).cross_entropy_for_logits(&targets);
+    (rows + columns) / 2.0
+}
+
+/// [`clip_loss`] averaged over every pair of modalities: for modalities `m < n`, the
+/// records whose `present[m]` and `present[n]` both hold are the batch (a pair with fewer
+/// than two such records has no negative and is left out). `embeddings[m]` is `[B, D]`,
+/// unit rows; `None` when no pair has two records.
+pub fn pairwise_clip_loss(embeddings: &[Tensor], present: &[Tensor], scale: &Tensor) -> Option<Tensor> {
+    let mut losses = Vec::new();
+    for m in 0..embeddings.len() {
+        for n in m + 1..embeddings.len() {
+            let both = present[m].logical_and(&present[n]).nonzero().squeeze_dim(1);
+            if both.size()[0] < 2 {
+                continue;
+            }
+            let a = embeddings[m].index_select(0, &both);
+            let b = embeddings[n].index_select(0, &both);
+            losses.push(clip_loss(&a, &b, scale));
+        }
+    }
+    (!losses.is_empty()).then(|| Tensor::stack(&losses, 0).mean(Kind::Float))
+}
+
+/// The `k` rows of `index` `[N, D]` most similar to each row of `queries` `[Q, D]` by
+/// inner product (cosine for unit rows), most similar first: scores and indices, `[Q, k']`
+/// with `k' = min(k, N)`. The index is read `block` rows at a time, so memory stays
+/// `O(Q · (block + k))` whatever `N`; the result is the exact top-k.
+pub fn top_k(queries: &Tensor, index: &Tensor, k: usize, block: i64) -> Result<(Tensor, Tensor)> {
+    let (q, n) = (queries.size(), index.size());
+    if q.len() != 2 || n.len() != 2 || q[1] != n[1] {
+        return Err(Error::Shape(format!(
+            "top_k: queries {q:?} and index {n:?} must be [Q, D] and [N, D]"
+        )));
+    }
+    let k = (k as i64).min(n[0]);
+    let block = block.max(1);
+    let device = queries.device();
+    let mut best_scores = Tensor::empty([q[0], 0], (Kind::Float, device));
+    let mut best_indices = Tensor::empty([q[0], 0], (Kind::Int64, device));
+    let mut start = 0;
+    while start < n[0] {
+        let len = block.min(n[0] - start);
+        let scores = queries.to_kind(Kind::Float).matmul(
+            &index
+                .narrow(0, start, len)
+                .to_kind(Kind::Float)
+                .to_device(device)
+                .transpose(0, 1),
+        );
+        let indices = (Tensor::arange(len, (Kind::Int64, device)) + start).expand([q[0], len], false);
+        let scores = Tensor::cat(&[best_scores, scores], 1);
+        let indices = Tensor::cat(&[best_indices, indices], 1);
+        let keep = k.min(scores.size()[1]);
+        let (top, at) = scores.topk(keep, 1, true, true);
+        best_indices = indices.gather(1, &at, false);
+        best_scores = top;
+        start += len;
+    }
+    Ok((best_scores, best_indices))
+}
+
+/// How well queries find their keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetrievalMetrics {
+    /// Queries ranked.
+    pub queries: usize,
+    /// Share of queries with a relevant key among the first K, for K = 1, 5, 10.
+    pub recall_at: Vec<(usize, f64)>,
+    /// Median over queries of the first relevant key's rank (1 = first).
+    pub median_rank: f64,
+    /// Mean over queries of 1 / that rank.
+    pub mean_reciprocal_rank: f64,
+}
+
+/// Ranks of recall reported.
+pub const RECALL_AT: [usize; 3] = [1, 5, 10];
+
+/// The 1-based rank of the best-ranked relevant key of each query: `similarity` is
+/// `[Q, K]`, `relevant[q]` the keys that count as a hit for query `q` (its pair, and any key
+/// with the same content: two records with the same text are both right). A tie counts
+/// against the query (a relevant key ranks after every irrelevant one with its score).
+pub fn first_relevant_ranks(similarity: &Tensor, relevant: &[Vec<usize>]) -> Result<Vec<usize>> {
+    let size = similarity.size();
+    if size.len() != 2 || size[0] as usize != relevant.len() {
+        return Err(Error::Shape(format!(
+            "similarity {size:?} for {} queries",
+            relevant.len()
+        )));
+    }
+    let rows = Vec::<Vec<f32>>::try_from(similarity.to_kind(Kind::Float).to_device(tch::Device::Cpu))?;
+    rows.iter()
+        .zip(relevant)
+        .enumerate()
+        .map(|(q, (row, hits))| {
+            let best = hits
+                .iter()
+                .filter_map(|&k| row.get(k).copied())
+                .fold(None, |acc: Option<f32>, s| Some(acc.map_or(s, |a| a.max(s))))
+                .ok_or_else(|| Error::Shape(format!("query {q} has no relevant key among {}", row.len())))?;
+            let ahead = row
+                .iter()
+                .enumerate()
+                .filter(|(k, s)| **s >= best && !hits.contains(k))
+                .count();
+            Ok(ahead + 1)
+        })
+        .collect()
+}
+
+impl RetrievalMetrics {
+    /// The metrics of `ranks` ([`first_relevant_ranks`]).
+    pub fn of(ranks: &[usize]) -> Self {
+        let n = ranks.len().max(1) as f64;
+        let mut sorted = ranks.to_vec();
+        sorted.sort_unstable();
+        let median = match sorted.len() {
+            0 => 0.0,
+            len if len % 2 == 1 => sorted[len / 2] as f64,
+            len => (sorted[len / 2 - 1] + sorted[len / 2]) as f64 / 2.0,
+        };
+        Self {
+            queries: ranks.len(),
+            recall_at: RECALL_AT
+                .iter()
+                .map(|&k| (k, ranks.iter().filter(|&&r| r <= k).count() as f64 / n))
+                .collect(),
+            median_rank: median,
+            mean_reciprocal_rank: ranks.iter().map(|&r| 1.0 / r as f64).sum::<f64>() / n,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clip_loss_equals_a_hand_computation_on_three_pairs() -> Result<()> {
+        // Unit rows: a·bᵀ = [[1, 0.8, 0], [0, 0.6, 1], [0.6, 0.96, 0.8]].
+        let a = Tensor::from_slice(&[1.0f32, 0.0, 0.0, 1.0, 0.6, 0.8]).view([3, 2]);
+        let b = Tensor::from_slice(&[1.0f32, 0.0, 0.8, 0.6, 0.0, 1.0]).view([3, 2]);
+        let scale = 2.0;
+        let s: [[f64; 3]; 3] = [[1.0, 0.8, 0.0], [0.0, 0.6, 1.0], [0.6, 0.96, 0.8]];
+        let s = s.map(|row| row.map(|v| v * scale));
+        let row_loss = |i: usize| -> f64 {
+            let z: f64 = (0..3).map(|j| s[i][j].exp()).sum();
+            z.ln() - s[i][i]
+        };
+        let column_loss = |j: usize| -> f64 {
+            let z: f64 = (0..3).map(|i| s[i][j].exp()).sum();
+            z.ln() - s[j][j]
+        };
+        let expected = ((0..3).map(row_loss).sum::<f64>() / 3.0 + (0..3).map(column_loss).sum::<f64>() / 3.0) / 2.0;
+        let got = f64::try_from(clip_loss(&a, &b, &Tensor::from(scale as f32)))?;
+        assert!((got - expected).abs() < 1e-5, "{got} vs {expected}");
+        Ok(())
+    }
+
+    #[test]
+    fn pairs_drop_out_with_their_missing_modalities() -> Result<()> {
+        let a = l2_normalize(&Tensor::from_slice(&[1.0f32, 0.1, 0.2, 1.0, 0.5, 0.5]).view([3, 2]));
+        let b = l2_normalize(&Tensor::from_slice(&[0.9f32, 0.0, 0.1, 1.0, 1.0, 0.0]).view([3, 2]));
+        let scale = Tensor::from(5.0f32);
+        // Record 2 lacks b: the a–b pair is the first two records alone.
+        let present = [
+            Tensor::from_slice(&[true, true, true]),
+            Tensor::from_slice(&[true, true, false]),
+        ];
+        let got = pairwise_clip_loss(&[a.shallow_clone(), b.shallow_clone()], &present, &scale)
+            .map(f64::try_from)
+            .transpose()?;
+        let expected = f64::try_from(clip_loss(&a.narrow(0, 0, 2), &b.narrow(0, 0, 2), &scale))?;
+        assert!(got.is_some_and(|g| (g - expected).abs() < 1e-6));
+        let alone = [
+            Tensor::from_slice(&[true, false, false]),
+            Tensor::from_slice(&[true, false, false]),
+        ];
+        assert!(
+            pairwise_clip_loss(&[a, b], &alone, &scale).is_none(),
+            "one pair has no negative"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn blocked_top_k_is_the_exact_top_k() -> Result<()> {
+        tch::manual_seed(4);
+        let queries = Tensor::randn([7, 5], (Kind::Float, tch::Device::Cpu));
+        let index = Tensor::randn([103, 5], (Kind::Float, tch::Device::Cpu));
+        let (full_scores, full_indices) = queries.matmul(&index.transpose(0, 1)).topk(10, 1, true, true);
+        for block in [1, 8, 10, 64, 1000] {
+            let (scores, indices) = top_k(&queries, &index, 10, block)?;
+            assert!(
+                f64::try_from((&scores - &full_scores).abs().max())? < 1e-5,
+                "block {block}"
+            );
+            assert!(indices.equal(&full_indices), "block {block}");
+        }
+        let (scores, _) = top_k(&queries, &index.narrow(0, 0, 3), 10, 2)?;
+        assert_eq!(scores.size(), [7, 3], "k is at most the index size");
+        assert!(top_k(&queries, &index.narrow(1, 0, 4), 3, 8).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn ranks_and_metrics_match_a_brute_force_reference() -> Result<()> {
+        // A seeded similarity matrix with duplicates: keys 2k and 2k+1 hold the same content,
+        // so both are right for queries 2k and 2k+1.
+        tch::manual_seed(11);
+        let (q, k) = (40usize, 40usize);
+        let similarity = Tensor::randn([q as i64, k as i64], (Kind::Float, tch::Device::Cpu));
+        let relevant: Vec<Vec<usize>> = (0..q).map(|i| vec![i / 2 * 2, i / 2 * 2 + 1]).collect();
+        let ranks = first_relevant_ranks(&similarity, &relevant)?;
+        let rows = Vec::<Vec<f32>>::try_from(&similarity)?;
+        for (i, row) in rows.iter().enumerate() {
+            // Brute force: sort every key by score, the first relevant one's position.
+            let mut order: Vec<usize> = (0..k).collect();
+            order.sort_by(|&x, &y| row[y].total_cmp(&row[x]));
+            let position = order.iter().position(|j| relevant[i].contains(j)).map(|p| p + 1);
+            assert_eq!(Some(ranks[i]), position, "query {i}");
+        }
+        let metrics = RetrievalMetrics::of(&ranks);
+        let mut sorted = ranks.clone();
+        sorted.sort_unstable();
+        assert_eq!(metrics.median_rank, (sorted[19] + sorted[20]) as f64 / 2.0);
+        for (at, recall) in &metrics.recall_at {
+            let hits = ranks.iter().filter(|&&r| r <= *at).count();
+            assert_eq!(*recall, hits as f64 / q as f64);
+        }
+        let mrr: f64 = ranks.iter().map(|&r| 1.0 / r as f64).sum::<f64>() / q as f64;
+        assert!((metrics.mean_reciprocal_rank - mrr).abs() < 1e-12);
+        // A tie counts against the query.
+        let tied = Tensor::from_slice(&[0.5f32, 0.5, 0.1]).view([1, 3]);
+        assert_eq!(first_relevant_ranks(&tied, &[vec![1]])?, [2]);
+        Ok(())
+    }
+}
