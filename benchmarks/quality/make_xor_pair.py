@@ -15,7 +15,7 @@ Columns:
          noise at 4-16 dB SNR); 16 kHz mono 16-bit WAV; the voice is the `group`;
   text   a note naming the item (15 % generic, naming no item);
   shelf  categorical s0..s9 (= b for 80 % of records, random otherwise);
-  weight numeric noise; priority categorical noise (low/normal/high).
+  mass numeric noise; priority categorical noise (low/normal/high).
 factors.csv (beside table.csv, not part of it) holds a and b for diagnostics.
 Split stratified by the (a, b) pair: 9 train, 1 val, 2 test records per pair.
 """
@@ -101,7 +101,7 @@ def main():
         f.write("id,a,b\n")
         for i in range(n):
             f.write(f"x{i:04d},{a[i]},{b[i]}\n")
-    C.write_table(out, ["id", "split", "label", "image", "audio", "text", "shelf", "weight",
+    C.write_table(out, ["id", "split", "label", "image", "audio", "text", "shelf", "mass",
                         "priority", "group"], rows)
     C.write_info(out, {
         "set": "xor_pair", "seed": args.seed, "records": n,

@@ -401,7 +401,7 @@ The best weights on the validation records that have the modality, every other m
 
 /// The comparison as a Markdown table.
 pub fn compare_table(rows: &[CompareRow], task: Task) -> String {
-    let groups = rows.iter().any(|r| r.worst_group.is_some());
+    let groups = rows.iter().any(|r| r.worst_group_score.is_some());
     let mut out = format!(
         "| method | samples | {} | ECE | parameters | train s |",
         score_name(task)
@@ -423,7 +423,7 @@ pub fn compare_table(rows: &[CompareRow], task: Task) -> String {
             r.name, r.samples, r.accuracy, r.parameters, r.seconds
         );
         if groups {
-            let _ = write!(out, " {} | {} |", number(r.worst_group), number(r.group_gap));
+            let _ = write!(out, " {} | {} |", number(r.worst_group_score), number(r.group_gap));
         }
         out += "\n";
     }

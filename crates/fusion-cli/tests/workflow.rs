@@ -463,12 +463,13 @@ fn compare_trains_every_method_and_the_unimodal_baselines() {
     let fairness = &image_eval["fairness"];
     let worst = fairness["worst"].as_str().unwrap();
     assert_eq!(
-        rows[0]["worst_group"],
+        rows[0]["worst_group_score"],
         image_eval["groups"]["groups"][worst]["accuracy"]
     );
     assert_eq!(rows[0]["group_gap"], fairness["gap"]);
     assert!(
-        rows[..4].iter().all(|r| r["worst_group"].is_f64()) && rows[4..].iter().all(|r| r.get("worst_group").is_none())
+        rows[..4].iter().all(|r| r["worst_group_score"].is_f64())
+            && rows[4..].iter().all(|r| r.get("worst_group_score").is_none())
     );
     ensemble_of_the_compared_runs(dir.path(), &rows);
 }
@@ -727,6 +728,34 @@ fn bad_configurations_name_the_field() {
             write("wrong.json", good.replace(r#""name": "audio""#, r#""name": "sound""#)),
             vec!["modalities[1].name", "sound"],
         ),
+        // Class weights reach the trainer: every class weighing 0 leaves nothing to learn.
+        (
+            write(
+                "zero_weights.json",
+                good.replace(
+                    r#""hidden_dim": 32,"#,
+                    r#""hidden_dim": 32, "class_weights": {"c0": 0, "c1": 0, "c2": 0},"#,
+                ),
+            ),
+            vec!["every sample weight is 0"],
+        ),
+        (
+            write(
+                "class_typo.json",
+                good.replace(
+                    r#""hidden_dim": 32,"#,
+                    r#""hidden_dim": 32, "class_weights": {"c9": 2},"#,
+                ),
+            ),
+            vec!["class_weights", "`c9` is not a class"],
+        ),
+        (
+            write(
+                "objective_typo.json",
+                good.replace(r#""seed": 1"#, r#""seed": 1, "objective": "group_dor""#),
+            ),
+            vec!["train.objective", "group_dro"],
+        ),
     ];
     for (config, expected) in cases {
         let out = fusion(&[
@@ -855,14 +884,14 @@ fn deep_encoders_and_sequence_fusion_through_the_program() {
 }
 
 /// A table from elsewhere, three classes: `photo` (an 8×8 image bright in band c),
-/// `description` (words, one of them the class's), `weight` and `height` (numbers, the
+/// `description` (words, one of them the class's), `mass` and `height` (numbers, the
 /// first one shifted by class, both sometimes empty), `colour` (a category that follows
 /// the class 80 % of the time, sometimes empty), `row` (an id), `batch` (one value),
 /// `kind` (the label). No split column.
 fn table(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(dir.join("photos")).unwrap();
     let mut noise = noise(99);
-    let mut csv = String::from("row,photo,description,weight,height,colour,batch,kind\n");
+    let mut csv = String::from("row,photo,description,mass,height,colour,batch,kind\n");
     let words = ["plain", "ordinary", "simple", "common"];
     for i in 0..120usize {
         let class = i % 3;
@@ -942,7 +971,7 @@ fn a_table_trains_with_no_configuration_and_its_written_config_reruns() {
             ("row", "id"),
             ("photo", "image"),
             ("description", "text"),
-            ("weight", "numeric"),
+            ("mass", "numeric"),
             ("height", "numeric"),
             ("colour", "categorical"),
             ("batch", "ignore"),

@@ -116,6 +116,50 @@ fn a_weight_of_two_equals_a_duplicated_record_in_every_task() {
 }
 
 #[test]
+fn weights_and_groups_stream_from_shards_as_from_memory() {
+    // Per-label weights and groups written into shards with the inputs train the same
+    // model as the dataset in memory (group DRO reads both).
+    let base = grouped(28);
+    let mut data = TensorDataset::dense(
+        base.features.iter().map(Tensor::shallow_clone).collect(),
+        base.labels.one_hot(CLASSES).to_kind(Kind::Float),
+    )
+    .unwrap();
+    data.groups = base.groups.clone();
+    data.weights = Some(Tensor::rand([40, CLASSES], (Kind::Float, Device::Cpu)) * 2.0);
+    let config = ModelConfig {
+        task: Task::MultiLabel,
+        ..task_config(&["a", "b"], hybrid())
+    };
+    let training = TrainConfig {
+        objective: Objective::GroupDro,
+        batch_size: 16,
+        ..full_batch(2)
+    };
+    let folder = tempfile::tempdir().unwrap();
+    let shards = fusion_core::ShardedDataset::write(&data, folder.path().join("shards"), 512).unwrap();
+    let from_memory = trained(&config, &training, &data);
+    let _rng = rng_lock();
+    tch::manual_seed(5);
+    let vs = VarStore::new(Device::Cpu);
+    let model = FusionModel::new(&vs.root(), &config).unwrap();
+    train(
+        &model,
+        &vs,
+        &training,
+        &shards,
+        None,
+        &RunFolder::new(folder.path().join("run")),
+        &mut |_| {},
+    )
+    .unwrap();
+    let mut streamed: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    streamed.sort_by(|a, b| a.0.cmp(&b.0));
+    let difference = largest_difference(&from_memory, &streamed);
+    assert!(difference < 1e-6, "{difference}");
+}
+
+#[test]
 fn a_weight_of_zero_removes_the_record() {
     let data = complementary_task(40, 22);
     let config = task_config(&["a", "b"], hybrid());

@@ -425,7 +425,9 @@ fn infer_kind(name: &str, cells: &[&str], rows: usize, base: &Path, scope: PathS
     {
         return (
             ColumnKind::Weight,
-            "a weight's name, numbers ≥ 0 (each record's weight in the training loss)".into(),
+            "a weight's name, numbers ≥ 0: each record's weight in the training loss, not an input \
+             (`--column-types NAME=numeric` makes it one)"
+                .into(),
         );
     }
     if let Some((kind, reason)) = file_kind(cells, base, scope) {

@@ -34,7 +34,7 @@ pub struct CompareRow {
     pub seconds: f64,
     /// The worst group's score, when records have groups (see [`crate::Fairness`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub worst_group: Option<f64>,
+    pub worst_group_score: Option<f64>,
     /// Best minus worst group score.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_gap: Option<f64>,
@@ -147,7 +147,7 @@ pub fn compare(mut config: RunConfig, out: &Path, device: Device, observer: &dyn
             ece: eval.metrics.ece,
             parameters: fitted.parameters,
             seconds: fitted.seconds,
-            worst_group: eval.fairness.as_ref().and_then(|f| {
+            worst_group_score: eval.fairness.as_ref().and_then(|f| {
                 let worst = f.worst.as_ref()?;
                 f.groups.iter().find(|g| &g.group == worst)?.score
             }),
@@ -170,7 +170,7 @@ pub fn compare(mut config: RunConfig, out: &Path, device: Device, observer: &dyn
                 ece: b.ece,
                 parameters: b.parameters,
                 seconds: b.seconds,
-                worst_group: None,
+                worst_group_score: None,
                 group_gap: None,
             });
         }

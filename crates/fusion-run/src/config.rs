@@ -292,10 +292,8 @@ impl RunConfig {
         }
         self.train.validate().map_err(|e| config(e.into()))?;
         // Class names are checked against the training records when they are read.
-        if self.class_weights.is_some() && self.task == Task::Regression {
-            return Err(Error::Config(
-                "config: field `class_weights`: a regression has no classes to weigh".into(),
-            ));
+        if self.class_weights.is_some() {
+            crate::ClassWeights::check_task(self.task)?;
         }
         self.limits.validate().map_err(|(field, value)| {
             Error::Config(format!("config: field `limits.{field}`: {value} is not positive"))

@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{EVAL_BATCH, Result};
 
+/// Most modalities whose Shapley values an evaluation computes per group (64 passes).
+pub const MAX_SHAPLEY_MODALITIES: usize = 6;
+
 /// How the model fares per group of the evaluated records.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Fairness {
@@ -70,16 +73,7 @@ impl<'a> Truth<'a> {
         let labels = data.labels.to_device(tch::Device::Cpu).to_kind(tch::Kind::Double);
         Ok(match task {
             Task::Classification => Self::Classes(classes),
-            Task::MultiLabel => {
-                let width = labels.size().get(1).copied().unwrap_or(1).max(1) as usize;
-                Self::Labels(
-                    Vec::<f64>::try_from(labels.reshape([-1]))
-                        .map_err(fusion_core::Error::from)?
-                        .chunks(width)
-                        .map(|row| row.iter().map(|&v| v >= 0.5).collect())
-                        .collect(),
-                )
-            }
+            Task::MultiLabel => Self::Labels(label_states(data)?),
             Task::Regression => {
                 Self::Numbers(Vec::<f64>::try_from(labels.reshape([-1])).map_err(fusion_core::Error::from)?)
             }
@@ -138,6 +132,17 @@ impl<'a> Truth<'a> {
     }
 }
 
+/// Each record's labels on or off, from a multi-label dataset's `[N, L]` targets.
+pub(crate) fn label_states(data: &TensorDataset) -> Result<Vec<Vec<bool>>> {
+    let labels = data.labels.to_device(tch::Device::Cpu).to_kind(tch::Kind::Double);
+    let width = labels.size().get(1).copied().unwrap_or(1).max(1) as usize;
+    Ok(Vec::<f64>::try_from(labels.reshape([-1]))
+        .map_err(fusion_core::Error::from)?
+        .chunks(width)
+        .map(|row| row.iter().map(|&v| v >= 0.5).collect())
+        .collect())
+}
+
 /// Per-modality Shapley values of each record and whether it has each modality.
 pub(crate) struct Contributions {
     modalities: Vec<String>,
@@ -176,12 +181,15 @@ pub(crate) fn of_evaluation(
         return Ok(None);
     };
     let truth = Truth::of(model.task(), data, &evaluation.labels)?;
-    let contributions = Contributions::of(model, data)?;
+    // Exact Shapley values take 2^M passes over the split: bounded.
+    let contributions = (model.modality_names().len() <= MAX_SHAPLEY_MODALITIES)
+        .then(|| Contributions::of(model, data))
+        .transpose()?;
     Ok(Some(Fairness::compute(
         &evaluation.probabilities,
         &truth,
         groups,
-        Some(&contributions),
+        contributions.as_ref(),
     )))
 }
 

@@ -636,11 +636,7 @@ impl Predictor {
             return Err(Error::Config("no val record to calibrate on".into()));
         }
         let evaluation = fusion_core::evaluate(&run.model, &data.data, EVAL_BATCH)?;
-        let crate::fairness::Truth::Labels(truths) =
-            crate::fairness::Truth::of(Task::MultiLabel, &data.data, &evaluation.labels)?
-        else {
-            return Err(Error::Config("multi-label targets expected".into()));
-        };
+        let truths = crate::fairness::label_states(&data.data)?;
         let calibration = crate::LabelCalibration::fit(&evaluation.probabilities, &truths, &self.classes, "val");
         Run::new(&self.root).write_json(crate::LABEL_CALIBRATION_FILE, &calibration)?;
         self.label_calibration = Some(calibration.clone());
@@ -799,14 +795,17 @@ impl Predictor {
                 p.interval = Some([low, high]);
             }
         }
+        // A prediction rebuilt from calibrated scores (and their decision), with its set.
+        let rebuilt = |p: &mut Prediction, scores: Vec<f32>, set: Option<Vec<String>>| Prediction {
+            set,
+            missing: p.missing.take(),
+            unusable: std::mem::take(&mut p.unusable),
+            members: p.members,
+            ..Prediction::new(&p.id, &p.label, self.task, &self.classes, scores)
+        };
         if let Some(calibration) = &self.label_calibration {
             for p in &mut predictions.predictions {
-                let scores = calibration.apply(&p.scores);
-                *p = Prediction {
-                    missing: p.missing.take(),
-                    unusable: std::mem::take(&mut p.unusable),
-                    ..Prediction::new(&p.id, &p.label, self.task, &self.classes, scores)
-                };
+                *p = rebuilt(p, calibration.apply(&p.scores), None);
             }
         }
         let Some(calibration) = &self.calibration else {
@@ -821,13 +820,7 @@ impl Predictor {
                     .map(|k| self.classes[k].clone())
                     .collect()
             });
-            *p = Prediction {
-                set,
-                missing: p.missing.take(),
-                unusable: std::mem::take(&mut p.unusable),
-                members: p.members,
-                ..Prediction::new(&p.id, &p.label, self.task, &self.classes, scores)
-            };
+            *p = rebuilt(p, scores, set);
         }
         predictions
     }
@@ -877,10 +870,19 @@ impl Predictor {
                 // One pass through the model serves the metrics and the intervals.
                 let evaluation = fusion_core::evaluate(&run.model, &data.data, EVAL_BATCH)?;
                 let mut record = crate::evaluation::record_of(&evaluation, &data, &self.classes, split.name())?;
-                record.fairness = crate::fairness::of_evaluation(&run.model, &evaluation, &data.data)?;
-                if let Some(calibration) = &self.label_calibration {
-                    calibrate_labels(&mut record, calibration, &evaluation, &data.data)?;
-                }
+                // Per-label temperatures change the probabilities every group is judged on.
+                let calibrated = match &self.label_calibration {
+                    Some(calibration) => {
+                        calibrate_labels(&mut record, calibration, &evaluation, &data.data)?;
+                        Some(fusion_core::Evaluation {
+                            probabilities: calibration.apply_all(&evaluation.probabilities),
+                            ..evaluation.clone()
+                        })
+                    }
+                    None => None,
+                };
+                record.fairness =
+                    crate::fairness::of_evaluation(&run.model, calibrated.as_ref().unwrap_or(&evaluation), &data.data)?;
                 if let Some(intervals) = &self.intervals {
                     let values = SplitValues::from_evaluation(&evaluation, data)?;
                     record.intervals =
@@ -1003,11 +1005,7 @@ fn calibrate_labels(
     evaluation: &fusion_core::Evaluation,
     data: &fusion_core::TensorDataset,
 ) -> Result<()> {
-    let crate::fairness::Truth::Labels(truths) =
-        crate::fairness::Truth::of(Task::MultiLabel, data, &evaluation.labels)?
-    else {
-        return Ok(());
-    };
+    let truths = crate::fairness::label_states(data)?;
     let calibrated = calibration.apply_all(&evaluation.probabilities);
     let widened: Vec<Vec<f64>> = calibrated
         .iter()

@@ -53,14 +53,20 @@ impl<'de> Deserialize<'de> for ClassWeights {
 }
 
 impl ClassWeights {
+    /// Refuses class weights for a task without classes (a regression).
+    pub fn check_task(task: Task) -> Result<()> {
+        match task {
+            Task::Regression => Err(Error::Config(
+                "config: field `class_weights`: a regression has no classes to weigh".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Refuses what cannot apply to `task` or `outputs` (a class the training records do
     /// not have), naming the field.
     pub fn check(&self, task: Task, outputs: &[String]) -> Result<()> {
-        if task == Task::Regression {
-            return Err(Error::Config(
-                "config: field `class_weights`: a regression has no classes to weigh".into(),
-            ));
-        }
+        Self::check_task(task)?;
         if let Self::PerClass(weights) = self
             && let Some(unknown) = weights.keys().find(|c| !outputs.contains(c))
         {

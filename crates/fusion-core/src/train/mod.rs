@@ -236,16 +236,21 @@ fn train_in(
             save_named(&saved_best, &run.best_weights())?;
             best_weights = Some(saved_best);
         }
-        if let Some(weighting) = weighting.as_mut().filter(|w| w.has_group_weights())
-            && let Some(saved) = saved.get(GROUP_WEIGHTS_KEY)
-        {
+        if let Some(weighting) = weighting.as_mut().filter(|w| w.has_group_weights()) {
+            let saved = saved.get(GROUP_WEIGHTS_KEY).ok_or_else(|| Error::Checkpoint {
+                path: path.clone(),
+                reason: format!("`{GROUP_WEIGHTS_KEY}` missing: it was not saved by group DRO"),
+            })?;
             let saved = Vec::<f64>::try_from(saved.to_kind(Kind::Double))?;
-            if saved.len() != weighting.group_weights.len() {
+            let total: f64 = saved.iter().sum();
+            if saved.len() != weighting.group_weights.len()
+                || saved.iter().any(|q| !(q.is_finite() && *q >= 0.0))
+                || (total - 1.0).abs() > 1e-6
+            {
                 return Err(Error::Checkpoint {
                     path,
                     reason: format!(
-                        "{} group weights for {} groups",
-                        saved.len(),
+                        "group weights {saved:?} are no distribution over {} groups",
                         weighting.group_weights.len()
                     ),
                 });
@@ -493,7 +498,7 @@ fn train_in(
 }
 
 /// Fails on every rank alike unless all hold rank 0's number of training and validation
-/// samples, of parameters, and its training labels: otherwise their batches would not line
+/// samples, of parameters, its training labels, groups and weights: otherwise their batches would not line
 /// up, and collectives of different sizes hang or mix.
 fn check_same_setup(
     group: &dyn ProcessGroup,
@@ -509,6 +514,13 @@ fn check_same_setup(
         vs.variables().values().map(Tensor::numel).sum::<usize>() as f64,
         f64::try_from(labels.sum(Kind::Double))?,
         f64::try_from((&labels * positions).sum(Kind::Double))?,
+        // Group DRO's collectives are as long as the groups are many.
+        train_set
+            .groups()
+            .map_or(0, |g| g.iter().collect::<std::collections::BTreeSet<_>>().len()) as f64,
+        train_set
+            .weights()
+            .map_or(Ok(-1.0), |w| f64::try_from(w.sum(Kind::Double)))?,
     ]);
     let mut theirs = mine.copy();
     group.broadcast(&mut theirs, 0)?;
