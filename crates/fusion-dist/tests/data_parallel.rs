@@ -10,8 +10,8 @@ use std::{
 };
 
 use fusion_core::{
-    EarlyMethod, FusionConfig, FusionModel, ModalityConfig, ModelConfig, OptimizerConfig, Progress, RunFolder,
-    TensorDataset, TrainConfig, synthetic::complementary_task, train, train_data_parallel,
+    EarlyMethod, FusionConfig, FusionModel, GroupDro, ModalityConfig, ModelConfig, Objective, OptimizerConfig,
+    Progress, RunFolder, TensorDataset, TrainConfig, synthetic::complementary_task, train, train_data_parallel,
 };
 use fusion_dist::{GlooGroup, Master, SECRET_ENV, SharedSecret};
 use tch::{Device, Tensor, nn::VarStore};
@@ -24,10 +24,18 @@ const EPOCHS: &str = "FUSION_DIST_TEST_EPOCHS";
 const OUT: &str = "FUSION_DIST_TEST_OUT";
 /// Training samples of a rank (default 100): a rank with fewer must be refused.
 const SAMPLES: &str = "FUSION_DIST_TEST_SAMPLES";
+/// Set: the training records have weights and groups, and the objective is group DRO.
+const ROBUST: &str = "FUSION_DIST_TEST_ROBUST";
 
-fn datasets(samples: i64) -> (TensorDataset, TensorDataset) {
+fn datasets(samples: i64, robust: bool) -> (TensorDataset, TensorDataset) {
     let data = |samples, seed| complementary_task(samples, 3, 6, seed).unwrap_or_else(|e| panic!("{e}"));
-    (data(samples, 7), data(40, 8))
+    let mut train_set = data(samples, 7);
+    if robust {
+        train_set.groups = Some((0..samples).map(|i| format!("g{}", i % 3)).collect());
+        let weights: Vec<f32> = (0..samples).map(|i| 0.5 + (i % 4) as f32 * 0.5).collect();
+        train_set.weights = Some(Tensor::from_slice(&weights));
+    }
+    (train_set, data(40, 8))
 }
 
 /// An early-fusion MLP without dropout (dropout masks are drawn per rank), its weights
@@ -55,19 +63,24 @@ fn model(init_seed: i64) -> (FusionModel, VarStore) {
 }
 
 /// Batches of 25 split 12 + 13 between two ranks: the shares' weights matter.
-fn training(epochs: usize) -> TrainConfig {
+fn training(epochs: usize, robust: bool) -> TrainConfig {
     TrainConfig {
         epochs,
         grad_clip: Some(1.0),
         optimizer: OptimizerConfig::adam(1e-2),
+        objective: if robust { Objective::GroupDro } else { Objective::Erm },
+        group_dro: robust.then_some(GroupDro {
+            step_size: 0.5,
+            adjustment: 1.0,
+        }),
         ..TrainConfig::new(25)
     }
 }
 
 /// Every variable after each step, one row per step.
-fn train_recording(group: Option<&GlooGroup>, init_seed: i64, run: &Path, epochs: usize) -> Tensor {
+fn train_recording(group: Option<&GlooGroup>, init_seed: i64, run: &Path, epochs: usize, robust: bool) -> Tensor {
     let samples = std::env::var(SAMPLES).ok().and_then(|s| s.parse().ok()).unwrap_or(100);
-    let (train_set, val_set) = datasets(samples);
+    let (train_set, val_set) = datasets(samples, robust);
     let (model, vs) = model(init_seed);
     let mut steps = Vec::new();
     let mut record = |progress: Progress<'_>| {
@@ -78,7 +91,7 @@ fn train_recording(group: Option<&GlooGroup>, init_seed: i64, run: &Path, epochs
             steps.push(Tensor::cat(&flat, 0));
         }
     };
-    let config = training(epochs);
+    let config = training(epochs, robust);
     let folder = RunFolder::new(run);
     match group {
         Some(group) => train_data_parallel(
@@ -107,7 +120,8 @@ fn rank_process() {
     let epochs: usize = var(EPOCHS).parse().unwrap_or_else(|e| panic!("{e}"));
     let group = GlooGroup::join(&master, rank, world, Duration::from_secs(60), None).unwrap_or_else(|e| panic!("{e}"));
     // Each rank starts from other weights: the first broadcast must make them rank 0's.
-    let steps = train_recording(Some(&group), rank as i64, Path::new(&var(RUN)), epochs);
+    let robust = std::env::var_os(ROBUST).is_some();
+    let steps = train_recording(Some(&group), rank as i64, Path::new(&var(RUN)), epochs, robust);
     Tensor::write_safetensors(&[("steps", steps)], var(OUT)).unwrap_or_else(|e| panic!("{e}"));
 }
 
@@ -120,7 +134,14 @@ fn free_port() -> u16 {
 
 /// Starts `world` ranks on `run`, rank r with `samples[r]` training samples (100 when
 /// absent), and returns them with the files their steps go to.
-fn start_ranks(world: usize, run: &Path, epochs: usize, out: &Path, samples: &[usize]) -> (Vec<Child>, Vec<PathBuf>) {
+fn start_ranks(
+    world: usize,
+    run: &Path,
+    epochs: usize,
+    out: &Path,
+    samples: &[usize],
+    robust: bool,
+) -> (Vec<Child>, Vec<PathBuf>) {
     let master = format!("127.0.0.1:{}", free_port());
     let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
     let outputs: Vec<PathBuf> = (0..world)
@@ -128,7 +149,11 @@ fn start_ranks(world: usize, run: &Path, epochs: usize, out: &Path, samples: &[u
         .collect();
     let children: Vec<Child> = (0..world)
         .map(|rank| {
-            Command::new(&exe)
+            let mut command = Command::new(&exe);
+            if robust {
+                command.env(ROBUST, "1");
+            }
+            command
                 .args(["--ignored", "--exact", "rank_process", "--test-threads", "1"])
                 .env(RANK, rank.to_string())
                 .env(WORLD, world.to_string())
@@ -147,8 +172,8 @@ fn start_ranks(world: usize, run: &Path, epochs: usize, out: &Path, samples: &[u
 }
 
 /// Runs `world` ranks on `run` and returns each one's steps.
-fn data_parallel(world: usize, run: &Path, epochs: usize, out: &Path) -> Vec<Tensor> {
-    let (mut children, outputs) = start_ranks(world, run, epochs, out, &[]);
+fn data_parallel(world: usize, run: &Path, epochs: usize, out: &Path, robust: bool) -> Vec<Tensor> {
+    let (mut children, outputs) = start_ranks(world, run, epochs, out, &[], robust);
     let deadline = Instant::now() + Duration::from_secs(180);
     for (rank, child) in children.iter_mut().enumerate() {
         loop {
@@ -183,7 +208,7 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
 fn two_processes_train_as_one_on_the_same_global_batches() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let shared_run = dir.path().join("run");
-    let ranks = data_parallel(2, &shared_run, 2, dir.path());
+    let ranks = data_parallel(2, &shared_run, 2, dir.path(), false);
     let (rank0, rank1) = (&ranks[0], &ranks[1]);
     // 100 samples in batches of 25, two epochs.
     assert_eq!(rank0.size()[0], 8);
@@ -193,7 +218,7 @@ fn two_processes_train_as_one_on_the_same_global_batches() {
         max_abs_diff(rank0, rank1)
     );
 
-    let single = train_recording(None, 0, &dir.path().join("single"), 2);
+    let single = train_recording(None, 0, &dir.path().join("single"), 2, false);
     let moved = max_abs_diff(&single.get(7), &single.get(0));
     assert!(moved > 2e-2, "training barely moved the weights ({moved})");
     let gap = max_abs_diff(rank0, &single);
@@ -216,9 +241,9 @@ fn two_processes_train_as_one_on_the_same_global_batches() {
 
     // Stopped after one epoch and resumed: the same weights as the uninterrupted run.
     let resumed_run = dir.path().join("resumed");
-    let first = data_parallel(2, &resumed_run, 1, dir.path());
+    let first = data_parallel(2, &resumed_run, 1, dir.path(), false);
     assert_eq!(first[0].size()[0], 4);
-    let second = data_parallel(2, &resumed_run, 2, dir.path());
+    let second = data_parallel(2, &resumed_run, 2, dir.path(), false);
     assert_eq!(second[0].size()[0], 4, "the resumed run trains the second epoch only");
     assert!(second[0].equal(&second[1]));
     assert!(
@@ -229,9 +254,30 @@ fn two_processes_train_as_one_on_the_same_global_batches() {
 }
 
 #[test]
+fn weighted_group_dro_trains_as_one_process_across_two_ranks() {
+    // Sample weights and group DRO's weights (whose batch losses are summed over the
+    // ranks before each step) give the steps one process takes on the whole batches.
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let ranks = data_parallel(2, &dir.path().join("run"), 2, dir.path(), true);
+    assert!(
+        ranks[0].equal(&ranks[1]),
+        "ranks differ by {}",
+        max_abs_diff(&ranks[0], &ranks[1])
+    );
+    let single = train_recording(None, 0, &dir.path().join("single"), 2, true);
+    let plain = train_recording(None, 0, &dir.path().join("plain"), 2, false);
+    assert!(max_abs_diff(&single, &plain) > 1e-4, "the objective changed nothing");
+    let gap = max_abs_diff(&ranks[0], &single);
+    assert!(
+        gap < 1e-5,
+        "data-parallel group DRO differs from one process's by {gap}"
+    );
+}
+
+#[test]
 fn ranks_holding_different_data_all_fail_with_the_reason() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let (children, _) = start_ranks(2, &dir.path().join("run"), 1, dir.path(), &[100, 99]);
+    let (children, _) = start_ranks(2, &dir.path().join("run"), 1, dir.path(), &[100, 99], false);
     for (rank, child) in children.into_iter().enumerate() {
         let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
         // libtest prints a failed test's panic on stdout.
