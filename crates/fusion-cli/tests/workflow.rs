@@ -1773,6 +1773,76 @@ fn planted_table(dir: &Path) -> PathBuf {
     path
 }
 
+/// A label no modality predicts alone: `same` when the picture's bright half (top or
+/// bottom) agrees with the reading's sign, `differ` otherwise.
+fn xor_table(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir.join("files")).unwrap();
+    let mut noise = noise(77);
+    let mut csv = String::from("photo,reading,kind\n");
+    for i in 0..240usize {
+        let (top, positive) = (noise() < 0.5, noise() < 0.5);
+        let pixels: Vec<u8> = (0..64)
+            .map(|p| (if (p < 32) == top { 180.0 } else { 40.0 } + 50.0 * noise()) as u8)
+            .collect();
+        image::GrayImage::from_raw(8, 8, pixels)
+            .unwrap()
+            .save(dir.join(format!("files/{i}.png")))
+            .unwrap();
+        let reading = if positive { 1.0 } else { -1.0 } + 0.3 * (noise() - 0.5);
+        let kind = if top == positive { "same" } else { "differ" };
+        csv.push_str(&format!("files/{i}.png,{reading:.3},{kind}\n"));
+    }
+    let path = dir.join("xor.csv");
+    std::fs::write(&path, csv).unwrap();
+    path
+}
+
+/// `fast` on a label that needs both modalities: late fusion learns nothing, every
+/// modality alone is at chance, so the run trains low-rank tensor fusion too and keeps it
+/// in the run folder (its configuration, and why, written there).
+#[test]
+fn fast_tries_interactions_when_every_modality_alone_is_at_chance() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = xor_table(dir.path());
+    let run = dir.path().join("xor");
+    let out = ok(&[
+        "train",
+        "--manifest",
+        csv.to_str().unwrap(),
+        "--label",
+        "kind",
+        "--run",
+        run.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("kept low-rank tensor fusion"), "{said}");
+    let read = |name: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(run.join(name)).unwrap()).unwrap()
+    };
+    assert_eq!(read("run.json")["fusion"]["method"], "low_rank");
+    assert_eq!(read("config.json")["fusion"]["method"], "low_rank");
+    let fallback = read("fallback.json");
+    assert!(
+        fallback["low_rank_tensor_fusion_val_accuracy"].as_f64() > fallback["late_fusion_val_accuracy"].as_f64(),
+        "{fallback}"
+    );
+    let accuracy = read("eval.json")["metrics"]["accuracy"].as_f64().unwrap();
+    assert!(accuracy >= 0.85, "{accuracy}");
+    assert!(run.join("columns.json").exists() && run.join("report.md").exists());
+    let beside: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.starts_with("xor."))
+        .collect();
+    assert_eq!(beside, ["xor.csv"], "nothing left beside the run");
+}
+
 /// A planted easy modality is learned to 0.95 test accuracy or more by both presets and by
 /// every fusion family (early, late, hybrid), with the other modalities as noise.
 #[test]

@@ -118,6 +118,12 @@ pub struct RunConfig {
     /// (see [`ClassWeights`](crate::ClassWeights)).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class_weights: Option<crate::ClassWeights>,
+    /// A classification whose every modality alone is at chance on val after training
+    /// (its label may need modalities together) also trains low-rank tensor fusion
+    /// ([`interaction_config`](crate::interaction_config)) and keeps whichever scores
+    /// higher on val. The `fast` preset sets it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interactions_fallback: bool,
 }
 
 fn is_classification(task: &Task) -> bool {

@@ -172,6 +172,9 @@ pub fn fit(
     if !leader {
         return Ok((fitted, loaded));
     }
+    if group.is_none() && config.interactions_fallback && every_modality_at_chance(&config, &fitted) {
+        fitted = try_interactions(&config, &loaded, run, device, fitted, observer)?;
+    }
     // Beside a trained run (not each compare row: they share their inputs).
     if fitted.eval.is_some() {
         fitted.baselines = simple_baselines(&config, &loaded, &run.classes()?, device)?;
@@ -188,6 +191,92 @@ pub fn fit(
     };
     run.write_json(RESOURCES_FILE, &resources)?;
     Ok((fitted, loaded))
+}
+
+/// Whether a classification of several modalities learned nothing from any one alone.
+fn every_modality_at_chance(config: &RunConfig, fitted: &Fitted) -> bool {
+    config.task == Task::Classification && fitted.alone.len() > 1 && fitted.alone.iter().all(|a| a.at_chance)
+}
+
+/// The best epoch's validation accuracy of a fitted run (0 without one).
+fn best_val_accuracy(fitted: &Fitted) -> f64 {
+    let best = fitted.summary.best_epoch;
+    fitted
+        .summary
+        .epochs
+        .iter()
+        .find(|e| e.epoch == best)
+        .and_then(|e| e.val_accuracy)
+        .unwrap_or(0.0)
+}
+
+/// Trains [`crate::interaction_config`] of `config` beside `run` (on the same loaded
+/// data) and, when it scores higher on val than `fitted`, puts it in `run`'s place (the
+/// zero-config files carried over, `fallback.json` saying why); otherwise removes it.
+fn try_interactions(
+    config: &RunConfig,
+    loaded: &Loaded,
+    run: &Run,
+    device: Device,
+    fitted: Fitted,
+    observer: &dyn Observer,
+) -> Result<Fitted> {
+    let root = run.root().to_path_buf();
+    let beside = |suffix: &str| {
+        let mut name = root.file_name().unwrap_or_default().to_os_string();
+        name.push(suffix);
+        root.with_file_name(name)
+    };
+    let (tried, replaced) = (beside(".interactions"), beside(".late"));
+    let io = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| crate::Error::Io { path, source }
+    };
+    for stale in [&tried, &replaced] {
+        if stale.exists() {
+            std::fs::remove_dir_all(stale).map_err(io(stale))?;
+        }
+    }
+    observer.step(
+        "every modality alone is at chance on val: the label may need modalities together; \
+         training low-rank tensor fusion to compare",
+    );
+    let interactions = crate::interaction_config(config);
+    let other = fit_loaded(&interactions, loaded, &Run::new(&tried), device, None, observer)?;
+    let (late, tensor) = (best_val_accuracy(&fitted), best_val_accuracy(&other));
+    if tensor <= late {
+        std::fs::remove_dir_all(&tried).map_err(io(&tried))?;
+        observer.step(&format!(
+            "kept late fusion: val accuracy {late:.3}, low-rank tensor fusion {tensor:.3}"
+        ));
+        return Ok(fitted);
+    }
+    let other_run = Run::new(&tried);
+    for file in ["columns.json"] {
+        if run.file(file).exists() {
+            std::fs::copy(run.file(file), other_run.file(file)).map_err(io(&other_run.file(file)))?;
+        }
+    }
+    if run.file("config.json").exists() {
+        other_run.write_json("config.json", &interactions.portable())?;
+    }
+    other_run.write_json(
+        "fallback.json",
+        &serde_json::json!({
+            "reason": "every modality alone was at chance on val",
+            "late_fusion_val_accuracy": late,
+            "low_rank_tensor_fusion_val_accuracy": tensor,
+            "kept": "low_rank_tensor_fusion",
+        }),
+    )?;
+    std::fs::rename(&root, &replaced).map_err(io(&root))?;
+    std::fs::rename(&tried, &root).map_err(io(&tried))?;
+    std::fs::remove_dir_all(&replaced).map_err(io(&replaced))?;
+    observer.step(&format!(
+        "kept low-rank tensor fusion: val accuracy {tensor:.3} against late fusion's {late:.3} ({} now holds it)",
+        root.display()
+    ));
+    Ok(other)
 }
 
 /// The simple baselines (see [`crate::fit_baselines`]) of a classification with

@@ -79,7 +79,7 @@ pub use frozen::FrozenCounts;
 pub use label_calibration::{LABEL_CALIBRATION_FILE, LabelCalibratedEval, LabelCalibration, LabelScores};
 pub use portfolio::{
     BAG_BELOW_VAL, BAG_FOLDS, INTERACTION_EPOCHS, MAX_FOLDS, PORTFOLIO_ROUNDS, Portfolio, PortfolioOptions,
-    portfolio_members, train_portfolio,
+    interaction_config, portfolio_members, train_portfolio,
 };
 pub use predictor::{Observer, Prediction, Predictions, Predictor, Prepared, Preparer, build_ensemble};
 pub use preset::{HOLDOUT_FRACTION, Preset, zero_config};

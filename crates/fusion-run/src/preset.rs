@@ -173,6 +173,7 @@ pub fn zero_config(inference: &ColumnInference, preset: Preset) -> Result<(RunCo
     // concatenation on a development set (a second draw of digits_av, see
     // benchmarks/quality) for its loss and calibration at equal accuracy. A regression has
     // no probabilities to multiply: it keeps concatenation.
+    let modalities_count = modalities.len();
     let fusion = if best && modalities.len() > 1 {
         json!({"family": "early", "method": "attention", "heads": 4, "layers": 2})
     } else if modalities.len() > 1 && inference.label != LabelKind::Numbers {
@@ -209,6 +210,9 @@ pub fn zero_config(inference: &ColumnInference, preset: Preset) -> Result<(RunCo
     });
     let mut config: RunConfig = serde_json::from_value(config)
         .map_err(|e| Error::Config(format!("zero-config preset: {e} (a bug: please report it)")))?;
+    // Late fusion cannot learn a label no modality predicts alone (xor_pair in
+    // benchmarks/quality): `fast` then tries interactions.
+    config.interactions_fallback = !best && inference.label == LabelKind::Classes && modalities_count > 1;
     config.resolve_paths(manifest.parent().unwrap_or(Path::new(".")));
     Ok((config, notes))
 }
