@@ -1,8 +1,8 @@
 //! Cross-modal alignment as CLIP does it (Radford et al. 2021): each modality's embedding
 //! projected into one L2-normalised space, the symmetric InfoNCE loss over in-batch
-//! negatives with a learned temperature, exact top-k search over an index in blocks, and
-//! the retrieval metrics (recall@K, median rank, mean reciprocal rank) with duplicates
-//! handled.
+//! negatives with a learned temperature, and the retrieval metrics (recall@K, median rank,
+//! mean reciprocal rank) with duplicates handled; search over an index is in
+//! [`crate::search`].
 
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor, nn};
@@ -70,44 +70,6 @@ pub fn pairwise_clip_loss(embeddings: &[Tensor], present: &[Tensor], scale: &Ten
         }
     }
     (!losses.is_empty()).then(|| Tensor::stack(&losses, 0).mean(Kind::Float))
-}
-
-/// The `k` rows of `index` `[N, D]` most similar to each row of `queries` `[Q, D]` by
-/// inner product (cosine for unit rows), most similar first: scores and indices, `[Q, k']`
-/// with `k' = min(k, N)`. The index is read `block` rows at a time, so memory stays
-/// `O(Q · (block + k))` whatever `N`; the result is the exact top-k.
-pub fn top_k(queries: &Tensor, index: &Tensor, k: usize, block: i64) -> Result<(Tensor, Tensor)> {
-    let (q, n) = (queries.size(), index.size());
-    if q.len() != 2 || n.len() != 2 || q[1] != n[1] {
-        return Err(Error::Shape(format!(
-            "top_k: queries {q:?} and index {n:?} must be [Q, D] and [N, D]"
-        )));
-    }
-    let k = (k as i64).min(n[0]);
-    let block = block.max(1);
-    let device = queries.device();
-    let mut best_scores = Tensor::empty([q[0], 0], (Kind::Float, device));
-    let mut best_indices = Tensor::empty([q[0], 0], (Kind::Int64, device));
-    let mut start = 0;
-    while start < n[0] {
-        let len = block.min(n[0] - start);
-        let scores = queries.to_kind(Kind::Float).matmul(
-            &index
-                .narrow(0, start, len)
-                .to_kind(Kind::Float)
-                .to_device(device)
-                .transpose(0, 1),
-        );
-        let indices = (Tensor::arange(len, (Kind::Int64, device)) + start).expand([q[0], len], false);
-        let scores = Tensor::cat(&[best_scores, scores], 1);
-        let indices = Tensor::cat(&[best_indices, indices], 1);
-        let keep = k.min(scores.size()[1]);
-        let (top, at) = scores.topk(keep, 1, true, true);
-        best_indices = indices.gather(1, &at, false);
-        best_scores = top;
-        start += len;
-    }
-    Ok((best_scores, best_indices))
 }
 
 /// How well queries find their keys.
@@ -230,26 +192,6 @@ mod tests {
             pairwise_clip_loss(&[a, b], &alone, &scale).is_none(),
             "one pair has no negative"
         );
-        Ok(())
-    }
-
-    #[test]
-    fn blocked_top_k_is_the_exact_top_k() -> Result<()> {
-        tch::manual_seed(4);
-        let queries = Tensor::randn([7, 5], (Kind::Float, tch::Device::Cpu));
-        let index = Tensor::randn([103, 5], (Kind::Float, tch::Device::Cpu));
-        let (full_scores, full_indices) = queries.matmul(&index.transpose(0, 1)).topk(10, 1, true, true);
-        for block in [1, 8, 10, 64, 1000] {
-            let (scores, indices) = top_k(&queries, &index, 10, block)?;
-            assert!(
-                f64::try_from((&scores - &full_scores).abs().max())? < 1e-5,
-                "block {block}"
-            );
-            assert!(indices.equal(&full_indices), "block {block}");
-        }
-        let (scores, _) = top_k(&queries, &index.narrow(0, 0, 3), 10, 2)?;
-        assert_eq!(scores.size(), [7, 3], "k is at most the index size");
-        assert!(top_k(&queries, &index.narrow(1, 0, 4), 3, 8).is_err());
         Ok(())
     }
 

@@ -74,6 +74,7 @@ mod model;
 pub mod parallel;
 mod params;
 mod precision;
+pub mod search;
 mod stream;
 pub mod synthetic;
 mod train;

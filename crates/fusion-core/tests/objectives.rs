@@ -19,6 +19,13 @@ fn hybrid() -> FusionConfig {
     }
 }
 
+/// The synthetic task drawn under the RNG lock: another test's draws in between would
+/// change it (and it would change theirs).
+fn seeded_task(n: i64, seed: i64) -> TensorDataset {
+    let _rng = rng_lock();
+    complementary_task(n, seed)
+}
+
 /// Full-batch SGD, no dropout: one step per epoch, whatever the order of the samples.
 fn full_batch(epochs: usize) -> TrainConfig {
     TrainConfig {
@@ -76,7 +83,7 @@ fn with_first_twice(data: &TensorDataset) -> TensorDataset {
 
 #[test]
 fn a_weight_of_two_equals_a_duplicated_record_in_every_task() {
-    let base = complementary_task(40, 21);
+    let base = seeded_task(40, 21);
     let one_hot = base.labels.one_hot(CLASSES).to_kind(Kind::Float);
     for (task, labels) in [
         (Task::Classification, base.labels.shallow_clone()),
@@ -126,7 +133,10 @@ fn weights_and_groups_stream_from_shards_as_from_memory() {
     )
     .unwrap();
     data.groups = base.groups.clone();
-    data.weights = Some(Tensor::rand([40, CLASSES], (Kind::Float, Device::Cpu)) * 2.0);
+    data.weights = Some({
+        let _rng = rng_lock();
+        Tensor::rand([40, CLASSES], (Kind::Float, Device::Cpu)) * 2.0
+    });
     let config = ModelConfig {
         task: Task::MultiLabel,
         ..task_config(&["a", "b"], hybrid())
@@ -161,7 +171,7 @@ fn weights_and_groups_stream_from_shards_as_from_memory() {
 
 #[test]
 fn a_weight_of_zero_removes_the_record() {
-    let data = complementary_task(40, 22);
+    let data = seeded_task(40, 22);
     let config = task_config(&["a", "b"], hybrid());
     let mut weights = vec![1.0f32; 40];
     weights[7] = 0.0;
@@ -186,7 +196,7 @@ fn a_weight_of_zero_removes_the_record() {
 
 /// Two groups: `a` the first 30 samples, `b` the last 10.
 fn grouped(seed: i64) -> TensorDataset {
-    let mut data = complementary_task(40, seed);
+    let mut data = seeded_task(40, seed);
     data.groups = Some((0..40).map(|i| if i < 30 { "a" } else { "b" }.to_string()).collect());
     data
 }
@@ -310,7 +320,10 @@ fn group_weights_survive_a_resume() {
 
 #[test]
 fn settings_that_cannot_apply_are_refused_by_name() {
-    let data = complementary_task(40, 25);
+    let data = seeded_task(40, 25);
+    let val = seeded_task(20, 26);
+    // Models built below draw their weights from the shared generator.
+    let _rng = rng_lock();
     let config = task_config(&["a", "b"], hybrid());
     let numbers = TensorDataset::dense(
         data.features.iter().map(Tensor::shallow_clone).collect(),
@@ -389,7 +402,7 @@ fn settings_that_cannot_apply_are_refused_by_name() {
             ..full_batch(1)
         },
         &config,
-        Some(&complementary_task(20, 26)),
+        Some(&val),
     );
     assert!(message.contains("worst_group_accuracy"), "{message}");
     let mut negative = TensorDataset::dense(
