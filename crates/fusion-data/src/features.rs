@@ -1165,11 +1165,13 @@ impl Extractor {
         progress: &(dyn Fn(usize) + Sync),
     ) -> Result<Extraction> {
         let (specs, prepared, limits) = (&self.specs, &self.prepared, &self.limits);
-        let stored: Vec<HashMap<String, Vec<f32>>> = match cache {
+        // Cached vectors are moved out as records take them (a copy would hold each twice).
+        let mut stored: Vec<HashMap<String, Vec<f32>>> = match cache {
             Some(cache) => specs.iter().map(|s| cache.load(&s.config)).collect::<Result<_>>()?,
             None => specs.iter().map(|_| HashMap::new()).collect(),
         };
-        // Per modality, where a vector computed in an earlier chunk is (a file may appear twice).
+        // Per modality, where a vector an earlier chunk computed or took from the cache is (a
+        // file may appear twice).
         let mut computed_at: Vec<HashMap<String, usize>> = vec![HashMap::new(); specs.len()];
         let records: Vec<&Record> = manifest
             .records
@@ -1179,8 +1181,11 @@ impl Extractor {
             .map(|(_, r)| r)
             .collect();
         let done = AtomicUsize::new(0);
-        // Per modality: nothing (absent), the values, or why its file could not be used.
-        type Outcome = Vec<std::result::Result<Option<(String, Vec<f32>, bool)>, Problem>>;
+        // One modality of a record: its key, its values (none: to be taken from the cache)
+        // and whether they were cached.
+        type Found = (String, Option<Vec<f32>>, bool);
+        // Per modality: nothing (absent), what was found, or why its file could not be used.
+        type Outcome = Vec<std::result::Result<Option<Found>, Problem>>;
         let mut extraction = Extraction {
             records: Vec::new(),
             features: vec![Vec::new(); specs.len()],
@@ -1216,14 +1221,17 @@ impl Extractor {
                             let earlier = computed_at[m]
                                 .get(&key)
                                 .and_then(|&row| extraction.features[m][row].as_ref());
-                            if let Some(values) = stored.get(&key).or(earlier) {
-                                return Ok(Some((key, values.clone(), true)));
+                            if let Some(values) = earlier {
+                                return Ok(Some((key, Some(values.clone()), true)));
+                            }
+                            if stored.contains_key(&key) {
+                                return Ok(Some((key, None, true)));
                             }
                             let values = spec
                                 .config
                                 .compute_prepared(prepared, &bytes, &path)
                                 .map_err(|reason| problem(Some(path.clone()), reason))?;
-                            Ok(values.map(|values| (key, values, false)))
+                            Ok(values.map(|values| (key, Some(values), false)))
                         })
                         .collect();
                     progress(done.fetch_add(1, Ordering::Relaxed) + 1);
@@ -1232,9 +1240,11 @@ impl Extractor {
                 .collect();
             // Per modality, the rows this chunk computed, by key: cached from where they lie.
             let mut fresh: Vec<BTreeMap<String, usize>> = vec![BTreeMap::new(); specs.len()];
+            // Per modality, the rows this chunk took from the cache, by key (a file twice).
+            let mut taken: Vec<HashMap<String, usize>> = vec![HashMap::new(); specs.len()];
             for (record, outcome) in chunk.iter().copied().zip(outcomes) {
                 let mut failed = Vec::new();
-                let values: Vec<Option<(String, Vec<f32>, bool)>> = outcome
+                let values: Vec<Option<Found>> = outcome
                     .into_iter()
                     .map(|value| {
                         value.unwrap_or_else(|problem| {
@@ -1267,7 +1277,21 @@ impl Extractor {
                 for (m, value) in values.into_iter().enumerate() {
                     let row = extraction.features[m].len();
                     extraction.keys[m].push(value.as_ref().map(|(key, _, _)| key.clone()));
-                    extraction.features[m].push(value.map(|(key, values, cached)| {
+                    let value = value.map(|(key, values, cached)| {
+                        let values = values.or_else(|| {
+                            let values = stored[m].remove(&key);
+                            match values {
+                                Some(values) => {
+                                    taken[m].insert(key.clone(), row);
+                                    Some(values)
+                                }
+                                // Taken by an earlier record of this chunk.
+                                None => taken[m].get(&key).and_then(|&at| extraction.features[m][at].clone()),
+                            }
+                        });
+                        (key, values, cached)
+                    });
+                    extraction.features[m].push(value.and_then(|(key, values, cached)| {
                         if cached {
                             extraction.cached += 1;
                         } else {
@@ -1280,6 +1304,7 @@ impl Extractor {
             }
             for (m, rows) in fresh.iter().enumerate() {
                 computed_at[m].extend(rows.iter().map(|(key, &row)| (key.clone(), row)));
+                computed_at[m].extend(taken[m].drain());
             }
             let Some(cache) = cache else { continue };
             for (m, (spec, rows)) in specs.iter().zip(&fresh).enumerate() {
