@@ -12,7 +12,7 @@ use fusion_run::{EvalRecord, Loaded};
 
 use fusion_run::{CompareRow, ExplainRecord, RobustnessRecord, score_name};
 
-use crate::commands::headline;
+use crate::{commands::headline, ui::four_places};
 
 fn image(out: &mut String, run: &Run, stem: &str, alt: &str) {
     if run.file(&format!("plots/{stem}.png")).exists() {
@@ -176,7 +176,6 @@ fn write_fairness(out: &mut String, fairness: Option<&fusion_run::Fairness>) {
         *out += "The records have no groups: a manifest column `group` (or `--column-types NAME=group`) gives per-group metrics, calibration and contributions here.\n\n";
         return;
     };
-    let number = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.4}"));
     let _ = write!(out, "| group | records | {} | ECE |", f.metric);
     for m in &f.modalities {
         let _ = write!(out, " Shapley {m} |");
@@ -188,11 +187,11 @@ fn write_fairness(out: &mut String, fairness: Option<&fusion_run::Fairness>) {
             "| {} | {} | {} | {} |",
             g.group,
             g.records,
-            number(g.score),
-            number(g.ece)
+            four_places(g.score),
+            four_places(g.ece)
         );
         for v in &g.shapley {
-            let _ = write!(out, " {} |", number(*v));
+            let _ = write!(out, " {} |", four_places(*v));
         }
         *out += "\n";
     }
@@ -409,7 +408,6 @@ pub fn compare_table(rows: &[CompareRow], task: Task) -> String {
     out += if groups { " worst group | group gap |\n" } else { "\n" };
     out += &"|---".repeat(if groups { 8 } else { 6 });
     out += "|\n";
-    let number = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.4}"));
     for r in rows {
         // A regression has no calibration error to show.
         let ece = if task == Task::Regression {
@@ -423,7 +421,12 @@ pub fn compare_table(rows: &[CompareRow], task: Task) -> String {
             r.name, r.samples, r.accuracy, r.parameters, r.seconds
         );
         if groups {
-            let _ = write!(out, " {} | {} |", number(r.worst_group_score), number(r.group_gap));
+            let _ = write!(
+                out,
+                " {} | {} |",
+                four_places(r.worst_group_score),
+                four_places(r.group_gap)
+            );
         }
         out += "\n";
     }

@@ -190,6 +190,11 @@ pub fn load_data(config: &mut RunConfig, manifest: Option<&Path>, shard: Option<
     Ok(fusion_run::load(config, manifest, shard, &Shown::new(ui))?)
 }
 
+/// A score to four decimals, or `–` where there is none.
+pub fn four_places(value: Option<f64>) -> String {
+    value.map_or("–".to_string(), |v| format!("{v:.4}"))
+}
+
 /// One line on `out`. A reader that went away (`fusion eval --json | head -c 10`) or a
 /// full disk costs the line, never the command: its files are written already.
 pub fn print_line(out: &mut impl std::io::Write, text: &impl std::fmt::Display) {

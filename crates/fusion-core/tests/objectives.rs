@@ -41,6 +41,18 @@ fn full_batch(epochs: usize) -> TrainConfig {
     }
 }
 
+/// `data`'s inputs (shared, not copied) with `labels`.
+fn with_labels(data: &TensorDataset, labels: Tensor) -> TensorDataset {
+    TensorDataset::dense(data.features.iter().map(Tensor::shallow_clone).collect(), labels).unwrap()
+}
+
+/// The variables of `vs` by name, in name order.
+fn sorted_variables(vs: &VarStore) -> Vec<(String, Tensor)> {
+    let mut variables: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    variables.sort_by(|a, b| a.0.cmp(&b.0));
+    variables
+}
+
 /// Trains a fresh model of `config` (seeded alike every time) and returns its variables.
 fn trained(config: &ModelConfig, training: &TrainConfig, data: &TensorDataset) -> Vec<(String, Tensor)> {
     let _rng = rng_lock();
@@ -58,9 +70,7 @@ fn trained(config: &ModelConfig, training: &TrainConfig, data: &TensorDataset) -
         &mut |_| {},
     )
     .unwrap();
-    let mut variables: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    variables.sort_by(|a, b| a.0.cmp(&b.0));
-    variables
+    sorted_variables(&vs)
 }
 
 fn largest_difference(a: &[(String, Tensor)], b: &[(String, Tensor)]) -> f64 {
@@ -89,7 +99,7 @@ fn a_weight_of_two_equals_a_duplicated_record_in_every_task() {
         (Task::Classification, base.labels.shallow_clone()),
         (Task::MultiLabel, one_hot),
     ] {
-        let data = TensorDataset::dense(base.features.iter().map(Tensor::shallow_clone).collect(), labels).unwrap();
+        let data = with_labels(&base, labels);
         let config = ModelConfig {
             task,
             ..task_config(&["a", "b"], hybrid())
@@ -97,11 +107,7 @@ fn a_weight_of_two_equals_a_duplicated_record_in_every_task() {
         let duplicated = trained(&config, &full_batch(3), &with_first_twice(&data));
         let mut weights = vec![1.0f32; 40];
         weights[0] = 2.0;
-        let mut weighted = TensorDataset::dense(
-            data.features.iter().map(Tensor::shallow_clone).collect(),
-            data.labels.shallow_clone(),
-        )
-        .unwrap();
+        let mut weighted = with_labels(&data, data.labels.shallow_clone());
         weighted.weights = Some(Tensor::from_slice(&weights));
         let by_weight = trained(&config, &full_batch(3), &weighted);
         let difference = largest_difference(&duplicated, &by_weight);
@@ -127,11 +133,7 @@ fn weights_and_groups_stream_from_shards_as_from_memory() {
     // Per-label weights and groups written into shards with the inputs train the same
     // model as the dataset in memory (group DRO reads both).
     let base = grouped(28);
-    let mut data = TensorDataset::dense(
-        base.features.iter().map(Tensor::shallow_clone).collect(),
-        base.labels.one_hot(CLASSES).to_kind(Kind::Float),
-    )
-    .unwrap();
+    let mut data = with_labels(&base, base.labels.one_hot(CLASSES).to_kind(Kind::Float));
     data.groups = base.groups.clone();
     data.weights = Some({
         let _rng = rng_lock();
@@ -163,8 +165,7 @@ fn weights_and_groups_stream_from_shards_as_from_memory() {
         &mut |_| {},
     )
     .unwrap();
-    let mut streamed: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    streamed.sort_by(|a, b| a.0.cmp(&b.0));
+    let streamed = sorted_variables(&vs);
     let difference = largest_difference(&from_memory, &streamed);
     assert!(difference < 1e-6, "{difference}");
 }
@@ -175,11 +176,7 @@ fn a_weight_of_zero_removes_the_record() {
     let config = task_config(&["a", "b"], hybrid());
     let mut weights = vec![1.0f32; 40];
     weights[7] = 0.0;
-    let mut weighted = TensorDataset::dense(
-        data.features.iter().map(Tensor::shallow_clone).collect(),
-        data.labels.shallow_clone(),
-    )
-    .unwrap();
+    let mut weighted = with_labels(&data, data.labels.shallow_clone());
     weighted.weights = Some(Tensor::from_slice(&weights));
     let keep = Tensor::from_slice(&(0..40).filter(|&i| i != 7).collect::<Vec<i64>>());
     let without = TensorDataset::dense(
@@ -257,8 +254,7 @@ fn group_dro_takes_the_step_its_update_rule_gives() {
             }
         }
     });
-    let mut by_hand: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    by_hand.sort_by(|a, b| a.0.cmp(&b.0));
+    let by_hand = sorted_variables(&vs);
     let difference = largest_difference(&by_trainer, &by_hand);
     assert!(difference < 1e-6, "group DRO's step differs by {difference}");
 
@@ -307,8 +303,7 @@ fn group_weights_survive_a_resume() {
         .unwrap();
         if epochs == 4 {
             assert_eq!(summary.resumed_from, 2);
-            let mut resumed: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-            resumed.sort_by(|a, b| a.0.cmp(&b.0));
+            let resumed = sorted_variables(&vs);
             assert!(largest_difference(&straight, &resumed) < 1e-6);
         }
     }
@@ -325,11 +320,7 @@ fn settings_that_cannot_apply_are_refused_by_name() {
     // Models built below draw their weights from the shared generator.
     let _rng = rng_lock();
     let config = task_config(&["a", "b"], hybrid());
-    let numbers = TensorDataset::dense(
-        data.features.iter().map(Tensor::shallow_clone).collect(),
-        data.labels.to_kind(Kind::Float),
-    )
-    .unwrap();
+    let numbers = with_labels(&data, data.labels.to_kind(Kind::Float));
     let refusal = |training: TrainConfig, config: &ModelConfig, val: Option<&TensorDataset>| {
         let folder = tempfile::tempdir().unwrap();
         let vs = VarStore::new(Device::Cpu);
@@ -405,11 +396,7 @@ fn settings_that_cannot_apply_are_refused_by_name() {
         Some(&val),
     );
     assert!(message.contains("worst_group_accuracy"), "{message}");
-    let mut negative = TensorDataset::dense(
-        data.features.iter().map(Tensor::shallow_clone).collect(),
-        data.labels.shallow_clone(),
-    )
-    .unwrap();
+    let mut negative = with_labels(&data, data.labels.shallow_clone());
     negative.weights = Some(Tensor::from_slice(&[-1.0f32; 40]));
     let folder = tempfile::tempdir().unwrap();
     let vs = VarStore::new(Device::Cpu);

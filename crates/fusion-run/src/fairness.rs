@@ -73,7 +73,7 @@ impl<'a> Truth<'a> {
         let labels = data.labels.to_device(tch::Device::Cpu).to_kind(tch::Kind::Double);
         Ok(match task {
             Task::Classification => Self::Classes(classes),
-            Task::MultiLabel => Self::Labels(label_states(data)?),
+            Task::MultiLabel => Self::Labels(fusion_core::label_states(&data.labels)?),
             Task::Regression => {
                 Self::Numbers(Vec::<f64>::try_from(labels.reshape([-1])).map_err(fusion_core::Error::from)?)
             }
@@ -130,17 +130,6 @@ impl<'a> Truth<'a> {
             }
         }
     }
-}
-
-/// Each record's labels on or off, from a multi-label dataset's `[N, L]` targets.
-pub(crate) fn label_states(data: &TensorDataset) -> Result<Vec<Vec<bool>>> {
-    let labels = data.labels.to_device(tch::Device::Cpu).to_kind(tch::Kind::Double);
-    let width = labels.size().get(1).copied().unwrap_or(1).max(1) as usize;
-    Ok(Vec::<f64>::try_from(labels.reshape([-1]))
-        .map_err(fusion_core::Error::from)?
-        .chunks(width)
-        .map(|row| row.iter().map(|&v| v >= 0.5).collect())
-        .collect())
 }
 
 /// Per-modality Shapley values of each record and whether it has each modality.

@@ -636,7 +636,7 @@ impl Predictor {
             return Err(Error::Config("no val record to calibrate on".into()));
         }
         let evaluation = fusion_core::evaluate(&run.model, &data.data, EVAL_BATCH)?;
-        let truths = crate::fairness::label_states(&data.data)?;
+        let truths = fusion_core::label_states(&data.data.labels)?;
         let calibration = crate::LabelCalibration::fit(&evaluation.probabilities, &truths, &self.classes, "val");
         Run::new(&self.root).write_json(crate::LABEL_CALIBRATION_FILE, &calibration)?;
         self.label_calibration = Some(calibration.clone());
@@ -1005,7 +1005,7 @@ fn calibrate_labels(
     evaluation: &fusion_core::Evaluation,
     data: &fusion_core::TensorDataset,
 ) -> Result<()> {
-    let truths = crate::fairness::label_states(data)?;
+    let truths = fusion_core::label_states(&data.labels)?;
     let calibrated = calibration.apply_all(&evaluation.probabilities);
     let widened: Vec<Vec<f64>> = calibrated
         .iter()

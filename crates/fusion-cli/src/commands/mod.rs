@@ -21,7 +21,10 @@ use anyhow::{Context, Result};
 use fusion_core::{FusionConfig, Task, TaskMetrics, TrainSummary};
 use fusion_run::{EvalRecord, Run, RunConfig};
 
-use crate::{plots, ui::Ui};
+use crate::{
+    plots,
+    ui::{Ui, four_places},
+};
 
 /// When this process started (set first thing by `main`).
 pub static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
@@ -220,14 +223,13 @@ pub fn say_eval(ui: Ui, eval: &EvalRecord) {
 /// The worst group, the gap and the modality leaned on differently (with a line per group
 /// when `each_group`: the task's metric is not printed per group above).
 fn say_fairness(ui: Ui, fairness: &fusion_run::Fairness, each_group: bool) {
-    let number = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.4}"));
     if each_group {
         for g in &fairness.groups {
             ui.say(format!(
                 "  group {}: {} {} ({} samples)",
                 g.group,
                 fairness.metric,
-                number(g.score),
+                four_places(g.score),
                 g.records
             ));
         }

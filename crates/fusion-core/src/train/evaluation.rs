@@ -109,10 +109,7 @@ pub fn evaluate(model: &FusionModel, data: &TensorDataset, batch_size: usize) ->
             }
         }
         Task::MultiLabel => {
-            let truths: Vec<Vec<bool>> = Vec::<f32>::try_from(cpu_labels.to_kind(Kind::Float).flatten(0, -1))?
-                .chunks(outputs.max(1))
-                .map(|row| row.iter().map(|&v| v >= 0.5).collect())
-                .collect();
+            let truths = label_states(&cpu_labels)?;
             let scores = widen(&probabilities);
             let task = MultiLabelMetrics::compute(&scores, &truths);
             let (predicted, truth): (Vec<usize>, Vec<usize>) = scores
@@ -152,6 +149,17 @@ pub fn evaluate(model: &FusionModel, data: &TensorDataset, batch_size: usize) ->
             }
         }
     })
+}
+
+/// Each sample's labels on or off (at 0.5) from a multi-label target `[N, L]`.
+pub fn label_states(labels: &Tensor) -> Result<Vec<Vec<bool>>> {
+    let width = labels.size().get(1).copied().unwrap_or(1).max(1) as usize;
+    Ok(
+        Vec::<f32>::try_from(labels.to_device(tch::Device::Cpu).to_kind(Kind::Float).flatten(0, -1))?
+            .chunks(width)
+            .map(|row| row.iter().map(|&v| v >= 0.5).collect())
+            .collect(),
+    )
 }
 
 /// Index of the largest value (the first on a tie; 0 for an empty slice).
