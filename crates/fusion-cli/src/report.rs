@@ -349,6 +349,7 @@ The best weights on the validation records that have the modality, every other m
                 Task::MultiLabel =>
                     "the mean probability of each label's state predicted from all of a record's modalities",
                 Task::Regression => "the predicted number",
+                Task::Contrastive => "nothing (a contrastive model is not explained)",
             },
             s.values.len()
         );

@@ -276,6 +276,12 @@ pub enum Task {
     /// One number: mean squared error on the target standardised by the training set's
     /// mean and deviation (kept with the weights), predictions in the target's units.
     Regression,
+    /// Cross-modal alignment (CLIP): each modality's encoder, then a projection to
+    /// `hidden_dim` L2-normalised; the symmetric InfoNCE loss over in-batch negatives for
+    /// every pair of modalities a record has, with a learned temperature. No fusion and no
+    /// labels: a label, where there is one, only names the record's class for zero-shot
+    /// evaluation.
+    Contrastive,
 }
 
 impl Task {
@@ -285,6 +291,7 @@ impl Task {
             Self::Classification => "classification",
             Self::MultiLabel => "multi_label",
             Self::Regression => "regression",
+            Self::Contrastive => "contrastive",
         }
     }
 }
@@ -342,6 +349,18 @@ impl ModelConfig {
                     "num_classes",
                     format!("{} (a regression predicts one number: 1)", self.num_classes),
                 );
+            }
+            Task::Contrastive if self.modalities.len() < 2 => {
+                return bad(
+                    "modalities",
+                    format!(
+                        "a contrastive task aligns two or more modalities, {} given",
+                        self.modalities.len()
+                    ),
+                );
+            }
+            Task::Contrastive if self.num_classes < 1 => {
+                return bad("num_classes", format!("{} (need at least 1)", self.num_classes));
             }
             _ => {}
         }

@@ -34,6 +34,12 @@ impl LogitScale {
     pub fn scale(&self) -> Tensor {
         self.log_scale.clamp_max(MAX_LOGIT_SCALE.ln()).exp()
     }
+
+    pub(crate) fn shallow_clone(&self) -> Self {
+        Self {
+            log_scale: self.log_scale.shallow_clone(),
+        }
+    }
 }
 
 /// The rows of `x` `[B, D]` scaled to unit length (a zero row stays zero).
@@ -70,6 +76,142 @@ pub fn pairwise_clip_loss(embeddings: &[Tensor], present: &[Tensor], scale: &Ten
         }
     }
     (!losses.is_empty()).then(|| Tensor::stack(&losses, 0).mean(Kind::Float))
+}
+
+/// Which records have each modality in stacked embeddings `[B, M, D]` (an absent one's
+/// row is zeros, a present one's has unit length): `[B, M]` booleans.
+pub fn presence_of(stacked: &Tensor) -> Tensor {
+    stacked
+        .detach()
+        .to_kind(Kind::Float)
+        .norm_scalaropt_dim(2.0, [-1], false)
+        .gt(0.5)
+}
+
+/// Each record's share of [`pairwise_clip_loss`] over stacked embeddings `[B, M, D]`
+/// (absent modalities' rows zero): `[B]`, whose mean is that loss. A record's share in a
+/// pair is the mean of its row's and its column's cross-entropy, scaled by `B / n` for the
+/// pair's `n` records, and pairs count alike; zeros (still in the graph) without a pair.
+pub fn pairwise_sample_losses(stacked: &Tensor, scale: &Tensor) -> Tensor {
+    let size = stacked.size();
+    let (batch, modalities) = (size[0], size[1]);
+    let present = presence_of(stacked);
+    let mut total = stacked.sum(Kind::Float) * 0.0 + Tensor::zeros([batch], (Kind::Float, stacked.device()));
+    let mut pairs = 0;
+    for m in 0..modalities {
+        for n in m + 1..modalities {
+            let both = present
+                .select(1, m)
+                .logical_and(&present.select(1, n))
+                .nonzero()
+                .squeeze_dim(1);
+            let count = both.size()[0];
+            if count < 2 {
+                continue;
+            }
+            let a = stacked.select(1, m).index_select(0, &both);
+            let b = stacked.select(1, n).index_select(0, &both);
+            let logits = (a.matmul(&b.transpose(0, 1)) * scale).to_kind(Kind::Float);
+            let targets = Tensor::arange(count, (Kind::Int64, logits.device()));
+            let rows = logits
+                .log_softmax(1, Kind::Float)
+                .gather(1, &targets.unsqueeze(1), false)
+                .squeeze_dim(1);
+            let columns = logits
+                .log_softmax(0, Kind::Float)
+                .gather(0, &targets.unsqueeze(0), false)
+                .squeeze_dim(0);
+            let shares = -(rows + columns) / 2.0 * (batch as f64 / count as f64);
+            total = total.index_add(0, &both, &shares);
+            pairs += 1;
+        }
+    }
+    total / f64::from(pairs.max(1))
+}
+
+/// Retrieval from one modality's embeddings to another's on a split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PairRetrieval {
+    /// The queries' modality.
+    pub query: String,
+    /// The keys' modality.
+    pub key: String,
+    /// Ranks of each query's pair among the keys of every record with both modalities.
+    pub metrics: RetrievalMetrics,
+}
+
+/// Retrieval in both directions between every pair of modalities of stacked embeddings
+/// `[N, M, D]` (absent rows zero): for modalities `m → n`, each record with both is a query
+/// by its `m` embedding among the `n` embeddings of those records; keys equal to its own
+/// pair's key (the same content: two records with the same text) count as hits too.
+pub fn retrieval_between(stacked: &Tensor, names: &[String]) -> Result<Vec<PairRetrieval>> {
+    let stacked = stacked.to_kind(Kind::Float).to_device(tch::Device::Cpu);
+    let present = presence_of(&stacked);
+    let mut out = Vec::new();
+    for m in 0..names.len() {
+        for n in 0..names.len() {
+            if m == n {
+                continue;
+            }
+            let both = present
+                .select(1, m as i64)
+                .logical_and(&present.select(1, n as i64))
+                .nonzero()
+                .squeeze_dim(1);
+            if both.size()[0] < 2 {
+                continue;
+            }
+            let queries = stacked.select(1, m as i64).index_select(0, &both);
+            let keys = stacked.select(1, n as i64).index_select(0, &both);
+            let rows = Vec::<Vec<f32>>::try_from(&keys)?;
+            let mut same: std::collections::HashMap<Vec<u32>, Vec<usize>> = std::collections::HashMap::new();
+            for (k, row) in rows.iter().enumerate() {
+                same.entry(row.iter().map(|v| v.to_bits()).collect())
+                    .or_default()
+                    .push(k);
+            }
+            let relevant: Vec<Vec<usize>> = rows
+                .iter()
+                .map(|row| same[&row.iter().map(|v| v.to_bits()).collect::<Vec<u32>>()].clone())
+                .collect();
+            let ranks = first_relevant_ranks(&queries.matmul(&keys.transpose(0, 1)), &relevant)?;
+            out.push(PairRetrieval {
+                query: names[m].clone(),
+                key: names[n].clone(),
+                metrics: RetrievalMetrics::of(&ranks),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Stacked embeddings `[b, M, D]` of one data-parallel rank laid into the whole batch's
+/// `[Σ b_r, M, D]` (ranks in order, `sizes[r]` rows each) as CLIP gathers them: the other
+/// ranks' rows are constants, this rank's keep their gradient.
+pub fn gather_embeddings(
+    local: &Tensor,
+    sizes: &[i64],
+    rank: usize,
+    group: &dyn crate::parallel::ProcessGroup,
+) -> Result<Tensor> {
+    let size = local.size();
+    let total: i64 = sizes.iter().sum();
+    let before: i64 = sizes[..rank].iter().sum();
+    let mut all = Tensor::zeros([total, size[1], size[2]], (Kind::Float, local.device()));
+    if size[0] > 0 {
+        all.narrow(0, before, size[0])
+            .copy_(&local.detach().to_kind(Kind::Float));
+    }
+    group.all_reduce_sum(&mut all)?;
+    let after = total - before - size[0];
+    Ok(Tensor::cat(
+        &[
+            all.narrow(0, 0, before),
+            local.to_kind(Kind::Float),
+            all.narrow(0, before + size[0], after),
+        ],
+        0,
+    ))
 }
 
 /// How well queries find their keys.
@@ -191,6 +333,35 @@ mod tests {
         assert!(
             pairwise_clip_loss(&[a, b], &alone, &scale).is_none(),
             "one pair has no negative"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn per_record_shares_average_to_the_pairwise_loss() -> Result<()> {
+        tch::manual_seed(5);
+        let f = (Kind::Float, tch::Device::Cpu);
+        let rows: Vec<Tensor> = (0..3).map(|_| l2_normalize(&Tensor::randn([6, 4], f))).collect();
+        let present = [
+            Tensor::from_slice(&[true, true, true, true, false, true]),
+            Tensor::from_slice(&[true, false, true, true, true, true]),
+            Tensor::from_slice(&[true, true, false, true, true, false]),
+        ];
+        let stacked = Tensor::stack(
+            &rows
+                .iter()
+                .zip(&present)
+                .map(|(r, p)| r * p.to_kind(Kind::Float).unsqueeze(-1))
+                .collect::<Vec<_>>(),
+            1,
+        );
+        let scale = Tensor::from(3.0f32);
+        let shares = pairwise_sample_losses(&stacked, &scale);
+        let expected = f64::try_from(pairwise_clip_loss(&rows, &present, &scale).unwrap_or_default())?;
+        assert!((f64::try_from(shares.mean(Kind::Double))? - expected).abs() < 1e-5);
+        assert_eq!(
+            Vec::<bool>::try_from(presence_of(&stacked).select(1, 2))?,
+            Vec::<bool>::try_from(&present[2])?
         );
         Ok(())
     }

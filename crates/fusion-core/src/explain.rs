@@ -34,6 +34,7 @@ pub struct ShapleyReport {
 /// all of the sample's modalities. For each sample only its present modalities play, so
 /// the values sum to `v(present) − v(∅)`.
 pub fn shapley_values(model: &FusionModel, data: &TensorDataset, batch_size: usize) -> Result<ShapleyReport> {
+    predicts(model)?;
     let count = model.modality_names().len();
     let subsets = 1usize << count;
     let device = model.device();
@@ -69,7 +70,8 @@ pub fn shapley_values(model: &FusionModel, data: &TensorDataset, batch_size: usi
                             let agree = |(p, q): (&f32, &f32)| f64::from(if decided(*q) { *p } else { 1.0 - *p });
                             row.iter().zip(full).map(agree).sum::<f64>() / row.len().max(1) as f64
                         }
-                        Task::Regression => f64::from(row[0]),
+                        // Refused above.
+                        Task::Regression | Task::Contrastive => f64::from(row[0]),
                     }
                 };
                 let players = have.count_ones() as usize;
@@ -112,6 +114,17 @@ pub fn shapley_values(model: &FusionModel, data: &TensorDataset, batch_size: usi
     })
 }
 
+/// Explanations and robustness read a prediction: a contrastive model makes none.
+fn predicts(model: &FusionModel) -> Result<()> {
+    match model.task() {
+        Task::Contrastive => Err(crate::Error::Config(
+            "a contrastive model predicts no class or value to explain or to score under noise: evaluate its retrieval"
+                .into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn factorial(n: usize) -> f64 {
     (1..=n).map(|k| k as f64).product()
 }
@@ -130,6 +143,7 @@ fn accuracy(
     batch_size: usize,
     edit: &dyn Fn(usize, &ModalityInput) -> ModalityInput,
 ) -> Result<f64> {
+    predicts(model)?;
     let mut correct = 0i64;
     let (mut predicted_values, mut targets) = (Vec::new(), Vec::new());
     tch::no_grad(|| -> Result<()> {
@@ -146,7 +160,8 @@ fn accuracy(
                     let exact = decided.eq_tensor(&labels.to_kind(Kind::Int64)).all_dim(1, false);
                     correct += i64::try_from(exact.sum(Kind::Int64))?;
                 }
-                Task::Regression => {
+                // Refused above.
+                Task::Regression | Task::Contrastive => {
                     predicted_values.extend(Vec::<f64>::try_from(
                         prediction.to_kind(Kind::Double).to_device(tch::Device::Cpu),
                     )?);

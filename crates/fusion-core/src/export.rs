@@ -173,6 +173,7 @@ pub fn export_torchscript(
                 Task::Classification => "log_probs",
                 Task::MultiLabel => "label_log_probs",
                 Task::Regression => "value",
+                Task::Contrastive => "embeddings",
             }
             .into(),
         ],

@@ -117,6 +117,6 @@ pub use stream::{Batch, Batches, PREFETCH_BATCHES, ShardWriter, ShardedDataset, 
 pub use train::{
     DataSource, EarlyStopping, EpochRecord, Evaluation, GroupDro, Objective, Optimizer, OptimizerConfig, ParamGroup,
     Progress, RunFolder, Sampling, Schedule, StopMetric, TaskMetrics, TrainConfig, TrainSummary, argmax,
-    available_memory, evaluate, has_gradient, label_states, load_weights, parameters_without_gradient, save_weights,
-    train, train_data_parallel, update_group_weights,
+    available_memory, embed, evaluate, has_gradient, label_states, load_weights, parameters_without_gradient,
+    save_weights, train, train_data_parallel, update_group_weights,
 };

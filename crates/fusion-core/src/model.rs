@@ -6,6 +6,7 @@ use tch::{Kind, Tensor, nn, nn::Module};
 use crate::{
     Error, InputMismatch, Result,
     config::{EarlyMethod, EncoderConfig, FusionConfig, ModelConfig, Task},
+    contrastive::{LogitScale, l2_normalize},
     early::EarlyFusion,
     input::{ModalityInput, common_batch_size, pool, presence_matrix},
     late::LateFusion,
@@ -223,6 +224,21 @@ impl FusionOutput {
             Objective::Classification => self.prediction.exp(),
             Objective::MultiLabel => self.prediction.select(-1, 1).exp(),
             Objective::Regression { .. } => self.prediction.unsqueeze(-1),
+            Objective::Contrastive(_) => self.prediction.flatten(1, -1),
+        }
+    }
+
+    /// A contrastive model's embeddings `[B, M, D]`: unit rows, zeros where a modality is
+    /// absent; `None` for other tasks.
+    pub fn embeddings(&self) -> Option<&Tensor> {
+        matches!(self.objective, Objective::Contrastive(_)).then_some(&self.prediction)
+    }
+
+    /// A contrastive model's logit scale (a scalar tensor); `None` for other tasks.
+    pub fn logit_scale(&self) -> Option<Tensor> {
+        match &self.objective {
+            Objective::Contrastive(scale) => Some(scale.scale()),
+            _ => None,
         }
     }
 
@@ -251,6 +267,8 @@ enum Objective {
         mean: Tensor,
         std: Tensor,
     },
+    /// Embeddings `[B, M, D]` aligned by the symmetric InfoNCE loss at this scale.
+    Contrastive(LogitScale),
 }
 
 impl Objective {
@@ -259,6 +277,7 @@ impl Objective {
             Self::Classification => logits.log_softmax(-1, Kind::Float),
             Self::MultiLabel => label_log_probs(logits),
             Self::Regression { mean, std } => logits.squeeze_dim(-1) * std + mean,
+            Self::Contrastive(_) => logits.shallow_clone(),
         }
     }
 
@@ -293,6 +312,8 @@ impl Objective {
             Self::Classification => prediction.nll_loss_nd::<Tensor>(labels, None, tch::Reduction::None, -100),
             Self::MultiLabel => self.per_label_loss(prediction, labels).mean_dim(-1, false, Kind::Float),
             Self::Regression { std, .. } => ((prediction - labels.to_kind(Kind::Float)) / std).square(),
+            // Labels play no part: each record's pair is its own other modalities.
+            Self::Contrastive(scale) => crate::contrastive::pairwise_sample_losses(prediction, &scale.scale()),
         }
     }
 
@@ -304,6 +325,7 @@ impl Objective {
                 mean: mean.shallow_clone(),
                 std: std.shallow_clone(),
             },
+            Self::Contrastive(scale) => Self::Contrastive(scale.shallow_clone()),
         }
     }
 }
@@ -336,6 +358,10 @@ enum Head {
         late: LateFusion,
     },
     CentralNet(CentralNet),
+    /// One projection per modality into the shared space (no fusion, no classifier).
+    Contrastive {
+        projections: Vec<nn::Linear>,
+    },
 }
 
 /// Encoders (one per modality) + fusion + classifier.
@@ -406,7 +432,7 @@ impl FusionModel {
         let late_classes = match config.task {
             Task::Classification => classes,
             Task::MultiLabel => 2,
-            Task::Regression => 1,
+            Task::Regression | Task::Contrastive => 1,
         };
         let branches = |p: &nn::Path| -> Vec<Classifier> {
             config
@@ -423,6 +449,14 @@ impl FusionModel {
         };
         let count = dims.len() as i64;
         let head = match &config.fusion {
+            _ if config.task == Task::Contrastive => Head::Contrastive {
+                projections: config
+                    .modalities
+                    .iter()
+                    .zip(&dims)
+                    .map(|(m, &d)| crate::linear(p / "projection" / &m.name, d, hidden))
+                    .collect(),
+            },
             FusionConfig::Early { method } => {
                 let (fusion, classifier) = early(method);
                 Head::Early { fusion, classifier }
@@ -462,6 +496,7 @@ impl FusionModel {
                     std: target.ones_no_train("std", &[1]),
                 }
             }
+            Task::Contrastive => Objective::Contrastive(LogitScale::new(&(p / "contrastive"))),
         };
         Ok(Self {
             config: config.clone(),
@@ -476,6 +511,14 @@ impl FusionModel {
     /// What the model predicts.
     pub fn task(&self) -> Task {
         self.config.task
+    }
+
+    /// A contrastive model's logit scale (a scalar tensor, clamped); `None` for other tasks.
+    pub fn logit_scale(&self) -> Option<Tensor> {
+        match &self.objective {
+            Objective::Contrastive(scale) => Some(scale.scale()),
+            _ => None,
+        }
     }
 
     /// Fits a regression's target standardisation (saved with the weights) to the
@@ -545,6 +588,16 @@ impl FusionModel {
             }
             Task::Regression if labels.numel() > 0 && !bool::try_from(labels.isfinite().all()).unwrap_or(false) => {
                 Some("regression targets must be finite".into())
+            }
+            Task::Contrastive if size.len() != 1 || labels.kind() != Kind::Int64 => Some(format!(
+                "expected int64 class indices [N] (-1 where a record has none), got {:?} {size:?}",
+                labels.kind()
+            )),
+            Task::Contrastive
+                if labels.numel() > 0
+                    && (labels.min().int64_value(&[]) < -1 || labels.max().int64_value(&[]) >= classes) =>
+            {
+                Some(format!("class indices must lie in -1..{classes}"))
             }
             _ => None,
         };
@@ -666,6 +719,23 @@ impl FusionModel {
                     objective: self.objective.shallow_clone(),
                 }
             }
+            Head::Contrastive { projections } => {
+                let embedded: Vec<Tensor> = projections
+                    .iter()
+                    .zip(&pooled)
+                    .enumerate()
+                    .map(|(m, (projection, x))| {
+                        // An absent modality's embedding is zeros: it pairs with nothing.
+                        l2_normalize(&projection.forward(x)) * presence.select(1, m as i64).unsqueeze(-1)
+                    })
+                    .collect();
+                FusionOutput {
+                    prediction: Tensor::stack(&embedded, 1),
+                    branches: Vec::new(),
+                    modality_weights: None,
+                    objective: self.objective.shallow_clone(),
+                }
+            }
         })
     }
 
@@ -693,6 +763,8 @@ impl FusionModel {
                 let (value, weights) = late.combine_values(logits, present);
                 (value * std + mean, weights)
             }
+            // A contrastive model has no late fusion (its head is its projections).
+            Objective::Contrastive(_) => late.combine_values(logits, present),
         }
     }
 }

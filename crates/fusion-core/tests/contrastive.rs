@@ -4,10 +4,12 @@
 #![allow(clippy::unwrap_used)]
 
 use fusion_core::{
-    Encoder, MlpEncoder, ModalityInput, Optimizer, OptimizerConfig,
+    EarlyStopping, Encoder, EncoderConfig, FusionModel, MlpEncoder, ModalityConfig, ModalityInput, ModelConfig,
+    Optimizer, OptimizerConfig, RunFolder, StopMetric, Task, TaskMetrics, TensorDataset, TrainConfig,
     contrastive::{
         LogitScale, MAX_LOGIT_SCALE, RetrievalMetrics, first_relevant_ranks, l2_normalize, pairwise_clip_loss,
     },
+    evaluate, train,
 };
 use tch::{Device, Kind, Tensor, nn::VarStore};
 
@@ -95,4 +97,149 @@ fn the_logit_scale_stops_at_its_clamp() {
         highest = highest.max(f64::try_from(scale.scale()).unwrap());
     }
     assert!((highest - MAX_LOGIT_SCALE).abs() < 1e-3, "{highest}");
+}
+
+/// Three modalities of a hidden code (24, 16 and 12 features), each record missing one
+/// modality at random one time in five (never two).
+fn triples(n: i64, maps: &[Tensor; 3], seed: i64) -> TensorDataset {
+    tch::manual_seed(seed);
+    let f = (Kind::Float, Device::Cpu);
+    let code = Tensor::randn([n, 8], f);
+    let features: Vec<Tensor> = maps
+        .iter()
+        .map(|m| code.matmul(m) + Tensor::randn([n, m.size()[1]], f) * 0.3)
+        .collect();
+    let mut data = TensorDataset::dense(features, Tensor::full([n], -1, (Kind::Int64, Device::Cpu))).unwrap();
+    let missing = Tensor::randint(3, [n], (Kind::Int64, Device::Cpu));
+    let drops = Tensor::rand([n], f).lt(0.2);
+    for m in 0..3 {
+        data.present[m] = missing.ne(m as i64).logical_or(&drops.logical_not());
+    }
+    data
+}
+
+#[test]
+fn a_contrastive_model_trains_through_the_trainer_and_retrieves_in_every_direction() {
+    tch::manual_seed(1);
+    let f = (Kind::Float, Device::Cpu);
+    let maps = [
+        Tensor::randn([8, 24], f),
+        Tensor::randn([8, 16], f),
+        Tensor::randn([8, 12], f),
+    ];
+    let train_set = triples(2048, &maps, 2);
+    let val_set = triples(200, &maps, 3);
+    let modality = |name: &str, input_dim| ModalityConfig {
+        name: name.into(),
+        input_dim,
+        encoder: EncoderConfig::Mlp { hidden: vec![64, 32] },
+    };
+    let config = ModelConfig {
+        modalities: vec![modality("a", 24), modality("b", 16), modality("c", 12)],
+        num_classes: 1,
+        task: Task::Contrastive,
+        hidden_dim: 32,
+        dropout: 0.0,
+        fusion: serde_json::from_str(r#"{"family": "early", "method": "concat"}"#).unwrap(),
+    };
+    tch::manual_seed(4);
+    let vs = VarStore::new(Device::Cpu);
+    let model = FusionModel::new(&vs.root(), &config).unwrap();
+    let start = f64::try_from(model.logit_scale().unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let training = TrainConfig {
+        epochs: 12,
+        optimizer: OptimizerConfig::adam(3e-3),
+        early_stopping: Some(EarlyStopping {
+            metric: StopMetric::Accuracy,
+            patience: 4,
+        }),
+        ..TrainConfig::new(128)
+    };
+    let summary = train(
+        &model,
+        &vs,
+        &training,
+        &train_set,
+        Some(&val_set),
+        &RunFolder::new(dir.path()),
+        &mut |_| {},
+    )
+    .unwrap();
+    // The epoch's "accuracy" is the mean recall@1 over the six directions.
+    let last = summary.epochs.last().unwrap();
+    assert!(last.val_accuracy.unwrap() > 0.9, "{last:?}");
+    assert!(last.val_macro_f1.is_none() && last.val_ece.is_none());
+    let moved = f64::try_from(model.logit_scale().unwrap()).unwrap();
+    assert!(
+        (moved - start).abs() > 0.1,
+        "the temperature did not move: {start} → {moved}"
+    );
+    let evaluation = evaluate(&model, &val_set, 64).unwrap();
+    let TaskMetrics::Retrieval { pairs } = &evaluation.task else {
+        panic!("{:?}", evaluation.task)
+    };
+    assert_eq!(pairs.len(), 6, "a→b, a→c, b→a, …");
+    let present: Vec<Vec<bool>> = val_set
+        .present
+        .iter()
+        .map(|p| Vec::<bool>::try_from(p).unwrap())
+        .collect();
+    let index = |name: &str| ["a", "b", "c"].iter().position(|n| *n == name).unwrap();
+    for pair in pairs {
+        let (q, k) = (index(&pair.query), index(&pair.key));
+        // Records missing either modality are neither queries nor keys.
+        let both = (0..200).filter(|&i| present[q][i] && present[k][i]).count();
+        assert_eq!(pair.metrics.queries, both, "{pair:?}");
+        assert!(both < 200 && both > 150);
+        assert!(pair.metrics.recall_at[0].1 > 0.9, "{pair:?}");
+    }
+    // The evaluation's loss is the loss of the whole split as one batch.
+    let embeddings = fusion_core::embed(&model, &val_set, 64).unwrap();
+    let presence: Vec<Tensor> = (0..3).map(|m| val_set.present[m].shallow_clone()).collect();
+    let rows: Vec<Tensor> = (0..3).map(|m| embeddings.select(1, m)).collect();
+    let whole = f64::try_from(pairwise_clip_loss(&rows, &presence, &model.logit_scale().unwrap()).unwrap()).unwrap();
+    assert!((evaluation.loss - whole).abs() < 1e-4, "{} vs {whole}", evaluation.loss);
+}
+
+#[test]
+fn a_contrastive_model_refuses_weights_and_what_it_cannot_predict() {
+    let modality = |name: &str| ModalityConfig {
+        name: name.into(),
+        input_dim: 4,
+        encoder: EncoderConfig::Identity,
+    };
+    let mut config = ModelConfig {
+        modalities: vec![modality("a")],
+        num_classes: 1,
+        task: Task::Contrastive,
+        hidden_dim: 8,
+        dropout: 0.0,
+        fusion: serde_json::from_str(r#"{"family": "early", "method": "concat"}"#).unwrap(),
+    };
+    let vs = VarStore::new(Device::Cpu);
+    let message = FusionModel::new(&vs.root(), &config).unwrap_err().to_string();
+    assert!(message.contains("two or more modalities"), "{message}");
+    config.modalities.push(modality("b"));
+    let model = FusionModel::new(&vs.root(), &config).unwrap();
+    let features = (0..2)
+        .map(|_| Tensor::randn([8, 4], (Kind::Float, Device::Cpu)))
+        .collect();
+    let mut data = TensorDataset::dense(features, Tensor::zeros([8], (Kind::Int64, Device::Cpu))).unwrap();
+    let message = fusion_core::shapley_values(&model, &data, 8).unwrap_err().to_string();
+    assert!(message.contains("contrastive"), "{message}");
+    data.weights = Some(Tensor::ones([8], (Kind::Float, Device::Cpu)));
+    let dir = tempfile::tempdir().unwrap();
+    let message = train(
+        &model,
+        &vs,
+        &TrainConfig::new(4),
+        &data,
+        None,
+        &RunFolder::new(dir.path()),
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(message.contains("contrastive"), "{message}");
 }

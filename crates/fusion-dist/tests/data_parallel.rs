@@ -11,7 +11,7 @@ use std::{
 
 use fusion_core::{
     EarlyMethod, FusionConfig, FusionModel, GroupDro, ModalityConfig, ModelConfig, Objective, OptimizerConfig,
-    Progress, RunFolder, TensorDataset, TrainConfig, synthetic::complementary_task, train, train_data_parallel,
+    Progress, RunFolder, Task, TensorDataset, TrainConfig, synthetic::complementary_task, train, train_data_parallel,
 };
 use fusion_dist::{GlooGroup, Master, SECRET_ENV, SharedSecret};
 use tch::{Device, Tensor, nn::VarStore};
@@ -24,13 +24,42 @@ const EPOCHS: &str = "FUSION_DIST_TEST_EPOCHS";
 const OUT: &str = "FUSION_DIST_TEST_OUT";
 /// Training samples of a rank (default 100): a rank with fewer must be refused.
 const SAMPLES: &str = "FUSION_DIST_TEST_SAMPLES";
-/// Set: the training records have weights and groups, and the objective is group DRO.
-const ROBUST: &str = "FUSION_DIST_TEST_ROBUST";
+/// What the ranks train: `plain`, `robust` or `contrastive` ([`Mode`]).
+const MODE: &str = "FUSION_DIST_TEST_MODE";
 
-fn datasets(samples: i64, robust: bool) -> (TensorDataset, TensorDataset) {
+/// What is trained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// A classification.
+    Plain,
+    /// The training records have weights and groups, and the objective is group DRO.
+    Robust,
+    /// The two modalities aligned by the symmetric InfoNCE loss, embeddings gathered.
+    Contrastive,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Plain => "plain",
+            Self::Robust => "robust",
+            Self::Contrastive => "contrastive",
+        }
+    }
+
+    fn from_env() -> Self {
+        match std::env::var(MODE).as_deref() {
+            Ok("robust") => Self::Robust,
+            Ok("contrastive") => Self::Contrastive,
+            _ => Self::Plain,
+        }
+    }
+}
+
+fn datasets(samples: i64, mode: Mode) -> (TensorDataset, TensorDataset) {
     let data = |samples, seed| complementary_task(samples, 3, 6, seed).unwrap_or_else(|e| panic!("{e}"));
     let mut train_set = data(samples, 7);
-    if robust {
+    if mode == Mode::Robust {
         train_set.groups = Some((0..samples).map(|i| format!("g{}", i % 3)).collect());
         let weights: Vec<f32> = (0..samples).map(|i| 0.5 + (i % 4) as f32 * 0.5).collect();
         train_set.weights = Some(Tensor::from_slice(&weights));
@@ -38,9 +67,9 @@ fn datasets(samples: i64, robust: bool) -> (TensorDataset, TensorDataset) {
     (train_set, data(40, 8))
 }
 
-/// An early-fusion MLP without dropout (dropout masks are drawn per rank), its weights
-/// drawn from `init_seed`.
-fn model(init_seed: i64) -> (FusionModel, VarStore) {
+/// An early-fusion MLP (or, contrastive, two projections) without dropout (dropout masks
+/// are drawn per rank), its weights drawn from `init_seed`.
+fn model(init_seed: i64, mode: Mode) -> (FusionModel, VarStore) {
     let modality = |name: &str| ModalityConfig {
         name: name.into(),
         input_dim: 6,
@@ -49,7 +78,11 @@ fn model(init_seed: i64) -> (FusionModel, VarStore) {
     let config = ModelConfig {
         modalities: vec![modality("a"), modality("b")],
         num_classes: 3,
-        task: Default::default(),
+        task: if mode == Mode::Contrastive {
+            Task::Contrastive
+        } else {
+            Task::Classification
+        },
         hidden_dim: 16,
         dropout: 0.0,
         fusion: FusionConfig::Early {
@@ -63,7 +96,8 @@ fn model(init_seed: i64) -> (FusionModel, VarStore) {
 }
 
 /// Batches of 25 split 12 + 13 between two ranks: the shares' weights matter.
-fn training(epochs: usize, robust: bool) -> TrainConfig {
+fn training(epochs: usize, mode: Mode) -> TrainConfig {
+    let robust = mode == Mode::Robust;
     TrainConfig {
         epochs,
         grad_clip: Some(1.0),
@@ -78,10 +112,10 @@ fn training(epochs: usize, robust: bool) -> TrainConfig {
 }
 
 /// Every variable after each step, one row per step.
-fn train_recording(group: Option<&GlooGroup>, init_seed: i64, run: &Path, epochs: usize, robust: bool) -> Tensor {
+fn train_recording(group: Option<&GlooGroup>, init_seed: i64, run: &Path, epochs: usize, mode: Mode) -> Tensor {
     let samples = std::env::var(SAMPLES).ok().and_then(|s| s.parse().ok()).unwrap_or(100);
-    let (train_set, val_set) = datasets(samples, robust);
-    let (model, vs) = model(init_seed);
+    let (train_set, val_set) = datasets(samples, mode);
+    let (model, vs) = model(init_seed, mode);
     let mut steps = Vec::new();
     let mut record = |progress: Progress<'_>| {
         if let Progress::Step { .. } = progress {
@@ -91,7 +125,7 @@ fn train_recording(group: Option<&GlooGroup>, init_seed: i64, run: &Path, epochs
             steps.push(Tensor::cat(&flat, 0));
         }
     };
-    let config = training(epochs, robust);
+    let config = training(epochs, mode);
     let folder = RunFolder::new(run);
     match group {
         Some(group) => train_data_parallel(
@@ -120,8 +154,13 @@ fn rank_process() {
     let epochs: usize = var(EPOCHS).parse().unwrap_or_else(|e| panic!("{e}"));
     let group = GlooGroup::join(&master, rank, world, Duration::from_secs(60), None).unwrap_or_else(|e| panic!("{e}"));
     // Each rank starts from other weights: the first broadcast must make them rank 0's.
-    let robust = std::env::var_os(ROBUST).is_some();
-    let steps = train_recording(Some(&group), rank as i64, Path::new(&var(RUN)), epochs, robust);
+    let steps = train_recording(
+        Some(&group),
+        rank as i64,
+        Path::new(&var(RUN)),
+        epochs,
+        Mode::from_env(),
+    );
     Tensor::write_safetensors(&[("steps", steps)], var(OUT)).unwrap_or_else(|e| panic!("{e}"));
 }
 
@@ -140,7 +179,7 @@ fn start_ranks(
     epochs: usize,
     out: &Path,
     samples: &[usize],
-    robust: bool,
+    mode: Mode,
 ) -> (Vec<Child>, Vec<PathBuf>) {
     let master = format!("127.0.0.1:{}", free_port());
     let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
@@ -149,11 +188,8 @@ fn start_ranks(
         .collect();
     let children: Vec<Child> = (0..world)
         .map(|rank| {
-            let mut command = Command::new(&exe);
-            if robust {
-                command.env(ROBUST, "1");
-            }
-            command
+            Command::new(&exe)
+                .env(MODE, mode.name())
                 .args(["--ignored", "--exact", "rank_process", "--test-threads", "1"])
                 .env(RANK, rank.to_string())
                 .env(WORLD, world.to_string())
@@ -172,8 +208,8 @@ fn start_ranks(
 }
 
 /// Runs `world` ranks on `run` and returns each one's steps.
-fn data_parallel(world: usize, run: &Path, epochs: usize, out: &Path, robust: bool) -> Vec<Tensor> {
-    let (mut children, outputs) = start_ranks(world, run, epochs, out, &[], robust);
+fn data_parallel(world: usize, run: &Path, epochs: usize, out: &Path, mode: Mode) -> Vec<Tensor> {
+    let (mut children, outputs) = start_ranks(world, run, epochs, out, &[], mode);
     let deadline = Instant::now() + Duration::from_secs(180);
     for (rank, child) in children.iter_mut().enumerate() {
         loop {
@@ -208,7 +244,7 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
 fn two_processes_train_as_one_on_the_same_global_batches() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let shared_run = dir.path().join("run");
-    let ranks = data_parallel(2, &shared_run, 2, dir.path(), false);
+    let ranks = data_parallel(2, &shared_run, 2, dir.path(), Mode::Plain);
     let (rank0, rank1) = (&ranks[0], &ranks[1]);
     // 100 samples in batches of 25, two epochs.
     assert_eq!(rank0.size()[0], 8);
@@ -218,7 +254,7 @@ fn two_processes_train_as_one_on_the_same_global_batches() {
         max_abs_diff(rank0, rank1)
     );
 
-    let single = train_recording(None, 0, &dir.path().join("single"), 2, false);
+    let single = train_recording(None, 0, &dir.path().join("single"), 2, Mode::Plain);
     let moved = max_abs_diff(&single.get(7), &single.get(0));
     assert!(moved > 2e-2, "training barely moved the weights ({moved})");
     let gap = max_abs_diff(rank0, &single);
@@ -241,9 +277,9 @@ fn two_processes_train_as_one_on_the_same_global_batches() {
 
     // Stopped after one epoch and resumed: the same weights as the uninterrupted run.
     let resumed_run = dir.path().join("resumed");
-    let first = data_parallel(2, &resumed_run, 1, dir.path(), false);
+    let first = data_parallel(2, &resumed_run, 1, dir.path(), Mode::Plain);
     assert_eq!(first[0].size()[0], 4);
-    let second = data_parallel(2, &resumed_run, 2, dir.path(), false);
+    let second = data_parallel(2, &resumed_run, 2, dir.path(), Mode::Plain);
     assert_eq!(second[0].size()[0], 4, "the resumed run trains the second epoch only");
     assert!(second[0].equal(&second[1]));
     assert!(
@@ -258,14 +294,14 @@ fn weighted_group_dro_trains_as_one_process_across_two_ranks() {
     // Sample weights and group DRO's weights (whose batch losses are summed over the
     // ranks before each step) give the steps one process takes on the whole batches.
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let ranks = data_parallel(2, &dir.path().join("run"), 2, dir.path(), true);
+    let ranks = data_parallel(2, &dir.path().join("run"), 2, dir.path(), Mode::Robust);
     assert!(
         ranks[0].equal(&ranks[1]),
         "ranks differ by {}",
         max_abs_diff(&ranks[0], &ranks[1])
     );
-    let single = train_recording(None, 0, &dir.path().join("single"), 2, true);
-    let plain = train_recording(None, 0, &dir.path().join("plain"), 2, false);
+    let single = train_recording(None, 0, &dir.path().join("single"), 2, Mode::Robust);
+    let plain = train_recording(None, 0, &dir.path().join("plain"), 2, Mode::Plain);
     assert!(max_abs_diff(&single, &plain) > 1e-4, "the objective changed nothing");
     let gap = max_abs_diff(&ranks[0], &single);
     assert!(
@@ -275,9 +311,30 @@ fn weighted_group_dro_trains_as_one_process_across_two_ranks() {
 }
 
 #[test]
+fn contrastive_training_gathers_embeddings_and_trains_as_one_process() {
+    // Each rank's loss is over the whole batch's gathered embeddings (CLIP's gather): the
+    // summed gradients, and so the steps, are one process's on the whole batches.
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let ranks = data_parallel(2, &dir.path().join("run"), 2, dir.path(), Mode::Contrastive);
+    assert!(
+        ranks[0].equal(&ranks[1]),
+        "ranks differ by {}",
+        max_abs_diff(&ranks[0], &ranks[1])
+    );
+    let single = train_recording(None, 0, &dir.path().join("single"), 2, Mode::Contrastive);
+    let moved = max_abs_diff(&single.get(7), &single.get(0));
+    assert!(moved > 2e-2, "training barely moved the weights ({moved})");
+    let gap = max_abs_diff(&ranks[0], &single);
+    assert!(
+        gap < 1e-5,
+        "data-parallel contrastive steps differ from one process's by {gap}"
+    );
+}
+
+#[test]
 fn ranks_holding_different_data_all_fail_with_the_reason() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let (children, _) = start_ranks(2, &dir.path().join("run"), 1, dir.path(), &[100, 99], false);
+    let (children, _) = start_ranks(2, &dir.path().join("run"), 1, dir.path(), &[100, 99], Mode::Plain);
     for (rank, child) in children.into_iter().enumerate() {
         let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
         // libtest prints a failed test's panic on stdout.

@@ -53,6 +53,7 @@ pub fn score_name(task: Task) -> &'static str {
         Task::Classification => "accuracy",
         Task::MultiLabel => "subset accuracy",
         Task::Regression => "R²",
+        Task::Contrastive => "mean recall@1",
     }
 }
 

@@ -86,7 +86,8 @@ pub struct RunConfig {
     /// (`multi_label`), or a number (`regression`).
     #[serde(default, skip_serializing_if = "is_classification")]
     pub task: Task,
-    /// The fusion method of `train`.
+    /// The fusion method of `train`; a contrastive task has none (the field may be left out).
+    #[serde(default = "unfused")]
     pub fusion: FusionConfig,
     /// Training settings.
     pub train: TrainConfig,
@@ -124,6 +125,13 @@ pub struct RunConfig {
     /// higher on val. The `fast` preset sets it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub interactions_fallback: bool,
+}
+
+/// What a contrastive configuration holds in `fusion`: nothing reads it.
+fn unfused() -> FusionConfig {
+    FusionConfig::Early {
+        method: fusion_core::EarlyMethod::Concat,
+    }
 }
 
 fn is_classification(task: &Task) -> bool {
@@ -221,6 +229,16 @@ impl RunConfig {
                 fusion_core::with_suggestion(&e.inner().to_string())
             ))
         })?;
+        let named_fusion = serde_json::from_str::<serde_json::Value>(text)
+            .ok()
+            .is_some_and(|v| v.get("fusion").is_some());
+        if !named_fusion && config.task != Task::Contrastive {
+            return Err(Error::Config(format!(
+                "config {}: field `fusion`: missing (a {} needs its fusion family, e.g. {{\"family\": \"late\", \"combiner\": \"product\"}})",
+                path.display(),
+                config.task.name()
+            )));
+        }
         let parent = path.parent().unwrap_or(Path::new("."));
         // Resolved so that reports and errors show plain paths, not `a/../b`.
         let base = parent.canonicalize().unwrap_or_else(|_| parent.to_path_buf());
@@ -297,6 +315,20 @@ impl RunConfig {
                 .map_err(|e| Error::Config(format!("config: field `holdout`: {e}")))?;
         }
         self.train.validate().map_err(|e| config(e.into()))?;
+        if self.task == Task::Contrastive {
+            if self.modalities.len() < 2 {
+                return Err(Error::Config(format!(
+                    "config: field `modalities`: a contrastive task aligns two or more modalities, {} given",
+                    self.modalities.len()
+                )));
+            }
+            if !self.compare.is_empty() {
+                return Err(Error::Config(
+                    "config: field `compare`: fusion methods are compared on a prediction task, not a contrastive one"
+                        .into(),
+                ));
+            }
+        }
         // Class names are checked against the training records when they are read.
         if self.class_weights.is_some() {
             crate::ClassWeights::check_task(self.task)?;
@@ -459,7 +491,8 @@ impl RunConfig {
             .collect::<Result<_>>()?;
         Ok(ModelConfig {
             modalities,
-            num_classes: classes.len() as i64,
+            // A contrastive model without labelled records still names one class.
+            num_classes: (classes.len() as i64).max(i64::from(self.task == Task::Contrastive)),
             task: self.task,
             hidden_dim: self.hidden_dim,
             dropout: self.dropout,

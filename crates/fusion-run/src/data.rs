@@ -37,7 +37,7 @@ pub fn tags_of(label: &str) -> impl Iterator<Item = &str> {
 /// tags (multi-label), or the one name `value` (regression).
 pub fn outputs_of<'a>(task: Task, labels: impl Iterator<Item = &'a str>) -> Vec<String> {
     match task {
-        Task::Classification => classes_of(labels),
+        Task::Classification | Task::Contrastive => classes_of(labels),
         Task::MultiLabel => classes_of(labels.flat_map(tags_of)),
         Task::Regression => vec![REGRESSION_OUTPUT.to_string()],
     }
@@ -49,11 +49,16 @@ pub const REGRESSION_OUTPUT: &str = "value";
 /// A record's label as the task's target: a class index, 0/1 per tag, or the number; the
 /// error says why the record cannot be used.
 fn target_of(task: Task, label: &str, outputs: &[String]) -> std::result::Result<Vec<f64>, String> {
+    if task == Task::Contrastive {
+        // Pairs are their own targets: a label only names a known class (-1: none).
+        return Ok(vec![outputs.iter().position(|c| c == label).map_or(-1.0, |i| i as f64)]);
+    }
     if label.trim().is_empty() {
         return Err("has no label".into());
     }
     match task {
-        Task::Classification => outputs
+        // A contrastive record returned above.
+        Task::Classification | Task::Contrastive => outputs
             .iter()
             .position(|c| c == label)
             .map(|i| vec![i as f64])
@@ -253,7 +258,7 @@ fn build(
     inputs: Inputs,
 ) -> Result<SplitData> {
     let labels = match task {
-        Task::Classification => Tensor::from_slice(targets).to_kind(Kind::Int64),
+        Task::Classification | Task::Contrastive => Tensor::from_slice(targets).to_kind(Kind::Int64),
         Task::MultiLabel => Tensor::from_slice(targets)
             .to_kind(Kind::Float)
             .view([kept.len() as i64, outputs.len() as i64]),

@@ -5,7 +5,7 @@
 use fusion_core::{FusionModel, RegressionMetrics, THRESHOLD, Task, TensorDataset};
 use serde::{Deserialize, Serialize};
 
-use crate::{EVAL_BATCH, Result};
+use crate::{EVAL_BATCH, Error, Result};
 
 /// Most modalities whose Shapley values an evaluation computes per group (64 passes).
 pub const MAX_SHAPLEY_MODALITIES: usize = 6;
@@ -74,6 +74,11 @@ impl<'a> Truth<'a> {
         Ok(match task {
             Task::Classification => Self::Classes(classes),
             Task::MultiLabel => Self::Labels(fusion_core::label_states(&data.labels)?),
+            Task::Contrastive => {
+                return Err(Error::Config(
+                    "fairness: a contrastive model predicts nothing to compare between groups".into(),
+                ));
+            }
             Task::Regression => {
                 Self::Numbers(Vec::<f64>::try_from(labels.reshape([-1])).map_err(fusion_core::Error::from)?)
             }
@@ -166,7 +171,7 @@ pub(crate) fn of_evaluation(
     evaluation: &fusion_core::Evaluation,
     data: &TensorDataset,
 ) -> Result<Option<Fairness>> {
-    let Some(groups) = &data.groups else {
+    let (Some(groups), false) = (&data.groups, model.task() == Task::Contrastive) else {
         return Ok(None);
     };
     let truth = Truth::of(model.task(), data, &evaluation.labels)?;

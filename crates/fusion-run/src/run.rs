@@ -355,7 +355,12 @@ fn train_in(
         config.task,
         train_indices.iter().map(|&i| extraction.records[i].label.as_str()),
     );
-    let fewest = if config.task == Task::Classification { 2 } else { 1 };
+    let fewest = match config.task {
+        Task::Classification => 2,
+        Task::MultiLabel | Task::Regression => 1,
+        // Pairs need no label.
+        Task::Contrastive => 0,
+    };
     if classes.len() < fewest {
         return Err(Error::Config(format!(
             "the training records have {} distinct label(s); a {} needs at least {fewest}",
@@ -522,6 +527,8 @@ pub fn decision(task: Task, outputs: &[String], scores: &[f32]) -> String {
             .collect::<Vec<_>>()
             .join(&crate::TAG_SEPARATOR.to_string()),
         Task::Regression => scores.first().map(|v| v.to_string()).unwrap_or_default(),
+        // Embeddings decide nothing.
+        Task::Contrastive => String::new(),
     }
 }
 

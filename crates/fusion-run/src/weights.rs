@@ -59,6 +59,9 @@ impl ClassWeights {
             Task::Regression => Err(Error::Config(
                 "config: field `class_weights`: a regression has no classes to weigh".into(),
             )),
+            Task::Contrastive => Err(Error::Config(
+                "config: field `class_weights`: a contrastive task trains on pairs, not classes".into(),
+            )),
             _ => Ok(()),
         }
     }

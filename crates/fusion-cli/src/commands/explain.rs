@@ -40,6 +40,7 @@ pub fn explain_on(run: &Run, data: &SplitData, split: Split, ui: Ui, device: Dev
         Task::Classification => "the predicted class's probability",
         Task::MultiLabel => "the predicted labels' mean probability",
         Task::Regression => "the predicted number",
+        Task::Contrastive => "nothing (a contrastive model is not explained)",
     };
     plots::bars(
         &plot_path(run, "contributions")?,

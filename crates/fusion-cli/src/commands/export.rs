@@ -22,7 +22,7 @@ pub fn export(run_dir: &Path, out: Option<&Path>, ui: Ui, device: Device) -> Res
     let temperatures = match config.task {
         fusion_core::Task::Classification => fusion_run::Calibration::read(run_dir)?.map(|c| vec![c.temperature]),
         fusion_core::Task::MultiLabel => fusion_run::LabelCalibration::read(run_dir, &classes)?.map(|c| c.temperatures),
-        fusion_core::Task::Regression => None,
+        fusion_core::Task::Regression | fusion_core::Task::Contrastive => None,
     };
     let signature = export_torchscript(&model, &vs, &example, &classes, temperatures.as_deref(), &out)?;
     ui.say(format!(

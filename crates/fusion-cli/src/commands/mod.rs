@@ -161,6 +161,29 @@ pub fn headline(eval: &EvalRecord) -> String {
             optional(ml.macro_average_precision)
         ),
         TaskMetrics::Regression(r) => format!("RMSE {:.4}, MAE {:.4}, R² {}", r.rmse, r.mae, optional(r.r2)),
+        TaskMetrics::Retrieval { pairs } => {
+            let directions: Vec<String> = pairs
+                .iter()
+                .map(|p| {
+                    let recall: Vec<String> = p
+                        .metrics
+                        .recall_at
+                        .iter()
+                        .map(|(k, r)| format!("R@{k} {r:.4}"))
+                        .collect();
+                    format!(
+                        "{} → {}: {}, median rank {}, MRR {:.4} ({} queries)",
+                        p.query,
+                        p.key,
+                        recall.join(" "),
+                        p.metrics.median_rank,
+                        p.metrics.mean_reciprocal_rank,
+                        p.metrics.queries
+                    )
+                })
+                .collect();
+            format!("mean recall@1 {:.4}; {}", m.accuracy, directions.join("; "))
+        }
     };
     format!(
         "{}: {metrics}, loss {:.4} on {} samples",

@@ -35,6 +35,12 @@ pub enum TaskMetrics {
     MultiLabel(MultiLabelMetrics),
     /// RMSE, MAE, R².
     Regression(RegressionMetrics),
+    /// Retrieval between every ordered pair of modalities (a contrastive task, whose
+    /// [`Evaluation::metrics`] accuracy is the mean recall@1 over them).
+    Retrieval {
+        /// Each direction's recall@K, median rank and MRR.
+        pairs: Vec<crate::contrastive::PairRetrieval>,
+    },
 }
 
 impl TaskMetrics {
@@ -71,6 +77,9 @@ impl Evaluation {
 /// Runs `model` in evaluation mode over `data`.
 pub fn evaluate(model: &FusionModel, data: &TensorDataset, batch_size: usize) -> Result<Evaluation> {
     model.check_labels(&data.labels)?;
+    if model.task() == Task::Contrastive {
+        return evaluate_retrieval(model, data, batch_size);
+    }
     let device = model.device();
     let outputs = model.config().num_classes as usize;
     let mut loss_sum = 0.0;
@@ -135,6 +144,7 @@ pub fn evaluate(model: &FusionModel, data: &TensorDataset, batch_size: usize) ->
                 task: TaskMetrics::MultiLabel(task),
             }
         }
+        Task::Contrastive => unreachable!("a contrastive model is evaluated by evaluate_retrieval"),
         Task::Regression => {
             let targets: Vec<f64> = Vec::<f64>::try_from(cpu_labels.to_kind(Kind::Double))?;
             let predicted: Vec<f64> = probabilities.iter().map(|p| f64::from(p[0])).collect();
@@ -148,6 +158,64 @@ pub fn evaluate(model: &FusionModel, data: &TensorDataset, batch_size: usize) ->
                 task: TaskMetrics::Regression(RegressionMetrics::compute(&predicted, &targets)),
             }
         }
+    })
+}
+
+/// The embeddings `[N, M, D]` of every sample of `data` (absent modalities' rows zero), in
+/// evaluation mode, on the CPU: a contrastive model's output.
+pub fn embed(model: &FusionModel, data: &TensorDataset, batch_size: usize) -> Result<Tensor> {
+    if model.task() != Task::Contrastive {
+        return Err(Error::Config(format!(
+            "embeddings come from a contrastive model, not a {} one",
+            model.task().name()
+        )));
+    }
+    let device = model.device();
+    let mut parts = Vec::new();
+    tch::no_grad(|| -> Result<()> {
+        for indices in data.batches(batch_size, None) {
+            let (inputs, _) = data.batch(&indices, device);
+            let output = model.forward_t(&inputs, false)?;
+            parts.push(output.prediction.to_kind(Kind::Float).to_device(tch::Device::Cpu));
+        }
+        Ok(())
+    })?;
+    let (modalities, dim) = (model.config().modalities.len() as i64, model.config().hidden_dim);
+    Ok(if parts.is_empty() {
+        Tensor::zeros([0, modalities, dim], (Kind::Float, tch::Device::Cpu))
+    } else {
+        Tensor::cat(&parts, 0)
+    })
+}
+
+/// A contrastive model on `data`: the loss over the whole set as one batch, and retrieval in
+/// every direction ([`crate::contrastive::retrieval_between`]).
+fn evaluate_retrieval(model: &FusionModel, data: &TensorDataset, batch_size: usize) -> Result<Evaluation> {
+    let embeddings = embed(model, data, batch_size)?;
+    let scale = model
+        .logit_scale()
+        .ok_or_else(|| Error::Config("not a contrastive model".into()))?
+        .detach()
+        .to_device(tch::Device::Cpu);
+    let loss = f64::try_from(crate::contrastive::pairwise_sample_losses(&embeddings, &scale).mean(Kind::Double))?;
+    let pairs = crate::contrastive::retrieval_between(&embeddings, model.modality_names())?;
+    let recall_at_1: Vec<f64> = pairs
+        .iter()
+        .filter_map(|p| p.metrics.recall_at.first().map(|r| r.1))
+        .collect();
+    let count = data.len() as usize;
+    let metrics = Metrics {
+        accuracy: recall_at_1.iter().sum::<f64>() / recall_at_1.len().max(1) as f64,
+        ..Metrics::empty(count)
+    };
+    Ok(Evaluation {
+        loss,
+        metrics,
+        groups: None,
+        predicted: Vec::new(),
+        labels: Vec::new(),
+        probabilities: Vec::<Vec<f32>>::try_from(embeddings.flatten(1, -1))?,
+        task: TaskMetrics::Retrieval { pairs },
     })
 }
 

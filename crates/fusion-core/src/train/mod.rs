@@ -175,6 +175,12 @@ fn train_in(
         )));
     }
     let mut weighting = Weighting::new(config, train_set)?;
+    if model.task() == Task::Contrastive && weighting.is_some() {
+        return Err(Error::Config(
+            "train.objective: a contrastive task trains every record alike (no record weights, no group objective)"
+                .into(),
+        ));
+    }
     let class_labels: Vec<i64> = match config.sampling {
         Sampling::ClassBalanced => Vec::<i64>::try_from(train_set.labels().to_device(Device::Cpu))?,
         Sampling::Shuffle => Vec::new(),
@@ -340,6 +346,10 @@ fn train_in(
                     .then(|| model.forward_t(&inputs, true))
                     .transpose()?;
                 match (&mut weighting, &output) {
+                    (None, output) if model.task() == Task::Contrastive && group.is_some() => {
+                        let group = group.expect("checked");
+                        gathered_contrastive_loss(model, output.as_ref(), &batches[step], group)?
+                    }
                     (Some(weighting), output) => weighting.loss(
                         output.as_ref().map(|o| (o, &labels)),
                         &rows[step],
@@ -416,16 +426,18 @@ fn train_in(
             .filter(|_| writes)
             .map(|v| evaluate(model, v, val_batch))
             .transpose()?;
-        // A regression's classification metrics are placeholders: not recorded.
+        // A regression's classification metrics are placeholders: not recorded; a
+        // contrastive task's accuracy is its mean recall@1.
         let classified = val.as_ref().filter(|_| model.task() != Task::Regression);
+        let calibrated = classified.filter(|_| model.task() != Task::Contrastive);
         let record = EpochRecord {
             epoch: epoch + 1,
             lr,
             train_loss: loss_sum / steps.max(1) as f64,
             val_loss: val.as_ref().map(|v| v.loss),
             val_accuracy: classified.map(|v| v.metrics.accuracy),
-            val_macro_f1: classified.map(|v| v.metrics.macro_f1),
-            val_ece: classified.map(|v| v.metrics.ece),
+            val_macro_f1: calibrated.map(|v| v.metrics.macro_f1),
+            val_ece: calibrated.map(|v| v.metrics.ece),
             val_r2: val.as_ref().and_then(|v| match &v.task {
                 TaskMetrics::Regression(r) => r.r2,
                 _ => None,
@@ -495,6 +507,38 @@ fn train_in(
         resumed_from,
         stopped_early,
     })
+}
+
+/// This rank's part of a contrastive batch's loss under data parallelism, as CLIP computes
+/// it: the embeddings of every rank's share gathered into the whole batch, the loss over all
+/// of it. Its value is the loss over the ranks' number (the parts sum to it) and its gradient
+/// reaches this rank's embeddings and this rank's share of the logit scale's, so that the
+/// gradients summed over the ranks are the whole batch's.
+fn gathered_contrastive_loss(
+    model: &FusionModel,
+    output: Option<&FusionOutput>,
+    batch: &Tensor,
+    group: &dyn ProcessGroup,
+) -> Result<Tensor> {
+    let world = group.world_size();
+    let sizes: Vec<i64> = (0..world).map(|r| shard(batch, r, world).size()[0]).collect();
+    let config = model.config();
+    let device = model.device();
+    let local = match output.and_then(FusionOutput::embeddings) {
+        Some(embeddings) => embeddings.shallow_clone(),
+        None => Tensor::zeros(
+            [0, config.modalities.len() as i64, config.hidden_dim],
+            (Kind::Float, device),
+        ),
+    };
+    let scale = model
+        .logit_scale()
+        .ok_or_else(|| Error::Config("not a contrastive model".into()))?;
+    let share = 1.0 / world as f64;
+    let scale = &scale * share + scale.detach() * (1.0 - share);
+    let all = crate::contrastive::gather_embeddings(&local, &sizes, group.rank(), group)?;
+    let loss = crate::contrastive::pairwise_sample_losses(&all, &scale).mean(Kind::Float);
+    Ok(&loss - loss.detach() * (1.0 - share))
 }
 
 /// Fails on every rank alike unless all hold rank 0's number of training and validation
