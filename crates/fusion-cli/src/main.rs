@@ -133,8 +133,51 @@ enum Command {
         #[command(flatten)]
         parallel: parallel::ParallelArgs,
     },
-    /// Evaluate a trained run on a split of its manifest (or of another manifest).
-    Eval(RunArgs),
+    /// Evaluate a trained run on a split of its manifest (or of another manifest); a
+    /// contrastive run's retrieval in every direction, or with --classes / --shots its
+    /// zero-shot classification.
+    Eval(EvalArgs),
+    /// Write each record's embedding per modality (a contrastive run): safetensors at
+    /// --out, the ids, labels and modalities as JSON beside it.
+    Embed {
+        /// Run folder.
+        #[arg(long)]
+        run: PathBuf,
+        /// Manifest (default: the run's).
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+        /// Only this split's records (default: every record).
+        #[arg(long)]
+        split: Option<Split>,
+        /// Output file (`.safetensors`).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Search an index written by `fusion embed` with a text, a picture or a recording
+    /// (exact: one matrix product per block of the index).
+    Search {
+        /// Run folder (the contrastive run that wrote the index).
+        #[arg(long)]
+        run: PathBuf,
+        /// The `.safetensors` file `fusion embed` wrote.
+        #[arg(long)]
+        index: PathBuf,
+        /// Text to search with.
+        #[arg(long, required_unless_present_any = ["image", "audio"], conflicts_with_all = ["image", "audio"])]
+        query: Option<String>,
+        /// A picture to search with.
+        #[arg(long, conflicts_with = "audio")]
+        image: Option<PathBuf>,
+        /// A recording to search with.
+        #[arg(long)]
+        audio: Option<PathBuf>,
+        /// The modality searched (default: the index's first other than the query's).
+        #[arg(long)]
+        among: Option<String>,
+        /// Records returned.
+        #[arg(long, default_value_t = 10)]
+        k: usize,
+    },
     /// Predict every usable record of a manifest: JSON lines with probabilities; records
     /// that cannot be read are written as `{"id", "error"}` lines.
     Predict {
@@ -283,6 +326,26 @@ struct RunArgs {
     /// Split to use.
     #[arg(long, default_value = "test")]
     split: Split,
+}
+
+#[derive(clap::Args)]
+struct EvalArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Zero-shot (a contrastive run): classify the split's --modality records among these
+    /// classes (comma-separated), each described by the prompts of --template.
+    #[arg(long, value_delimiter = ',', requires = "modality")]
+    classes: Vec<String>,
+    /// A prompt template, `{}` standing for the class name (repeatable; default `{}`).
+    #[arg(long, requires = "classes")]
+    template: Vec<String>,
+    /// Zero-shot from prototypes instead: the mean embedding of this many train records
+    /// per class.
+    #[arg(long, conflicts_with = "classes", requires = "modality")]
+    shots: Option<usize>,
+    /// The modality whose records zero-shot classification classifies.
+    #[arg(long)]
+    modality: Option<String>,
 }
 
 /// `name=kind,name=kind`.
@@ -546,7 +609,53 @@ fn main() -> Result<()> {
             let group = group.as_ref().map(|g| g as &dyn fusion_core::ProcessGroup);
             commands::train::train(&config, &run, epochs, ui, device()?, group)
         }
-        Command::Eval(a) => commands::eval::eval(&a.run, a.manifest.as_deref(), a.split, ui, device()?),
+        Command::Eval(a) => {
+            let zero_shot = commands::retrieval::ZeroShotArgs {
+                classes: a.classes,
+                templates: a.template,
+                shots: a.shots,
+                modality: a.modality,
+            };
+            let run = a.run;
+            match zero_shot.asked() {
+                true => commands::retrieval::zero_shot(
+                    &run.run,
+                    run.manifest.as_deref(),
+                    run.split,
+                    zero_shot,
+                    ui,
+                    device()?,
+                ),
+                false => commands::eval::eval(&run.run, run.manifest.as_deref(), run.split, ui, device()?),
+            }
+        }
+        Command::Embed {
+            run,
+            manifest,
+            split,
+            out,
+        } => commands::retrieval::embed(&run, manifest.as_deref(), split, &out, ui, device()?),
+        Command::Search {
+            run,
+            index,
+            query,
+            image,
+            audio,
+            among,
+            k,
+        } => commands::retrieval::search(
+            &run,
+            &index,
+            commands::retrieval::Query {
+                text: query,
+                image,
+                audio,
+            },
+            among.as_deref(),
+            k,
+            ui,
+            device()?,
+        ),
         Command::Predict {
             run,
             manifest,

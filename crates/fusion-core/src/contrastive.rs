@@ -140,10 +140,37 @@ pub struct PairRetrieval {
     pub metrics: RetrievalMetrics,
 }
 
+/// For each record, the records sharing its content in any of `sides` (equal embeddings:
+/// the same input), itself included.
+fn same_content(sides: &[&Vec<Vec<f32>>]) -> Vec<Vec<usize>> {
+    let count = sides.first().map_or(0, |s| s.len());
+    let mut relevant: Vec<Vec<usize>> = (0..count).map(|i| vec![i]).collect();
+    for rows in sides {
+        let mut alike: std::collections::HashMap<Vec<u32>, Vec<usize>> = std::collections::HashMap::new();
+        for (i, row) in rows.iter().enumerate() {
+            alike
+                .entry(row.iter().map(|v| v.to_bits()).collect())
+                .or_default()
+                .push(i);
+        }
+        for group in alike.values().filter(|g| g.len() > 1) {
+            for &i in group {
+                relevant[i].extend(group.iter().filter(|&&j| j != i));
+            }
+        }
+    }
+    for r in &mut relevant {
+        r.sort_unstable();
+        r.dedup();
+    }
+    relevant
+}
+
 /// Retrieval in both directions between every pair of modalities of stacked embeddings
 /// `[N, M, D]` (absent rows zero): for modalities `m → n`, each record with both is a query
-/// by its `m` embedding among the `n` embeddings of those records; keys equal to its own
-/// pair's key (the same content: two records with the same text) count as hits too.
+/// by its `m` embedding among the `n` embeddings of those records. Duplicates count as
+/// hits: a key whose record has the same query content (two records with the same text:
+/// either picture is right for it) or the same key content as the query's own record.
 pub fn retrieval_between(stacked: &Tensor, names: &[String]) -> Result<Vec<PairRetrieval>> {
     let stacked = stacked.to_kind(Kind::Float).to_device(tch::Device::Cpu);
     let present = presence_of(&stacked);
@@ -163,17 +190,10 @@ pub fn retrieval_between(stacked: &Tensor, names: &[String]) -> Result<Vec<PairR
             }
             let queries = stacked.select(1, m as i64).index_select(0, &both);
             let keys = stacked.select(1, n as i64).index_select(0, &both);
-            let rows = Vec::<Vec<f32>>::try_from(&keys)?;
-            let mut same: std::collections::HashMap<Vec<u32>, Vec<usize>> = std::collections::HashMap::new();
-            for (k, row) in rows.iter().enumerate() {
-                same.entry(row.iter().map(|v| v.to_bits()).collect())
-                    .or_default()
-                    .push(k);
-            }
-            let relevant: Vec<Vec<usize>> = rows
-                .iter()
-                .map(|row| same[&row.iter().map(|v| v.to_bits()).collect::<Vec<u32>>()].clone())
-                .collect();
+            let relevant = same_content(&[
+                &Vec::<Vec<f32>>::try_from(&queries)?,
+                &Vec::<Vec<f32>>::try_from(&keys)?,
+            ]);
             let ranks = first_relevant_ranks(&queries.matmul(&keys.transpose(0, 1)), &relevant)?;
             out.push(PairRetrieval {
                 query: names[m].clone(),
@@ -363,6 +383,29 @@ mod tests {
             Vec::<bool>::try_from(presence_of(&stacked).select(1, 2))?,
             Vec::<bool>::try_from(&present[2])?
         );
+        Ok(())
+    }
+
+    #[test]
+    fn records_with_the_same_content_are_hits_for_each_other() -> Result<()> {
+        // Records 0 and 2 share their text (modality 1); records 1 and 3 their picture.
+        let picture = [[1.0f32, 0.0], [0.0, 1.0], [0.6, 0.8], [0.0, 1.0]];
+        let text = [[1.0f32, 0.0], [0.8, 0.6], [1.0, 0.0], [0.0, 1.0]];
+        let rows: Vec<f32> = (0..4).flat_map(|i| [picture[i], text[i]].concat()).collect();
+        let stacked = Tensor::from_slice(&rows).view([4, 2, 2]);
+        let names = ["picture".to_string(), "text".to_string()];
+        let pairs = retrieval_between(&stacked, &names)?;
+        assert_eq!(pairs.len(), 2);
+        // picture → text: picture 2 is nearest text 1 (0.96) before its own text (0.6), and
+        // picture 0's text is also record 2's, so every query but 2 ranks a hit first.
+        let relevant = same_content(&[
+            &Vec::<Vec<f32>>::try_from(stacked.select(1, 0))?,
+            &Vec::<Vec<f32>>::try_from(stacked.select(1, 1))?,
+        ]);
+        assert_eq!(relevant, vec![vec![0, 2], vec![1, 3], vec![0, 2], vec![1, 3]]);
+        let to_text = &pairs[0];
+        assert_eq!((to_text.query.as_str(), to_text.key.as_str()), ("picture", "text"));
+        assert_eq!(to_text.metrics.recall_at[0].1, 0.75, "{to_text:?}");
         Ok(())
     }
 

@@ -176,7 +176,7 @@ impl Preparer {
 #[derive(Debug)]
 pub struct Prepared {
     records: usize,
-    members: Vec<Loaded>,
+    pub(crate) members: Vec<Loaded>,
 }
 
 /// Joins a group's index to a record id while groups share one pass (ids cannot hold it:
@@ -265,11 +265,11 @@ impl Prepared {
 
 /// One run of the folder, its model built once.
 #[derive(Debug)]
-struct LoadedRun {
+pub(crate) struct LoadedRun {
     run: Run,
-    config: RunConfig,
-    classes: Vec<String>,
-    model: FusionModel,
+    pub(crate) config: RunConfig,
+    pub(crate) classes: Vec<String>,
+    pub(crate) model: FusionModel,
     weight: f64,
     _vs: nn::VarStore,
 }
@@ -656,6 +656,11 @@ impl Predictor {
     /// The task.
     pub fn task(&self) -> Task {
         self.task
+    }
+
+    /// The folder's runs (one, or an ensemble's members).
+    pub(crate) fn members(&self) -> &[LoadedRun] {
+        &self.members
     }
 
     /// The ensemble's file, when the folder is one.

@@ -11,6 +11,7 @@ pub mod explain;
 pub mod export;
 pub mod info;
 pub mod predict;
+pub mod retrieval;
 pub mod serve;
 pub mod train;
 pub mod validate;

@@ -1,0 +1,209 @@
+//! A contrastive run end to end through the program: pictures paired with descriptions
+//! trained with `"task": "contrastive"`, its retrieval evaluation (duplicated descriptions
+//! counted as hits), `fusion embed`, `fusion search` and zero-shot classification from
+//! prompts and from prototypes.
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    collections::HashSet,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+fn ok(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_fusion"))
+        .args(args)
+        .env("FUSION_TEST", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "fusion {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+const COLOURS: [&str; 4] = ["red", "green", "blue", "gold"];
+const ANIMALS: [&str; 4] = ["cat", "dog", "fox", "owl"];
+
+/// 240 pictures, 8×8 grey: a bright row band for the colour and a bright column band for
+/// the animal, with noise; each described as `colour animal` (16 descriptions, so each
+/// is shared by 15 records, 3 of them in test) and labelled with its colour. Returns the manifest and
+/// the ids of the test records described `red cat`.
+fn pairs(dir: &Path) -> (PathBuf, Vec<String>) {
+    std::fs::create_dir_all(dir.join("files")).unwrap();
+    let mut state = 99u64;
+    let mut noise = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) as f32 / (1u64 << 31) as f32
+    };
+    let mut lines = Vec::new();
+    let mut red_cats = Vec::new();
+    for i in 0..240usize {
+        let (colour, animal) = (i % 4, (i / 4) % 4);
+        // Blocks of 16 hold every description once.
+        let split = match (i / 16) % 5 {
+            0..=2 => "train",
+            3 => "val",
+            _ => "test",
+        };
+        let pixels: Vec<u8> = (0..64)
+            .map(|p| {
+                let (row, column) = (p / 8, p % 8);
+                let lit = row / 2 == colour || column / 2 == animal;
+                ((if lit { 180.0 } else { 40.0 }) + 60.0 * noise()) as u8
+            })
+            .collect();
+        let image = format!("files/{i}.png");
+        image::GrayImage::from_raw(8, 8, pixels)
+            .unwrap()
+            .save(dir.join(&image))
+            .unwrap();
+        let text = format!("{} {}", COLOURS[colour], ANIMALS[animal]);
+        if split == "test" && text == "red cat" {
+            red_cats.push(format!("p{i}"));
+        }
+        lines.push(
+            serde_json::json!({"id": format!("p{i}"), "label": COLOURS[colour], "split": split, "image": image, "text": text})
+                .to_string(),
+        );
+    }
+    let manifest = dir.join("pairs.jsonl");
+    std::fs::write(&manifest, lines.join("\n")).unwrap();
+    (manifest, red_cats)
+}
+
+#[test]
+fn a_contrastive_run_trains_evaluates_embeds_searches_and_classifies_zero_shot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, red_cats) = pairs(dir.path());
+    let config = dir.path().join("contrastive.json");
+    std::fs::write(
+        &config,
+        r#"{
+  "manifest": "pairs.jsonl",
+  "task": "contrastive",
+  "modalities": [
+    {"name": "image", "features": {"kind": "pixels", "size": 8}, "encoder": {"kind": "mlp", "hidden": [32]}},
+    {"name": "text", "features": {"kind": "hashed_words", "dim": 64}, "encoder": {"kind": "mlp", "hidden": [32]}}
+  ],
+  "hidden_dim": 16,
+  "train": {"epochs": 40, "batch_size": 32, "optimizer": {"kind": "adam_w", "lr": 0.01}, "seed": 3}
+}"#,
+    )
+    .unwrap();
+    let run = dir.path().join("run");
+    let (c, r) = (config.to_str().unwrap(), run.to_str().unwrap());
+    let trained = ok(&["train", "--config", c, "--run", r, "--device", "cpu"]);
+    let stdout = String::from_utf8_lossy(&trained.stdout);
+    assert!(stdout.contains("image → text: R@1"), "{stdout}");
+
+    let eval = json(&ok(&["--json", "eval", "--run", r, "--split", "test"]));
+    let pairs = eval["task"]["pairs"].as_array().unwrap();
+    assert_eq!(pairs.len(), 2, "{eval}");
+    let recall = |query: &str, at: usize| -> f64 {
+        let pair = pairs.iter().find(|p| p["query"] == query).unwrap();
+        let entry = pair["metrics"]["recall_at"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e[0] == at)
+            .unwrap();
+        entry[1].as_f64().unwrap()
+    };
+    // A description is shared by three test records: each of their pictures is right for
+    // it, and it is right for each of them.
+    assert!(recall("image", 1) > 0.9, "{eval}");
+    assert!(recall("text", 1) > 0.9, "{eval}");
+    assert_eq!(pairs[0]["metrics"]["queries"], 48);
+
+    let index = dir.path().join("index.safetensors");
+    let embedded = json(&ok(&[
+        "--json",
+        "embed",
+        "--run",
+        r,
+        "--split",
+        "test",
+        "--out",
+        index.to_str().unwrap(),
+    ]));
+    assert_eq!(embedded["records"], 48);
+    assert_eq!(embedded["dim"], 16);
+    assert!(dir.path().join("index.json").exists());
+
+    let found = json(&ok(&[
+        "--json",
+        "search",
+        "--run",
+        r,
+        "--index",
+        index.to_str().unwrap(),
+        "--query",
+        "red cat",
+        "--k",
+        "3",
+    ]));
+    assert_eq!(found["query_modality"], "text");
+    assert_eq!(found["among"], "image");
+    let hits: Vec<String> = found["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["id"].as_str().unwrap().to_string())
+        .collect();
+    let wanted: HashSet<&String> = red_cats.iter().collect();
+    assert_eq!(hits.len(), 3);
+    assert!(
+        hits.iter().filter(|h| wanted.contains(h)).count() >= 2,
+        "{hits:?} vs {red_cats:?}"
+    );
+
+    // Classes described by a word the model only ever saw beside an animal's.
+    let prompts = json(&ok(&[
+        "--json",
+        "eval",
+        "--run",
+        r,
+        "--split",
+        "test",
+        "--modality",
+        "image",
+        "--classes",
+        "red,green,blue,gold",
+        "--template",
+        "{}",
+        "--template",
+        "a {} one",
+    ]));
+    assert_eq!(prompts["method"], "prompts");
+    assert_eq!(prompts["metrics"]["count"], 48);
+    let accuracy = prompts["metrics"]["accuracy"].as_f64().unwrap();
+    assert!(accuracy > 0.6, "{prompts}");
+    let prototypes = json(&ok(&[
+        "--json",
+        "eval",
+        "--run",
+        r,
+        "--split",
+        "test",
+        "--modality",
+        "image",
+        "--shots",
+        "5",
+    ]));
+    assert_eq!(prototypes["method"], "prototypes");
+    assert!(
+        prototypes["metrics"]["accuracy"].as_f64().unwrap() > 0.8,
+        "{prototypes}"
+    );
+    assert!(run.join("zero_shot.json").exists());
+}

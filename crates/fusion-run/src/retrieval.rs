@@ -1,0 +1,463 @@
+//! What a contrastive run does besides its training: each record's embedding per modality
+//! (written for search and for data tools), exact search over them, and zero-shot
+//! classification from class descriptions or from a few examples per class.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use fusion_core::{Metrics, Task, search::VectorIndex};
+use fusion_data::{Problem, Record, Split};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::{EVAL_BATCH, Error, Observer, Predictor, Result, evaluation::Loaded};
+
+/// Largest index description (`.json` beside the vectors) read back.
+const MAX_INDEX_JSON_BYTES: u64 = 1 << 30;
+
+/// Each record's embedding per modality of a contrastive run.
+#[derive(Debug)]
+pub struct Embeddings {
+    /// Record ids, in row order.
+    pub ids: Vec<String>,
+    /// Each record's label as the manifest gives it (empty without one).
+    pub labels: Vec<String>,
+    /// Modality names, in column order.
+    pub modalities: Vec<String>,
+    /// `[N, M, D]` float unit rows on the CPU; zeros where a record lacks the modality.
+    pub vectors: Tensor,
+    /// `[N, M]` booleans: which record has which modality.
+    pub present: Tensor,
+    /// Records that could not be embedded (no usable modality), with the reason.
+    pub problems: Vec<Problem>,
+}
+
+/// What the `.json` beside an index's vectors holds.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IndexDescription {
+    ids: Vec<String>,
+    labels: Vec<String>,
+    modalities: Vec<String>,
+}
+
+/// One search result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchHit {
+    /// The record found.
+    pub id: String,
+    /// Its label (empty without one).
+    pub label: String,
+    /// Cosine similarity to the query.
+    pub score: f32,
+}
+
+impl Embeddings {
+    /// The description file written beside `path`'s vectors (`index.safetensors` →
+    /// `index.json`).
+    pub fn description_path(path: &Path) -> PathBuf {
+        path.with_extension("json")
+    }
+
+    /// Writes the vectors (`embeddings` `[N, M, D]`, `present` `[N, M]`) as safetensors at
+    /// `path` and the ids, labels and modality names as JSON beside it, each atomically.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        if path.extension().is_some_and(|e| e == "json") {
+            return Err(Error::Config(format!(
+                "{}: the vectors go to a `.safetensors` file (their description goes beside it, as `.json`)",
+                path.display()
+            )));
+        }
+        fusion_core::write_checked_safetensors(
+            &[
+                ("embeddings".into(), self.vectors.shallow_clone()),
+                ("present".into(), self.present.to_kind(Kind::Uint8)),
+            ],
+            path,
+        )?;
+        let description = IndexDescription {
+            ids: self.ids.clone(),
+            labels: self.labels.clone(),
+            modalities: self.modalities.clone(),
+        };
+        let text = serde_json::to_string(&description).map_err(|e| Error::Config(e.to_string()))?;
+        Ok(fusion_core::write_file_atomic(&Self::description_path(path), text)?)
+    }
+
+    /// Reads what [`Embeddings::write`] wrote; a file that does not fit its description
+    /// (shapes, counts, a checksum) is an error naming it.
+    pub fn read(path: &Path) -> Result<Self> {
+        let description_path = Self::description_path(path);
+        let bytes = fusion_data::read_bounded(&description_path, MAX_INDEX_JSON_BYTES)
+            .map_err(|reason| Error::Config(format!("{}: {reason}", description_path.display())))?;
+        let description: IndexDescription = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Config(format!("{}: {e}", description_path.display())))?;
+        let mut tensors = fusion_core::read_checked_safetensors(path)?;
+        let bad = |why: String| Error::Config(format!("{}: {why}", path.display()));
+        let vectors = tensors
+            .remove("embeddings")
+            .ok_or_else(|| bad("no `embeddings` tensor".into()))?;
+        let present = tensors
+            .remove("present")
+            .ok_or_else(|| bad("no `present` tensor".into()))?;
+        let (n, m) = (description.ids.len() as i64, description.modalities.len() as i64);
+        let size = vectors.size();
+        if size.len() != 3 || size[0] != n || size[1] != m || present.size() != [n, m] {
+            return Err(bad(format!(
+                "embeddings {size:?} and presence {:?} do not fit {n} records of {m} modalities",
+                present.size()
+            )));
+        }
+        if description.labels.len() != description.ids.len() {
+            return Err(bad("as many labels as ids are needed".into()));
+        }
+        Ok(Self {
+            ids: description.ids,
+            labels: description.labels,
+            modalities: description.modalities,
+            vectors: vectors.to_kind(Kind::Float),
+            present: present.to_kind(Kind::Bool),
+            problems: Vec::new(),
+        })
+    }
+
+    /// The column of modality `name`; the error lists the modalities there are.
+    pub fn modality(&self, name: &str) -> Result<usize> {
+        self.modalities.iter().position(|m| m == name).ok_or_else(|| {
+            Error::Config(format!(
+                "no modality `{name}` among the embeddings' {}",
+                self.modalities.join(", ")
+            ))
+        })
+    }
+
+    /// The records having modality column `m` and their `[n, D]` vectors in it.
+    fn having(&self, m: usize) -> (Vec<usize>, Tensor) {
+        let rows = self.present.select(1, m as i64).nonzero().squeeze_dim(1);
+        let records = Vec::<i64>::try_from(&rows)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| r as usize)
+            .collect();
+        (records, self.vectors.select(1, m as i64).index_select(0, &rows))
+    }
+
+    /// The `k` records whose `key` modality is most similar to each row of `queries`
+    /// `[Q, D]` (one matrix product per block of the index: exact).
+    pub fn search(&self, key: &str, queries: &Tensor, k: usize) -> Result<Vec<Vec<SearchHit>>> {
+        let (records, vectors) = self.having(self.modality(key)?);
+        if records.is_empty() {
+            return Err(Error::Config(format!("no indexed record has a `{key}` embedding")));
+        }
+        let index = VectorIndex::exact(&vectors)?;
+        Ok(index
+            .search(queries, k)?
+            .into_iter()
+            .map(|hits| {
+                hits.into_iter()
+                    .map(|(row, score)| SearchHit {
+                        id: self.ids[records[row]].clone(),
+                        label: self.labels[records[row]].clone(),
+                        score,
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// Row `record`'s vector in modality column `m`, if it has one.
+    pub fn vector(&self, record: usize, m: usize) -> Option<Tensor> {
+        bool::try_from(self.present.get(record as i64).get(m as i64))
+            .unwrap_or(false)
+            .then(|| self.vectors.get(record as i64).get(m as i64))
+    }
+}
+
+/// How zero-shot classification describes each class.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClassDescriptions {
+    /// Each class's prompts (text, embedded by the modality that reads a record's `text`),
+    /// averaged: CLIP's prompt ensembles.
+    Prompts(BTreeMap<String, Vec<String>>),
+    /// The mean query-modality embedding of the first `shots` records of each class in
+    /// `split` (prototypes).
+    Prototypes {
+        /// Where the examples come from.
+        split: Split,
+        /// Examples per class.
+        shots: usize,
+    },
+}
+
+/// A zero-shot classification of a split, reported like a classifier's evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ZeroShotRecord {
+    /// The split classified.
+    pub split: String,
+    /// `prompts` or `prototypes`.
+    pub method: String,
+    /// The modality of the records classified.
+    pub modality: String,
+    /// The classes, in index order.
+    pub classes: Vec<String>,
+    /// Accuracy, macro-F1, ECE, confusion matrix (scores: the softmax of the model's logit
+    /// scale times the cosine similarities).
+    pub metrics: Metrics,
+    /// Accuracy of always answering the most frequent class.
+    pub majority: f64,
+    /// Records of the split left out (no such modality, or a label not among the classes).
+    pub left_out: usize,
+}
+
+/// Every class's prompts from `templates` (`{}` stands for the class name; a template
+/// without it is followed by the name).
+pub fn prompts_from_templates(classes: &[String], templates: &[String]) -> BTreeMap<String, Vec<String>> {
+    let templates: Vec<&str> = if templates.is_empty() {
+        vec!["{}"]
+    } else {
+        templates.iter().map(String::as_str).collect()
+    };
+    classes
+        .iter()
+        .map(|class| {
+            let prompts = templates
+                .iter()
+                .map(|t| match t.contains("{}") {
+                    true => t.replace("{}", class),
+                    false => format!("{t} {class}"),
+                })
+                .collect();
+            (class.clone(), prompts)
+        })
+        .collect()
+}
+
+impl Predictor {
+    fn contrastive(&self) -> Result<&crate::predictor::LoadedRun> {
+        match (self.task(), self.members()) {
+            (Task::Contrastive, [run]) => Ok(run),
+            (task, _) => Err(Error::Config(format!(
+                "{}: embeddings come from a contrastive run, this is a {} {}",
+                self.root().display(),
+                task.name(),
+                if self.ensemble().is_some() { "ensemble" } else { "run" }
+            ))),
+        }
+    }
+
+    fn embed_loaded(&self, loaded: &Loaded, indices: &[usize]) -> Result<Embeddings> {
+        let run = self.contrastive()?;
+        let extraction = &loaded.extraction;
+        let data = crate::prediction_dataset(
+            &run.config,
+            extraction,
+            &loaded.specs,
+            indices,
+            &run.classes,
+            run.model.device(),
+        )?;
+        let vectors = fusion_core::embed(&run.model, &data.data, EVAL_BATCH)?;
+        let present = fusion_core::contrastive::presence_of(&vectors);
+        let kept: std::collections::HashSet<&str> =
+            indices.iter().map(|&i| extraction.records[i].id.as_str()).collect();
+        Ok(Embeddings {
+            ids: data.records.iter().map(|&i| extraction.records[i].id.clone()).collect(),
+            labels: data
+                .records
+                .iter()
+                .map(|&i| extraction.records[i].label.clone())
+                .collect(),
+            modalities: run.model.modality_names().to_vec(),
+            vectors,
+            present,
+            problems: extraction
+                .problems
+                .iter()
+                .filter(|p| kept.contains(p.id.as_str()))
+                .cloned()
+                .collect(),
+        })
+    }
+
+    /// The embeddings of every usable record of `manifest` (default: the run's), or of
+    /// its `split`, read through the feature cache as training read them.
+    pub fn embed_manifest(
+        &self,
+        manifest: Option<&Path>,
+        split: Option<Split>,
+        observer: &dyn Observer,
+    ) -> Result<Embeddings> {
+        let run = self.contrastive()?;
+        let loaded = crate::load(&mut run.config.clone(), manifest, None, observer)?;
+        let indices: Vec<usize> = match split {
+            Some(split) => loaded.extraction.split_indices(split),
+            None => (0..loaded.extraction.records.len()).collect(),
+        };
+        self.embed_loaded(&loaded, &indices)
+    }
+
+    /// The embeddings of `records` from their files or inline text (queries); a record
+    /// whose file cannot be used is an error naming it.
+    pub fn embed_records(&self, records: &[Record]) -> Result<Embeddings> {
+        self.contrastive()?;
+        let prepared = self.preparer()?.prepare(records)?;
+        if let Some(problem) = prepared.problems().first() {
+            return Err(Error::Record(crate::describe(problem)));
+        }
+        let loaded = &prepared.members[0];
+        let all: Vec<usize> = (0..loaded.extraction.records.len()).collect();
+        self.embed_loaded(loaded, &all)
+    }
+
+    /// Classifies the records of `split` of `manifest` (default: the run's) that have
+    /// modality `modality` and a label among the described classes, by the class whose
+    /// description is most similar; `eval`'s classification metrics on them.
+    pub fn zero_shot(
+        &self,
+        manifest: Option<&Path>,
+        split: Split,
+        modality: &str,
+        descriptions: &ClassDescriptions,
+        observer: &dyn Observer,
+    ) -> Result<ZeroShotRecord> {
+        let run = self.contrastive()?;
+        let loaded = crate::load(&mut run.config.clone(), manifest, None, observer)?;
+        let all: Vec<usize> = (0..loaded.extraction.records.len()).collect();
+        let everything = self.embed_loaded(&loaded, &all)?;
+        let m = everything.modality(modality)?;
+        let (classes, class_vectors, method) = match descriptions {
+            ClassDescriptions::Prompts(prompts) => {
+                let (classes, vectors) = self.prompt_vectors(prompts, modality)?;
+                (classes, vectors, "prompts")
+            }
+            ClassDescriptions::Prototypes { split: from, shots } => {
+                let in_support: std::collections::HashSet<&str> = loaded
+                    .extraction
+                    .split_indices(*from)
+                    .into_iter()
+                    .map(|i| loaded.extraction.records[i].id.as_str())
+                    .collect();
+                let mut examples: BTreeMap<String, Vec<Tensor>> = BTreeMap::new();
+                for (row, id) in everything.ids.iter().enumerate() {
+                    let label = &everything.labels[row];
+                    if label.is_empty() || !in_support.contains(id.as_str()) {
+                        continue;
+                    }
+                    let entry = examples.entry(label.clone()).or_default();
+                    if entry.len() < *shots
+                        && let Some(v) = everything.vector(row, m)
+                    {
+                        entry.push(v);
+                    }
+                }
+                if examples.len() < 2 {
+                    return Err(Error::Config(format!(
+                        "prototypes need examples of two classes or more in `{}`, found {}",
+                        from.name(),
+                        examples.len()
+                    )));
+                }
+                let classes: Vec<String> = examples.keys().cloned().collect();
+                let vectors: Vec<Tensor> = examples
+                    .values()
+                    .map(|v| Tensor::stack(v, 0).mean_dim(0, false, Kind::Float))
+                    .collect();
+                (classes, Tensor::stack(&vectors, 0), "prototypes")
+            }
+        };
+        let class_vectors = fusion_core::contrastive::l2_normalize(&class_vectors);
+        let in_split: std::collections::HashSet<&str> = loaded
+            .extraction
+            .split_indices(split)
+            .into_iter()
+            .map(|i| loaded.extraction.records[i].id.as_str())
+            .collect();
+        let split_rows: Vec<usize> = (0..everything.ids.len())
+            .filter(|&r| in_split.contains(everything.ids[r].as_str()))
+            .collect();
+        let mut queries = Vec::new();
+        let mut labels = Vec::new();
+        for &row in &split_rows {
+            let class = classes.iter().position(|c| *c == everything.labels[row]);
+            if let (Some(class), Some(v)) = (class, everything.vector(row, m)) {
+                queries.push(v);
+                labels.push(class);
+            }
+        }
+        if queries.is_empty() {
+            return Err(Error::Config(format!(
+                "no `{}` record has a `{modality}` embedding and one of the classes {}",
+                split.name(),
+                classes.join(", ")
+            )));
+        }
+        let scale = run
+            .model
+            .logit_scale()
+            .ok_or_else(|| Error::Config("not a contrastive model".into()))?
+            .detach()
+            .to_device(Device::Cpu);
+        let probabilities =
+            (Tensor::stack(&queries, 0).matmul(&class_vectors.transpose(0, 1)) * scale).softmax(-1, Kind::Float);
+        let probabilities = Vec::<Vec<f32>>::try_from(probabilities).map_err(fusion_core::Error::from)?;
+        let (_, metrics, _, _) = fusion_core::probability_metrics(&probabilities, &labels, None, classes.len());
+        let mut counts = vec![0usize; classes.len()];
+        labels.iter().for_each(|&l| counts[l] += 1);
+        Ok(ZeroShotRecord {
+            split: split.name().into(),
+            method: method.into(),
+            modality: modality.into(),
+            majority: counts.iter().copied().max().unwrap_or(0) as f64 / labels.len() as f64,
+            left_out: in_split.len() - labels.len(),
+            classes,
+            metrics,
+        })
+    }
+
+    /// Each class's prompts embedded (by whichever modality reads a record's text) and
+    /// averaged, in class order; the prompts' modality must differ from `query_modality`.
+    fn prompt_vectors(
+        &self,
+        prompts: &BTreeMap<String, Vec<String>>,
+        query_modality: &str,
+    ) -> Result<(Vec<String>, Tensor)> {
+        if prompts.len() < 2 || prompts.values().any(Vec::is_empty) {
+            return Err(Error::Config(
+                "zero-shot classification needs two classes or more, each with a prompt".into(),
+            ));
+        }
+        let mut records = Vec::new();
+        let mut owner = Vec::new();
+        for (c, texts) in prompts.values().enumerate() {
+            for (t, text) in texts.iter().enumerate() {
+                records.push(Record {
+                    id: format!("prompt-{c}-{t}"),
+                    text: Some(text.clone()),
+                    ..Record::default()
+                });
+                owner.push(c);
+            }
+        }
+        let embedded = self.embed_records(&records)?;
+        let reads_text = (0..embedded.modalities.len())
+            .find(|&m| embedded.modalities[m] != query_modality && embedded.vector(0, m).is_some())
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "no modality of the run other than `{query_modality}` reads a record's text: prompts cannot be embedded"
+                ))
+            })?;
+        let mut sums: Vec<Vec<Tensor>> = (0..prompts.len()).map(|_| Vec::new()).collect();
+        for (row, &c) in owner.iter().enumerate() {
+            if let Some(v) = embedded.vector(row, reads_text) {
+                sums[c].push(fusion_core::contrastive::l2_normalize(&v.unsqueeze(0)).squeeze_dim(0));
+            }
+        }
+        let vectors: Vec<Tensor> = sums
+            .iter()
+            .map(|v| Tensor::stack(v, 0).mean_dim(0, false, Kind::Float))
+            .collect();
+        Ok((prompts.keys().cloned().collect(), Tensor::stack(&vectors, 0)))
+    }
+}
