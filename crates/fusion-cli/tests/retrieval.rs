@@ -140,6 +140,14 @@ fn a_contrastive_run_trains_evaluates_embeds_searches_and_classifies_zero_shot()
     assert_eq!(embedded["dim"], 16);
     assert!(dir.path().join("index.json").exists());
 
+    let ids = |v: &serde_json::Value| -> Vec<String> {
+        v["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["id"].as_str().unwrap().to_string())
+            .collect()
+    };
     let found = json(&ok(&[
         "--json",
         "search",
@@ -154,18 +162,32 @@ fn a_contrastive_run_trains_evaluates_embeds_searches_and_classifies_zero_shot()
     ]));
     assert_eq!(found["query_modality"], "text");
     assert_eq!(found["among"], "image");
-    let hits: Vec<String> = found["hits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["id"].as_str().unwrap().to_string())
-        .collect();
+    let hits = ids(&found);
     let wanted: HashSet<&String> = red_cats.iter().collect();
     assert_eq!(hits.len(), 3);
     assert!(
         hits.iter().filter(|h| wanted.contains(h)).count() >= 2,
         "{hits:?} vs {red_cats:?}"
     );
+
+    // The same search through an HNSW graph: the same records on so small an index.
+    let graph = json(&ok(&[
+        "--json",
+        "search",
+        "--run",
+        r,
+        "--index",
+        index.to_str().unwrap(),
+        "--query",
+        "red cat",
+        "--k",
+        "3",
+        "--approximate-above",
+        "10",
+    ]));
+    assert_eq!(graph["approximate"], true);
+    assert!(graph["recall_against_exact"].as_f64().unwrap() >= 0.9, "{graph}");
+    assert_eq!(ids(&graph), ids(&found));
 
     // Classes described by a word the model only ever saw beside an animal's.
     let prompts = json(&ok(&[

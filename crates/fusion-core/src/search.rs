@@ -48,6 +48,8 @@ pub type Hit = (usize, f32);
 #[derive(Debug)]
 pub struct VectorIndex {
     vectors: Tensor,
+    /// The approximate graph, when the index was built with one.
+    graph: Option<fusion_ann::HnswIndex>,
 }
 
 impl VectorIndex {
@@ -56,7 +58,39 @@ impl VectorIndex {
     pub fn exact(vectors: &Tensor) -> Result<Self> {
         Ok(Self {
             vectors: unit_rows(vectors)?,
+            graph: None,
         })
+    }
+
+    /// An index of `vectors` `[N, D]` searched through an HNSW graph (approximate; see
+    /// [`VectorIndex::recall_against_exact`]).
+    pub fn approximate(vectors: &Tensor, params: &fusion_ann::HnswParams) -> Result<Self> {
+        let vectors = unit_rows(vectors)?;
+        let dim = vectors.size()[1] as usize;
+        let flat = Vec::<f32>::try_from(vectors.reshape([-1]))?;
+        let graph = fusion_ann::HnswIndex::build(&flat, dim, params).map_err(|e| Error::Shape(e.to_string()))?;
+        Ok(Self {
+            vectors,
+            graph: Some(graph),
+        })
+    }
+
+    /// Whether searches go through the approximate graph.
+    pub fn is_approximate(&self) -> bool {
+        self.graph.is_some()
+    }
+
+    /// The share of the exact search's `k` best rows that this index's search finds for
+    /// `queries` `[Q, D]` (1 for an exact index).
+    pub fn recall_against_exact(&self, queries: &Tensor, k: usize) -> Result<f64> {
+        let rows = |hits: Vec<Vec<Hit>>| -> Vec<Vec<usize>> {
+            hits.into_iter()
+                .map(|h| h.into_iter().map(|(row, _)| row).collect())
+                .collect()
+        };
+        let found = rows(self.search(queries, k)?);
+        let exact = rows(Self::exact_search(&self.vectors, &unit_rows(queries)?, k)?);
+        Ok(fusion_ann::recall(&found, &exact))
     }
 
     /// Rows indexed.
@@ -80,7 +114,17 @@ impl VectorIndex {
                 queries.size()[1]
             )));
         }
-        let (scores, indices) = top_k(&queries, &self.vectors, k, EXACT_BLOCK)?;
+        if let Some(graph) = &self.graph {
+            return Vec::<Vec<f32>>::try_from(&queries)?
+                .iter()
+                .map(|query| graph.search(query, k).map_err(|e| Error::Shape(e.to_string())))
+                .collect();
+        }
+        Self::exact_search(&self.vectors, &queries, k)
+    }
+
+    fn exact_search(vectors: &Tensor, queries: &Tensor, k: usize) -> Result<Vec<Vec<Hit>>> {
+        let (scores, indices) = top_k(queries, vectors, k, EXACT_BLOCK)?;
         let scores = Vec::<Vec<f32>>::try_from(&scores)?;
         let indices = Vec::<Vec<i64>>::try_from(&indices)?;
         Ok(indices
@@ -107,6 +151,24 @@ fn unit_rows(vectors: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_approximate_index_finds_what_the_exact_one_finds() -> Result<()> {
+        tch::manual_seed(9);
+        let vectors = Tensor::randn([3000, 16], (Kind::Float, tch::Device::Cpu));
+        let queries = Tensor::randn([50, 16], (Kind::Float, tch::Device::Cpu));
+        let exact = VectorIndex::exact(&vectors)?;
+        assert_eq!(exact.recall_against_exact(&queries, 10)?, 1.0);
+        let graph = VectorIndex::approximate(&vectors, &fusion_ann::HnswParams::default())?;
+        assert!(graph.is_approximate() && !exact.is_approximate());
+        let recall = graph.recall_against_exact(&queries, 10)?;
+        assert!(recall >= 0.95, "{recall}");
+        // Scores are cosines either way.
+        let (a, b) = (&exact.search(&queries, 1)?[0][0], &graph.search(&queries, 1)?[0][0]);
+        assert_eq!(a.0, b.0);
+        assert!((a.1 - b.1).abs() < 1e-4, "{a:?} {b:?}");
+        Ok(())
+    }
 
     #[test]
     fn blocked_top_k_is_the_exact_top_k() -> Result<()> {

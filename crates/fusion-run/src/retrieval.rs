@@ -147,24 +147,25 @@ impl Embeddings {
     /// The `k` records whose `key` modality is most similar to each row of `queries`
     /// `[Q, D]` (one matrix product per block of the index: exact).
     pub fn search(&self, key: &str, queries: &Tensor, k: usize) -> Result<Vec<Vec<SearchHit>>> {
+        self.index(key, None)?.search(self, queries, k)
+    }
+
+    /// The records having modality `key`, indexed for search: exactly, or through an HNSW
+    /// graph built with `approximate`.
+    pub fn index(&self, key: &str, approximate: Option<&fusion_ann::HnswParams>) -> Result<KeyIndex> {
         let (records, vectors) = self.having(self.modality(key)?);
         if records.is_empty() {
             return Err(Error::Config(format!("no indexed record has a `{key}` embedding")));
         }
-        let index = VectorIndex::exact(&vectors)?;
-        Ok(index
-            .search(queries, k)?
-            .into_iter()
-            .map(|hits| {
-                hits.into_iter()
-                    .map(|(row, score)| SearchHit {
-                        id: self.ids[records[row]].clone(),
-                        label: self.labels[records[row]].clone(),
-                        score,
-                    })
-                    .collect()
-            })
-            .collect())
+        let index = match approximate {
+            Some(params) => VectorIndex::approximate(&vectors, params)?,
+            None => VectorIndex::exact(&vectors)?,
+        };
+        Ok(KeyIndex {
+            index,
+            records,
+            vectors,
+        })
     }
 
     /// Row `record`'s vector in modality column `m`, if it has one.
@@ -172,6 +173,61 @@ impl Embeddings {
         bool::try_from(self.present.get(record as i64).get(m as i64))
             .unwrap_or(false)
             .then(|| self.vectors.get(record as i64).get(m as i64))
+    }
+}
+
+/// One modality's vectors of an [`Embeddings`], searchable.
+#[derive(Debug)]
+pub struct KeyIndex {
+    index: VectorIndex,
+    /// The embeddings' row of each indexed vector.
+    records: Vec<usize>,
+    vectors: Tensor,
+}
+
+impl KeyIndex {
+    /// Vectors indexed.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether nothing is indexed.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Whether searches are approximate.
+    pub fn is_approximate(&self) -> bool {
+        self.index.is_approximate()
+    }
+
+    /// The `k` records most similar to each row of `queries` `[Q, D]` (`of`: the
+    /// embeddings this index was made from).
+    pub fn search(&self, of: &Embeddings, queries: &Tensor, k: usize) -> Result<Vec<Vec<SearchHit>>> {
+        Ok(self
+            .index
+            .search(queries, k)?
+            .into_iter()
+            .map(|hits| {
+                hits.into_iter()
+                    .map(|(row, score)| SearchHit {
+                        id: of.ids[self.records[row]].clone(),
+                        label: of.labels[self.records[row]].clone(),
+                        score,
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// Recall@`k` of this index's search against the exact one, with up to `samples` of the
+    /// indexed vectors (evenly spread) as queries.
+    pub fn recall_at(&self, k: usize, samples: usize) -> Result<f64> {
+        let step = (self.len() / samples.max(1)).max(1) as i64;
+        let rows = Tensor::arange_start_step(0, self.len() as i64, step, (Kind::Int64, Device::Cpu));
+        Ok(self
+            .index
+            .recall_against_exact(&self.vectors.index_select(0, &rows), k)?)
     }
 }
 

@@ -59,13 +59,14 @@ pub struct Query {
 }
 
 /// `fusion search`: the `k` indexed records most similar to the query, in the modality
-/// `among` (default: the first of the index's other than the query's).
+/// `among` (default: the first of the index's other than the query's); through an HNSW
+/// graph when more than `approximate_above` vectors are indexed.
 pub fn search(
     folder: &Path,
     index: &Path,
     query: Query,
     among: Option<&str>,
-    k: usize,
+    (k, approximate_above): (usize, usize),
     ui: Ui,
     device: Device,
 ) -> Result<()> {
@@ -91,9 +92,31 @@ pub fn search(
             None => bail!("the index holds no modality other than the query's `{from_name}`: name one with --among"),
         },
     };
-    let hits = indexed.search(&key, &vector.unsqueeze(0), k)?.remove(0);
+    let exact = indexed.index(&key, None)?;
+    let searched = match exact.len() > approximate_above {
+        true => {
+            let started = std::time::Instant::now();
+            let graph = indexed.index(&key, Some(&fusion_ann::HnswParams::default()))?;
+            let recall = graph.recall_at(k, 100)?;
+            ui.say(format!(
+                "approximate search: an HNSW graph over {} vectors built in {:.1} s, recall@{k} against exact search {recall:.3} (100 of the vectors as queries)",
+                graph.len(),
+                started.elapsed().as_secs_f64()
+            ));
+            Some((graph, recall))
+        }
+        false => None,
+    };
+    let index = searched.as_ref().map_or(&exact, |(graph, _)| graph);
+    let hits = index.search(&indexed, &vector.unsqueeze(0), k)?.remove(0);
     if ui.json {
-        return ui.result(&serde_json::json!({"query_modality": from_name, "among": key, "hits": hits}));
+        return ui.result(&serde_json::json!({
+            "query_modality": from_name,
+            "among": key,
+            "approximate": index.is_approximate(),
+            "recall_against_exact": searched.as_ref().map(|(_, recall)| recall),
+            "hits": hits,
+        }));
     }
     let mut out = std::io::stdout().lock();
     print_line(
