@@ -109,7 +109,7 @@ pub use metrics::{
     BinaryMetrics, ECE_BINS, GroupMetrics, Metrics, MultiLabelMetrics, RegressionMetrics, THRESHOLD,
     expected_calibration_error, macro_f1,
 };
-pub use model::{BranchOutput, Encoder, FusionModel, FusionOutput, IdentityEncoder, MlpEncoder, linear};
+pub use model::{BranchOutput, Encoder, FusionModel, FusionOutput, IdentityEncoder, MlpEncoder, conv2d, linear};
 pub use parallel::ProcessGroup;
 pub use params::{ParameterSet, WeightsMismatch};
 pub use precision::{Autocast, LossScaler, Precision};

@@ -1,6 +1,6 @@
-//! Search over embeddings by cosine similarity, exactly: one matrix product per block of
-//! the index, so memory stays bounded whatever its size. (An approximate index for very
-//! large ones is not here yet.)
+//! Search over embeddings by cosine similarity: exactly, one matrix product per block of
+//! the index, so memory stays bounded whatever its size; or through an HNSW graph
+//! (fusion-ann) for very large ones, with its recall against the exact search.
 
 use tch::{Kind, Tensor};
 
@@ -30,9 +30,10 @@ pub fn top_k(queries: &Tensor, index: &Tensor, k: usize, block: i64) -> Result<(
     while start < n[0] {
         let len = block.min(n[0] - start);
         let part = index.narrow(0, start, len).to_kind(Kind::Float).to_device(device);
-        let scores = Tensor::cat(&[best_scores, queries.matmul(&part.transpose(0, 1))], 1);
-        let positions = (Tensor::arange(len, (Kind::Int64, device)) + start).expand([q[0], len], false);
-        let indices = Tensor::cat(&[best_indices, positions], 1);
+        // The block's own best k first: only 2k candidates per query are merged.
+        let (top, at) = queries.matmul(&part.transpose(0, 1)).topk(k.min(len), 1, true, true);
+        let scores = Tensor::cat(&[best_scores, top], 1);
+        let indices = Tensor::cat(&[best_indices, at + start], 1);
         let (top, at) = scores.topk(k.min(scores.size()[1]), 1, true, true);
         best_indices = indices.gather(1, &at, false);
         best_scores = top;

@@ -58,8 +58,8 @@ impl LeNet {
             ..Default::default()
         };
         Self {
-            conv1: nn::conv2d(p / "conv1", channels, 6, 5, padded),
-            conv2: nn::conv2d(p / "conv2", 6, 16, 5, Default::default()),
+            conv1: fusion_core::conv2d(p / "conv1", channels, 6, 5, padded),
+            conv2: fusion_core::conv2d(p / "conv2", 6, 16, 5, Default::default()),
             fc1: fusion_core::linear(p / "fc1", 16 * 5 * 5, 120),
             fc2: fusion_core::linear(p / "fc2", 120, 84),
             out: fusion_core::linear(p / "out", 84, output_dim),
