@@ -125,6 +125,17 @@ fn a_contrastive_run_trains_evaluates_embeds_searches_and_classifies_zero_shot()
     assert!(recall("text", 1) > 0.9, "{eval}");
     assert_eq!(pairs[0]["metrics"]["queries"], 48);
 
+    // It predicts no label: `predict` says what to use instead.
+    let refused = Command::new(env!("CARGO_BIN_EXE_fusion"))
+        .args(["predict", "--run", r])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("fusion embed"),
+        "{refused:?}"
+    );
+
     let index = dir.path().join("index.safetensors");
     let embedded = json(&ok(&[
         "--json",

@@ -13,6 +13,14 @@ use fusion_core::{
 };
 use tch::{Device, Kind, Tensor, nn::VarStore};
 
+/// libtorch's generator is global to the process and tests run on parallel threads: each
+/// test holds this while it draws data, builds models and trains.
+static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    RNG.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// `n` pairs: a hidden code of 8 numbers seen by two modalities through different random
 /// linear maps into 24 and 16 features, each with its own noise.
 fn paired(n: i64, maps: &(Tensor, Tensor), seed: i64) -> (Tensor, Tensor) {
@@ -26,6 +34,7 @@ fn paired(n: i64, maps: &(Tensor, Tensor), seed: i64) -> (Tensor, Tensor) {
 
 #[test]
 fn towers_trained_on_shared_codes_retrieve_their_pairs() {
+    let _rng = rng_lock();
     tch::manual_seed(1);
     let f = (Kind::Float, Device::Cpu);
     let maps = (Tensor::randn([8, 24], f), Tensor::randn([8, 16], f));
@@ -78,6 +87,7 @@ fn towers_trained_on_shared_codes_retrieve_their_pairs() {
 
 #[test]
 fn the_logit_scale_stops_at_its_clamp() {
+    let _rng = rng_lock();
     // Pushed up hard (the loss falls as the scale grows on separable pairs): it rises, then
     // stays at 100 however long the push goes on.
     let vs = VarStore::new(Device::Cpu);
@@ -120,6 +130,7 @@ fn triples(n: i64, maps: &[Tensor; 3], seed: i64) -> TensorDataset {
 
 #[test]
 fn a_contrastive_model_trains_through_the_trainer_and_retrieves_in_every_direction() {
+    let _rng = rng_lock();
     tch::manual_seed(1);
     let f = (Kind::Float, Device::Cpu);
     let maps = [
@@ -202,8 +213,91 @@ fn a_contrastive_model_trains_through_the_trainer_and_retrieves_in_every_directi
     assert!((evaluation.loss - whole).abs() < 1e-4, "{} vs {whole}", evaluation.loss);
 }
 
+/// A small contrastive model of three MLP towers over `triples`' modalities.
+fn small_model(seed: i64) -> (FusionModel, VarStore) {
+    let modality = |name: &str, input_dim| ModalityConfig {
+        name: name.into(),
+        input_dim,
+        encoder: EncoderConfig::Mlp { hidden: vec![16] },
+    };
+    let config = ModelConfig {
+        modalities: vec![modality("a", 24), modality("b", 16), modality("c", 12)],
+        num_classes: 1,
+        task: Task::Contrastive,
+        hidden_dim: 8,
+        dropout: 0.0,
+        fusion: serde_json::from_str(r#"{"family": "early", "method": "concat"}"#).unwrap(),
+    };
+    tch::manual_seed(seed);
+    let vs = VarStore::new(Device::Cpu);
+    (FusionModel::new(&vs.root(), &config).unwrap(), vs)
+}
+
+fn weights(vs: &VarStore) -> Tensor {
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    Tensor::cat(
+        &named.iter().map(|(_, t)| t.detach().reshape([-1])).collect::<Vec<_>>(),
+        0,
+    )
+}
+
+#[test]
+fn contrastive_training_resumes_and_streams_as_it_trains_in_memory() {
+    let _rng = rng_lock();
+    let f = (Kind::Float, Device::Cpu);
+    tch::manual_seed(1);
+    let maps = [
+        Tensor::randn([8, 24], f),
+        Tensor::randn([8, 16], f),
+        Tensor::randn([8, 12], f),
+    ];
+    let train_set = triples(300, &maps, 2);
+    let val_set = triples(60, &maps, 3);
+    let training = |epochs| TrainConfig {
+        epochs,
+        optimizer: OptimizerConfig::adam(3e-3),
+        ..TrainConfig::new(64)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, epochs, data: &dyn fusion_core::TrainingData| {
+        let (model, vs) = small_model(4);
+        let folder = RunFolder::new(dir.path().join(name));
+        train(
+            &model,
+            &vs,
+            &training(epochs),
+            data,
+            Some(&val_set),
+            &folder,
+            &mut |_| {},
+        )
+        .unwrap();
+        weights(&vs)
+    };
+    let whole = run("whole", 3, &train_set);
+    let (_, untrained) = small_model(4);
+    assert!(f64::try_from((&whole - weights(&untrained)).abs().max()).unwrap() > 1e-3);
+    // Stopped after one epoch, then resumed to three.
+    let _first_epoch = run("resumed", 1, &train_set);
+    let resumed = run("resumed", 3, &train_set);
+    assert!(
+        resumed.equal(&whole),
+        "resumed differs by {:?}",
+        (&resumed - &whole).abs().max()
+    );
+    let shards = fusion_core::ShardedDataset::write(&train_set, dir.path().join("shards"), 4096).unwrap();
+    let streamed = run("streamed", 3, &shards);
+    assert!(
+        streamed.equal(&whole),
+        "streamed differs by {:?}",
+        (&streamed - &whole).abs().max()
+    );
+}
+
 #[test]
 fn a_contrastive_model_refuses_weights_and_what_it_cannot_predict() {
+    let _rng = rng_lock();
     let modality = |name: &str| ModalityConfig {
         name: name.into(),
         input_dim: 4,

@@ -704,11 +704,24 @@ impl Predictor {
         })
     }
 
+    /// Refuses a folder that predicts nothing: a contrastive run embeds (see
+    /// [`Predictor::embed_manifest`]).
+    pub fn check_predicts(&self) -> Result<()> {
+        match self.task {
+            Task::Contrastive => Err(Error::Config(format!(
+                "{} is a contrastive run: it predicts no label; `fusion embed`, `fusion search` and `fusion eval --classes` use it",
+                self.root.display()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Predicts several prepared groups of records in one pass through each member (the
     /// groups' record ids may repeat one another); one [`Predictions`] per group, in
     /// order. A record with an unusable file is predicted without that modality (its
     /// `unusable` says which), one with no usable modality is in its group's `errors`.
     pub fn predict_prepared(&self, groups: &[&Prepared]) -> Result<Vec<Predictions>> {
+        self.check_predicts()?;
         if let Some(group) = groups.iter().find(|g| g.members.len() != self.members.len()) {
             return Err(Error::Config(format!(
                 "records prepared for {} runs, this folder has {}",
@@ -780,6 +793,7 @@ impl Predictor {
     /// Predicts every usable record of `manifest` (default: each run's own), its features
     /// read through the cache as training read them.
     pub fn predict_manifest(&self, manifest: Option<&Path>, observer: &dyn Observer) -> Result<Predictions> {
+        self.check_predicts()?;
         let each = self
             .members
             .iter()
