@@ -300,39 +300,85 @@ const CLASS_LABEL_SIZE: u32 = 13;
 /// share and labelled with counts. Column names run downwards under their column, so long
 /// names never run into each other.
 pub fn confusion(stem: &Path, title: &str, classes: &[String], matrix: &[Vec<usize>]) -> Result<Vec<PathBuf>> {
-    let n = classes.len() as i32;
-    if n == 0 || matrix.len() != classes.len() || matrix.iter().any(|row| row.len() != classes.len()) {
+    let n = classes.len();
+    if n == 0 || matrix.len() != n || matrix.iter().any(|row| row.len() != n) {
         return Err(anyhow!(
             "{}: confusion matrix of {} rows for {n} classes",
             stem.display(),
             matrix.len()
         ));
     }
-    let longest = classes
+    let cells: Vec<Vec<(f64, String)>> = matrix
         .iter()
-        .map(|c| text_width(c, CLASS_LABEL_SIZE))
-        .max()
-        .unwrap_or(0);
-    let (y_area, x_area) = (longest + 50, longest + 50);
-    let grid = CELL * n as u32;
-    let (title, title_size, width) = fit_title(title, (y_area + grid + 3 * MARGIN).max(420));
-    let height = MARGIN + title_size + 10 + 2 * MARGIN + grid + x_area;
+        .map(|row| {
+            let total = row.iter().sum::<usize>().max(1) as f64;
+            row.iter()
+                .map(|&count| (count as f64 / total, count.to_string()))
+                .collect()
+        })
+        .collect();
+    grid(stem, title, (classes, classes), &cells, ("true ↓", "predicted →"))
+}
+
+/// A similarity matrix of `rows` against `columns` (cosines), cells shaded from −1 (white)
+/// to 1 and labelled with two decimals.
+pub fn similarity(
+    stem: &Path,
+    title: &str,
+    (rows, columns): (&[String], &[String]),
+    matrix: &[Vec<f32>],
+    (row_axis, column_axis): (&str, &str),
+) -> Result<Vec<PathBuf>> {
+    if rows.is_empty() || matrix.len() != rows.len() || matrix.iter().any(|r| r.len() != columns.len()) {
+        return Err(anyhow!(
+            "{}: similarity matrix of {} rows for {} × {} records",
+            stem.display(),
+            matrix.len(),
+            rows.len(),
+            columns.len()
+        ));
+    }
+    let cells: Vec<Vec<(f64, String)>> = matrix
+        .iter()
+        .map(|row| {
+            row.iter()
+                .map(|&v| ((f64::from(v) + 1.0) / 2.0, format!("{v:.2}")))
+                .collect()
+        })
+        .collect();
+    grid(stem, title, (rows, columns), &cells, (row_axis, column_axis))
+}
+
+/// A grid of cells, each shaded by its share in `[0, 1]` and labelled with its text; row
+/// names beside it, column names running downwards under their column.
+fn grid(
+    stem: &Path,
+    title: &str,
+    (rows, columns): (&[String], &[String]),
+    cells: &[Vec<(f64, String)>],
+    (row_axis, column_axis): (&str, &str),
+) -> Result<Vec<PathBuf>> {
+    let (n_rows, n_columns) = (rows.len() as i32, columns.len() as i32);
+    let longest = |names: &[String]| names.iter().map(|c| text_width(c, CLASS_LABEL_SIZE)).max().unwrap_or(0);
+    let (y_area, x_area) = (longest(rows) + 50, longest(columns) + 50);
+    let (grid_width, grid_height) = (CELL * n_columns as u32, CELL * n_rows as u32);
+    let (title, title_size, width) = fit_title(title, (y_area + grid_width + 3 * MARGIN).max(420));
+    let height = MARGIN + title_size + 10 + 2 * MARGIN + grid_height + x_area;
     render!(stem, (width, height), |area| {
         let below = titled(&area, &title, title_size)?;
-        // The grid's own area: the class names are drawn beside it, in pixels.
+        // The grid's own area: the names are drawn beside it, in pixels.
         let (_, right) = below.split_horizontally(y_area);
-        let (grid_area, _) = right.margin(MARGIN, 0, 0, 0).split_vertically(grid);
-        let (grid_area, _) = grid_area.split_horizontally(grid);
+        let (grid_area, _) = right.margin(MARGIN, 0, 0, 0).split_vertically(grid_height);
+        let (grid_area, _) = grid_area.split_horizontally(grid_width);
         let mut chart = ChartBuilder::on(&grid_area)
-            .build_cartesian_2d((0..n - 1).into_segmented(), (0..n - 1).into_segmented())
+            .build_cartesian_2d((0..n_columns - 1).into_segmented(), (0..n_rows - 1).into_segmented())
             .map_err(plot_error)?;
         let centred = label_style(CLASS_LABEL_SIZE, HPos::Center, VPos::Center);
-        for (r, row) in matrix.iter().enumerate() {
-            let total = row.iter().sum::<usize>().max(1) as f64;
+        for (r, row) in cells.iter().enumerate() {
             // Row 0 at the top.
-            let y = n - 1 - r as i32;
-            for (c, &count) in row.iter().enumerate() {
-                let share = count as f64 / total;
+            let y = n_rows - 1 - r as i32;
+            for (c, (share, text)) in row.iter().enumerate() {
+                let share = share.clamp(0.0, 1.0);
                 let shade = RGBColor((255.0 - 200.0 * share) as u8, (255.0 - 120.0 * share) as u8, 255);
                 let c = c as i32;
                 chart
@@ -346,7 +392,7 @@ pub fn confusion(stem: &Path, title: &str, classes: &[String], matrix: &[Vec<usi
                     .map_err(plot_error)?;
                 chart
                     .draw_series([Text::new(
-                        count.to_string(),
+                        text.clone(),
                         (SegmentValue::CenterOf(c), SegmentValue::CenterOf(y)),
                         centred.clone(),
                     )])
@@ -357,37 +403,38 @@ pub fn confusion(stem: &Path, title: &str, classes: &[String], matrix: &[Vec<usi
             grid_area.get_base_pixel().0 - area.get_base_pixel().0,
             grid_area.get_base_pixel().1 - area.get_base_pixel().1,
         );
-        let (cell, grid) = (CELL as i32, grid as i32);
+        let (cell, grid_width, grid_height) = (CELL as i32, grid_width as i32, grid_height as i32);
         let down = TextStyle::from(
             ("sans-serif", CLASS_LABEL_SIZE)
                 .into_font()
                 .transform(FontTransform::Rotate90),
         )
         .pos(Pos::new(HPos::Left, VPos::Center));
-        for (i, name) in classes.iter().enumerate() {
-            let middle = i as i32 * cell + cell / 2;
+        for (i, name) in rows.iter().enumerate() {
             area.draw(&Text::new(
                 name.clone(),
-                (grid_x - 8, grid_y + middle),
+                (grid_x - 8, grid_y + i as i32 * cell + cell / 2),
                 label_style(CLASS_LABEL_SIZE, HPos::Right, VPos::Center),
             ))
             .map_err(plot_error)?;
+        }
+        for (i, name) in columns.iter().enumerate() {
             area.draw(&Text::new(
                 name.clone(),
-                (grid_x + middle, grid_y + grid + 8),
+                (grid_x + i as i32 * cell + cell / 2, grid_y + grid_height + 8),
                 down.clone(),
             ))
             .map_err(plot_error)?;
         }
         let axis = label_style(LABEL_SIZE, HPos::Center, VPos::Bottom);
         area.draw(&Text::new(
-            "predicted →".to_string(),
-            (grid_x + grid / 2, (height - 4) as i32),
+            column_axis.to_string(),
+            (grid_x + grid_width / 2, (height - 4) as i32),
             axis.clone(),
         ))
         .map_err(plot_error)?;
         area.draw(&Text::new(
-            "true ↓".to_string(),
+            row_axis.to_string(),
             (grid_x - 8, grid_y - 4),
             label_style(LABEL_SIZE, HPos::Right, VPos::Bottom),
         ))

@@ -124,6 +124,9 @@ fn a_contrastive_run_trains_evaluates_embeds_searches_and_classifies_zero_shot()
     assert!(recall("image", 1) > 0.9, "{eval}");
     assert!(recall("text", 1) > 0.9, "{eval}");
     assert_eq!(pairs[0]["metrics"]["queries"], 48);
+    for plot in ["similarity.png", "similarity.svg"] {
+        assert!(run.join("plots").join(plot).exists(), "{plot}");
+    }
 
     // It predicts no label: `predict` says what to use instead.
     let refused = Command::new(env!("CARGO_BIN_EXE_fusion"))

@@ -24,6 +24,9 @@ pub fn eval(folder: &Path, manifest: Option<&Path>, split: Split, ui: Ui, device
     let record = predictor.evaluate(manifest, split, &Shown::new(ui))?;
     say_eval(ui, &record);
     super::plot_reliability(folder, &record)?;
+    if predictor.task() == fusion_core::Task::Contrastive {
+        super::retrieval::plot_similarity(folder, &predictor, manifest, split, ui)?;
+    }
     match predictor.ensemble() {
         Some(file) => super::ensemble::write_report(folder, file, Some(&record))?,
         None => {

@@ -48,6 +48,47 @@ pub fn embed(
     }))
 }
 
+/// Records in the similarity plot of a contrastive run's evaluation.
+const SIMILARITY_SAMPLE: usize = 12;
+
+/// `plots/similarity.png/.svg`: the cosine similarities between the first two modalities of
+/// the first records of `split` that have both (the diagonal holds each record's own pair).
+pub fn plot_similarity(
+    folder: &Path,
+    predictor: &Predictor,
+    manifest: Option<&Path>,
+    split: Split,
+    ui: Ui,
+) -> Result<()> {
+    let embeddings = predictor.embed_manifest(manifest, Some(split), &Shown::new(ui))?;
+    let [first, second] = [0, 1].map(|m| embeddings.modalities.get(m).cloned().unwrap_or_default());
+    let rows: Vec<usize> = (0..embeddings.ids.len())
+        .filter(|&r| embeddings.vector(r, 0).is_some() && embeddings.vector(r, 1).is_some())
+        .take(SIMILARITY_SAMPLE)
+        .collect();
+    if rows.len() < 2 {
+        return Ok(());
+    }
+    let stack = |m: usize| -> Result<tch::Tensor> {
+        let vectors: Vec<tch::Tensor> = rows.iter().filter_map(|&r| embeddings.vector(r, m)).collect();
+        Ok(tch::Tensor::stack(&vectors, 0))
+    };
+    let matrix = Vec::<Vec<f32>>::try_from(stack(0)?.matmul(&stack(1)?.transpose(0, 1)))?;
+    let ids: Vec<String> = rows.iter().map(|&r| embeddings.ids[r].clone()).collect();
+    crate::plots::similarity(
+        &super::plot_path(&Run::new(folder), "similarity")?,
+        &format!(
+            "Cosine similarity of {first} and {second} embeddings ({}, {} records)",
+            split.name(),
+            rows.len()
+        ),
+        (&ids, &ids),
+        &matrix,
+        (&format!("{first} ↓"), &format!("{second} →")),
+    )?;
+    Ok(())
+}
+
 /// What `fusion search` looks for.
 pub struct Query {
     /// Text, embedded by the modality that reads a record's text.
