@@ -128,16 +128,30 @@ fn a_contrastive_run_trains_evaluates_embeds_searches_and_classifies_zero_shot()
         assert!(run.join("plots").join(plot).exists(), "{plot}");
     }
 
-    // It predicts no label: `predict` says what to use instead.
-    let refused = Command::new(env!("CARGO_BIN_EXE_fusion"))
-        .args(["predict", "--run", r])
-        .output()
-        .unwrap();
-    assert!(!refused.status.success());
-    assert!(
-        String::from_utf8_lossy(&refused.stderr).contains("fusion embed"),
-        "{refused:?}"
-    );
+    // Its predictions are each record's embeddings, one unit vector per modality it has.
+    let out = dir.path().join("embedded.jsonl");
+    ok(&["predict", "--run", r, "--out", out.to_str().unwrap()]);
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 240);
+    for line in &lines {
+        let embeddings = line["embeddings"].as_object().unwrap();
+        assert_eq!(embeddings.len(), 2, "{line}");
+        for values in embeddings.values() {
+            let norm: f64 = values
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap().powi(2))
+                .sum();
+            assert_eq!(values.as_array().unwrap().len(), 16);
+            assert!((norm - 1.0).abs() < 1e-4, "{line}");
+        }
+        assert_eq!(line["prediction"], "");
+    }
 
     let index = dir.path().join("index.safetensors");
     let embedded = json(&ok(&[

@@ -73,6 +73,10 @@ pub struct Prediction {
     /// How many members of an ensemble predicted the record (their weights renormalised).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub members: Option<usize>,
+    /// A contrastive run's embedding of each modality the record has (unit vectors; its
+    /// prediction is empty and it has no probabilities).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embeddings: Option<BTreeMap<String, Vec<f32>>>,
     /// The scores in the order of [`Predictor::outputs`] (see
     /// [`fusion_core::FusionOutput::scores`]).
     #[serde(skip)]
@@ -87,15 +91,36 @@ impl Prediction {
             id: id.to_string(),
             prediction: decision(task, outputs, &scores),
             confidence: (task == Task::Classification).then(|| scores[fusion_core::argmax(&scores)]),
-            probabilities: outputs.iter().cloned().zip(scores.iter().copied()).collect(),
+            // A contrastive run's scores are embeddings, not one per output.
+            probabilities: match task {
+                Task::Contrastive => BTreeMap::new(),
+                _ => outputs.iter().cloned().zip(scores.iter().copied()).collect(),
+            },
             set: None,
             interval: None,
             label: label.to_string(),
             missing: None,
             unusable: Vec::new(),
             members: None,
+            embeddings: None,
             scores,
         }
+    }
+
+    /// The prediction of a contrastive run's record: its `scores`, every modality's
+    /// embedding one after another (`names` in order), split into the modalities it has.
+    fn embedded(mut self, names: &[String]) -> Self {
+        let dim = self.scores.len() / names.len().max(1);
+        let missing = self.missing.clone().unwrap_or_default();
+        self.embeddings = Some(
+            names
+                .iter()
+                .zip(self.scores.chunks(dim.max(1)))
+                .filter(|(name, _)| !missing.contains(name))
+                .map(|(name, values)| (name.clone(), values.to_vec()))
+                .collect(),
+        );
+        self
     }
 }
 
@@ -341,7 +366,7 @@ impl LoadedRun {
             let evaluation = fusion_core::evaluate(&self.model, &data.data, EVAL_BATCH)?;
             for (&i, scores) in data.records.iter().zip(evaluation.probabilities) {
                 let record = &extraction.records[i];
-                predictions.push(Prediction {
+                let prediction = Prediction {
                     // As the model saw it: a video without sound lacks `sound_track`.
                     missing: Some(
                         self.config
@@ -359,6 +384,10 @@ impl LoadedRun {
                         .map(describe)
                         .collect(),
                     ..Prediction::new(&record.id, &record.label, self.config.task, &self.classes, scores)
+                };
+                predictions.push(match self.config.task {
+                    Task::Contrastive => prediction.embedded(self.model.modality_names()),
+                    _ => prediction,
                 });
             }
         }
@@ -704,24 +733,11 @@ impl Predictor {
         })
     }
 
-    /// Refuses a folder that predicts nothing: a contrastive run embeds (see
-    /// [`Predictor::embed_manifest`]).
-    pub fn check_predicts(&self) -> Result<()> {
-        match self.task {
-            Task::Contrastive => Err(Error::Config(format!(
-                "{} is a contrastive run: it predicts no label; `fusion embed`, `fusion search` and `fusion eval --classes` use it",
-                self.root.display()
-            ))),
-            _ => Ok(()),
-        }
-    }
-
     /// Predicts several prepared groups of records in one pass through each member (the
     /// groups' record ids may repeat one another); one [`Predictions`] per group, in
     /// order. A record with an unusable file is predicted without that modality (its
     /// `unusable` says which), one with no usable modality is in its group's `errors`.
     pub fn predict_prepared(&self, groups: &[&Prepared]) -> Result<Vec<Predictions>> {
-        self.check_predicts()?;
         if let Some(group) = groups.iter().find(|g| g.members.len() != self.members.len()) {
             return Err(Error::Config(format!(
                 "records prepared for {} runs, this folder has {}",
@@ -793,7 +809,6 @@ impl Predictor {
     /// Predicts every usable record of `manifest` (default: each run's own), its features
     /// read through the cache as training read them.
     pub fn predict_manifest(&self, manifest: Option<&Path>, observer: &dyn Observer) -> Result<Predictions> {
-        self.check_predicts()?;
         let each = self
             .members
             .iter()

@@ -135,9 +135,6 @@ impl Batcher {
     /// Moves `predictor` onto a thread of its own and returns the handle to its queue.
     pub fn start(predictor: Predictor, options: BatchOptions, metrics: Arc<Metrics>) -> Result<Self, ServeError> {
         options.validate()?;
-        predictor
-            .check_predicts()
-            .map_err(|e| ServeError::Options(e.to_string()))?;
         let preparer = predictor
             .preparer()
             .map_err(|e| ServeError::Options(format!("cannot prepare the model's features: {e}")))?;
