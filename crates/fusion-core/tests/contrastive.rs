@@ -293,6 +293,21 @@ fn contrastive_training_resumes_and_streams_as_it_trains_in_memory() {
         "streamed differs by {:?}",
         (&streamed - &whole).abs().max()
     );
+    // Autocast to bfloat16 (CPU): the loss is computed in float32 and training moves the
+    // weights about as far.
+    let (model, vs) = small_model(4);
+    let half = TrainConfig {
+        precision: fusion_core::Precision::Bf16,
+        ..training(3)
+    };
+    let folder = RunFolder::new(dir.path().join("bf16"));
+    let summary = train(&model, &vs, &half, &train_set, Some(&val_set), &folder, &mut |_| {}).unwrap();
+    assert!(summary.epochs.iter().all(|e| e.train_loss.is_finite()));
+    let gap = f64::try_from((weights(&vs) - &whole).abs().max()).unwrap();
+    assert!(
+        gap > 0.0 && gap < 0.05,
+        "bfloat16 training differs from float32 by {gap}"
+    );
 }
 
 #[test]
