@@ -32,21 +32,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "quality"))
 import common as C  # noqa: E402
+from make_fashion4 import SYN  # noqa: E402  (four names of each class's item)
 
 NAMES = {0: "t-shirt", 1: "trousers", 2: "pullover", 3: "dress", 4: "coat", 5: "sandals",
          6: "shirt", 7: "sneakers", 8: "bag", 9: "ankle boots"}
-SYN = {
-    0: ["t-shirt", "tee", "top", "crew-neck tee"],
-    1: ["trousers", "pants", "jeans", "slacks"],
-    2: ["pullover", "sweater", "jumper", "knit sweater"],
-    3: ["dress", "summer dress", "gown", "frock"],
-    4: ["coat", "jacket", "parka", "overcoat"],
-    5: ["sandals", "flip-flops", "slides", "strappy sandals"],
-    6: ["shirt", "blouse", "button-down shirt", "flannel shirt"],
-    7: ["sneakers", "trainers", "running shoes", "canvas sneakers"],
-    8: ["bag", "handbag", "tote", "shoulder bag"],
-    9: ["ankle boots", "boots", "booties", "chelsea boots"],
-}
 SEEN = [0, 1, 2, 3, 4, 6, 7]
 UNSEEN = [5, 8, 9]
 LIGHT = ["dark", "mid-grey", "light"]

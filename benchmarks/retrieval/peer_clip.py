@@ -4,6 +4,7 @@ training samples per second, over several seeds.
 
     python benchmarks/retrieval/peer_clip.py --fusion target/release/fusion \
         --config benchmarks/retrieval/scratch.json --seeds 3 --threads 2
+    python benchmarks/retrieval/peer_clip.py --config benchmarks/retrieval/lit.json
 
 Both sides train on exactly the same tensors: the script first runs `fusion extract
 --export` (pictures [N, 1, 28, 28] in [0, 1], hashed words [N, 2048]). The peer mirrors the
@@ -15,6 +16,12 @@ InfoNCE loss over the batch; AdamW (lr 1e-3, weight decay 0.1 on every parameter
 shuffled batches of 128, 10 epochs, the validation loss computed after each epoch, the
 last epoch's weights tested. Recall counts duplicates as the workspace does: a key whose
 record has the same text or the same picture as the query's own record is a hit too.
+
+With `lit.json` (a locked image tower: frozen EfficientNet-Lite0 over 224-pixel
+ImageNet-normalised pictures) the export holds the frozen tower's outputs (1280 values per
+picture, computed once by the workspace; its EfficientNet matches PyTorch's to the
+fixture's tolerance, crates/fusion-image/tests/efficientnet_parity.rs), and both sides train
+the text tower and the two projections on them.
 Needs torch 2.11.0 and safetensors.
 """
 
@@ -52,10 +59,12 @@ class LeNet(nn.Module):
 
 
 class Clip(nn.Module):
-    def __init__(self, stats, text_dim, embed, tch_init=False):
+    def __init__(self, stats, text_dim, embed, tch_init=False, locked_image=None):
         super().__init__()
-        self.image, self.text = LeNet(128, tch_init), nn.Sequential(nn.Linear(text_dim, 256), nn.ReLU())
-        self.project_image, self.project_text = nn.Linear(128, embed), nn.Linear(256, embed)
+        # A locked image tower's outputs come in precomputed: nothing of it trains.
+        self.image = nn.Identity() if locked_image else LeNet(128, tch_init)
+        self.text = nn.Sequential(nn.Linear(text_dim, 256), nn.ReLU())
+        self.project_image, self.project_text = nn.Linear(locked_image or 128, embed), nn.Linear(256, embed)
         self.log_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         for name, (mean, scale) in stats.items():
             self.register_buffer(f"{name}_mean", mean)
@@ -65,7 +74,8 @@ class Clip(nn.Module):
         return self.log_scale.clamp(max=math.log(100.0)).exp()
 
     def forward(self, image, text):
-        image = (image - self.image_mean) / self.image_scale
+        if "image_mean" in self._buffers:
+            image = (image - self.image_mean) / self.image_scale
         text = (text - self.text_mean) / self.text_scale
         a = F.normalize(self.project_image(self.image(image)), dim=-1)
         b = F.normalize(self.project_text(self.text(text)), dim=-1)
@@ -108,11 +118,12 @@ def recalls(queries, keys, relevant, ks=(1, 5, 10)):
     return {k: sum(r <= k for r in ranks) / len(ranks) for k in ks}
 
 
-def peer(tensors, seed, epochs, batch, lr, weight_decay, tch_init=False):
+def peer(tensors, seed, epochs, batch, lr, weight_decay, tch_init=False, locked_image=None):
     torch.manual_seed(seed)
     train = {m: tensors[f"train.{m}"].float() for m in ("image", "text")}
-    stats = {m: standardisation(train[m]) for m in train}
-    model = Clip(stats, train["text"].shape[1], 64, tch_init)
+    # A pretrained tower's inputs are not standardised (as in the workspace).
+    stats = {m: standardisation(train[m]) for m in train if not (locked_image and m == "image")}
+    model = Clip(stats, train["text"].shape[1], 64, tch_init, locked_image)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     val = {m: tensors[f"val.{m}"].float() for m in ("image", "text")}
     n = len(train["image"])
@@ -187,9 +198,11 @@ def main():
         if args.tch_init:
             results["pytorch, tch's conv init"] = []
         settings = (train["epochs"], train["batch_size"], train["optimizer"]["lr"], train["optimizer"]["weight_decay"])
+        # Flat image inputs are a frozen tower's outputs.
+        locked = tensors["train.image"].shape[1] if tensors["train.image"].dim() == 2 else None
         for seed in range(args.seeds):
             results["fusion"].append(fusion_run(args.fusion, args.config, seed, workdir))
-            results["pytorch"].append(peer(tensors, seed, *settings))
+            results["pytorch"].append(peer(tensors, seed, *settings, locked_image=locked))
             if args.tch_init:
                 results["pytorch, tch's conv init"].append(peer(tensors, seed, *settings, tch_init=True))
     print(f"| | image→text R@1 | R@5 | R@10 | text→image R@1 | R@5 | R@10 | training samples/s |")

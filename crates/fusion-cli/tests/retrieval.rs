@@ -176,18 +176,22 @@ fn a_contrastive_run_trains_evaluates_embeds_searches_and_classifies_zero_shot()
             .map(|h| h["id"].as_str().unwrap().to_string())
             .collect()
     };
-    let found = json(&ok(&[
-        "--json",
-        "search",
-        "--run",
-        r,
-        "--index",
-        index.to_str().unwrap(),
-        "--query",
-        "red cat",
-        "--k",
-        "3",
-    ]));
+    let search = |extra: &[&str]| {
+        let mut args = vec![
+            "--json",
+            "search",
+            "--run",
+            r,
+            "--index",
+            index.to_str().unwrap(),
+            "--query",
+            "red cat",
+        ];
+        args.extend(["--k", "3"]);
+        args.extend(extra);
+        json(&ok(&args))
+    };
+    let found = search(&[]);
     assert_eq!(found["query_modality"], "text");
     assert_eq!(found["among"], "image");
     let hits = ids(&found);
@@ -199,20 +203,7 @@ fn a_contrastive_run_trains_evaluates_embeds_searches_and_classifies_zero_shot()
     );
 
     // The same search through an HNSW graph: the same records on so small an index.
-    let graph = json(&ok(&[
-        "--json",
-        "search",
-        "--run",
-        r,
-        "--index",
-        index.to_str().unwrap(),
-        "--query",
-        "red cat",
-        "--k",
-        "3",
-        "--approximate-above",
-        "10",
-    ]));
+    let graph = search(&["--approximate-above", "10"]);
     assert_eq!(graph["approximate"], true);
     assert!(graph["recall_against_exact"].as_f64().unwrap() >= 0.9, "{graph}");
     assert_eq!(ids(&graph), ids(&found));

@@ -131,31 +131,10 @@ fn triples(n: i64, maps: &[Tensor; 3], seed: i64) -> TensorDataset {
 #[test]
 fn a_contrastive_model_trains_through_the_trainer_and_retrieves_in_every_direction() {
     let _rng = rng_lock();
-    tch::manual_seed(1);
-    let f = (Kind::Float, Device::Cpu);
-    let maps = [
-        Tensor::randn([8, 24], f),
-        Tensor::randn([8, 16], f),
-        Tensor::randn([8, 12], f),
-    ];
+    let maps = code_maps();
     let train_set = triples(2048, &maps, 2);
     let val_set = triples(200, &maps, 3);
-    let modality = |name: &str, input_dim| ModalityConfig {
-        name: name.into(),
-        input_dim,
-        encoder: EncoderConfig::Mlp { hidden: vec![64, 32] },
-    };
-    let config = ModelConfig {
-        modalities: vec![modality("a", 24), modality("b", 16), modality("c", 12)],
-        num_classes: 1,
-        task: Task::Contrastive,
-        hidden_dim: 32,
-        dropout: 0.0,
-        fusion: serde_json::from_str(r#"{"family": "early", "method": "concat"}"#).unwrap(),
-    };
-    tch::manual_seed(4);
-    let vs = VarStore::new(Device::Cpu);
-    let model = FusionModel::new(&vs.root(), &config).unwrap();
+    let (model, vs) = three_towers(&[64, 32], 4);
     let start = f64::try_from(model.logit_scale().unwrap()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let training = TrainConfig {
@@ -213,18 +192,32 @@ fn a_contrastive_model_trains_through_the_trainer_and_retrieves_in_every_directi
     assert!((evaluation.loss - whole).abs() < 1e-4, "{} vs {whole}", evaluation.loss);
 }
 
-/// A small contrastive model of three MLP towers over `triples`' modalities.
-fn small_model(seed: i64) -> (FusionModel, VarStore) {
+/// The random maps from a hidden code to `triples`' three modalities.
+fn code_maps() -> [Tensor; 3] {
+    tch::manual_seed(1);
+    let f = (Kind::Float, Device::Cpu);
+    [
+        Tensor::randn([8, 24], f),
+        Tensor::randn([8, 16], f),
+        Tensor::randn([8, 12], f),
+    ]
+}
+
+/// A contrastive model of three MLP towers (`hidden` sizes; the last is the space's) over
+/// `triples`' modalities, its weights drawn from `seed`.
+fn three_towers(hidden: &[i64], seed: i64) -> (FusionModel, VarStore) {
     let modality = |name: &str, input_dim| ModalityConfig {
         name: name.into(),
         input_dim,
-        encoder: EncoderConfig::Mlp { hidden: vec![16] },
+        encoder: EncoderConfig::Mlp {
+            hidden: hidden.to_vec(),
+        },
     };
     let config = ModelConfig {
         modalities: vec![modality("a", 24), modality("b", 16), modality("c", 12)],
         num_classes: 1,
         task: Task::Contrastive,
-        hidden_dim: 8,
+        hidden_dim: *hidden.last().unwrap(),
         dropout: 0.0,
         fusion: serde_json::from_str(r#"{"family": "early", "method": "concat"}"#).unwrap(),
     };
@@ -245,13 +238,7 @@ fn weights(vs: &VarStore) -> Tensor {
 #[test]
 fn contrastive_training_resumes_and_streams_as_it_trains_in_memory() {
     let _rng = rng_lock();
-    let f = (Kind::Float, Device::Cpu);
-    tch::manual_seed(1);
-    let maps = [
-        Tensor::randn([8, 24], f),
-        Tensor::randn([8, 16], f),
-        Tensor::randn([8, 12], f),
-    ];
+    let maps = code_maps();
     let train_set = triples(300, &maps, 2);
     let val_set = triples(60, &maps, 3);
     let training = |epochs| TrainConfig {
@@ -261,7 +248,7 @@ fn contrastive_training_resumes_and_streams_as_it_trains_in_memory() {
     };
     let dir = tempfile::tempdir().unwrap();
     let run = |name: &str, epochs, data: &dyn fusion_core::TrainingData| {
-        let (model, vs) = small_model(4);
+        let (model, vs) = three_towers(&[16, 8], 4);
         let folder = RunFolder::new(dir.path().join(name));
         train(
             &model,
@@ -276,7 +263,7 @@ fn contrastive_training_resumes_and_streams_as_it_trains_in_memory() {
         weights(&vs)
     };
     let whole = run("whole", 3, &train_set);
-    let (_, untrained) = small_model(4);
+    let (_, untrained) = three_towers(&[16, 8], 4);
     assert!(f64::try_from((&whole - weights(&untrained)).abs().max()).unwrap() > 1e-3);
     // Stopped after one epoch, then resumed to three.
     let _first_epoch = run("resumed", 1, &train_set);
@@ -295,7 +282,7 @@ fn contrastive_training_resumes_and_streams_as_it_trains_in_memory() {
     );
     // Autocast to bfloat16 (CPU): the loss is computed in float32 and training moves the
     // weights about as far.
-    let (model, vs) = small_model(4);
+    let (model, vs) = three_towers(&[16, 8], 4);
     let half = TrainConfig {
         precision: fusion_core::Precision::Bf16,
         ..training(3)
