@@ -57,6 +57,7 @@ pub struct HnswIndex {
     map: HnswMap<Unit, usize>,
     dim: usize,
     len: usize,
+    ef_search: usize,
 }
 
 impl std::fmt::Debug for HnswIndex {
@@ -105,7 +106,12 @@ impl HnswIndex {
             .ef_search(params.ef_search)
             .seed(params.seed)
             .build(points, (0..len).collect());
-        Ok(Self { map, dim, len })
+        Ok(Self {
+            map,
+            dim,
+            len,
+            ef_search: params.ef_search,
+        })
     }
 
     /// Vectors indexed.
@@ -118,9 +124,16 @@ impl HnswIndex {
         self.len == 0
     }
 
-    /// The (at most) `k` rows most similar to `query` as `(row, cosine)`, best first.
+    /// The (at most) `k` rows most similar to `query` as `(row, cosine)`, best first; `k`
+    /// at most the search's candidates (`ef_search`).
     pub fn search(&self, query: &[f32], k: usize) -> Result<Vec<(usize, f32)>, AnnError> {
         checked_query(query, self.dim)?;
+        if k > self.ef_search {
+            return Err(AnnError::Shape(format!(
+                "{k} results asked of a graph searched with {} candidates: build it with ef_search ≥ k",
+                self.ef_search
+            )));
+        }
         let query = unit(query);
         let mut search = Search::default();
         Ok(self
@@ -168,6 +181,7 @@ mod tests {
         assert!(HnswIndex::build(&[f32::NAN, 1.0], 2, &HnswParams::default()).is_err());
         let index = HnswIndex::build(&rows[..4], 2, &HnswParams::default()).unwrap_or_else(|e| panic!("{e}"));
         assert!(index.search(&[1.0], 1).is_err());
+        assert!(index.search(&[1.0, 0.0], 129).is_err(), "more results than candidates");
         let hits = index.search(&[2.0, 0.1], 2).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(hits.iter().map(|h| h.0).collect::<Vec<_>>(), [0, 1]);
         assert!((hits[0].1 - 2.0 / (4.01f32).sqrt()).abs() < 1e-5, "{hits:?}");

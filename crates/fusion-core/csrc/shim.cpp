@@ -61,6 +61,17 @@ int fusion_autocast_enter(int device_type, int dtype) {
   }
 }
 
+// Turns autocast on `device_type` on or off inside an autocast scope (0; -1 on failure).
+int fusion_autocast_set_enabled(int device_type, int enabled) {
+  try {
+    auto device = device_type == 1 ? at::kCUDA : at::kCPU;
+    at::autocast::set_autocast_enabled(device, enabled != 0);
+    return 0;
+  } catch (...) {
+    return -1;
+  }
+}
+
 int fusion_autocast_exit(int device_type) {
   try {
     auto device = device_type == 1 ? at::kCUDA : at::kCPU;

@@ -92,42 +92,49 @@ pub fn presence_of(stacked: &Tensor) -> Tensor {
 /// (absent modalities' rows zero): `[B]`, whose mean is that loss. A record's share in a
 /// pair is the mean of its row's and its column's cross-entropy, scaled by `B / n` for the
 /// pair's `n` records, and pairs count alike; zeros (still in the graph) without a pair.
+/// Records lacking either modality of a pair are masked out of its similarity matrix rather
+/// than gathered, so nothing waits for the device; the similarities are computed in float32
+/// even under autocast (at a logit scale of 100, bfloat16's rounding moves a logit by ~0.4).
+// Sums stay out of place (`a = a + b`): tch's `+=` writes into a tensor of the graph.
+#[allow(clippy::assign_op_pattern)]
 pub fn pairwise_sample_losses(stacked: &Tensor, scale: &Tensor) -> Tensor {
-    let size = stacked.size();
-    let (batch, modalities) = (size[0], size[1]);
-    let present = presence_of(stacked);
-    let mut total = stacked.sum(Kind::Float) * 0.0 + Tensor::zeros([batch], (Kind::Float, stacked.device()));
-    let mut pairs = 0;
-    for m in 0..modalities {
-        for n in m + 1..modalities {
-            let both = present
-                .select(1, m)
-                .logical_and(&present.select(1, n))
-                .nonzero()
-                .squeeze_dim(1);
-            let count = both.size()[0];
-            if count < 2 {
-                continue;
+    crate::precision::full_precision(stacked.device(), || {
+        let stacked = stacked.to_kind(Kind::Float);
+        let scale = scale.to_kind(Kind::Float);
+        let size = stacked.size();
+        let (batch, modalities) = (size[0], size[1]);
+        let device = stacked.device();
+        let present = presence_of(&stacked);
+        let zeros = Tensor::zeros([batch], (Kind::Float, device));
+        let mut total = stacked.sum(Kind::Float) * 0.0 + &zeros;
+        let mut pairs = Tensor::zeros([], (Kind::Float, device));
+        for m in 0..modalities {
+            for n in m + 1..modalities {
+                let both = present.select(1, m).logical_and(&present.select(1, n));
+                let count = both.to_kind(Kind::Float).sum(Kind::Float);
+                // A pair of fewer than two records has no negative: it counts for nothing.
+                let counted = count.ge(2.0).to_kind(Kind::Float);
+                let logits = stacked.select(1, m).matmul(&stacked.select(1, n).transpose(0, 1)) * &scale;
+                // A finite fill: a row with nothing left stays finite (then discarded).
+                let rows = logits
+                    .masked_fill(&both.logical_not().unsqueeze(0), MASKED)
+                    .log_softmax(1, Kind::Float)
+                    .diagonal(0, 0, 1);
+                let columns = logits
+                    .masked_fill(&both.logical_not().unsqueeze(1), MASKED)
+                    .log_softmax(0, Kind::Float)
+                    .diagonal(0, 0, 1);
+                let shares = -(rows + columns) / 2.0 * (batch as f64 / count.clamp_min(1.0)) * &counted;
+                total = total + shares.where_self(&both, &zeros);
+                pairs = pairs + counted;
             }
-            let a = stacked.select(1, m).index_select(0, &both);
-            let b = stacked.select(1, n).index_select(0, &both);
-            let logits = (a.matmul(&b.transpose(0, 1)) * scale).to_kind(Kind::Float);
-            let targets = Tensor::arange(count, (Kind::Int64, logits.device()));
-            let rows = logits
-                .log_softmax(1, Kind::Float)
-                .gather(1, &targets.unsqueeze(1), false)
-                .squeeze_dim(1);
-            let columns = logits
-                .log_softmax(0, Kind::Float)
-                .gather(0, &targets.unsqueeze(0), false)
-                .squeeze_dim(0);
-            let shares = -(rows + columns) / 2.0 * (batch as f64 / count as f64);
-            total = total.index_add(0, &both, &shares);
-            pairs += 1;
         }
-    }
-    total / f64::from(pairs.max(1))
+        total / pairs.clamp_min(1.0)
+    })
 }
+
+/// The logit of a record masked out of a pair's similarities.
+const MASKED: f64 = -1e9;
 
 /// Retrieval from one modality's embeddings to another's on a split.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -140,18 +147,14 @@ pub struct PairRetrieval {
     pub metrics: RetrievalMetrics,
 }
 
-/// For each record, the records sharing its content in any of `sides` (equal embeddings:
-/// the same input), itself included.
-fn same_content(sides: &[&Vec<Vec<f32>>]) -> Vec<Vec<usize>> {
-    let count = sides.first().map_or(0, |s| s.len());
-    let mut relevant: Vec<Vec<usize>> = (0..count).map(|i| vec![i]).collect();
-    for rows in sides {
-        let mut alike: std::collections::HashMap<Vec<u32>, Vec<usize>> = std::collections::HashMap::new();
-        for (i, row) in rows.iter().enumerate() {
-            alike
-                .entry(row.iter().map(|v| v.to_bits()).collect())
-                .or_default()
-                .push(i);
+/// For each record, the records sharing its content on either side (`queries[i]` and
+/// `keys[i]`: a digest of record `i`'s input in each modality), itself included.
+fn same_content(queries: &[u64], keys: &[u64]) -> Vec<Vec<usize>> {
+    let mut relevant: Vec<Vec<usize>> = (0..queries.len()).map(|i| vec![i]).collect();
+    for side in [queries, keys] {
+        let mut alike: std::collections::HashMap<u64, Vec<usize>> = std::collections::HashMap::new();
+        for (i, digest) in side.iter().enumerate() {
+            alike.entry(*digest).or_default().push(i);
         }
         for group in alike.values().filter(|g| g.len() > 1) {
             for &i in group {
@@ -166,13 +169,24 @@ fn same_content(sides: &[&Vec<Vec<f32>>]) -> Vec<Vec<usize>> {
     relevant
 }
 
+/// Queries ranked at once by [`retrieval_between`]: memory stays `O(block · N)`.
+const RANK_BLOCK: i64 = 256;
+
 /// Retrieval in both directions between every pair of modalities of stacked embeddings
 /// `[N, M, D]` (absent rows zero): for modalities `m → n`, each record with both is a query
 /// by its `m` embedding among the `n` embeddings of those records. Duplicates count as
-/// hits: a key whose record has the same query content (two records with the same text:
-/// either picture is right for it) or the same key content as the query's own record.
-pub fn retrieval_between(stacked: &Tensor, names: &[String]) -> Result<Vec<PairRetrieval>> {
+/// hits: a key whose record has the same input as the query's own record in either modality
+/// (two records with the same text: either picture is right for it). `content[m][i]` is a
+/// digest of record `i`'s input in modality `m` ([`content_digests`]).
+pub fn retrieval_between(stacked: &Tensor, names: &[String], content: &[Vec<u64>]) -> Result<Vec<PairRetrieval>> {
     let stacked = stacked.to_kind(Kind::Float).to_device(tch::Device::Cpu);
+    let records = stacked.size()[0] as usize;
+    if content.len() != names.len() || content.iter().any(|c| c.len() != records) {
+        return Err(Error::Shape(format!(
+            "content digests for {} modalities of {records} records",
+            names.len()
+        )));
+    }
     let present = presence_of(&stacked);
     let mut out = Vec::new();
     for m in 0..names.len() {
@@ -185,16 +199,23 @@ pub fn retrieval_between(stacked: &Tensor, names: &[String]) -> Result<Vec<PairR
                 .logical_and(&present.select(1, n as i64))
                 .nonzero()
                 .squeeze_dim(1);
-            if both.size()[0] < 2 {
+            let rows: Vec<usize> = Vec::<i64>::try_from(&both)?.into_iter().map(|r| r as usize).collect();
+            if rows.len() < 2 {
                 continue;
             }
             let queries = stacked.select(1, m as i64).index_select(0, &both);
-            let keys = stacked.select(1, n as i64).index_select(0, &both);
-            let relevant = same_content(&[
-                &Vec::<Vec<f32>>::try_from(&queries)?,
-                &Vec::<Vec<f32>>::try_from(&keys)?,
-            ]);
-            let ranks = first_relevant_ranks(&queries.matmul(&keys.transpose(0, 1)), &relevant)?;
+            let keys = stacked.select(1, n as i64).index_select(0, &both).transpose(0, 1);
+            let digests = |side: usize| -> Vec<u64> { rows.iter().map(|&r| content[side][r]).collect() };
+            let relevant = same_content(&digests(m), &digests(n));
+            let mut ranks = Vec::with_capacity(rows.len());
+            let mut start = 0;
+            while start < rows.len() as i64 {
+                let len = RANK_BLOCK.min(rows.len() as i64 - start);
+                let block = queries.narrow(0, start, len).matmul(&keys);
+                let (from, to) = (start as usize, (start + len) as usize);
+                ranks.extend(first_relevant_ranks(&block, &relevant[from..to])?);
+                start += len;
+            }
             out.push(PairRetrieval {
                 query: names[m].clone(),
                 key: names[n].clone(),
@@ -203,6 +224,46 @@ pub fn retrieval_between(stacked: &Tensor, names: &[String]) -> Result<Vec<PairR
         }
     }
     Ok(out)
+}
+
+/// A digest of each record's input in each modality of `data` (`[m][i]`): records with the
+/// same input (the same text, the same picture) get the same digest. An absent input's
+/// digest is its record's own (it is never compared).
+pub fn content_digests(data: &crate::TensorDataset) -> Result<Vec<Vec<u64>>> {
+    use std::hash::{Hash, Hasher};
+    data.features
+        .iter()
+        .zip(&data.padding)
+        .map(|(features, padding)| {
+            let rows = features.size()[0];
+            let flat = features
+                .reshape([rows, -1])
+                .to_kind(Kind::Double)
+                .to_device(tch::Device::Cpu);
+            let mask = padding
+                .as_ref()
+                .map(|p| Vec::<Vec<bool>>::try_from(p.reshape([rows, -1]).to_device(tch::Device::Cpu)))
+                .transpose()?;
+            let values = Vec::<Vec<f64>>::try_from(&flat)?;
+            Ok(values
+                .iter()
+                .enumerate()
+                .map(|(i, row)| {
+                    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                    for (t, v) in row.iter().enumerate() {
+                        // Padding is not content: a text is the same whatever the batch's longest.
+                        if mask.as_ref().is_none_or(|m| m[i].get(t).copied().unwrap_or(true)) {
+                            v.to_bits().hash(&mut hasher);
+                        }
+                    }
+                    if row.is_empty() {
+                        i.hash(&mut hasher);
+                    }
+                    hasher.finish()
+                })
+                .collect())
+        })
+        .collect()
 }
 
 /// Stacked embeddings `[b, M, D]` of one data-parallel rank laid into the whole batch's
@@ -379,6 +440,17 @@ mod tests {
         let shares = pairwise_sample_losses(&stacked, &scale);
         let expected = f64::try_from(pairwise_clip_loss(&rows, &present, &scale).unwrap_or_default())?;
         assert!((f64::try_from(shares.mean(Kind::Double))? - expected).abs() < 1e-5);
+        // And their gradient is the loss's.
+        let leaf = stacked.detach().set_requires_grad(true);
+        pairwise_sample_losses(&leaf, &scale).mean(Kind::Float).backward();
+        let got = leaf.grad().copy();
+        let leaf2 = stacked.detach().set_requires_grad(true);
+        let split: Vec<Tensor> = (0..3).map(|m| leaf2.select(1, m)).collect();
+        pairwise_clip_loss(&split, &present, &scale)
+            .unwrap_or_default()
+            .backward();
+        let gap = f64::try_from((&got - leaf2.grad()).abs().max())?;
+        assert!(gap < 1e-5, "gradients differ by {gap}");
         assert_eq!(
             Vec::<bool>::try_from(presence_of(&stacked).select(1, 2))?,
             Vec::<bool>::try_from(&present[2])?
@@ -394,18 +466,24 @@ mod tests {
         let rows: Vec<f32> = (0..4).flat_map(|i| [picture[i], text[i]].concat()).collect();
         let stacked = Tensor::from_slice(&rows).view([4, 2, 2]);
         let names = ["picture".to_string(), "text".to_string()];
-        let pairs = retrieval_between(&stacked, &names)?;
+        let content = vec![vec![10, 11, 12, 11], vec![20, 21, 20, 23]];
+        assert_eq!(
+            same_content(&content[0], &content[1]),
+            vec![vec![0, 2], vec![1, 3], vec![0, 2], vec![1, 3]]
+        );
+        let pairs = retrieval_between(&stacked, &names, &content)?;
         assert_eq!(pairs.len(), 2);
         // picture → text: picture 2 is nearest text 1 (0.96) before its own text (0.6), and
         // picture 0's text is also record 2's, so every query but 2 ranks a hit first.
-        let relevant = same_content(&[
-            &Vec::<Vec<f32>>::try_from(stacked.select(1, 0))?,
-            &Vec::<Vec<f32>>::try_from(stacked.select(1, 1))?,
-        ]);
-        assert_eq!(relevant, vec![vec![0, 2], vec![1, 3], vec![0, 2], vec![1, 3]]);
         let to_text = &pairs[0];
         assert_eq!((to_text.query.as_str(), to_text.key.as_str()), ("picture", "text"));
         assert_eq!(to_text.metrics.recall_at[0].1, 0.75, "{to_text:?}");
+        // Equal embeddings of different inputs (a collapsed model) are no hits.
+        let collapsed = Tensor::ones([4, 2, 2], (Kind::Float, tch::Device::Cpu)) / 2f64.sqrt();
+        let distinct = vec![vec![1, 2, 3, 4], vec![5, 6, 7, 8]];
+        let pairs = retrieval_between(&collapsed, &names, &distinct)?;
+        assert_eq!(pairs[0].metrics.recall_at[0].1, 0.0, "ties count against the query");
+        assert!(retrieval_between(&stacked, &names, &content[..1]).is_err());
         Ok(())
     }
 

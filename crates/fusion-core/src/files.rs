@@ -100,8 +100,9 @@ pub fn write_file_atomic(path: &Path, bytes: impl AsRef<[u8]>) -> Result<()> {
 /// Key of the checksum entry in the safetensors files this crate writes.
 pub const CHECKSUM_KEY: &str = "__checksum__.crc32";
 
-/// CRC-32 of every entry's name, dtype, shape and bytes, in name order.
-fn checksum(named: &[(String, Tensor)]) -> Result<i64> {
+/// CRC-32 of every entry's name, dtype, shape and bytes, in name order (the checksum entry
+/// itself left out): what this crate's safetensors files carry.
+pub fn checksum(named: &[(String, Tensor)]) -> Result<i64> {
     let mut sorted: Vec<&(String, Tensor)> = named.iter().filter(|(n, _)| n != CHECKSUM_KEY).collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
     let mut hasher = crc32fast::Hasher::new();

@@ -100,7 +100,8 @@ pub use explain::{
 };
 pub use export::{Dim, ExportSignature, ExportedInput, export_arguments, export_torchscript, signature_path};
 pub use files::{
-    CHECKSUM_KEY, RunLock, read_checked_safetensors, write_atomic, write_checked_safetensors, write_file_atomic,
+    CHECKSUM_KEY, RunLock, checksum, read_checked_safetensors, write_atomic, write_checked_safetensors,
+    write_file_atomic,
 };
 pub use fusion::tensor_fusion;
 pub use input::{ModalityInput, modality_dropout};

@@ -234,14 +234,6 @@ impl FusionOutput {
         matches!(self.objective, Objective::Contrastive(_)).then_some(&self.prediction)
     }
 
-    /// A contrastive model's logit scale (a scalar tensor); `None` for other tasks.
-    pub fn logit_scale(&self) -> Option<Tensor> {
-        match &self.objective {
-            Objective::Contrastive(scale) => Some(scale.scale()),
-            _ => None,
-        }
-    }
-
     /// Per-sample loss `[B]` of the fused prediction (what `loss` averages).
     pub fn per_sample_loss(&self, labels: &Tensor) -> Tensor {
         self.objective.per_sample_loss(&self.prediction, labels)
@@ -519,6 +511,16 @@ impl FusionModel {
             Objective::Contrastive(scale) => Some(scale.scale()),
             _ => None,
         }
+    }
+
+    /// [`FusionModel::logit_scale`], or an error naming the task for another model.
+    pub fn contrastive_scale(&self) -> crate::Result<Tensor> {
+        self.logit_scale().ok_or_else(|| {
+            Error::Config(format!(
+                "a logit scale belongs to a contrastive model, not a {} one",
+                self.task().name()
+            ))
+        })
     }
 
     /// Fits a regression's target standardisation (saved with the weights) to the

@@ -15,6 +15,7 @@ use crate::{Error, Result};
 unsafe extern "C" {
     fn fusion_autocast_enter(device_type: c_int, dtype: c_int) -> c_int;
     fn fusion_autocast_exit(device_type: c_int) -> c_int;
+    fn fusion_autocast_set_enabled(device_type: c_int, enabled: c_int) -> c_int;
 }
 
 /// Precision of the training forward pass ([`crate::TrainConfig::precision`]).
@@ -55,7 +56,10 @@ impl Autocast {
         #[allow(unsafe_code)]
         let status = unsafe { fusion_autocast_enter(device_type, dtype) };
         match status {
-            0 => Ok(Some(Self { device_type })),
+            0 => {
+                AUTOCAST_ON.with(|on| on.set(on.get() + 1));
+                Ok(Some(Self { device_type }))
+            }
             _ => Err(Error::Config(format!(
                 "autocast to {precision:?} on {device:?} is not available"
             ))),
@@ -65,10 +69,40 @@ impl Autocast {
 
 impl Drop for Autocast {
     fn drop(&mut self) {
+        AUTOCAST_ON.with(|on| on.set(on.get().saturating_sub(1)));
         // SAFETY: as in `enter`.
         #[allow(unsafe_code)]
         let _ = unsafe { fusion_autocast_exit(self.device_type) };
     }
+}
+
+thread_local! {
+    /// Autocast scopes open on this thread ([`Autocast`]; libtorch's own flag reads as on
+    /// before any scope has turned it on).
+    static AUTOCAST_ON: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Runs `f` with autocast off on `device`, and on again afterwards when a scope had it on
+/// (a panic in `f` included): for the few computations that must stay in float32 under
+/// mixed precision.
+pub(crate) fn full_precision<T>(device: Device, f: impl FnOnce() -> T) -> T {
+    struct Restore(c_int);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            // SAFETY: as in `Autocast::enter`.
+            #[allow(unsafe_code)]
+            let _ = unsafe { fusion_autocast_set_enabled(self.0, 1) };
+        }
+    }
+    if AUTOCAST_ON.with(std::cell::Cell::get) == 0 {
+        return f();
+    }
+    let device_type = c_int::from(device.is_cuda());
+    // SAFETY: as in `Autocast::enter`.
+    #[allow(unsafe_code)]
+    let _ = unsafe { fusion_autocast_set_enabled(device_type, 0) };
+    let _restore = Restore(device_type);
+    f()
 }
 
 /// The loss scale of float16 training: the loss is multiplied by it before the backward
@@ -165,6 +199,21 @@ mod tests {
             assert_eq!(a.matmul(&b).kind(), Kind::BFloat16);
         }
         assert_eq!(a.matmul(&b).kind(), Kind::Float, "float32 again once the guard is gone");
+        Ok(())
+    }
+
+    #[test]
+    fn full_precision_turns_autocast_off_inside_and_leaves_it_as_it_was() -> Result<()> {
+        let a = tch::Tensor::ones([2, 2], (tch::Kind::Float, Device::Cpu));
+        let kind = || a.matmul(&a).kind();
+        assert_eq!(full_precision(Device::Cpu, kind), tch::Kind::Float);
+        assert_eq!(kind(), tch::Kind::Float, "off stays off");
+        let scope = Autocast::enter(Precision::Bf16, Device::Cpu)?;
+        assert_eq!(kind(), tch::Kind::BFloat16);
+        assert_eq!(full_precision(Device::Cpu, kind), tch::Kind::Float);
+        assert_eq!(kind(), tch::Kind::BFloat16, "on again after");
+        drop(scope);
+        assert_eq!(kind(), tch::Kind::Float);
         Ok(())
     }
 }

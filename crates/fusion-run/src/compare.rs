@@ -103,6 +103,13 @@ pub struct Compared {
 /// `baselines.json`, `skipped.json` and `unusable.json` into `out`.
 pub fn compare(mut config: RunConfig, out: &Path, device: Device, observer: &dyn Observer) -> Result<Compared> {
     config.validate()?;
+    if config.task == Task::Contrastive {
+        return Err(crate::Error::Config(
+            "compare trains fusion methods side by side on a prediction task; a contrastive run has no fusion \
+             (train each configuration and compare their `fusion eval` recall)"
+                .into(),
+        ));
+    }
     let loaded = crate::load(&mut config, None, None, observer)?;
     config.check_manifest(&loaded.manifest)?;
     let methods = if config.compare.is_empty() {

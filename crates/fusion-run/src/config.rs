@@ -232,6 +232,12 @@ impl RunConfig {
         let named_fusion = serde_json::from_str::<serde_json::Value>(text)
             .ok()
             .is_some_and(|v| v.get("fusion").is_some());
+        if named_fusion && config.task == Task::Contrastive {
+            return Err(Error::Config(format!(
+                "config {}: field `fusion`: a contrastive task has no fusion (each modality is projected into one space): leave it out",
+                path.display()
+            )));
+        }
         if !named_fusion && config.task != Task::Contrastive {
             return Err(Error::Config(format!(
                 "config {}: field `fusion`: missing (a {} needs its fusion family, e.g. {{\"family\": \"late\", \"combiner\": \"product\"}})",
@@ -244,6 +250,16 @@ impl RunConfig {
         let base = parent.canonicalize().unwrap_or_else(|_| parent.to_path_buf());
         config.resolve_paths(&base);
         Ok(config)
+    }
+
+    /// This configuration as JSON, as [`RunConfig::parse`] reads it back (a contrastive
+    /// task's unused fusion left out).
+    pub fn to_json(&self) -> Result<serde_json::Value> {
+        let mut value = serde_json::to_value(self).map_err(|e| Error::Config(e.to_string()))?;
+        if let (Task::Contrastive, Some(fields)) = (self.task, value.as_object_mut()) {
+            fields.remove("fusion");
+        }
+        Ok(value)
     }
 
     /// This configuration as it is written into a run folder: a tokenizer of a fetched
@@ -327,6 +343,19 @@ impl RunConfig {
                     "config: field `compare`: fusion methods are compared on a prediction task, not a contrastive one"
                         .into(),
                 ));
+            }
+            if self.interactions_fallback {
+                return Err(Error::Config(
+                    "config: field `interactions_fallback`: it falls back to a fusion; a contrastive task has none"
+                        .into(),
+                ));
+            }
+            if self.train.batch_size < 2 {
+                return Err(Error::Config(format!(
+                    "config: field `train.batch_size`: {} — a contrastive batch needs two records or more (each \
+                     record's negatives are the others)",
+                    self.train.batch_size
+                )));
             }
         }
         // Class names are checked against the training records when they are read.

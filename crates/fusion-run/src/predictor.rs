@@ -296,7 +296,7 @@ pub(crate) struct LoadedRun {
     pub(crate) classes: Vec<String>,
     pub(crate) model: FusionModel,
     weight: f64,
-    _vs: nn::VarStore,
+    pub(crate) vs: nn::VarStore,
 }
 
 /// A regression run's predicted and true values on the labelled records of a split.
@@ -348,7 +348,7 @@ impl LoadedRun {
             run,
             model,
             weight,
-            _vs: vs,
+            vs,
         })
     }
 
@@ -363,8 +363,15 @@ impl LoadedRun {
             let all: Vec<usize> = (0..extraction.records.len()).collect();
             let device = self.model.device();
             let data = crate::prediction_dataset(&self.config, extraction, &loaded.specs, &all, &self.classes, device)?;
-            let evaluation = fusion_core::evaluate(&self.model, &data.data, EVAL_BATCH)?;
-            for (&i, scores) in data.records.iter().zip(evaluation.probabilities) {
+            // A contrastive run's scores are its embeddings: no N × N retrieval over them.
+            let scores: Vec<Vec<f32>> = match self.config.task {
+                Task::Contrastive => {
+                    Vec::<Vec<f32>>::try_from(fusion_core::embed(&self.model, &data.data, EVAL_BATCH)?.flatten(1, -1))
+                        .map_err(fusion_core::Error::from)?
+                }
+                _ => fusion_core::evaluate(&self.model, &data.data, EVAL_BATCH)?.probabilities,
+            };
+            for (&i, scores) in data.records.iter().zip(scores) {
                 let record = &extraction.records[i];
                 let prediction = Prediction {
                     // As the model saw it: a video without sound lacks `sound_track`.

@@ -32,6 +32,9 @@ pub struct Embeddings {
     pub present: Tensor,
     /// Records that could not be embedded (no usable modality), with the reason.
     pub problems: Vec<Problem>,
+    /// Checksum of the trained weights of the run that embedded them: an index is searched
+    /// with the run that made it.
+    pub run_weights: i64,
 }
 
 /// What the `.json` beside an index's vectors holds.
@@ -41,6 +44,9 @@ struct IndexDescription {
     ids: Vec<String>,
     labels: Vec<String>,
     modalities: Vec<String>,
+    /// [`fusion_core::checksum`] of the vectors file's tensors: the two files belong together.
+    vectors_checksum: i64,
+    run_weights: i64,
 }
 
 /// One search result.
@@ -56,9 +62,9 @@ pub struct SearchHit {
 
 impl Embeddings {
     /// The description file written beside `path`'s vectors (`index.safetensors` →
-    /// `index.json`).
+    /// `index.ids.json`: never a run's own `NAME.json`).
     pub fn description_path(path: &Path) -> PathBuf {
-        path.with_extension("json")
+        path.with_extension("ids.json")
     }
 
     /// Writes the vectors (`embeddings` `[N, M, D]`, `present` `[N, M]`) as safetensors at
@@ -70,17 +76,17 @@ impl Embeddings {
                 path.display()
             )));
         }
-        fusion_core::write_checked_safetensors(
-            &[
-                ("embeddings".into(), self.vectors.shallow_clone()),
-                ("present".into(), self.present.to_kind(Kind::Uint8)),
-            ],
-            path,
-        )?;
+        let tensors = [
+            ("embeddings".to_string(), self.vectors.shallow_clone()),
+            ("present".to_string(), self.present.to_kind(Kind::Uint8)),
+        ];
+        fusion_core::write_checked_safetensors(&tensors, path)?;
         let description = IndexDescription {
             ids: self.ids.clone(),
             labels: self.labels.clone(),
             modalities: self.modalities.clone(),
+            vectors_checksum: fusion_core::checksum(&tensors)?,
+            run_weights: self.run_weights,
         };
         let text = serde_json::to_string(&description).map_err(|e| Error::Config(e.to_string()))?;
         Ok(fusion_core::write_file_atomic(&Self::description_path(path), text)?)
@@ -96,6 +102,13 @@ impl Embeddings {
             .map_err(|e| Error::Config(format!("{}: {e}", description_path.display())))?;
         let mut tensors = fusion_core::read_checked_safetensors(path)?;
         let bad = |why: String| Error::Config(format!("{}: {why}", path.display()));
+        let named: Vec<(String, Tensor)> = tensors.iter().map(|(k, v)| (k.clone(), v.shallow_clone())).collect();
+        if fusion_core::checksum(&named)? != description.vectors_checksum {
+            return Err(bad(format!(
+                "these vectors are not the ones {} describes (written apart?)",
+                description_path.display()
+            )));
+        }
         let vectors = tensors
             .remove("embeddings")
             .ok_or_else(|| bad("no `embeddings` tensor".into()))?;
@@ -120,6 +133,7 @@ impl Embeddings {
             vectors: vectors.to_kind(Kind::Float),
             present: present.to_kind(Kind::Bool),
             problems: Vec::new(),
+            run_weights: description.run_weights,
         })
     }
 
@@ -303,6 +317,26 @@ impl Predictor {
         }
     }
 
+    /// [`fusion_core::checksum`] of the run's trained weights (what an index records).
+    pub fn weights_checksum(&self) -> Result<i64> {
+        let run = self.contrastive()?;
+        let mut named: Vec<(String, Tensor)> = run.vs.variables().into_iter().collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(fusion_core::checksum(&named)?)
+    }
+
+    /// Refuses `index` unless this run wrote it (the same trained weights).
+    pub fn check_index(&self, index: &Embeddings, path: &Path) -> Result<()> {
+        if index.run_weights != self.weights_checksum()? {
+            return Err(Error::Config(format!(
+                "{}: written by another run (or by {} before it trained again): embed again",
+                path.display(),
+                self.root().display()
+            )));
+        }
+        Ok(())
+    }
+
     fn embed_loaded(&self, loaded: &Loaded, indices: &[usize]) -> Result<Embeddings> {
         let run = self.contrastive()?;
         let extraction = &loaded.extraction;
@@ -334,6 +368,7 @@ impl Predictor {
                 .filter(|p| kept.contains(p.id.as_str()))
                 .cloned()
                 .collect(),
+            run_weights: self.weights_checksum()?,
         })
     }
 
@@ -401,16 +436,17 @@ impl Predictor {
                     if label.is_empty() || !in_support.contains(id.as_str()) {
                         continue;
                     }
-                    let entry = examples.entry(label.clone()).or_default();
-                    if entry.len() < *shots
-                        && let Some(v) = everything.vector(row, m)
-                    {
-                        entry.push(v);
+                    // Only records that have the modality give a class its examples.
+                    if let Some(v) = everything.vector(row, m) {
+                        let entry = examples.entry(label.clone()).or_default();
+                        if entry.len() < *shots {
+                            entry.push(v);
+                        }
                     }
                 }
                 if examples.len() < 2 {
                     return Err(Error::Config(format!(
-                        "prototypes need examples of two classes or more in `{}`, found {}",
+                        "prototypes need `{modality}` examples of two classes or more in `{}`, found {}",
                         from.name(),
                         examples.len()
                     )));
@@ -449,12 +485,7 @@ impl Predictor {
                 classes.join(", ")
             )));
         }
-        let scale = run
-            .model
-            .logit_scale()
-            .ok_or_else(|| Error::Config("not a contrastive model".into()))?
-            .detach()
-            .to_device(Device::Cpu);
+        let scale = run.model.contrastive_scale()?.detach().to_device(Device::Cpu);
         let probabilities =
             (Tensor::stack(&queries, 0).matmul(&class_vectors.transpose(0, 1)) * scale).softmax(-1, Kind::Float);
         let probabilities = Vec::<Vec<f32>>::try_from(probabilities).map_err(fusion_core::Error::from)?;
@@ -515,5 +546,95 @@ impl Predictor {
             .map(|v| Tensor::stack(v, 0).mean_dim(0, false, Kind::Float))
             .collect();
         Ok((prompts.keys().cloned().collect(), Tensor::stack(&vectors, 0)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RunConfig;
+
+    fn contrastive(extra: &str, modalities: usize) -> Result<RunConfig> {
+        let modality = |name: &str, kind: &str| {
+            format!(r#"{{"name": "{name}", "features": {kind}, "encoder": {{"kind": "mlp", "hidden": [4]}}}}"#)
+        };
+        let listed: Vec<String> = [
+            ("text", r#"{"kind": "hashed_words", "dim": 8}"#),
+            ("image", r#"{"kind": "pixels", "size": 4}"#),
+        ][..modalities]
+            .iter()
+            .map(|(n, k)| modality(n, k))
+            .collect();
+        let text = format!(
+            r#"{{"manifest": "m.jsonl", "task": "contrastive", "modalities": [{}], "train": {{"epochs": 1, "batch_size": 8}}{extra}}}"#,
+            listed.join(", ")
+        );
+        let config = RunConfig::parse(text.as_bytes(), Path::new("/tmp/c.json"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    #[test]
+    fn contrastive_configs_refuse_what_they_cannot_use() {
+        if let Err(e) = contrastive("", 2) {
+            panic!("{e}");
+        }
+        let refused = |extra: &str, modalities: usize, why: &str| {
+            let message = contrastive(extra, modalities)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(message.contains(why), "{extra}: {message}");
+        };
+        refused("", 1, "two or more modalities");
+        refused(
+            r#", "fusion": {"family": "late", "combiner": "mean"}"#,
+            2,
+            "has no fusion",
+        );
+        refused(r#", "class_weights": "balanced""#, 2, "class_weights");
+        refused(r#", "interactions_fallback": true"#, 2, "interactions_fallback");
+        let tiny = contrastive("", 2).map(|mut c| {
+            c.train.batch_size = 1;
+            c.validate()
+        });
+        assert!(tiny.is_ok_and(|v| v.is_err_and(|e| e.to_string().contains("two records or more"))));
+    }
+
+    #[test]
+    fn an_index_whose_files_do_not_belong_together_is_refused() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::Config(e.to_string()))?;
+        let index = |seed: i64| {
+            tch::manual_seed(seed);
+            Embeddings {
+                ids: vec!["x".into(), "y".into()],
+                labels: vec![String::new(); 2],
+                modalities: vec!["a".into(), "b".into()],
+                vectors: Tensor::randn([2, 2, 3], (Kind::Float, Device::Cpu)),
+                present: Tensor::ones([2, 2], (Kind::Bool, Device::Cpu)),
+                problems: Vec::new(),
+                run_weights: 7,
+            }
+        };
+        let (first, second) = (dir.path().join("one.safetensors"), dir.path().join("two.safetensors"));
+        index(1).write(&first)?;
+        index(2).write(&second)?;
+        assert_eq!(Embeddings::description_path(&first), dir.path().join("one.ids.json"));
+        let read = Embeddings::read(&first)?;
+        assert_eq!((read.ids.len(), read.run_weights), (2, 7));
+        assert!(read.vectors.equal(&index(1).vectors));
+        // The first file's description beside the second's vectors.
+        std::fs::copy(dir.path().join("one.ids.json"), dir.path().join("two.ids.json"))
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let message = Embeddings::read(&second)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(message.contains("not the ones"), "{message}");
+        assert!(
+            index(1).write(&dir.path().join("run.json")).is_err(),
+            "vectors into a .json"
+        );
+        Ok(())
     }
 }

@@ -434,7 +434,7 @@ fn train_in(
             compare: Vec::new(),
             ..config.portable()
         };
-        run.write_json("run.json", &saved)?;
+        run.write_json("run.json", &saved.to_json()?)?;
         run.write_json("classes.json", &classes)?;
         run.write_json(crate::frozen::BACKBONES_FILE, &crate::frozen::backbone_digests(config))?;
     }

@@ -107,12 +107,13 @@ pub fn search(
     index: &Path,
     query: Query,
     among: Option<&str>,
-    (k, approximate_above): (usize, usize),
+    (k, approximate_above): (usize, Option<usize>),
     ui: Ui,
     device: Device,
 ) -> Result<()> {
     let predictor = Predictor::load(folder, device)?;
     let indexed = Embeddings::read(index)?;
+    predictor.check_index(&indexed, index)?;
     let record = Record {
         id: "query".into(),
         text: query.text,
@@ -121,10 +122,17 @@ pub fn search(
         ..Record::default()
     };
     let embedded = predictor.embed_records(&[record])?;
-    let Some((from, vector)) = (0..embedded.modalities.len()).find_map(|m| embedded.vector(0, m).map(|v| (m, v)))
-    else {
-        bail!("the query gave no modality of the run an input");
-    };
+    let given: Vec<(usize, tch::Tensor)> = (0..embedded.modalities.len())
+        .filter_map(|m| embedded.vector(0, m).map(|v| (m, v)))
+        .collect();
+    let [(from, vector)] = <[_; 1]>::try_from(given).map_err(|given| {
+        let names: Vec<&str> = given.iter().map(|(m, _)| embedded.modalities[*m].as_str()).collect();
+        anyhow::anyhow!(
+            "the query must give one modality of the run an input, it gave {}: {}",
+            names.len(),
+            names.join(", ")
+        )
+    })?;
     let from_name = &embedded.modalities[from];
     let key = match among {
         Some(name) => name.to_string(),
@@ -134,7 +142,7 @@ pub fn search(
         },
     };
     let exact = indexed.index(&key, None)?;
-    let searched = match exact.len() > approximate_above {
+    let searched = match approximate_above.is_some_and(|above| exact.len() > above) {
         true => {
             let started = std::time::Instant::now();
             let graph = indexed.index(&key, Some(&fusion_ann::HnswParams::default()))?;

@@ -188,17 +188,22 @@ pub fn embed(model: &FusionModel, data: &TensorDataset, batch_size: usize) -> Re
     })
 }
 
-/// A contrastive model on `data`: the loss over the whole set as one batch, and retrieval in
-/// every direction ([`crate::contrastive::retrieval_between`]).
+/// A contrastive model on `data`: the loss over batches of `batch_size` records in order
+/// (their mean, as a training epoch reads it), and retrieval in every direction over the
+/// whole set ([`crate::contrastive::retrieval_between`]).
 fn evaluate_retrieval(model: &FusionModel, data: &TensorDataset, batch_size: usize) -> Result<Evaluation> {
     let embeddings = embed(model, data, batch_size)?;
-    let scale = model
-        .logit_scale()
-        .ok_or_else(|| Error::Config("not a contrastive model".into()))?
-        .detach()
-        .to_device(tch::Device::Cpu);
-    let loss = f64::try_from(crate::contrastive::pairwise_sample_losses(&embeddings, &scale).mean(Kind::Double))?;
-    let pairs = crate::contrastive::retrieval_between(&embeddings, model.modality_names())?;
+    let scale = model.contrastive_scale()?.detach().to_device(tch::Device::Cpu);
+    let (mut loss_sum, mut start) = (0.0, 0);
+    while start < embeddings.size()[0] {
+        let len = (batch_size.max(2) as i64).min(embeddings.size()[0] - start);
+        let shares = crate::contrastive::pairwise_sample_losses(&embeddings.narrow(0, start, len), &scale);
+        loss_sum += f64::try_from(shares.sum(Kind::Double))?;
+        start += len;
+    }
+    let loss = loss_sum / embeddings.size()[0].max(1) as f64;
+    let content = crate::contrastive::content_digests(data)?;
+    let pairs = crate::contrastive::retrieval_between(&embeddings, model.modality_names(), &content)?;
     let recall_at_1: Vec<f64> = pairs
         .iter()
         .filter_map(|p| p.metrics.recall_at.first().map(|r| r.1))

@@ -175,6 +175,17 @@ fn train_in(
         )));
     }
     let mut weighting = Weighting::new(config, train_set)?;
+    if model.task() == Task::Contrastive
+        && config
+            .early_stopping
+            .as_ref()
+            .is_some_and(|s| s.metric == StopMetric::MacroF1)
+    {
+        return Err(Error::Config(
+            "train.early_stopping.metric: a contrastive task has no macro-F1: `accuracy` (its mean recall@1) or `loss`"
+                .into(),
+        ));
+    }
     if model.task() == Task::Contrastive && weighting.is_some() {
         return Err(Error::Config(
             "train.objective: a contrastive task trains every record alike (no record weights, no group objective)"
@@ -531,9 +542,7 @@ fn gathered_contrastive_loss(
             (Kind::Float, device),
         ),
     };
-    let scale = model
-        .logit_scale()
-        .ok_or_else(|| Error::Config("not a contrastive model".into()))?;
+    let scale = model.contrastive_scale()?;
     let share = 1.0 / world as f64;
     let scale = &scale * share + scale.detach() * (1.0 - share);
     let all = crate::contrastive::gather_embeddings(&local, &sizes, group.rank(), group)?;
