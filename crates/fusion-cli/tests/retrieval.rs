@@ -4,30 +4,14 @@
 //! prompts and from prototypes.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::{
     collections::HashSet,
     path::{Path, PathBuf},
-    process::{Command, Output},
 };
 
-fn ok(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_fusion"))
-        .args(args)
-        .env("FUSION_TEST", "1")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "fusion {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
-}
+use common::{fusion, json, ok};
 
 const COLOURS: [&str; 4] = ["red", "green", "blue", "gold"];
 const ANIMALS: [&str; 4] = ["cat", "dog", "fox", "owl"];
@@ -222,18 +206,15 @@ fn a_contrastive_run_trains_evaluates_embeds_searches_and_classifies_zero_shot()
         "--device",
         "cpu",
     ]);
-    let refused = Command::new(env!("CARGO_BIN_EXE_fusion"))
-        .args([
-            "search",
-            "--run",
-            other_run.to_str().unwrap(),
-            "--index",
-            index.to_str().unwrap(),
-            "--query",
-            "red cat",
-        ])
-        .output()
-        .unwrap();
+    let refused = fusion(&[
+        "search",
+        "--run",
+        other_run.to_str().unwrap(),
+        "--index",
+        index.to_str().unwrap(),
+        "--query",
+        "red cat",
+    ]);
     assert!(!refused.status.success());
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("written by another run"),
@@ -248,38 +229,24 @@ fn a_contrastive_run_trains_evaluates_embeds_searches_and_classifies_zero_shot()
     assert_eq!(ids(&graph), ids(&found));
 
     // Classes described by a word the model only ever saw beside an animal's.
-    let prompts = json(&ok(&[
-        "--json",
-        "eval",
-        "--run",
-        r,
-        "--split",
-        "test",
-        "--modality",
-        "image",
+    let zero_shot = |extra: &[&str]| {
+        let mut args = vec!["--json", "eval", "--run", r, "--split", "test", "--modality", "image"];
+        args.extend(extra);
+        json(&ok(&args))
+    };
+    let prompts = zero_shot(&[
         "--classes",
         "red,green,blue,gold",
         "--template",
         "{}",
         "--template",
         "a {} one",
-    ]));
+    ]);
     assert_eq!(prompts["method"], "prompts");
     assert_eq!(prompts["metrics"]["count"], 48);
     let accuracy = prompts["metrics"]["accuracy"].as_f64().unwrap();
     assert!(accuracy > 0.6, "{prompts}");
-    let prototypes = json(&ok(&[
-        "--json",
-        "eval",
-        "--run",
-        r,
-        "--split",
-        "test",
-        "--modality",
-        "image",
-        "--shots",
-        "5",
-    ]));
+    let prototypes = zero_shot(&["--shots", "5"]);
     assert_eq!(prototypes["method"], "prototypes");
     assert!(
         prototypes["metrics"]["accuracy"].as_f64().unwrap() > 0.8,

@@ -3,33 +3,14 @@
 //! and configuration errors that name the field.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output},
 };
 
-fn fusion(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fusion"))
-        .args(args)
-        .env("FUSION_TEST", "1")
-        .output()
-        .unwrap()
-}
-
-fn ok(args: &[&str]) -> Output {
-    let out = fusion(args);
-    assert!(
-        out.status.success(),
-        "fusion {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
-}
+use common::{fusion, json, ok};
 
 /// Three classes. Class c: an 8×8 image bright in band c (plus noise), a tone at
 /// 400·(c+1) Hz. Every 7th record has no audio, every 11th no image (r59 neither); two

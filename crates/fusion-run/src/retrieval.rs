@@ -424,12 +424,7 @@ impl Predictor {
                 (classes, vectors, "prompts")
             }
             ClassDescriptions::Prototypes { split: from, shots } => {
-                let in_support: std::collections::HashSet<&str> = loaded
-                    .extraction
-                    .split_indices(*from)
-                    .into_iter()
-                    .map(|i| loaded.extraction.records[i].id.as_str())
-                    .collect();
+                let in_support = ids_in(&loaded, *from);
                 let mut examples: BTreeMap<String, Vec<Tensor>> = BTreeMap::new();
                 for (row, id) in everything.ids.iter().enumerate() {
                     let label = &everything.labels[row];
@@ -452,20 +447,12 @@ impl Predictor {
                     )));
                 }
                 let classes: Vec<String> = examples.keys().cloned().collect();
-                let vectors: Vec<Tensor> = examples
-                    .values()
-                    .map(|v| Tensor::stack(v, 0).mean_dim(0, false, Kind::Float))
-                    .collect();
+                let vectors: Vec<Tensor> = examples.values().map(|v| mean_of(v)).collect();
                 (classes, Tensor::stack(&vectors, 0), "prototypes")
             }
         };
         let class_vectors = fusion_core::contrastive::l2_normalize(&class_vectors);
-        let in_split: std::collections::HashSet<&str> = loaded
-            .extraction
-            .split_indices(split)
-            .into_iter()
-            .map(|i| loaded.extraction.records[i].id.as_str())
-            .collect();
+        let in_split = ids_in(&loaded, split);
         let split_rows: Vec<usize> = (0..everything.ids.len())
             .filter(|&r| in_split.contains(everything.ids[r].as_str()))
             .collect();
@@ -535,18 +522,31 @@ impl Predictor {
                     "no modality of the run other than `{query_modality}` reads a record's text: prompts cannot be embedded"
                 ))
             })?;
-        let mut sums: Vec<Vec<Tensor>> = (0..prompts.len()).map(|_| Vec::new()).collect();
+        // Every prompt is a text: each class has its prompts' (unit) embeddings.
+        let mut embeddings: Vec<Vec<Tensor>> = (0..prompts.len()).map(|_| Vec::new()).collect();
         for (row, &c) in owner.iter().enumerate() {
             if let Some(v) = embedded.vector(row, reads_text) {
-                sums[c].push(fusion_core::contrastive::l2_normalize(&v.unsqueeze(0)).squeeze_dim(0));
+                embeddings[c].push(v);
             }
         }
-        let vectors: Vec<Tensor> = sums
-            .iter()
-            .map(|v| Tensor::stack(v, 0).mean_dim(0, false, Kind::Float))
-            .collect();
+        let vectors: Vec<Tensor> = embeddings.iter().map(|v| mean_of(v)).collect();
         Ok((prompts.keys().cloned().collect(), Tensor::stack(&vectors, 0)))
     }
+}
+
+/// The ids of `loaded`'s records in `split`.
+fn ids_in(loaded: &Loaded, split: Split) -> std::collections::HashSet<&str> {
+    loaded
+        .extraction
+        .split_indices(split)
+        .into_iter()
+        .map(|i| loaded.extraction.records[i].id.as_str())
+        .collect()
+}
+
+/// The mean of vectors `[D]` (a class's prompts or examples).
+fn mean_of(vectors: &[Tensor]) -> Tensor {
+    Tensor::stack(vectors, 0).mean_dim(0, false, Kind::Float)
 }
 
 #[cfg(test)]

@@ -69,11 +69,11 @@ pub fn plot_similarity(
     if rows.len() < 2 {
         return Ok(());
     }
-    let stack = |m: usize| -> Result<tch::Tensor> {
+    let stack = |m: usize| {
         let vectors: Vec<tch::Tensor> = rows.iter().filter_map(|&r| embeddings.vector(r, m)).collect();
-        Ok(tch::Tensor::stack(&vectors, 0))
+        tch::Tensor::stack(&vectors, 0)
     };
-    let matrix = Vec::<Vec<f32>>::try_from(stack(0)?.matmul(&stack(1)?.transpose(0, 1)))?;
+    let matrix = Vec::<Vec<f32>>::try_from(stack(0).matmul(&stack(1).transpose(0, 1)))?;
     let ids: Vec<String> = rows.iter().map(|&r| embeddings.ids[r].clone()).collect();
     crate::plots::similarity(
         &super::plot_path(&Run::new(folder), "similarity")?,

@@ -299,6 +299,8 @@ fn train_in(
         }
     }
 
+    // Ranks of a contrastive model gather every rank's embeddings for each batch's loss.
+    let gathering = group.filter(|_| model.task() == Task::Contrastive);
     let mut stopped_early = false;
     let mut last_checkpoint = Instant::now();
     let mut saved_epoch = resumed_from;
@@ -356,12 +358,11 @@ fn train_in(
                 let output = (labels.size()[0] > 0)
                     .then(|| model.forward_t(&inputs, true))
                     .transpose()?;
-                match (&mut weighting, &output) {
-                    (None, output) if model.task() == Task::Contrastive && group.is_some() => {
-                        let group = group.expect("checked");
+                match (&mut weighting, &output, gathering) {
+                    (None, output, Some(group)) => {
                         gathered_contrastive_loss(model, output.as_ref(), &batches[step], group)?
                     }
-                    (Some(weighting), output) => weighting.loss(
+                    (Some(weighting), output, _) => weighting.loss(
                         output.as_ref().map(|o| (o, &labels)),
                         &rows[step],
                         &batches[step],
@@ -369,9 +370,9 @@ fn train_in(
                         group,
                         device,
                     )?,
-                    (None, Some(output)) => output.loss(&labels, config.branch_loss_weight) * share,
+                    (None, Some(output), None) => output.loss(&labels, config.branch_loss_weight) * share,
                     // A rank whose share of a short last batch is empty adds nothing.
-                    (None, None) => Tensor::zeros([], (Kind::Float, device)),
+                    (None, None, None) => Tensor::zeros([], (Kind::Float, device)),
                 }
             };
             if let Some(group) = group {
