@@ -202,8 +202,8 @@ enum Command {
         coverage: Option<f64>,
     },
     /// Serve a trained run (or ensemble) over HTTP with dynamic batching: `POST
-    /// /v1/predict`, `GET /v1/signature`, `/healthz`, `/readyz`, `/metrics` and a page to
-    /// try the model at `/`. Stops on SIGTERM or Ctrl-C after answering what it admitted.
+    /// /v1/predict`, `POST /v1/search` (with --index), `GET /v1/signature`, `/healthz`,
+    /// `/readyz`, `/metrics` and a page to try the model at `/`. Stops on SIGTERM or Ctrl-C after answering what it admitted.
     Serve {
         /// Run or ensemble folder.
         #[arg(long)]
@@ -249,6 +249,13 @@ enum Command {
         /// else the system's temporary folder).
         #[arg(long)]
         scratch: Option<PathBuf>,
+        /// An index of a contrastive run (`fusion embed`) for `POST /v1/search`.
+        #[arg(long)]
+        index: Option<PathBuf>,
+        /// Search each of the index's modalities holding more than this many vectors through
+        /// an HNSW graph (approximate; its recall against exact search is printed).
+        #[arg(long, requires = "index")]
+        approximate_above: Option<usize>,
     },
     /// Fit a run's (or ensemble's) calibration on its val split: a temperature for its
     /// class probabilities and the scores of conformal prediction sets, stored with it and
@@ -687,6 +694,8 @@ fn main() -> Result<()> {
             token_file,
             files,
             scratch,
+            index,
+            approximate_above,
         } => {
             let mut batch = fusion_serve::BatchOptions {
                 max_batch,
@@ -710,6 +719,7 @@ fn main() -> Result<()> {
                 token_file,
                 files,
                 scratch,
+                index: index.map(|path| (path, approximate_above)),
             };
             commands::serve::serve(&run, options, ui, device()?)
         }

@@ -84,7 +84,10 @@ pub use portfolio::{
 };
 pub use predictor::{Observer, Prediction, Predictions, Predictor, Prepared, Preparer, build_ensemble};
 pub use preset::{HOLDOUT_FRACTION, Preset, zero_config};
-pub use retrieval::{ClassDescriptions, Embeddings, KeyIndex, SearchHit, ZeroShotRecord, prompts_from_templates};
+pub use retrieval::{
+    ClassDescriptions, Embeddings, GraphBuilt, KeyIndex, RECALL_SAMPLES, SearchAnswer, SearchHit, Searcher,
+    ZeroShotRecord, prompts_from_templates,
+};
 pub use run::{
     Run, Trained, build_model, decision, describe, example_inputs, export_features, held_out_split, prediction_dataset,
     split_dataset, train, train_data_parallel,

@@ -182,6 +182,18 @@ impl Embeddings {
         })
     }
 
+    /// Row `record`'s vector in each modality it has, by name (a query for
+    /// [`Searcher::search`]).
+    pub fn record_vectors(&self, record: usize) -> Result<BTreeMap<String, Vec<f32>>> {
+        let mut vectors = BTreeMap::new();
+        for (m, name) in self.modalities.iter().enumerate() {
+            if let Some(vector) = self.vector(record, m) {
+                vectors.insert(name.clone(), Vec::<f32>::try_from(vector)?);
+            }
+        }
+        Ok(vectors)
+    }
+
     /// Row `record`'s vector in modality column `m`, if it has one.
     pub fn vector(&self, record: usize, m: usize) -> Option<Tensor> {
         bool::try_from(self.present.get(record as i64).get(m as i64))
@@ -242,6 +254,160 @@ impl KeyIndex {
         Ok(self
             .index
             .recall_against_exact(&self.vectors.index_select(0, &rows), k)?)
+    }
+}
+
+/// Indexed vectors sampled as queries to measure a graph's recall against exact search.
+pub const RECALL_SAMPLES: usize = 100;
+
+/// An index read for searching with the run that wrote it: exactly over each modality,
+/// and through HNSW graphs where [`Searcher::approximate_above`] built them.
+#[derive(Debug)]
+pub struct Searcher {
+    embeddings: Embeddings,
+    exact: BTreeMap<String, KeyIndex>,
+    graphs: BTreeMap<String, (KeyIndex, f64)>,
+}
+
+/// An HNSW graph that [`Searcher::approximate_above`] built.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GraphBuilt {
+    /// The modality indexed.
+    pub modality: String,
+    /// Vectors in the graph.
+    pub vectors: usize,
+    /// Recall@k of the graph's search against the exact one.
+    pub recall: f64,
+    /// The k of that recall.
+    pub k: usize,
+    /// Seconds to build the graph and measure its recall.
+    pub seconds: f64,
+}
+
+/// The answer to one query of a [`Searcher`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SearchAnswer {
+    /// The modality the query gave.
+    pub query_modality: String,
+    /// The indexed modality searched.
+    pub among: String,
+    /// Whether an HNSW graph answered (else one exact matrix product per block).
+    pub approximate: bool,
+    /// The graph's recall against exact search, measured when it was built.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recall_against_exact: Option<f64>,
+    /// Most similar first.
+    pub hits: Vec<SearchHit>,
+}
+
+impl Searcher {
+    /// Reads the index at `path` (see [`Embeddings::write`]) and refuses it unless
+    /// `predictor`'s run wrote it.
+    pub fn open(predictor: &Predictor, path: &Path) -> Result<Self> {
+        let embeddings = Embeddings::read(path)?;
+        predictor.check_index(&embeddings, path)?;
+        Self::of(embeddings)
+    }
+
+    /// Searches `embeddings` held in memory.
+    pub fn of(embeddings: Embeddings) -> Result<Self> {
+        let mut exact = BTreeMap::new();
+        for (m, name) in embeddings.modalities.iter().enumerate() {
+            if bool::try_from(embeddings.present.select(1, m as i64).any())? {
+                exact.insert(name.clone(), embeddings.index(name, None)?);
+            }
+        }
+        Ok(Self {
+            embeddings,
+            exact,
+            graphs: BTreeMap::new(),
+        })
+    }
+
+    /// The modalities some indexed record has (those a search may be among).
+    pub fn indexed(&self) -> Vec<&str> {
+        self.exact.keys().map(String::as_str).collect()
+    }
+
+    /// The records indexed, with their vectors.
+    pub fn embeddings(&self) -> &Embeddings {
+        &self.embeddings
+    }
+
+    /// Builds an HNSW graph (default parameters) over each indexed modality (or only
+    /// `only`) holding more than `above` vectors, and measures its recall@`k` against
+    /// exact search with [`RECALL_SAMPLES`] of its vectors as queries.
+    pub fn approximate_above(&mut self, above: usize, only: Option<&str>, k: usize) -> Result<Vec<GraphBuilt>> {
+        let mut built = Vec::new();
+        for (name, exact) in &self.exact {
+            if exact.len() <= above || only.is_some_and(|only| only != name) || self.graphs.contains_key(name) {
+                continue;
+            }
+            let started = std::time::Instant::now();
+            let graph = self.embeddings.index(name, Some(&fusion_ann::HnswParams::default()))?;
+            let recall = graph.recall_at(k, RECALL_SAMPLES)?;
+            built.push(GraphBuilt {
+                modality: name.clone(),
+                vectors: graph.len(),
+                recall,
+                k,
+                seconds: started.elapsed().as_secs_f64(),
+            });
+            self.graphs.insert(name.clone(), (graph, recall));
+        }
+        Ok(built)
+    }
+
+    /// The indexed modality a query of modality `from` searches: `among`, or the first
+    /// indexed one other than `from`.
+    pub fn key_for(&self, from: &str, among: Option<&str>) -> Result<String> {
+        let key = match among {
+            Some(name) => name.to_string(),
+            None => self.exact.keys().find(|m| *m != from).cloned().ok_or_else(|| {
+                Error::Config(format!(
+                    "the index holds no modality other than the query's `{from}`: name one to search among"
+                ))
+            })?,
+        };
+        match self.exact.contains_key(&key) {
+            true => Ok(key),
+            false => Err(Error::Config(format!(
+                "no indexed record has a `{key}` embedding (indexed: {})",
+                self.indexed().join(", ")
+            ))),
+        }
+    }
+
+    /// The `k` indexed records most similar, in modality `among` (see
+    /// [`Searcher::key_for`]), to a query's embeddings (a [`crate::Prediction`]'s
+    /// `embeddings`), which must give exactly one modality.
+    pub fn search(&self, query: &BTreeMap<String, Vec<f32>>, among: Option<&str>, k: usize) -> Result<SearchAnswer> {
+        let mut given = query.iter();
+        let (Some((from, vector)), None) = (given.next(), given.next()) else {
+            return Err(Error::Record(format!(
+                "a query gives exactly one modality of the run an input, this one gave {}: {}",
+                query.len(),
+                query.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        };
+        if k == 0 {
+            return Err(Error::Config("k: at least one hit is asked for".into()));
+        }
+        let key = self.key_for(from, among)?;
+        let (index, recall) = match self.graphs.get(&key) {
+            Some((graph, recall)) => (graph, Some(*recall)),
+            None => (&self.exact[&key], None),
+        };
+        let hits = index
+            .search(&self.embeddings, &Tensor::from_slice(vector).unsqueeze(0), k)?
+            .remove(0);
+        Ok(SearchAnswer {
+            query_modality: from.clone(),
+            among: key,
+            approximate: index.is_approximate(),
+            recall_against_exact: recall,
+            hits,
+        })
     }
 }
 
@@ -635,6 +801,63 @@ mod tests {
             index(1).write(&dir.path().join("run.json")).is_err(),
             "vectors into a .json"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn a_searcher_answers_one_modality_among_another() -> Result<()> {
+        // Record z lacks `b`; its `a` is the query's own direction but must not be found.
+        let unit = |v: [f32; 2]| Tensor::from_slice(&v);
+        let vectors = Tensor::stack(
+            &[
+                Tensor::stack(&[unit([1.0, 0.0]), unit([0.0, 1.0])], 0),
+                Tensor::stack(&[unit([0.0, 1.0]), unit([0.6, 0.8])], 0),
+                Tensor::stack(&[unit([1.0, 0.0]), unit([0.0, 0.0])], 0),
+            ],
+            0,
+        );
+        let present = Tensor::from_slice(&[true, true, true, true, true, false]).reshape([3, 2]);
+        let mut searcher = Searcher::of(Embeddings {
+            ids: vec!["x".into(), "y".into(), "z".into()],
+            labels: vec!["cat".into(), "dog".into(), String::new()],
+            modalities: vec!["a".into(), "b".into()],
+            vectors,
+            present,
+            problems: Vec::new(),
+            run_weights: 7,
+        })?;
+        let query = BTreeMap::from([("a".to_string(), vec![1.0f32, 0.0])]);
+        let answer = searcher.search(&query, None, 5)?;
+        assert_eq!((answer.among.as_str(), answer.approximate), ("b", false));
+        let found: Vec<(&str, f32)> = answer.hits.iter().map(|h| (h.id.as_str(), h.score)).collect();
+        assert_eq!(found.len(), 2, "z has no `b`: {found:?}");
+        assert_eq!((found[0].0, found[1].0), ("y", "x"));
+        assert!((found[0].1 - 0.6).abs() < 1e-6 && found[1].1.abs() < 1e-6, "{found:?}");
+        assert_eq!(answer.hits[0].label, "dog");
+        // Among the query's own modality, when asked.
+        let own = searcher.search(&query, Some("a"), 1)?;
+        assert!(["x", "z"].contains(&own.hits[0].id.as_str()));
+        let refused = |query: &BTreeMap<String, Vec<f32>>, among: Option<&str>, k: usize| {
+            searcher
+                .search(query, among, k)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        let both = BTreeMap::from([("a".to_string(), vec![1.0f32, 0.0]), ("b".to_string(), vec![0.0, 1.0])]);
+        assert!(refused(&both, None, 1).contains("gave 2: a, b"));
+        assert!(refused(&BTreeMap::new(), None, 1).contains("gave 0"));
+        assert!(refused(&query, Some("c"), 1).contains("no indexed record has a `c`"));
+        assert!(refused(&query, None, 0).contains("k:"));
+        // A graph over `b` only (2 vectors > 1), its recall measured.
+        let built = searcher.approximate_above(1, Some("b"), 1)?;
+        assert_eq!(built.len(), 1);
+        assert_eq!((built[0].modality.as_str(), built[0].vectors), ("b", 2));
+        assert!((built[0].recall - 1.0).abs() < 1e-9);
+        let approximate = searcher.search(&query, None, 2)?;
+        assert!(approximate.approximate && approximate.recall_against_exact == Some(1.0));
+        assert_eq!(approximate.hits, answer.hits);
+        assert!(!searcher.search(&query, Some("a"), 1)?.approximate);
         Ok(())
     }
 }

@@ -20,7 +20,7 @@ use fusion_run::{Prediction, Predictor};
 use serde::Serialize;
 use subtle::ConstantTimeEq;
 
-use crate::{Answer, BatchOptions, Batcher, Metrics, ServeError, request};
+use crate::{Answer, BatchOptions, Batcher, Metrics, SearchIndex, ServeError, request};
 
 pub use crate::request::Access;
 
@@ -35,6 +35,8 @@ pub struct ServeOptions {
     pub access: Access,
     /// Bounds on request bodies.
     pub bodies: Bodies,
+    /// The index `POST /v1/search` answers from (a contrastive run's).
+    pub search: Option<SearchIndex>,
 }
 
 impl Default for ServeOptions {
@@ -44,6 +46,7 @@ impl Default for ServeOptions {
             batch: BatchOptions::default(),
             access: Access::default(),
             bodies: Bodies::default(),
+            search: None,
         }
     }
 }
@@ -71,12 +74,14 @@ impl Default for Bodies {
 }
 
 #[derive(Clone)]
-struct Shared {
-    batcher: Batcher,
+pub(crate) struct Shared {
+    pub batcher: Batcher,
     access: Arc<Access>,
     /// Request bodies being read or held, in KiB.
     budget: Arc<tokio::sync::Semaphore>,
     bodies: Bodies,
+    /// What `POST /v1/search` searches, if anything.
+    pub search: Option<SearchIndex>,
 }
 
 /// Permits of [`Shared::bodies`] are KiB.
@@ -86,6 +91,7 @@ impl IntoResponse for ServeError {
     fn into_response(self) -> Response {
         let status = match &self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -115,6 +121,13 @@ impl IntoResponse for ServeError {
 /// `GET /healthz`, `GET /readyz` and `GET /metrics`. With a token in `access`, `/v1/*` and
 /// `/metrics` need it. Request bodies are bounded by `bodies`.
 pub fn router(batcher: Batcher, access: Access, bodies: Bodies) -> Router {
+    router_with_index(batcher, access, bodies, None)
+}
+
+/// [`router`], and `POST /v1/search?k=10&among=MODALITY` over `index` (records as
+/// `/v1/predict` takes them, each giving one modality: its `k` most similar indexed
+/// records; without an index it answers 404).
+pub fn router_with_index(batcher: Batcher, access: Access, bodies: Bodies, index: Option<SearchIndex>) -> Router {
     let shared = Shared {
         batcher,
         access: Arc::new(access),
@@ -126,9 +139,11 @@ pub fn router(batcher: Batcher, access: Access, bodies: Bodies) -> Router {
                 .min(tokio::sync::Semaphore::MAX_PERMITS),
         )),
         bodies: bodies.clone(),
+        search: index,
     };
     let guarded = Router::new()
         .route("/v1/predict", post(predict))
+        .route("/v1/search", post(crate::search::search))
         .route("/v1/signature", get(signature))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(shared.clone(), authorize));
@@ -165,7 +180,12 @@ pub async fn serve(
     // server gracefully, never the process outright.
     let signals = StopSignals::register()?;
     let batcher = Batcher::start(predictor, options.batch.clone(), Arc::new(Metrics::default()))?;
-    let app = router(batcher.clone(), options.access.clone(), options.bodies.clone());
+    let app = router_with_index(
+        batcher.clone(),
+        options.access.clone(),
+        options.bodies.clone(),
+        options.search.clone(),
+    );
     log(
         "listening",
         &[("addr", addr.to_string()), ("model", batcher.signature().name.clone())],
@@ -312,11 +332,11 @@ struct Predicted {
 
 /// A record that could not be predicted.
 #[derive(Serialize)]
-struct Unpredicted {
-    id: String,
-    error: String,
+pub(crate) struct Unpredicted {
+    pub id: String,
+    pub error: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    modality: Option<String>,
+    pub modality: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -326,7 +346,13 @@ struct PredictResponse {
     errors: Vec<Unpredicted>,
 }
 
-async fn predict(State(shared): State<Shared>, headers: HeaderMap, request: Request) -> Result<Response, ServeError> {
+/// A predict or search request's records, its body bounded before and while it is read,
+/// with its share of the body budget (held until the request is answered).
+pub(crate) async fn read_request(
+    shared: &Shared,
+    headers: &HeaderMap,
+    request: Request,
+) -> Result<(request::Incoming, tokio::sync::OwnedSemaphorePermit), ServeError> {
     let batcher = &shared.batcher;
     if batcher.is_closed() {
         return Err(ServeError::ShuttingDown);
@@ -338,7 +364,7 @@ async fn predict(State(shared): State<Shared>, headers: HeaderMap, request: Requ
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(shared.bodies.max_bytes)
         .min(shared.bodies.max_bytes);
-    let Ok(_body_permit) = shared
+    let Ok(body_permit) = shared
         .budget
         .clone()
         .try_acquire_many_owned(announced.div_ceil(BODY_UNIT).max(1) as u32)
@@ -378,10 +404,17 @@ async fn predict(State(shared): State<Shared>, headers: HeaderMap, request: Requ
     let incoming = tokio::time::timeout(patience, read)
         .await
         .map_err(|_| ServeError::SlowBody(patience))??;
+    Ok((incoming, body_permit))
+}
+
+async fn predict(State(shared): State<Shared>, headers: HeaderMap, request: Request) -> Result<Response, ServeError> {
+    let batcher = &shared.batcher;
+    let (incoming, _body_permit) = read_request(&shared, &headers, request).await?;
     let Answer {
         predictions,
         explanation,
     } = batcher.predict(incoming.records.clone(), incoming.explain).await?;
+    let errors = unpredicted(&predictions, &incoming);
     let mut explained = explanation.map(|report| {
         let names = report.modalities;
         report
@@ -400,15 +433,6 @@ async fn predict(State(shared): State<Shared>, headers: HeaderMap, request: Requ
             }
         })
         .collect();
-    let errors = predictions
-        .errors
-        .iter()
-        .map(|problem| Unpredicted {
-            id: problem.id.clone(),
-            error: incoming.clean(&fusion_run::describe(problem)),
-            modality: problem.modality.clone(),
-        })
-        .collect();
     // Nothing predicted: the request's files were the problem, not the server.
     let status = if answered.is_empty() {
         StatusCode::UNPROCESSABLE_ENTITY
@@ -423,4 +447,17 @@ async fn predict(State(shared): State<Shared>, headers: HeaderMap, request: Requ
         }),
     )
         .into_response())
+}
+
+/// The records of `incoming` that `predictions` could not predict, with why.
+pub(crate) fn unpredicted(predictions: &fusion_run::Predictions, incoming: &request::Incoming) -> Vec<Unpredicted> {
+    predictions
+        .errors
+        .iter()
+        .map(|problem| Unpredicted {
+            id: problem.id.clone(),
+            error: incoming.clean(&fusion_run::describe(problem)),
+            modality: problem.modality.clone(),
+        })
+        .collect()
 }

@@ -12,7 +12,8 @@
 //! - [`router`]: the HTTP endpoints over a [`Batcher`], as an axum `Router` an application
 //!   can mount: `POST /v1/predict` (JSON with base64 files, or one multipart record),
 //!   `GET /v1/signature`, `/healthz`, `/readyz`, `/metrics` (Prometheus) and `GET /`, a page
-//!   to try the model.
+//!   to try the model; [`router_with_index`] adds `POST /v1/search` over a contrastive
+//!   run's index ([`SearchIndex`]).
 //! - [`serve`]: the whole server on an address, until SIGTERM or Ctrl-C (in-flight requests
 //!   finish, new ones are refused).
 //!
@@ -37,13 +38,15 @@ mod batcher;
 mod http;
 mod metrics;
 mod request;
+mod search;
 
 use fusion_run::{Predictor, Preparer};
 use serde::Serialize;
 
 pub use batcher::{Answer, BatchOptions, Batcher};
-pub use http::{Access, Bodies, ServeOptions, router, serve};
+pub use http::{Access, Bodies, ServeOptions, router, router_with_index, serve};
 pub use metrics::Metrics;
+pub use search::{MAX_HITS, SearchIndex};
 
 /// Why a request was not answered with predictions.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -51,6 +54,9 @@ pub enum ServeError {
     /// The request is malformed or names something the model does not read (400).
     #[error("{0}")]
     BadRequest(String),
+    /// What the request asks for is not served here (404).
+    #[error("{0}")]
+    NotFound(String),
     /// The request or one of its files is over a limit (413).
     #[error("{0}")]
     TooLarge(String),

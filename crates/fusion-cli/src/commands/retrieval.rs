@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use fusion_data::{Record, Split};
-use fusion_run::{ClassDescriptions, Embeddings, Predictor, Run, ZeroShotRecord, prompts_from_templates};
+use fusion_run::{
+    ClassDescriptions, Embeddings, Predictor, RECALL_SAMPLES, Run, SearchAnswer, Searcher, ZeroShotRecord,
+    prompts_from_templates,
+};
 use tch::Device;
 
 use crate::ui::{Shown, Ui, print_line};
@@ -112,8 +115,7 @@ pub fn search(
     device: Device,
 ) -> Result<()> {
     let predictor = Predictor::load(folder, device)?;
-    let indexed = Embeddings::read(index)?;
-    predictor.check_index(&indexed, index)?;
+    let mut searcher = Searcher::open(&predictor, index)?;
     let record = Record {
         id: "query".into(),
         text: query.text,
@@ -121,52 +123,27 @@ pub fn search(
         audio: query.audio,
         ..Record::default()
     };
-    let embedded = predictor.embed_records(&[record])?;
-    let given: Vec<(usize, tch::Tensor)> = (0..embedded.modalities.len())
-        .filter_map(|m| embedded.vector(0, m).map(|v| (m, v)))
-        .collect();
-    let [(from, vector)] = <[_; 1]>::try_from(given).map_err(|given| {
-        let names: Vec<&str> = given.iter().map(|(m, _)| embedded.modalities[*m].as_str()).collect();
-        anyhow::anyhow!(
-            "the query must give one modality of the run an input, it gave {}: {}",
-            names.len(),
-            names.join(", ")
-        )
-    })?;
-    let from_name = &embedded.modalities[from];
-    let key = match among {
-        Some(name) => name.to_string(),
-        None => match indexed.modalities.iter().find(|m| *m != from_name) {
-            Some(name) => name.clone(),
-            None => bail!("the index holds no modality other than the query's `{from_name}`: name one with --among"),
-        },
-    };
-    let exact = indexed.index(&key, None)?;
-    let searched = match approximate_above.is_some_and(|above| exact.len() > above) {
-        true => {
-            let started = std::time::Instant::now();
-            let graph = indexed.index(&key, Some(&fusion_ann::HnswParams::default()))?;
-            let recall = graph.recall_at(k, 100)?;
+    let query = predictor.embed_records(&[record])?.record_vectors(0)?;
+    if let (Some(above), Some(from)) = (approximate_above, query.keys().next().filter(|_| query.len() == 1)) {
+        let key = searcher.key_for(from, among)?;
+        for graph in searcher.approximate_above(above, Some(&key), k)? {
             ui.say(format!(
-                "approximate search: an HNSW graph over {} vectors built in {:.1} s, recall@{k} against exact search {recall:.3} (100 of the vectors as queries)",
-                graph.len(),
-                started.elapsed().as_secs_f64()
+                "approximate search: an HNSW graph over {} vectors built in {:.1} s, recall@{k} against exact search {:.3} ({RECALL_SAMPLES} of the vectors as queries)",
+                graph.vectors, graph.seconds, graph.recall
             ));
-            Some((graph, recall))
         }
-        false => None,
-    };
-    let index = searched.as_ref().map_or(&exact, |(graph, _)| graph);
-    let hits = index.search(&indexed, &vector.unsqueeze(0), k)?.remove(0);
-    if ui.json {
-        return ui.result(&serde_json::json!({
-            "query_modality": from_name,
-            "among": key,
-            "approximate": index.is_approximate(),
-            "recall_against_exact": searched.as_ref().map(|(_, recall)| recall),
-            "hits": hits,
-        }));
     }
+    let answer = searcher.search(&query, among, k)?;
+    if ui.json {
+        return ui.result(&answer);
+    }
+    let SearchAnswer {
+        query_modality: from_name,
+        among: key,
+        hits,
+        ..
+    } = answer;
+    let indexed = searcher.embeddings();
     let mut out = std::io::stdout().lock();
     print_line(
         &mut out,

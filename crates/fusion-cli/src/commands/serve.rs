@@ -3,7 +3,7 @@
 use std::{io::Write, net::SocketAddr, path::Path, path::PathBuf};
 
 use anyhow::{Context, Result, bail};
-use fusion_run::Predictor;
+use fusion_run::{Predictor, Searcher};
 use tch::Device;
 
 use crate::ui::Ui;
@@ -16,7 +16,13 @@ pub struct Options {
     pub token_file: Option<PathBuf>,
     pub files: Option<PathBuf>,
     pub scratch: Option<PathBuf>,
+    /// An index of the run's (`fusion embed`) for `POST /v1/search`, and the size above
+    /// which its modalities are searched through HNSW graphs.
+    pub index: Option<(PathBuf, Option<usize>)>,
 }
+
+/// The k at which a served index's HNSW graphs have their recall measured.
+const SEARCH_RECALL_K: usize = 10;
 
 /// Reads a bearer token: the file's one line, not empty.
 fn read_token(path: &Path) -> Result<String> {
@@ -46,6 +52,21 @@ pub fn serve(folder: &Path, options: Options, ui: Ui, device: Device) -> Result<
         ));
     }
     let predictor = Predictor::load(folder, device)?;
+    let search = match &options.index {
+        Some((path, approximate_above)) => {
+            let mut searcher = Searcher::open(&predictor, path)?;
+            if let Some(above) = approximate_above {
+                for graph in searcher.approximate_above(*above, None, SEARCH_RECALL_K)? {
+                    ui.say(format!(
+                        "{}: an HNSW graph over {} vectors built in {:.1} s, recall@{} against exact search {:.3}",
+                        graph.modality, graph.vectors, graph.seconds, graph.k, graph.recall
+                    ));
+                }
+            }
+            Some(fusion_serve::SearchIndex::new(searcher))
+        }
+        None => None,
+    };
     let serve_options = fusion_serve::ServeOptions {
         addr: options.addr,
         batch: options.batch,
@@ -55,6 +76,7 @@ pub fn serve(folder: &Path, options: Options, ui: Ui, device: Device) -> Result<
             scratch: options.scratch,
         },
         bodies: options.bodies,
+        search,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

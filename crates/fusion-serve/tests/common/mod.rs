@@ -70,12 +70,21 @@ pub fn records(task: &str, per_split: usize) -> Vec<serde_json::Value> {
     out
 }
 
-/// Trains a small image + audio + text run for `task` in `dir/run` and returns its folder
+/// Trains a small image + audio + text run for `task` (`contrastive` too: labelled as a
+/// classification) in `dir/run` and returns its folder
 /// and the manifest it trained on.
 pub fn trained(dir: &Path, task: &str) -> (PathBuf, PathBuf) {
     let lines: Vec<String> = records(task, 40).iter().map(|r| r.to_string()).collect();
     let manifest = dir.join("manifest.jsonl");
     std::fs::write(&manifest, lines.join("\n")).unwrap();
+    // A contrastive run aligns the modalities: it has no fusion.
+    let fusion = match task {
+        "contrastive" => "",
+        _ => {
+            r#"
+  "fusion": {"family": "late", "combiner": "mean"},"#
+        }
+    };
     let config = format!(
         r#"{{
   "manifest": "manifest.jsonl",
@@ -87,8 +96,7 @@ pub fn trained(dir: &Path, task: &str) -> (PathBuf, PathBuf) {
     {{"name": "audio", "features": {{"kind": "log_mel_stats", "sample_rate": 8000, "n_mels": 16, "frames": 8}}, "encoder": {{"kind": "mlp", "hidden": [16]}}}},
     {{"name": "text", "features": {{"kind": "hashed_words", "dim": 32}}, "encoder": {{"kind": "mlp", "hidden": [16]}}}}
   ],
-  "hidden_dim": 16,
-  "fusion": {{"family": "late", "combiner": "mean"}},
+  "hidden_dim": 16,{fusion}
   "train": {{"epochs": 3, "batch_size": 16, "optimizer": {{"kind": "adam_w", "lr": 0.01}}, "seed": 1}}
 }}"#
     );
