@@ -22,6 +22,13 @@ ImageNet-normalised pictures) the export holds the frozen tower's outputs (1280 
 picture, computed once by the workspace; its EfficientNet matches PyTorch's to the
 fixture's tolerance, crates/fusion-image/tests/efficientnet_parity.rs), and both sides train
 the text tower and the two projections on them.
+
+With `fine.json` (a fine-tuned image tower: EfficientNet-Lite0 from the same pretrained
+weights over 64-pixel ImageNet-normalised pictures, its own learning rate) the export holds
+the pictures [N, 3, 64, 64]; the peer's tower is the plain-PyTorch network of
+fixtures/image/make_efficientnet_reference.py with the workspace's batch norm (eps 1e-3,
+momentum 0.01, batch statistics while training, running ones in evaluation), pooled to
+1280 values, its parameters in an AdamW group of their own learning rate.
 Needs torch 2.11.0 and safetensors.
 """
 
@@ -58,13 +65,70 @@ class LeNet(nn.Module):
         return self.out(F.relu(self.fc2(F.relu(self.fc1(x.flatten(1))))))
 
 
+# (kernel, stride, expansion, output channels, repeats) of EfficientNet-Lite0's stages.
+STAGES = [(3, 1, 1, 16, 1), (3, 2, 6, 24, 2), (5, 2, 6, 40, 2), (3, 2, 6, 80, 3), (5, 1, 6, 112, 3), (5, 2, 6, 192, 4),
+          (3, 1, 6, 320, 1)]
+STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def same_pad(x, kernel, stride):
+    h, w = x.shape[-2:]
+    pad_h = max((math.ceil(h / stride) - 1) * stride + kernel - h, 0)
+    pad_w = max((math.ceil(w / stride) - 1) * stride + kernel - w, 0)
+    return F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+
+
+class EfficientNetLite0(nn.Module):
+    """Pooled 1280 features of the pretrained network, fine-tuned (no classifier)."""
+
+    def __init__(self, weights):
+        super().__init__()
+        tensors = {k: v.float() for k, v in load_file(weights).items() if not k.startswith("_fc.")}
+        self.weights = nn.ParameterDict({k.replace(".", "__"): nn.Parameter(v) for k, v in tensors.items()
+                                         if not k.endswith(STATISTICS)})
+        for k, v in tensors.items():
+            if k.endswith(STATISTICS[:2]):
+                self.register_buffer(k.replace(".", "__"), v.clone())
+
+    def w(self, key):
+        key = key.replace(".", "__")
+        return self.weights[key] if key in self.weights else getattr(self, key)
+
+    def bn(self, x, key):
+        return F.batch_norm(x, self.w(f"{key}.running_mean"), self.w(f"{key}.running_var"), self.w(f"{key}.weight"),
+                            self.w(f"{key}.bias"), self.training, 0.01, 1e-3)
+
+    def forward(self, x):
+        x = F.relu6(self.bn(F.conv2d(same_pad(x, 3, 2), self.w("_conv_stem.weight"), stride=2), "_bn0"))
+        index, channels = 0, 32
+        for kernel, stride, expansion, out, repeats in STAGES:
+            for r in range(repeats):
+                s = stride if r == 0 else 1
+                key = f"_blocks.{index}"
+                h = x
+                if expansion != 1:
+                    h = F.relu6(self.bn(F.conv2d(h, self.w(f"{key}._expand_conv.weight")), f"{key}._bn0"))
+                h = F.relu6(self.bn(F.conv2d(same_pad(h, kernel, s), self.w(f"{key}._depthwise_conv.weight"), stride=s,
+                                             groups=h.shape[1]), f"{key}._bn1"))
+                h = self.bn(F.conv2d(h, self.w(f"{key}._project_conv.weight")), f"{key}._bn2")
+                if s == 1 and channels == out:
+                    h = h + x
+                x, channels, index = h, out, index + 1
+        return F.relu6(self.bn(F.conv2d(x, self.w("_conv_head.weight")), "_bn1")).mean((2, 3))
+
+
 class Clip(nn.Module):
-    def __init__(self, stats, text_dim, embed, tch_init=False, locked_image=None):
+    def __init__(self, stats, text_dim, embed, tch_init=False, locked_image=None, tuned_image=None):
         super().__init__()
         # A locked image tower's outputs come in precomputed: nothing of it trains.
-        self.image = nn.Identity() if locked_image else LeNet(128, tch_init)
+        if tuned_image:
+            self.image, image_dim = EfficientNetLite0(tuned_image), 1280
+        elif locked_image:
+            self.image, image_dim = nn.Identity(), locked_image
+        else:
+            self.image, image_dim = LeNet(128, tch_init), 128
         self.text = nn.Sequential(nn.Linear(text_dim, 256), nn.ReLU())
-        self.project_image, self.project_text = nn.Linear(locked_image or 128, embed), nn.Linear(256, embed)
+        self.project_image, self.project_text = nn.Linear(image_dim, embed), nn.Linear(256, embed)
         self.log_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         for name, (mean, scale) in stats.items():
             self.register_buffer(f"{name}_mean", mean)
@@ -118,13 +182,20 @@ def recalls(queries, keys, relevant, ks=(1, 5, 10)):
     return {k: sum(r <= k for r in ranks) / len(ranks) for k in ks}
 
 
-def peer(tensors, seed, epochs, batch, lr, weight_decay, tch_init=False, locked_image=None):
+def peer(tensors, seed, epochs, batch, lr, weight_decay, tch_init=False, locked_image=None, tuned_image=None):
     torch.manual_seed(seed)
     train = {m: tensors[f"train.{m}"].float() for m in ("image", "text")}
     # A pretrained tower's inputs are not standardised (as in the workspace).
-    stats = {m: standardisation(train[m]) for m in train if not (locked_image and m == "image")}
-    model = Clip(stats, train["text"].shape[1], 64, tch_init, locked_image)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    pretrained = locked_image or tuned_image
+    stats = {m: standardisation(train[m]) for m in train if not (pretrained and m == "image")}
+    model = Clip(stats, train["text"].shape[1], 64, tch_init, locked_image, tuned_image and tuned_image[0])
+    if tuned_image:
+        tower = set(id(p) for p in model.image.parameters())
+        groups = [{"params": list(model.image.parameters()), "lr": tuned_image[1]},
+                  {"params": [p for p in model.parameters() if id(p) not in tower]}]
+    else:
+        groups = model.parameters()
+    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
     val = {m: tensors[f"val.{m}"].float() for m in ("image", "text")}
     n = len(train["image"])
     started = time.perf_counter()
@@ -184,12 +255,16 @@ def main():
     ap.add_argument("--config", default="benchmarks/retrieval/scratch.json")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--weights", default=os.path.expanduser("~/.cache/fusion/models/efficientnet-lite0/model.safetensors"),
+                    help="EfficientNet-Lite0's safetensors (`cargo xtask models`), for a fine-tuned image tower")
     ap.add_argument("--tch-init", action="store_true",
                     help="also train the peer with tch's convolution initialisation (a third row)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     with open(args.config) as f:
-        train = json.load(f)["train"]
+        config = json.load(f)
+    train = config["train"]
+    image_encoder = next(m for m in config["modalities"] if m["name"] == "image")["encoder"]
     with tempfile.TemporaryDirectory() as workdir:
         export = os.path.join(workdir, "inputs.safetensors")
         subprocess.run([args.fusion, "--quiet", "extract", "--config", args.config, "--export", export], check=True)
@@ -200,9 +275,13 @@ def main():
         settings = (train["epochs"], train["batch_size"], train["optimizer"]["lr"], train["optimizer"]["weight_decay"])
         # Flat image inputs are a frozen tower's outputs.
         locked = tensors["train.image"].shape[1] if tensors["train.image"].dim() == 2 else None
+        # Colour pictures go through a pretrained tower that trains at its own rate.
+        tuned = None
+        if tensors["train.image"].dim() == 4 and tensors["train.image"].shape[1] == 3:
+            tuned = (args.weights, image_encoder.get("lr", train["optimizer"]["lr"]))
         for seed in range(args.seeds):
             results["fusion"].append(fusion_run(args.fusion, args.config, seed, workdir))
-            results["pytorch"].append(peer(tensors, seed, *settings, locked_image=locked))
+            results["pytorch"].append(peer(tensors, seed, *settings, locked_image=locked, tuned_image=tuned))
             if args.tch_init:
                 results["pytorch, tch's conv init"].append(peer(tensors, seed, *settings, tch_init=True))
     print(f"| | image→text R@1 | R@5 | R@10 | text→image R@1 | R@5 | R@10 | training samples/s |")

@@ -138,7 +138,8 @@ enum Command {
     /// zero-shot classification.
     Eval(EvalArgs),
     /// Write each record's embedding per modality (a contrastive run): safetensors at
-    /// --out, the ids, labels and modalities as JSON beside it.
+    /// --out, the ids, labels and modalities as JSON beside it (an index for `search`); or,
+    /// for data tools, one Arrow IPC file when --out ends in `.arrow`/`.feather`/`.ipc`.
     Embed {
         /// Run folder.
         #[arg(long)]
@@ -149,7 +150,7 @@ enum Command {
         /// Only this split's records (default: every record).
         #[arg(long)]
         split: Option<Split>,
-        /// Output file (`.safetensors`).
+        /// Output file (`.safetensors`, or `.arrow`/`.feather`/`.ipc`).
         #[arg(long)]
         out: PathBuf,
     },

@@ -401,6 +401,9 @@ The best weights on the validation records that have the modality, every other m
 
 /// The comparison as a Markdown table.
 pub fn compare_table(rows: &[CompareRow], task: Task) -> String {
+    if task == Task::Contrastive {
+        return retrieval_table(rows);
+    }
     let groups = rows.iter().any(|r| r.worst_group_score.is_some());
     let mut out = format!(
         "| method | samples | {} | ECE | parameters | train s |",
@@ -434,10 +437,42 @@ pub fn compare_table(rows: &[CompareRow], task: Task) -> String {
     out
 }
 
+/// A contrastive comparison: recall and MRR averaged over every direction of each row.
+fn retrieval_table(rows: &[CompareRow]) -> String {
+    let mut out = "| row | records | mean R@1 | R@5 | R@10 | MRR | parameters | train s |\n".to_string();
+    out += &"|---".repeat(8);
+    out += "|\n";
+    for r in rows {
+        let Some(summary) = &r.retrieval else { continue };
+        let at = |k: usize| four_places(summary.recall_at.iter().find(|(at, _)| *at == k).map(|(_, v)| *v));
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {:.4} | {} | {:.1} |",
+            r.name,
+            r.samples,
+            at(1),
+            at(5),
+            at(10),
+            summary.mean_reciprocal_rank,
+            r.parameters,
+            r.seconds
+        );
+    }
+    out
+}
+
 /// The comparison folder's `report.md`.
 pub fn write_compare(run: &Run, config: &RunConfig, rows: &[CompareRow], loaded: &Loaded) -> Result<()> {
+    let rows_read = match config.task {
+        Task::Contrastive => {
+            "for every row: recall and mean reciprocal rank averaged over every direction between the row's modalities (records with the same content count as hits)"
+        }
+        _ => {
+            "for every row: where a single-modality model's modality is absent it outputs the uniform distribution (a regression: the training mean)"
+        }
+    };
     let mut out = format!(
-        "# Fusion comparison: {}\n\nManifest `{}`: {} usable records, {} left out. Same features, encoders and seed ({}) for every method, and the same test records (val when there is no test split) for every row: where a single-modality model's modality is absent it outputs the uniform distribution (a regression: the training mean). Scores of the best epoch's weights.\n\n",
+        "# Fusion comparison: {}\n\nManifest `{}`: {} usable records, {} left out. Same features, encoders and seed ({}) for every method, and the same test records (val when there is no test split) {rows_read}. Scores of the best epoch's weights.\n\n",
         run.root().display(),
         loaded.manifest.path.display(),
         loaded.extraction.records.len(),

@@ -112,6 +112,61 @@ fn a_contrastive_run_trains_evaluates_embeds_searches_and_classifies_zero_shot()
         assert!(run.join("plots").join(plot).exists(), "{plot}");
     }
 
+    // `compare` trains the configuration and each row of encoders (here a smaller text
+    // tower) on the same records, scored by mean recall@1 over both directions.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let row = r#"{"name": "small text tower", "modalities": [
+    {"name": "image", "features": {"kind": "pixels", "size": 8}, "encoder": {"kind": "mlp", "hidden": [32]}},
+    {"name": "text", "features": {"kind": "hashed_words", "dim": 64}, "encoder": {"kind": "mlp", "hidden": [4]}}]}"#;
+    let with_rows = dir.path().join("compare.json");
+    let compared_config = text.replacen("\"hidden_dim\"", &format!("\"compare\": [{row}],\n  \"hidden_dim\""), 1);
+    std::fs::write(&with_rows, &compared_config).unwrap();
+    let out = dir.path().join("compared");
+    let rows = json(&ok(&[
+        "--json",
+        "compare",
+        "--config",
+        with_rows.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    let rows = rows.as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["image + text", "small text tower"]);
+    let mean_recall = (recall("image", 1) + recall("text", 1)) / 2.0;
+    assert!(
+        (rows[0]["accuracy"].as_f64().unwrap() - mean_recall).abs() < 1e-6,
+        "the configuration's row is the run trained above: {} vs {mean_recall}",
+        rows[0]
+    );
+    for row in rows {
+        let summary = &row["retrieval"];
+        assert_eq!(summary["directions"], 2, "{row}");
+        assert_eq!(summary["recall_at"][0][1], row["accuracy"], "{row}");
+    }
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("| small text tower | 48 |"), "{report}");
+    // A row naming a fusion is refused, the field named.
+    let fused_row = dir.path().join("fused-row.json");
+    std::fs::write(
+        &fused_row,
+        compared_config.replacen(
+            "\"name\": \"small text tower\",",
+            "\"name\": \"small text tower\", \"fusion\": {\"family\": \"late\", \"combiner\": \"mean\"},",
+            1,
+        ),
+    )
+    .unwrap();
+    let refused = fusion(&[
+        "compare",
+        "--config",
+        fused_row.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("`compare[0].fusion`"));
+
     // Its predictions are each record's embeddings, one unit vector per modality it has.
     let out = dir.path().join("embedded.jsonl");
     ok(&["predict", "--run", r, "--out", out.to_str().unwrap()]);
@@ -151,6 +206,25 @@ fn a_contrastive_run_trains_evaluates_embeds_searches_and_classifies_zero_shot()
     assert_eq!(embedded["records"], 48);
     assert_eq!(embedded["dim"], 16);
     assert!(dir.path().join("index.ids.json").exists());
+    // The same records for data tools: one Arrow IPC file, nothing beside it.
+    let table = dir.path().join("embedded.arrow");
+    let exported = json(&ok(&[
+        "--json",
+        "embed",
+        "--run",
+        r,
+        "--split",
+        "test",
+        "--out",
+        table.to_str().unwrap(),
+    ]));
+    assert_eq!(exported["records"], 48);
+    let bytes = std::fs::read(&table).unwrap();
+    assert!(
+        bytes.starts_with(b"ARROW1") && bytes.ends_with(b"ARROW1"),
+        "not an Arrow IPC file"
+    );
+    assert!(!dir.path().join("embedded.ids.json").exists());
 
     let ids = |v: &serde_json::Value| -> Vec<String> {
         v["hits"]

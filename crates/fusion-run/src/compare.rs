@@ -1,7 +1,9 @@
 //! `fusion compare` as a library: each modality alone and every fusion method of a
 //! configuration (same encoders, features and seed) trained from one extraction into
 //! `OUT/NN_name/`, evaluated on the same records, and the simple baselines on those
-//! records as rows of their own (`compare.json`, `baselines.json`).
+//! records as rows of their own (`compare.json`, `baselines.json`). A contrastive
+//! configuration's rows: itself, each pair of its modalities, and each row of encoders
+//! (frozen, locked or fine-tuned towers side by side), scored by retrieval.
 
 use std::path::{Path, PathBuf};
 
@@ -38,6 +40,77 @@ pub struct CompareRow {
     /// Best minus worst group score.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_gap: Option<f64>,
+    /// A contrastive row's retrieval, averaged over every direction between its modalities.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retrieval: Option<RetrievalSummary>,
+}
+
+/// Retrieval averaged over every direction between a contrastive run's modalities.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetrievalSummary {
+    /// Mean recall@K over the directions, for K = 1, 5, 10.
+    pub recall_at: Vec<(usize, f64)>,
+    /// Mean over the directions of the mean reciprocal rank.
+    pub mean_reciprocal_rank: f64,
+    /// Directions averaged (query → key pairs of modalities).
+    pub directions: usize,
+}
+
+impl RetrievalSummary {
+    /// The summary of a contrastive evaluation (none for another task).
+    pub fn of(eval: &EvalRecord) -> Option<Self> {
+        let fusion_core::TaskMetrics::Retrieval { pairs } = &eval.task else {
+            return None;
+        };
+        let n = pairs.len().max(1) as f64;
+        let recall_at = fusion_core::contrastive::RECALL_AT
+            .iter()
+            .map(|&k| {
+                let total: f64 = pairs
+                    .iter()
+                    .filter_map(|p| p.metrics.recall_at.iter().find(|(at, _)| *at == k))
+                    .map(|(_, r)| r)
+                    .sum();
+                (k, total / n)
+            })
+            .collect();
+        Some(Self {
+            recall_at,
+            mean_reciprocal_rank: pairs.iter().map(|p| p.metrics.mean_reciprocal_rank).sum::<f64>() / n,
+            directions: pairs.len(),
+        })
+    }
+}
+
+/// The rows `compare` trains: each modality alone then each method; for a contrastive
+/// task the configuration itself, each pair of its modalities when it has three or more,
+/// then each row of encoders.
+fn plan(config: &RunConfig, methods: &[NamedFusion]) -> Vec<(String, RunConfig)> {
+    let mut plan: Vec<(String, RunConfig)> = Vec::new();
+    if config.task == Task::Contrastive {
+        let everything = RunConfig {
+            compare: Vec::new(),
+            ..config.clone()
+        };
+        plan.push((config.names().join(" + "), everything));
+        let m = config.modalities.len();
+        if m > 2 {
+            for a in 0..m {
+                for b in a + 1..m {
+                    let pair = config.pair([a, b]);
+                    plan.push((pair.names().join(" + "), pair));
+                }
+            }
+        }
+    } else {
+        for (m, spec) in config.modalities.iter().enumerate() {
+            plan.push((format!("{} only", spec.name), config.only(m)));
+        }
+    }
+    for method in methods {
+        plan.push((method.name.clone(), config.for_row(method)));
+    }
+    plan
 }
 
 /// The score `compare` and robustness rank by (see [`score_name`]); a regression with a
@@ -103,27 +176,14 @@ pub struct Compared {
 /// `baselines.json`, `skipped.json` and `unusable.json` into `out`.
 pub fn compare(mut config: RunConfig, out: &Path, device: Device, observer: &dyn Observer) -> Result<Compared> {
     config.validate()?;
-    if config.task == Task::Contrastive {
-        return Err(crate::Error::Config(
-            "compare trains fusion methods side by side on a prediction task; a contrastive run has no fusion \
-             (train each configuration and compare their `fusion eval` recall)"
-                .into(),
-        ));
-    }
     let loaded = crate::load(&mut config, None, None, observer)?;
     config.check_manifest(&loaded.manifest)?;
-    let methods = if config.compare.is_empty() {
-        default_methods()
-    } else {
-        config.compare.clone()
+    let methods = match (config.compare.is_empty(), config.task) {
+        (false, _) => config.compare.clone(),
+        (true, Task::Contrastive) => Vec::new(),
+        (true, _) => default_methods(),
     };
-    let mut plan: Vec<(String, RunConfig)> = Vec::new();
-    for (m, spec) in config.modalities.iter().enumerate() {
-        plan.push((format!("{} only", spec.name), config.only(m)));
-    }
-    for method in &methods {
-        plan.push((method.name.clone(), config.for_row(method)));
-    }
+    let plan = plan(&config, &methods);
     let mut rows = Vec::new();
     let mut runs = Vec::new();
     for (i, (name, row_config)) in plan.iter().enumerate() {
@@ -160,6 +220,7 @@ pub fn compare(mut config: RunConfig, out: &Path, device: Device, observer: &dyn
                 f.groups.iter().find(|g| &g.group == worst)?.score
             }),
             group_gap: eval.fairness.as_ref().and_then(|f| f.gap),
+            retrieval: RetrievalSummary::of(eval),
         });
         runs.push((run, fitted));
     }
@@ -180,6 +241,7 @@ pub fn compare(mut config: RunConfig, out: &Path, device: Device, observer: &dyn
                 seconds: b.seconds,
                 worst_group_score: None,
                 group_gap: None,
+                retrieval: None,
             });
         }
         if let Some(baselines) = &baselines {

@@ -50,13 +50,14 @@ pub struct Augment {
     pub shift: u32,
 }
 
-/// A fusion method to train in `compare`.
+/// A fusion method to train in `compare` (a contrastive task's rows change encoders only).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NamedFusion {
     /// Row name in the table.
     pub name: String,
-    /// The method.
+    /// The method (left out for a contrastive task).
+    #[serde(default = "unfused")]
     pub fusion: FusionConfig,
     /// Encoders of this row, by modality name, replacing the run's (e.g. CNNs beside MLPs).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -229,9 +230,31 @@ impl RunConfig {
                 fusion_core::with_suggestion(&e.inner().to_string())
             ))
         })?;
-        let named_fusion = serde_json::from_str::<serde_json::Value>(text)
-            .ok()
-            .is_some_and(|v| v.get("fusion").is_some());
+        let value = serde_json::from_str::<serde_json::Value>(text).unwrap_or_default();
+        let named_fusion = value.get("fusion").is_some();
+        let rows = value
+            .get("compare")
+            .and_then(|c| c.as_array())
+            .cloned()
+            .unwrap_or_default();
+        for (i, row) in rows.iter().enumerate() {
+            match (row.get("fusion").is_some(), config.task) {
+                (true, Task::Contrastive) => {
+                    return Err(Error::Config(format!(
+                        "config {}: field `compare[{i}].fusion`: a contrastive task has no fusion (a row changes encoders only): leave it out",
+                        path.display()
+                    )));
+                }
+                (false, task) if task != Task::Contrastive => {
+                    return Err(Error::Config(format!(
+                        "config {}: field `compare[{i}].fusion`: missing (each row of a {} names its fusion method)",
+                        path.display(),
+                        task.name()
+                    )));
+                }
+                _ => {}
+            }
+        }
         if named_fusion && config.task == Task::Contrastive {
             return Err(Error::Config(format!(
                 "config {}: field `fusion`: a contrastive task has no fusion (each modality is projected into one space): leave it out",
@@ -337,12 +360,6 @@ impl RunConfig {
                     "config: field `modalities`: a contrastive task aligns two or more modalities, {} given",
                     self.modalities.len()
                 )));
-            }
-            if !self.compare.is_empty() {
-                return Err(Error::Config(
-                    "config: field `compare`: fusion methods are compared on a prediction task, not a contrastive one"
-                        .into(),
-                ));
             }
             if self.interactions_fallback {
                 return Err(Error::Config(
@@ -559,6 +576,15 @@ impl RunConfig {
         Self {
             modalities,
             fusion: row.fusion.clone(),
+            compare: Vec::new(),
+            ..self.clone()
+        }
+    }
+
+    /// The same contrastive run aligning only modalities `pair` (a row of `compare`).
+    pub fn pair(&self, pair: [usize; 2]) -> Self {
+        Self {
+            modalities: pair.iter().map(|&m| self.modalities[m].clone()).collect(),
             compare: Vec::new(),
             ..self.clone()
         }

@@ -64,7 +64,7 @@ pub use calibration::{
     Achieved, CALIBRATION_FILE, COVERAGE_TARGETS, CalibratedEval, Calibration, Coverage, GroupCoverage,
     GroupIntervalCoverage, INTERVALS_FILE, IntervalCoverage, IntervalEval, Intervals, ProbabilityScores,
 };
-pub use compare::{CompareRow, Compared, compare, default_methods, score_name, task_score};
+pub use compare::{CompareRow, Compared, RetrievalSummary, compare, default_methods, score_name, task_score};
 pub use config::{Augment, MAX_HIDDEN_DIM, ModalitySpec, NamedFusion, OnBadFile, RunConfig};
 pub use data::{
     REGRESSION_OUTPUT, SplitData, TAG_SEPARATOR, classes_of, dataset, fit_standardization, modality_tensor, outputs_of,

@@ -92,6 +92,62 @@ impl Embeddings {
         Ok(fusion_core::write_file_atomic(&Self::description_path(path), text)?)
     }
 
+    /// Writes the embeddings as an Arrow IPC file (Feather v2: pandas, Polars, DuckDB and
+    /// PyArrow read it), atomically: one row per record with `id`, `label` and a
+    /// `FixedSizeList<Float32>` column per modality, null where the record lacks it; the
+    /// run's weights checksum and the vectors' size in the schema's metadata.
+    pub fn write_arrow(&self, path: &Path) -> Result<()> {
+        use std::sync::Arc;
+
+        use arrow_array::{ArrayRef, FixedSizeListArray, Float32Array, RecordBatch, StringArray};
+        use arrow_schema::{DataType, Field, Schema};
+
+        let arrow = |e: arrow_schema::ArrowError| Error::Config(format!("{}: {e}", path.display()));
+        let size = self.vectors.size();
+        let dim = size.get(2).copied().unwrap_or(0) as i32;
+        let item = Arc::new(Field::new("item", DataType::Float32, false));
+        let mut fields = vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("label", DataType::Utf8, false),
+        ];
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(self.ids.clone())),
+            Arc::new(StringArray::from(self.labels.clone())),
+        ];
+        for (m, name) in self.modalities.iter().enumerate() {
+            let values = Vec::<f32>::try_from(self.vectors.select(1, m as i64).reshape([-1]))?;
+            let present = Vec::<bool>::try_from(self.present.select(1, m as i64))?;
+            let column = FixedSizeListArray::try_new(
+                item.clone(),
+                dim,
+                Arc::new(Float32Array::from(values)),
+                Some(present.into()),
+            )
+            .map_err(arrow)?;
+            fields.push(Field::new(name, DataType::FixedSizeList(item.clone(), dim), true));
+            columns.push(Arc::new(column));
+        }
+        let metadata = std::collections::HashMap::from([
+            ("fusion.run_weights".to_string(), self.run_weights.to_string()),
+            ("fusion.dim".to_string(), dim.to_string()),
+        ]);
+        let schema = Arc::new(Schema::new_with_metadata(fields, metadata));
+        let batch = RecordBatch::try_new(schema.clone(), columns).map_err(arrow)?;
+        let mut writer = arrow_ipc::writer::FileWriter::try_new(Vec::new(), &schema).map_err(arrow)?;
+        writer.write(&batch).map_err(arrow)?;
+        writer.finish().map_err(arrow)?;
+        let bytes = writer.into_inner().map_err(arrow)?;
+        Ok(fusion_core::write_file_atomic(path, bytes)?)
+    }
+
+    /// Whether `path` names an Arrow IPC file (`.arrow`, `.feather`, `.ipc`): where
+    /// `fusion embed` writes [`Embeddings::write_arrow`] instead of an index.
+    pub fn is_arrow_path(path: &Path) -> bool {
+        path.extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| ["arrow", "feather", "ipc"].contains(&e.to_ascii_lowercase().as_str()))
+    }
+
     /// Reads what [`Embeddings::write`] wrote; a file that does not fit its description
     /// (shapes, counts, a checksum) is an error naming it.
     pub fn read(path: &Path) -> Result<Self> {
@@ -858,6 +914,60 @@ mod tests {
         assert!(approximate.approximate && approximate.recall_against_exact == Some(1.0));
         assert_eq!(approximate.hits, answer.hits);
         assert!(!searcher.search(&query, Some("a"), 1)?.approximate);
+        Ok(())
+    }
+
+    #[test]
+    fn embeddings_are_written_as_an_arrow_file_with_nulls_where_a_modality_is_absent() -> Result<()> {
+        use arrow_array::{Array, FixedSizeListArray, Float32Array, StringArray};
+
+        let dir = tempfile::tempdir().map_err(|e| Error::Config(e.to_string()))?;
+        let vectors = Tensor::arange(12, (Kind::Float, Device::Cpu)).reshape([2, 2, 3]);
+        let embeddings = Embeddings {
+            ids: vec!["x".into(), "y".into()],
+            labels: vec!["cat".into(), String::new()],
+            modalities: vec!["text".into(), "image".into()],
+            vectors,
+            present: Tensor::from_slice(&[true, true, false, true]).reshape([2, 2]),
+            problems: Vec::new(),
+            run_weights: -42,
+        };
+        let path = dir.path().join("e.arrow");
+        assert!(Embeddings::is_arrow_path(&path) && !Embeddings::is_arrow_path(&dir.path().join("e.safetensors")));
+        embeddings.write_arrow(&path)?;
+        let file = std::fs::File::open(&path).map_err(|e| Error::Config(e.to_string()))?;
+        let reader = arrow_ipc::reader::FileReader::try_new(file, None).map_err(|e| Error::Config(e.to_string()))?;
+        assert_eq!(reader.schema().metadata()["fusion.run_weights"], "-42");
+        let batches: Vec<_> = reader
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let batch = &batches[0];
+        let names: Vec<&str> = batch.schema_ref().fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names, ["id", "label", "text", "image"]);
+        let strings = |c: usize| -> Vec<String> {
+            let column = batch.column(c).as_any().downcast_ref::<StringArray>();
+            column
+                .map(|a| a.iter().map(|v| v.unwrap_or("?").to_string()).collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(strings(0), ["x", "y"]);
+        assert_eq!(strings(1), ["cat", ""]);
+        let lists = |c: usize| batch.column(c).as_any().downcast_ref::<FixedSizeListArray>().cloned();
+        let text = lists(2).ok_or_else(|| Error::Config("text is no list".into()))?;
+        let image = lists(3).ok_or_else(|| Error::Config("image is no list".into()))?;
+        // y has no text: null; x's image is vectors[0, 1] = 3, 4, 5.
+        assert_eq!((text.is_null(0), text.is_null(1), image.null_count()), (false, true, 0));
+        let row = |list: &FixedSizeListArray, r: usize| -> Vec<f32> {
+            let values = list.value(r);
+            values
+                .as_any()
+                .downcast_ref::<Float32Array>()
+                .map(|a| a.values().to_vec())
+                .unwrap_or_default()
+        };
+        assert_eq!(row(&image, 0), [3.0, 4.0, 5.0]);
+        assert_eq!(row(&image, 1), [9.0, 10.0, 11.0]);
+        assert_eq!(row(&text, 0), [0.0, 1.0, 2.0]);
         Ok(())
     }
 }

@@ -14,7 +14,8 @@ use tch::Device;
 use crate::ui::{Shown, Ui, print_line};
 
 /// `fusion embed`: every usable record's embedding per modality, as safetensors at `out`
-/// and its ids, labels and modalities as JSON beside it.
+/// and its ids, labels and modalities as JSON beside it (an index to search), or as an
+/// Arrow IPC file when `out` ends in `.arrow`, `.feather` or `.ipc` (for data tools).
 pub fn embed(
     folder: &Path,
     manifest: Option<&Path>,
@@ -28,19 +29,29 @@ pub fn embed(
     if embeddings.ids.is_empty() {
         bail!("no record could be embedded ({} unreadable)", embeddings.problems.len());
     }
-    embeddings.write(out)?;
+    let arrow = Embeddings::is_arrow_path(out);
+    match arrow {
+        true => embeddings.write_arrow(out)?,
+        false => embeddings.write(out)?,
+    }
     for problem in &embeddings.problems {
         ui.warn(format!("not embedded: {}", fusion_run::describe(problem)));
     }
     let size = embeddings.vectors.size();
+    let written = match arrow {
+        true => format!("{} (Arrow IPC)", out.display()),
+        false => format!(
+            "{} (ids in {})",
+            out.display(),
+            Embeddings::description_path(out).display()
+        ),
+    };
     ui.say(format!(
-        "{} records × {} modalities ({}) × {} values → {} (ids in {})",
+        "{} records × {} modalities ({}) × {} values → {written}",
         size[0],
         size[1],
         embeddings.modalities.join(", "),
         size[2],
-        out.display(),
-        Embeddings::description_path(out).display()
     ));
     ui.result(&serde_json::json!({
         "records": size[0],
