@@ -26,9 +26,11 @@ the text tower and the two projections on them.
 With `fine.json` (a fine-tuned image tower: EfficientNet-Lite0 from the same pretrained
 weights over 64-pixel ImageNet-normalised pictures, its own learning rate) the export holds
 the pictures [N, 3, 64, 64]; the peer's tower is the plain-PyTorch network of
-fixtures/image/make_efficientnet_reference.py with the workspace's batch norm (eps 1e-3,
-momentum 0.01, batch statistics while training, running ones in evaluation), pooled to
-1280 values, its parameters in an AdamW group of their own learning rate.
+fixtures/image/make_efficientnet_reference.py with the workspace's batch norm (eps 1e-3;
+by default the pretrained running statistics while training too, as the workspace keeps
+them; with `"batch_statistics": true` each batch's statistics while training and running
+ones moved at momentum 0.01), pooled to 1280 values, its parameters in an AdamW group of
+their own learning rate.
 Needs torch 2.11.0 and safetensors.
 """
 
@@ -81,8 +83,9 @@ def same_pad(x, kernel, stride):
 class EfficientNetLite0(nn.Module):
     """Pooled 1280 features of the pretrained network, fine-tuned (no classifier)."""
 
-    def __init__(self, weights):
+    def __init__(self, weights, batch_statistics=False):
         super().__init__()
+        self.batch_statistics = batch_statistics
         tensors = {k: v.float() for k, v in load_file(weights).items() if not k.startswith("_fc.")}
         self.weights = nn.ParameterDict({k.replace(".", "__"): nn.Parameter(v) for k, v in tensors.items()
                                          if not k.endswith(STATISTICS)})
@@ -96,7 +99,7 @@ class EfficientNetLite0(nn.Module):
 
     def bn(self, x, key):
         return F.batch_norm(x, self.w(f"{key}.running_mean"), self.w(f"{key}.running_var"), self.w(f"{key}.weight"),
-                            self.w(f"{key}.bias"), self.training, 0.01, 1e-3)
+                            self.w(f"{key}.bias"), self.training and self.batch_statistics, 0.01, 1e-3)
 
     def forward(self, x):
         x = F.relu6(self.bn(F.conv2d(same_pad(x, 3, 2), self.w("_conv_stem.weight"), stride=2), "_bn0"))
@@ -122,7 +125,7 @@ class Clip(nn.Module):
         super().__init__()
         # A locked image tower's outputs come in precomputed: nothing of it trains.
         if tuned_image:
-            self.image, image_dim = EfficientNetLite0(tuned_image), 1280
+            self.image, image_dim = EfficientNetLite0(*tuned_image), 1280
         elif locked_image:
             self.image, image_dim = nn.Identity(), locked_image
         else:
@@ -188,7 +191,7 @@ def peer(tensors, seed, epochs, batch, lr, weight_decay, tch_init=False, locked_
     # A pretrained tower's inputs are not standardised (as in the workspace).
     pretrained = locked_image or tuned_image
     stats = {m: standardisation(train[m]) for m in train if not (pretrained and m == "image")}
-    model = Clip(stats, train["text"].shape[1], 64, tch_init, locked_image, tuned_image and tuned_image[0])
+    model = Clip(stats, train["text"].shape[1], 64, tch_init, locked_image, tuned_image and tuned_image[::2])
     if tuned_image:
         tower = set(id(p) for p in model.image.parameters())
         groups = [{"params": list(model.image.parameters()), "lr": tuned_image[1]},
@@ -278,7 +281,8 @@ def main():
         # Colour pictures go through a pretrained tower that trains at its own rate.
         tuned = None
         if tensors["train.image"].dim() == 4 and tensors["train.image"].shape[1] == 3:
-            tuned = (args.weights, image_encoder.get("lr", train["optimizer"]["lr"]))
+            tuned = (args.weights, image_encoder.get("lr", train["optimizer"]["lr"]),
+                     image_encoder.get("batch_statistics", False))
         for seed in range(args.seeds):
             results["fusion"].append(fusion_run(args.fusion, args.config, seed, workdir))
             results["pytorch"].append(peer(tensors, seed, *settings, locked_image=locked, tuned_image=tuned))

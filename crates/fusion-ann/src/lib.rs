@@ -20,8 +20,22 @@ impl Point for Unit {
     }
 }
 
+/// Lanes summed apart in [`dot`].
+const LANES: usize = 8;
+
+/// The dot product, summed in [`LANES`] independent partial sums: a single running sum
+/// fixes the order of additions and keeps the compiler from using vector instructions,
+/// and distances are most of an HNSW graph's build and search time.
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = a_chunks.remainder().iter().zip(b_chunks.remainder()).map(|(x, y)| x * y).sum();
+    let mut lanes = [0.0f32; LANES];
+    for (x, y) in a_chunks.zip(b_chunks) {
+        for lane in 0..LANES {
+            lanes[lane] += x[lane] * y[lane];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// `row` scaled to unit length (a zero row stays zero).
@@ -173,6 +187,16 @@ pub fn recall(approximate: &[Vec<usize>], exact: &[Vec<usize>]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_dot_product_in_lanes_equals_the_plain_sum() {
+        for len in [0, 1, 7, 8, 9, 64, 67] {
+            let a: Vec<f32> = (0..len).map(|i| (i as f32 * 0.37).sin()).collect();
+            let b: Vec<f32> = (0..len).map(|i| (i as f32 * 0.11).cos()).collect();
+            let plain: f64 = a.iter().zip(&b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+            assert!((f64::from(dot(&a, &b)) - plain).abs() < 1e-5, "{len}: {} vs {plain}", dot(&a, &b));
+        }
+    }
 
     #[test]
     fn bad_shapes_are_errors_not_panics() {

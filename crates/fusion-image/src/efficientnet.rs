@@ -54,6 +54,9 @@ pub struct EfficientNetLite0 {
     head_norm: nn::BatchNorm,
     classifier: nn::Linear,
     parameters: ParameterSet,
+    /// Whether training normalises with each batch's statistics (and moves the running
+    /// ones) rather than the pretrained ones.
+    batch_statistics: bool,
 }
 
 impl EfficientNetLite0 {
@@ -112,6 +115,7 @@ impl EfficientNetLite0 {
             head_norm,
             classifier,
             parameters: params,
+            batch_statistics: true,
         }
     }
 
@@ -129,13 +133,25 @@ impl EfficientNetLite0 {
         Ok(network)
     }
 
+    /// Whether fine-tuning normalises with each batch's statistics and moves the running
+    /// ones (`true`, as a network trained from scratch must) or keeps the pretrained
+    /// statistics while the rest trains (`false`): a few hundred steps at batch norm's
+    /// momentum of 0.01 move running statistics too little for the weights trained on batch
+    /// statistics, so evaluation would normalise with statistics they never saw.
+    pub fn with_batch_statistics(mut self, batch_statistics: bool) -> Self {
+        self.batch_statistics = batch_statistics;
+        self
+    }
+
     /// Frozen (`false`) or fine-tuned (`true`).
     pub fn set_trainable(&self, trainable: bool) {
         self.parameters.set_trainable(trainable);
     }
 
-    /// Pooled features `[B, 1280]`.
+    /// Pooled features `[B, 1280]` (`train`: batch statistics in batch norm, when the
+    /// network uses them; see [`EfficientNetLite0::with_batch_statistics`]).
     pub fn features(&self, images: &Tensor, train: bool) -> Tensor {
+        let train = train && self.batch_statistics;
         let run = || {
             let mut x = same_pad(images, 3, 2)
                 .apply(&self.stem)

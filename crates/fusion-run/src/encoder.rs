@@ -64,6 +64,10 @@ pub enum EncoderSpec {
         /// Learning rate when fine-tuned (default: the optimiser's).
         #[serde(default)]
         lr: Option<f64>,
+        /// While fine-tuned, normalise with each batch's statistics and move the running
+        /// ones (`true`), or keep the pretrained statistics (`false`, the default).
+        #[serde(default)]
+        batch_statistics: bool,
     },
     /// A 2-D CNN over log-mel `[T, n_mels]`.
     AudioCnn {
@@ -680,10 +684,16 @@ impl EncoderSpec {
                     output(output_dim),
                 )))
             }
-            Self::EfficientnetLite0 { weights, frozen, .. } => {
+            Self::EfficientnetLite0 {
+                weights,
+                frozen,
+                batch_statistics,
+                ..
+            } => {
                 let path = efficientnet_weights(weights.as_deref());
                 let network = fusion_image::EfficientNetLite0::pretrained(p, &path)
-                    .map_err(|e| Error::Config(format!("efficientnet_lite0: {e}")))?;
+                    .map_err(|e| Error::Config(format!("efficientnet_lite0: {e}")))?
+                    .with_batch_statistics(*batch_statistics);
                 network.set_trainable(!*frozen);
                 frozen_if(Box::new(network), *frozen)
             }
@@ -1050,10 +1060,16 @@ impl EncoderSpec {
     /// The same encoder without where its files lie (their content is hashed instead).
     pub(crate) fn without_paths(&self) -> Self {
         match self {
-            Self::EfficientnetLite0 { frozen, lr, .. } => Self::EfficientnetLite0 {
+            Self::EfficientnetLite0 {
+                frozen,
+                lr,
+                batch_statistics,
+                ..
+            } => Self::EfficientnetLite0 {
                 weights: None,
                 frozen: *frozen,
                 lr: *lr,
+                batch_statistics: *batch_statistics,
             },
             Self::Bert {
                 pooling, frozen, lr, ..
