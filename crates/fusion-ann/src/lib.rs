@@ -28,7 +28,12 @@ const LANES: usize = 8;
 /// and distances are most of an HNSW graph's build and search time.
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f32 = a_chunks.remainder().iter().zip(b_chunks.remainder()).map(|(x, y)| x * y).sum();
+    let tail: f32 = a_chunks
+        .remainder()
+        .iter()
+        .zip(b_chunks.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
     let mut lanes = [0.0f32; LANES];
     for (x, y) in a_chunks.zip(b_chunks) {
         for lane in 0..LANES {
@@ -194,7 +199,11 @@ mod tests {
             let a: Vec<f32> = (0..len).map(|i| (i as f32 * 0.37).sin()).collect();
             let b: Vec<f32> = (0..len).map(|i| (i as f32 * 0.11).cos()).collect();
             let plain: f64 = a.iter().zip(&b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
-            assert!((f64::from(dot(&a, &b)) - plain).abs() < 1e-5, "{len}: {} vs {plain}", dot(&a, &b));
+            assert!(
+                (f64::from(dot(&a, &b)) - plain).abs() < 1e-5,
+                "{len}: {} vs {plain}",
+                dot(&a, &b)
+            );
         }
     }
 

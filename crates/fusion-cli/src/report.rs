@@ -463,24 +463,28 @@ fn retrieval_table(rows: &[CompareRow]) -> String {
 
 /// The comparison folder's `report.md`.
 pub fn write_compare(run: &Run, config: &RunConfig, rows: &[CompareRow], loaded: &Loaded) -> Result<()> {
-    let rows_read = match config.task {
-        Task::Contrastive => {
-            "for every row: recall and mean reciprocal rank averaged over every direction between the row's modalities (records with the same content count as hits)"
-        }
-        _ => {
-            "for every row: where a single-modality model's modality is absent it outputs the uniform distribution (a regression: the training mean)"
-        }
+    let seed = config.train.seed;
+    let (title, shared, rows_read) = match config.task {
+        Task::Contrastive => (
+            "Retrieval comparison",
+            format!("Same features and seed ({seed}) for every row (a row may change encoders)"),
+            "for every row: recall and mean reciprocal rank averaged over every direction between the row's modalities (records with the same content count as hits)",
+        ),
+        _ => (
+            "Fusion comparison",
+            format!("Same features, encoders and seed ({seed}) for every method"),
+            "for every row: where a single-modality model's modality is absent it outputs the uniform distribution (a regression: the training mean)",
+        ),
     };
     let mut out = format!(
-        "# Fusion comparison: {}\n\nManifest `{}`: {} usable records, {} left out. Same features, encoders and seed ({}) for every method, and the same test records (val when there is no test split) {rows_read}. Scores of the best epoch's weights.\n\n",
+        "# {title}: {}\n\nManifest `{}`: {} usable records, {} left out. {shared}, and the same test records (val when there is no test split) {rows_read}. Scores of the best epoch's weights.\n\n",
         run.root().display(),
         loaded.manifest.path.display(),
         loaded.extraction.records.len(),
         loaded.extraction.problems.len() + loaded.manifest.rejected.len(),
-        config.train.seed
     );
     out += &compare_table(rows, config.task);
-    image(&mut out, run, "compare", "accuracy by method");
+    image(&mut out, run, "compare", &format!("{} by row", score_name(config.task)));
     out += "\nRuns (each with its own report):\n\n";
     for r in rows {
         let Some(name) = r.run.as_ref().and_then(|run| run.file_name()) else {

@@ -141,3 +141,36 @@ fn frozen_or_fine_tuned_inside_a_fusion_model() {
         }
     }
 }
+
+#[test]
+fn fine_tuning_keeps_or_moves_the_batch_norm_statistics_as_asked() {
+    for batch_statistics in [false, true] {
+        tch::manual_seed(0);
+        let vs = VarStore::new(Device::Cpu);
+        let network = EfficientNetLite0::new(&vs.root()).with_batch_statistics(batch_statistics);
+        network.set_trainable(true);
+        let statistics = || -> Vec<Tensor> {
+            let mut named: Vec<(String, Tensor)> = vs
+                .variables()
+                .into_iter()
+                .filter(|(name, _)| name.contains("running_"))
+                .collect();
+            named.sort_by(|a, b| a.0.cmp(&b.0));
+            named.into_iter().map(|(_, t)| t.copy()).collect()
+        };
+        let before = statistics();
+        assert!(!before.is_empty());
+        let images = Tensor::randn([4, 3, 32, 32], (Kind::Float, Device::Cpu)) * 3.0 + 1.0;
+        let trained = network.features(&images, true);
+        let moved = before.iter().zip(statistics()).any(|(a, b)| !a.equal(&b));
+        assert_eq!(moved, batch_statistics, "running statistics moved: {moved}");
+        // With the pretrained statistics kept, training normalises as evaluation does.
+        let evaluated = network.features(&images, false);
+        let same = trained.allclose(&evaluated, 1e-5, 1e-5, false);
+        assert_eq!(same, !batch_statistics);
+        // The convolutions still receive gradients.
+        trained.sum(Kind::Float).backward();
+        let stem = vs.variables()["_conv_stem.weight"].grad();
+        assert!(stem.defined() && f64::try_from(stem.abs().sum(Kind::Float)).unwrap() > 0.0);
+    }
+}

@@ -259,3 +259,33 @@ pub fn compare(mut config: RunConfig, out: &Path, device: Device, observer: &dyn
         config,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_contrastive_plan_trains_the_configuration_each_pair_and_each_row() -> Result<()> {
+        let all = [
+            r#"{"name": "image", "features": {"kind": "pixels", "size": 4}, "encoder": {"kind": "mlp", "hidden": [4]}}"#,
+            r#"{"name": "text", "features": {"kind": "hashed_words", "dim": 8}, "encoder": {"kind": "mlp", "hidden": [4]}}"#,
+            r#"{"name": "audio", "features": {"kind": "log_mel_stats", "sample_rate": 8000, "n_mels": 8, "frames": 4}, "encoder": {"kind": "mlp", "hidden": [4]}}"#,
+        ]
+        .join(", ");
+        let text = format!(
+            r#"{{"manifest": "m.jsonl", "task": "contrastive", "modalities": [{all}],
+                "compare": [{{"name": "wider", "modalities": [{all}]}}], "train": {{"epochs": 1, "batch_size": 8}}}}"#
+        );
+        let config = RunConfig::parse(text.as_bytes(), Path::new("/tmp/c.json"))?;
+        let planned = plan(&config, &config.compare);
+        let names: Vec<&str> = planned.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["image + text + audio", "image + text", "image + audio", "text + audio", "wider"]
+        );
+        assert_eq!(planned[2].1.names(), ["image", "audio"]);
+        config.validate()?;
+        assert!(planned.iter().all(|(_, c)| c.compare.is_empty() && c.task == Task::Contrastive));
+        Ok(())
+    }
+}

@@ -396,6 +396,11 @@ impl RunConfig {
                     named.name
                 )));
             }
+            if self.task == Task::Contrastive && named.fusion != unfused() {
+                return Err(Error::Config(format!(
+                    "config: field `compare[{i}].fusion`: a contrastive task has no fusion (a row changes encoders only)"
+                )));
+            }
             let row = self.for_row(named);
             let field = format!("compare[{i}].modalities");
             check_modalities(&row.modalities, &field).map_err(config)?;

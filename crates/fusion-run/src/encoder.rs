@@ -65,8 +65,10 @@ pub enum EncoderSpec {
         #[serde(default)]
         lr: Option<f64>,
         /// While fine-tuned, normalise with each batch's statistics and move the running
-        /// ones (`true`), or keep the pretrained statistics (`false`, the default).
-        #[serde(default)]
+        /// ones (`true`), or keep the pretrained statistics (`false`, the default). Left out
+        /// of the written config when false, so frozen outputs cached before it keep their
+        /// key.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         batch_statistics: bool,
     },
     /// A 2-D CNN over log-mel `[T, n_mels]`.
@@ -436,7 +438,17 @@ impl EncoderSpec {
                 }
                 positive("output_dim", output_dim.unwrap_or(1))?;
             }
-            Self::EfficientnetLite0 { weights, lr, .. } => {
+            Self::EfficientnetLite0 {
+                weights,
+                lr,
+                frozen,
+                batch_statistics,
+            } => {
+                if *frozen && *batch_statistics {
+                    return Err(Error::Config(format!(
+                        "{field}.batch_statistics: a frozen encoder's batch norm never trains; set `\"frozen\": false` to fine-tune with batch statistics"
+                    )));
+                }
                 match features {
                     FeatureConfig::Image {
                         grey: false,
@@ -1208,5 +1220,40 @@ mod tests {
             .collect();
         let moved = Vec::<f32>::try_from(shifted.view([-1])).unwrap_or_default();
         assert!(moved.iter().all(|v| *v == 0.0 || original.contains(&(*v as i64))));
+    }
+
+    #[test]
+    fn efficientnet_batch_statistics_keep_old_cache_keys_and_need_a_fine_tuned_tower() {
+        let parse = |text: &str| serde_json::from_str::<super::EncoderSpec>(text).map_err(|e| e.to_string());
+        let frozen = parse(r#"{"kind": "efficientnet_lite0"}"#).unwrap_or_else(|e| panic!("{e}"));
+        // Frozen outputs are cached under the JSON of the encoder: unchanged by the field.
+        let written = serde_json::to_string(&frozen.without_paths()).unwrap_or_default();
+        assert_eq!(
+            written,
+            r#"{"kind":"efficientnet_lite0","weights":null,"frozen":true,"lr":null}"#
+        );
+        let features: fusion_data::FeatureConfig =
+            serde_json::from_str(r#"{"kind": "image", "size": 64, "normalize": "imagenet"}"#)
+                .unwrap_or_else(|e| panic!("{e}"));
+        let both =
+            parse(r#"{"kind": "efficientnet_lite0", "batch_statistics": true}"#).unwrap_or_else(|e| panic!("{e}"));
+        let message = both
+            .check(&features, "modalities[0].encoder")
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            message
+                .as_deref()
+                .unwrap_or_default()
+                .contains("modalities[0].encoder.batch_statistics: a frozen"),
+            "{message:?}"
+        );
+        let tuned = parse(r#"{"kind": "efficientnet_lite0", "frozen": false, "batch_statistics": true}"#)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            serde_json::to_string(&tuned)
+                .unwrap_or_default()
+                .contains(r#""batch_statistics":true"#)
+        );
     }
 }

@@ -321,8 +321,10 @@ pub const RECALL_SAMPLES: usize = 100;
 #[derive(Debug)]
 pub struct Searcher {
     embeddings: Embeddings,
-    exact: BTreeMap<String, KeyIndex>,
-    graphs: BTreeMap<String, (KeyIndex, f64)>,
+    /// The modalities some record has, in the index's column order.
+    indexed: Vec<String>,
+    /// Each indexed modality's index: exact, or a graph with its recall@k.
+    keys: BTreeMap<String, (KeyIndex, Option<(f64, usize)>)>,
 }
 
 /// An HNSW graph that [`Searcher::approximate_above`] built.
@@ -340,6 +342,16 @@ pub struct GraphBuilt {
     pub seconds: f64,
 }
 
+impl std::fmt::Display for GraphBuilt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: an HNSW graph over {} vectors built in {:.1} s, recall@{} against exact search {:.3} ({RECALL_SAMPLES} of the vectors as queries)",
+            self.modality, self.vectors, self.seconds, self.k, self.recall
+        )
+    }
+}
+
 /// The answer to one query of a [`Searcher`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SearchAnswer {
@@ -349,9 +361,13 @@ pub struct SearchAnswer {
     pub among: String,
     /// Whether an HNSW graph answered (else one exact matrix product per block).
     pub approximate: bool,
-    /// The graph's recall against exact search, measured when it was built.
+    /// The graph's recall@[`SearchAnswer::recall_k`] against exact search, measured when
+    /// it was built.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recall_against_exact: Option<f64>,
+    /// The k of that recall.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recall_k: Option<usize>,
     /// Most similar first.
     pub hits: Vec<SearchHit>,
 }
@@ -360,6 +376,12 @@ impl Searcher {
     /// Reads the index at `path` (see [`Embeddings::write`]) and refuses it unless
     /// `predictor`'s run wrote it.
     pub fn open(predictor: &Predictor, path: &Path) -> Result<Self> {
+        if Embeddings::is_arrow_path(path) {
+            return Err(Error::Config(format!(
+                "{}: an Arrow export is for data tools; search an index `fusion embed` wrote as `.safetensors`",
+                path.display()
+            )));
+        }
         let embeddings = Embeddings::read(path)?;
         predictor.check_index(&embeddings, path)?;
         Self::of(embeddings)
@@ -367,22 +389,25 @@ impl Searcher {
 
     /// Searches `embeddings` held in memory.
     pub fn of(embeddings: Embeddings) -> Result<Self> {
-        let mut exact = BTreeMap::new();
+        let mut indexed = Vec::new();
+        let mut keys = BTreeMap::new();
         for (m, name) in embeddings.modalities.iter().enumerate() {
             if bool::try_from(embeddings.present.select(1, m as i64).any())? {
-                exact.insert(name.clone(), embeddings.index(name, None)?);
+                indexed.push(name.clone());
+                keys.insert(name.clone(), (embeddings.index(name, None)?, None));
             }
         }
         Ok(Self {
             embeddings,
-            exact,
-            graphs: BTreeMap::new(),
+            indexed,
+            keys,
         })
     }
 
-    /// The modalities some indexed record has (those a search may be among).
-    pub fn indexed(&self) -> Vec<&str> {
-        self.exact.keys().map(String::as_str).collect()
+    /// The modalities some indexed record has (those a search may be among), in the
+    /// index's column order.
+    pub fn indexed(&self) -> &[String] {
+        &self.indexed
     }
 
     /// The records indexed, with their vectors.
@@ -390,46 +415,47 @@ impl Searcher {
         &self.embeddings
     }
 
-    /// Builds an HNSW graph (default parameters) over each indexed modality (or only
-    /// `only`) holding more than `above` vectors, and measures its recall@`k` against
-    /// exact search with [`RECALL_SAMPLES`] of its vectors as queries.
+    /// Replaces the exact index of each indexed modality (or only `only`) holding more than
+    /// `above` vectors by an HNSW graph (default parameters), its recall@`k` against exact
+    /// search measured with [`RECALL_SAMPLES`] of its vectors as queries.
     pub fn approximate_above(&mut self, above: usize, only: Option<&str>, k: usize) -> Result<Vec<GraphBuilt>> {
         let mut built = Vec::new();
-        for (name, exact) in &self.exact {
-            if exact.len() <= above || only.is_some_and(|only| only != name) || self.graphs.contains_key(name) {
+        for (name, (index, recall)) in &mut self.keys {
+            if index.len() <= above || only.is_some_and(|only| only != name) || recall.is_some() {
                 continue;
             }
             let started = std::time::Instant::now();
             let graph = self.embeddings.index(name, Some(&fusion_ann::HnswParams::default()))?;
-            let recall = graph.recall_at(k, RECALL_SAMPLES)?;
+            let measured = graph.recall_at(k, RECALL_SAMPLES)?;
             built.push(GraphBuilt {
                 modality: name.clone(),
                 vectors: graph.len(),
-                recall,
+                recall: measured,
                 k,
                 seconds: started.elapsed().as_secs_f64(),
             });
-            self.graphs.insert(name.clone(), (graph, recall));
+            (*index, *recall) = (graph, Some((measured, k)));
         }
         Ok(built)
     }
 
     /// The indexed modality a query of modality `from` searches: `among`, or the first
-    /// indexed one other than `from`.
+    /// indexed one other than `from` in the index's column order. A query that cannot
+    /// search (nothing else indexed, `among` not indexed) is an [`Error::Record`].
     pub fn key_for(&self, from: &str, among: Option<&str>) -> Result<String> {
         let key = match among {
             Some(name) => name.to_string(),
-            None => self.exact.keys().find(|m| *m != from).cloned().ok_or_else(|| {
-                Error::Config(format!(
+            None => self.indexed.iter().find(|m| *m != from).cloned().ok_or_else(|| {
+                Error::Record(format!(
                     "the index holds no modality other than the query's `{from}`: name one to search among"
                 ))
             })?,
         };
-        match self.exact.contains_key(&key) {
+        match self.keys.contains_key(&key) {
             true => Ok(key),
-            false => Err(Error::Config(format!(
+            false => Err(Error::Record(format!(
                 "no indexed record has a `{key}` embedding (indexed: {})",
-                self.indexed().join(", ")
+                self.indexed.join(", ")
             ))),
         }
     }
@@ -441,7 +467,7 @@ impl Searcher {
         let mut given = query.iter();
         let (Some((from, vector)), None) = (given.next(), given.next()) else {
             return Err(Error::Record(format!(
-                "a query gives exactly one modality of the run an input, this one gave {}: {}",
+                "a query gives an input to exactly one modality of the run; this one gave {}: {}",
                 query.len(),
                 query.keys().cloned().collect::<Vec<_>>().join(", ")
             )));
@@ -450,10 +476,7 @@ impl Searcher {
             return Err(Error::Config("k: at least one hit is asked for".into()));
         }
         let key = self.key_for(from, among)?;
-        let (index, recall) = match self.graphs.get(&key) {
-            Some((graph, recall)) => (graph, Some(*recall)),
-            None => (&self.exact[&key], None),
-        };
+        let (index, recall) = &self.keys[&key];
         let hits = index
             .search(&self.embeddings, &Tensor::from_slice(vector).unsqueeze(0), k)?
             .remove(0);
@@ -461,7 +484,8 @@ impl Searcher {
             query_modality: from.clone(),
             among: key,
             approximate: index.is_approximate(),
-            recall_against_exact: recall,
+            recall_against_exact: recall.map(|(r, _)| r),
+            recall_k: recall.map(|(_, k)| k),
             hits,
         })
     }
@@ -816,6 +840,31 @@ mod tests {
         );
         refused(r#", "class_weights": "balanced""#, 2, "class_weights");
         refused(r#", "interactions_fallback": true"#, 2, "interactions_fallback");
+        refused(
+            r#", "compare": [{"name": "r", "fusion": {"family": "late", "combiner": "mean"}}]"#,
+            2,
+            "`compare[0].fusion`: a contrastive task has no fusion",
+        );
+        // Set by a program rather than read from a file: refused when validated.
+        let fused_row = contrastive("", 2).map(|mut c| {
+            c.compare = vec![crate::NamedFusion {
+                name: "r".into(),
+                fusion: fusion_core::FusionConfig::Late {
+                    combiner: fusion_core::LateCombiner::Mean,
+                },
+                modalities: Vec::new(),
+            }];
+            c.validate()
+        });
+        assert!(fused_row.is_ok_and(|v| v.is_err_and(|e| e.to_string().contains("`compare[0].fusion`"))));
+        // A prediction task's row names its fusion.
+        let classification = RunConfig::parse(
+            br#"{"manifest": "m.jsonl", "modalities": [{"name": "text", "features": {"kind": "hashed_words", "dim": 8}, "encoder": {"kind": "mlp", "hidden": [4]}}],
+                 "fusion": {"family": "late", "combiner": "mean"}, "compare": [{"name": "r"}], "train": {"epochs": 1, "batch_size": 8}}"#,
+            Path::new("/tmp/c.json"),
+        );
+        let message = classification.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(message.contains("`compare[0].fusion`: missing"), "{message}");
         let tiny = contrastive("", 2).map(|mut c| {
             c.train.batch_size = 1;
             c.validate()
@@ -862,58 +911,65 @@ mod tests {
 
     #[test]
     fn a_searcher_answers_one_modality_among_another() -> Result<()> {
-        // Record z lacks `b`; its `a` is the query's own direction but must not be found.
+        // Columns a, c, b: a query of `a` searches `c` (the index's order), not `b` (the
+        // names' order). Record z lacks `c`; its `a` is the query's own direction but must
+        // not be found among `c`.
         let unit = |v: [f32; 2]| Tensor::from_slice(&v);
         let vectors = Tensor::stack(
             &[
-                Tensor::stack(&[unit([1.0, 0.0]), unit([0.0, 1.0])], 0),
-                Tensor::stack(&[unit([0.0, 1.0]), unit([0.6, 0.8])], 0),
-                Tensor::stack(&[unit([1.0, 0.0]), unit([0.0, 0.0])], 0),
+                Tensor::stack(&[unit([1.0, 0.0]), unit([0.0, 1.0]), unit([1.0, 0.0])], 0),
+                Tensor::stack(&[unit([0.0, 1.0]), unit([0.6, 0.8]), unit([1.0, 0.0])], 0),
+                Tensor::stack(&[unit([1.0, 0.0]), unit([0.0, 0.0]), unit([1.0, 0.0])], 0),
             ],
             0,
         );
-        let present = Tensor::from_slice(&[true, true, true, true, true, false]).reshape([3, 2]);
+        let present = Tensor::from_slice(&[true, true, true, true, true, true, true, false, true]).reshape([3, 3]);
         let mut searcher = Searcher::of(Embeddings {
             ids: vec!["x".into(), "y".into(), "z".into()],
             labels: vec!["cat".into(), "dog".into(), String::new()],
-            modalities: vec!["a".into(), "b".into()],
+            modalities: vec!["a".into(), "c".into(), "b".into()],
             vectors,
             present,
             problems: Vec::new(),
             run_weights: 7,
         })?;
+        assert_eq!(searcher.indexed(), ["a", "c", "b"]);
         let query = BTreeMap::from([("a".to_string(), vec![1.0f32, 0.0])]);
         let answer = searcher.search(&query, None, 5)?;
-        assert_eq!((answer.among.as_str(), answer.approximate), ("b", false));
+        assert_eq!((answer.among.as_str(), answer.approximate), ("c", false));
         let found: Vec<(&str, f32)> = answer.hits.iter().map(|h| (h.id.as_str(), h.score)).collect();
-        assert_eq!(found.len(), 2, "z has no `b`: {found:?}");
+        assert_eq!(found.len(), 2, "z has no `c`: {found:?}");
         assert_eq!((found[0].0, found[1].0), ("y", "x"));
         assert!((found[0].1 - 0.6).abs() < 1e-6 && found[1].1.abs() < 1e-6, "{found:?}");
         assert_eq!(answer.hits[0].label, "dog");
         // Among the query's own modality, when asked.
         let own = searcher.search(&query, Some("a"), 1)?;
         assert!(["x", "z"].contains(&own.hits[0].id.as_str()));
-        let refused = |query: &BTreeMap<String, Vec<f32>>, among: Option<&str>, k: usize| {
-            searcher
-                .search(query, among, k)
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default()
+        let refused = |query: &BTreeMap<String, Vec<f32>>, among: Option<&str>, k: usize| match searcher
+            .search(query, among, k)
+        {
+            Ok(_) => String::new(),
+            Err(e @ Error::Record(_)) => format!("record: {e}"),
+            Err(e) => e.to_string(),
         };
-        let both = BTreeMap::from([("a".to_string(), vec![1.0f32, 0.0]), ("b".to_string(), vec![0.0, 1.0])]);
-        assert!(refused(&both, None, 1).contains("gave 2: a, b"));
+        let both = BTreeMap::from([("a".to_string(), vec![1.0f32, 0.0]), ("c".to_string(), vec![0.0, 1.0])]);
+        assert!(refused(&both, None, 1).contains("record: a query gives an input to exactly one modality"));
+        assert!(refused(&both, None, 1).contains("gave 2: a, c"));
         assert!(refused(&BTreeMap::new(), None, 1).contains("gave 0"));
-        assert!(refused(&query, Some("c"), 1).contains("no indexed record has a `c`"));
+        assert!(refused(&query, Some("d"), 1).contains("record: no indexed record has a `d`"));
         assert!(refused(&query, None, 0).contains("k:"));
-        // A graph over `b` only (2 vectors > 1), its recall measured.
-        let built = searcher.approximate_above(1, Some("b"), 1)?;
+        // A graph over `c` only (2 vectors > 1), replacing its exact index, its recall measured.
+        let built = searcher.approximate_above(1, Some("c"), 1)?;
         assert_eq!(built.len(), 1);
-        assert_eq!((built[0].modality.as_str(), built[0].vectors), ("b", 2));
+        assert_eq!((built[0].modality.as_str(), built[0].vectors), ("c", 2));
         assert!((built[0].recall - 1.0).abs() < 1e-9);
+        assert!(built[0].to_string().starts_with("c: an HNSW graph over 2 vectors"));
         let approximate = searcher.search(&query, None, 2)?;
         assert!(approximate.approximate && approximate.recall_against_exact == Some(1.0));
+        assert_eq!(approximate.recall_k, Some(1));
         assert_eq!(approximate.hits, answer.hits);
         assert!(!searcher.search(&query, Some("a"), 1)?.approximate);
+        assert!(searcher.approximate_above(1, Some("c"), 1)?.is_empty(), "built once");
         Ok(())
     }
 

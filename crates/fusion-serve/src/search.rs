@@ -1,7 +1,7 @@
 //! `POST /v1/search`: each record of a request, embedded by a contrastive run, searched
 //! for in an index that run wrote (`fusion embed`).
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::{
     Json,
@@ -23,12 +23,19 @@ pub const MAX_HITS: usize = 1000;
 /// An index `POST /v1/search` answers from, opened with the served run
 /// ([`Searcher::open`]).
 #[derive(Clone)]
-pub struct SearchIndex(Arc<Mutex<Searcher>>);
+pub struct SearchIndex {
+    searcher: Arc<Mutex<Searcher>>,
+    /// [`Searcher::indexed`], read without the lock.
+    indexed: Arc<[String]>,
+}
 
 impl SearchIndex {
     /// Serves `searcher`'s index.
     pub fn new(searcher: Searcher) -> Self {
-        Self(Arc::new(Mutex::new(searcher)))
+        Self {
+            indexed: searcher.indexed().into(),
+            searcher: Arc::new(Mutex::new(searcher)),
+        }
     }
 }
 
@@ -83,18 +90,11 @@ pub(crate) async fn search(
     if !(1..=MAX_HITS).contains(&params.k) {
         return Err(ServeError::BadRequest(format!("k: between 1 and {MAX_HITS} hits")));
     }
-    if let Some(among) = &params.among {
-        let searcher = index
-            .0
-            .lock()
-            .map_err(|_| ServeError::Internal("the index was poisoned".into()))?;
-        let indexed = searcher.indexed();
-        if !indexed.contains(&among.as_str()) {
-            return Err(ServeError::BadRequest(format!(
-                "among: no indexed record has a `{among}` embedding (indexed: {})",
-                indexed.join(", ")
-            )));
-        }
+    if let Some(among) = params.among.as_ref().filter(|among| !index.indexed.contains(among)) {
+        return Err(ServeError::BadRequest(format!(
+            "among: no indexed record has a `{among}` embedding (indexed: {})",
+            index.indexed.join(", ")
+        )));
     }
     let (incoming, _body_permit) = read_request(&shared, &headers, request).await?;
     let answer = shared.batcher.predict(incoming.records.clone(), false).await?;
@@ -106,16 +106,17 @@ pub(crate) async fn search(
         .map(|p| (p.id, p.embeddings.unwrap_or_default()))
         .collect();
     let (results, refused) = tokio::task::spawn_blocking(move || {
-        let searcher = index
-            .0
-            .lock()
-            .map_err(|_| ServeError::Internal("the index was poisoned".into()))?;
+        // The index is only read: a search that panicked left nothing half-written.
+        let searcher = index.searcher.lock().unwrap_or_else(PoisonError::into_inner);
         let mut results = Vec::new();
         let mut refused = Vec::new();
         for (id, query) in queries {
             match searcher.search(&query, params.among.as_deref(), params.k) {
                 Ok(answer) => results.push(Found { id, answer }),
-                Err(e @ fusion_run::Error::Record(_)) => refused.push((id, e.to_string())),
+                // What the record asked cannot be searched: its own error, not the request's.
+                Err(e @ (fusion_run::Error::Record(_) | fusion_run::Error::Config(_))) => {
+                    refused.push((id, e.to_string()));
+                }
                 Err(e) => return Err(ServeError::Model(e.to_string())),
             }
         }

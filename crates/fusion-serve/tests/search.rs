@@ -106,8 +106,23 @@ fn search_over_http_finds_what_the_library_finds_and_refuses_bad_queries() {
     assert_eq!(both.status, 422, "{}", both.body);
     let error = both.json()["errors"][0]["error"].as_str().unwrap().to_string();
     assert!(
-        error.contains("exactly one modality") && error.contains("image, text"),
+        error.contains("exactly one modality of the run") && error.contains("image, text"),
         "{error}"
+    );
+    // Beside a good record: the good one answered, the other its error (200).
+    let mixed = post(
+        "/v1/search?k=2",
+        &serde_json::json!({"records": [
+            {"id": "good", "text": "the two"},
+            {"id": "bad", "text": "the one", "image": picture["image"]},
+        ]}),
+    );
+    assert_eq!(mixed.status, 200, "{}", mixed.body);
+    let mixed = mixed.json();
+    assert_eq!(mixed["results"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        (mixed["results"][0]["id"].as_str(), mixed["errors"][0]["id"].as_str()),
+        (Some("good"), Some("bad"))
     );
     for (path, expected) in [
         ("/v1/search?among=sound", "no indexed record has a `sound`"),
@@ -119,6 +134,26 @@ fn search_over_http_finds_what_the_library_finds_and_refuses_bad_queries() {
         let error = answer.json()["error"].as_str().unwrap_or_default().to_string();
         assert!(error.contains(expected), "{path}: {error}");
     }
+    // Graphs instead of exact search, their recall reported with its k.
+    let predictor = fusion_run::Predictor::load(&run, tch::Device::Cpu).unwrap();
+    let mut graphs = fusion_run::Searcher::open(&predictor, &index_path).unwrap();
+    assert_eq!(graphs.approximate_above(0, None, 10).unwrap().len(), 3);
+    let approximate = serve(Some(fusion_serve::SearchIndex::new(graphs)));
+    let answer = send(
+        approximate,
+        "POST",
+        "/v1/search?k=5&among=image",
+        &[("Content-Type", "application/json")],
+        br#"{"records": [{"id": "q", "text": "the seven"}]}"#,
+    )
+    .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let result = &answer.json()["results"][0];
+    assert_eq!(
+        (result["approximate"].as_bool(), result["recall_k"].as_u64()),
+        (Some(true), Some(10))
+    );
+    assert!(result["recall_against_exact"].as_f64().unwrap() > 0.9, "{result}");
     // A server started without an index.
     let bare = serve(None);
     let answer = send(

@@ -32,7 +32,7 @@ pub fn compare(config_path: &Path, out: &Path, ui: Ui, device: Device) -> Result
     let score = score_name(compared.config.task);
     plots::bars(
         &plot_path(&compare, "compare")?,
-        &format!("{} on {split} by fusion method", capitalised(score)),
+        &format!("{} on {split} by row", capitalised(score)),
         score,
         &rows.iter().map(|r| r.name.clone()).collect::<Vec<_>>(),
         &rows.iter().map(|r| r.accuracy).collect::<Vec<_>>(),

@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 use fusion_data::{Record, Split};
 use fusion_run::{
-    ClassDescriptions, Embeddings, Predictor, RECALL_SAMPLES, Run, SearchAnswer, Searcher, ZeroShotRecord,
-    prompts_from_templates,
+    ClassDescriptions, Embeddings, Predictor, Run, SearchAnswer, Searcher, ZeroShotRecord, prompts_from_templates,
 };
 use tch::Device;
 
@@ -138,10 +137,7 @@ pub fn search(
     if let (Some(above), Some(from)) = (approximate_above, query.keys().next().filter(|_| query.len() == 1)) {
         let key = searcher.key_for(from, among)?;
         for graph in searcher.approximate_above(above, Some(&key), k)? {
-            ui.say(format!(
-                "approximate search: an HNSW graph over {} vectors built in {:.1} s, recall@{k} against exact search {:.3} ({RECALL_SAMPLES} of the vectors as queries)",
-                graph.vectors, graph.seconds, graph.recall
-            ));
+            ui.say(format!("approximate search over {graph}"));
         }
     }
     let answer = searcher.search(&query, among, k)?;

@@ -57,10 +57,7 @@ pub fn serve(folder: &Path, options: Options, ui: Ui, device: Device) -> Result<
             let mut searcher = Searcher::open(&predictor, path)?;
             if let Some(above) = approximate_above {
                 for graph in searcher.approximate_above(*above, None, SEARCH_RECALL_K)? {
-                    ui.say(format!(
-                        "{}: an HNSW graph over {} vectors built in {:.1} s, recall@{} against exact search {:.3}",
-                        graph.modality, graph.vectors, graph.seconds, graph.k, graph.recall
-                    ));
+                    ui.say(graph.to_string());
                 }
             }
             Some(fusion_serve::SearchIndex::new(searcher))
