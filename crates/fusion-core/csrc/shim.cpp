@@ -86,3 +86,34 @@ int fusion_autocast_exit(int device_type) {
 }
 
 }  // extern "C"
+
+// AdamW over many parameters in one pass per parameter (torch.optim.AdamW(fused=True)):
+// the update reads and writes each tensor once where the step written out in Rust makes
+// about ten passes. All tensors on one device and of one type; returns 0, or -1 when the
+// fused kernel refused them (the caller then steps parameter by parameter).
+#include <vector>
+
+#include <ATen/ops/_fused_adamw.h>
+
+extern "C" {
+
+int fusion_fused_adamw(at::Tensor* const* params, at::Tensor* const* grads, at::Tensor* const* exp_avgs,
+                       at::Tensor* const* exp_avg_sqs, at::Tensor* const* steps, int64_t count, double lr,
+                       double beta1, double beta2, double weight_decay, double eps) {
+  try {
+    std::vector<at::Tensor> p, g, m, v, s;
+    for (int64_t i = 0; i < count; ++i) {
+      p.push_back(*params[i]);
+      g.push_back(*grads[i]);
+      m.push_back(*exp_avgs[i]);
+      v.push_back(*exp_avg_sqs[i]);
+      s.push_back(*steps[i]);
+    }
+    at::_fused_adamw_(p, g, m, v, {}, s, lr, beta1, beta2, weight_decay, eps, false, false);
+    return 0;
+  } catch (...) {
+    return -1;
+  }
+}
+
+}  // extern "C"

@@ -281,11 +281,21 @@ mod tests {
         let names: Vec<&str> = planned.iter().map(|(name, _)| name.as_str()).collect();
         assert_eq!(
             names,
-            ["image + text + audio", "image + text", "image + audio", "text + audio", "wider"]
+            [
+                "image + text + audio",
+                "image + text",
+                "image + audio",
+                "text + audio",
+                "wider"
+            ]
         );
         assert_eq!(planned[2].1.names(), ["image", "audio"]);
         config.validate()?;
-        assert!(planned.iter().all(|(_, c)| c.compare.is_empty() && c.task == Task::Contrastive));
+        assert!(
+            planned
+                .iter()
+                .all(|(_, c)| c.compare.is_empty() && c.task == Task::Contrastive)
+        );
         Ok(())
     }
 }
