@@ -135,9 +135,10 @@ impl EfficientNetLite0 {
 
     /// Whether fine-tuning normalises with each batch's statistics and moves the running
     /// ones (`true`, as a network trained from scratch must) or keeps the pretrained
-    /// statistics while the rest trains (`false`): a few dozen to a few hundred steps at batch norm's
-    /// momentum of 0.01 move running statistics too little for the weights trained on batch
-    /// statistics, so evaluation would normalise with statistics they never saw.
+    /// statistics while the rest trains (`false`): a few dozen to a few hundred steps at
+    /// batch norm's momentum of 0.01 move running statistics too little for the weights
+    /// trained on batch statistics, so evaluation would normalise with statistics they
+    /// never saw.
     pub fn with_batch_statistics(mut self, batch_statistics: bool) -> Self {
         self.batch_statistics = batch_statistics;
         self
