@@ -31,7 +31,7 @@ by default the pretrained running statistics while training too, as the workspac
 them; with `"batch_statistics": true` each batch's statistics while training and running
 ones moved at momentum 0.01), pooled to 1280 values, its parameters in an AdamW group of
 their own learning rate.
-Needs torch 2.11.0 and safetensors.
+Needs torch 2.11.0, safetensors, numpy and pillow (the fixture script it imports reads pictures).
 """
 
 import argparse
@@ -40,6 +40,7 @@ import math
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -47,6 +48,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file
+
+# EfficientNet-Lite0's stages and TensorFlow "same" padding, as the parity fixture writes them.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../fixtures/image"))
+from make_efficientnet_reference import STAGES, same_pad  # noqa: E402
 
 
 class LeNet(nn.Module):
@@ -67,17 +72,7 @@ class LeNet(nn.Module):
         return self.out(F.relu(self.fc2(F.relu(self.fc1(x.flatten(1))))))
 
 
-# (kernel, stride, expansion, output channels, repeats) of EfficientNet-Lite0's stages.
-STAGES = [(3, 1, 1, 16, 1), (3, 2, 6, 24, 2), (5, 2, 6, 40, 2), (3, 2, 6, 80, 3), (5, 1, 6, 112, 3), (5, 2, 6, 192, 4),
-          (3, 1, 6, 320, 1)]
 STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
-
-
-def same_pad(x, kernel, stride):
-    h, w = x.shape[-2:]
-    pad_h = max((math.ceil(h / stride) - 1) * stride + kernel - h, 0)
-    pad_w = max((math.ceil(w / stride) - 1) * stride + kernel - w, 0)
-    return F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
 
 
 class EfficientNetLite0(nn.Module):

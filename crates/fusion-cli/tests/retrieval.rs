@@ -192,32 +192,26 @@ fn a_contrastive_run_trains_evaluates_embeds_searches_and_classifies_zero_shot()
         assert_eq!(line["prediction"], "");
     }
 
+    let embed_to = |out: &Path| {
+        json(&ok(&[
+            "--json",
+            "embed",
+            "--run",
+            r,
+            "--split",
+            "test",
+            "--out",
+            out.to_str().unwrap(),
+        ]))
+    };
     let index = dir.path().join("index.safetensors");
-    let embedded = json(&ok(&[
-        "--json",
-        "embed",
-        "--run",
-        r,
-        "--split",
-        "test",
-        "--out",
-        index.to_str().unwrap(),
-    ]));
+    let embedded = embed_to(&index);
     assert_eq!(embedded["records"], 48);
     assert_eq!(embedded["dim"], 16);
     assert!(dir.path().join("index.ids.json").exists());
     // The same records for data tools: one Arrow IPC file, nothing beside it.
     let table = dir.path().join("embedded.arrow");
-    let exported = json(&ok(&[
-        "--json",
-        "embed",
-        "--run",
-        r,
-        "--split",
-        "test",
-        "--out",
-        table.to_str().unwrap(),
-    ]));
+    let exported = embed_to(&table);
     assert_eq!(exported["records"], 48);
     let bytes = std::fs::read(&table).unwrap();
     assert!(
