@@ -49,9 +49,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-# EfficientNet-Lite0's stages and TensorFlow "same" padding, as the parity fixture writes them.
+# EfficientNet-Lite0 as the parity fixture writes it, with this peer's batch norm.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../fixtures/image"))
-from make_efficientnet_reference import STAGES, same_pad  # noqa: E402
+from make_efficientnet_reference import features  # noqa: E402
 
 
 class LeNet(nn.Module):
@@ -88,31 +88,13 @@ class EfficientNetLite0(nn.Module):
             if k.endswith(STATISTICS[:2]):
                 self.register_buffer(k.replace(".", "__"), v.clone())
 
-    def w(self, key):
-        key = key.replace(".", "__")
-        return self.weights[key] if key in self.weights else getattr(self, key)
-
-    def bn(self, x, key):
-        return F.batch_norm(x, self.w(f"{key}.running_mean"), self.w(f"{key}.running_var"), self.w(f"{key}.weight"),
-                            self.w(f"{key}.bias"), self.training and self.batch_statistics, 0.01, 1e-3)
+    def norm(self, x, w, key):
+        return F.batch_norm(x, w[f"{key}.running_mean"], w[f"{key}.running_var"], w[f"{key}.weight"], w[f"{key}.bias"],
+                            self.training and self.batch_statistics, 0.01, 1e-3)
 
     def forward(self, x):
-        x = F.relu6(self.bn(F.conv2d(same_pad(x, 3, 2), self.w("_conv_stem.weight"), stride=2), "_bn0"))
-        index, channels = 0, 32
-        for kernel, stride, expansion, out, repeats in STAGES:
-            for r in range(repeats):
-                s = stride if r == 0 else 1
-                key = f"_blocks.{index}"
-                h = x
-                if expansion != 1:
-                    h = F.relu6(self.bn(F.conv2d(h, self.w(f"{key}._expand_conv.weight")), f"{key}._bn0"))
-                h = F.relu6(self.bn(F.conv2d(same_pad(h, kernel, s), self.w(f"{key}._depthwise_conv.weight"), stride=s,
-                                             groups=h.shape[1]), f"{key}._bn1"))
-                h = self.bn(F.conv2d(h, self.w(f"{key}._project_conv.weight")), f"{key}._bn2")
-                if s == 1 and channels == out:
-                    h = h + x
-                x, channels, index = h, out, index + 1
-        return F.relu6(self.bn(F.conv2d(x, self.w("_conv_head.weight")), "_bn1")).mean((2, 3))
+        w = {k.replace("__", "."): v for k, v in [*self.weights.items(), *self.named_buffers()]}
+        return features(w, x, self.norm)
 
 
 class Clip(nn.Module):

@@ -317,6 +317,16 @@ pub struct RetrievalMetrics {
 /// Ranks of recall reported.
 pub const RECALL_AT: [usize; 3] = [1, 5, 10];
 
+/// Recall@`k` averaged over every direction of `pairs` (0 without one): a contrastive
+/// run's accuracy at `k` = 1.
+pub fn mean_recall_at(pairs: &[PairRetrieval], k: usize) -> f64 {
+    let recalls: Vec<f64> = pairs
+        .iter()
+        .filter_map(|p| p.metrics.recall_at.iter().find(|(at, _)| *at == k).map(|(_, r)| *r))
+        .collect();
+    recalls.iter().sum::<f64>() / recalls.len().max(1) as f64
+}
+
 /// The 1-based rank of the best-ranked relevant key of each query: `similarity` is
 /// `[Q, K]`, `relevant[q]` the keys that count as a hit for query `q` (its pair, and any key
 /// with the same content: two records with the same text are both right). A tie counts

@@ -94,6 +94,11 @@ impl VectorIndex {
         Ok(fusion_ann::recall(&found, &exact))
     }
 
+    /// The rows indexed, scaled to unit length, `[N, D]` on the CPU.
+    pub fn vectors(&self) -> &Tensor {
+        &self.vectors
+    }
+
     /// Rows indexed.
     pub fn len(&self) -> usize {
         self.vectors.size()[0] as usize

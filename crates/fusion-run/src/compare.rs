@@ -62,21 +62,11 @@ impl RetrievalSummary {
         let fusion_core::TaskMetrics::Retrieval { pairs } = &eval.task else {
             return None;
         };
-        let n = pairs.len().max(1) as f64;
-        let recall_at = fusion_core::contrastive::RECALL_AT
-            .iter()
-            .map(|&k| {
-                let total: f64 = pairs
-                    .iter()
-                    .filter_map(|p| p.metrics.recall_at.iter().find(|(at, _)| *at == k))
-                    .map(|(_, r)| r)
-                    .sum();
-                (k, total / n)
-            })
-            .collect();
+        use fusion_core::contrastive::{RECALL_AT, mean_recall_at};
         Some(Self {
-            recall_at,
-            mean_reciprocal_rank: pairs.iter().map(|p| p.metrics.mean_reciprocal_rank).sum::<f64>() / n,
+            recall_at: RECALL_AT.iter().map(|&k| (k, mean_recall_at(pairs, k))).collect(),
+            mean_reciprocal_rank: pairs.iter().map(|p| p.metrics.mean_reciprocal_rank).sum::<f64>()
+                / pairs.len().max(1) as f64,
             directions: pairs.len(),
         })
     }

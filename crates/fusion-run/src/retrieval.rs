@@ -231,11 +231,7 @@ impl Embeddings {
             Some(params) => VectorIndex::approximate(&vectors, params)?,
             None => VectorIndex::exact(&vectors)?,
         };
-        Ok(KeyIndex {
-            index,
-            records,
-            vectors,
-        })
+        Ok(KeyIndex { index, records })
     }
 
     /// Row `record`'s vector in each modality it has, by name (a query for
@@ -264,7 +260,6 @@ pub struct KeyIndex {
     index: VectorIndex,
     /// The embeddings' row of each indexed vector.
     records: Vec<usize>,
-    vectors: Tensor,
 }
 
 impl KeyIndex {
@@ -309,7 +304,7 @@ impl KeyIndex {
         let rows = Tensor::arange_start_step(0, self.len() as i64, step, (Kind::Int64, Device::Cpu));
         Ok(self
             .index
-            .recall_against_exact(&self.vectors.index_select(0, &rows), k)?)
+            .recall_against_exact(&self.index.vectors().index_select(0, &rows), k)?)
     }
 }
 

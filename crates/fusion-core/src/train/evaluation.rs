@@ -204,13 +204,9 @@ fn evaluate_retrieval(model: &FusionModel, data: &TensorDataset, batch_size: usi
     let loss = loss_sum / embeddings.size()[0].max(1) as f64;
     let content = crate::contrastive::content_digests(data)?;
     let pairs = crate::contrastive::retrieval_between(&embeddings, model.modality_names(), &content)?;
-    let recall_at_1: Vec<f64> = pairs
-        .iter()
-        .filter_map(|p| p.metrics.recall_at.first().map(|r| r.1))
-        .collect();
     let count = data.len() as usize;
     let metrics = Metrics {
-        accuracy: recall_at_1.iter().sum::<f64>() / recall_at_1.len().max(1) as f64,
+        accuracy: crate::contrastive::mean_recall_at(&pairs, 1),
         ..Metrics::empty(count)
     };
     Ok(Evaluation {
