@@ -79,8 +79,8 @@ pub use fit::{Fitted, RESOURCES_FILE, Resources, fit, fit_loaded, peak_rss_mb, s
 pub use frozen::FrozenCounts;
 pub use label_calibration::{LABEL_CALIBRATION_FILE, LabelCalibratedEval, LabelCalibration, LabelScores};
 pub use portfolio::{
-    BAG_BELOW_VAL, BAG_FOLDS, INTERACTION_EPOCHS, MAX_FOLDS, PORTFOLIO_ROUNDS, Portfolio, PortfolioOptions,
-    interaction_config, portfolio_members, train_portfolio,
+    BAG_BELOW_VAL, BAG_FOLDS, INTERACTION_DROPOUT, INTERACTION_EPOCHS, INTERACTION_LR, MAX_FOLDS, PORTFOLIO_ROUNDS,
+    Portfolio, PortfolioOptions, interaction_config, portfolio_members, train_portfolio,
 };
 pub use predictor::{Observer, Prediction, Predictions, Predictor, Prepared, Preparer, build_ensemble};
 pub use preset::{HOLDOUT_FRACTION, Preset, zero_config};

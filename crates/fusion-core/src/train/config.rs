@@ -75,7 +75,34 @@ impl OptimizerConfig {
         }
     }
 
-    pub(super) fn lr(&self) -> f64 {
+    /// The same optimiser at base learning rate `lr`.
+    pub fn with_lr(self, lr: f64) -> Self {
+        match self {
+            Self::AdamW {
+                weight_decay,
+                beta1,
+                beta2,
+                eps,
+                ..
+            } => Self::AdamW {
+                lr,
+                weight_decay,
+                beta1,
+                beta2,
+                eps,
+            },
+            Self::Sgd {
+                momentum, weight_decay, ..
+            } => Self::Sgd {
+                lr,
+                momentum,
+                weight_decay,
+            },
+        }
+    }
+
+    /// The base learning rate.
+    pub fn lr(&self) -> f64 {
         match self {
             Self::AdamW { lr, .. } | Self::Sgd { lr, .. } => *lr,
         }
