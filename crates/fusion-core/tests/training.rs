@@ -13,9 +13,9 @@ use std::{
 
 use common::*;
 use fusion_core::{
-    EarlyMethod, EpochRecord, Error, FusionConfig, FusionModel, LateCombiner, ModalityInput, NOISE_LEVELS, Precision,
-    RunFolder, TensorDataset, TrainConfig, evaluate, export_torchscript, missing_modality_accuracy, noise_robustness,
-    shapley_values, train,
+    EarlyMethod, EarlyStopping, EpochRecord, Error, FusionConfig, FusionModel, LateCombiner, ModalityInput,
+    NOISE_LEVELS, Precision, RunFolder, StopMetric, TensorDataset, TrainConfig, evaluate, export_torchscript,
+    missing_modality_accuracy, noise_robustness, shapley_values, train,
 };
 use tch::{Device, Kind, Tensor, nn::VarStore};
 
@@ -707,4 +707,41 @@ fn mixed_precision_trains_as_well_and_keeps_its_loss_scale_in_the_checkpoint() {
         fp32 != bf16 && fp32 != fp16,
         "autocast computed as float32 did: {accuracy:?}"
     );
+}
+
+/// Early stopping on accuracy ends at the first epoch whose validation accuracy is
+/// perfect (no later epoch could be kept instead); on the loss, which has no best possible
+/// value, training goes on.
+#[test]
+fn early_stopping_ends_at_a_perfect_validation_score() {
+    let _rng = rng_lock();
+    tch::manual_seed(3);
+    let separable = |n: i64| {
+        let labels = Tensor::randint(CLASSES, [n], (Kind::Int64, Device::Cpu));
+        let shift = labels.one_hot(CLASSES).to_kind(Kind::Float).repeat([1, DIM / CLASSES]) * 10.0;
+        let features = Tensor::randn([n, DIM], (Kind::Float, Device::Cpu)) + shift;
+        TensorDataset::dense(vec![features], labels).unwrap()
+    };
+    let (train_set, val_set) = (separable(200), separable(60));
+    let dir = tempfile::tempdir().unwrap();
+    let mut epochs = Vec::new();
+    for (name, metric) in [("accuracy", StopMetric::Accuracy), ("loss", StopMetric::Loss)] {
+        let training = TrainConfig {
+            early_stopping: Some(EarlyStopping { metric, patience: 100 }),
+            ..task_training(40, 5)
+        };
+        tch::manual_seed(5);
+        let vs = VarStore::new(Device::Cpu);
+        let fusion = FusionConfig::Early {
+            method: EarlyMethod::Concat,
+        };
+        let model = FusionModel::new(&vs.root(), &task_config(&["x"], fusion)).unwrap();
+        let folder = RunFolder::new(dir.path().join(name));
+        let summary = train(&model, &vs, &training, &train_set, Some(&val_set), &folder, &mut |_| {}).unwrap();
+        epochs.push(summary.epochs);
+    }
+    let perfect = epochs[0].iter().position(|e| e.val_accuracy == Some(1.0));
+    assert_eq!(perfect, Some(epochs[0].len() - 1), "{:?}", epochs[0]);
+    assert!(epochs[0].len() < 40, "{}", epochs[0].len());
+    assert_eq!(epochs[1].len(), 40);
 }

@@ -172,7 +172,8 @@ pub enum StopMetric {
     WorstGroupAccuracy,
 }
 
-/// Stop when the metric has not improved for `patience` epochs.
+/// Stop when the metric has not improved for `patience` epochs, or has reached its best
+/// possible value (1 for every metric but the loss).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EarlyStopping {
@@ -180,6 +181,15 @@ pub struct EarlyStopping {
     pub metric: StopMetric,
     /// Epochs without improvement before stopping.
     pub patience: usize,
+}
+
+impl EarlyStopping {
+    /// Whether training stops after `epochs_done` epochs, the best `best_score` at epoch
+    /// `best_epoch`. A perfect score cannot be beaten: the weights kept stay the same
+    /// whether training goes on or not.
+    pub fn stops(&self, epochs_done: usize, (best_epoch, best_score): (usize, f64)) -> bool {
+        epochs_done - best_epoch >= self.patience || (self.metric != StopMetric::Loss && best_score >= 1.0)
+    }
 }
 
 /// Everything about a training run except the model.

@@ -305,8 +305,8 @@ fn train_in(
     let mut last_checkpoint = Instant::now();
     let mut saved_epoch = resumed_from;
     for epoch in resumed_from..config.epochs {
-        if let (Some(stop), Some((best_epoch, _))) = (&config.early_stopping, best)
-            && epoch - best_epoch >= stop.patience
+        if let (Some(stop), Some(best)) = (&config.early_stopping, best)
+            && stop.stops(epoch, best)
         {
             stopped_early = true;
             break;
@@ -478,7 +478,7 @@ fn train_in(
             .early_stopping
             .as_ref()
             .zip(best)
-            .is_some_and(|(stop, (best_epoch, _))| epoch + 1 - best_epoch >= stop.patience);
+            .is_some_and(|(stop, best)| stop.stops(epoch + 1, best));
         if writes
             && (epoch + 1 == config.epochs
                 || stops_next
