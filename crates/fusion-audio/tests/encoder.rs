@@ -5,7 +5,7 @@
 use fusion_audio::{AudioCnn, AudioGru, DbConfig, MelConfig, MelExtractor, Spectrogram, batch_spectrograms};
 use fusion_core::{
     EarlyMethod, Encoder, EncoderConfig, FusionConfig, FusionModel, ModalityConfig, ModalityInput, ModelConfig,
-    Optimizer, RunFolder, TensorDataset, TrainConfig, evaluate, parameters_without_gradient, train,
+    Optimizer, RunFolder, TensorDataset, TrainConfig, evaluate, testing::parameters_without_gradient, train,
 };
 use tch::{Device, Kind, Tensor, nn::VarStore};
 

@@ -13,7 +13,7 @@ use std::{path::PathBuf, time::Instant};
 use fusion_core::{
     ConfidenceMeasure, EarlyMethod, EncoderConfig, FusionConfig, FusionModel, GatingForm, LateCombiner, ModalityConfig,
     ModelConfig, OptimizerConfig, Result, RunFolder, TensorDataset, TrainConfig, complexity, evaluate,
-    synthetic::complementary_task, train,
+    testing::complementary_task, train,
 };
 use tch::{Device, nn::VarStore};
 

@@ -42,15 +42,9 @@ impl fmt::Display for DeviceChoice {
 }
 
 impl DeviceChoice {
-    /// The device named by the environment variable `name` (written as `--device` takes it),
-    /// the CPU when it is unset: how device-aware tests learn where to run
-    /// (`FUSION_TEST_DEVICE`). An unknown or unavailable device is an error naming it.
-    pub fn from_env(name: &str) -> Result<tch::Device> {
-        Self::from_setting(name, std::env::var(name).ok())
-    }
-
-    /// [`Self::from_env`] of a value already read.
-    fn from_setting(name: &str, value: Option<String>) -> Result<tch::Device> {
+    /// The device a setting named `name` asks for (unset: the CPU); an unknown or
+    /// unavailable device is an error naming the setting.
+    pub(crate) fn from_setting(name: &str, value: Option<String>) -> Result<tch::Device> {
         match value {
             None => Ok(tch::Device::Cpu),
             Some(choice) => choice

@@ -76,7 +76,8 @@ mod params;
 mod precision;
 pub mod search;
 mod stream;
-pub mod synthetic;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod train;
 
 pub use calibration::{
@@ -118,6 +119,6 @@ pub use stream::{Batch, Batches, PREFETCH_BATCHES, ShardWriter, ShardedDataset, 
 pub use train::{
     DataSource, EarlyStopping, EpochRecord, Evaluation, GroupDro, Objective, Optimizer, OptimizerConfig, ParamGroup,
     Progress, RunFolder, Sampling, Schedule, StopMetric, TaskMetrics, TrainConfig, TrainSummary, argmax,
-    available_memory, embed, evaluate, has_gradient, label_states, load_weights, parameters_without_gradient,
-    save_weights, train, train_data_parallel, update_group_weights,
+    available_memory, embed, evaluate, label_states, load_weights, save_weights, train, train_data_parallel,
+    update_group_weights,
 };

@@ -7,7 +7,8 @@ mod common;
 
 use common::*;
 use fusion_core::{
-    EarlyMethod, Error, FusionConfig, FusionModel, LateCombiner, ModalityInput, Optimizer, parameters_without_gradient,
+    EarlyMethod, Error, FusionConfig, FusionModel, LateCombiner, ModalityInput, Optimizer,
+    testing::parameters_without_gradient,
 };
 use tch::{Device, Kind, Tensor, nn::VarStore};
 
@@ -235,7 +236,7 @@ fn cross_modal_attention_ignores_padding_and_absent_modalities_and_trains_every_
     // Projections and type embedding, 6 pairs × (2 blocks × 18 + final norm), 3 merges.
     assert_eq!(cross.len(), 3 * 2 + 1 + 6 * (2 * 18 + 2) + 3 * 2);
     for (name, tensor) in &cross {
-        assert!(fusion_core::has_gradient(tensor), "`{name}` got no gradient");
+        assert!(fusion_core::testing::has_gradient(tensor), "`{name}` got no gradient");
     }
 }
 

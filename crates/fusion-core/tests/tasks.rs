@@ -8,8 +8,8 @@ mod common;
 use common::*;
 use fusion_core::{
     EarlyMethod, FusionConfig, FusionModel, LateCombiner, ModelConfig, RunFolder, Task, TaskMetrics, TensorDataset,
-    evaluate, load_weights, missing_modality_accuracy, parameters_without_gradient, save_weights, shapley_values,
-    train,
+    evaluate, load_weights, missing_modality_accuracy, save_weights, shapley_values,
+    testing::parameters_without_gradient, train,
 };
 use tch::{Device, Kind, Tensor, nn::VarStore};
 

@@ -714,8 +714,7 @@ fn mixed_precision_trains_as_well_and_keeps_its_loss_scale_in_the_checkpoint() {
 /// value, training goes on.
 #[test]
 fn early_stopping_ends_at_a_perfect_validation_score() {
-    let _rng = rng_lock();
-    tch::manual_seed(3);
+    let _rng = fusion_core::testing::seeded(3);
     let separable = |n: i64| {
         let labels = Tensor::randint(CLASSES, [n], (Kind::Int64, Device::Cpu));
         let shift = labels.one_hot(CLASSES).to_kind(Kind::Float).repeat([1, DIM / CLASSES]) * 10.0;

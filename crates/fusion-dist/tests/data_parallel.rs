@@ -11,7 +11,7 @@ use std::{
 
 use fusion_core::{
     EarlyMethod, FusionConfig, FusionModel, GroupDro, ModalityConfig, ModelConfig, Objective, OptimizerConfig,
-    Progress, RunFolder, Task, TensorDataset, TrainConfig, synthetic::complementary_task, train, train_data_parallel,
+    Progress, RunFolder, Task, TensorDataset, TrainConfig, testing::complementary_task, train, train_data_parallel,
 };
 use fusion_dist::{GlooGroup, Master, SECRET_ENV, SharedSecret};
 use tch::{Device, Tensor, nn::VarStore};

@@ -129,7 +129,7 @@ fn frozen_or_fine_tuned_inside_a_fusion_model() {
             let statistic = name.ends_with("running_mean") || name.ends_with("running_var");
             // The ImageNet classifier is not used by the encoder.
             let classifier = name.starts_with("encoder.image._fc.");
-            let moved = fusion_core::has_gradient(&var);
+            let moved = fusion_core::testing::has_gradient(&var);
             // A projection's batch-norm shift only feeds convolutions and sums that end in
             // another batch norm before any non-linearity: in training mode that norm
             // removes it, so its gradient is zero up to rounding (it matters in evaluation).

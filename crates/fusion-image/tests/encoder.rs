@@ -4,7 +4,7 @@
 
 use fusion_core::{
     EarlyMethod, Encoder, EncoderConfig, FusionConfig, FusionModel, ModalityConfig, ModalityInput, ModelConfig,
-    Optimizer, RunFolder, TensorDataset, TrainConfig, evaluate, parameters_without_gradient, train,
+    Optimizer, RunFolder, TensorDataset, TrainConfig, evaluate, testing::parameters_without_gradient, train,
 };
 use fusion_image::{ChwImage, LeNet, MultibenchLeNet, ResNet18, batch_images};
 use tch::{Device, Kind, Tensor, nn::VarStore};

@@ -74,7 +74,7 @@ fn config(dir: &Path, modalities: &str, fusion: &str, epochs: usize) -> RunConfi
 
 /// The device of the end-to-end tests.
 fn test_device() -> Device {
-    fusion_core::DeviceChoice::from_env("FUSION_TEST_DEVICE").unwrap_or_else(|e| panic!("{e}"))
+    fusion_core::testing::device_from_env("FUSION_TEST_DEVICE").unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn log_probs(model: &FusionModel, data: &TensorDataset) -> Tensor {

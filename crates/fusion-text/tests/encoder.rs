@@ -183,7 +183,7 @@ fn fine_tuned_encoder_gets_gradients_and_frozen_one_none() {
         model.forward_t(&inputs, true).unwrap().loss(&labels, 1.0).backward();
         for (name, var) in vs.variables() {
             let is_text = name.starts_with("encoder.text.");
-            let moved = fusion_core::has_gradient(&var);
+            let moved = fusion_core::testing::has_gradient(&var);
             // Padding ids never reach the word embeddings' rows, but the table gets gradients.
             if is_text && !trainable {
                 assert!(!moved && !var.requires_grad(), "frozen `{name}` has a gradient");

@@ -71,7 +71,7 @@ fn padded_frames_change_nothing_and_every_parameter_learns() {
         // Every variable here is trainable.
         assert_eq!(vs.trainable_variables().len(), vs.variables().len());
         assert_eq!(
-            fusion_core::parameters_without_gradient(&vs),
+            fusion_core::testing::parameters_without_gradient(&vs),
             Vec::<String>::new(),
             "{pooling:?}"
         );

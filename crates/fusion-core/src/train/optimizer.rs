@@ -1,31 +1,6 @@
-//! The optimiser over a model's parameter groups, and gradient checks.
+//! The optimiser over a model's parameter groups.
 
 use super::*;
-
-/// Whether `tensor` received a gradient with a non-zero entry in the last backward pass.
-pub fn has_gradient(tensor: &Tensor) -> bool {
-    let grad = tensor.grad();
-    grad.defined()
-        && grad
-            .f_abs()
-            .and_then(|a| a.f_sum(Kind::Double))
-            .ok()
-            .and_then(|s| f64::try_from(s).ok())
-            .is_some_and(|s| s > 0.0)
-}
-
-/// Names of the trainable variables of `vs` that received no gradient (or an all-zero one)
-/// in the last backward pass, sorted: the parts of a model that would not learn.
-pub fn parameters_without_gradient(vs: &VarStore) -> Vec<String> {
-    let mut names: Vec<String> = vs
-        .variables()
-        .into_iter()
-        .filter(|(_, v)| v.requires_grad() && !has_gradient(v))
-        .map(|(name, _)| name)
-        .collect();
-    names.sort();
-    names
-}
 
 // The C++ shim (csrc/shim.cpp): libtorch's fused AdamW, which tch does not wrap.
 #[allow(unsafe_code)]

@@ -91,7 +91,7 @@ pub fn all_fusions() -> Vec<FusionConfig> {
 /// The device the device-aware tests run on: `FUSION_TEST_DEVICE` (`cpu`, `cuda`, `cuda:N`,
 /// `auto`), the CPU when unset. `benchmarks/gpu.sh` sets it to run them on a GPU.
 pub fn test_device() -> tch::Device {
-    fusion_core::DeviceChoice::from_env("FUSION_TEST_DEVICE").unwrap_or_else(|e| panic!("{e}"))
+    fusion_core::testing::device_from_env("FUSION_TEST_DEVICE").unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// [`three_modality_batch`] on [`test_device`].
@@ -145,7 +145,7 @@ pub const DIM: i64 = 8;
 /// Two modalities of 8 features, 4 classes: each modality alone is informative for half
 /// of the samples (best single-modality accuracy ≈ 0.625), together for all of them.
 pub fn complementary_task(n: i64, seed: i64) -> TensorDataset {
-    fusion_core::synthetic::complementary_task(n, CLASSES, DIM, seed).unwrap()
+    fusion_core::testing::complementary_task(n, CLASSES, DIM, seed).unwrap()
 }
 
 /// The same task keeping one modality.
@@ -188,6 +188,5 @@ pub fn task_training(epochs: usize, seed: u64) -> TrainConfig {
 /// libtorch's random generator is global to the process: tests that seed it and expect
 /// repeatable numbers hold this lock so that parallel tests do not draw from it meanwhile.
 pub fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fusion_core::testing::generator_lock()
 }
