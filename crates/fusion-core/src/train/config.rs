@@ -76,29 +76,10 @@ impl OptimizerConfig {
     }
 
     /// The same optimiser at base learning rate `lr`.
-    pub fn with_lr(self, lr: f64) -> Self {
-        match self {
-            Self::AdamW {
-                weight_decay,
-                beta1,
-                beta2,
-                eps,
-                ..
-            } => Self::AdamW {
-                lr,
-                weight_decay,
-                beta1,
-                beta2,
-                eps,
-            },
-            Self::Sgd {
-                momentum, weight_decay, ..
-            } => Self::Sgd {
-                lr,
-                momentum,
-                weight_decay,
-            },
-        }
+    pub fn with_lr(mut self, lr: f64) -> Self {
+        let (Self::AdamW { lr: base, .. } | Self::Sgd { lr: base, .. }) = &mut self;
+        *base = lr;
+        self
     }
 
     /// The base learning rate.
@@ -426,5 +407,38 @@ impl TrainConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn with_lr_changes_only_the_learning_rate() {
+        let adam = OptimizerConfig::default().with_lr(3e-3);
+        assert_eq!(
+            adam,
+            OptimizerConfig::AdamW {
+                lr: 3e-3,
+                weight_decay: 0.01,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+            }
+        );
+        let sgd = OptimizerConfig::Sgd {
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+        };
+        assert_eq!(
+            sgd.with_lr(0.5),
+            OptimizerConfig::Sgd {
+                lr: 0.5,
+                momentum: 0.9,
+                weight_decay: 1e-4,
+            }
+        );
     }
 }
