@@ -4,8 +4,8 @@
 
 use fusion_audio::{AudioCnn, AudioGru, DbConfig, MelConfig, MelExtractor, Spectrogram, batch_spectrograms};
 use fusion_core::{
-    EarlyMethod, Encoder, EncoderConfig, FusionConfig, FusionModel, ModalityConfig, ModalityInput, ModelConfig,
-    Optimizer, RunFolder, TensorDataset, TrainConfig, evaluate, testing::parameters_without_gradient, train,
+    EarlyMethod, Encoder, EncoderConfig, FusionConfig, FusionModel, Learner, ModalityConfig, ModalityInput,
+    ModelConfig, Optimizer, RunFolder, TensorDataset, TrainConfig, evaluate, testing::parameters_without_gradient,
 };
 use tch::{Device, Kind, Tensor, nn::VarStore};
 
@@ -196,16 +196,9 @@ fn cnn_learns_to_tell_tones_apart_from_log_mel() {
         optimizer: fusion_core::OptimizerConfig::adam(3e-3),
         ..TrainConfig::new(16)
     };
-    train(
-        &model,
-        &vs,
-        &training,
-        &data,
-        None,
-        &RunFolder::new(dir.path()),
-        &mut |_| {},
-    )
-    .unwrap();
+    Learner::new(&model, &vs, &training)
+        .fit(&data, None, &RunFolder::new(dir.path()), &mut |_| {})
+        .unwrap();
     let accuracy = evaluate(&model, &data, 40).unwrap().metrics.accuracy;
     assert!(accuracy > 0.95, "accuracy {accuracy}");
 }

@@ -620,8 +620,9 @@ fn main() -> Result<()> {
                 return parallel::launch(&parallel, &config, &run, epochs, cli.device, cli.json);
             }
             let group = parallel.join()?;
-            let group = group.as_ref().map(|g| g as &dyn fusion_core::ProcessGroup);
-            commands::train::train(&config, &run, epochs, ui, device()?, group)
+            let strategy =
+                fusion_core::Strategy::from_group(group.as_ref().map(|g| g as &dyn fusion_core::ProcessGroup));
+            commands::train::train(&config, &run, epochs, ui, device()?, strategy)
         }
         Command::Eval(a) => {
             let zero_shot = commands::retrieval::ZeroShotArgs {

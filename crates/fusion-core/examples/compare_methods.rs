@@ -11,9 +11,9 @@
 use std::{path::PathBuf, time::Instant};
 
 use fusion_core::{
-    ConfidenceMeasure, EarlyMethod, EncoderConfig, FusionConfig, FusionModel, GatingForm, LateCombiner, ModalityConfig,
-    ModelConfig, OptimizerConfig, Result, RunFolder, TensorDataset, TrainConfig, complexity, evaluate,
-    testing::complementary_task, train,
+    ConfidenceMeasure, EarlyMethod, EncoderConfig, FusionConfig, FusionModel, GatingForm, LateCombiner, Learner,
+    ModalityConfig, ModelConfig, OptimizerConfig, Result, RunFolder, TensorDataset, TrainConfig, complexity, evaluate,
+    testing::complementary_task,
 };
 use tch::{Device, nn::VarStore};
 
@@ -190,10 +190,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         let vs = VarStore::new(Device::Cpu);
         let model = FusionModel::new(&vs.root(), &config)?;
         let started = Instant::now();
-        train(
-            &model,
-            &vs,
-            &training,
+        Learner::new(&model, &vs, &training).fit(
             &train_part,
             None,
             &RunFolder::new(runs.join(i.to_string())),

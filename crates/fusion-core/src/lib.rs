@@ -10,8 +10,8 @@
 //!
 //! ```
 //! use fusion_core::{
-//!     FusionConfig, FusionModel, LateCombiner, ModalityConfig, ModalityInput, ModelConfig, RunFolder,
-//!     TensorDataset, TrainConfig, evaluate, train,
+//!     FusionConfig, FusionModel, LateCombiner, Learner, ModalityConfig, ModalityInput, ModelConfig, RunFolder,
+//!     TensorDataset, TrainConfig, evaluate,
 //! };
 //! use tch::{Device, Kind, Tensor, nn};
 //!
@@ -40,7 +40,7 @@
 //!
 //! let run = tempfile::tempdir().map_err(|e| fusion_core::Error::Io { path: "tmp".into(), source: e })?;
 //! let training = TrainConfig { epochs: 20, ..TrainConfig::new(32) };
-//! let summary = train(&model, &vs, &training, &data, None, &RunFolder::new(run.path()), &mut |_| {})?;
+//! let summary = Learner::new(&model, &vs, &training).fit(&data, None, &RunFolder::new(run.path()), &mut |_| {})?;
 //! assert_eq!(summary.epochs.len(), 20);
 //! assert!(evaluate(&model, &data, 100)?.metrics.accuracy > 0.8);
 //!
@@ -112,13 +112,12 @@ pub use metrics::{
     expected_calibration_error, macro_f1,
 };
 pub use model::{BranchOutput, Encoder, FusionModel, FusionOutput, IdentityEncoder, MlpEncoder, conv2d, linear};
-pub use parallel::ProcessGroup;
+pub use parallel::{ProcessGroup, Strategy};
 pub use params::{ParameterSet, WeightsMismatch};
 pub use precision::{Autocast, LossScaler, Precision};
 pub use stream::{Batch, Batches, PREFETCH_BATCHES, ShardWriter, ShardedDataset, TrainingData};
 pub use train::{
-    DataSource, EarlyStopping, EpochRecord, Evaluation, GroupDro, Objective, Optimizer, OptimizerConfig, ParamGroup,
-    Progress, RunFolder, Sampling, Schedule, StopMetric, TaskMetrics, TrainConfig, TrainSummary, argmax,
-    available_memory, embed, evaluate, label_states, load_weights, save_weights, train, train_data_parallel,
-    update_group_weights,
+    DataSource, EarlyStopping, EpochRecord, Evaluation, GroupDro, Learner, Objective, Optimizer, OptimizerConfig,
+    ParamGroup, Progress, RunFolder, Sampling, Schedule, StopMetric, TaskMetrics, TrainConfig, TrainSummary, argmax,
+    available_memory, embed, evaluate, label_states, load_weights, save_weights, update_group_weights,
 };

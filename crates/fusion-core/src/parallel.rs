@@ -24,6 +24,46 @@ pub trait ProcessGroup {
     }
 }
 
+/// How a training is spread over processes: the one place that says which process writes
+/// the run folder.
+#[derive(Clone, Copy, Default)]
+pub enum Strategy<'a> {
+    /// This process alone trains (and writes).
+    #[default]
+    SingleProcess,
+    /// This process is one rank of a data-parallel `group`; rank 0 alone writes.
+    DataParallel(&'a dyn ProcessGroup),
+}
+
+impl<'a> Strategy<'a> {
+    /// Alone without a group, one rank of it with one.
+    pub fn from_group(group: Option<&'a dyn ProcessGroup>) -> Self {
+        group.map_or(Self::SingleProcess, Self::DataParallel)
+    }
+
+    /// The group this process trains in, if any.
+    pub fn group(&self) -> Option<&'a dyn ProcessGroup> {
+        match *self {
+            Self::SingleProcess => None,
+            Self::DataParallel(group) => Some(group),
+        }
+    }
+
+    /// Whether this process writes the run folder: alone, or as rank 0.
+    pub fn writes(&self) -> bool {
+        self.group().is_none_or(|group| group.rank() == 0)
+    }
+}
+
+impl std::fmt::Debug for Strategy<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.group() {
+            None => f.write_str("SingleProcess"),
+            Some(group) => write!(f, "DataParallel(rank {} of {})", group.rank(), group.world_size()),
+        }
+    }
+}
+
 /// The rows of a global batch that `rank` of `world` trains on: a contiguous share, sizes
 /// differing by at most one, so every rank's share is known without communication. A
 /// rank outside `0..world` gets no rows.
@@ -103,5 +143,37 @@ mod tests {
         assert_eq!(shard(&tiny, 1, 2).size(), [1]);
         assert_eq!(shard(&batch, 0, 0).size(), [0], "no world: no rows, no panic");
         assert_eq!(shard(&batch, 3, 3).size(), [0]);
+    }
+
+    /// A group of one rank that is never asked for a collective.
+    struct Rank(usize);
+
+    impl ProcessGroup for Rank {
+        fn rank(&self) -> usize {
+            self.0
+        }
+        fn world_size(&self) -> usize {
+            2
+        }
+        fn all_reduce_sum(&self, _: &mut Tensor) -> Result<()> {
+            unreachable!("no collective here")
+        }
+        fn broadcast(&self, _: &mut Tensor, _: usize) -> Result<()> {
+            unreachable!("no collective here")
+        }
+    }
+
+    #[test]
+    fn only_a_process_alone_or_rank_0_writes() {
+        let (first, second) = (Rank(0), Rank(1));
+        assert!(Strategy::SingleProcess.writes());
+        assert!(Strategy::DataParallel(&first).writes());
+        assert!(!Strategy::DataParallel(&second).writes());
+        assert!(Strategy::from_group(None).group().is_none());
+        assert_eq!(Strategy::from_group(Some(&second)).group().map(|g| g.rank()), Some(1));
+        assert_eq!(
+            format!("{:?}", Strategy::DataParallel(&second)),
+            "DataParallel(rank 1 of 2)"
+        );
     }
 }

@@ -4,12 +4,12 @@
 #![allow(clippy::unwrap_used)]
 
 use fusion_core::{
-    EarlyStopping, Encoder, EncoderConfig, FusionModel, MlpEncoder, ModalityConfig, ModalityInput, ModelConfig,
-    Optimizer, OptimizerConfig, RunFolder, StopMetric, Task, TaskMetrics, TensorDataset, TrainConfig,
+    EarlyStopping, Encoder, EncoderConfig, FusionModel, Learner, MlpEncoder, ModalityConfig, ModalityInput,
+    ModelConfig, Optimizer, OptimizerConfig, RunFolder, StopMetric, Task, TaskMetrics, TensorDataset, TrainConfig,
     contrastive::{
         LogitScale, MAX_LOGIT_SCALE, RetrievalMetrics, first_relevant_ranks, l2_normalize, pairwise_clip_loss,
     },
-    evaluate, train,
+    evaluate,
 };
 use tch::{Device, Kind, Tensor, nn::VarStore};
 
@@ -146,16 +146,9 @@ fn a_contrastive_model_trains_through_the_trainer_and_retrieves_in_every_directi
         }),
         ..TrainConfig::new(128)
     };
-    let summary = train(
-        &model,
-        &vs,
-        &training,
-        &train_set,
-        Some(&val_set),
-        &RunFolder::new(dir.path()),
-        &mut |_| {},
-    )
-    .unwrap();
+    let summary = Learner::new(&model, &vs, &training)
+        .fit(&train_set, Some(&val_set), &RunFolder::new(dir.path()), &mut |_| {})
+        .unwrap();
     // The epoch's "accuracy" is the mean recall@1 over the six directions.
     let last = summary.epochs.last().unwrap();
     assert!(last.val_accuracy.unwrap() > 0.9, "{last:?}");
@@ -261,16 +254,9 @@ fn contrastive_training_resumes_and_streams_as_it_trains_in_memory() {
     let run = |name: &str, epochs, data: &dyn fusion_core::TrainingData| {
         let (model, vs) = three_towers(&[16, 8], 4);
         let folder = RunFolder::new(dir.path().join(name));
-        train(
-            &model,
-            &vs,
-            &training(epochs),
-            data,
-            Some(&val_set),
-            &folder,
-            &mut |_| {},
-        )
-        .unwrap();
+        Learner::new(&model, &vs, &training(epochs))
+            .fit(data, Some(&val_set), &folder, &mut |_| {})
+            .unwrap();
         weights(&vs)
     };
     let whole = run("whole", 3, &train_set);
@@ -299,7 +285,9 @@ fn contrastive_training_resumes_and_streams_as_it_trains_in_memory() {
         ..training(3)
     };
     let folder = RunFolder::new(dir.path().join("bf16"));
-    let summary = train(&model, &vs, &half, &train_set, Some(&val_set), &folder, &mut |_| {}).unwrap();
+    let summary = Learner::new(&model, &vs, &half)
+        .fit(&train_set, Some(&val_set), &folder, &mut |_| {})
+        .unwrap();
     assert!(summary.epochs.iter().all(|e| e.train_loss.is_finite()));
     let gap = f64::try_from((weights(&vs) - &whole).abs().max()).unwrap();
     assert!(
@@ -337,16 +325,9 @@ fn a_contrastive_model_refuses_weights_and_what_it_cannot_predict() {
     assert!(message.contains("contrastive"), "{message}");
     data.weights = Some(Tensor::ones([8], (Kind::Float, Device::Cpu)));
     let dir = tempfile::tempdir().unwrap();
-    let message = train(
-        &model,
-        &vs,
-        &TrainConfig::new(4),
-        &data,
-        None,
-        &RunFolder::new(dir.path()),
-        &mut |_| {},
-    )
-    .unwrap_err()
-    .to_string();
+    let message = Learner::new(&model, &vs, &TrainConfig::new(4))
+        .fit(&data, None, &RunFolder::new(dir.path()), &mut |_| {})
+        .unwrap_err()
+        .to_string();
     assert!(message.contains("contrastive"), "{message}");
 }

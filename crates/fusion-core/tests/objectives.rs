@@ -7,8 +7,8 @@ mod common;
 
 use common::*;
 use fusion_core::{
-    FusionConfig, FusionModel, GroupDro, LateCombiner, ModelConfig, Objective, OptimizerConfig, RunFolder, Sampling,
-    StopMetric, Task, TensorDataset, TrainConfig, train, update_group_weights,
+    FusionConfig, FusionModel, GroupDro, LateCombiner, Learner, ModelConfig, Objective, OptimizerConfig, RunFolder,
+    Sampling, StopMetric, Task, TensorDataset, TrainConfig, update_group_weights,
 };
 use tch::{Device, Kind, Tensor, nn::VarStore};
 
@@ -60,16 +60,9 @@ fn trained(config: &ModelConfig, training: &TrainConfig, data: &TensorDataset) -
     tch::manual_seed(5);
     let vs = VarStore::new(Device::Cpu);
     let model = FusionModel::new(&vs.root(), config).unwrap();
-    train(
-        &model,
-        &vs,
-        training,
-        data,
-        None,
-        &RunFolder::new(folder.path()),
-        &mut |_| {},
-    )
-    .unwrap();
+    Learner::new(&model, &vs, training)
+        .fit(data, None, &RunFolder::new(folder.path()), &mut |_| {})
+        .unwrap();
     sorted_variables(&vs)
 }
 
@@ -155,16 +148,9 @@ fn weights_and_groups_stream_from_shards_as_from_memory() {
     tch::manual_seed(5);
     let vs = VarStore::new(Device::Cpu);
     let model = FusionModel::new(&vs.root(), &config).unwrap();
-    train(
-        &model,
-        &vs,
-        &training,
-        &shards,
-        None,
-        &RunFolder::new(folder.path().join("run")),
-        &mut |_| {},
-    )
-    .unwrap();
+    Learner::new(&model, &vs, &training)
+        .fit(&shards, None, &RunFolder::new(folder.path().join("run")), &mut |_| {})
+        .unwrap();
     let streamed = sorted_variables(&vs);
     let difference = largest_difference(&from_memory, &streamed);
     assert!(difference < 1e-6, "{difference}");
@@ -291,16 +277,9 @@ fn group_weights_survive_a_resume() {
         tch::manual_seed(5);
         let vs = VarStore::new(Device::Cpu);
         let model = FusionModel::new(&vs.root(), &config).unwrap();
-        let summary = train(
-            &model,
-            &vs,
-            &training(epochs),
-            &data,
-            None,
-            &RunFolder::new(folder.path()),
-            &mut |_| {},
-        )
-        .unwrap();
+        let summary = Learner::new(&model, &vs, &training(epochs))
+            .fit(&data, None, &RunFolder::new(folder.path()), &mut |_| {})
+            .unwrap();
         if epochs == 4 {
             assert_eq!(summary.resumed_from, 2);
             let resumed = sorted_variables(&vs);
@@ -330,17 +309,10 @@ fn settings_that_cannot_apply_are_refused_by_name() {
         } else {
             &data
         };
-        train(
-            &model,
-            &vs,
-            &training,
-            data,
-            val,
-            &RunFolder::new(folder.path()),
-            &mut |_| {},
-        )
-        .unwrap_err()
-        .to_string()
+        Learner::new(&model, &vs, &training)
+            .fit(data, val, &RunFolder::new(folder.path()), &mut |_| {})
+            .unwrap_err()
+            .to_string()
     };
     for objective in [Objective::GroupDro, Objective::ReweightGroups] {
         let message = refusal(
@@ -401,17 +373,10 @@ fn settings_that_cannot_apply_are_refused_by_name() {
     let folder = tempfile::tempdir().unwrap();
     let vs = VarStore::new(Device::Cpu);
     let model = FusionModel::new(&vs.root(), &config).unwrap();
-    let message = train(
-        &model,
-        &vs,
-        &full_batch(1),
-        &negative,
-        None,
-        &RunFolder::new(folder.path()),
-        &mut |_| {},
-    )
-    .unwrap_err()
-    .to_string();
+    let message = Learner::new(&model, &vs, &full_batch(1))
+        .fit(&negative, None, &RunFolder::new(folder.path()), &mut |_| {})
+        .unwrap_err()
+        .to_string();
     assert!(message.contains("sample weight -1"), "{message}");
 }
 

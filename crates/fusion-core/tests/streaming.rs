@@ -13,8 +13,8 @@ use std::{
 };
 
 use fusion_core::{
-    EarlyMethod, Error, FusionConfig, FusionModel, ModalityConfig, ModelConfig, OptimizerConfig, RunFolder,
-    ShardWriter, ShardedDataset, TensorDataset, TrainConfig, TrainingData, seeded_batches, train,
+    EarlyMethod, Error, FusionConfig, FusionModel, Learner, ModalityConfig, ModelConfig, OptimizerConfig, RunFolder,
+    ShardWriter, ShardedDataset, TensorDataset, TrainConfig, TrainingData, seeded_batches,
 };
 use tch::{Device, Kind, Tensor, nn::VarStore};
 
@@ -58,16 +58,9 @@ fn training() -> TrainConfig {
 /// Trains on `data` into `run` and returns the flat weights.
 fn train_on(data: &dyn TrainingData, val: &TensorDataset, dim: i64, run: &Path) -> Tensor {
     let (model, vs) = model(dim);
-    train(
-        &model,
-        &vs,
-        &training(),
-        data,
-        Some(val),
-        &RunFolder::new(run),
-        &mut |_| {},
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    Learner::new(&model, &vs, &training())
+        .fit(data, Some(val), &RunFolder::new(run), &mut |_| {})
+        .unwrap_or_else(|e| panic!("{e}"));
     let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
     Tensor::cat(

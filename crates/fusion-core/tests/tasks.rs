@@ -7,9 +7,9 @@ mod common;
 
 use common::*;
 use fusion_core::{
-    EarlyMethod, FusionConfig, FusionModel, LateCombiner, ModelConfig, RunFolder, Task, TaskMetrics, TensorDataset,
-    evaluate, load_weights, missing_modality_accuracy, save_weights, shapley_values,
-    testing::parameters_without_gradient, train,
+    EarlyMethod, FusionConfig, FusionModel, LateCombiner, Learner, ModelConfig, RunFolder, Task, TaskMetrics,
+    TensorDataset, evaluate, load_weights, missing_modality_accuracy, save_weights, shapley_values,
+    testing::parameters_without_gradient,
 };
 use tch::{Device, Kind, Tensor, nn::VarStore};
 
@@ -136,16 +136,9 @@ fn regression_learns_a_linear_target_in_its_own_units() {
         let vs = VarStore::new(Device::Cpu);
         let model = FusionModel::new(&vs.root(), &two_modality(Task::Regression, 1, fusion.clone())).unwrap();
         let dir = tempfile::tempdir().unwrap();
-        train(
-            &model,
-            &vs,
-            &task_training(40, 0),
-            &train_set,
-            Some(&test),
-            &RunFolder::new(dir.path()),
-            &mut |_| {},
-        )
-        .unwrap();
+        Learner::new(&model, &vs, &task_training(40, 0))
+            .fit(&train_set, Some(&test), &RunFolder::new(dir.path()), &mut |_| {})
+            .unwrap();
         // The scale is the training targets' own.
         let targets = Vec::<f64>::try_from(train_set.labels.to_kind(Kind::Double)).unwrap();
         let mean = targets.iter().sum::<f64>() / targets.len() as f64;
@@ -193,16 +186,9 @@ fn multi_label_learns_tags_that_need_both_modalities() {
         let model = FusionModel::new(&vs.root(), &two_modality(Task::MultiLabel, 3, fusion.clone())).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let training = task_training(30, 0);
-        train(
-            &model,
-            &vs,
-            &training,
-            &train_set,
-            None,
-            &RunFolder::new(dir.path()),
-            &mut |_| {},
-        )
-        .unwrap();
+        Learner::new(&model, &vs, &training)
+            .fit(&train_set, None, &RunFolder::new(dir.path()), &mut |_| {})
+            .unwrap();
         let evaluation = evaluate(&model, &test, 256).unwrap();
         let TaskMetrics::MultiLabel(metrics) = &evaluation.task else {
             panic!("{:?}", evaluation.task)

@@ -13,9 +13,9 @@ use std::{
 
 use common::*;
 use fusion_core::{
-    EarlyMethod, EarlyStopping, EpochRecord, Error, FusionConfig, FusionModel, LateCombiner, ModalityInput,
+    EarlyMethod, EarlyStopping, EpochRecord, Error, FusionConfig, FusionModel, LateCombiner, Learner, ModalityInput,
     NOISE_LEVELS, Precision, RunFolder, StopMetric, TensorDataset, TrainConfig, evaluate, export_torchscript,
-    missing_modality_accuracy, noise_robustness, shapley_values, train,
+    missing_modality_accuracy, noise_robustness, shapley_values,
 };
 use tch::{Device, Kind, Tensor, nn::VarStore};
 
@@ -29,16 +29,9 @@ fn fit(
     tch::manual_seed(training.seed as i64);
     let vs = VarStore::new(Device::Cpu);
     let model = FusionModel::new(&vs.root(), &task_config(names, fusion)).unwrap();
-    train(
-        &model,
-        &vs,
-        training,
-        train_set,
-        None,
-        &RunFolder::new(folder),
-        &mut |_| {},
-    )
-    .unwrap();
+    Learner::new(&model, &vs, training)
+        .fit(train_set, None, &RunFolder::new(folder), &mut |_| {})
+        .unwrap();
     (model, vs)
 }
 
@@ -157,15 +150,7 @@ fn try_training(
         checkpoint_every_s,
         ..training_with_dropout(epochs)
     };
-    train(
-        &model,
-        &vs,
-        &training,
-        &train_set,
-        Some(&val_set),
-        &RunFolder::new(folder),
-        &mut progress,
-    )
+    Learner::new(&model, &vs, &training).fit(&train_set, Some(&val_set), &RunFolder::new(folder), &mut progress)
 }
 
 #[test]
@@ -320,10 +305,7 @@ fn run_folder_alone_rebuilds_the_model() {
     );
     // A run folder holding another configuration is not overwritten.
     let training = task_training(2, 99);
-    let error = train(
-        &model,
-        &VarStore::new(Device::Cpu),
-        &training,
+    let error = Learner::new(&model, &VarStore::new(Device::Cpu), &training).fit(
         &data,
         None,
         &RunFolder::new(dir.path()),
@@ -736,7 +718,9 @@ fn early_stopping_ends_at_a_perfect_validation_score() {
         };
         let model = FusionModel::new(&vs.root(), &task_config(&["x"], fusion)).unwrap();
         let folder = RunFolder::new(dir.path().join(name));
-        let summary = train(&model, &vs, &training, &train_set, Some(&val_set), &folder, &mut |_| {}).unwrap();
+        let summary = Learner::new(&model, &vs, &training)
+            .fit(&train_set, Some(&val_set), &folder, &mut |_| {})
+            .unwrap();
         epochs.push(summary.epochs);
     }
     let perfect = epochs[0].iter().position(|e| e.val_accuracy == Some(1.0));

@@ -18,7 +18,9 @@
 //! // Every rank holds the same secret (here from FUSION_DIST_SECRET) and proves it on joining.
 //! let secret = fusion_dist::SharedSecret::from_env()?;
 //! let group = GlooGroup::join(&master, 1, 2, std::time::Duration::from_secs(600), secret.as_ref())?;
-//! // fusion_core::train_data_parallel(&model, &vs, &config, &train, val, &run, &group, &mut |_| {})?;
+//! // fusion_core::Learner::new(&model, &vs, &config)
+//! //     .with_strategy(fusion_core::Strategy::DataParallel(&group))
+//! //     .fit(&train, val, &run, &mut |_| {})?;
 //! # Ok(()) }
 //! ```
 //!

@@ -10,8 +10,8 @@ use std::{
 };
 
 use fusion_core::{
-    EarlyMethod, FusionConfig, FusionModel, GroupDro, ModalityConfig, ModelConfig, Objective, OptimizerConfig,
-    Progress, RunFolder, Task, TensorDataset, TrainConfig, testing::complementary_task, train, train_data_parallel,
+    EarlyMethod, FusionConfig, FusionModel, GroupDro, Learner, ModalityConfig, ModelConfig, Objective, OptimizerConfig,
+    ProcessGroup, Progress, RunFolder, Strategy, Task, TensorDataset, TrainConfig, testing::complementary_task,
 };
 use fusion_dist::{GlooGroup, Master, SECRET_ENV, SharedSecret};
 use tch::{Device, Tensor, nn::VarStore};
@@ -127,20 +127,11 @@ fn train_recording(group: Option<&GlooGroup>, init_seed: i64, run: &Path, epochs
     };
     let config = training(epochs, mode);
     let folder = RunFolder::new(run);
-    match group {
-        Some(group) => train_data_parallel(
-            &model,
-            &vs,
-            &config,
-            &train_set,
-            Some(&val_set),
-            &folder,
-            group,
-            &mut record,
-        ),
-        None => train(&model, &vs, &config, &train_set, Some(&val_set), &folder, &mut record),
-    }
-    .unwrap_or_else(|e| panic!("{e}"));
+    let strategy = Strategy::from_group(group.map(|g| g as &dyn ProcessGroup));
+    Learner::new(&model, &vs, &config)
+        .with_strategy(strategy)
+        .fit(&train_set, Some(&val_set), &folder, &mut record)
+        .unwrap_or_else(|e| panic!("{e}"));
     Tensor::stack(&steps, 0)
 }
 

@@ -3,8 +3,8 @@
 #![allow(clippy::unwrap_used)]
 
 use fusion_core::{
-    EarlyMethod, Encoder, EncoderConfig, FusionConfig, FusionModel, ModalityConfig, ModalityInput, ModelConfig,
-    Optimizer, RunFolder, TensorDataset, TrainConfig, evaluate, testing::parameters_without_gradient, train,
+    EarlyMethod, Encoder, EncoderConfig, FusionConfig, FusionModel, Learner, ModalityConfig, ModalityInput,
+    ModelConfig, Optimizer, RunFolder, TensorDataset, TrainConfig, evaluate, testing::parameters_without_gradient,
 };
 use fusion_image::{ChwImage, LeNet, MultibenchLeNet, ResNet18, batch_images};
 use tch::{Device, Kind, Tensor, nn::VarStore};
@@ -146,16 +146,9 @@ fn both_encoders_learn_bar_orientation() {
             optimizer: fusion_core::OptimizerConfig::adam(3e-3),
             ..TrainConfig::new(32)
         };
-        train(
-            &model,
-            &vs,
-            &training,
-            &data,
-            None,
-            &RunFolder::new(dir.path()),
-            &mut |_| {},
-        )
-        .unwrap();
+        Learner::new(&model, &vs, &training)
+            .fit(&data, None, &RunFolder::new(dir.path()), &mut |_| {})
+            .unwrap();
         let accuracy = evaluate(&model, &data, 64).unwrap().metrics.accuracy;
         assert!(accuracy > 0.95, "{name}: accuracy {accuracy}");
     }

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use fusion_core::{EarlyMethod, FusionConfig, LateCombiner, Task};
+use fusion_core::{EarlyMethod, FusionConfig, LateCombiner, Strategy, Task};
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
@@ -189,7 +189,7 @@ pub fn compare(mut config: RunConfig, out: &Path, device: Device, observer: &dyn
             })
             .collect();
         let run = Run::new(out.join(format!("{i:02}_{}", slug.trim_matches('_'))));
-        let fitted = crate::fit_loaded(row_config, &loaded, &run, device, None, observer)?;
+        let fitted = crate::fit_loaded(row_config, &loaded, &run, device, Strategy::SingleProcess, observer)?;
         let eval = fitted.eval.as_ref().ok_or_else(|| {
             Error::Config(format!(
                 "{}: no test or val records to compare on",

@@ -6,7 +6,7 @@
 
 use std::{path::PathBuf, time::Instant};
 
-use fusion_core::{ProcessGroup, Task, TrainSummary};
+use fusion_core::{Strategy, Task, TrainSummary};
 use fusion_data::Split;
 use serde::{Deserialize, Serialize};
 use tch::Device;
@@ -76,14 +76,15 @@ pub struct Fitted {
 
 /// Trains `config` on `loaded` (read with it) into `run`, telling `observer` how it goes,
 /// then evaluates the best weights on test (or val when there is no test split) into
-/// `eval.json`. As one rank of a data-parallel `group`, a rank other than 0 only trains.
+/// `eval.json`. A process that `strategy` says does not write (a data-parallel rank
+/// other than 0) only trains.
 /// Compare rows and portfolio members share one `loaded`.
 pub fn fit_loaded(
     config: &RunConfig,
     loaded: &Loaded,
     run: &Run,
     device: Device,
-    group: Option<&dyn ProcessGroup>,
+    strategy: Strategy<'_>,
     observer: &dyn Observer,
 ) -> Result<Fitted> {
     let extraction = &loaded.extraction;
@@ -93,10 +94,7 @@ pub fn fit_loaded(
         train_records.div_ceil(config.train.batch_size.max(1)),
     );
     let mut progress = |progress: fusion_core::Progress<'_>| observer.progress(&progress);
-    let trained = match group {
-        Some(group) => crate::train_data_parallel(config, extraction, &loaded.specs, run, device, group, &mut progress),
-        None => crate::train(config, extraction, &loaded.specs, run, device, &mut progress),
-    }?;
+    let trained = crate::train(config, extraction, &loaded.specs, run, device, strategy, &mut progress)?;
     observer.trained();
     let mut fitted = Fitted {
         summary: trained.summary,
@@ -107,7 +105,7 @@ pub fn fit_loaded(
         alone: trained.alone,
         baselines: None,
     };
-    if group.is_some_and(|g| g.rank() != 0) {
+    if !strategy.writes() {
         return Ok(fitted);
     }
     for problem in &trained.skipped {
@@ -145,34 +143,34 @@ pub fn fit_loaded(
 }
 
 /// `fusion train`: loads `config`'s data, trains it into `run` (alone, or as one rank of
-/// a data-parallel `group`), evaluates it, and on rank 0 fits the simple baselines beside
+/// a data-parallel group, as `strategy` says), evaluates it, and on rank 0 fits the simple baselines beside
 /// it (`baselines.json`) and writes the records left out (`skipped.json`,
 /// `unusable.json`) and what the run cost since `started` (`resources.json`).
 pub fn fit(
     mut config: RunConfig,
     run: &Run,
     device: Device,
-    group: Option<&dyn ProcessGroup>,
+    strategy: Strategy<'_>,
     started: Instant,
     observer: &dyn Observer,
 ) -> Result<(Fitted, Loaded)> {
     config.validate()?;
     // Rank 0 fills the feature cache first; the others then read it rather than compute it.
-    let leader = group.is_none_or(|g| g.rank() == 0);
-    if let Some(group) = group.filter(|_| !leader) {
+    let leader = strategy.writes();
+    if let Some(group) = strategy.group().filter(|_| !leader) {
         group.barrier()?;
     }
     // A rank 0 that fails here exits, and the others' barrier fails with it.
     let loaded = crate::load(&mut config, None, None, observer)?;
-    if let Some(group) = group.filter(|_| leader) {
+    if let Some(group) = strategy.group().filter(|_| leader) {
         group.barrier()?;
     }
     config.check_manifest(&loaded.manifest)?;
-    let mut fitted = fit_loaded(&config, &loaded, run, device, group, observer)?;
+    let mut fitted = fit_loaded(&config, &loaded, run, device, strategy, observer)?;
     if !leader {
         return Ok((fitted, loaded));
     }
-    if group.is_none() && config.interactions_fallback && every_modality_at_chance(&config, &fitted) {
+    if strategy.group().is_none() && config.interactions_fallback && every_modality_at_chance(&config, &fitted) {
         fitted = try_interactions(&config, &loaded, run, device, fitted, observer)?;
     }
     // Beside a trained run (not each compare row: they share their inputs).
@@ -242,7 +240,14 @@ fn try_interactions(
          training low-rank tensor fusion to compare",
     );
     let interactions = crate::interaction_config(config);
-    let other = fit_loaded(&interactions, loaded, &Run::new(&tried), device, None, observer)?;
+    let other = fit_loaded(
+        &interactions,
+        loaded,
+        &Run::new(&tried),
+        device,
+        Strategy::SingleProcess,
+        observer,
+    )?;
     let (late, tensor) = (best_val_accuracy(&fitted), best_val_accuracy(&other));
     if tensor <= late {
         std::fs::remove_dir_all(&tried).map_err(io(&tried))?;

@@ -90,6 +90,6 @@ pub use retrieval::{
 };
 pub use run::{
     Run, Trained, build_model, decision, describe, example_inputs, export_features, held_out_split, prediction_dataset,
-    split_dataset, train, train_data_parallel,
+    split_dataset, train,
 };
 pub use weights::{ClassWeights, training_weights};

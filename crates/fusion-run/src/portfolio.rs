@@ -7,7 +7,7 @@
 
 use std::{collections::BTreeMap, path::Path, time::Instant};
 
-use fusion_core::{EarlyMethod, EarlyStopping, FusionConfig, LateCombiner, StopMetric, Task};
+use fusion_core::{EarlyMethod, EarlyStopping, FusionConfig, LateCombiner, StopMetric, Strategy, Task};
 use fusion_data::Split;
 use tch::Device;
 
@@ -220,7 +220,7 @@ pub fn train_portfolio(
             })?;
             run.write_json("config.json", &member.portable())?;
             let original = folds.as_ref().map(|f| assign_fold(&mut loaded, f, fold));
-            let fitted = crate::fit_loaded(&member, &loaded, &run, device, None, &());
+            let fitted = crate::fit_loaded(&member, &loaded, &run, device, Strategy::SingleProcess, &());
             // Val is the fold's held-out records while they are assigned; test is untouched.
             let held_out = fitted.and_then(|fitted| Ok((scores_of(&run, &loaded, device)?, fitted)));
             if let Some(original) = original {

@@ -7,7 +7,7 @@ use std::{
 };
 
 use fusion_core::{
-    Encoder, FusionConfig, FusionModel, ProcessGroup, Progress, RunFolder, ShardedDataset, Task, TensorDataset,
+    Encoder, FusionConfig, FusionModel, Learner, Progress, RunFolder, ShardedDataset, Strategy, Task, TensorDataset,
     TrainSummary, TrainingData,
 };
 use fusion_data::{Extraction, FeatureSpec, Problem, Split};
@@ -310,46 +310,22 @@ pub fn export_features(
 }
 
 /// Trains `config` on the extraction's train split into `run`, evaluating on val each
-/// epoch. A folder that already holds a run continues it when the configuration is the
-/// same (epochs aside) and the classes too; anything else is refused before a file is
-/// touched.
+/// epoch, alone or as one rank of a data-parallel group (see [`fusion_core::Learner`]):
+/// only the process that `strategy` says writes checks and writes `run`; every rank needs
+/// the same extraction. A folder that already holds a run continues it when the
+/// configuration is the same (epochs aside) and the classes too; anything else is refused
+/// before a file is touched.
 pub fn train(
     config: &RunConfig,
     extraction: &Extraction,
     specs: &[FeatureSpec],
     run: &Run,
     device: Device,
-    progress: &mut dyn FnMut(Progress<'_>),
-) -> Result<Trained> {
-    train_in(config, extraction, specs, run, device, None, progress)
-}
-
-/// As [`train`], as one rank of a data-parallel `group` (see
-/// [`fusion_core::train_data_parallel`]): rank 0 alone checks and writes `run`; every rank
-/// needs the same extraction.
-pub fn train_data_parallel(
-    config: &RunConfig,
-    extraction: &Extraction,
-    specs: &[FeatureSpec],
-    run: &Run,
-    device: Device,
-    group: &dyn ProcessGroup,
-    progress: &mut dyn FnMut(Progress<'_>),
-) -> Result<Trained> {
-    train_in(config, extraction, specs, run, device, Some(group), progress)
-}
-
-fn train_in(
-    config: &RunConfig,
-    extraction: &Extraction,
-    specs: &[FeatureSpec],
-    run: &Run,
-    device: Device,
-    group: Option<&dyn ProcessGroup>,
+    strategy: Strategy<'_>,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Trained> {
     config.validate()?;
-    let leader = group.is_none_or(|g| g.rank() == 0);
+    let leader = strategy.writes();
     let train_indices = extraction.split_indices(Split::Train);
     let classes = outputs_of(
         config.task,
@@ -473,19 +449,12 @@ fn train_in(
     };
     let val_data = (!val.records.is_empty()).then_some(&val.data);
     let started = Instant::now();
-    let summary = match group {
-        Some(group) => fusion_core::train_data_parallel(
-            &model,
-            &vs,
-            &train_config,
-            inputs,
-            val_data,
-            &run.folder,
-            group,
-            progress,
-        ),
-        None => fusion_core::train(&model, &vs, &train_config, inputs, val_data, &run.folder, progress),
-    }?;
+    let summary = Learner::new(&model, &vs, &train_config).with_strategy(strategy).fit(
+        inputs,
+        val_data,
+        &run.folder,
+        progress,
+    )?;
     let seconds = started.elapsed().as_secs_f64();
     let alone = match (leader, config.task, val_data) {
         (true, Task::Classification, Some(val_data)) => {

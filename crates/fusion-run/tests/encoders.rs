@@ -103,7 +103,16 @@ fn train_and_check(dir: &Path, config: &RunConfig, run_name: &str) -> (f64, fusi
     let extraction = fusion_data::extract(&manifest, &specs, Some(&cache), None, &Default::default(), &|_| {}).unwrap();
     assert!(extraction.problems.is_empty(), "{:?}", extraction.problems);
     let run = Run::new(dir.join(run_name));
-    let trained = fusion_run::train(config, &extraction, &specs, &run, device, &mut |_| {}).unwrap();
+    let trained = fusion_run::train(
+        config,
+        &extraction,
+        &specs,
+        &run,
+        device,
+        fusion_core::Strategy::SingleProcess,
+        &mut |_| {},
+    )
+    .unwrap();
     let test = fusion_run::split_dataset(config, &extraction, &specs, Split::Test, &trained.classes, device).unwrap();
     let trained_out = log_probs(&trained.model, &test.data);
     // Raw inputs (frozen encoders run their backbone) give what cached outputs give.

@@ -6,8 +6,8 @@
 use std::io::Write;
 
 use fusion_core::{
-    EarlyMethod, Encoder, Error as CoreError, FusionConfig, FusionModel, ModalityConfig, ModalityInput, ModelConfig,
-    Optimizer, RunFolder, TensorDataset, TrainConfig, evaluate, train,
+    EarlyMethod, Encoder, Error as CoreError, FusionConfig, FusionModel, Learner, ModalityConfig, ModalityInput,
+    ModelConfig, Optimizer, RunFolder, TensorDataset, TrainConfig, evaluate,
 };
 use fusion_text::{Bert, BertConfig, Error, Pooling, TextEncoder, TextTokenizer};
 use tch::{Device, Kind, Tensor, nn::VarStore};
@@ -300,16 +300,9 @@ fn a_small_encoder_learns_from_scratch() {
         optimizer: fusion_core::OptimizerConfig::adam(3e-3),
         ..TrainConfig::new(16)
     };
-    train(
-        &model,
-        &vs,
-        &training,
-        &data,
-        None,
-        &RunFolder::new(dir.path().join("run")),
-        &mut |_| {},
-    )
-    .unwrap();
+    Learner::new(&model, &vs, &training)
+        .fit(&data, None, &RunFolder::new(dir.path().join("run")), &mut |_| {})
+        .unwrap();
     let accuracy = evaluate(&model, &data, 64).unwrap().metrics.accuracy;
     assert!(accuracy > 0.95, "accuracy {accuracy}");
 }

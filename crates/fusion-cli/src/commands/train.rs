@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow};
-use fusion_core::ProcessGroup;
+use fusion_core::Strategy;
 use fusion_run::{EvalRecord, Run, RunConfig};
 use tch::Device;
 
@@ -127,7 +127,7 @@ pub fn portfolio(
     ui.result(&serde_json::json!({"ensemble": file, "eval": portfolio.eval, "folds": portfolio.folds}))
 }
 
-/// `fusion train`, alone or as one rank of a data-parallel `group` (see
+/// `fusion train`, alone or as one rank of a data-parallel group (see
 /// [`fusion_run::fit`]): progress, the evaluation and baselines said, plots and report.
 pub fn train(
     config_path: &Path,
@@ -135,15 +135,15 @@ pub fn train(
     epochs: Option<usize>,
     ui: Ui,
     device: Device,
-    group: Option<&dyn ProcessGroup>,
+    strategy: Strategy<'_>,
 ) -> Result<()> {
     let mut config = RunConfig::load(config_path)?;
     if let Some(epochs) = epochs {
         config.train.epochs = epochs;
     }
     let run = Run::new(run_dir);
-    let (fitted, loaded) = fusion_run::fit(config.clone(), &run, device, group, started(), &Shown::new(ui))?;
-    if group.is_some_and(|g| g.rank() != 0) {
+    let (fitted, loaded) = fusion_run::fit(config.clone(), &run, device, strategy, started(), &Shown::new(ui))?;
+    if !strategy.writes() {
         return Ok(());
     }
     plot_training(&run, &fitted.summary, &config)?;

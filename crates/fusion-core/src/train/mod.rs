@@ -19,7 +19,7 @@ use crate::{
     dataset::seeded_batches,
     input::modality_dropout,
     metrics::{GroupMetrics, Metrics, MultiLabelMetrics, RegressionMetrics, THRESHOLD},
-    parallel::{ProcessGroup, all_reduce_gradients, broadcast_from_rank0, shard, variables_in_order},
+    parallel::{ProcessGroup, Strategy, all_reduce_gradients, broadcast_from_rank0, shard, variables_in_order},
     precision::{Autocast, LossScaler, Precision},
     read_checked_safetensors, write_checked_safetensors, write_file_atomic,
 };
@@ -78,7 +78,7 @@ pub enum Progress<'a> {
     Epoch(&'a EpochRecord),
 }
 
-/// Outcome of [`train`].
+/// Outcome of [`Learner::fit`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainSummary {
     /// Every epoch's record, including those of an earlier, resumed process.
@@ -91,59 +91,75 @@ pub struct TrainSummary {
     pub stopped_early: bool,
 }
 
-/// Trains `model` (whose variables live in `vs`) on `train_set`, evaluating on `val_set`
-/// after each epoch, writing everything to `run`. If `run` holds a checkpoint of the same
-/// configuration, training resumes after its last finished epoch.
+/// Trains one model: the training entry point. [`Learner::fit`] trains `model` (whose
+/// variables live in `vs`) as `config` says, alone or as one rank of a data-parallel group
+/// ([`Learner::with_strategy`]).
 ///
 /// Runs are deterministic on CPU for a given seed, thread count and libtorch: each epoch
 /// reseeds libtorch's generator from `(seed, epoch)`, so a resumed run repeats the
 /// uninterrupted one exactly. That generator is global to the process: other threads
 /// drawing from it during training break the repeatability (not the training).
-pub fn train(
-    model: &FusionModel,
-    vs: &VarStore,
-    config: &TrainConfig,
-    train_set: &dyn TrainingData,
-    val_set: Option<&TensorDataset>,
-    run: &RunFolder,
-    progress: &mut dyn FnMut(Progress<'_>),
-) -> Result<TrainSummary> {
-    train_in(model, vs, config, train_set, val_set, run, None, progress)
+///
+/// Data parallel, every rank holds the whole datasets and computes the same seeded batches
+/// as one process would; each trains on its share of every batch
+/// ([`shard`](crate::parallel::shard)), and the gradients are summed over the group before
+/// each step, weighted so that the step is the one a single process takes on the whole
+/// batch. The weights start from rank 0's (its checkpoint when it resumes), and rank 0
+/// alone writes the run folder. As under PyTorch's DDP, batch normalisation sees per-rank
+/// statistics, dropout draws per-rank masks, and a loss averaged over part of a batch
+/// (per-branch losses over the samples that have the modality) is averaged per rank.
+#[derive(Debug, Clone, Copy)]
+pub struct Learner<'a> {
+    model: &'a FusionModel,
+    vs: &'a VarStore,
+    config: &'a TrainConfig,
+    strategy: Strategy<'a>,
 }
 
-/// As [`train`], as one rank of a data-parallel `group`: every rank holds the whole
-/// datasets and computes the same seeded batches as one process would; each trains on its
-/// share of every batch ([`shard`](crate::parallel::shard)), and the gradients are summed
-/// over the group before each step, weighted so that the step is the one a single process
-/// takes on the whole batch. The weights start from rank 0's (its checkpoint when it
-/// resumes), and rank 0 alone writes `run`. As under PyTorch's DDP, batch normalisation
-/// sees per-rank statistics, dropout draws per-rank masks, and a loss averaged over part of
-/// a batch (per-branch losses over the samples that have the modality) is averaged per rank.
-#[allow(clippy::too_many_arguments)]
-pub fn train_data_parallel(
-    model: &FusionModel,
-    vs: &VarStore,
-    config: &TrainConfig,
-    train_set: &dyn TrainingData,
-    val_set: Option<&TensorDataset>,
-    run: &RunFolder,
-    group: &dyn ProcessGroup,
-    progress: &mut dyn FnMut(Progress<'_>),
-) -> Result<TrainSummary> {
-    train_in(model, vs, config, train_set, val_set, run, Some(group), progress)
+impl<'a> Learner<'a> {
+    /// A single-process learner.
+    pub fn new(model: &'a FusionModel, vs: &'a VarStore, config: &'a TrainConfig) -> Self {
+        Self {
+            model,
+            vs,
+            config,
+            strategy: Strategy::SingleProcess,
+        }
+    }
+
+    /// The same learner, spread over processes as `strategy` says.
+    pub fn with_strategy(self, strategy: Strategy<'a>) -> Self {
+        Self { strategy, ..self }
+    }
+
+    /// Trains on `train_set`, evaluating on `val_set` after each epoch, writing everything
+    /// to `run` (when the strategy says this process writes). If `run` holds a checkpoint
+    /// of the same configuration, training resumes after its last finished epoch.
+    pub fn fit(
+        &self,
+        train_set: &dyn TrainingData,
+        val_set: Option<&TensorDataset>,
+        run: &RunFolder,
+        progress: &mut dyn FnMut(Progress<'_>),
+    ) -> Result<TrainSummary> {
+        fit(self, train_set, val_set, run, progress)
+    }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn train_in(
-    model: &FusionModel,
-    vs: &VarStore,
-    config: &TrainConfig,
+fn fit(
+    learner: &Learner<'_>,
     train_set: &dyn TrainingData,
     val_set: Option<&TensorDataset>,
     run: &RunFolder,
-    group: Option<&dyn ProcessGroup>,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<TrainSummary> {
+    let Learner {
+        model,
+        vs,
+        config,
+        strategy,
+    } = *learner;
+    let group = strategy.group();
     config.validate()?;
     train_set.check()?;
     if train_set.is_empty() {
@@ -197,7 +213,7 @@ fn train_in(
         Sampling::Shuffle => Vec::new(),
     };
     // Rank 0 alone owns the run folder; the others train in step with it.
-    let writes = group.is_none_or(|g| g.rank() == 0);
+    let writes = strategy.writes();
     let _lock = writes.then(|| RunLock::acquire(&run.root)).transpose()?;
     if writes {
         prepare_run_folder(run, model.config(), config)?;

@@ -75,7 +75,7 @@ impl Optimizer {
             .unwrap_or_else(|| Tensor::from(0.0f32))
     }
 
-    /// Sums the gradients over `group` (see [`train_data_parallel`]).
+    /// Sums the gradients over `group` (see [`Learner`](crate::Learner)).
     pub(super) fn all_reduce_gradients(&self, group: &dyn ProcessGroup) -> Result<()> {
         let params: Vec<Tensor> = self.params.iter().map(|(_, p)| p.shallow_clone()).collect();
         all_reduce_gradients(group, &params)

@@ -104,7 +104,15 @@ pub fn trained(dir: &Path, task: &str) -> (PathBuf, PathBuf) {
     std::fs::write(&path, config).unwrap();
     let config = RunConfig::load(&path).unwrap();
     let run = Run::new(dir.join("run"));
-    fusion_run::fit(config, &run, tch::Device::Cpu, None, Instant::now(), &()).unwrap();
+    fusion_run::fit(
+        config,
+        &run,
+        tch::Device::Cpu,
+        fusion_core::Strategy::SingleProcess,
+        Instant::now(),
+        &(),
+    )
+    .unwrap();
     (dir.join("run"), manifest)
 }
 
