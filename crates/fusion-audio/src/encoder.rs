@@ -1,8 +1,8 @@
 //! Audio encoders on libtorch (feature `torch`): a 2-D CNN over log-mel images and a GRU
 //! over frames. Both take `[B, T, n_mels]` (frames first, so a padding mask `[B, T]` marks
-//! real frames) and implement fusion-core's [`Encoder`].
+//! real frames) and implement fusion-nn's [`Encoder`].
 
-use fusion_core::{Encoder, InputMismatch, ModalityInput};
+use fusion_nn::{Encoder, InputMismatch, ModalityInput};
 use tch::{Device, Kind, Tensor, nn, nn::Module};
 
 use crate::Spectrogram;
@@ -101,7 +101,7 @@ impl AudioCnn {
             .collect();
         let bands = bands_after(n_mels, blocks.len());
         Self {
-            projection: fusion_core::linear(p / "projection", 2 * channels * bands, output_dim),
+            projection: fusion_nn::linear(p / "projection", 2 * channels * bands, output_dim),
             blocks,
             n_mels,
             output_dim,
@@ -130,7 +130,7 @@ impl Encoder for AudioCnn {
         Ok(())
     }
 
-    fn encode(&self, input: &ModalityInput, train: bool) -> Tensor {
+    fn forward(&self, input: &ModalityInput, train: bool) -> Tensor {
         let mut x = input.features.unsqueeze(1); // [B, 1, T, mels]
         for (conv, norm) in &self.blocks {
             x = conv.forward(&x).apply_t(norm, train).relu().max_pool2d_default(2);
@@ -169,7 +169,7 @@ impl AudioGru {
     /// A `layers`-layer GRU of width `hidden`, parameters under `p`.
     pub fn new(p: &nn::Path, n_mels: i64, hidden: i64, layers: i64, output_dim: i64) -> Self {
         Self {
-            projection: Some(fusion_core::linear(p / "projection", hidden, output_dim)),
+            projection: Some(fusion_nn::linear(p / "projection", hidden, output_dim)),
             output_dim,
             ..Self::frames(p, n_mels, hidden, layers)
         }
@@ -202,7 +202,7 @@ impl Encoder for AudioGru {
         check_frames(features, self.n_mels)
     }
 
-    fn encode(&self, input: &ModalityInput, _train: bool) -> Tensor {
+    fn forward(&self, input: &ModalityInput, _train: bool) -> Tensor {
         let outputs = gru_outputs(&self.gru, &input.features, self.layers, self.hidden);
         match &self.projection {
             Some(projection) => projection.forward(&masked_mean(&outputs, input.padding_mask.as_ref())),

@@ -99,7 +99,7 @@ fn gru_ignores_padded_frames_and_inputs_are_checked() {
     let encode = |features: &Tensor| {
         let mut input = ModalityInput::dense(features.shallow_clone());
         input.padding_mask = Some(mask.shallow_clone());
-        gru.encode(&input, false)
+        gru.forward(&input, false)
     };
     let diff = f64::try_from((encode(&x) - encode(&noisy)).abs().max()).unwrap();
     assert!(diff < 1e-6, "{diff}");
@@ -128,9 +128,9 @@ fn gru_frames_are_a_sequence_unaffected_by_later_padding() {
     let x = Tensor::randn([2, 10, MELS], (Kind::Float, Device::Cpu));
     let real = Tensor::arange(10, (Kind::Int64, Device::Cpu)).lt(6).view([1, 10, 1]);
     let noisy = x.where_self(&real, &(&x * 50.0));
-    let states = gru.encode(&ModalityInput::dense(x), false);
+    let states = gru.forward(&ModalityInput::dense(x), false);
     assert_eq!(states.size(), [2, 10, 12]);
-    let other = gru.encode(&ModalityInput::dense(noisy), false);
+    let other = gru.forward(&ModalityInput::dense(noisy), false);
     let real_frames = |t: &Tensor| t.narrow(1, 0, 6);
     let diff = f64::try_from((real_frames(&states) - real_frames(&other)).abs().max()).unwrap();
     assert!(diff < 1e-6, "{diff}");

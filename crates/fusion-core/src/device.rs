@@ -44,6 +44,7 @@ impl fmt::Display for DeviceChoice {
 impl DeviceChoice {
     /// The device a setting named `name` asks for (unset: the CPU); an unknown or
     /// unavailable device is an error naming the setting.
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn from_setting(name: &str, value: Option<String>) -> Result<tch::Device> {
         match value {
             None => Ok(tch::Device::Cpu),

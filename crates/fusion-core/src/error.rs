@@ -1,3 +1,4 @@
+use fusion_nn::InputMismatch;
 use thiserror::Error;
 
 /// Errors of fusion-core.
@@ -63,25 +64,12 @@ pub enum Error {
 /// Result with fusion-core's [`enum@Error`].
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// An input batch an encoder cannot read: what it expects, and what it was given.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("expected {expected}, got {kind} {shape:?}")]
-pub struct InputMismatch {
-    /// What the encoder reads, such as `float images [B, 3, H, W] with H, W ≥ 32`.
-    pub expected: String,
-    /// The element type given (`Float`, `Int64`…).
-    pub kind: String,
-    /// The shape given.
-    pub shape: Vec<i64>,
-}
-
-impl InputMismatch {
-    /// `features` where `expected` was wanted.
-    pub fn new(expected: impl Into<String>, features: &tch::Tensor) -> Self {
-        Self {
-            expected: expected.into(),
-            kind: format!("{:?}", features.kind()),
-            shape: features.size(),
+impl From<fusion_nn::Error> for Error {
+    fn from(error: fusion_nn::Error) -> Self {
+        match error {
+            fusion_nn::Error::Io { path, source } => Self::Io { path, source },
+            fusion_nn::Error::Damaged { path, reason } => Self::Checkpoint { path, reason },
+            fusion_nn::Error::Torch(error) => Self::Torch(error),
         }
     }
 }

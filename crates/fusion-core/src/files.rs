@@ -2,15 +2,14 @@
 //! checksum of their tensors, and a lock that keeps two processes out of one run folder.
 
 use std::{
-    collections::HashMap,
     fs::{self, File},
     path::{Path, PathBuf},
     sync::Mutex,
 };
 
-use tch::{Device, Tensor};
+use tch::Tensor;
 
-use crate::{Error, Result};
+use crate::{CHECKSUM_KEY, Error, Result, checksum};
 
 /// Prefix of the temporary files [`write_atomic`] makes for `name`: the writer's process id
 /// is in it, so a later write can tell a dead writer's leftover from a live one's file.
@@ -97,26 +96,6 @@ pub fn write_file_atomic(path: &Path, bytes: impl AsRef<[u8]>) -> Result<()> {
     })
 }
 
-/// Key of the checksum entry in the safetensors files this crate writes.
-pub const CHECKSUM_KEY: &str = "__checksum__.crc32";
-
-/// CRC-32 of every entry's name, dtype, shape and bytes, in name order (the checksum entry
-/// itself left out): what this crate's safetensors files carry.
-pub fn checksum(named: &[(String, Tensor)]) -> Result<i64> {
-    let mut sorted: Vec<&(String, Tensor)> = named.iter().filter(|(n, _)| n != CHECKSUM_KEY).collect();
-    sorted.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut hasher = crc32fast::Hasher::new();
-    for (name, tensor) in sorted {
-        let values = tensor.to_device(Device::Cpu).contiguous();
-        let mut bytes = vec![0u8; values.numel() * values.kind().elt_size_in_bytes()];
-        values.f_copy_data_u8(&mut bytes, values.numel())?;
-        hasher.update(name.as_bytes());
-        hasher.update(format!("{:?}{:?}", values.kind(), values.size()).as_bytes());
-        hasher.update(&bytes);
-    }
-    Ok(i64::from(hasher.finalize()))
-}
-
 /// Writes named tensors as safetensors with a checksum entry, atomically.
 pub fn write_checked_safetensors(named: &[(String, Tensor)], path: &Path) -> Result<()> {
     let mut entries: Vec<(String, Tensor)> = named
@@ -128,39 +107,6 @@ pub fn write_checked_safetensors(named: &[(String, Tensor)], path: &Path) -> Res
     entries.push((CHECKSUM_KEY.into(), Tensor::from(sum)));
     entries.sort_by(|a, b| a.0.cmp(&b.0));
     write_atomic(path, |tmp| Ok(Tensor::write_safetensors(&entries, tmp)?))
-}
-
-/// Reads a safetensors file; when it carries a checksum entry (every file this crate
-/// writes), a mismatch is a [`Error::Checkpoint`] naming the file, never garbage weights.
-/// The entry itself is not returned. Files without one (converted pretrained weights,
-/// checkpoints of older versions) are read as they are.
-pub fn read_checked_safetensors(path: &Path) -> Result<HashMap<String, Tensor>> {
-    let damaged = |reason: String| Error::Checkpoint {
-        path: path.into(),
-        reason,
-    };
-    let metadata = fs::metadata(path).map_err(|source| Error::Io {
-        path: path.into(),
-        source,
-    })?;
-    if !metadata.is_file() {
-        return Err(damaged("not a regular file".into()));
-    }
-    let mut saved: HashMap<String, Tensor> = Tensor::read_safetensors(path)
-        .map_err(|e| damaged(e.to_string()))?
-        .into_iter()
-        .collect();
-    if let Some(stored) = saved.remove(CHECKSUM_KEY) {
-        let stored = i64::try_from(&stored).map_err(|e| damaged(format!("checksum entry: {e}")))?;
-        let named: Vec<(String, Tensor)> = saved.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
-        let actual = checksum(&named)?;
-        if stored != actual {
-            return Err(damaged(format!(
-                "damaged: checksum {actual:08x} does not match the stored {stored:08x}"
-            )));
-        }
-    }
-    Ok(saved)
 }
 
 /// Run folders this process holds the lock of, with how many guards share each.
@@ -241,6 +187,8 @@ mod tests {
     use super::*;
     use tch::Kind;
 
+    use crate::read_checked_safetensors;
+
     fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.to_path_buf();
         move |source| Error::Io { path, source }
@@ -318,7 +266,7 @@ mod tests {
                 let flipped = dir.path().join("flipped.safetensors");
                 write(&flipped, &damaged)?;
                 match read_checked_safetensors(&flipped) {
-                    Err(Error::Checkpoint { path, reason }) => {
+                    Err(fusion_nn::Error::Damaged { path, reason }) => {
                         assert_eq!(path, flipped);
                         assert!(!reason.is_empty());
                         refused += 1;
@@ -340,7 +288,7 @@ mod tests {
         assert_eq!(read["b.weight"].kind(), Kind::Float);
         assert!(matches!(
             read_checked_safetensors(dir.path()),
-            Err(Error::Checkpoint { reason, .. }) if reason.contains("regular file")
+            Err(fusion_nn::Error::Damaged { reason, .. }) if reason.contains("regular file")
         ));
         Ok(())
     }

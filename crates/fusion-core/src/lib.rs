@@ -72,7 +72,6 @@ mod late;
 mod metrics;
 mod model;
 pub mod parallel;
-mod params;
 mod precision;
 pub mod search;
 mod stream;
@@ -94,26 +93,26 @@ pub use device::{
 };
 pub use early::EarlyFusion;
 pub use ensemble::{Selection, log_loss, probability_metrics, select_ensemble, weighted_average};
-pub use error::{Error, InputMismatch, Result};
+pub use error::{Error, Result};
 pub use explain::{
     Complexity, NOISE_LEVELS, NoiseCurve, ShapleyReport, SubsetAccuracy, complexity, missing_modality_accuracy,
     noise_robustness, shapley_values,
 };
 pub use export::{Dim, ExportSignature, ExportedInput, export_arguments, export_torchscript, signature_path};
-pub use files::{
-    CHECKSUM_KEY, RunLock, checksum, read_checked_safetensors, write_atomic, write_checked_safetensors,
-    write_file_atomic,
-};
+pub use files::{RunLock, write_atomic, write_checked_safetensors, write_file_atomic};
 pub use fusion::tensor_fusion;
-pub use input::{ModalityInput, modality_dropout};
+pub use fusion_nn::{
+    CHECKSUM_KEY, Encoder, IdentityEncoder, InputMismatch, MlpEncoder, ModalityInput, ParameterSet, WeightsMismatch,
+    checksum, conv2d, linear, read_checked_safetensors,
+};
+pub use input::modality_dropout;
 pub use late::LateFusion;
 pub use metrics::{
     BinaryMetrics, ECE_BINS, GroupMetrics, Metrics, MultiLabelMetrics, RegressionMetrics, THRESHOLD,
     expected_calibration_error, macro_f1,
 };
-pub use model::{BranchOutput, Encoder, FusionModel, FusionOutput, IdentityEncoder, MlpEncoder, conv2d, linear};
+pub use model::{BranchOutput, FusionModel, FusionOutput};
 pub use parallel::{ProcessGroup, Strategy};
-pub use params::{ParameterSet, WeightsMismatch};
 pub use precision::{Autocast, LossScaler, Precision};
 pub use stream::{Batch, Batches, PREFETCH_BATCHES, ShardWriter, ShardedDataset, TrainingData};
 pub use train::{

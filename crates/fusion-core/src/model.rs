@@ -4,117 +4,13 @@
 use tch::{Kind, Tensor, nn, nn::Module};
 
 use crate::{
-    Error, InputMismatch, Result,
+    Encoder, Error, IdentityEncoder, MlpEncoder, ModalityInput, Result,
     config::{EarlyMethod, EncoderConfig, FusionConfig, ModelConfig, Task},
     contrastive::{LogitScale, l2_normalize},
     early::EarlyFusion,
-    input::{ModalityInput, common_batch_size, pool, presence_matrix},
+    input::{common_batch_size, pool, presence_matrix},
     late::LateFusion,
 };
-
-/// Turns one modality's input into an embedding `[B, D]` or a sequence `[B, T, D]`.
-/// Modality crates implement it for their encoders (CNNs, text transformers); the input
-/// may be anything batch-first (token ids, images, spectrograms).
-pub trait Encoder: std::fmt::Debug + Send {
-    /// Size of the last dimension of the output.
-    fn output_dim(&self) -> i64;
-    /// Checks a batch's features before encoding; the error says what was expected.
-    fn check_input(&self, features: &Tensor) -> std::result::Result<(), InputMismatch>;
-    /// Encodes `input` (its padding mask, when there is one, marks real tokens); `train`
-    /// enables dropout and other training-only behaviour. A sequence output keeps the
-    /// input's token positions, so the input's padding mask still applies to it. Expects
-    /// an input [`Encoder::check_input`] accepts (libtorch panics on others): call
-    /// [`Encoder::try_encode`] with an unchecked one.
-    fn encode(&self, input: &ModalityInput, train: bool) -> Tensor;
-    /// [`Encoder::encode`] after [`Encoder::check_input`]: a wrongly shaped or typed input
-    /// is an error, not a panic inside libtorch.
-    fn try_encode(&self, input: &ModalityInput, train: bool) -> std::result::Result<Tensor, InputMismatch> {
-        self.check_input(&input.features)?;
-        Ok(self.encode(input, train))
-    }
-}
-
-/// Accepts float features `[B, input_dim]` or `[B, T, input_dim]`.
-fn check_feature_vectors(features: &Tensor, input_dim: i64) -> std::result::Result<(), InputMismatch> {
-    let size = features.size();
-    if (2..=3).contains(&size.len()) && size.last() == Some(&input_dim) && features.is_floating_point() {
-        Ok(())
-    } else {
-        Err(InputMismatch::new(
-            format!("float [B, {input_dim}] or [B, T, {input_dim}] features"),
-            features,
-        ))
-    }
-}
-
-/// Passes features through unchanged.
-#[derive(Debug)]
-pub struct IdentityEncoder {
-    dim: i64,
-}
-
-impl IdentityEncoder {
-    /// Features of `dim` values.
-    pub fn new(dim: i64) -> Self {
-        Self { dim }
-    }
-}
-
-impl Encoder for IdentityEncoder {
-    fn output_dim(&self) -> i64 {
-        self.dim
-    }
-
-    fn check_input(&self, features: &Tensor) -> std::result::Result<(), InputMismatch> {
-        check_feature_vectors(features, self.dim)
-    }
-
-    fn encode(&self, input: &ModalityInput, _train: bool) -> Tensor {
-        input.features.shallow_clone()
-    }
-}
-
-/// Linear layers with ReLU and dropout between them, applied to the last dimension.
-#[derive(Debug)]
-pub struct MlpEncoder {
-    layers: Vec<nn::Linear>,
-    input_dim: i64,
-    dropout: f64,
-}
-
-impl MlpEncoder {
-    /// Layers `input_dim → hidden[0] → … → hidden[n-1]` under `p`.
-    pub fn new(p: &nn::Path, input_dim: i64, hidden: &[i64], dropout: f64) -> Self {
-        let mut layers = Vec::with_capacity(hidden.len());
-        let mut previous = input_dim;
-        for (i, &size) in hidden.iter().enumerate() {
-            layers.push(crate::linear(p / format!("layer_{i}"), previous, size));
-            previous = size;
-        }
-        Self {
-            layers,
-            input_dim,
-            dropout,
-        }
-    }
-}
-
-impl Encoder for MlpEncoder {
-    fn output_dim(&self) -> i64 {
-        self.layers.last().map_or(0, |l| l.ws.size()[0])
-    }
-
-    fn check_input(&self, features: &Tensor) -> std::result::Result<(), InputMismatch> {
-        check_feature_vectors(features, self.input_dim)
-    }
-
-    fn encode(&self, input: &ModalityInput, train: bool) -> Tensor {
-        let start = input.features.shallow_clone();
-        self.layers
-            .iter()
-            .fold(start, |x, layer| layer.forward(&x).relu().dropout(self.dropout, train))
-    }
-}
 
 /// Hidden layer, ReLU, dropout, output layer.
 #[derive(Debug)]
@@ -647,7 +543,7 @@ impl FusionModel {
             .zip(&self.encoders)
             .map(|(input, encoder)| {
                 (
-                    encoder.encode(input, train),
+                    encoder.forward(input, train),
                     input.padding_mask.as_ref().map(Tensor::shallow_clone),
                 )
             })
@@ -859,30 +755,4 @@ impl CentralNet {
             .collect();
         (self.central_head.forward(&central.unwrap_or_default()), branches)
     }
-}
-
-/// A linear layer initialised as PyTorch's `nn.Linear`: weights and bias uniform in
-/// `±1/√in` (tch's default is He initialisation, √6 times wider, which trained the same
-/// models measurably worse than their PyTorch peers).
-pub fn linear(p: nn::Path<'_>, input: i64, output: i64) -> nn::Linear {
-    let bound = 1.0 / (input.max(1) as f64).sqrt();
-    let config = nn::LinearConfig {
-        ws_init: nn::Init::Uniform { lo: -bound, up: bound },
-        bs_init: Some(nn::Init::Uniform { lo: -bound, up: bound }),
-        bias: true,
-    };
-    nn::linear(p, input, output, config)
-}
-
-/// A 2-D convolution initialised as PyTorch's `nn.Conv2d`: weights and bias uniform in
-/// `±1/√(in · k²)` (tch's default is He initialisation with a zero bias, √6 times wider: a
-/// LeNet trained with it retrieved measurably worse than its PyTorch peer).
-pub fn conv2d(p: nn::Path<'_>, input: i64, output: i64, kernel: i64, config: nn::ConvConfig) -> nn::Conv2D {
-    let bound = 1.0 / ((input / config.groups.max(1)).max(1) as f64 * (kernel * kernel) as f64).sqrt();
-    let config = nn::ConvConfig {
-        ws_init: nn::Init::Uniform { lo: -bound, up: bound },
-        bs_init: nn::Init::Uniform { lo: -bound, up: bound },
-        ..config
-    };
-    nn::conv2d(p, input, output, kernel, config)
 }

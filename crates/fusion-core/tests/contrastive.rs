@@ -50,8 +50,8 @@ fn towers_trained_on_shared_codes_retrieve_their_pairs() {
     let mut optimizer = Optimizer::new(&vs, &OptimizerConfig::adam(3e-3));
     let embed = |a: &Tensor, b: &Tensor, train: bool| {
         (
-            l2_normalize(&tower_a.encode(&ModalityInput::dense(a.shallow_clone()), train)),
-            l2_normalize(&tower_b.encode(&ModalityInput::dense(b.shallow_clone()), train)),
+            l2_normalize(&tower_a.forward(&ModalityInput::dense(a.shallow_clone()), train)),
+            l2_normalize(&tower_b.forward(&ModalityInput::dense(b.shallow_clone()), train)),
         )
     };
     let present = [

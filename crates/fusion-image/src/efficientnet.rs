@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use fusion_core::{Encoder, ModalityInput, ParameterSet};
+use fusion_nn::{Encoder, ModalityInput, ParameterSet};
 use tch::{Kind, Tensor, nn, nn::Module};
 
 use crate::{Error, Result};
@@ -193,17 +193,17 @@ impl Encoder for EfficientNetLite0 {
         HEAD
     }
 
-    fn check_input(&self, features: &Tensor) -> std::result::Result<(), fusion_core::InputMismatch> {
+    fn check_input(&self, features: &Tensor) -> std::result::Result<(), fusion_nn::InputMismatch> {
         match features.size().as_slice() {
             [_, 3, h, w] if features.is_floating_point() && *h >= 32 && *w >= 32 => Ok(()),
-            _ => Err(fusion_core::InputMismatch::new(
+            _ => Err(fusion_nn::InputMismatch::new(
                 "float images [B, 3, H, W] with H, W ≥ 32",
                 features,
             )),
         }
     }
 
-    fn encode(&self, input: &ModalityInput, train: bool) -> Tensor {
+    fn forward(&self, input: &ModalityInput, train: bool) -> Tensor {
         self.features(&input.features, train)
     }
 }

@@ -1,8 +1,8 @@
 //! Image encoders on libtorch (feature `torch`): a LeNet-style CNN for small inputs and a
 //! ResNet-18-style CNN, both trainable from scratch; they take `[B, C, H, W]` and
-//! implement fusion-core's [`Encoder`].
+//! implement fusion-nn's [`Encoder`].
 
-use fusion_core::{Encoder, InputMismatch, ModalityInput};
+use fusion_nn::{Encoder, InputMismatch, ModalityInput};
 use tch::{Kind, Tensor, nn, nn::Module};
 
 use crate::ChwImage;
@@ -58,11 +58,11 @@ impl LeNet {
             ..Default::default()
         };
         Self {
-            conv1: fusion_core::conv2d(p / "conv1", channels, 6, 5, padded),
-            conv2: fusion_core::conv2d(p / "conv2", 6, 16, 5, Default::default()),
-            fc1: fusion_core::linear(p / "fc1", 16 * 5 * 5, 120),
-            fc2: fusion_core::linear(p / "fc2", 120, 84),
-            out: fusion_core::linear(p / "out", 84, output_dim),
+            conv1: fusion_nn::conv2d(p / "conv1", channels, 6, 5, padded),
+            conv2: fusion_nn::conv2d(p / "conv2", 6, 16, 5, Default::default()),
+            fc1: fusion_nn::linear(p / "fc1", 16 * 5 * 5, 120),
+            fc2: fusion_nn::linear(p / "fc2", 120, 84),
+            out: fusion_nn::linear(p / "out", 84, output_dim),
             channels,
             output_dim,
         }
@@ -78,7 +78,7 @@ impl Encoder for LeNet {
         check_images(features, self.channels, 12)
     }
 
-    fn encode(&self, input: &ModalityInput, _train: bool) -> Tensor {
+    fn forward(&self, input: &ModalityInput, _train: bool) -> Tensor {
         let x = self.conv1.forward(&input.features).relu().max_pool2d_default(2);
         let x = self
             .conv2
@@ -157,7 +157,7 @@ impl Encoder for MultibenchLeNet {
         check_images(features, self.channels, Self::min_side(self.stages.len() - 1))
     }
 
-    fn encode(&self, input: &ModalityInput, train: bool) -> Tensor {
+    fn forward(&self, input: &ModalityInput, train: bool) -> Tensor {
         let map = self
             .stages
             .iter()
@@ -265,7 +265,7 @@ impl ResNet18 {
             stem: nn::conv2d(p / "conv1", channels, width, kernel, stem_config),
             stem_norm: nn::batch_norm2d(p / "bn1", width, Default::default()),
             stages,
-            projection: fusion_core::linear(p / "projection", input, output_dim),
+            projection: fusion_nn::linear(p / "projection", input, output_dim),
             small_inputs,
             channels,
             output_dim,
@@ -282,7 +282,7 @@ impl Encoder for ResNet18 {
         check_images(features, self.channels, if self.small_inputs { 8 } else { 32 })
     }
 
-    fn encode(&self, input: &ModalityInput, train: bool) -> Tensor {
+    fn forward(&self, input: &ModalityInput, train: bool) -> Tensor {
         let mut x = input.features.apply(&self.stem).apply_t(&self.stem_norm, train).relu();
         if !self.small_inputs {
             x = x.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);

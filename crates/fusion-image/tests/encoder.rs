@@ -47,7 +47,7 @@ fn multibench_lenet_has_multibench_sizes() {
         let encoder = MultibenchLeNet::new(&(vs.root() / "e"), 1, 6, extra);
         assert_eq!(encoder.output_dim(), features);
         let input = ModalityInput::dense(Tensor::rand([3, 1, side, side], (Kind::Float, Device::Cpu)));
-        assert_eq!(encoder.encode(&input, true).size(), [3, features]);
+        assert_eq!(encoder.forward(&input, true).size(), [3, features]);
         if parameters > 0 {
             // Convolutions without bias, batch norms with weight and bias.
             let trainable: i64 = vs.trainable_variables().iter().map(Tensor::numel).sum::<usize>() as i64;

@@ -880,11 +880,11 @@ impl Encoder for Frozen {
         }
         self.0.check_input(features)
     }
-    fn encode(&self, input: &ModalityInput, _train: bool) -> Tensor {
+    fn forward(&self, input: &ModalityInput, _train: bool) -> Tensor {
         if self.accepts_encoded(&input.features) {
             return input.features.shallow_clone();
         }
-        tch::no_grad(|| self.0.encode(input, false))
+        tch::no_grad(|| self.0.forward(input, false))
     }
 }
 
@@ -902,8 +902,8 @@ impl Encoder for Pretrained {
     fn check_input(&self, features: &Tensor) -> std::result::Result<(), fusion_core::InputMismatch> {
         self.encoder.check_input(features)
     }
-    fn encode(&self, input: &ModalityInput, train: bool) -> Tensor {
-        self.encoder.encode(input, train)
+    fn forward(&self, input: &ModalityInput, train: bool) -> Tensor {
+        self.encoder.forward(input, train)
     }
 }
 
@@ -921,8 +921,8 @@ impl Encoder for AddChannel {
         }
         self.0.check_input(&features.unsqueeze(1))
     }
-    fn encode(&self, input: &ModalityInput, train: bool) -> Tensor {
-        self.0.encode(&input.with_features(input.features.unsqueeze(1)), train)
+    fn forward(&self, input: &ModalityInput, train: bool) -> Tensor {
+        self.0.forward(&input.with_features(input.features.unsqueeze(1)), train)
     }
 }
 
@@ -937,7 +937,7 @@ impl Encoder for TokenStates {
     fn check_input(&self, features: &Tensor) -> std::result::Result<(), fusion_core::InputMismatch> {
         self.0.check_input(features)
     }
-    fn encode(&self, input: &ModalityInput, train: bool) -> Tensor {
+    fn forward(&self, input: &ModalityInput, train: bool) -> Tensor {
         let mask = input
             .padding_mask
             .as_ref()
@@ -960,10 +960,10 @@ impl Encoder for FrameSequence {
         }
         self.0.check_input(&features.flatten(0, 1))
     }
-    fn encode(&self, input: &ModalityInput, train: bool) -> Tensor {
+    fn forward(&self, input: &ModalityInput, train: bool) -> Tensor {
         let size = input.features.size();
         let frames = ModalityInput::dense(input.features.flatten(0, 1));
-        self.0.encode(&frames, train).view([-1, size[1], self.0.output_dim()])
+        self.0.forward(&frames, train).view([-1, size[1], self.0.output_dim()])
     }
 }
 
@@ -1017,13 +1017,13 @@ impl Encoder for Standardized {
         }
         self.inner.check_input(features)
     }
-    fn encode(&self, input: &ModalityInput, train: bool) -> Tensor {
+    fn forward(&self, input: &ModalityInput, train: bool) -> Tensor {
         let mut present = input.present.to_kind(Kind::Float);
         for _ in 1..input.features.dim() {
             present = present.unsqueeze(-1);
         }
         let standardized = (&input.features - &self.mean) / &self.std * present;
-        self.inner.encode(&input.with_features(standardized), train)
+        self.inner.forward(&input.with_features(standardized), train)
     }
 }
 
@@ -1133,9 +1133,9 @@ impl Encoder for Augmented {
     fn check_input(&self, features: &Tensor) -> std::result::Result<(), fusion_core::InputMismatch> {
         self.inner.check_input(features)
     }
-    fn encode(&self, input: &ModalityInput, train: bool) -> Tensor {
+    fn forward(&self, input: &ModalityInput, train: bool) -> Tensor {
         if !train || input.features.dim() != 4 {
-            return self.inner.encode(input, train);
+            return self.inner.forward(input, train);
         }
         let mut x = input.features.shallow_clone();
         if self.augment.flip {
@@ -1160,7 +1160,7 @@ impl Encoder for Augmented {
                 .narrow(3, offsets[1], width)
                 .contiguous();
         }
-        self.inner.encode(&input.with_features(x), train)
+        self.inner.forward(&input.with_features(x), train)
     }
 }
 
@@ -1186,12 +1186,12 @@ mod tests {
         let input = ModalityInput::dense(x.shallow_clone());
         let same = |a: &Tensor, b: &Tensor| a.equal(b);
         assert!(
-            same(&augmented(true, 1).encode(&input, false), &x),
+            same(&augmented(true, 1).forward(&input, false), &x),
             "evaluation sees the images"
         );
 
         tch::manual_seed(3);
-        let flipped = augmented(true, 0).encode(&input, true);
+        let flipped = augmented(true, 0).forward(&input, true);
         let mirrored = x.flip([3]);
         let mut flips = 0;
         for i in 0..16 {
@@ -1202,13 +1202,13 @@ mod tests {
         assert!((3..=13).contains(&flips), "about half flipped: {flips}");
         tch::manual_seed(3);
         assert!(
-            same(&augmented(true, 0).encode(&input, true), &flipped),
+            same(&augmented(true, 0).forward(&input, true), &flipped),
             "seeded draws repeat"
         );
 
         // A shift keeps the size; every value is the image's own or the zero padding.
         tch::manual_seed(5);
-        let shifted = augmented(false, 1).encode(&input, true);
+        let shifted = augmented(false, 1).forward(&input, true);
         assert_eq!(shifted.size(), x.size());
         let kept = shifted.ne(0.0).sum(Kind::Int64);
         let total = i64::try_from(kept).unwrap_or(0);

@@ -28,5 +28,11 @@ pub enum Error {
     Torch(#[from] tch::TchError),
 }
 
+impl From<fusion_nn::Error> for Error {
+    fn from(error: fusion_nn::Error) -> Self {
+        Self::Core(error.into())
+    }
+}
+
 /// Result of fusion-run.
 pub type Result<T> = std::result::Result<T, Error>;

@@ -126,7 +126,7 @@ pub(crate) fn encode_frozen(
                 encoder
                     .check_input(&input.features)
                     .map_err(|why| Error::Config(format!("modality `{}`: {why}", spec.name)))?;
-                let encoded = tch::no_grad(|| encoder.encode(&input, false)).to_device(Device::Cpu);
+                let encoded = tch::no_grad(|| encoder.forward(&input, false)).to_device(Device::Cpu);
                 let rows = Vec::<Vec<f32>>::try_from(encoded.to_kind(Kind::Float))?;
                 for (&i, row) in chunk.iter().zip(rows) {
                     if let Some(key) = &extraction.keys[column][i] {

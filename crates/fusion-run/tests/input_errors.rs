@@ -72,7 +72,7 @@ fn every_encoder_refuses_a_wrong_input_with_a_typed_error() {
             .unwrap_or_else(|e| panic!("{json}: {e}"));
         for input in &wrong {
             let batch = ModalityInput::dense(input.shallow_clone());
-            let refused = encoder.try_encode(&batch, false).map(|_| ()).unwrap_err();
+            let refused = encoder.encode(&batch, false).map(|_| ()).unwrap_err();
             assert_eq!(refused.shape, input.size(), "{json}");
             assert!(!refused.expected.is_empty(), "{json}");
             assert!(refused.to_string().starts_with("expected "), "{json}: {refused}");

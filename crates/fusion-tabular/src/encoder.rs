@@ -1,7 +1,7 @@
 //! Table encoders on libtorch (feature `torch`): both read the row vectors of
-//! [`crate::encode_row`], `[B, width]`, and implement fusion-core's [`Encoder`].
+//! [`crate::encode_row`], `[B, width]`, and implement fusion-nn's [`Encoder`].
 
-use fusion_core::{Encoder, InputMismatch, ModalityInput};
+use fusion_nn::{Encoder, InputMismatch, ModalityInput};
 use tch::{Kind, Tensor, nn, nn::Module};
 
 use crate::{Column, Error, Result};
@@ -96,7 +96,7 @@ impl TabularMlp {
             .collect();
         let mut layers = Vec::with_capacity(hidden.len());
         for (i, &size) in hidden.iter().enumerate() {
-            layers.push(fusion_core::linear(p / format!("layer_{i}"), input, size));
+            layers.push(fusion_nn::linear(p / format!("layer_{i}"), input, size));
             input = size;
         }
         Ok(Self {
@@ -118,7 +118,7 @@ impl Encoder for TabularMlp {
         check_rows(features, self.width)
     }
 
-    fn encode(&self, input: &ModalityInput, train: bool) -> Tensor {
+    fn forward(&self, input: &ModalityInput, train: bool) -> Tensor {
         let x = &input.features;
         let parts: Vec<Tensor> = self
             .slots
@@ -202,7 +202,7 @@ impl Encoder for FeatureTokenizer {
         check_rows(features, self.width)
     }
 
-    fn encode(&self, input: &ModalityInput, _train: bool) -> Tensor {
+    fn forward(&self, input: &ModalityInput, _train: bool) -> Tensor {
         let x = &input.features;
         let tokens: Vec<Tensor> = self
             .slots
@@ -267,7 +267,7 @@ mod tests {
         let tokenizer = FeatureTokenizer::new(&vs.root(), &fitted(), 4)?;
         let x = batch(&[[("x", "2"), ("c", "b")], [("x", ""), ("c", "zzz")]]);
         tokenizer.check_input(&x).map_err(|e| Error::Columns(e.to_string()))?;
-        let tokens = tokenizer.encode(&ModalityInput::dense(x), true);
+        let tokens = tokenizer.forward(&ModalityInput::dense(x), true);
         assert_eq!(tokens.size(), [2, 2, 4]);
         let (w, b, m) = (&tokenizer.weights, &tokenizer.biases, &tokenizer.missing);
         let table = tokenizer.embeddings[1].as_ref().map(|e| e.ws.shallow_clone());
@@ -302,7 +302,7 @@ mod tests {
             [("x", "-1"), ("c", "b")],
             [("x", ""), ("c", "")],
         ]);
-        let out = mlp.encode(&ModalityInput::dense(x.shallow_clone()), true);
+        let out = mlp.forward(&ModalityInput::dense(x.shallow_clone()), true);
         assert_eq!((out.size(), mlp.output_dim()), (vec![3, 2], 2));
         out.square().sum(Kind::Float).backward();
         for (name, variable) in vs.variables() {

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor, nn, nn::Module};
 
-use fusion_core::ParameterSet;
+use fusion_nn::ParameterSet;
 
 use crate::{Error, Result};
 

@@ -1,9 +1,9 @@
-//! Sentence embeddings: a [`Bert`] encoder with pooling, as a fusion-core [`Encoder`] and
+//! Sentence embeddings: a [`Bert`] encoder with pooling, as a fusion-nn [`Encoder`] and
 //! as a standalone embedder of texts (sentence-transformers folders included).
 
 use std::path::Path;
 
-use fusion_core::{Encoder, ModalityInput};
+use fusion_nn::{Encoder, ModalityInput};
 use serde::Deserialize;
 use tch::{Device, Kind, Tensor, nn};
 
@@ -21,7 +21,7 @@ pub enum Pooling {
 }
 
 /// A text encoder: [`Bert`], pooling, and optional L2 normalisation. Implements
-/// fusion-core's [`Encoder`] over token ids `[B, T]` (int64) whose padding mask is the
+/// fusion-nn's [`Encoder`] over token ids `[B, T]` (int64) whose padding mask is the
 /// attention mask.
 #[derive(Debug)]
 pub struct TextEncoder {
@@ -205,14 +205,14 @@ impl Encoder for TextEncoder {
         self.bert.config().hidden_size
     }
 
-    fn check_input(&self, features: &Tensor) -> std::result::Result<(), fusion_core::InputMismatch> {
+    fn check_input(&self, features: &Tensor) -> std::result::Result<(), fusion_nn::InputMismatch> {
         let size = features.size();
         let limit = self.bert.config().max_position_embeddings;
         if size.len() != 2 || features.kind() != Kind::Int64 {
-            return Err(fusion_core::InputMismatch::new("token ids [B, T] of int64", features));
+            return Err(fusion_nn::InputMismatch::new("token ids [B, T] of int64", features));
         }
         if size[1] > limit {
-            return Err(fusion_core::InputMismatch::new(
+            return Err(fusion_nn::InputMismatch::new(
                 format!("at most the encoder's {limit} positions of tokens"),
                 features,
             ));
@@ -220,7 +220,7 @@ impl Encoder for TextEncoder {
         Ok(())
     }
 
-    fn encode(&self, input: &ModalityInput, train: bool) -> Tensor {
+    fn forward(&self, input: &ModalityInput, train: bool) -> Tensor {
         let mask = input
             .padding_mask
             .as_ref()

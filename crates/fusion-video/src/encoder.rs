@@ -2,7 +2,7 @@
 //! fusion-image: LeNet, ResNet-18, EfficientNet-Lite0) applied to every frame, then a
 //! temporal step. Takes `[B, T, C, H, W]`; a padding mask `[B, T]` marks real frames.
 
-use fusion_core::{Encoder, ModalityInput};
+use fusion_nn::{Encoder, ModalityInput};
 use tch::{Kind, Tensor, nn, nn::Module};
 
 /// How frame features become one clip feature.
@@ -31,7 +31,7 @@ impl VideoEncoder {
     /// Wraps `frames`; the pooling's own parameters live under `p`.
     pub fn new(p: &nn::Path, frames: Box<dyn Encoder>, pooling: TemporalPooling) -> Self {
         let dim = frames.output_dim();
-        let attention = (pooling == TemporalPooling::Attention).then(|| fusion_core::linear(p / "attention", dim, 1));
+        let attention = (pooling == TemporalPooling::Attention).then(|| fusion_nn::linear(p / "attention", dim, 1));
         let conv_config = nn::ConvConfig {
             padding: 1,
             ..Default::default()
@@ -63,22 +63,22 @@ impl Encoder for VideoEncoder {
         self.frames.output_dim()
     }
 
-    fn check_input(&self, features: &Tensor) -> Result<(), fusion_core::InputMismatch> {
+    fn check_input(&self, features: &Tensor) -> Result<(), fusion_nn::InputMismatch> {
         if features.size().len() != 5 {
-            return Err(fusion_core::InputMismatch::new("frames [B, T, C, H, W]", features));
+            return Err(fusion_nn::InputMismatch::new("frames [B, T, C, H, W]", features));
         }
         self.frames.check_input(&features.flatten(0, 1)).map_err(|inner| {
-            fusion_core::InputMismatch::new(format!("frames [B, T, C, H, W] each of {}", inner.expected), features)
+            fusion_nn::InputMismatch::new(format!("frames [B, T, C, H, W] each of {}", inner.expected), features)
         })
     }
 
-    fn encode(&self, input: &ModalityInput, train: bool) -> Tensor {
+    fn forward(&self, input: &ModalityInput, train: bool) -> Tensor {
         let size = input.features.size();
         let time = size[1];
         let frames = ModalityInput::dense(input.features.flatten(0, 1));
         let features = self
             .frames
-            .encode(&frames, train)
+            .forward(&frames, train)
             .view([-1, time, self.frames.output_dim()]);
         let valid = match &input.padding_mask {
             Some(mask) => mask.to_kind(Kind::Bool),

@@ -56,17 +56,17 @@ fn padded_frames_change_nothing_and_every_parameter_learns() {
                 .expected
                 .contains("[B, T, C, H, W]")
         );
-        let alone = encoder.encode(&ModalityInput::dense(real.shallow_clone()), false);
+        let alone = encoder.forward(&ModalityInput::dense(real.shallow_clone()), false);
         let mut input = ModalityInput::dense(padded.shallow_clone());
         input.padding_mask = Some(mask.shallow_clone());
-        let with_padding = encoder.encode(&input, false);
+        let with_padding = encoder.forward(&input, false);
         assert_eq!(alone.size(), [1, 12]);
         let diff = f64::try_from((&alone - &with_padding).abs().max()).unwrap();
         assert!(diff < 1e-5, "{pooling:?}: padding changed the output by {diff}");
 
         // Two clips so the attention softmax has something to compare.
         let batch = Tensor::cat(&[real.shallow_clone(), real.flip([1])], 0);
-        let output = encoder.encode(&ModalityInput::dense(batch), true);
+        let output = encoder.forward(&ModalityInput::dense(batch), true);
         (output.square().sum(Kind::Float) + output.select(1, 0).sum(Kind::Float)).backward();
         // Every variable here is trainable.
         assert_eq!(vs.trainable_variables().len(), vs.variables().len());

@@ -99,7 +99,7 @@ impl ParameterSet {
     /// `prefixes` (e.g. `bert.`). Every tensor must be there with its shape; extra entries
     /// are ignored. The error says which key and why.
     pub fn load_safetensors(&self, path: &Path, prefixes: &[&str]) -> Result<(), WeightsMismatch> {
-        let saved = crate::read_checked_safetensors(path).map_err(|e| WeightsMismatch::File(Box::new(e)))?;
+        let saved = crate::read_checked_safetensors(path).map_err(WeightsMismatch::File)?;
         tch::no_grad(|| {
             for (key, tensor) in &self.entries {
                 let value = std::iter::once(String::new())
@@ -146,7 +146,7 @@ impl ParameterSet {
 pub enum WeightsMismatch {
     /// The file itself cannot be read or is not safetensors.
     #[error(transparent)]
-    File(Box<crate::Error>),
+    File(crate::Error),
     /// A parameter the file lacks.
     #[error("`{key}` is missing")]
     Missing {
@@ -171,4 +171,65 @@ pub enum WeightsMismatch {
         /// Why.
         source: tch::TchError,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use tch::{Device, Kind};
+
+    use super::*;
+
+    #[test]
+    fn weights_load_by_key_behind_a_prefix_and_a_misfit_names_the_key() -> crate::Result<()> {
+        let dir = tempfile::tempdir().map_err(|source| crate::Error::Io {
+            path: "tmp".into(),
+            source,
+        })?;
+        let vs = nn::VarStore::new(Device::Cpu);
+        let mut params = ParameterSet::default();
+        params.linear(&vs.root(), "pooler.dense", 2, 3);
+        let weight = Tensor::arange(6, (Kind::Float, Device::Cpu)).view([3, 2]);
+        let bias = Tensor::from_slice(&[1.0f32, 2.0, 3.0]);
+
+        let good = dir.path().join("good.safetensors");
+        Tensor::write_safetensors(
+            &[("bert.pooler.dense.weight", &weight), ("bert.pooler.dense.bias", &bias)],
+            &good,
+        )?;
+        params
+            .load_safetensors(&good, &["bert."])
+            .map_err(|e| crate::Error::Damaged {
+                path: good.clone(),
+                reason: e.to_string(),
+            })?;
+        let loaded = &params.entries()[0].1;
+        assert_eq!(Vec::<f32>::try_from(loaded.view([-1]))?, [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+
+        let missing = dir.path().join("missing.safetensors");
+        Tensor::write_safetensors(&[("pooler.dense.weight", &weight)], &missing)?;
+        assert!(matches!(
+            params.load_safetensors(&missing, &[]),
+            Err(WeightsMismatch::Missing { key }) if key == "pooler.dense.bias"
+        ));
+
+        let wide = dir.path().join("wide.safetensors");
+        let wider = Tensor::zeros([3, 4], (Kind::Float, Device::Cpu));
+        Tensor::write_safetensors(&[("pooler.dense.weight", &wider), ("pooler.dense.bias", &bias)], &wide)?;
+        assert!(matches!(
+            params.load_safetensors(&wide, &[]),
+            Err(WeightsMismatch::Shape { key, saved, needed })
+                if key == "pooler.dense.weight" && saved == [3, 4] && needed == [3, 2]
+        ));
+
+        let garbage = dir.path().join("garbage.safetensors");
+        std::fs::write(&garbage, b"not safetensors").map_err(|source| crate::Error::Io {
+            path: garbage.clone(),
+            source,
+        })?;
+        assert!(matches!(
+            params.load_safetensors(&garbage, &[]),
+            Err(WeightsMismatch::File(crate::Error::Damaged { path, .. })) if path == garbage
+        ));
+        Ok(())
+    }
 }
