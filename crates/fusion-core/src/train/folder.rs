@@ -1,5 +1,5 @@
-//! A run folder's files: configurations, weights, checkpoints with the trainer's state,
-//! and the metrics log.
+//! A run folder's files: configurations, weights, and the metrics log (checkpoints and
+//! the trainer's state in `checkpoint`).
 
 use super::*;
 
@@ -127,19 +127,10 @@ pub(super) fn prepare_run_folder(run: &RunFolder, model: &ModelConfig, train: &T
     write_json(&run.train_config(), train)
 }
 
-/// Keys of a float16 run's loss scale inside a checkpoint.
-pub(super) const SCALE_KEY: &str = "__scaler__.scale";
-pub(super) const GOOD_STEPS_KEY: &str = "__scaler__.good_steps";
-
 /// The loss scale multiplying the loss before the backward pass (1 without a scaler).
 pub(super) fn loss_scale(scaler: &Option<LossScaler>) -> f64 {
     scaler.as_ref().map_or(1.0, |s| s.scale)
 }
-
-/// Group DRO's group weights in a checkpoint.
-pub(super) const GROUP_WEIGHTS_KEY: &str = "__trainer__.group_weights";
-/// Key prefix of the best weights inside a checkpoint.
-pub(super) const BEST_PREFIX: &str = "__best__.";
 
 /// A copy of every variable, by name.
 pub(super) fn snapshot(vs: &VarStore) -> Vec<(String, Tensor)> {
@@ -167,36 +158,6 @@ pub(super) fn unsaved(path: &Path, epoch: usize, saved_epoch: usize, error: &Err
 /// Writes named tensors as safetensors (sorted by name), atomically.
 pub(super) fn save_named(named: &[(String, Tensor)], path: &Path) -> Result<()> {
     write_checked_safetensors(named, path)
-}
-
-#[allow(clippy::too_many_arguments)]
-pub(super) fn save_checkpoint(
-    vs: &VarStore,
-    optimizer: &Optimizer,
-    scaler: Option<&LossScaler>,
-    group_weights: Option<&[f64]>,
-    run: &RunFolder,
-    epoch: usize,
-    best: Option<(usize, f64)>,
-    best_weights: Option<&[(String, Tensor)]>,
-) -> Result<()> {
-    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    named.extend(optimizer.state());
-    for (name, tensor) in best_weights.into_iter().flatten() {
-        named.push((format!("{BEST_PREFIX}{name}"), tensor.shallow_clone()));
-    }
-    let (best_epoch, best_score) = best.unwrap_or((0, 0.0));
-    named.push(("__trainer__.epoch".into(), Tensor::from(epoch as i64)));
-    named.push(("__trainer__.best_epoch".into(), Tensor::from(best_epoch as i64)));
-    named.push(("__trainer__.best_score".into(), Tensor::from(best_score)));
-    if let Some(scaler) = scaler {
-        named.push((SCALE_KEY.into(), Tensor::from(scaler.scale)));
-        named.push((GOOD_STEPS_KEY.into(), Tensor::from(i64::from(scaler.good_steps))));
-    }
-    if let Some(weights) = group_weights {
-        named.push((GROUP_WEIGHTS_KEY.into(), Tensor::from_slice(weights)));
-    }
-    write_checked_safetensors(&named, &run.last_checkpoint())
 }
 
 pub(super) fn read_metrics(path: &Path, keep: usize) -> Result<Vec<EpochRecord>> {

@@ -24,12 +24,14 @@ use crate::{
     read_checked_safetensors, write_checked_safetensors, write_file_atomic,
 };
 
+mod checkpoint;
 mod config;
 mod evaluation;
 mod folder;
 mod objective;
 mod optimizer;
 
+use checkpoint::*;
 pub use config::*;
 pub use evaluation::*;
 pub use folder::*;
@@ -232,30 +234,13 @@ fn fit(
         let path = run.last_checkpoint();
         let saved = load_weights(vs, &path)?;
         optimizer.load_state(&saved, &path)?;
-        if let (Some(scaler), Some(scale), Some(good)) = (&mut scaler, saved.get(SCALE_KEY), saved.get(GOOD_STEPS_KEY))
-        {
-            scaler.scale = f64::try_from(scale)?;
-            scaler.good_steps = u32::try_from(i64::try_from(good)?).unwrap_or(0);
+        let state = TrainerState::read(&saved, &path)?;
+        if let (Some(scaler), Some((scale, good_steps))) = (&mut scaler, state.loss_scale) {
+            scaler.scale = scale;
+            scaler.good_steps = good_steps;
         }
-        let scalar = |key: &str| -> Result<f64> {
-            let value = saved.get(key).ok_or_else(|| Error::Checkpoint {
-                path: path.clone(),
-                reason: format!("`{key}` missing"),
-            })?;
-            Ok(f64::try_from(value)?)
-        };
-        let (epoch, best_epoch) = (scalar("__trainer__.epoch")?, scalar("__trainer__.best_epoch")?);
-        if !(epoch >= 1.0 && epoch.fract() == 0.0 && (0.0..=epoch).contains(&best_epoch) && best_epoch.fract() == 0.0) {
-            return Err(Error::Checkpoint {
-                path,
-                reason: format!("impossible trainer state: epoch {epoch}, best epoch {best_epoch}"),
-            });
-        }
-        resumed_from = epoch as usize;
-        let best_epoch = best_epoch as usize;
-        if best_epoch > 0 {
-            best = Some((best_epoch, scalar("__trainer__.best_score")?));
-        }
+        resumed_from = state.epoch;
+        best = state.best;
         let saved_best: Vec<(String, Tensor)> = saved
             .iter()
             .filter_map(|(k, v)| {
@@ -270,16 +255,11 @@ fn fit(
             best_weights = Some(saved_best);
         }
         if let Some(weighting) = weighting.as_mut().filter(|w| w.has_group_weights()) {
-            let saved = saved.get(GROUP_WEIGHTS_KEY).ok_or_else(|| Error::Checkpoint {
+            let saved = state.group_weights.ok_or_else(|| Error::Checkpoint {
                 path: path.clone(),
                 reason: format!("`{GROUP_WEIGHTS_KEY}` missing: it was not saved by group DRO"),
             })?;
-            let saved = Vec::<f64>::try_from(saved.to_kind(Kind::Double))?;
-            let total: f64 = saved.iter().sum();
-            if saved.len() != weighting.group_weights.len()
-                || saved.iter().any(|q| !(q.is_finite() && *q >= 0.0))
-                || (total - 1.0).abs() > 1e-6
-            {
+            if saved.len() != weighting.group_weights.len() {
                 return Err(Error::Checkpoint {
                     path,
                     reason: format!(
@@ -502,20 +482,17 @@ fn fit(
         {
             // The best weights travel inside the checkpoint, so that best.safetensors never
             // holds an epoch a resumed run throws away.
-            save_checkpoint(
-                vs,
-                &optimizer,
-                scaler.as_ref(),
-                weighting
+            let state = TrainerState {
+                epoch: epoch + 1,
+                best,
+                loss_scale: scaler.as_ref().map(|s| (s.scale, s.good_steps)),
+                group_weights: weighting
                     .as_ref()
                     .filter(|w| w.has_group_weights())
-                    .map(|w| w.group_weights.as_slice()),
-                run,
-                epoch + 1,
-                best,
-                best_weights.as_deref(),
-            )
-            .map_err(|e| unsaved(&run.last_checkpoint(), epoch + 1, saved_epoch, &e))?;
+                    .map(|w| w.group_weights.clone()),
+            };
+            save_checkpoint(vs, &optimizer, &state, best_weights.as_deref(), run)
+                .map_err(|e| unsaved(&run.last_checkpoint(), epoch + 1, saved_epoch, &e))?;
             saved_epoch = epoch + 1;
             if best_unsaved && let Some(weights) = &best_weights {
                 save_named(weights, &run.best_weights())
