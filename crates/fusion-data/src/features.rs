@@ -19,7 +19,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::{Error, Manifest, Modality, Problem, Record, Result, Split};
+use crate::{Error, FeatureError, Manifest, Modality, Problem, Record, Result, Split};
 
 /// How one modality's files become model inputs. Every kind has a shape ([`Self::shape`]);
 /// the values are stored flat in that shape's row-major order.
@@ -325,10 +325,10 @@ impl FeatureConfig {
     /// Features of one source: `bytes` is the file's content (or the inline text) and
     /// `path` names it in errors (and is where video is decoded from). Loads a tokenizer
     /// per call: extraction uses [`Self::compute_prepared`].
-    pub fn compute(&self, bytes: &[u8], path: &Path) -> std::result::Result<Vec<f32>, String> {
-        let prepared = self.prepare().map_err(|e| e.to_string())?;
+    pub fn compute(&self, bytes: &[u8], path: &Path) -> std::result::Result<Vec<f32>, FeatureError> {
+        let prepared = self.prepare().map_err(|e| FeatureError::Prepare(Box::new(e)))?;
         self.compute_prepared(&prepared, bytes, path)?
-            .ok_or_else(|| "the video has no sound track".into())
+            .ok_or(FeatureError::Empty("the video has no sound track"))
     }
 
     /// [`Self::compute`] with what [`Self::prepare`] loaded; `None` when the source lacks
@@ -338,14 +338,19 @@ impl FeatureConfig {
         prepared: &Prepared,
         bytes: &[u8],
         path: &Path,
-    ) -> std::result::Result<Option<Vec<f32>>, String> {
+    ) -> std::result::Result<Option<Vec<f32>>, FeatureError> {
         if let Self::SoundTrack(mel) = self {
             return sound_track_of(mel, path, prepared);
         }
         self.compute_present(prepared, bytes, path).map(Some)
     }
 
-    fn compute_present(&self, prepared: &Prepared, bytes: &[u8], path: &Path) -> std::result::Result<Vec<f32>, String> {
+    fn compute_present(
+        &self,
+        prepared: &Prepared,
+        bytes: &[u8],
+        path: &Path,
+    ) -> std::result::Result<Vec<f32>, FeatureError> {
         match self {
             Self::Pixels { size, grey } => {
                 image_values(bytes, path, *size, *grey, ImageNormalization::None, &prepared.limits)
@@ -355,11 +360,11 @@ impl FeatureConfig {
             }
             Self::LogMel(mel) => log_mel_of(mel, bytes, path, prepared),
             Self::LogMelStats(mel) => log_mel_stats_of(mel, bytes, path, prepared),
-            Self::SoundTrack(_) => Err("a sound track is read by compute_prepared".into()),
-            Self::HashedWords { dim } => {
-                let text = std::str::from_utf8(bytes).map_err(|e| format!("text is not UTF-8: {e}"))?;
-                hashed_words(text, *dim)
+            // compute_prepared reads a sound track before coming here.
+            Self::SoundTrack(mel) => {
+                sound_track_of(mel, path, prepared)?.ok_or(FeatureError::Empty("the video has no sound track"))
             }
+            Self::HashedWords { dim } => hashed_words(std::str::from_utf8(bytes)?, *dim),
             Self::Tokens { .. } => tokens_of(prepared, bytes),
             Self::VideoFrames {
                 frames,
@@ -369,8 +374,8 @@ impl FeatureConfig {
             } => frames_of(*frames, *size, *grey, *normalize, path, &prepared.limits),
             Self::Table { columns } => {
                 let cells: BTreeMap<String, String> =
-                    serde_json::from_slice(bytes).map_err(|e| format!("table cells: {e}"))?;
-                fusion_tabular::encode_row(columns, &cells).map_err(|e| e.to_string())
+                    serde_json::from_slice(bytes).map_err(FeatureError::TableCells)?;
+                Ok(fusion_tabular::encode_row(columns, &cells)?)
             }
         }
     }
@@ -392,14 +397,16 @@ fn samples_of(
     bytes: &[u8],
     path: &Path,
     limits: &crate::Limits,
-) -> std::result::Result<Vec<f32>, String> {
-    let clip = fusion_audio::read_wav_bytes(bytes, path, &limits.wav())
-        .map_err(|e| e.to_string())?
-        .to_mono();
+) -> std::result::Result<Vec<f32>, FeatureError> {
+    let clip = fusion_audio::read_wav_bytes(bytes, path, &limits.wav())?.to_mono();
     if clip.sample_rate == mel.sample_rate {
         Ok(clip.samples)
     } else {
-        fusion_audio::resample(&clip.samples, clip.sample_rate, mel.sample_rate).map_err(|e| e.to_string())
+        Ok(fusion_audio::resample(
+            &clip.samples,
+            clip.sample_rate,
+            mel.sample_rate,
+        )?)
     }
 }
 
@@ -409,7 +416,7 @@ fn log_mel_of(
     bytes: &[u8],
     path: &Path,
     prepared: &Prepared,
-) -> std::result::Result<Vec<f32>, String> {
+) -> std::result::Result<Vec<f32>, FeatureError> {
     mel.compute(&samples_of(mel, bytes, path, &prepared.limits)?, prepared.mel.as_ref())
 }
 
@@ -419,18 +426,18 @@ fn log_mel_stats_of(
     bytes: &[u8],
     path: &Path,
     prepared: &Prepared,
-) -> std::result::Result<Vec<f32>, String> {
+) -> std::result::Result<Vec<f32>, FeatureError> {
     mel.statistics(&samples_of(mel, bytes, path, &prepared.limits)?, prepared.mel.as_ref())
 }
 
 #[cfg(not(feature = "audio"))]
-fn log_mel_of(_: &LogMelConfig, _: &[u8], _: &Path, _: &Prepared) -> std::result::Result<Vec<f32>, String> {
-    Err(missing_feature("audio"))
+fn log_mel_of(_: &LogMelConfig, _: &[u8], _: &Path, _: &Prepared) -> std::result::Result<Vec<f32>, FeatureError> {
+    Err(FeatureError::MissingFeature("audio"))
 }
 
 #[cfg(not(feature = "audio"))]
-fn log_mel_stats_of(_: &LogMelConfig, _: &[u8], _: &Path, _: &Prepared) -> std::result::Result<Vec<f32>, String> {
-    Err(missing_feature("audio"))
+fn log_mel_stats_of(_: &LogMelConfig, _: &[u8], _: &Path, _: &Prepared) -> std::result::Result<Vec<f32>, FeatureError> {
+    Err(FeatureError::MissingFeature("audio"))
 }
 
 #[cfg(all(feature = "audio", feature = "video"))]
@@ -438,26 +445,29 @@ fn sound_track_of(
     mel: &LogMelConfig,
     path: &Path,
     prepared: &Prepared,
-) -> std::result::Result<Option<Vec<f32>>, String> {
+) -> std::result::Result<Option<Vec<f32>>, FeatureError> {
     match fusion_video::read_sound_track_within(path, mel.sample_rate, &prepared.limits.video()) {
         Ok(Some(track)) => mel.compute(&track.samples, prepared.mel.as_ref()).map(Some),
         Ok(None) => Ok(None),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(e.into()),
     }
 }
 
 #[cfg(not(all(feature = "audio", feature = "video")))]
-fn sound_track_of(_: &LogMelConfig, _: &Path, _: &Prepared) -> std::result::Result<Option<Vec<f32>>, String> {
-    Err(missing_feature("audio` and `video"))
+fn sound_track_of(_: &LogMelConfig, _: &Path, _: &Prepared) -> std::result::Result<Option<Vec<f32>>, FeatureError> {
+    Err(FeatureError::MissingFeature("audio` and `video"))
 }
 
 #[cfg(feature = "text")]
-fn tokens_of(prepared: &Prepared, bytes: &[u8]) -> std::result::Result<Vec<f32>, String> {
-    let text = std::str::from_utf8(bytes).map_err(|e| format!("text is not UTF-8: {e}"))?;
-    let tokenizer = prepared.tokenizer.as_ref().ok_or("no tokenizer loaded")?;
-    let batch = tokenizer.encode_batch(&[text]).map_err(|e| e.to_string())?;
+fn tokens_of(prepared: &Prepared, bytes: &[u8]) -> std::result::Result<Vec<f32>, FeatureError> {
+    let text = std::str::from_utf8(bytes)?;
+    let tokenizer = prepared
+        .tokenizer
+        .as_ref()
+        .ok_or(FeatureError::Empty("no tokenizer loaded"))?;
+    let batch = tokenizer.encode_batch(&[text])?;
     if batch.ids.is_empty() {
-        return Err("the text gives no tokens".into());
+        return Err(FeatureError::Empty("the text gives no tokens"));
     }
     batch
         .ids
@@ -467,14 +477,14 @@ fn tokens_of(prepared: &Prepared, bytes: &[u8]) -> std::result::Result<Vec<f32>,
                 .ok()
                 .filter(|&id| id < MAX_TOKEN_ID)
                 .map(|id| id as f32)
-                .ok_or_else(|| format!("token id {id} is outside 0..2^24"))
+                .ok_or(FeatureError::TokenId(id))
         })
         .collect()
 }
 
 #[cfg(not(feature = "text"))]
-fn tokens_of(_: &Prepared, _: &[u8]) -> std::result::Result<Vec<f32>, String> {
-    Err(missing_feature("text"))
+fn tokens_of(_: &Prepared, _: &[u8]) -> std::result::Result<Vec<f32>, FeatureError> {
+    Err(FeatureError::MissingFeature("text"))
 }
 
 #[cfg(feature = "video")]
@@ -485,17 +495,16 @@ fn frames_of(
     normalize: ImageNormalization,
     path: &Path,
     limits: &crate::Limits,
-) -> std::result::Result<Vec<f32>, String> {
+) -> std::result::Result<Vec<f32>, FeatureError> {
     let frame_size = fusion_video::FrameSize {
         width: size,
         height: size,
         fit: fusion_video::Fit::Stretch,
     };
     let sampling = fusion_video::Sampling::Uniform(frames);
-    let decoded = fusion_video::read_frames_within(path, sampling, Some(frame_size), &limits.video())
-        .map_err(|e| e.to_string())?;
+    let decoded = fusion_video::read_frames_within(path, sampling, Some(frame_size), &limits.video())?;
     if decoded.timestamps.is_empty() {
-        return Err("no frame could be decoded".into());
+        return Err(FeatureError::Empty("no frame could be decoded"));
     }
     // Grey as PIL's L; a short clip repeats its last frame.
     let values: Vec<f32> = match (grey, normalize) {
@@ -505,7 +514,7 @@ fn frames_of(
             .map(|p| (f32::from(p[0]) * 299.0 + f32::from(p[1]) * 587.0 + f32::from(p[2]) * 114.0) / 255_000.0)
             .collect(),
         (true, ImageNormalization::Imagenet) => {
-            return Err("grey frames are not ImageNet-normalised (set `grey: false`)".into());
+            return Err(FeatureError::GreyImagenet);
         }
         (false, ImageNormalization::None) => decoded.to_chw([0.0; 3], [1.0; 3]),
         (false, ImageNormalization::Imagenet) => decoded.to_chw(IMAGENET_MEAN, IMAGENET_STD),
@@ -527,8 +536,8 @@ fn frames_of(
     _: ImageNormalization,
     _: &Path,
     _: &crate::Limits,
-) -> std::result::Result<Vec<f32>, String> {
-    Err(missing_feature("video"))
+) -> std::result::Result<Vec<f32>, FeatureError> {
+    Err(FeatureError::MissingFeature("video"))
 }
 
 #[cfg(feature = "audio")]
@@ -547,15 +556,15 @@ impl LogMelConfig {
         &self,
         samples: &[f32],
         prepared: Option<&fusion_audio::MelExtractor>,
-    ) -> std::result::Result<fusion_audio::Spectrogram, String> {
+    ) -> std::result::Result<fusion_audio::Spectrogram, FeatureError> {
         if samples.is_empty() {
-            return Err("the recording has no samples".into());
+            return Err(FeatureError::Empty("the recording has no samples"));
         }
         let built;
         let extractor = match prepared {
             Some(extractor) => extractor,
             None => {
-                built = self.extractor().map_err(|e| e.to_string())?;
+                built = self.extractor()?;
                 &built
             }
         };
@@ -564,7 +573,7 @@ impl LogMelConfig {
             amin: 1e-10,
             top_db: Some(80.0),
         };
-        let mut log_mel = extractor.log_mel(samples, &db).map_err(|e| e.to_string())?;
+        let mut log_mel = extractor.log_mel(samples, &db)?;
         let peak = log_mel.data.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         for value in &mut log_mel.data {
             *value = ((*value - peak + 80.0) / 80.0).clamp(0.0, 1.0);
@@ -577,7 +586,7 @@ impl LogMelConfig {
         &self,
         samples: &[f32],
         prepared: Option<&fusion_audio::MelExtractor>,
-    ) -> std::result::Result<Vec<f32>, String> {
+    ) -> std::result::Result<Vec<f32>, FeatureError> {
         let fixed = fusion_audio::fixed_width(&self.scaled_log_mel(samples, prepared)?, self.frames);
         // The spectrogram is bands first: transpose to frames first.
         let mut out = Vec::with_capacity(fixed.rows * fixed.frames);
@@ -596,7 +605,7 @@ impl LogMelConfig {
         &self,
         samples: &[f32],
         prepared: Option<&fusion_audio::MelExtractor>,
-    ) -> std::result::Result<Vec<f32>, String> {
+    ) -> std::result::Result<Vec<f32>, FeatureError> {
         let log_mel = self.scaled_log_mel(samples, prepared)?;
         let frames = log_mel.frames.min(self.frames);
         let mut out = vec![0f32; log_mel.rows * STATS_PER_BAND];
@@ -643,8 +652,8 @@ fn image_values(
     _: bool,
     _: ImageNormalization,
     _: &crate::Limits,
-) -> std::result::Result<Vec<f32>, String> {
-    Err(missing_feature("image"))
+) -> std::result::Result<Vec<f32>, FeatureError> {
+    Err(FeatureError::MissingFeature("image"))
 }
 
 #[cfg(feature = "image")]
@@ -655,8 +664,8 @@ fn image_values(
     grey: bool,
     normalize: ImageNormalization,
     limits: &crate::Limits,
-) -> std::result::Result<Vec<f32>, String> {
-    let decoded = fusion_image::decode_bytes(bytes, path, limits.image_pixels).map_err(|e| e.to_string())?;
+) -> std::result::Result<Vec<f32>, FeatureError> {
+    let decoded = fusion_image::decode_bytes(bytes, path, limits.image_pixels)?;
     let channels = if grey { 1 } else { 3 };
     let (mean, std) = match normalize {
         ImageNormalization::None => (vec![0.0; channels], vec![1.0; channels]),
@@ -683,17 +692,17 @@ fn image_values(
         std,
         pixel_budget: fusion_image::DEFAULT_PIXEL_BUDGET,
     };
-    Ok(pipeline.apply(&decoded, 0).map_err(|e| e.to_string())?.data)
+    Ok(pipeline.apply(&decoded, 0)?.data)
 }
 
-fn hashed_words(text: &str, dim: usize) -> std::result::Result<Vec<f32>, String> {
+fn hashed_words(text: &str, dim: usize) -> std::result::Result<Vec<f32>, FeatureError> {
     let words: Vec<String> = text
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
         .map(str::to_lowercase)
         .collect();
     if words.is_empty() {
-        return Err("the text has no words".into());
+        return Err(FeatureError::Empty("the text has no words"));
     }
     let fnv = |s: &str| {
         s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
@@ -1230,7 +1239,7 @@ impl Extractor {
                             let values = spec
                                 .config
                                 .compute_prepared(prepared, &bytes, &path)
-                                .map_err(|reason| problem(Some(path.clone()), reason))?;
+                                .map_err(|reason| problem(Some(path.clone()), reason.to_string()))?;
                             Ok(values.map(|values| (key, Some(values), false)))
                         })
                         .collect();
@@ -1329,7 +1338,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hashed_words_count_words_and_bigrams() -> std::result::Result<(), String> {
+    fn hashed_words_count_words_and_bigrams() -> std::result::Result<(), FeatureError> {
         let v = hashed_words("Red red, blue!", 1 << 16)?;
         // Words red ×2, blue; bigrams "red red", "red blue": squares 4 + 1 + 1 + 1.
         let norm = 7f32.sqrt();

@@ -29,7 +29,7 @@ mod validate;
 pub use avmnist::{AvMnistOptions, AvMnistSummary, build_avmnist};
 #[cfg(feature = "avmnist")]
 pub use degrade::{Pca, add_noise};
-pub use error::{Error, Result};
+pub use error::{Error, FeatureError, Result};
 pub use features::{
     BadShard, EXTRACT_CHUNK, Extraction, Extractor, FEATURE_VERSION, FeatureCache, FeatureConfig, FeatureSpec,
     ImageNormalization, LogMelConfig, MAX_FEATURE_DIM, MAX_FEATURE_MAGNITUDE, Prepared, Shard, extract,
@@ -38,8 +38,9 @@ pub use infer::{
     ColumnInference, ColumnKind, ImageSample, InferredColumn, LabelKind, UnknownName, infer_columns, infer_label,
 };
 pub use manifest::{
-    ColumnMap, ColumnRole, FILE_FIELDS, Holdout, MAX_LINE_BYTES, MAX_MANIFEST_BYTES, Manifest, Modality, PathScope,
-    RECORD_FIELDS, Record, RejectedLine, Split, UnknownField, UnknownSplit, cell_text, check_column_map,
+    BadCell, ColumnMap, ColumnRole, FILE_FIELDS, Holdout, MAX_LINE_BYTES, MAX_MANIFEST_BYTES, Manifest, Modality,
+    OutsideFolder, PathScope, RECORD_FIELDS, Record, RejectedLine, Split, UnknownField, UnknownSplit, cell_text,
+    check_column_map,
 };
 pub use validate::{
     DEFAULT_PIXEL_BUDGET, Limits, Problem, Unreadable, ValidationReport, check_readable, read_bounded, validate,

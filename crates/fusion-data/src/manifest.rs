@@ -141,17 +141,23 @@ pub const RECORD_FIELDS: [&str; 11] = [
     "table",
 ];
 
+/// A table cell given as an array or an object.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("table cell `{column}`: expected a string, a number, a boolean or null")]
+pub struct BadCell {
+    /// The cell's column.
+    pub column: String,
+}
+
 /// A table cell given as JSON, as a manifest's text holds it (null is an empty, missing
 /// cell); an array or object is an error naming the column.
-pub fn cell_text(column: &str, value: serde_json::Value) -> std::result::Result<String, String> {
+pub fn cell_text(column: &str, value: serde_json::Value) -> std::result::Result<String, BadCell> {
     match value {
         serde_json::Value::Null => Ok(String::new()),
         serde_json::Value::String(text) => Ok(text),
         serde_json::Value::Number(n) => Ok(n.to_string()),
         serde_json::Value::Bool(b) => Ok(b.to_string()),
-        _ => Err(format!(
-            "table cell `{column}`: expected a string, a number, a boolean or null"
-        )),
+        _ => Err(BadCell { column: column.into() }),
     }
 }
 
@@ -248,7 +254,7 @@ impl Record {
     /// Resolves relative paths against `base` (the manifest's folder); with
     /// [`PathScope::ManifestFolder`], a path that leaves it, by its text or through a
     /// symbolic link, is an error naming the field.
-    pub fn resolve_paths(&mut self, base: &Path, scope: PathScope) -> std::result::Result<(), String> {
+    pub fn resolve_paths(&mut self, base: &Path, scope: PathScope) -> std::result::Result<(), OutsideFolder> {
         let [text_path, image, audio, video] = FILE_FIELDS;
         let fields = [
             (text_path, &mut self.text_path),
@@ -266,31 +272,64 @@ impl Record {
             if scope == PathScope::Anywhere {
                 continue;
             }
-            let opt_in = "not read unless paths outside it are allowed (`allow_paths_outside_manifest` \
-                          in a run configuration, `--allow-paths-outside-manifest` on the command line)";
             if !lexically_inside(path, base) {
-                return Err(format!(
-                    "`{field}` {} is outside the manifest's folder {}: {opt_in}",
-                    path.display(),
-                    absolute_lexical(base).display()
-                ));
+                return Err(OutsideFolder {
+                    field,
+                    path: path.clone(),
+                    through_link: None,
+                    folder: absolute_lexical(base),
+                });
             }
             // A symbolic link inside the folder may lead out of it: the file read is the
             // resolved one. (A file that does not exist yet is reported when it is read.)
             if let (Ok(resolved), Ok(folder)) = (path.canonicalize(), current_if_empty(base).canonicalize())
                 && !resolved.starts_with(&folder)
             {
-                return Err(format!(
-                    "`{field}` {} leads through a symbolic link to {}, outside the manifest's folder {}: {opt_in}",
-                    path.display(),
-                    resolved.display(),
-                    folder.display()
-                ));
+                return Err(OutsideFolder {
+                    field,
+                    path: path.clone(),
+                    through_link: Some(resolved),
+                    folder,
+                });
             }
         }
         Ok(())
     }
 }
+
+/// A record's file outside its manifest's folder, by its path's text or through a symbolic
+/// link: not read unless paths outside it are allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutsideFolder {
+    /// The record's field (`image`, `audio`…).
+    pub field: &'static str,
+    /// The path as resolved against the folder.
+    pub path: PathBuf,
+    /// Where a symbolic link inside the folder leads, when that is what leaves it.
+    pub through_link: Option<PathBuf>,
+    /// The manifest's folder.
+    pub folder: PathBuf,
+}
+
+impl std::fmt::Display for OutsideFolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (field, path, folder) = (self.field, self.path.display(), self.folder.display());
+        match &self.through_link {
+            None => write!(f, "`{field}` {path} is outside the manifest's folder {folder}")?,
+            Some(resolved) => write!(
+                f,
+                "`{field}` {path} leads through a symbolic link to {}, outside the manifest's folder {folder}",
+                resolved.display()
+            )?,
+        }
+        f.write_str(
+            ": not read unless paths outside it are allowed (`allow_paths_outside_manifest` in a run \
+             configuration, `--allow-paths-outside-manifest` on the command line)",
+        )
+    }
+}
+
+impl std::error::Error for OutsideFolder {}
 
 /// Which files a manifest may name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -740,7 +779,7 @@ impl Manifest {
                 }
                 Ok(mut record) => match record.resolve_paths(base, scope) {
                     Ok(()) => self.records.push(record),
-                    Err(reason) => self.rejected.push(reject(reason)),
+                    Err(outside) => self.rejected.push(reject(outside.to_string())),
                 },
             }
         }
@@ -1143,6 +1182,15 @@ mod tests {
             ["alias"]
         );
         assert_eq!(manifest.rejected.len(), 2);
+        let mut shadow = Record {
+            text_path: Some("shadow.txt".into()),
+            ..Record::default()
+        };
+        let outside = shadow
+            .resolve_paths(&data, PathScope::ManifestFolder)
+            .expect_err("a link out of the folder");
+        assert_eq!((outside.field, outside.path), ("text_path", data.join("shadow.txt")));
+        assert_eq!(outside.through_link, Some(secret.canonicalize().expect("secret")));
         for rejected in &manifest.rejected {
             assert!(rejected.reason.contains("symbolic link to"), "{}", rejected.reason);
             assert!(rejected.reason.contains("secret.txt"), "{}", rejected.reason);
@@ -1180,5 +1228,18 @@ mod tests {
             .err()
             .map(|e| e.to_string());
         assert!(err.is_some_and(|e| e.contains("/nonexistent/m.jsonl")));
+    }
+
+    #[test]
+    fn a_table_cell_is_text_and_an_array_or_object_is_an_error_naming_its_column() {
+        assert_eq!(cell_text("age", serde_json::json!(42)).as_deref(), Ok("42"));
+        assert_eq!(cell_text("age", serde_json::json!(null)).as_deref(), Ok(""));
+        assert_eq!(cell_text("yes", serde_json::json!(true)).as_deref(), Ok("true"));
+        let bad = cell_text("tags", serde_json::json!(["a"])).expect_err("an array");
+        assert_eq!(bad, BadCell { column: "tags".into() });
+        assert_eq!(
+            bad.to_string(),
+            "table cell `tags`: expected a string, a number, a boolean or null"
+        );
     }
 }
