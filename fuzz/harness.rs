@@ -135,9 +135,9 @@ pub fn feature_shard(data: &[u8]) -> bool {
         .is_ok_and(|found| !found.is_empty())
 }
 
-/// A run configuration: parsing and validation.
+/// A run configuration with its compare rows: parsing and validation.
 pub fn run_config(data: &[u8]) -> bool {
-    fusion_run::RunConfig::parse(data, Path::new("/fuzz/config.json")).is_ok_and(|config| config.validate().is_ok())
+    fusion_run::CompareConfig::parse(data, Path::new("/fuzz/config.json")).is_ok_and(|config| config.validate().is_ok())
 }
 
 /// A checkpoint: safetensors with a checksum, read by libtorch's loader.

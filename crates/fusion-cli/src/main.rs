@@ -528,9 +528,11 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Extract { config, shard, export } => {
-            let mut config = fusion_run::RunConfig::load(&config)?;
-            config.validate()?;
-            let loaded = ui::load_data(&mut config, None, shard, ui)?;
+            // A compare configuration's rows read their features from the same cache.
+            let mut compared = fusion_run::CompareConfig::load(&config)?;
+            compared.validate()?;
+            let loaded = fusion_run::load_compared(&mut compared, shard, &ui::Shown::new(ui))?;
+            let config = compared.run;
             let classes = match &export {
                 Some(path) => Some(fusion_run::export_features(
                     &config,

@@ -1,12 +1,11 @@
 //! What the program shows while it works: text or JSON on stdout, warnings on stderr,
 //! and progress bars fed by the library's [`fusion_run::Observer`] calls.
 
-use std::{path::Path, time::Duration};
+use std::time::Duration;
 
 use anyhow::Result;
 use fusion_core::Progress;
-use fusion_data::Shard;
-use fusion_run::{Loaded, Observer, RunConfig, describe};
+use fusion_run::{Loaded, Observer, describe};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
@@ -182,12 +181,6 @@ impl Observer for Shown {
     fn warn(&self, text: &str) {
         self.ui.warn(text);
     }
-}
-
-/// Loads `manifest` (default: the configuration's) and extracts the configuration's
-/// features through the cache (see [`fusion_run::load`]), shown through `ui`.
-pub fn load_data(config: &mut RunConfig, manifest: Option<&Path>, shard: Option<Shard>, ui: Ui) -> Result<Loaded> {
-    Ok(fusion_run::load(config, manifest, shard, &Shown::new(ui))?)
 }
 
 /// A score to four decimals, or `–` where there is none.

@@ -11,7 +11,9 @@ use fusion_core::{EarlyMethod, FusionConfig, LateCombiner, Strategy, Task};
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
-use crate::{Baselines, Error, EvalRecord, Fitted, Loaded, NamedFusion, Observer, Result, Run, RunConfig};
+use crate::{
+    Baselines, CompareConfig, Error, EvalRecord, Fitted, Loaded, NamedFusion, Observer, Result, Run, RunConfig,
+};
 
 /// One row of a comparison.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -78,11 +80,7 @@ impl RetrievalSummary {
 fn plan(config: &RunConfig, methods: &[NamedFusion]) -> Vec<(String, RunConfig)> {
     let mut plan: Vec<(String, RunConfig)> = Vec::new();
     if config.task == Task::Contrastive {
-        let everything = RunConfig {
-            compare: Vec::new(),
-            ..config.clone()
-        };
-        plan.push((config.names().join(" + "), everything));
+        plan.push((config.names().join(" + "), config.clone()));
         let m = config.modalities.len();
         if m > 2 {
             for a in 0..m {
@@ -98,7 +96,7 @@ fn plan(config: &RunConfig, methods: &[NamedFusion]) -> Vec<(String, RunConfig)>
         }
     }
     for method in methods {
-        plan.push((method.name.clone(), config.for_row(method)));
+        plan.push((method.name.clone(), method.applied_to(config)));
     }
     plan
 }
@@ -159,17 +157,18 @@ pub struct Compared {
     pub config: RunConfig,
 }
 
-/// Trains each modality of `config` alone, then each of its `compare` methods (default:
+/// Trains each modality of the configuration alone, then each of its rows (default:
 /// [`default_methods`]), into `out/NN_name/` from one extraction, and evaluates every row
 /// on the same records (where a unimodal model's modality is absent it outputs the
 /// uniform distribution); then the simple baselines. Writes `compare.json`,
 /// `baselines.json`, `skipped.json` and `unusable.json` into `out`.
-pub fn compare(mut config: RunConfig, out: &Path, device: Device, observer: &dyn Observer) -> Result<Compared> {
-    config.validate()?;
-    let loaded = crate::load(&mut config, None, None, observer)?;
+pub fn compare(mut compared: CompareConfig, out: &Path, device: Device, observer: &dyn Observer) -> Result<Compared> {
+    compared.validate()?;
+    let loaded = crate::load_compared(&mut compared, None, observer)?;
+    let CompareConfig { run: config, rows } = compared;
     config.check_manifest(&loaded.manifest)?;
-    let methods = match (config.compare.is_empty(), config.task) {
-        (false, _) => config.compare.clone(),
+    let methods = match (rows.is_empty(), config.task) {
+        (false, _) => rows,
         (true, Task::Contrastive) => Vec::new(),
         (true, _) => default_methods(),
     };
@@ -266,8 +265,8 @@ mod tests {
             r#"{{"manifest": "m.jsonl", "task": "contrastive", "modalities": [{all}],
                 "compare": [{{"name": "wider", "modalities": [{all}]}}], "train": {{"epochs": 1, "batch_size": 8}}}}"#
         );
-        let config = RunConfig::parse(text.as_bytes(), Path::new("/tmp/c.json"))?;
-        let planned = plan(&config, &config.compare);
+        let config = CompareConfig::parse(text.as_bytes(), Path::new("/tmp/c.json"))?;
+        let planned = plan(&config.run, &config.rows);
         let names: Vec<&str> = planned.iter().map(|(name, _)| name.as_str()).collect();
         assert_eq!(
             names,
@@ -281,11 +280,7 @@ mod tests {
         );
         assert_eq!(planned[2].1.names(), ["image", "audio"]);
         config.validate()?;
-        assert!(
-            planned
-                .iter()
-                .all(|(_, c)| c.compare.is_empty() && c.task == Task::Contrastive)
-        );
+        assert!(planned.iter().all(|(_, c)| c.task == Task::Contrastive));
         Ok(())
     }
 }

@@ -65,7 +65,8 @@ pub struct NamedFusion {
 }
 
 /// Everything a training run needs; saved as `run.json` in the run folder with its paths
-/// made absolute.
+/// made absolute. A configuration file may also list `compare` rows: those are a
+/// [`CompareConfig`]'s, beside this one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunConfig {
@@ -92,10 +93,6 @@ pub struct RunConfig {
     pub fusion: FusionConfig,
     /// Training settings.
     pub train: TrainConfig,
-    /// Methods trained side by side by `compare` (each with the same seed); unimodal
-    /// baselines are always added.
-    #[serde(default)]
-    pub compare: Vec<NamedFusion>,
     /// What a file that cannot be used (missing, undecodable, over a limit) costs.
     #[serde(default)]
     pub on_bad_file: OnBadFile,
@@ -188,91 +185,19 @@ impl RunConfig {
     /// Fits the statistics that table features lack (means, deviations, categories) on the
     /// training records of `manifest`; a configuration saved afterwards carries them.
     pub fn fit_tables(&mut self, manifest: &Manifest) -> Result<()> {
-        let training: Vec<&std::collections::BTreeMap<String, String>> = manifest
-            .records
-            .iter()
-            .filter(|r| r.split_or_train() == Split::Train)
-            .map(|r| &r.table)
-            .collect();
-        let modalities = self
-            .modalities
-            .iter_mut()
-            .chain(self.compare.iter_mut().flat_map(|c| c.modalities.iter_mut()));
-        for m in modalities {
-            if let FeatureConfig::Table { columns } = &mut m.features {
-                fusion_tabular::fit(columns, training.iter().copied())
-                    .map_err(|e| Error::Config(format!("modality `{}`: {e}", m.name)))?;
-            }
-        }
-        Ok(())
+        fit_table_columns(self.modalities.iter_mut(), &training_tables(manifest))
     }
 
     /// Reads a JSON configuration; errors name the file and the field (`fusion.method`…).
+    /// `compare` rows in the file are checked and left to [`CompareConfig::load`].
     pub fn load(path: &Path) -> Result<Self> {
-        let bytes = fusion_data::read_bounded(path, MAX_CONFIG_BYTES).map_err(|reason| Error::Io {
-            path: path.into(),
-            source: std::io::Error::other(reason),
-        })?;
-        Self::parse(&bytes, path)
+        Ok(CompareConfig::load(path)?.run)
     }
 
     /// [`Self::load`] of a configuration's bytes; `path` names it and its folder resolves
     /// relative paths.
     pub fn parse(bytes: &[u8], path: &Path) -> Result<Self> {
-        let text = std::str::from_utf8(bytes)
-            .map_err(|e| Error::Config(format!("config {}: not UTF-8: {e}", path.display())))?;
-        let mut deserializer = serde_json::Deserializer::from_str(text);
-        let mut config: Self = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-            let field = e.path().to_string();
-            Error::Config(format!(
-                "config {}: field `{field}`: {}",
-                path.display(),
-                fusion_core::with_suggestion(&e.inner().to_string())
-            ))
-        })?;
-        let value = serde_json::from_str::<serde_json::Value>(text).unwrap_or_default();
-        let named_fusion = value.get("fusion").is_some();
-        let rows = value
-            .get("compare")
-            .and_then(|c| c.as_array())
-            .cloned()
-            .unwrap_or_default();
-        for (i, row) in rows.iter().enumerate() {
-            match (row.get("fusion").is_some(), config.task) {
-                (true, Task::Contrastive) => {
-                    return Err(Error::Config(format!(
-                        "config {}: field `compare[{i}].fusion`: a contrastive task has no fusion (a row changes encoders only): leave it out",
-                        path.display()
-                    )));
-                }
-                (false, task) if task != Task::Contrastive => {
-                    return Err(Error::Config(format!(
-                        "config {}: field `compare[{i}].fusion`: missing (each row of a {} names its fusion method)",
-                        path.display(),
-                        task.name()
-                    )));
-                }
-                _ => {}
-            }
-        }
-        if named_fusion && config.task == Task::Contrastive {
-            return Err(Error::Config(format!(
-                "config {}: field `fusion`: a contrastive task has no fusion (each modality is projected into one space): leave it out",
-                path.display()
-            )));
-        }
-        if !named_fusion && config.task != Task::Contrastive {
-            return Err(Error::Config(format!(
-                "config {}: field `fusion`: missing (a {} needs its fusion family, e.g. {{\"family\": \"late\", \"combiner\": \"product\"}})",
-                path.display(),
-                config.task.name()
-            )));
-        }
-        let parent = path.parent().unwrap_or(Path::new("."));
-        // Resolved so that reports and errors show plain paths, not `a/../b`.
-        let base = parent.canonicalize().unwrap_or_else(|_| parent.to_path_buf());
-        config.resolve_paths(&base);
-        Ok(config)
+        Ok(CompareConfig::parse(bytes, path)?.run)
     }
 
     /// This configuration as JSON, as [`RunConfig::parse`] reads it back (a contrastive
@@ -293,11 +218,7 @@ impl RunConfig {
         let Some(models) = crate::models_dir() else {
             return config;
         };
-        let modalities = config
-            .modalities
-            .iter_mut()
-            .chain(config.compare.iter_mut().flat_map(|c| c.modalities.iter_mut()));
-        for m in modalities {
+        for m in &mut config.modalities {
             if let FeatureConfig::Tokens { tokenizer, .. } = &mut m.features
                 && let Ok(name) = tokenizer.strip_prefix(&models)
             {
@@ -311,21 +232,7 @@ impl RunConfig {
     pub fn resolve_paths(&mut self, base: &Path) {
         self.manifest = absolute(&base.join(&self.manifest));
         self.cache = self.cache.as_ref().map(|c| absolute(&base.join(c)));
-        let modalities = self
-            .modalities
-            .iter_mut()
-            .chain(self.compare.iter_mut().flat_map(|c| c.modalities.iter_mut()));
-        for m in modalities {
-            if let FeatureConfig::Tokens { tokenizer, .. } = &mut m.features {
-                // Beside the configuration, else a fetched model's (`all-MiniLM-L6-v2/tokenizer.json`).
-                let fetched = crate::models_dir().map(|d| d.join(&*tokenizer));
-                *tokenizer = match fetched {
-                    Some(path) if !base.join(&*tokenizer).exists() && path.exists() => path,
-                    _ => absolute(&base.join(&*tokenizer)),
-                };
-            }
-            m.encoder.resolve_paths(base);
-        }
+        resolve_modality_paths(self.modalities.iter_mut(), base);
     }
 
     /// Checks what serde cannot: modality names, feature sizes, encoders against their
@@ -382,43 +289,6 @@ impl RunConfig {
         self.limits.validate().map_err(|(field, value)| {
             Error::Config(format!("config: field `limits.{field}`: {value} is not positive"))
         })?;
-        for (i, named) in self.compare.iter().enumerate() {
-            // Names become folder names: checked before any row trains.
-            let length = named.name.chars().count();
-            if !(1..=MAX_ROW_NAME_CHARS).contains(&length) {
-                return Err(Error::Config(format!(
-                    "config: field `compare[{i}].name`: {length} characters (1 to {MAX_ROW_NAME_CHARS})"
-                )));
-            }
-            if self.compare[..i].iter().any(|other| other.name == named.name) {
-                return Err(Error::Config(format!(
-                    "config: field `compare[{i}].name`: `{}` appears twice",
-                    named.name
-                )));
-            }
-            if self.task == Task::Contrastive && named.fusion != unfused() {
-                return Err(Error::Config(format!(
-                    "config: field `compare[{i}].fusion`: a contrastive task has no fusion (a row changes encoders only)"
-                )));
-            }
-            let row = self.for_row(named);
-            let field = format!("compare[{i}].modalities");
-            check_modalities(&row.modalities, &field).map_err(config)?;
-            if row
-                .modalities
-                .iter()
-                .map(|m| &m.name)
-                .ne(self.modalities.iter().map(|m| &m.name))
-            {
-                return Err(Error::Config(format!(
-                    "config: field `{field}`: a row may change encoders, not the modalities ({})",
-                    self.names().join(", ")
-                )));
-            }
-            row.model_config(&self.placeholder_outputs(), &row.fusion)?
-                .validate()
-                .map_err(|e| Error::Config(format!("config: compare[{i}] (`{}`): {e}", named.name)))?;
-        }
         self.model_config(&self.placeholder_outputs(), &self.fusion)?
             .validate()
             .map_err(|e| config(e.into()))
@@ -468,11 +338,10 @@ impl RunConfig {
     }
 
     /// Whether `other` continues this run: the same data, features, model and training,
-    /// the epoch count aside (the cache folder and the compare list do not matter).
+    /// the epoch count aside (the cache folder does not matter).
     pub fn same_run(&self, other: &Self) -> bool {
         let comparable = |c: &Self| Self {
             cache: None,
-            compare: Vec::new(),
             // How long a run trains and how often it saves do not change what it computes.
             train: TrainConfig {
                 epochs: 0,
@@ -485,22 +354,9 @@ impl RunConfig {
         comparable(self) == comparable(other)
     }
 
-    /// The feature extraction asked for (the compare rows' features too, once each).
+    /// The feature extraction asked for.
     pub fn feature_specs(&self) -> Vec<FeatureSpec> {
-        let mut specs: Vec<FeatureSpec> = Vec::new();
-        let all = self
-            .modalities
-            .iter()
-            .chain(self.compare.iter().flat_map(|c| c.modalities.iter()));
-        for m in all {
-            if !specs.iter().any(|s| s.name == m.name && s.config == m.features) {
-                specs.push(FeatureSpec {
-                    name: m.name.clone(),
-                    config: m.features.clone(),
-                });
-            }
-        }
-        specs
+        specs_of(self.modalities.iter())
     }
 
     /// For each modality, the column of `specs` (an extraction's, e.g. from
@@ -571,26 +427,10 @@ impl RunConfig {
         train
     }
 
-    /// The run of one compare row: its fusion, and its encoders where it names them.
-    pub fn for_row(&self, row: &NamedFusion) -> Self {
-        let modalities = if row.modalities.is_empty() {
-            self.modalities.clone()
-        } else {
-            row.modalities.clone()
-        };
-        Self {
-            modalities,
-            fusion: row.fusion.clone(),
-            compare: Vec::new(),
-            ..self.clone()
-        }
-    }
-
     /// The same contrastive run aligning only modalities `pair` (a row of `compare`).
     pub fn pair(&self, pair: [usize; 2]) -> Self {
         Self {
             modalities: pair.iter().map(|&m| self.modalities[m].clone()).collect(),
-            compare: Vec::new(),
             ..self.clone()
         }
     }
@@ -602,7 +442,6 @@ impl RunConfig {
             fusion: FusionConfig::Late {
                 combiner: fusion_core::LateCombiner::Mean,
             },
-            compare: Vec::new(),
             ..self.clone()
         }
     }
@@ -616,6 +455,228 @@ impl RunConfig {
                 .map(|c| c.join("fusion").join("features"))
         })
     }
+}
+
+/// A configuration and the methods `compare` trains beside it: read from one file, whose
+/// `compare` list holds the rows (a `fusion train` of the same file reads only the run).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompareConfig {
+    /// The configuration every row starts from.
+    pub run: RunConfig,
+    /// Methods trained side by side (each with the same seed); unimodal baselines are
+    /// always added. Empty: [`default_methods`](crate::default_methods).
+    pub rows: Vec<NamedFusion>,
+}
+
+impl CompareConfig {
+    /// Reads a JSON configuration with its `compare` rows; errors name the file and the
+    /// field (`compare[1].fusion`…).
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = fusion_data::read_bounded(path, MAX_CONFIG_BYTES).map_err(|reason| Error::Io {
+            path: path.into(),
+            source: std::io::Error::other(reason),
+        })?;
+        Self::parse(&bytes, path)
+    }
+
+    /// [`Self::load`] of a configuration's bytes; `path` names it and its folder resolves
+    /// relative paths.
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<Self> {
+        let bad = |field: String, reason: String| {
+            Error::Config(format!(
+                "config {}: field `{field}`: {}",
+                path.display(),
+                fusion_core::with_suggestion(&reason)
+            ))
+        };
+        let text = std::str::from_utf8(bytes)
+            .map_err(|e| Error::Config(format!("config {}: not UTF-8: {e}", path.display())))?;
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let mut value: serde_json::Value = serde_path_to_error::deserialize(&mut deserializer)
+            .map_err(|e| bad(e.path().to_string(), e.inner().to_string()))?;
+        let rows = value
+            .as_object_mut()
+            .and_then(|fields| fields.remove("compare"))
+            .unwrap_or_else(|| serde_json::Value::Array(Vec::new()));
+        let named_fusion = value.get("fusion").is_some();
+        let mut run: RunConfig =
+            serde_path_to_error::deserialize(&value).map_err(|e| bad(e.path().to_string(), e.inner().to_string()))?;
+        for (i, row) in rows.as_array().into_iter().flatten().enumerate() {
+            match (row.get("fusion").is_some(), run.task) {
+                (true, Task::Contrastive) => {
+                    return Err(bad(
+                        format!("compare[{i}].fusion"),
+                        "a contrastive task has no fusion (a row changes encoders only): leave it out".into(),
+                    ));
+                }
+                (false, task) if task != Task::Contrastive => {
+                    return Err(bad(
+                        format!("compare[{i}].fusion"),
+                        format!("missing (each row of a {} names its fusion method)", task.name()),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        let mut rows: Vec<NamedFusion> = serde_path_to_error::deserialize(&rows).map_err(|e| {
+            bad(
+                format!("compare{}", e.path()).replace("compare.[", "compare["),
+                e.inner().to_string(),
+            )
+        })?;
+        if named_fusion && run.task == Task::Contrastive {
+            return Err(bad(
+                "fusion".into(),
+                "a contrastive task has no fusion (each modality is projected into one space): leave it out".into(),
+            ));
+        }
+        if !named_fusion && run.task != Task::Contrastive {
+            return Err(bad(
+                "fusion".into(),
+                format!(
+                    "missing (a {} needs its fusion family, e.g. {{\"family\": \"late\", \"combiner\": \"product\"}})",
+                    run.task.name()
+                ),
+            ));
+        }
+        let parent = path.parent().unwrap_or(Path::new("."));
+        // Resolved so that reports and errors show plain paths, not `a/../b`.
+        let base = parent.canonicalize().unwrap_or_else(|_| parent.to_path_buf());
+        run.resolve_paths(&base);
+        resolve_modality_paths(rows.iter_mut().flat_map(|r| r.modalities.iter_mut()), &base);
+        Ok(Self { run, rows })
+    }
+
+    /// [`RunConfig::validate`], then each row: a name that can be a folder's, once; the
+    /// same modalities; a model that can be built.
+    pub fn validate(&self) -> Result<()> {
+        self.run.validate()?;
+        let config = |e: Error| Error::Config(format!("config: {e}"));
+        for (i, named) in self.rows.iter().enumerate() {
+            // Names become folder names: checked before any row trains.
+            let length = named.name.chars().count();
+            if !(1..=MAX_ROW_NAME_CHARS).contains(&length) {
+                return Err(Error::Config(format!(
+                    "config: field `compare[{i}].name`: {length} characters (1 to {MAX_ROW_NAME_CHARS})"
+                )));
+            }
+            if self.rows[..i].iter().any(|other| other.name == named.name) {
+                return Err(Error::Config(format!(
+                    "config: field `compare[{i}].name`: `{}` appears twice",
+                    named.name
+                )));
+            }
+            if self.run.task == Task::Contrastive && named.fusion != unfused() {
+                return Err(Error::Config(format!(
+                    "config: field `compare[{i}].fusion`: a contrastive task has no fusion (a row changes encoders only)"
+                )));
+            }
+            let row = named.applied_to(&self.run);
+            let field = format!("compare[{i}].modalities");
+            check_modalities(&row.modalities, &field).map_err(config)?;
+            if row
+                .modalities
+                .iter()
+                .map(|m| &m.name)
+                .ne(self.run.modalities.iter().map(|m| &m.name))
+            {
+                return Err(Error::Config(format!(
+                    "config: field `{field}`: a row may change encoders, not the modalities ({})",
+                    self.run.names().join(", ")
+                )));
+            }
+            row.model_config(&self.run.placeholder_outputs(), &row.fusion)?
+                .validate()
+                .map_err(|e| Error::Config(format!("config: compare[{i}] (`{}`): {e}", named.name)))?;
+        }
+        Ok(())
+    }
+
+    /// The feature extraction asked for: the run's and the rows' features, once each.
+    pub fn feature_specs(&self) -> Vec<FeatureSpec> {
+        specs_of(
+            self.run
+                .modalities
+                .iter()
+                .chain(self.rows.iter().flat_map(|r| r.modalities.iter())),
+        )
+    }
+
+    /// [`RunConfig::fit_tables`] for the run and every row.
+    pub fn fit_tables(&mut self, manifest: &Manifest) -> Result<()> {
+        self.run.fit_tables(manifest)?;
+        let training = training_tables(manifest);
+        fit_table_columns(self.rows.iter_mut().flat_map(|r| r.modalities.iter_mut()), &training)
+    }
+}
+
+impl NamedFusion {
+    /// The run of this row: `run` with its fusion, and its encoders where it names them.
+    pub fn applied_to(&self, run: &RunConfig) -> RunConfig {
+        let modalities = if self.modalities.is_empty() {
+            run.modalities.clone()
+        } else {
+            self.modalities.clone()
+        };
+        RunConfig {
+            modalities,
+            fusion: self.fusion.clone(),
+            ..run.clone()
+        }
+    }
+}
+
+/// The table cells of `manifest`'s training records.
+fn training_tables(manifest: &Manifest) -> Vec<&std::collections::BTreeMap<String, String>> {
+    manifest
+        .records
+        .iter()
+        .filter(|r| r.split_or_train() == Split::Train)
+        .map(|r| &r.table)
+        .collect()
+}
+
+/// Fits the statistics of every table feature among `modalities` on `training`'s cells.
+fn fit_table_columns<'a>(
+    modalities: impl Iterator<Item = &'a mut ModalitySpec>,
+    training: &[&std::collections::BTreeMap<String, String>],
+) -> Result<()> {
+    for m in modalities {
+        if let FeatureConfig::Table { columns } = &mut m.features {
+            fusion_tabular::fit(columns, training.iter().copied())
+                .map_err(|e| Error::Config(format!("modality `{}`: {e}", m.name)))?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes the tokenizer and model paths of `modalities` absolute against `base`.
+fn resolve_modality_paths<'a>(modalities: impl Iterator<Item = &'a mut ModalitySpec>, base: &Path) {
+    for m in modalities {
+        if let FeatureConfig::Tokens { tokenizer, .. } = &mut m.features {
+            // Beside the configuration, else a fetched model's (`all-MiniLM-L6-v2/tokenizer.json`).
+            let fetched = crate::models_dir().map(|d| d.join(&*tokenizer));
+            *tokenizer = match fetched {
+                Some(path) if !base.join(&*tokenizer).exists() && path.exists() => path,
+                _ => absolute(&base.join(&*tokenizer)),
+            };
+        }
+        m.encoder.resolve_paths(base);
+    }
+}
+
+/// The features `modalities` read, each (name, features) once.
+fn specs_of<'a>(modalities: impl Iterator<Item = &'a ModalitySpec>) -> Vec<FeatureSpec> {
+    let mut specs: Vec<FeatureSpec> = Vec::new();
+    for m in modalities {
+        if !specs.iter().any(|s| s.name == m.name && s.config == m.features) {
+            specs.push(FeatureSpec {
+                name: m.name.clone(),
+                config: m.features.clone(),
+            });
+        }
+    }
+    specs
 }
 
 fn check_modalities(modalities: &[ModalitySpec], field: &str) -> Result<()> {
@@ -653,4 +714,57 @@ fn check_modalities(modalities: &[ModalitySpec], field: &str) -> Result<()> {
 
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"{"manifest": "m.jsonl",
+        "modalities": [{"name": "text", "features": {"kind": "hashed_words", "dim": 8}, "encoder": {"kind": "mlp", "hidden": [4]}}],
+        "fusion": {"family": "late", "combiner": "mean"}, "train": {"epochs": 1, "batch_size": 8},
+        "compare": [{"name": "early", "fusion": {"family": "early", "method": "concat"}},
+                    {"name": "wide", "fusion": {"family": "late", "combiner": "mean"},
+                     "modalities": [{"name": "text", "features": {"kind": "hashed_words", "dim": 16}, "encoder": {"kind": "mlp", "hidden": [4]}}]}]}"#;
+
+    #[test]
+    fn one_file_holds_a_run_and_its_compare_rows_beside_it() -> Result<()> {
+        let path = Path::new("/tmp/compare/c.json");
+        let compared = CompareConfig::parse(FILE.as_bytes(), path)?;
+        let run = RunConfig::parse(FILE.as_bytes(), path)?;
+        assert_eq!(compared.run, run, "`train` reads the same run, without the rows");
+        assert_eq!(run.manifest, Path::new("/tmp/compare/m.jsonl"));
+        let names: Vec<&str> = compared.rows.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["early", "wide"]);
+        compared.validate()?;
+        // The rows' features are extracted once each beside the run's.
+        let dims: Vec<usize> = compared.feature_specs().iter().map(|s| s.config.dim()).collect();
+        assert_eq!(dims, [8, 16]);
+        assert_eq!(run.feature_specs().len(), 1);
+        let wide = compared.rows[1].applied_to(&run);
+        assert_eq!(
+            (wide.modalities[0].features.dim(), &wide.fusion),
+            (16, &compared.rows[1].fusion)
+        );
+        assert_eq!(wide.train, run.train);
+        Ok(())
+    }
+
+    #[test]
+    fn a_typo_in_a_row_names_the_row_and_the_field() {
+        let typo = FILE.replace(r#""name": "early""#, r#""nmae": "early""#);
+        let error = CompareConfig::parse(typo.as_bytes(), Path::new("c.json"))
+            .expect_err("a typo")
+            .to_string();
+        assert!(
+            error.contains("field `compare[0].nmae`: unknown field `nmae`") && error.contains("did you mean `name`"),
+            "{error}"
+        );
+        let twice = FILE.replace(r#""name": "wide""#, r#""name": "early""#);
+        let error = CompareConfig::parse(twice.as_bytes(), Path::new("c.json"))
+            .and_then(|c| c.validate())
+            .expect_err("a name twice")
+            .to_string();
+        assert!(error.contains("`compare[1].name`: `early` appears twice"), "{error}");
+    }
 }

@@ -8,7 +8,7 @@ use fusion_data::{Extraction, FeatureCache, FeatureSpec, Manifest, Problem, Shar
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
-use crate::{Error, Observer, OnBadFile, Result, Run, RunConfig, SplitData};
+use crate::{CompareConfig, Error, Observer, OnBadFile, Result, Run, RunConfig, SplitData};
 
 /// Batch size of evaluation passes.
 pub const EVAL_BATCH: usize = 256;
@@ -54,8 +54,28 @@ pub fn load(
     let path = manifest.unwrap_or(&config.manifest).to_path_buf();
     let manifest = config.load_manifest(Some(&path))?;
     config.fit_tables(&manifest)?;
-    let cache = config.cache_folder().map(FeatureCache::new);
     let specs = config.feature_specs();
+    extract(config, manifest, specs, shard, observer)
+}
+
+/// [`load`] for a configuration with its compare rows: the rows' features too, once each,
+/// and the rows' table statistics fitted.
+pub fn load_compared(config: &mut CompareConfig, shard: Option<Shard>, observer: &dyn Observer) -> Result<Loaded> {
+    let manifest = config.run.load_manifest(None)?;
+    config.fit_tables(&manifest)?;
+    extract(&config.run, manifest, config.feature_specs(), shard, observer)
+}
+
+/// The features `specs` of `manifest`'s records, as `config` reads files (its cache,
+/// limits and what a bad file costs).
+fn extract(
+    config: &RunConfig,
+    manifest: fusion_data::Manifest,
+    specs: Vec<FeatureSpec>,
+    shard: Option<Shard>,
+    observer: &dyn Observer,
+) -> Result<Loaded> {
+    let cache = config.cache_folder().map(FeatureCache::new);
     let records = manifest.records.len();
     let total = shard.map_or(records, |s| s.share_of(records));
     let mut extraction = fusion_data::extract(&manifest, &specs, cache.as_ref(), shard, &config.limits, &|n| {

@@ -10,6 +10,8 @@
 //!   [`EncoderSpec`] (MLP, LeNet, ResNet-18, pretrained EfficientNet-Lite0, audio CNN/GRU,
 //!   pretrained BERT/MiniLM, a small transformer, per-frame video encoders), the fusion
 //!   method and training settings; every encoder is checked against its features.
+//! - [`CompareConfig`]: a configuration and the rows [`compare`] trains beside it (one
+//!   file: its `compare` list).
 //! - [`build_model`]: the model of a configuration; inputs are standardised inside the
 //!   model (statistics stored as variables), so checkpoints and exported modules take raw
 //!   features.
@@ -65,7 +67,7 @@ pub use calibration::{
     GroupIntervalCoverage, INTERVALS_FILE, IntervalCoverage, IntervalEval, Intervals, ProbabilityScores,
 };
 pub use compare::{CompareRow, Compared, RetrievalSummary, compare, default_methods, score_name, task_score};
-pub use config::{Augment, MAX_HIDDEN_DIM, ModalitySpec, NamedFusion, OnBadFile, RunConfig};
+pub use config::{Augment, CompareConfig, MAX_HIDDEN_DIM, ModalitySpec, NamedFusion, OnBadFile, RunConfig};
 pub use data::{
     REGRESSION_OUTPUT, SplitData, TAG_SEPARATOR, classes_of, dataset, fit_standardization, modality_tensor, outputs_of,
     tags_of,
@@ -73,7 +75,7 @@ pub use data::{
 pub use encoder::{EncoderSpec, Layout, TextPooling, VideoPooling, models_dir};
 pub use ensemble::{ENSEMBLE_FILE, EnsembleFile, Member, is_ensemble};
 pub use error::{Error, Result};
-pub use evaluation::{EVAL_BATCH, EvalRecord, Loaded, load};
+pub use evaluation::{EVAL_BATCH, EvalRecord, Loaded, load, load_compared};
 pub use fairness::{Fairness, GroupFairness, Leaning};
 pub use fit::{Fitted, RESOURCES_FILE, Resources, fit, fit_loaded, peak_rss_mb, simple_baselines};
 pub use frozen::FrozenCounts;

@@ -841,15 +841,18 @@ mod tests {
             "`compare[0].fusion`: a contrastive task has no fusion",
         );
         // Set by a program rather than read from a file: refused when validated.
-        let fused_row = contrastive("", 2).map(|mut c| {
-            c.compare = vec![crate::NamedFusion {
-                name: "r".into(),
-                fusion: fusion_core::FusionConfig::Late {
-                    combiner: fusion_core::LateCombiner::Mean,
-                },
-                modalities: Vec::new(),
-            }];
-            c.validate()
+        let fused_row = contrastive("", 2).map(|run| {
+            crate::CompareConfig {
+                run,
+                rows: vec![crate::NamedFusion {
+                    name: "r".into(),
+                    fusion: fusion_core::FusionConfig::Late {
+                        combiner: fusion_core::LateCombiner::Mean,
+                    },
+                    modalities: Vec::new(),
+                }],
+            }
+            .validate()
         });
         assert!(fused_row.is_ok_and(|v| v.is_err_and(|e| e.to_string().contains("`compare[0].fusion`"))));
         // A prediction task's row names its fusion.

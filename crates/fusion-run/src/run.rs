@@ -404,13 +404,7 @@ pub fn train(
     let vs = nn::VarStore::new(device);
     let model = build_model(&vs, config, &classes, &config.fusion, Some(&fitted))?;
     if leader && !resuming {
-        // The compare list is not part of this run (and would make every later command
-        // extract its rows' features).
-        let saved = RunConfig {
-            compare: Vec::new(),
-            ..config.portable()
-        };
-        run.write_json("run.json", &saved.to_json()?)?;
+        run.write_json("run.json", &config.portable().to_json()?)?;
         run.write_json("classes.json", &classes)?;
         run.write_json(crate::frozen::BACKBONES_FILE, &crate::frozen::backbone_digests(config))?;
     }

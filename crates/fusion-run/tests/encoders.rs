@@ -388,13 +388,15 @@ fn mismatched_encoders_name_the_field() {
         assert!(error.contains(expected), "`{expected}` not in {error}");
     }
     // Every compare row's fusion is checked before anything trains.
-    let mut rows = config(dir.path(), IMAGE_LENET, r#"{"family": "late", "combiner": "mean"}"#, 1);
-    rows.compare = vec![
-        serde_json::from_str(
-            r#"{"name": "bad row", "fusion": {"family": "early", "method": "attention", "heads": 3, "layers": 1}}"#,
-        )
-        .unwrap(),
-    ];
+    let rows = fusion_run::CompareConfig {
+        run: config(dir.path(), IMAGE_LENET, r#"{"family": "late", "combiner": "mean"}"#, 1),
+        rows: vec![
+            serde_json::from_str(
+                r#"{"name": "bad row", "fusion": {"family": "early", "method": "attention", "heads": 3, "layers": 1}}"#,
+            )
+            .unwrap(),
+        ],
+    };
     let error = rows.validate().unwrap_err().to_string();
     assert!(error.contains("compare[0]") && error.contains("heads"), "{error}");
 

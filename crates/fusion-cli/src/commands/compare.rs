@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::Result;
-use fusion_run::{CompareRow, Loaded, Run, RunConfig, score_name};
+use fusion_run::{CompareConfig, CompareRow, Loaded, Run, score_name};
 use tch::Device;
 
 use super::{capitalised, plot_confusion, plot_path, plot_training};
@@ -16,7 +16,7 @@ use crate::{
 /// report, then one table, one plot and the comparison's report.
 /// Returns the rows and the data loaded for them.
 pub fn compare(config_path: &Path, out: &Path, ui: Ui, device: Device) -> Result<(Vec<CompareRow>, Loaded)> {
-    let config = RunConfig::load(config_path)?;
+    let config = CompareConfig::load(config_path)?;
     let shown = Shown::new(Ui { epochs: false, ..ui });
     let compared = fusion_run::compare(config, out, device, &shown)?;
     for (run, fitted) in &compared.runs {
