@@ -63,7 +63,7 @@ impl EfficientNetLite0 {
     /// A randomly initialised network under `p` (keys `_conv_stem.weight`, `_blocks.0.…`,
     /// `_fc.weight`, as efficientnet_pytorch).
     pub fn new(p: &nn::Path) -> Self {
-        let mut params = ParameterSet::default();
+        let mut params = ParameterSet::new(p);
         let conv = |stride, groups| nn::ConvConfig {
             stride,
             groups,
@@ -75,27 +75,27 @@ impl EfficientNetLite0 {
             momentum: 0.01,
             ..Default::default()
         };
-        let stem = params.conv2d(p, "_conv_stem", 3, STEM, 3, conv(2, 1));
-        let stem_norm = params.batch_norm2d(p, "_bn0", STEM, norm);
+        let stem = params.conv2d(p / "_conv_stem", 3, STEM, 3, conv(2, 1));
+        let stem_norm = params.batch_norm2d(p / "_bn0", STEM, norm);
         let mut blocks = Vec::new();
         let mut channels = STEM;
         for (kernel, stride, expansion, output, repeats) in STAGES {
             for r in 0..repeats {
-                let key = |rest: &str| format!("_blocks.{}.{rest}", blocks.len());
+                let at = p / "_blocks" / blocks.len();
                 let stride = if r == 0 { stride } else { 1 };
                 let inner = channels * expansion;
                 let expand = (expansion != 1).then(|| {
                     (
-                        params.conv2d(p, &key("_expand_conv"), channels, inner, 1, conv(1, 1)),
-                        params.batch_norm2d(p, &key("_bn0"), inner, norm),
+                        params.conv2d(&at / "_expand_conv", channels, inner, 1, conv(1, 1)),
+                        params.batch_norm2d(&at / "_bn0", inner, norm),
                     )
                 });
                 let block = MbConv {
                     expand,
-                    depthwise: params.conv2d(p, &key("_depthwise_conv"), inner, inner, kernel, conv(stride, inner)),
-                    depthwise_norm: params.batch_norm2d(p, &key("_bn1"), inner, norm),
-                    project: params.conv2d(p, &key("_project_conv"), inner, output, 1, conv(1, 1)),
-                    project_norm: params.batch_norm2d(p, &key("_bn2"), output, norm),
+                    depthwise: params.conv2d(&at / "_depthwise_conv", inner, inner, kernel, conv(stride, inner)),
+                    depthwise_norm: params.batch_norm2d(&at / "_bn1", inner, norm),
+                    project: params.conv2d(&at / "_project_conv", inner, output, 1, conv(1, 1)),
+                    project_norm: params.batch_norm2d(&at / "_bn2", output, norm),
                     kernel,
                     stride,
                     residual: stride == 1 && channels == output,
@@ -104,9 +104,9 @@ impl EfficientNetLite0 {
                 channels = output;
             }
         }
-        let head = params.conv2d(p, "_conv_head", channels, HEAD, 1, conv(1, 1));
-        let head_norm = params.batch_norm2d(p, "_bn1", HEAD, norm);
-        let classifier = params.linear(p, "_fc", HEAD, 1000);
+        let head = params.conv2d(p / "_conv_head", channels, HEAD, 1, conv(1, 1));
+        let head_norm = params.batch_norm2d(p / "_bn1", HEAD, norm);
+        let classifier = params.linear(p / "_fc", HEAD, 1000);
         Self {
             stem,
             stem_norm,

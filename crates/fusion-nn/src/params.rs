@@ -1,27 +1,43 @@
-//! Layers created under a path and remembered by their checkpoint key, so pretrained
-//! weights (HuggingFace, efficientnet_pytorch…) load by name into a model that lives
-//! inside a larger var store.
+//! Layers created under a path and remembered by their checkpoint key (the path below the
+//! module's, dotted), so pretrained weights (HuggingFace, efficientnet_pytorch…) load by
+//! name into a model that lives inside a larger var store.
 
 use std::path::Path;
 
 use tch::{Tensor, nn};
 
-/// The tensors of a pretrained module, by checkpoint key relative to the module's path.
+/// The tensors of a pretrained module, by checkpoint key: a layer at
+/// `root / "encoder" / "layer" / 0 / "output" / "dense"` is `encoder.layer.0.output.dense`.
 #[derive(Debug, Default)]
 pub struct ParameterSet {
+    root: Vec<String>,
     entries: Vec<(String, Tensor)>,
 }
 
-fn sub_path<'a>(p: &nn::Path<'a>, key: &str) -> nn::Path<'a> {
-    let mut parts = key.split('.');
-    let first = parts.next().unwrap_or_default();
-    parts.fold(p / first, |path, part| &path / part)
-}
-
 impl ParameterSet {
-    /// A linear layer at `key` (`key.weight`, `key.bias`).
-    pub fn linear(&mut self, p: &nn::Path, key: &str, input: i64, output: i64) -> nn::Linear {
-        let linear = crate::linear(sub_path(p, key), input, output);
+    /// The parameters of the module at `root`.
+    pub fn new(root: &nn::Path) -> Self {
+        Self {
+            root: root.components().map(String::from).collect(),
+            entries: Vec::new(),
+        }
+    }
+
+    /// The checkpoint key of the layer at `p`: its path below the module's, dotted (the
+    /// whole path for one outside the module).
+    fn key(&self, p: &nn::Path) -> String {
+        let parts: Vec<&str> = p.components().collect();
+        let below = match parts.strip_prefix(self.root.iter().map(String::as_str).collect::<Vec<_>>().as_slice()) {
+            Some(below) => below,
+            None => &parts,
+        };
+        below.join(".")
+    }
+
+    /// A linear layer at `p` (`KEY.weight`, `KEY.bias`).
+    pub fn linear(&mut self, p: nn::Path, input: i64, output: i64) -> nn::Linear {
+        let key = self.key(&p);
+        let linear = crate::linear(p, input, output);
         self.entries.push((format!("{key}.weight"), linear.ws.shallow_clone()));
         if let Some(bias) = &linear.bs {
             self.entries.push((format!("{key}.bias"), bias.shallow_clone()));
@@ -29,17 +45,10 @@ impl ParameterSet {
         linear
     }
 
-    /// A 2-D convolution at `key`.
-    pub fn conv2d(
-        &mut self,
-        p: &nn::Path,
-        key: &str,
-        input: i64,
-        output: i64,
-        kernel: i64,
-        config: nn::ConvConfig,
-    ) -> nn::Conv2D {
-        let conv = nn::conv2d(sub_path(p, key), input, output, kernel, config);
+    /// A 2-D convolution at `p`.
+    pub fn conv2d(&mut self, p: nn::Path, input: i64, output: i64, kernel: i64, config: nn::ConvConfig) -> nn::Conv2D {
+        let key = self.key(&p);
+        let conv = nn::conv2d(p, input, output, kernel, config);
         self.entries.push((format!("{key}.weight"), conv.ws.shallow_clone()));
         if let Some(bias) = &conv.bs {
             self.entries.push((format!("{key}.bias"), bias.shallow_clone()));
@@ -47,10 +56,11 @@ impl ParameterSet {
         conv
     }
 
-    /// A layer norm over the last `size` values at `key`.
-    pub fn layer_norm(&mut self, p: &nn::Path, key: &str, size: i64, eps: f64) -> nn::LayerNorm {
+    /// A layer norm over the last `size` values at `p`.
+    pub fn layer_norm(&mut self, p: nn::Path, size: i64, eps: f64) -> nn::LayerNorm {
+        let key = self.key(&p);
         let norm = nn::layer_norm(
-            sub_path(p, key),
+            p,
             vec![size],
             nn::LayerNormConfig {
                 eps,
@@ -64,9 +74,10 @@ impl ParameterSet {
         norm
     }
 
-    /// A 2-D batch norm at `key`, running statistics included (they load too).
-    pub fn batch_norm2d(&mut self, p: &nn::Path, key: &str, size: i64, config: nn::BatchNormConfig) -> nn::BatchNorm {
-        let norm = nn::batch_norm2d(sub_path(p, key), size, config);
+    /// A 2-D batch norm at `p`, running statistics included (they load too).
+    pub fn batch_norm2d(&mut self, p: nn::Path, size: i64, config: nn::BatchNormConfig) -> nn::BatchNorm {
+        let key = self.key(&p);
+        let norm = nn::batch_norm2d(p, size, config);
         if let (Some(weight), Some(bias)) = (&norm.ws, &norm.bs) {
             self.entries.push((format!("{key}.weight"), weight.shallow_clone()));
             self.entries.push((format!("{key}.bias"), bias.shallow_clone()));
@@ -78,13 +89,14 @@ impl ParameterSet {
         norm
     }
 
-    /// An embedding table at `key`, initialised N(0, 0.02²) as BERT does.
-    pub fn embedding(&mut self, p: &nn::Path, key: &str, count: i64, size: i64) -> nn::Embedding {
+    /// An embedding table at `p`, initialised N(0, 0.02²) as BERT does.
+    pub fn embedding(&mut self, p: nn::Path, count: i64, size: i64) -> nn::Embedding {
+        let key = self.key(&p);
         let config = nn::EmbeddingConfig {
             ws_init: nn::Init::Randn { mean: 0.0, stdev: 0.02 },
             ..Default::default()
         };
-        let embedding = nn::embedding(sub_path(p, key), count, size, config);
+        let embedding = nn::embedding(p, count, size, config);
         self.entries
             .push((format!("{key}.weight"), embedding.ws.shallow_clone()));
         embedding
@@ -186,8 +198,12 @@ mod tests {
             source,
         })?;
         let vs = nn::VarStore::new(Device::Cpu);
-        let mut params = ParameterSet::default();
-        params.linear(&vs.root(), "pooler.dense", 2, 3);
+        let root = vs.root() / "text";
+        let mut params = ParameterSet::new(&root);
+        params.linear(&root / "pooler" / "dense", 2, 3);
+        let keys: Vec<&str> = params.entries().iter().map(|(key, _)| key.as_str()).collect();
+        assert_eq!(keys, ["pooler.dense.weight", "pooler.dense.bias"]);
+        assert!(vs.variables().contains_key("text.pooler.dense.weight"));
         let weight = Tensor::arange(6, (Kind::Float, Device::Cpu)).view([3, 2]);
         let bias = Tensor::from_slice(&[1.0f32, 2.0, 3.0]);
 

@@ -164,29 +164,30 @@ impl Bert {
     /// checkpoints).
     pub fn new(p: &nn::Path, config: &BertConfig) -> Result<Self> {
         config.validate()?;
-        let mut params = ParameterSet::default();
+        let mut params = ParameterSet::new(p);
         let (hidden, eps) = (config.hidden_size, config.layer_norm_eps);
-        let word = params.embedding(p, "embeddings.word_embeddings", config.vocab_size, hidden);
+        let embeddings = p / "embeddings";
+        let word = params.embedding(&embeddings / "word_embeddings", config.vocab_size, hidden);
         let position = params.embedding(
-            p,
-            "embeddings.position_embeddings",
+            &embeddings / "position_embeddings",
             config.max_position_embeddings,
             hidden,
         );
-        let token_type = params.embedding(p, "embeddings.token_type_embeddings", config.type_vocab_size, hidden);
-        let embedding_norm = params.layer_norm(p, "embeddings.LayerNorm", hidden, eps);
+        let token_type = params.embedding(&embeddings / "token_type_embeddings", config.type_vocab_size, hidden);
+        let embedding_norm = params.layer_norm(&embeddings / "LayerNorm", hidden, eps);
         let layers = (0..config.num_hidden_layers)
             .map(|l| {
-                let key = |rest: &str| format!("encoder.layer.{l}.{rest}");
+                let layer = p / "encoder" / "layer" / l;
+                let attention = &layer / "attention";
                 Layer {
-                    query: params.linear(p, &key("attention.self.query"), hidden, hidden),
-                    key: params.linear(p, &key("attention.self.key"), hidden, hidden),
-                    value: params.linear(p, &key("attention.self.value"), hidden, hidden),
-                    attention_out: params.linear(p, &key("attention.output.dense"), hidden, hidden),
-                    attention_norm: params.layer_norm(p, &key("attention.output.LayerNorm"), hidden, eps),
-                    intermediate: params.linear(p, &key("intermediate.dense"), hidden, config.intermediate_size),
-                    output: params.linear(p, &key("output.dense"), config.intermediate_size, hidden),
-                    output_norm: params.layer_norm(p, &key("output.LayerNorm"), hidden, eps),
+                    query: params.linear(&attention / "self" / "query", hidden, hidden),
+                    key: params.linear(&attention / "self" / "key", hidden, hidden),
+                    value: params.linear(&attention / "self" / "value", hidden, hidden),
+                    attention_out: params.linear(&attention / "output" / "dense", hidden, hidden),
+                    attention_norm: params.layer_norm(&attention / "output" / "LayerNorm", hidden, eps),
+                    intermediate: params.linear(&layer / "intermediate" / "dense", hidden, config.intermediate_size),
+                    output: params.linear(&layer / "output" / "dense", config.intermediate_size, hidden),
+                    output_norm: params.layer_norm(&layer / "output" / "LayerNorm", hidden, eps),
                 }
             })
             .collect();
