@@ -529,9 +529,9 @@ fn main() -> Result<()> {
         }
         Command::Extract { config, shard, export } => {
             // A compare configuration's rows read their features from the same cache.
-            let mut compared = fusion_run::CompareConfig::load(&config)?;
+            let compared = fusion_run::CompareConfig::load(&config)?;
             compared.validate()?;
-            let loaded = fusion_run::load_compared(&mut compared, shard, &ui::Shown::new(ui))?;
+            let (compared, loaded) = fusion_run::load_compared(&compared, shard, &ui::Shown::new(ui))?;
             let config = compared.run;
             let classes = match &export {
                 Some(path) => Some(fusion_run::export_features(

@@ -162,9 +162,9 @@ pub struct Compared {
 /// on the same records (where a unimodal model's modality is absent it outputs the
 /// uniform distribution); then the simple baselines. Writes `compare.json`,
 /// `baselines.json`, `skipped.json` and `unusable.json` into `out`.
-pub fn compare(mut compared: CompareConfig, out: &Path, device: Device, observer: &dyn Observer) -> Result<Compared> {
+pub fn compare(compared: &CompareConfig, out: &Path, device: Device, observer: &dyn Observer) -> Result<Compared> {
     compared.validate()?;
-    let loaded = crate::load_compared(&mut compared, None, observer)?;
+    let (compared, loaded) = crate::load_compared(compared, None, observer)?;
     let CompareConfig { run: config, rows } = compared;
     config.check_manifest(&loaded.manifest)?;
     let methods = match (rows.is_empty(), config.task) {

@@ -182,10 +182,13 @@ impl RunConfig {
         Ok(manifest)
     }
 
-    /// Fits the statistics that table features lack (means, deviations, categories) on the
-    /// training records of `manifest`; a configuration saved afterwards carries them.
-    pub fn fit_tables(&mut self, manifest: &Manifest) -> Result<()> {
-        fit_table_columns(self.modalities.iter_mut(), &training_tables(manifest))
+    /// This configuration with the statistics its table features lack (means, deviations,
+    /// categories) fitted on the training records of `manifest`: what training reads and
+    /// a configuration saved afterwards carries.
+    pub fn with_fitted_tables(&self, manifest: &Manifest) -> Result<Self> {
+        let mut fitted = self.clone();
+        fit_table_columns(fitted.modalities.iter_mut(), &training_tables(manifest))?;
+        Ok(fitted)
     }
 
     /// Reads a JSON configuration; errors name the file and the field (`fusion.method`…).
@@ -602,11 +605,17 @@ impl CompareConfig {
         )
     }
 
-    /// [`RunConfig::fit_tables`] for the run and every row.
-    pub fn fit_tables(&mut self, manifest: &Manifest) -> Result<()> {
-        self.run.fit_tables(manifest)?;
-        let training = training_tables(manifest);
-        fit_table_columns(self.rows.iter_mut().flat_map(|r| r.modalities.iter_mut()), &training)
+    /// [`RunConfig::with_fitted_tables`] for the run and every row.
+    pub fn with_fitted_tables(&self, manifest: &Manifest) -> Result<Self> {
+        let mut rows = self.rows.clone();
+        fit_table_columns(
+            rows.iter_mut().flat_map(|r| r.modalities.iter_mut()),
+            &training_tables(manifest),
+        )?;
+        Ok(Self {
+            run: self.run.with_fitted_tables(manifest)?,
+            rows,
+        })
     }
 }
 
@@ -766,5 +775,43 @@ mod tests {
             .expect_err("a name twice")
             .to_string();
         assert!(error.contains("`compare[1].name`: `early` appears twice"), "{error}");
+    }
+
+    #[test]
+    fn table_statistics_are_fitted_into_a_new_configuration_on_the_training_records() -> Result<()> {
+        let text = r#"{"manifest": "m.jsonl",
+            "modalities": [{"name": "table", "features": {"kind": "table", "columns": [{"kind": "numeric", "name": "age"}]}, "encoder": {"kind": "tabular_mlp", "hidden": [4]}}],
+            "fusion": {"family": "late", "combiner": "mean"}, "train": {"epochs": 1, "batch_size": 8},
+            "compare": [{"name": "row", "fusion": {"family": "late", "combiner": "mean"},
+                         "modalities": [{"name": "table", "features": {"kind": "table", "columns": [{"kind": "numeric", "name": "age"}]}, "encoder": {"kind": "tabular_mlp", "hidden": [8]}}]}]}"#;
+        let given = CompareConfig::parse(text.as_bytes(), Path::new("/tmp/c.json"))?;
+        let lines = [
+            r#"{"id": "a", "label": "x", "split": "train", "table": {"age": 20}}"#,
+            r#"{"id": "b", "label": "y", "split": "train", "table": {"age": 40}}"#,
+            r#"{"id": "c", "label": "y", "split": "test", "table": {"age": 1000}}"#,
+        ];
+        let manifest = Manifest::parse_jsonl(
+            lines.join("\n").as_bytes(),
+            Path::new("/tmp/m.jsonl"),
+            fusion_data::PathScope::ManifestFolder,
+        );
+        let fitted = given.with_fitted_tables(&manifest)?;
+        let statistics = |m: &ModalitySpec| match &m.features {
+            FeatureConfig::Table { columns } => match &columns[0] {
+                fusion_tabular::Column::Numeric { mean, std, .. } => (*mean, *std),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        };
+        // Mean and population deviation of the training rows only (20 and 40).
+        assert_eq!(statistics(&fitted.run.modalities[0]), (Some(30.0), Some(10.0)));
+        assert_eq!(statistics(&fitted.rows[0].modalities[0]), (Some(30.0), Some(10.0)));
+        assert_eq!(
+            statistics(&given.run.modalities[0]),
+            (None, None),
+            "the given one is unchanged"
+        );
+        assert_eq!(fitted.run, given.run.with_fitted_tables(&manifest)?);
+        Ok(())
     }
 }

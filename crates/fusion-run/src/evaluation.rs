@@ -42,28 +42,36 @@ impl Loaded {
 
 /// Loads `manifest` (default: the configuration's) and extracts the configuration's
 /// features through its cache (`shard`: one share of the records); `observer` is told the
-/// records done and the records to do, then what was loaded. Table statistics the configuration lacks are fitted on the manifest's
-/// training records first; with `on_bad_file: skip_record`, a record with an unusable file
-/// is left out whole.
+/// records done and the records to do, then what was loaded. Returns the configuration
+/// with the table statistics it lacked fitted on the manifest's training records (what
+/// training reads, see [`RunConfig::with_fitted_tables`]) and the data. With
+/// `on_bad_file: skip_record`, a record with an unusable file is left out whole.
 pub fn load(
-    config: &mut RunConfig,
+    config: &RunConfig,
     manifest: Option<&Path>,
     shard: Option<Shard>,
     observer: &dyn Observer,
-) -> Result<Loaded> {
+) -> Result<(RunConfig, Loaded)> {
     let path = manifest.unwrap_or(&config.manifest).to_path_buf();
     let manifest = config.load_manifest(Some(&path))?;
-    config.fit_tables(&manifest)?;
+    let config = config.with_fitted_tables(&manifest)?;
     let specs = config.feature_specs();
-    extract(config, manifest, specs, shard, observer)
+    let loaded = extract(&config, manifest, specs, shard, observer)?;
+    Ok((config, loaded))
 }
 
 /// [`load`] for a configuration with its compare rows: the rows' features too, once each,
 /// and the rows' table statistics fitted.
-pub fn load_compared(config: &mut CompareConfig, shard: Option<Shard>, observer: &dyn Observer) -> Result<Loaded> {
+pub fn load_compared(
+    config: &CompareConfig,
+    shard: Option<Shard>,
+    observer: &dyn Observer,
+) -> Result<(CompareConfig, Loaded)> {
     let manifest = config.run.load_manifest(None)?;
-    config.fit_tables(&manifest)?;
-    extract(&config.run, manifest, config.feature_specs(), shard, observer)
+    let config = config.with_fitted_tables(&manifest)?;
+    let specs = config.feature_specs();
+    let loaded = extract(&config.run, manifest, specs, shard, observer)?;
+    Ok((config, loaded))
 }
 
 /// The features `specs` of `manifest`'s records, as `config` reads files (its cache,

@@ -147,7 +147,7 @@ pub fn fit_loaded(
 /// it (`baselines.json`) and writes the records left out (`skipped.json`,
 /// `unusable.json`) and what the run cost since `started` (`resources.json`).
 pub fn fit(
-    mut config: RunConfig,
+    config: &RunConfig,
     run: &Run,
     device: Device,
     strategy: Strategy<'_>,
@@ -161,7 +161,7 @@ pub fn fit(
         group.barrier()?;
     }
     // A rank 0 that fails here exits, and the others' barrier fails with it.
-    let loaded = crate::load(&mut config, None, None, observer)?;
+    let (config, loaded) = crate::load(config, None, None, observer)?;
     if let Some(group) = strategy.group().filter(|_| leader) {
         group.barrier()?;
     }

@@ -144,7 +144,6 @@ pub fn train_portfolio(
         time_limit,
         folds,
     } = options;
-    let mut base = base;
     base.validate()?;
     if let Some(folds) = folds.filter(|f| !(1..=MAX_FOLDS).contains(f)) {
         return Err(Error::Config(format!("folds: {folds}, from 1 to {MAX_FOLDS}")));
@@ -162,7 +161,7 @@ pub fn train_portfolio(
             run_dir.display()
         )));
     }
-    let mut loaded = crate::load(&mut base, None, None, observer)?;
+    let (base, mut loaded) = crate::load(&base, None, None, observer)?;
     base.check_manifest(&loaded.manifest)?;
     let mut members = portfolio_members(&base);
     for (_, member) in members.iter_mut().filter(|_| epochs.is_some()) {

@@ -454,7 +454,7 @@ impl Run {
         device: Device,
         observer: &dyn Observer,
     ) -> Result<(SplitData, Loaded)> {
-        let loaded = crate::load(&mut self.config()?, manifest, None, observer)?;
+        let (_, loaded) = crate::load(&self.config()?, manifest, None, observer)?;
         Ok((self.split_of(&loaded, split, device, observer)?, loaded))
     }
 
@@ -819,10 +819,7 @@ impl Predictor {
         let each = self
             .members
             .iter()
-            .map(|member| {
-                let mut config = member.config.clone();
-                member.predict(&crate::load(&mut config, manifest, None, observer)?)
-            })
+            .map(|member| member.predict(&crate::load(&member.config, manifest, None, observer)?.1))
             .collect::<Result<Vec<_>>>()?;
         Ok(self.finish(self.combine(each)?))
     }

@@ -622,7 +622,7 @@ impl Predictor {
         observer: &dyn Observer,
     ) -> Result<Embeddings> {
         let run = self.contrastive()?;
-        let loaded = crate::load(&mut run.config.clone(), manifest, None, observer)?;
+        let (_, loaded) = crate::load(&run.config, manifest, None, observer)?;
         let indices: Vec<usize> = match split {
             Some(split) => loaded.extraction.split_indices(split),
             None => (0..loaded.extraction.records.len()).collect(),
@@ -655,7 +655,7 @@ impl Predictor {
         observer: &dyn Observer,
     ) -> Result<ZeroShotRecord> {
         let run = self.contrastive()?;
-        let loaded = crate::load(&mut run.config.clone(), manifest, None, observer)?;
+        let (_, loaded) = crate::load(&run.config, manifest, None, observer)?;
         let all: Vec<usize> = (0..loaded.extraction.records.len()).collect();
         let everything = self.embed_loaded(&loaded, &all)?;
         let m = everything.modality(modality)?;

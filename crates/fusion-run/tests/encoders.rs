@@ -191,7 +191,7 @@ fn train_and_check(dir: &Path, config: &RunConfig, run_name: &str) -> (f64, fusi
     .unwrap();
     // The library path from the configuration alone: the same records, and an evaluation
     // (written to eval.json) with the accuracy computed here.
-    let loaded = fusion_run::load(&mut config.clone(), None, None, &()).unwrap();
+    let (_, loaded) = fusion_run::load(config, None, None, &()).unwrap();
     assert_eq!(loaded.extraction.records.len(), extraction.records.len());
     let eval = run.evaluate(&test, &trained.classes, "test", device).unwrap();
     assert!(

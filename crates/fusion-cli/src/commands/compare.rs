@@ -18,7 +18,7 @@ use crate::{
 pub fn compare(config_path: &Path, out: &Path, ui: Ui, device: Device) -> Result<(Vec<CompareRow>, Loaded)> {
     let config = CompareConfig::load(config_path)?;
     let shown = Shown::new(Ui { epochs: false, ..ui });
-    let compared = fusion_run::compare(config, out, device, &shown)?;
+    let compared = fusion_run::compare(&config, out, device, &shown)?;
     for (run, fitted) in &compared.runs {
         plot_training(run, &fitted.summary, &run.config()?)?;
         if let Some(eval) = &fitted.eval {

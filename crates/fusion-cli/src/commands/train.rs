@@ -142,7 +142,7 @@ pub fn train(
         config.train.epochs = epochs;
     }
     let run = Run::new(run_dir);
-    let (fitted, loaded) = fusion_run::fit(config.clone(), &run, device, strategy, started(), &Shown::new(ui))?;
+    let (fitted, loaded) = fusion_run::fit(&config, &run, device, strategy, started(), &Shown::new(ui))?;
     if !strategy.writes() {
         return Ok(());
     }

@@ -105,7 +105,7 @@ pub fn trained(dir: &Path, task: &str) -> (PathBuf, PathBuf) {
     let config = RunConfig::load(&path).unwrap();
     let run = Run::new(dir.join("run"));
     fusion_run::fit(
-        config,
+        &config,
         &run,
         tch::Device::Cpu,
         fusion_core::Strategy::SingleProcess,
