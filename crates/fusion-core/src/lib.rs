@@ -101,6 +101,8 @@ pub use explain::{
 pub use export::{Dim, ExportSignature, ExportedInput, export_arguments, export_torchscript, signature_path};
 pub use files::{RunLock, write_atomic, write_checked_safetensors, write_file_atomic};
 pub use fusion::tensor_fusion;
+/// The encoder interface and weight files this crate builds on (its error type among them).
+pub use fusion_nn;
 pub use fusion_nn::{
     CHECKSUM_KEY, Encoder, IdentityEncoder, InputMismatch, MlpEncoder, ModalityInput, ParameterSet, WeightsMismatch,
     checksum, conv2d, linear, read_checked_safetensors,

@@ -83,6 +83,10 @@ pub enum FeatureError {
     /// Grey frames asked for with ImageNet normalisation.
     #[error("grey frames are not ImageNet-normalised (set `grey: false`)")]
     GreyImagenet,
+    /// Features computed without what [`FeatureConfig::prepare`](crate::FeatureConfig::prepare)
+    /// loads (a tokenizer).
+    #[error("no {0} loaded")]
+    NotPrepared(&'static str),
     /// What computing them needs could not be loaded (a tokenizer, log-mel's filters).
     #[error(transparent)]
     Prepare(Box<Error>),

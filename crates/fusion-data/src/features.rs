@@ -464,7 +464,7 @@ fn tokens_of(prepared: &Prepared, bytes: &[u8]) -> std::result::Result<Vec<f32>,
     let tokenizer = prepared
         .tokenizer
         .as_ref()
-        .ok_or(FeatureError::Empty("no tokenizer loaded"))?;
+        .ok_or(FeatureError::NotPrepared("tokenizer"))?;
     let batch = tokenizer.encode_batch(&[text])?;
     if batch.ids.is_empty() {
         return Err(FeatureError::Empty("the text gives no tokens"));

@@ -8,10 +8,18 @@ use tch::{Tensor, nn};
 
 /// The tensors of a pretrained module, by checkpoint key: a layer at
 /// `root / "encoder" / "layer" / 0 / "output" / "dense"` is `encoder.layer.0.output.dense`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ParameterSet {
     root: Vec<String>,
     entries: Vec<(String, Tensor)>,
+}
+
+/// `key.name`, or `name` for a layer at the module's own path.
+fn entry_name(key: &str, name: &str) -> String {
+    match key {
+        "" => name.to_string(),
+        key => format!("{key}.{name}"),
+    }
 }
 
 impl ParameterSet {
@@ -38,9 +46,10 @@ impl ParameterSet {
     pub fn linear(&mut self, p: nn::Path, input: i64, output: i64) -> nn::Linear {
         let key = self.key(&p);
         let linear = crate::linear(p, input, output);
-        self.entries.push((format!("{key}.weight"), linear.ws.shallow_clone()));
+        self.entries
+            .push((entry_name(&key, "weight"), linear.ws.shallow_clone()));
         if let Some(bias) = &linear.bs {
-            self.entries.push((format!("{key}.bias"), bias.shallow_clone()));
+            self.entries.push((entry_name(&key, "bias"), bias.shallow_clone()));
         }
         linear
     }
@@ -49,9 +58,9 @@ impl ParameterSet {
     pub fn conv2d(&mut self, p: nn::Path, input: i64, output: i64, kernel: i64, config: nn::ConvConfig) -> nn::Conv2D {
         let key = self.key(&p);
         let conv = nn::conv2d(p, input, output, kernel, config);
-        self.entries.push((format!("{key}.weight"), conv.ws.shallow_clone()));
+        self.entries.push((entry_name(&key, "weight"), conv.ws.shallow_clone()));
         if let Some(bias) = &conv.bs {
-            self.entries.push((format!("{key}.bias"), bias.shallow_clone()));
+            self.entries.push((entry_name(&key, "bias"), bias.shallow_clone()));
         }
         conv
     }
@@ -68,8 +77,8 @@ impl ParameterSet {
             },
         );
         if let (Some(weight), Some(bias)) = (&norm.ws, &norm.bs) {
-            self.entries.push((format!("{key}.weight"), weight.shallow_clone()));
-            self.entries.push((format!("{key}.bias"), bias.shallow_clone()));
+            self.entries.push((entry_name(&key, "weight"), weight.shallow_clone()));
+            self.entries.push((entry_name(&key, "bias"), bias.shallow_clone()));
         }
         norm
     }
@@ -79,13 +88,13 @@ impl ParameterSet {
         let key = self.key(&p);
         let norm = nn::batch_norm2d(p, size, config);
         if let (Some(weight), Some(bias)) = (&norm.ws, &norm.bs) {
-            self.entries.push((format!("{key}.weight"), weight.shallow_clone()));
-            self.entries.push((format!("{key}.bias"), bias.shallow_clone()));
+            self.entries.push((entry_name(&key, "weight"), weight.shallow_clone()));
+            self.entries.push((entry_name(&key, "bias"), bias.shallow_clone()));
         }
         self.entries
-            .push((format!("{key}.running_mean"), norm.running_mean.shallow_clone()));
+            .push((entry_name(&key, "running_mean"), norm.running_mean.shallow_clone()));
         self.entries
-            .push((format!("{key}.running_var"), norm.running_var.shallow_clone()));
+            .push((entry_name(&key, "running_var"), norm.running_var.shallow_clone()));
         norm
     }
 
@@ -98,7 +107,7 @@ impl ParameterSet {
         };
         let embedding = nn::embedding(p, count, size, config);
         self.entries
-            .push((format!("{key}.weight"), embedding.ws.shallow_clone()));
+            .push((entry_name(&key, "weight"), embedding.ws.shallow_clone()));
         embedding
     }
 
@@ -204,6 +213,12 @@ mod tests {
         let keys: Vec<&str> = params.entries().iter().map(|(key, _)| key.as_str()).collect();
         assert_eq!(keys, ["pooler.dense.weight", "pooler.dense.bias"]);
         assert!(vs.variables().contains_key("text.pooler.dense.weight"));
+        // A module that is one layer: its own tensors are `weight` and `bias`.
+        let norm_path = vs.root() / "norm";
+        let mut norm = ParameterSet::new(&norm_path);
+        norm.layer_norm(norm_path.clone(), 3, 1e-5);
+        let keys: Vec<&str> = norm.entries().iter().map(|(key, _)| key.as_str()).collect();
+        assert_eq!(keys, ["weight", "bias"]);
         let weight = Tensor::arange(6, (Kind::Float, Device::Cpu)).view([3, 2]);
         let bias = Tensor::from_slice(&[1.0f32, 2.0, 3.0]);
 

@@ -494,17 +494,29 @@ impl CompareConfig {
         };
         let text = std::str::from_utf8(bytes)
             .map_err(|e| Error::Config(format!("config {}: not UTF-8: {e}", path.display())))?;
+        // A key given twice is refused with its place (a JSON value would keep the last).
         let mut deserializer = serde_json::Deserializer::from_str(text);
-        let mut value: serde_json::Value = serde_path_to_error::deserialize(&mut deserializer)
+        serde_path_to_error::deserialize::<_, UniqueKeys>(&mut deserializer)
             .map_err(|e| bad(e.path().to_string(), e.inner().to_string()))?;
-        let rows = value
+        let mut value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| Error::Config(format!("config {}: {e}", path.display())))?;
+        let given_rows = value
             .as_object_mut()
             .and_then(|fields| fields.remove("compare"))
             .unwrap_or_else(|| serde_json::Value::Array(Vec::new()));
         let named_fusion = value.get("fusion").is_some();
         let mut run: RunConfig =
             serde_path_to_error::deserialize(&value).map_err(|e| bad(e.path().to_string(), e.inner().to_string()))?;
-        for (i, row) in rows.as_array().into_iter().flatten().enumerate() {
+        let mut rows: Vec<NamedFusion> = serde_path_to_error::deserialize(&given_rows).map_err(|e| {
+            let below = e.path().to_string();
+            let field = match below.as_str() {
+                "." => "compare".to_string(),
+                _ => format!("compare{below}"),
+            };
+            bad(field, e.inner().to_string())
+        })?;
+        // Every row is an object here; a missing fusion took its default when it was read.
+        for (i, row) in given_rows.as_array().into_iter().flatten().enumerate() {
             match (row.get("fusion").is_some(), run.task) {
                 (true, Task::Contrastive) => {
                     return Err(bad(
@@ -521,12 +533,6 @@ impl CompareConfig {
                 _ => {}
             }
         }
-        let mut rows: Vec<NamedFusion> = serde_path_to_error::deserialize(&rows).map_err(|e| {
-            bad(
-                format!("compare{}", e.path()).replace("compare.[", "compare["),
-                e.inner().to_string(),
-            )
-        })?;
         if named_fusion && run.task == Task::Contrastive {
             return Err(bad(
                 "fusion".into(),
@@ -632,6 +638,64 @@ impl NamedFusion {
             fusion: self.fusion.clone(),
             ..run.clone()
         }
+    }
+}
+
+/// Any JSON, read only to refuse an object that gives a key twice.
+struct UniqueKeys;
+
+impl<'de> Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        deserializer.deserialize_any(UniqueKeys)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeys {
+    type Value = UniqueKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self, A::Error> {
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if seen.contains(&key) {
+                return Err(serde::de::Error::custom(format!("duplicate field `{key}`")));
+            }
+            map.next_value::<UniqueKeys>()?;
+            seen.insert(key);
+        }
+        Ok(UniqueKeys)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Self, A::Error> {
+        while seq.next_element::<UniqueKeys>()?.is_some() {}
+        Ok(UniqueKeys)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> std::result::Result<Self, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> std::result::Result<Self, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> std::result::Result<Self, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> std::result::Result<Self, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_str<E>(self, _: &str) -> std::result::Result<Self, E> {
+        Ok(UniqueKeys)
+    }
+
+    fn visit_unit<E>(self) -> std::result::Result<Self, E> {
+        Ok(UniqueKeys)
     }
 }
 
@@ -768,6 +832,28 @@ mod tests {
         assert!(
             error.contains("field `compare[0].nmae`: unknown field `nmae`") && error.contains("did you mean `name`"),
             "{error}"
+        );
+        let parse = |text: &str| {
+            CompareConfig::parse(text.as_bytes(), Path::new("c.json"))
+                .expect_err("refused")
+                .to_string()
+        };
+        // A key given twice is refused where it is, not read as its last value.
+        let repeated = parse(&FILE.replace(r#""train": {"epochs": 1,"#, r#""train": {"epochs": 1, "epochs": 2,"#));
+        assert!(
+            repeated.contains("field `train`: duplicate field `epochs` at line 3"),
+            "{repeated}"
+        );
+        let head = &FILE[..FILE.find(r#""compare""#).expect("a compare list")];
+        let not_rows = parse(&format!(r#"{head}"compare": 5}}"#));
+        assert!(
+            not_rows.contains("field `compare`: invalid type: integer `5`"),
+            "{not_rows}"
+        );
+        let not_a_row = parse(&FILE.replace(r#""compare": ["#, r#""compare": ["row", "#));
+        assert!(
+            not_a_row.contains("field `compare[0]`: invalid type: string"),
+            "{not_a_row}"
         );
         let twice = FILE.replace(r#""name": "wide""#, r#""name": "early""#);
         let error = CompareConfig::parse(twice.as_bytes(), Path::new("c.json"))

@@ -259,7 +259,11 @@ fn fit(
                 path: path.clone(),
                 reason: format!("`{GROUP_WEIGHTS_KEY}` missing: it was not saved by group DRO"),
             })?;
-            if saved.len() != weighting.group_weights.len() {
+            let total: f64 = saved.iter().sum();
+            if saved.len() != weighting.group_weights.len()
+                || saved.iter().any(|q| !(q.is_finite() && *q >= 0.0))
+                || (total - 1.0).abs() > 1e-6
+            {
                 return Err(Error::Checkpoint {
                     path,
                     reason: format!(
