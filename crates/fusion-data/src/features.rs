@@ -10,7 +10,7 @@
 //! by copying.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     path::{Path, PathBuf},
     sync::atomic::{AtomicUsize, Ordering},
 };
@@ -871,6 +871,15 @@ fn source(record: &Record, modality: Modality, limits: &crate::Limits) -> Option
     )
 }
 
+/// The cache keys (content hashes) of `records`' sources of `modality` that can be read.
+fn source_keys(records: &[&Record], modality: Modality, limits: &crate::Limits) -> HashSet<String> {
+    records
+        .par_iter()
+        .filter_map(|record| source(record, modality, limits)?.ok())
+        .map(|(bytes, _)| hex(&Sha256::digest(&bytes)))
+        .collect()
+}
+
 /// An array's shape and its values in row-major order.
 pub type ShapedArray = (Vec<usize>, Vec<f32>);
 
@@ -899,6 +908,16 @@ impl FeatureCache {
     /// Every vector stored for `config`, by content hash. Unreadable shards are reported in
     /// the error, not skipped silently: a damaged cache should be deleted, not trusted.
     pub fn load(&self, config: &FeatureConfig) -> Result<HashMap<String, Vec<f32>>> {
+        self.load_where(config, &|_| true)
+    }
+
+    /// [`Self::load`] of the vectors whose content hash is in `wanted` only: a cache that
+    /// several manifests share holds the others' too.
+    pub fn load_wanted(&self, config: &FeatureConfig, wanted: &HashSet<String>) -> Result<HashMap<String, Vec<f32>>> {
+        self.load_where(config, &|key| wanted.contains(key))
+    }
+
+    fn load_where(&self, config: &FeatureConfig, keep: &dyn Fn(&str) -> bool) -> Result<HashMap<String, Vec<f32>>> {
         let shape = config.shape();
         let fits = |stored: &[usize]| {
             if config.variable_length() {
@@ -907,7 +926,7 @@ impl FeatureCache {
                 stored == shape
             }
         };
-        let found = self.load_named(&config.hash()[..16], &fits, &format!("{shape:?}"))?;
+        let found = self.load_named_where(&config.hash()[..16], &fits, &format!("{shape:?}"), keep)?;
         Ok(found.into_iter().map(|(key, (_, values))| (key, values)).collect())
     }
 
@@ -918,6 +937,18 @@ impl FeatureCache {
         name: &str,
         fits: &dyn Fn(&[usize]) -> bool,
         expected: &str,
+    ) -> Result<HashMap<String, ShapedArray>> {
+        self.load_named_where(name, fits, expected, &|_| true)
+    }
+
+    /// [`Self::load_named`] of the keys `keep` accepts (every shard's checksum is still
+    /// checked whole).
+    fn load_named_where(
+        &self,
+        name: &str,
+        fits: &dyn Fn(&[usize]) -> bool,
+        expected: &str,
+        keep: &dyn Fn(&str) -> bool,
     ) -> Result<HashMap<String, ShapedArray>> {
         let folder = self.named_folder(name);
         let mut found = HashMap::new();
@@ -953,7 +984,7 @@ impl FeatureCache {
                     )));
                 }
             }
-            for (key, view) in views {
+            for (key, view) in views.into_iter().filter(|(key, _)| keep(key)) {
                 if view.dtype() != safetensors::Dtype::F32 || !fits(view.shape()) {
                     return Err(broken(format!(
                         "{key}: {:?} {:?}, expected F32 {expected}",
@@ -1174,14 +1205,6 @@ impl Extractor {
         progress: &(dyn Fn(usize) + Sync),
     ) -> Result<Extraction> {
         let (specs, prepared, limits) = (&self.specs, &self.prepared, &self.limits);
-        // Cached vectors are moved out as records take them (a copy would hold each twice).
-        let mut stored: Vec<HashMap<String, Vec<f32>>> = match cache {
-            Some(cache) => specs.iter().map(|s| cache.load(&s.config)).collect::<Result<_>>()?,
-            None => specs.iter().map(|_| HashMap::new()).collect(),
-        };
-        // Per modality, where a vector an earlier chunk computed or took from the cache is (a
-        // file may appear twice).
-        let mut computed_at: Vec<HashMap<String, usize>> = vec![HashMap::new(); specs.len()];
         let records: Vec<&Record> = manifest
             .records
             .iter()
@@ -1189,6 +1212,19 @@ impl Extractor {
             .filter(|(i, _)| shard.is_none_or(|s| i % s.count == s.index))
             .map(|(_, r)| r)
             .collect();
+        // Only the cached vectors of these records' sources (a cache shared by several
+        // manifests holds the others' too), moved out as records take them (a copy would
+        // hold each twice).
+        let mut stored: Vec<HashMap<String, Vec<f32>>> = match cache {
+            Some(cache) => specs
+                .iter()
+                .map(|s| cache.load_wanted(&s.config, &source_keys(&records, s.config.modality(), limits)))
+                .collect::<Result<_>>()?,
+            None => specs.iter().map(|_| HashMap::new()).collect(),
+        };
+        // Per modality, where a vector an earlier chunk computed or took from the cache is (a
+        // file may appear twice).
+        let mut computed_at: Vec<HashMap<String, usize>> = vec![HashMap::new(); specs.len()];
         let done = AtomicUsize::new(0);
         // One modality of a record: its key, its values (none: to be taken from the cache)
         // and whether they were cached.

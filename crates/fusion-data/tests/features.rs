@@ -178,6 +178,21 @@ fn the_cache_is_reused_across_runs_renames_and_shards() {
     assert_eq!(done.into_inner(), manifest.records.len());
     assert_eq!(cached.features, fresh.features, "cached values are the computed ones");
 
+    // Only the vectors asked for are read back (a cache may be shared by several manifests).
+    assert!(specs().iter().any(|s| cache.load(&s.config).unwrap().len() > 1));
+    for spec in specs() {
+        let all = cache.load(&spec.config).unwrap();
+        let one: std::collections::HashSet<String> = all.keys().take(1).cloned().collect();
+        let wanted = cache.load_wanted(&spec.config, &one).unwrap();
+        assert_eq!(wanted.len(), one.len());
+        assert!(
+            wanted
+                .iter()
+                .all(|(key, values)| one.contains(key) && all[key] == *values)
+        );
+        assert!(cache.load_wanted(&spec.config, &Default::default()).unwrap().is_empty());
+    }
+
     // Content-addressed: a renamed copy hits, an edited file misses.
     std::fs::rename(dir.path().join("square.png"), dir.path().join("renamed.png")).unwrap();
     let csv = std::fs::read_to_string(dir.path().join("manifest.csv"))
