@@ -327,8 +327,7 @@ impl FeatureConfig {
     /// per call: extraction uses [`Self::compute_prepared`].
     pub fn compute(&self, bytes: &[u8], path: &Path) -> std::result::Result<Vec<f32>, FeatureError> {
         let prepared = self.prepare().map_err(|e| FeatureError::Prepare(Box::new(e)))?;
-        self.compute_prepared(&prepared, bytes, path)?
-            .ok_or(FeatureError::Empty("the video has no sound track"))
+        self.compute_present(&prepared, bytes, path)
     }
 
     /// [`Self::compute`] with what [`Self::prepare`] loaded; `None` when the source lacks
@@ -360,7 +359,7 @@ impl FeatureConfig {
             }
             Self::LogMel(mel) => log_mel_of(mel, bytes, path, prepared),
             Self::LogMelStats(mel) => log_mel_stats_of(mel, bytes, path, prepared),
-            // compute_prepared reads a sound track before coming here.
+            // A video without sound is an error here; compute_prepared makes it a missing modality.
             Self::SoundTrack(mel) => {
                 sound_track_of(mel, path, prepared)?.ok_or(FeatureError::Empty("the video has no sound track"))
             }
@@ -871,12 +870,15 @@ fn source(record: &Record, modality: Modality, limits: &crate::Limits) -> Option
     )
 }
 
-/// The cache keys (content hashes) of `records`' sources of `modality` that can be read.
-fn source_keys(records: &[&Record], modality: Modality, limits: &crate::Limits) -> HashSet<String> {
+/// The cache key (content hash) of each record's source of `modality`; `None` where the
+/// record lacks it or it cannot be read (extraction reports why).
+fn source_keys(records: &[&Record], modality: Modality, limits: &crate::Limits) -> Vec<Option<String>> {
     records
         .par_iter()
-        .filter_map(|record| source(record, modality, limits)?.ok())
-        .map(|(bytes, _)| hex(&Sha256::digest(&bytes)))
+        .map(|record| {
+            let (bytes, _) = source(record, modality, limits)?.ok()?;
+            Some(hex(&Sha256::digest(&bytes)))
+        })
         .collect()
 }
 
@@ -1212,13 +1214,26 @@ impl Extractor {
             .filter(|(i, _)| shard.is_none_or(|s| i % s.count == s.index))
             .map(|(_, r)| r)
             .collect();
-        // Only the cached vectors of these records' sources (a cache shared by several
-        // manifests holds the others' too), moved out as records take them (a copy would
-        // hold each twice).
+        // With a cache, each source is hashed once up front (per modality, whatever number of
+        // specs read it): only these records' vectors are loaded (a cache shared by several
+        // manifests holds the others' too), and a source found there is not read again.
+        let mut known_keys: HashMap<Modality, Vec<Option<String>>> = HashMap::new();
+        if cache.is_some() {
+            for spec in specs {
+                let modality = spec.config.modality();
+                known_keys
+                    .entry(modality)
+                    .or_insert_with(|| source_keys(&records, modality, limits));
+            }
+        }
+        // Cached vectors are moved out as records take them (a copy would hold each twice).
         let mut stored: Vec<HashMap<String, Vec<f32>>> = match cache {
             Some(cache) => specs
                 .iter()
-                .map(|s| cache.load_wanted(&s.config, &source_keys(&records, s.config.modality(), limits)))
+                .map(|s| {
+                    let wanted: HashSet<String> = known_keys[&s.config.modality()].iter().flatten().cloned().collect();
+                    cache.load_wanted(&s.config, &wanted)
+                })
                 .collect::<Result<_>>()?,
             None => specs.iter().map(|_| HashMap::new()).collect(),
         };
@@ -1242,10 +1257,11 @@ impl Extractor {
             cache_errors: Vec::new(),
         };
         // In chunks, each cached as soon as it is done: a killed extraction keeps its work.
-        for chunk in records.chunks(EXTRACT_CHUNK) {
+        for (c, chunk) in records.chunks(EXTRACT_CHUNK).enumerate() {
             let outcomes: Vec<Outcome> = chunk
                 .par_iter()
-                .map(|record| {
+                .enumerate()
+                .map(|(j, record)| {
                     let outcome = specs
                         .iter()
                         .enumerate()
@@ -1258,19 +1274,29 @@ impl Extractor {
                                 path,
                                 reason,
                             };
-                            let Some(found) = source(record, spec.config.modality(), limits) else {
+                            let modality = spec.config.modality();
+                            let reused = |key: &String| -> Option<Found> {
+                                let earlier = computed_at[m]
+                                    .get(key)
+                                    .and_then(|&row| extraction.features[m][row].as_ref());
+                                match earlier {
+                                    Some(values) => Some((key.clone(), Some(values.clone()), true)),
+                                    None => stored.contains_key(key).then(|| (key.clone(), None, true)),
+                                }
+                            };
+                            let known = known_keys
+                                .get(&modality)
+                                .and_then(|keys| keys[c * EXTRACT_CHUNK + j].as_ref());
+                            if let Some(found) = known.and_then(reused) {
+                                return Ok(Some(found));
+                            }
+                            let Some(found) = source(record, modality, limits) else {
                                 return Ok(None);
                             };
                             let (bytes, path) = found.map_err(|(path, reason)| problem(Some(path), reason))?;
                             let key = hex(&Sha256::digest(&bytes));
-                            let earlier = computed_at[m]
-                                .get(&key)
-                                .and_then(|&row| extraction.features[m][row].as_ref());
-                            if let Some(values) = earlier {
-                                return Ok(Some((key, Some(values.clone()), true)));
-                            }
-                            if stored.contains_key(&key) {
-                                return Ok(Some((key, None, true)));
+                            if let Some(found) = reused(&key) {
+                                return Ok(Some(found));
                             }
                             let values = spec
                                 .config
